@@ -1,0 +1,194 @@
+/*
+ * bench.h: what every evring-bench subcommand shares.
+ *
+ * A subcommand parses the common options (bench_opts_parse), runs its cases
+ * several times on pinned threads (bench_threads_run), turns each case's
+ * per-run samples into a row of a results table (bench_table_add: median, min
+ * and max over the runs), and prints the table either as text or as the one
+ * JSON object every subcommand emits:
+ *
+ *   {"machine": {"cpu", "cores", "clocksource", "kernel", "segment_clock",
+ *                "compiler", "date"},
+ *    "results": [{"bench", "system", "threads", "unit", "median", "min",
+ *                 "max", "runs", <extra columns...>}, ...]}
+ *
+ * Extra columns (a ratio against a baseline, a drop count) are declared once
+ * per table so the text view can line them up; a row that lacks one prints
+ * "-" there and leaves the key out of its JSON object.
+ *
+ * Benchmarks report; they never judge. Nothing here fails on a timing, so CI
+ * can run every subcommand (with --quick) without gating on wall time.
+ *
+ * Threads: everything here is for the subcommand's main thread, except
+ * bench_thread_ready and bench_now_ns, which the worker threads call.
+ */
+#ifndef EVRING_BENCH_H
+#define EVRING_BENCH_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BENCH_RUNS_DEFAULT 7 /* odd, so the median is a measured run */
+#define BENCH_RUNS_MAX 1000
+#define BENCH_THREADS_MAX 64
+
+/* ---- options ---------------------------------------------------------- */
+
+struct bench_opts {
+	bool json;	  /* --json: the JSON object instead of the text table */
+	bool quick;	  /* --quick: the subcommand's smaller record count */
+	unsigned runs;	  /* --runs N: timed runs per case, BENCH_RUNS_DEFAULT */
+	uint64_t records; /* --records N: records per thread per run; 0: the subcommand's default */
+};
+
+/*
+ * Parses the common options in argv[1..argc-1] (argv[0] is the subcommand's
+ * name). Returns 0, 1 when --help was asked for (the caller prints its help
+ * and exits 0), or -1 after printing one line naming the bad option.
+ */
+int bench_opts_parse(struct bench_opts *o, int argc, char **argv);
+
+/* Prints the lines describing the common options, for usage texts. */
+void bench_opts_usage(FILE *f);
+
+/* ---- statistics ------------------------------------------------------- */
+
+struct bench_stats {
+	double median, min, max;
+	unsigned runs;
+};
+
+/* Median (mean of the two middle values for an even count), min and max of v[0..n-1]. */
+void bench_stats_of(struct bench_stats *s, const double *v, unsigned n);
+
+/* ---- the results table ------------------------------------------------ */
+
+#define BENCH_EXTRA_MAX 6
+#define BENCH_KEY_MAX 24
+
+struct bench_extra {
+	char key[BENCH_KEY_MAX];
+	double value;
+	bool integer; /* printed without decimals */
+};
+
+struct bench_result {
+	char bench[48];
+	char system[24];
+	unsigned threads;
+	char unit[8];
+	struct bench_stats st;
+	unsigned nextra;
+	struct bench_extra extra[BENCH_EXTRA_MAX];
+};
+
+struct bench_column {
+	char key[BENCH_KEY_MAX];
+	int decimals; /* in the text view */
+};
+
+struct bench_table {
+	struct bench_result *rows;
+	size_t n, cap;
+	struct bench_column cols[BENCH_EXTRA_MAX]; /* extra columns, in text order */
+	unsigned ncols;
+};
+
+/* Declares an extra column for the text view; call before printing. */
+void bench_table_column(struct bench_table *t, const char *key, int decimals);
+
+/*
+ * Appends a row summarising samples[0..n-1] (one value per run). Returns the
+ * row, valid until the next add, or NULL when out of memory.
+ */
+struct bench_result *bench_table_add(struct bench_table *t, const char *bench, const char *system,
+				     unsigned threads, const char *unit, const double *samples, unsigned n);
+
+/* Sets an extra field on a row (replacing one of the same key). */
+void bench_result_set(struct bench_result *r, const char *key, double value);
+void bench_result_set_int(struct bench_result *r, const char *key, uint64_t value);
+
+/* The row for (bench, system, threads), or NULL. */
+const struct bench_result *bench_table_find(const struct bench_table *t, const char *bench, const char *system,
+					    unsigned threads);
+
+void bench_table_free(struct bench_table *t);
+
+/* ---- the machine ------------------------------------------------------ */
+
+struct bench_machine {
+	char cpu[128];		/* "model name" of /proc/cpuinfo */
+	long cores;		/* online CPUs */
+	char clocksource[32];	/* the kernel's current clocksource */
+	char kernel[65];	/* uname -r */
+	char segment_clock[16]; /* "tsc" or "monotonic": what evring picks for a new segment */
+	char compiler[64];
+	char date[32];		/* UTC, ISO 8601 */
+};
+
+/* Fills *m; a field that cannot be read says "unknown". */
+void bench_machine_read(struct bench_machine *m);
+
+/* The name a segment clock kind goes by in the output. */
+const char *bench_clock_name(uint32_t kind);
+
+/* ---- output ----------------------------------------------------------- */
+
+void bench_print_json(FILE *f, const struct bench_machine *m, const struct bench_table *t);
+void bench_print_text(FILE *f, const struct bench_machine *m, const struct bench_table *t);
+
+/* ---- threads and time ------------------------------------------------- */
+
+/* CLOCK_MONOTONIC nanoseconds (vDSO): what timed regions are measured with. */
+uint64_t bench_now_ns(void);
+
+/*
+ * Records the CPUs this process may run on. Call once from main before any
+ * thread is pinned (pinning narrows what sched_getaffinity reports). Returns
+ * the count (>= 1).
+ */
+unsigned bench_cpus_init(void);
+
+/* The CPU that thread index i is pinned to: the (i mod count)-th allowed CPU. */
+int bench_cpu_of(unsigned i);
+
+/* One worker thread's view of a bench_threads_run. */
+struct bench_thread {
+	unsigned index;	   /* 0 .. nthreads-1 */
+	unsigned nthreads;
+	int cpu;	   /* pinned to this CPU, or -1 when pinning failed */
+	void *arg;	   /* bench_threads_run's arg, shared by all threads */
+	pthread_barrier_t *start;
+};
+
+/*
+ * Waits until every thread of the run has finished its set-up, so the timed
+ * loops start together. Each thread calls it exactly once, error or not.
+ */
+void bench_thread_ready(struct bench_thread *t);
+
+/*
+ * The body of a worker thread: sets up, calls bench_thread_ready, times its
+ * loop and returns its result (ns per operation), or a negative value after
+ * storing its error where its arg says.
+ */
+typedef double (*bench_thread_fn)(struct bench_thread *t);
+
+/*
+ * Runs fn on n threads (n <= BENCH_THREADS_MAX), thread i pinned to
+ * bench_cpu_of(i), and stores each thread's result in results[i]. Returns 0,
+ * or -EINVAL for a bad n. When a thread cannot be started the program exits
+ * with a message: the threads already started would wait at the barrier
+ * forever.
+ */
+int bench_threads_run(unsigned n, bench_thread_fn fn, void *arg, double *results);
+
+/* ---- subcommands ------------------------------------------------------ */
+
+/* Each takes its own argv (argv[0] is its name) and returns the exit status. */
+int bench_ring_main(int argc, char **argv);
+
+#endif /* EVRING_BENCH_H */

@@ -1,0 +1,57 @@
+/*
+ * evring-bench: evring's benchmarks, one subcommand each.
+ *
+ *   evring-bench <subcommand> [--json] [--runs N] [--quick] [--records N]
+ *
+ * Every subcommand prints medians over repeated runs with ratios against a
+ * baseline measured in the same invocation, as a text table or as one JSON
+ * object (see bench.h). A subcommand exits 0 whatever its timings: only a
+ * broken measurement (a dropped or damaged record, a failed set-up) is an
+ * error, so CI can run them all without gating on wall time.
+ *
+ * A new subcommand is a function taking its own argv and returning the exit
+ * status, declared in bench.h and listed in the table below.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench.h"
+
+struct bench_cmd {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *help;
+};
+
+static const struct bench_cmd cmds[] = {
+	{ "ring", bench_ring_main,
+	  "ns per record on the write path (timestamp included), exclusive and shared lanes, 1 and 2 "
+	  "threads, against rdtsc" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: evring-bench <subcommand> [options]\n\nsubcommands:\n");
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
+	fputc('\n', f);
+	bench_opts_usage(f);
+	fprintf(f, "\n'evring-bench <subcommand> --help' describes one subcommand.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(argv[1], cmds[i].name))
+			return cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "evring-bench: unknown subcommand '%s' (try evring-bench --help)\n", argv[1]);
+	return 2;
+}

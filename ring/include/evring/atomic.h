@@ -1,0 +1,91 @@
+/*
+ * evring/atomic.h: the shared-memory accessors every evring module uses.
+ *
+ * Normal builds go through Concurrency Kit: ck_pr_load_* / ck_pr_store_* for
+ * the access and ck_pr_fence_acquire / ck_pr_fence_release for its ordering.
+ * On x86-64 (TSO) those fences compile to nothing but a compiler barrier, which
+ * is why the exclusive-lane write path costs a few plain stores.
+ *
+ * ThreadSanitizer cannot see the ordering of ck's inline assembly, so a TSan
+ * build (EVR_TSAN) maps the same names onto the compiler's __atomic builtins
+ * with the same orderings. The protocol is identical; only the spelling that
+ * TSan reads changes.
+ *
+ * Names: evr_ld_acq_64 is a load-acquire, evr_st_rel_64 a store-release,
+ * evr_ld_64 / evr_st_64 are single-copy-atomic accesses with no ordering.
+ */
+#ifndef EVRING_ATOMIC_H
+#define EVRING_ATOMIC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define EVR_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define EVR_TSAN 1
+#endif
+#endif
+
+#ifndef EVR_TSAN
+#include <ck_pr.h>
+#endif
+
+#ifdef EVR_TSAN
+#define EVR__LD(p, o) __atomic_load_n((p), (o))
+#define EVR__ST(p, v, o) __atomic_store_n((p), (v), (o))
+
+static inline uint64_t evr_ld_64(const uint64_t *p) { return EVR__LD(p, __ATOMIC_RELAXED); }
+static inline uint64_t evr_ld_acq_64(const uint64_t *p) { return EVR__LD(p, __ATOMIC_ACQUIRE); }
+static inline void evr_st_64(uint64_t *p, uint64_t v) { EVR__ST(p, v, __ATOMIC_RELAXED); }
+static inline void evr_st_rel_64(uint64_t *p, uint64_t v) { EVR__ST(p, v, __ATOMIC_RELEASE); }
+static inline uint32_t evr_ld_32(const uint32_t *p) { return EVR__LD(p, __ATOMIC_RELAXED); }
+static inline uint32_t evr_ld_acq_32(const uint32_t *p) { return EVR__LD(p, __ATOMIC_ACQUIRE); }
+static inline void evr_st_32(uint32_t *p, uint32_t v) { EVR__ST(p, v, __ATOMIC_RELAXED); }
+static inline void evr_st_rel_32(uint32_t *p, uint32_t v) { EVR__ST(p, v, __ATOMIC_RELEASE); }
+
+/* Full-barrier compare-and-swap; on failure *expected holds the value seen. */
+static inline bool evr_cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
+{
+	return __atomic_compare_exchange_n(p, expected, desired, false, __ATOMIC_SEQ_CST,
+					   __ATOMIC_SEQ_CST);
+}
+static inline uint64_t evr_faa_64(uint64_t *p, uint64_t d) { return __atomic_fetch_add(p, d, __ATOMIC_SEQ_CST); }
+static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+#else
+static inline uint64_t evr_ld_64(const uint64_t *p) { return ck_pr_load_64(p); }
+static inline uint64_t evr_ld_acq_64(const uint64_t *p)
+{
+	uint64_t v = ck_pr_load_64(p);
+	ck_pr_fence_acquire();
+	return v;
+}
+static inline void evr_st_64(uint64_t *p, uint64_t v) { ck_pr_store_64(p, v); }
+static inline void evr_st_rel_64(uint64_t *p, uint64_t v)
+{
+	ck_pr_fence_release();
+	ck_pr_store_64(p, v);
+}
+static inline uint32_t evr_ld_32(const uint32_t *p) { return ck_pr_load_32(p); }
+static inline uint32_t evr_ld_acq_32(const uint32_t *p)
+{
+	uint32_t v = ck_pr_load_32(p);
+	ck_pr_fence_acquire();
+	return v;
+}
+static inline void evr_st_32(uint32_t *p, uint32_t v) { ck_pr_store_32(p, v); }
+static inline void evr_st_rel_32(uint32_t *p, uint32_t v)
+{
+	ck_pr_fence_release();
+	ck_pr_store_32(p, v);
+}
+static inline bool evr_cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
+{
+	return ck_pr_cas_64_value(p, *expected, desired, expected);
+}
+static inline uint64_t evr_faa_64(uint64_t *p, uint64_t d) { return ck_pr_faa_64(p, d); }
+static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v) { return ck_pr_fas_64(p, v); }
+#endif
+
+#endif /* EVRING_ATOMIC_H */

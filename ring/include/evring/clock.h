@@ -1,0 +1,119 @@
+/*
+ * evring/clock.h: one clock per segment, read raw on the hot path and turned
+ * into nanoseconds by the reader.
+ *
+ * A segment's timestamps are raw reads of one clock: the TSC where the CPU
+ * says it is invariant (and the kernel uses it as its clocksource), otherwise
+ * CLOCK_MONOTONIC nanoseconds. The creator stores an anchor (a TSC read paired
+ * with CLOCK_MONOTONIC and CLOCK_REALTIME reads) and a first rate in the
+ * header. A reader keeps that anchor and takes paired samples of its own: the
+ * rate between the two anchors is the mapping it uses, so the longer the
+ * process has lived, the more exact the conversion. Conversion is
+ * mono = anchor_mono + ((ticks - anchor_ticks) * mult) >> 32.
+ *
+ * Threads: evr_clock_read may run anywhere. A struct evr_clock_map belongs to
+ * one reader thread.
+ */
+#ifndef EVRING_CLOCK_H
+#define EVRING_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include <evring/visibility.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum evr_clock_kind {
+	EVR_CLOCK_TSC = 1,	 /* raw invariant TSC ticks */
+	EVR_CLOCK_MONOTONIC = 2, /* CLOCK_MONOTONIC nanoseconds */
+};
+
+#define EVR_CLOCK_SHIFT 32
+
+static inline uint64_t evr_clock_monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t evr_clock_realtime_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t evr_clock_tsc(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	uint32_t lo, hi;
+	__asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+#else
+	return evr_clock_monotonic_ns();
+#endif
+}
+
+/* Reads the segment's clock: a TSC read, or clock_gettime through the vDSO. */
+static inline uint64_t evr_clock_read(uint32_t kind)
+{
+	if (__builtin_expect(kind == EVR_CLOCK_TSC, 1))
+		return evr_clock_tsc();
+	return evr_clock_monotonic_ns();
+}
+
+/* What the creator stores in the segment header. */
+struct evr_clock_calib {
+	uint32_t kind;
+	uint64_t anchor_ticks;
+	uint64_t anchor_mono_ns;
+	uint64_t anchor_real_ns;
+	uint64_t mult; /* ns per tick << EVR_CLOCK_SHIFT */
+};
+
+/* A reader's mapping: the creator's anchor and the reader's latest sample. */
+struct evr_clock_map {
+	uint32_t kind;
+	uint64_t anchor_ticks, anchor_mono_ns;
+	uint64_t mult;
+	int64_t real_minus_mono_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC at the last refine */
+	uint64_t last_refine_mono_ns;
+};
+
+/*
+ * Picks the clock for a new segment: EVR_CLOCK_TSC when CPUID reports an
+ * invariant TSC and the kernel's clocksource is "tsc", otherwise
+ * EVR_CLOCK_MONOTONIC. EVRING_CLOCK=monotonic|tsc in the environment forces one.
+ */
+EVR_API uint32_t evr_clock_detect(void);
+
+/*
+ * Fills *c for a clock of the given kind: an anchor pair taken with the
+ * narrowest bracket of several tries, and a rate measured over spin_ns of
+ * busy-waiting (ignored for EVR_CLOCK_MONOTONIC, whose rate is exact).
+ */
+EVR_API void evr_clock_calibrate(uint32_t kind, struct evr_clock_calib *c, uint64_t spin_ns);
+
+/* Starts a reader's mapping from the creator's calibration, and refines it. */
+EVR_API void evr_clock_map_init(struct evr_clock_map *m, const struct evr_clock_calib *c);
+
+/*
+ * Takes a new paired sample and recomputes the rate from the anchor to it.
+ * Cheap enough to call once a second; skipped when less than 50 ms have passed
+ * since the anchor (the creator's rate stays in use until then).
+ */
+EVR_API void evr_clock_map_refine(struct evr_clock_map *m);
+
+/* Raw ticks to CLOCK_MONOTONIC nanoseconds, and to UTC nanoseconds since the epoch. */
+EVR_API uint64_t evr_clock_to_mono_ns(const struct evr_clock_map *m, uint64_t ticks);
+EVR_API uint64_t evr_clock_to_real_ns(const struct evr_clock_map *m, uint64_t ticks);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVRING_CLOCK_H */

@@ -1,0 +1,551 @@
+/*
+ * evring/ring.h: the shared-memory segment, its lanes and the record protocol.
+ *
+ * THE SEGMENT
+ * ===========
+ * One POSIX shared-memory object per producer process,
+ * /dev/shm/evring.<pid>.<name>, created O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600.
+ * It holds offsets only, never pointers, and every size and offset in it is
+ * checked by a reader against the size of its own mapping before use.
+ *
+ *   0        struct evr_seg_header (4096 bytes). Written once by the creator,
+ *            except the producer counters (line at 192) and the consumer slot
+ *            (line at 256). The magic is stored last, with release, so a reader
+ *            never sees a half-built header under a valid magic.
+ *   4096     lane table: lane_count x struct evr_lane (128 bytes). Bytes 0-63
+ *            are written by the lane's producer, bytes 64-127 by the consumer.
+ *   meta_offset   metadata area: append-only entries (struct evr_meta_entry
+ *            followed by a payload), never overwritten, so a consumer that
+ *            attaches late still reads every definition.
+ *   lanes_offset  lane data: lane_count x lane_bytes, lane_bytes a power of
+ *            two, records 8-byte aligned. The last lane is the shared lane.
+ *
+ * Fields are only ever appended to the header and lane entries; changing an
+ * existing offset alters the format and requires a new EVR_ABI_MAJOR.
+ *
+ * RECORDS
+ * =======
+ * A record is an 8-byte commit word followed by its body (msgpack), padded to
+ * a multiple of 8. Positions are absolute byte counts since the lane was
+ * created (they never wrap); the offset in the lane is pos & (lane_bytes - 1).
+ *
+ *   commit word:  bits  0-31  tag  = (uint32_t)(pos >> 3) ^ salt
+ *                 bits 32-55  size of the whole record in 8-byte units
+ *                 bits 56-63  type (EVR_REC_*)
+ *
+ * The tag ties a word to the position it was written for, so bytes left from
+ * an earlier lap (or the middle of an earlier record) never pass for a record
+ * at the position a reader expects, and nothing ever has to be cleared. The
+ * salt is random per segment. A record never wraps: when it does not fit
+ * before the end of the lane, a PAD record fills the rest.
+ *
+ * EXCLUSIVE LANES have one writer, the thread that claimed the lane. It keeps
+ * the tail privately, so reserving is a bounds check and committing is a
+ * release store of the commit word: no read-modify-write on the write path.
+ *
+ * THE SHARED LANE takes the threads that found every exclusive lane taken.
+ * Writers reserve with a CAS on the tail, mark the reservation BUSY (tag and
+ * reserved size), fill the body and commit by CAS-ing BUSY into the final word.
+ * A reservation that stays BUSY past the reader's timeout is CAS-ed to
+ * SKIPPED by the reader, which reads on past it but keeps its published head
+ * at the skipped record until the writer, finding its commit CAS lost,
+ * stores ABANDONED and counts the record as lost (or until the writer's
+ * process is seen dead). A stalled writer therefore never writes into space
+ * that was handed back to other writers.
+ *
+ * Free space is pos + size - head <= lane_bytes, compared by unsigned
+ * difference. A writer caches the consumer's head and re-reads it only when
+ * the cached value says the record does not fit. When it still does not fit
+ * the record is dropped and counted; the next record that fits is preceded by
+ * a LOST record (count, first and last timestamp) so the loss appears in the
+ * stream where it happened.
+ *
+ * ORDERING
+ * ========
+ * Each atomic access in ring/ carries one of these labels.
+ *
+ *   producer (exclusive)                       consumer
+ *   --------------------                       --------
+ *   W1  head = load-acquire(lane.head)         R1  w = load-acquire(commit word)
+ *       only when the cached head is short         tag(w) != tag(pos): nothing yet
+ *       -- pairs with R3: the consumer has         -- pairs with W2 / S3
+ *       finished reading what it released      R2  copy the body out (plain loads)
+ *   write body (plain stores)                  R3  store-release(lane.head, pos)
+ *   W2  store-release(commit word)                 after a batch: the bodies read
+ *       -- publishes the body to R1                in R2 are no longer needed
+ *   W3  store(lane.tail), store(lane.records)      -- pairs with W1
+ *       relaxed: counters for readers
+ *
+ *   producer (shared lane)                     consumer, stuck reservation
+ *   ----------------------                     ---------------------------
+ *   S1  CAS(lane.tail, pos, pos + size)        R4  CAS(word, BUSY, SKIPPED) after
+ *       reserves; W1 bounds it                     the timeout -- races with S3,
+ *   S2  store(word, BUSY | size)  relaxed          exactly one wins
+ *   write body                                 R5  load-acquire(word) == ABANDONED
+ *   S3  CAS(word, BUSY, final)  release            releases the hold
+ *       -- publishes the body to R1                -- pairs with S4
+ *   S4  on a lost S3: store-release(word,
+ *       ABANDONED), count the record lost
+ *
+ *   lane ownership                             metadata
+ *   --------------                             --------
+ *   C1  CAS(lane.owner, 0, pid:tid) acquire    M1  faa(hdr.meta_used, size) reserves
+ *       -- pairs with C2 / C3: sees the        M2  store-release(entry.commit)
+ *       last owner's tail and lost fields          -- publishes the entry to M3
+ *   C2  store-release(lane.owner, 0) at        M3  load-acquire(entry.commit)
+ *       thread exit, after tail and lost
+ *   C3  reader reclaim of a dead owner:        consumer slot
+ *       store tail, CAS(owner, dead, 0)        K1  CAS(hdr.consumer_pid, 0 or dead, me)
+ *
+ * A writer that dies inside a record leaves its commit word unpublished. On an
+ * exclusive lane the reader sees the owning thread is gone, reads what was
+ * committed, sets the lane's tail to where it stopped and frees the lane (C3);
+ * on the shared lane the stuck reservation is skipped as above.
+ *
+ * WHO MAY CALL WHAT
+ * =================
+ *   evr_segment_create / close / unlink      any thread, not concurrently on one segment
+ *   evr_writer_open / reserve / commit / close   the thread that owns the writer
+ *   evr_meta_append                           any thread, concurrently
+ *   evr_reader_*                              one reader thread per segment
+ *   evr_consumer_slot_*                       any process; the slot arbitrates
+ */
+#ifndef EVRING_RING_H
+#define EVRING_RING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <evring/atomic.h>
+#include <evring/clock.h>
+#include <evring/visibility.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EVR_MAGIC "EVRING\0\0"
+#define EVR_ABI_MAJOR 1
+#define EVR_ABI_MINOR 0
+
+#define EVR_HEADER_BYTES 4096u
+#define EVR_LANE_ENTRY_BYTES 128u
+#define EVR_WORD_BYTES 8u
+#define EVR_LANES_MAX 4096u
+#define EVR_LANE_BYTES_MIN 4096u
+#define EVR_LANE_BYTES_MAX (64u << 20) /* record size field: 24 bits of 8-byte units */
+#define EVR_RECORD_MAX 65536u	       /* a whole record, commit word included */
+#define EVR_BODY_MAX (EVR_RECORD_MAX - EVR_WORD_BYTES)
+#define EVR_META_BYTES_MAX (256u << 20)
+#define EVR_META_FIRST 64u /* offset of the first metadata entry: id 0 means none */
+#define EVR_NAME_MAX 63u
+#define EVR_ERR_MAX 256u
+
+#define EVR_DEFAULT_LANES 16u
+#define EVR_DEFAULT_LANE_BYTES (1u << 20)
+#define EVR_DEFAULT_META_BYTES (1u << 20)
+
+/* Record types (bits 56-63 of a commit word). 1-63 are records a reader delivers. */
+enum evr_rec_type {
+	EVR_REC_EVENT = 1,
+	EVR_REC_SPAN_BEGIN = 2,
+	EVR_REC_SPAN_END = 3,
+	EVR_REC_LOST = 4,
+	EVR_REC_PAD = 5,
+	EVR_REC_USER_FIRST = 16, /* 16-63: free for other record kinds */
+	EVR_REC_DELIVERABLE_MAX = 63,
+	EVR_REC_BUSY = 0x80,	  /* shared lane: reserved, body being written */
+	EVR_REC_SKIPPED = 0x81,	  /* shared lane: the reader gave up waiting (R4) */
+	EVR_REC_ABANDONED = 0x82, /* shared lane: the writer saw it was skipped (S4) */
+};
+
+enum evr_clock_kind_field { EVR_SEG_CLOCK_TSC = EVR_CLOCK_TSC, EVR_SEG_CLOCK_MONO = EVR_CLOCK_MONOTONIC };
+
+/*
+ * The segment header. Every field below byte 192 is written once by the
+ * creator before it stores the magic and never changes after.
+ */
+struct evr_seg_header {
+	char magic[8];		      /*   0  "EVRING\0\0", stored last */
+	uint16_t abi_major;	      /*   8 */
+	uint16_t abi_minor;	      /*  10 */
+	uint32_t header_bytes;	      /*  12  EVR_HEADER_BYTES */
+	uint64_t segment_bytes;	      /*  16  the whole object */
+	uint32_t creator_pid;	      /*  24 */
+	uint32_t creator_uid;	      /*  28 */
+	uint64_t start_real_ns;	      /*  32  CLOCK_REALTIME at creation */
+	uint32_t clock_kind;	      /*  40  enum evr_clock_kind */
+	uint32_t tag_salt;	      /*  44 */
+	uint64_t clock_anchor_ticks;  /*  48 */
+	uint64_t clock_anchor_mono_ns;/*  56 */
+	uint64_t clock_anchor_real_ns;/*  64 */
+	uint64_t clock_mult;	      /*  72  ns per tick << EVR_CLOCK_SHIFT */
+	uint32_t lane_count;	      /*  80  exclusive lanes + the shared lane (the last) */
+	uint32_t lane_entry_bytes;    /*  84  EVR_LANE_ENTRY_BYTES */
+	uint64_t lane_bytes;	      /*  88  power of two */
+	uint64_t lane_table_offset;   /*  96  EVR_HEADER_BYTES */
+	uint64_t meta_offset;	      /* 104 */
+	uint64_t meta_bytes;	      /* 112 */
+	uint64_t lanes_offset;	      /* 120 */
+	char program[64];	      /* 128  NUL-terminated */
+
+	/* 192: producer side, any producer thread (atomic RMW, off the hot path). */
+	uint64_t meta_used;	      /* 192  bump pointer of the metadata area (M1) */
+	uint64_t meta_dropped;	      /* 200  entries refused: metadata area full */
+	uint64_t lane_claims;	      /* 208  exclusive lanes claimed */
+	uint64_t lane_fallbacks;      /* 216  writers sent to the shared lane */
+	uint64_t writer_oversize;     /* 224  records refused: larger than EVR_RECORD_MAX */
+	uint8_t pad_producer[24];     /* 232 */
+
+	/* 256: consumer side. */
+	uint64_t consumer_pid;	      /* 256  attached consumer, 0 when none (K1) */
+	uint64_t consumer_epoch;      /* 264  bumped at each attach */
+	uint64_t consumer_heartbeat_ns; /* 272  CLOCK_MONOTONIC of the consumer's last drain */
+	uint64_t lanes_reclaimed;     /* 280  lanes freed after their owner died */
+	uint64_t records_skipped;     /* 288  bad or stuck records stepped over */
+	uint8_t pad_consumer[EVR_HEADER_BYTES - 296];
+};
+
+/*
+ * A lane entry. Bytes 0-63 are written by the lane's producer (or, for the
+ * shared lane, by all of them with atomic RMW; after the owner died, by the
+ * reclaiming reader); bytes 64-127 by the consumer only.
+ */
+struct evr_lane {
+	uint64_t owner;		/*   0  (pid << 32) | tid; 0 free; tid 0 on the shared lane */
+	uint64_t tail;		/*   8  exclusive: end of the last committed record; shared: reserved */
+	uint64_t records;	/*  16  records committed */
+	uint64_t lost;		/*  24  records dropped, all time */
+	uint64_t lost_pending;	/*  32  dropped and not yet reported by a LOST record */
+	uint64_t lost_first_ts; /*  40  clock ticks of the first pending drop */
+	uint64_t lost_last_ts;	/*  48  clock ticks of the last pending drop */
+	uint32_t claims;	/*  56  times the lane was claimed */
+	uint32_t kind;		/*  60  EVR_LANE_EXCLUSIVE or EVR_LANE_SHARED */
+	uint64_t head;		/*  64  consumer: records before this are read (R3) */
+	uint64_t skipped;	/*  72  consumer: records stepped over on this lane */
+	uint8_t pad_consumer[48];
+};
+
+enum evr_lane_kind { EVR_LANE_EXCLUSIVE = 1, EVR_LANE_SHARED = 2 };
+
+/* A metadata entry header; the payload follows, padded to 8 bytes. */
+struct evr_meta_entry {
+	uint32_t len;	 /* payload bytes; stored before the commit */
+	uint32_t kind;	 /* what the payload describes (producer-defined) */
+	uint32_t commit; /* EVR_META_COMMITTED once published (M2) */
+	uint32_t flags;	 /* free for the consumer to write (e.g. a site's enable bit) */
+};
+#define EVR_META_COMMITTED 0x4d455441u /* "META" */
+
+/* A mapped segment, as seen by one process. */
+struct evr_segment {
+	uint8_t *base;
+	uint64_t bytes;
+	struct evr_seg_header *hdr;
+	struct evr_lane *lanes;
+	uint8_t *meta;
+	uint8_t *data;
+	uint32_t lane_count;
+	uint64_t lane_bytes;
+	uint64_t meta_bytes;
+	uint32_t clock_kind;
+	uint32_t salt;
+	bool creator;
+	char shm_name[128];
+};
+
+struct evr_segment_config {
+	uint32_t lanes;	     /* exclusive lanes + 1 shared; 0: EVR_DEFAULT_LANES */
+	uint64_t lane_bytes; /* power of two; 0: EVR_DEFAULT_LANE_BYTES */
+	uint64_t meta_bytes; /* 0: EVR_DEFAULT_META_BYTES */
+	uint32_t clock_kind; /* 0: evr_clock_detect() */
+	const char *program; /* stored in the header; NULL: none */
+};
+
+/*
+ * Builds the shm name "/evring.<pid>.<name>" into buf. Returns its length, or
+ * -EINVAL when name is empty, holds '/' or is longer than EVR_NAME_MAX.
+ */
+EVR_API int evr_segment_name(char *buf, size_t len, pid_t pid, const char *name);
+
+/*
+ * Creates, sizes, maps and initialises a segment under shm_name (as built by
+ * evr_segment_name). Errors: -EEXIST, -EINVAL (bad config; err says which
+ * setting), -ENOMEM / -ENOSPC, or the errno of shm_open / ftruncate / mmap.
+ * err receives a one-line message on failure.
+ */
+EVR_API int evr_segment_create(struct evr_segment *seg, const char *shm_name,
+			       const struct evr_segment_config *cfg, char *err, size_t errlen);
+
+/*
+ * Opens and maps an existing segment for reading and consuming, after checking
+ * the object's owner (-EACCES when another uid owns it) and validating the
+ * header (see evr_segment_validate). Errors: -ENOENT, -EACCES, -EPROTO (another
+ * ABI major), -EBADMSG (invalid header), -EAGAIN (still being created).
+ */
+EVR_API int evr_segment_open(struct evr_segment *seg, const char *shm_name, char *err, size_t errlen);
+
+/*
+ * Checks a header against the size of the mapping that holds it: magic, ABI,
+ * every size and offset, the clock fields. Pure function over bytes (the
+ * fuzzer calls it directly). Returns 0 or -EBADMSG / -EPROTO / -EAGAIN.
+ */
+EVR_API int evr_segment_validate(const void *base, uint64_t bytes, char *err, size_t errlen);
+
+/* Unmaps; the creator's close does not unlink. */
+EVR_API void evr_segment_close(struct evr_segment *seg);
+
+/* Removes the shm object. Returns 0 or -errno. */
+EVR_API int evr_segment_unlink(const char *shm_name);
+
+/* The lane entry and data of lane i (i < seg->lane_count). */
+static inline struct evr_lane *evr_segment_lane(const struct evr_segment *seg, uint32_t i)
+{
+	return &seg->lanes[i];
+}
+static inline uint8_t *evr_segment_lane_data(const struct evr_segment *seg, uint32_t i)
+{
+	return seg->data + (uint64_t)i * seg->lane_bytes;
+}
+static inline uint32_t evr_segment_shared_lane(const struct evr_segment *seg)
+{
+	return seg->lane_count - 1;
+}
+
+/* ---- records ---------------------------------------------------------- */
+
+static inline uint64_t evr_rec_bytes(uint32_t body_len)
+{
+	return ((uint64_t)body_len + EVR_WORD_BYTES + 7u) & ~(uint64_t)7u;
+}
+static inline uint32_t evr_rec_tag(uint64_t pos, uint32_t salt)
+{
+	return (uint32_t)(pos >> 3) ^ salt;
+}
+static inline uint64_t evr_rec_word(uint64_t pos, uint32_t salt, uint64_t bytes, uint32_t type)
+{
+	return (uint64_t)evr_rec_tag(pos, salt) | ((bytes >> 3) << 32) | ((uint64_t)type << 56);
+}
+static inline uint32_t evr_word_tag(uint64_t w) { return (uint32_t)w; }
+static inline uint64_t evr_word_bytes(uint64_t w) { return ((w >> 32) & 0xffffffu) << 3; }
+static inline uint32_t evr_word_type(uint64_t w) { return (uint32_t)(w >> 56); }
+
+/* ---- writer (producer side) ------------------------------------------- */
+
+/*
+ * A thread's handle on its lane. Private to the thread; the lane entry it
+ * points to is in shared memory.
+ */
+struct evr_writer {
+	struct evr_segment *seg;
+	struct evr_lane *lane;
+	uint8_t *data;
+	uint64_t mask;	     /* lane_bytes - 1 */
+	uint64_t tail;	     /* exclusive: next position to write */
+	uint64_t head_cache; /* last consumer head read (W1) */
+	uint64_t records;    /* exclusive: records committed, mirrors lane.records */
+	uint64_t resv_pos;   /* the open reservation */
+	uint64_t resv_bytes; /* shared lane: bytes reserved for it */
+	uint32_t salt;
+	uint32_t clock_kind;
+	bool shared;
+	bool slow; /* shared lane, or a loss waits to be reported */
+	uint64_t owner;
+};
+
+enum evr_writer_flags { EVR_WRITER_FORCE_SHARED = 1u };
+
+/*
+ * Claims a free exclusive lane for (pid, tid) with C1, scanning from tid; when
+ * none is free, or with EVR_WRITER_FORCE_SHARED, writes to the shared lane.
+ * Returns 0 and sets w->shared accordingly, or -EINVAL.
+ */
+EVR_API int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid, uint32_t tid,
+			    unsigned flags);
+
+/*
+ * Reports a pending loss if it can, then frees an exclusive lane (C2). The
+ * loss stays counted in the lane for its next owner to report otherwise.
+ */
+EVR_API void evr_writer_close(struct evr_writer *w);
+
+/* Writes the pending LOST record now if there is room. Returns 1 written, 0 none due, -ENOSPC. */
+EVR_API int evr_writer_flush_lost(struct evr_writer *w);
+
+EVR_API void *evr__writer_reserve_slow(struct evr_writer *w, uint32_t body_len);
+EVR_API void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, uint32_t type);
+
+/*
+ * Reserves room for a body of body_len bytes (<= EVR_BODY_MAX) and returns
+ * where to write it, or NULL when the record was dropped (counted in the lane
+ * and reported by the next LOST record). Every non-NULL reserve must be
+ * followed by evr_writer_commit with a body_len no larger than reserved.
+ * Never blocks, locks, allocates or enters the kernel.
+ */
+static inline void *evr_writer_reserve(struct evr_writer *w, uint32_t body_len)
+{
+	uint64_t need = evr_rec_bytes(body_len);
+	uint64_t pos = w->tail;
+	uint64_t off = pos & w->mask;
+
+	if (EVR_LIKELY(!w->slow && off + need <= w->mask + 1 &&
+		       pos + need - w->head_cache <= w->mask + 1 && body_len <= EVR_BODY_MAX)) {
+		w->resv_pos = pos;
+		return w->data + off + EVR_WORD_BYTES;
+	}
+	return evr__writer_reserve_slow(w, body_len);
+}
+
+/* Publishes the reserved record as type (1-63) with its final body_len. */
+static inline void evr_writer_commit(struct evr_writer *w, uint32_t body_len, uint32_t type)
+{
+	uint64_t pos, need;
+
+	if (EVR_UNLIKELY(w->shared)) {
+		evr__writer_commit_shared(w, body_len, type);
+		return;
+	}
+	pos = w->resv_pos;
+	need = evr_rec_bytes(body_len);
+	/* W2, pairs with R1: the body stores above are visible before the word. */
+	evr_st_rel_64((uint64_t *)(void *)(w->data + (pos & w->mask)), evr_rec_word(pos, w->salt, need, type));
+	w->tail = pos + need;
+	/* W3: relaxed, counters for evring stats; the reader never relies on them. */
+	evr_st_64(&w->lane->tail, w->tail);
+	evr_st_64(&w->lane->records, ++w->records);
+}
+
+/* Copies body into a new record in one call. Returns true when written, false when dropped. */
+static inline bool evr_writer_write(struct evr_writer *w, uint32_t type, const void *body, uint32_t len)
+{
+	void *p = evr_writer_reserve(w, len);
+	if (EVR_UNLIKELY(!p))
+		return false;
+	memcpy(p, body, len);
+	evr_writer_commit(w, len, type);
+	return true;
+}
+
+/* ---- LOST record bodies ----------------------------------------------- */
+
+/* msgpack [ts, count, first_ts] into buf (>= 32 bytes). Returns its length. */
+EVR_API uint32_t evr_lost_encode(void *buf, uint64_t ts, uint64_t count, uint64_t first_ts);
+
+/* Decodes a LOST body with msgpack-c. Returns 0 or -EBADMSG. */
+EVR_API int evr_lost_decode(const void *body, uint32_t len, uint64_t *ts, uint64_t *count, uint64_t *first_ts);
+
+/* ---- metadata area ---------------------------------------------------- */
+
+/*
+ * Appends an entry (M1, M2) and returns its id, its offset in the metadata
+ * area (>= EVR_META_FIRST), through *id. Any thread, concurrently, no lock.
+ * Errors: -ENOSPC when the area is full (counted in hdr.meta_dropped), -EINVAL.
+ */
+EVR_API int evr_meta_append(struct evr_segment *seg, uint32_t kind, const void *payload, uint32_t len,
+			    uint64_t *id);
+
+/* The entry with this id, or NULL when id is not a valid entry offset. */
+EVR_API struct evr_meta_entry *evr_meta_entry_at(const struct evr_segment *seg, uint64_t id);
+
+struct evr_meta_view {
+	uint64_t id;
+	uint32_t kind;
+	uint32_t len;
+	const uint8_t *payload; /* in the segment: copy before trusting it */
+};
+
+/*
+ * Reads the entry at *cursor (start with 0) and advances it. Returns 1 with
+ * *out filled, 0 at the end or at an entry still being written, -EBADMSG when
+ * the area is corrupt (the cursor then stays). With writer_dead, an entry
+ * whose writer died before publishing it is stepped over and -ESTALE returned
+ * for it.
+ */
+EVR_API int evr_meta_next(const struct evr_segment *seg, uint64_t *cursor, struct evr_meta_view *out,
+			  bool writer_dead);
+
+/* ---- reader (consumer side) ------------------------------------------- */
+
+struct evr_record {
+	uint32_t type;
+	uint32_t lane;
+	uint32_t body_len;
+	uint64_t pos;
+	const uint8_t *body; /* the caller's buffer: a private copy */
+};
+
+struct evr_reader_stats {
+	uint64_t delivered;	  /* records handed to the caller */
+	uint64_t lost_records;	  /* LOST records among them */
+	uint64_t lost;		  /* sum of their counts */
+	uint64_t pads;		  /* PAD records stepped over */
+	uint64_t skipped_bad;	  /* corrupt words or lengths: bytes stepped over, counted per event */
+	uint64_t skipped_stuck;	  /* shared-lane reservations given up on (R4) */
+	uint64_t skipped_dead;	  /* unpublished records of dead writers */
+	uint64_t reclaimed;	  /* lanes freed after their owner died */
+};
+
+struct evr_cursor {
+	uint64_t pos;	       /* next position to read */
+	uint64_t published;    /* last head stored (R3) */
+	uint64_t held;	       /* a SKIPPED reservation not yet ABANDONED, or UINT64_MAX */
+	uint64_t wait_pos;     /* position the reader is waiting at */
+	uint64_t wait_since;   /* CLOCK_MONOTONIC ns it started waiting there */
+	uint64_t deliver_from; /* records before this were written before a "from now" attach */
+	uint32_t gap_polls;    /* polls that found nothing since the writers' tail was last read */
+};
+
+struct evr_reader {
+	struct evr_segment *seg;
+	struct evr_cursor *cur;
+	uint64_t stuck_timeout_ns; /* shared-lane BUSY and unexplained gaps; default 1 s */
+	struct evr_reader_stats stats;
+};
+
+enum evr_reader_flags { EVR_READ_FROM_OLDEST = 1u };
+
+/*
+ * Starts reading every lane: from now (the lanes' tails, published as the new
+ * head so writers get the whole lane), or with EVR_READ_FROM_OLDEST from what
+ * the lanes still hold. Returns 0 or -ENOMEM.
+ */
+EVR_API int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flags);
+EVR_API void evr_reader_fini(struct evr_reader *r);
+
+/*
+ * Reads the next record of a lane, copying its body into buf (cap >=
+ * EVR_BODY_MAX). Returns 1 with *rec filled, 0 when the lane has nothing
+ * more for now. Validates every word and length; a bad one is counted and
+ * stepped over, never followed outside the lane.
+ */
+EVR_API int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec, void *buf, size_t cap);
+
+/* Publishes what was read on a lane so writers may reuse it (R3). */
+EVR_API void evr_reader_release(struct evr_reader *r, uint32_t lane);
+
+/*
+ * Frees exclusive lanes whose owning thread is dead and whose committed
+ * records have all been read (C3). Returns the number of lanes freed.
+ */
+EVR_API int evr_reader_reap(struct evr_reader *r);
+
+/* True when the thread (tid 0: the process) is alive and not a zombie. */
+EVR_API bool evr_owner_alive(uint64_t owner);
+
+/* ---- consumer slot ---------------------------------------------------- */
+
+/*
+ * Takes the segment's consumer slot for pid (K1), taking it over from a
+ * holder that is no longer alive. Returns 0, or -EBUSY with *holder set.
+ */
+EVR_API int evr_consumer_slot_claim(struct evr_segment *seg, uint32_t pid, uint32_t *holder);
+EVR_API void evr_consumer_slot_release(struct evr_segment *seg, uint32_t pid);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVRING_RING_H */

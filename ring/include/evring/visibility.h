@@ -1,0 +1,9 @@
+/* evring/visibility.h: the libraries build with -fvisibility=hidden; EVR_API exports. */
+#ifndef EVRING_VISIBILITY_H
+#define EVRING_VISIBILITY_H
+
+#define EVR_API __attribute__((visibility("default")))
+#define EVR_LIKELY(x) __builtin_expect(!!(x), 1)
+#define EVR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#endif /* EVRING_VISIBILITY_H */

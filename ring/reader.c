@@ -1,0 +1,298 @@
+/*
+ * reader.c: the consumer side of the lanes. Reads records in position order,
+ * validates every commit word and length against the lane it sits in, copies
+ * bodies out, steps over padding, skips what a dead or stalled writer left
+ * behind, and frees the lanes of dead threads. The segment is hostile input:
+ * nothing here follows a length or offset from shared memory without
+ * bounding it by the lane first. Labels (R1, C3, ...) refer to the diagram
+ * atop evring/ring.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <evring/ring.h>
+
+#define STEPS_PER_CALL 4096 /* bounds one call against a writer that only pads */
+#define GAP_POLLS 64	    /* empty polls between looks at the writers' cache line */
+
+static bool is_shared(const struct evr_reader *r, uint32_t lane)
+{
+	return lane + 1 == r->seg->lane_count;
+}
+
+static uint64_t *word_at(const struct evr_reader *r, uint32_t lane, uint64_t pos)
+{
+	return (uint64_t *)(void *)(evr_segment_lane_data(r->seg, lane) + (pos & (r->seg->lane_bytes - 1)));
+}
+
+/* A word that can start a record at pos: right tag, known type, a length that stays in the lane. */
+static bool word_plausible(const struct evr_reader *r, uint64_t pos, uint64_t w)
+{
+	uint64_t off = pos & (r->seg->lane_bytes - 1), bytes = evr_word_bytes(w);
+	uint32_t type = evr_word_type(w);
+
+	if (evr_word_tag(w) != evr_rec_tag(pos, r->seg->salt))
+		return false;
+	if (bytes < EVR_WORD_BYTES || bytes > r->seg->lane_bytes - off)
+		return false;
+	if (type >= 1 && type <= EVR_REC_DELIVERABLE_MAX)
+		return type == EVR_REC_PAD || bytes <= EVR_RECORD_MAX;
+	return type == EVR_REC_BUSY || type == EVR_REC_SKIPPED || type == EVR_REC_ABANDONED;
+}
+
+int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flags)
+{
+	memset(r, 0, sizeof(*r));
+	r->cur = calloc(seg->lane_count, sizeof(*r->cur));
+	if (!r->cur)
+		return -ENOMEM;
+	r->seg = seg;
+	r->stuck_timeout_ns = 1000000000u;
+	for (uint32_t i = 0; i < seg->lane_count; i++) {
+		struct evr_lane *l = &seg->lanes[i];
+		struct evr_cursor *c = &r->cur[i];
+		uint64_t head = evr_ld_64(&l->head), tail = evr_ld_64(&l->tail);
+
+		/*
+		 * "From now" still starts at the head and walks up to the tail seen
+		 * here without delivering: a shared-lane writer may be inside a
+		 * reservation below the tail, and its room must not be handed back
+		 * before it commits. A head the lane cannot hold is not trusted.
+		 */
+		if (tail - head > seg->lane_bytes)
+			head = tail;
+		c->pos = c->published = head;
+		c->deliver_from = (flags & EVR_READ_FROM_OLDEST) ? head : tail;
+		c->held = UINT64_MAX;
+		c->wait_pos = UINT64_MAX;
+	}
+	return 0;
+}
+
+void evr_reader_fini(struct evr_reader *r)
+{
+	free(r->cur);
+	r->cur = NULL;
+}
+
+static void count_skip(struct evr_reader *r, uint32_t lane, uint64_t *stat)
+{
+	struct evr_lane *l = &r->seg->lanes[lane];
+
+	(*stat)++;
+	evr_st_64(&l->skipped, l->skipped + 1);
+	evr_faa_64(&r->seg->hdr->records_skipped, 1);
+}
+
+/*
+ * Steps past bytes that do not start a record: to the next position before
+ * limit whose word is plausible, or to limit. Counted once per call.
+ */
+static void resync(struct evr_reader *r, uint32_t lane, uint64_t limit, uint64_t *stat)
+{
+	struct evr_cursor *c = &r->cur[lane];
+	uint64_t p = c->pos + EVR_WORD_BYTES;
+
+	while (p < limit && !word_plausible(r, p, evr_ld_acq_64(word_at(r, lane, p))))
+		p += EVR_WORD_BYTES;
+	c->pos = p < limit ? p : limit;
+	c->wait_pos = UINT64_MAX;
+	count_skip(r, lane, stat);
+}
+
+/* The writers' tail if it is ahead of pos by no more than a lane, else pos. */
+static uint64_t bounded_tail(struct evr_reader *r, uint32_t lane, uint64_t pos)
+{
+	uint64_t tail = evr_ld_64(&r->seg->lanes[lane].tail);
+
+	return tail - pos <= r->seg->lane_bytes ? tail : pos;
+}
+
+/* True once the reader has waited at pos for longer than the stuck timeout. */
+static bool waited_too_long(struct evr_reader *r, struct evr_cursor *c, uint64_t pos)
+{
+	uint64_t now = evr_clock_monotonic_ns();
+
+	if (c->wait_pos != pos) {
+		c->wait_pos = pos;
+		c->wait_since = now;
+		return false;
+	}
+	return now - c->wait_since >= r->stuck_timeout_ns;
+}
+
+static bool lane_owner_alive(struct evr_reader *r, uint32_t lane)
+{
+	uint64_t owner = evr_ld_acq_64(&r->seg->lanes[lane].owner);
+
+	if (is_shared(r, lane))
+		owner &= ~(uint64_t)UINT32_MAX; /* the shared lane belongs to the process */
+	return owner == 0 || evr_owner_alive(owner);
+}
+
+/*
+ * No record at c->pos. Returns true when the cursor moved (read on), false
+ * when the lane has nothing more for now.
+ */
+static bool on_gap(struct evr_reader *r, uint32_t lane, struct evr_cursor *c)
+{
+	uint64_t tail;
+
+	/*
+	 * An idle lane is the common case. Reading the tail would pull the
+	 * writer's cache line away from it on every poll, so look only now and
+	 * then: the commit word alone says whether a record is there.
+	 */
+	if (++c->gap_polls < GAP_POLLS)
+		return false;
+	c->gap_polls = 0;
+	tail = bounded_tail(r, lane, c->pos);
+	if (tail == c->pos || tail - c->pos > r->seg->lane_bytes)
+		return false; /* nothing written past here */
+	/*
+	 * Bytes are reserved or committed past pos, yet no word stands here. On
+	 * the shared lane that is a writer between S1 and S2: wait for it while
+	 * its process lives. Anywhere else it is corruption, or a dead writer.
+	 */
+	if (is_shared(r, lane) && lane_owner_alive(r, lane))
+		return false;
+	if (!is_shared(r, lane) && lane_owner_alive(r, lane) && !waited_too_long(r, c, c->pos))
+		return false;
+	resync(r, lane, tail, lane_owner_alive(r, lane) ? &r->stats.skipped_bad : &r->stats.skipped_dead);
+	return true;
+}
+
+/* A BUSY reservation at c->pos (shared lane). Returns true when the cursor moved. */
+static bool on_busy(struct evr_reader *r, uint32_t lane, struct evr_cursor *c, uint64_t w)
+{
+	uint64_t pos = c->pos, bytes = evr_word_bytes(w);
+
+	if (!lane_owner_alive(r, lane)) {
+		c->pos += bytes;
+		count_skip(r, lane, &r->stats.skipped_dead);
+		return true;
+	}
+	if (!waited_too_long(r, c, pos) || c->held != UINT64_MAX)
+		return false;
+	/* R4: races with the writer's S3; exactly one of the two CASes succeeds. */
+	if (!evr_cas_64(word_at(r, lane, pos), &w, evr_rec_word(pos, r->seg->salt, bytes, EVR_REC_SKIPPED)))
+		return true; /* committed meanwhile: read it */
+	c->held = pos;
+	c->pos += bytes;
+	c->wait_pos = UINT64_MAX;
+	count_skip(r, lane, &r->stats.skipped_stuck);
+	return true;
+}
+
+int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec, void *buf, size_t cap)
+{
+	struct evr_cursor *c;
+	uint64_t size;
+
+	if (lane >= r->seg->lane_count || cap < EVR_BODY_MAX)
+		return -EINVAL;
+	c = &r->cur[lane];
+	size = r->seg->lane_bytes;
+	for (int step = 0; step < STEPS_PER_CALL; step++) {
+		uint64_t pos = c->pos, off = pos & (size - 1);
+		uint64_t w = evr_ld_acq_64(word_at(r, lane, pos)); /* R1, pairs with W2 / S3 */
+		uint64_t bytes = evr_word_bytes(w);
+		uint32_t type = evr_word_type(w);
+
+		if (evr_word_tag(w) != evr_rec_tag(pos, r->seg->salt)) {
+			if (!on_gap(r, lane, c))
+				return 0;
+			continue;
+		}
+		if (!word_plausible(r, pos, w) || (type == EVR_REC_BUSY && !is_shared(r, lane))) {
+			resync(r, lane, bounded_tail(r, lane, pos), &r->stats.skipped_bad);
+			continue;
+		}
+		if (type == EVR_REC_BUSY) {
+			if (!on_busy(r, lane, c, w))
+				return 0;
+			continue;
+		}
+		c->wait_pos = UINT64_MAX;
+		c->pos = pos + bytes;
+		if (type == EVR_REC_PAD || type == EVR_REC_SKIPPED || type == EVR_REC_ABANDONED) {
+			r->stats.pads++;
+			continue;
+		}
+		if (pos - c->deliver_from > UINT64_MAX / 2)
+			continue; /* written before a "from now" attach */
+		/* R2: a private copy, so the body cannot change under the decoder. */
+		memcpy(buf, evr_segment_lane_data(r->seg, lane) + off + EVR_WORD_BYTES, bytes - EVR_WORD_BYTES);
+		rec->type = type;
+		rec->lane = lane;
+		rec->pos = pos;
+		rec->body_len = (uint32_t)(bytes - EVR_WORD_BYTES);
+		rec->body = buf;
+		r->stats.delivered++;
+		if (type == EVR_REC_LOST) {
+			uint64_t ts, count, first;
+			if (evr_lost_decode(buf, rec->body_len, &ts, &count, &first) == 0) {
+				r->stats.lost_records++;
+				r->stats.lost += count;
+			} else {
+				r->stats.delivered--;
+				count_skip(r, lane, &r->stats.skipped_bad);
+				continue;
+			}
+		}
+		return 1;
+	}
+	return 0;
+}
+
+void evr_reader_release(struct evr_reader *r, uint32_t lane)
+{
+	struct evr_cursor *c = &r->cur[lane];
+	uint64_t pub;
+
+	if (c->held != UINT64_MAX) {
+		uint64_t w = evr_ld_acq_64(word_at(r, lane, c->held)); /* R5, pairs with S4 */
+		uint64_t abandoned = evr_rec_word(c->held, r->seg->salt, evr_word_bytes(w), EVR_REC_ABANDONED);
+		if (w == abandoned || !lane_owner_alive(r, lane))
+			c->held = UINT64_MAX;
+	}
+	pub = c->held != UINT64_MAX ? c->held : c->pos;
+	if (pub != c->published) {
+		evr_st_rel_64(&r->seg->lanes[lane].head, pub); /* R3, pairs with W1 */
+		c->published = pub;
+	}
+}
+
+int evr_reader_reap(struct evr_reader *r)
+{
+	int freed = 0;
+
+	for (uint32_t i = 0; i + 1 < r->seg->lane_count; i++) {
+		struct evr_lane *l = &r->seg->lanes[i];
+		struct evr_cursor *c = &r->cur[i];
+		uint64_t owner = evr_ld_acq_64(&l->owner);
+		uint64_t tail;
+
+		if (owner == 0 || evr_owner_alive(owner))
+			continue;
+		/* Committed records still wait at pos: the caller reads them first. */
+		if (word_plausible(r, c->pos, evr_ld_acq_64(word_at(r, i, c->pos))))
+			continue;
+		tail = bounded_tail(r, i, c->pos);
+		if (tail != c->pos)
+			resync(r, i, tail, &r->stats.skipped_dead);
+		if (word_plausible(r, c->pos, evr_ld_acq_64(word_at(r, i, c->pos))))
+			continue;
+		/* C3: the next owner starts where reading stopped, and the room is free. */
+		evr_st_64(&l->tail, c->pos);
+		evr_reader_release(r, i);
+		if (evr_cas_64(&l->owner, &owner, 0)) {
+			freed++;
+			r->stats.reclaimed++;
+			evr_faa_64(&r->seg->hdr->lanes_reclaimed, 1);
+		}
+	}
+	return freed;
+}

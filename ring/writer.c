@@ -1,0 +1,314 @@
+/*
+ * writer.c: the producer side of a lane, away from the inline fast path in
+ * evring/ring.h: claiming and freeing lanes, padding at a lane's end, drops
+ * and the LOST records that report them, and the shared lane's CAS protocol.
+ * Labels (W1, S1, C1, ...) refer to the diagram atop evring/ring.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include <evring/ring.h>
+
+#define LOST_BODY_MAX 32u
+
+/* ---- LOST bodies ------------------------------------------------------ */
+
+struct fixed_buf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static int fixed_write(void *data, const char *buf, size_t len)
+{
+	struct fixed_buf *b = data;
+
+	if (len > b->cap - b->len)
+		return -1;
+	memcpy(b->p + b->len, buf, len);
+	b->len += len;
+	return 0;
+}
+
+uint32_t evr_lost_encode(void *buf, uint64_t ts, uint64_t count, uint64_t first_ts)
+{
+	struct fixed_buf b = { buf, 0, LOST_BODY_MAX };
+	msgpack_packer pk;
+
+	memset(buf, 0, LOST_BODY_MAX);
+	msgpack_packer_init(&pk, &b, fixed_write);
+	msgpack_pack_array(&pk, 3);
+	msgpack_pack_uint64(&pk, ts);
+	msgpack_pack_uint64(&pk, count);
+	msgpack_pack_uint64(&pk, first_ts);
+	return (uint32_t)b.len;
+}
+
+int evr_lost_decode(const void *body, uint32_t len, uint64_t *ts, uint64_t *count, uint64_t *first_ts)
+{
+	msgpack_unpacked u;
+	const msgpack_object *a;
+	size_t off = 0;
+	int rc = -EBADMSG;
+
+	msgpack_unpacked_init(&u);
+	if (msgpack_unpack_next(&u, body, len, &off) != MSGPACK_UNPACK_SUCCESS)
+		goto out;
+	if (u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 3)
+		goto out;
+	a = u.data.via.array.ptr;
+	for (int i = 0; i < 3; i++)
+		if (a[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			goto out;
+	*ts = a[0].via.u64;
+	*count = a[1].via.u64;
+	*first_ts = a[2].via.u64;
+	rc = 0;
+out:
+	msgpack_unpacked_destroy(&u);
+	return rc;
+}
+
+/* ---- claiming and freeing lanes --------------------------------------- */
+
+int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid, uint32_t tid, unsigned flags)
+{
+	uint32_t exclusive = seg->lane_count - 1;
+
+	if (!seg->base || seg->lane_count < 2 || pid == 0 || tid == 0)
+		return -EINVAL;
+	memset(w, 0, sizeof(*w));
+	w->seg = seg;
+	w->mask = seg->lane_bytes - 1;
+	w->salt = seg->salt;
+	w->clock_kind = seg->clock_kind;
+	w->owner = ((uint64_t)pid << 32) | tid;
+
+	for (uint32_t i = 0; !(flags & EVR_WRITER_FORCE_SHARED) && i < exclusive; i++) {
+		uint32_t idx = (tid + i) % exclusive;
+		struct evr_lane *lane = &seg->lanes[idx];
+		uint64_t expect = 0;
+
+		if (evr_ld_64(&lane->owner) != 0 || !evr_cas_64(&lane->owner, &expect, w->owner))
+			continue; /* C1 above: the CAS is a full barrier, so the last owner's fields are ours */
+		w->lane = lane;
+		w->data = evr_segment_lane_data(seg, idx);
+		w->tail = evr_ld_64(&lane->tail);
+		w->records = evr_ld_64(&lane->records);
+		w->head_cache = evr_ld_acq_64(&lane->head); /* W1 */
+		w->slow = evr_ld_64(&lane->lost_pending) != 0;
+		evr_st_32(&lane->claims, lane->claims + 1);
+		evr_faa_64(&seg->hdr->lane_claims, 1);
+		return 0;
+	}
+	if (!(flags & EVR_WRITER_FORCE_SHARED))
+		evr_faa_64(&seg->hdr->lane_fallbacks, 1);
+	w->lane = &seg->lanes[exclusive];
+	w->data = evr_segment_lane_data(seg, exclusive);
+	w->head_cache = evr_ld_acq_64(&w->lane->head); /* W1 */
+	w->shared = true;
+	w->slow = true;
+	return 0;
+}
+
+void evr_writer_close(struct evr_writer *w)
+{
+	if (!w->lane)
+		return;
+	evr_writer_flush_lost(w);
+	if (!w->shared)
+		evr_st_rel_64(&w->lane->owner, 0); /* C2: tail, records and lost fields are stored before */
+	w->lane = NULL;
+}
+
+/* ---- slow paths ------------------------------------------------------- */
+
+/* Where a record of `bytes` lands at or after pos without wrapping; *pad is the padding before it. */
+static uint64_t place(uint64_t pos, uint64_t bytes, uint64_t size, uint64_t *pad)
+{
+	uint64_t off = pos & (size - 1);
+
+	*pad = off + bytes > size ? size - off : 0;
+	return pos + *pad;
+}
+
+static uint64_t *word_at(struct evr_writer *w, uint64_t pos)
+{
+	return (uint64_t *)(void *)(w->data + (pos & w->mask));
+}
+
+static void put_pad(struct evr_writer *w, uint64_t pos, uint64_t bytes)
+{
+	if (bytes)
+		evr_st_rel_64(word_at(w, pos), evr_rec_word(pos, w->salt, bytes, EVR_REC_PAD)); /* W2 */
+}
+
+static void put_lost(struct evr_writer *w, uint64_t pos, uint64_t bytes, uint64_t count, uint64_t first_ts)
+{
+	uint64_t now = evr_clock_read(w->clock_kind);
+
+	evr_lost_encode(w->data + (pos & w->mask) + EVR_WORD_BYTES, now, count, first_ts ? first_ts : now);
+	evr_st_rel_64(word_at(w, pos), evr_rec_word(pos, w->salt, bytes, EVR_REC_LOST)); /* W2 */
+}
+
+/* The plan for one reservation: [pad] [LOST] [pad] record. */
+struct plan {
+	uint64_t pos, pad1, lost_at, pad2, rec_at, end;
+};
+
+static void make_plan(struct plan *p, uint64_t pos, uint64_t size, bool with_lost, uint64_t need)
+{
+	uint64_t q = pos;
+
+	p->pos = pos;
+	p->pad1 = p->lost_at = 0;
+	if (with_lost) {
+		p->lost_at = place(q, evr_rec_bytes(LOST_BODY_MAX), size, &p->pad1);
+		q = p->lost_at + evr_rec_bytes(LOST_BODY_MAX);
+	}
+	p->rec_at = place(q, need, size, &p->pad2);
+	p->end = p->rec_at + need;
+}
+
+/* True when [.., end) fits before the consumer's head, re-reading it (W1) if the cache says no. */
+static bool fits(struct evr_writer *w, uint64_t end)
+{
+	uint64_t size = w->mask + 1;
+
+	if (end - w->head_cache <= size)
+		return true;
+	w->head_cache = evr_ld_acq_64(&w->lane->head); /* W1, pairs with R3 */
+	return end - w->head_cache <= size;
+}
+
+static void drop(struct evr_writer *w)
+{
+	struct evr_lane *l = w->lane;
+	uint64_t now = evr_clock_read(w->clock_kind);
+
+	if (w->shared) {
+		uint64_t zero = 0;
+		evr_faa_64(&l->lost, 1);
+		evr_cas_64(&l->lost_first_ts, &zero, now);
+		evr_st_64(&l->lost_last_ts, now);
+		evr_faa_64(&l->lost_pending, 1);
+	} else {
+		if (evr_ld_64(&l->lost_pending) == 0)
+			evr_st_64(&l->lost_first_ts, now);
+		evr_st_64(&l->lost_last_ts, now);
+		evr_st_64(&l->lost, l->lost + 1);
+		evr_st_64(&l->lost_pending, l->lost_pending + 1);
+		w->slow = true;
+	}
+}
+
+/*
+ * The slow paths take `quiet` for the empty record that only carries a
+ * pending LOST record out (evr_writer_flush_lost): when it does not fit it is
+ * not a drop, and counting it would report a record nobody wrote.
+ */
+static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
+{
+	struct evr_lane *l = w->lane;
+	uint64_t size = w->mask + 1, pending = evr_ld_64(&l->lost_pending);
+	struct plan p;
+
+	make_plan(&p, w->tail, size, pending != 0, need);
+	if (!fits(w, p.end)) {
+		if (!quiet)
+			drop(w);
+		return NULL;
+	}
+	put_pad(w, p.pos, p.pad1);
+	if (pending) {
+		put_lost(w, p.lost_at, evr_rec_bytes(LOST_BODY_MAX), pending, evr_ld_64(&l->lost_first_ts));
+		evr_st_64(&l->lost_pending, 0);
+		evr_st_64(&l->lost_first_ts, 0);
+		w->slow = false;
+	}
+	put_pad(w, p.rec_at - p.pad2, p.pad2);
+	w->resv_pos = p.rec_at;
+	return w->data + (p.rec_at & w->mask) + EVR_WORD_BYTES;
+}
+
+static void *reserve_shared(struct evr_writer *w, uint64_t need, bool quiet)
+{
+	struct evr_lane *l = w->lane;
+	uint64_t size = w->mask + 1, pos, pending;
+	uint64_t lost_bytes = evr_rec_bytes(LOST_BODY_MAX);
+	struct plan p;
+
+	pos = evr_ld_64(&l->tail);
+	for (;;) {
+		pending = evr_ld_64(&l->lost_pending);
+		make_plan(&p, pos, size, pending != 0, need);
+		if (!fits(w, p.end)) {
+			if (!quiet)
+				drop(w);
+			return NULL;
+		}
+		if (evr_cas_64(&l->tail, &pos, p.end)) /* S1; on failure pos is the new tail */
+			break;
+	}
+	put_pad(w, p.pos, p.pad1);
+	if (pending) {
+		uint64_t count = evr_fas_64(&l->lost_pending, 0);
+		uint64_t first = evr_fas_64(&l->lost_first_ts, 0);
+		if (count)
+			put_lost(w, p.lost_at, lost_bytes, count, first);
+		else
+			put_pad(w, p.lost_at, lost_bytes); /* another writer reported it first */
+	}
+	put_pad(w, p.rec_at - p.pad2, p.pad2);
+	evr_st_64(word_at(w, p.rec_at), evr_rec_word(p.rec_at, w->salt, need, EVR_REC_BUSY)); /* S2 */
+	w->resv_pos = p.rec_at;
+	w->resv_bytes = need;
+	return w->data + (p.rec_at & w->mask) + EVR_WORD_BYTES;
+}
+
+int evr_writer_flush_lost(struct evr_writer *w)
+{
+	if (!w->lane || evr_ld_64(&w->lane->lost_pending) == 0)
+		return 0;
+	/* An empty PAD record behind which the slow path places the LOST record. */
+	if (!(w->shared ? reserve_shared(w, evr_rec_bytes(0), true) : reserve_exclusive(w, evr_rec_bytes(0), true)))
+		return -ENOSPC;
+	evr_writer_commit(w, 0, EVR_REC_PAD);
+	return 1;
+}
+
+void *evr__writer_reserve_slow(struct evr_writer *w, uint32_t body_len)
+{
+	if (!w->lane)
+		return NULL;
+	if (body_len > EVR_BODY_MAX || evr_rec_bytes(body_len) > (w->mask + 1) / 2) {
+		evr_faa_64(&w->seg->hdr->writer_oversize, 1);
+		drop(w);
+		return NULL;
+	}
+	if (w->shared)
+		return reserve_shared(w, evr_rec_bytes(body_len), false);
+	return reserve_exclusive(w, evr_rec_bytes(body_len), false);
+}
+
+void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, uint32_t type)
+{
+	uint64_t pos = w->resv_pos, reserved = w->resv_bytes, need = evr_rec_bytes(body_len);
+	uint64_t busy = evr_rec_word(pos, w->salt, reserved, EVR_REC_BUSY);
+	uint64_t *word = word_at(w, pos);
+
+	if (need > reserved)
+		need = reserved; /* a caller bug; never let the record outgrow its room */
+	put_pad(w, pos + need, reserved - need);
+	/* S3, pairs with R1 (publishes the body) and races with R4. */
+	if (evr_cas_64(word, &busy, evr_rec_word(pos, w->salt, need, type))) {
+		evr_faa_64(&w->lane->records, 1);
+		return;
+	}
+	/* The reader gave up on this reservation (R4): hand the room back (S4) and count the loss. */
+	if (busy == evr_rec_word(pos, w->salt, reserved, EVR_REC_SKIPPED))
+		evr_st_rel_64(word, evr_rec_word(pos, w->salt, reserved, EVR_REC_ABANDONED)); /* S4, pairs with R5 */
+	drop(w);
+}

@@ -1,0 +1,469 @@
+/*
+ * test_lane.c: the record protocol on one lane at a time: wrap and padding,
+ * stale records from earlier laps, drops and the LOST record, lane claim,
+ * release, reuse and reclaim, the shared lane's stuck reservations, and where
+ * a new reader starts.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "ring_test.h"
+
+static uint8_t buf[EVR_BODY_MAX];
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Writes one checksummed record; returns false when the lane dropped it. */
+static bool put(struct evr_writer *w, uint32_t writer, uint64_t seq, uint32_t filler)
+{
+	uint8_t body[256];
+	uint32_t len = test_body_fill(body, writer, seq, filler);
+
+	return evr_writer_write(w, EVR_REC_EVENT, body, len);
+}
+
+/* Reads everything a lane holds now; checks bodies; returns the count of EVENT records. */
+static uint64_t drain(struct evr_reader *r, uint32_t lane, uint64_t *last_seq)
+{
+	struct evr_record rec;
+	uint64_t n = 0;
+
+	while (evr_reader_next(r, lane, &rec, buf, sizeof(buf)) == 1) {
+		if (rec.type != EVR_REC_EVENT)
+			continue;
+		cr_assert(test_body_ok(rec.body, rec.body_len), "record at %llu is torn", (unsigned long long)rec.pos);
+		if (last_seq) {
+			const struct test_body *b = (const void *)rec.body;
+			cr_assert(*last_seq == UINT64_MAX || b->seq > *last_seq, "seq %llu after %llu",
+				  (unsigned long long)b->seq, (unsigned long long)*last_seq);
+			*last_seq = b->seq;
+		}
+		n++;
+	}
+	evr_reader_release(r, lane);
+	return n;
+}
+
+Test(lane, wrap_pads_and_keeps_every_record)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	struct evr_reader r;
+	uint64_t written = 0, read = 0, last = UINT64_MAX;
+
+	test_segment(&seg, "wrap", 2, 4096);
+	cr_assert_eq(evr_writer_open(&w, &seg, getpid(), test_tid(), 0), 0);
+	cr_assert(!w.shared);
+	cr_assert_eq(evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST), 0);
+	/* Odd sizes so records straddle the lane end and padding is needed; 20 laps. */
+	for (uint64_t seq = 0; w.tail < 20 * 4096; seq++) {
+		cr_assert(put(&w, 1, seq, (uint32_t)(seq * 7 % 61)), "drop with the reader keeping up");
+		written++;
+		if (seq % 5 == 4)
+			read += drain(&r, 0, &last);
+	}
+	read += drain(&r, 0, &last);
+	cr_assert_eq(read, written);
+	cr_assert_gt(r.stats.pads, 0, "20 laps of odd-sized records needed padding");
+	cr_assert_eq(r.stats.skipped_bad, 0);
+	cr_assert_eq(seg.lanes[0].records, written);
+	cr_assert_eq(seg.lanes[0].lost, 0);
+	evr_writer_close(&w);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, stale_record_from_earlier_lap_is_never_accepted)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	struct evr_reader r;
+	struct evr_record rec;
+	uint8_t *data;
+	uint64_t lap1_word;
+
+	test_segment(&seg, "stale", 2, 4096);
+	data = evr_segment_lane_data(&seg, 0);
+	evr_writer_open(&w, &seg, getpid(), test_tid(), 0);
+	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
+	/* Lap 1: 64-byte records fill the lane exactly. */
+	for (uint64_t seq = 0; seq < 64; seq++)
+		cr_assert(put(&w, 1, seq, 64 - 8 - sizeof(struct test_body)));
+	cr_assert_eq(w.tail, 4096);
+	cr_assert_eq(drain(&r, 0, NULL), 64);
+	memcpy(&lap1_word, data + 64, 8);
+
+	/* Lap 2: one record. The slot after it still holds lap 1's record 1. */
+	cr_assert(put(&w, 1, 100, 64 - 8 - sizeof(struct test_body)));
+	cr_assert_eq(evr_reader_next(&r, 0, &rec, buf, sizeof(buf)), 1);
+	cr_assert_eq(rec.pos, 4096);
+	cr_assert(test_body_ok(rec.body, rec.body_len));
+	cr_assert_eq(evr_reader_next(&r, 0, &rec, buf, sizeof(buf)), 0, "a lap-1 record was taken for lap 2");
+	cr_assert_eq(evr_word_type(lap1_word), EVR_REC_EVENT, "the old record is really there");
+
+	/* Even a lap-1 word copied into the right slot of lap 2 fails its tag. */
+	memcpy(data + 64, data + 128, 8);
+	cr_assert_eq(evr_reader_next(&r, 0, &rec, buf, sizeof(buf)), 0);
+	cr_assert_eq(r.stats.delivered, 65);
+	evr_writer_close(&w);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, full_lane_drops_and_lost_record_has_exact_count)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	struct evr_reader r;
+	struct evr_record rec;
+	uint64_t accepted = 0, dropped = 0, ts, count, first, before_ts;
+
+	test_segment(&seg, "lost", 2, 4096);
+	evr_writer_open(&w, &seg, getpid(), test_tid(), 0);
+	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
+	before_ts = evr_clock_read(seg.clock_kind);
+	/* No reader progress: the lane fills, then every record drops. */
+	for (uint64_t seq = 0; seq < 500; seq++) {
+		if (put(&w, 1, seq, 8))
+			accepted++;
+		else
+			dropped++;
+	}
+	cr_assert_gt(dropped, 0);
+	cr_assert_eq(seg.lanes[0].lost, dropped);
+	cr_assert_eq(seg.lanes[0].lost_pending, dropped);
+	cr_assert_eq(drain(&r, 0, NULL), accepted, "what was accepted before the loss is all there");
+
+	/* The next record that fits is preceded by LOST with the exact count. */
+	cr_assert(put(&w, 1, 1000, 8));
+	cr_assert_eq(evr_reader_next(&r, 0, &rec, buf, sizeof(buf)), 1);
+	cr_assert_eq(rec.type, EVR_REC_LOST);
+	cr_assert_eq(evr_lost_decode(rec.body, rec.body_len, &ts, &count, &first), 0);
+	cr_assert_eq(count, dropped);
+	cr_assert(first >= before_ts && first <= ts, "first drop within the run, before the report");
+	cr_assert_eq(evr_reader_next(&r, 0, &rec, buf, sizeof(buf)), 1);
+	cr_assert_eq(rec.type, EVR_REC_EVENT);
+	cr_assert_eq(((const struct test_body *)(const void *)rec.body)->seq, 1000);
+	cr_assert_eq(r.stats.lost, dropped);
+	cr_assert_eq(seg.lanes[0].lost_pending, 0);
+	cr_assert_eq(seg.lanes[0].lost, dropped, "all-time count stays");
+	evr_writer_close(&w);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, close_reports_pending_loss)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	struct evr_reader r;
+	uint64_t dropped = 0;
+
+	test_segment(&seg, "flush", 2, 4096);
+	evr_writer_open(&w, &seg, getpid(), test_tid(), 0);
+	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
+	for (uint64_t seq = 0; seq < 200; seq++)
+		dropped += !put(&w, 1, seq, 24);
+	cr_assert_gt(dropped, 0);
+	drain(&r, 0, NULL);
+	evr_writer_close(&w);
+	drain(&r, 0, NULL);
+	cr_assert_eq(r.stats.lost, dropped, "the LOST record was written at close");
+	cr_assert_eq(seg.lanes[0].owner, 0);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, oversize_record_is_refused_and_counted)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+
+	test_segment(&seg, "oversize", 2, 1u << 20);
+	evr_writer_open(&w, &seg, getpid(), test_tid(), 0);
+	cr_assert_null(evr_writer_reserve(&w, EVR_BODY_MAX + 1));
+	cr_assert_eq(seg.hdr->writer_oversize, 1);
+	cr_assert_eq(seg.lanes[0].lost, 1);
+	cr_assert_not_null(evr_writer_reserve(&w, EVR_BODY_MAX), "the largest body still fits");
+	evr_writer_commit(&w, EVR_BODY_MAX, EVR_REC_EVENT);
+	evr_writer_close(&w);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, claim_release_and_reuse)
+{
+	struct evr_segment seg;
+	struct evr_writer w[5];
+	bool used[4] = { false };
+
+	test_segment(&seg, "claim", 5, 4096); /* 4 exclusive lanes + shared */
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(evr_writer_open(&w[i], &seg, getpid(), 1000 + i, 0), 0);
+		cr_assert(!w[i].shared);
+		uint32_t idx = (uint32_t)(w[i].lane - seg.lanes);
+		cr_assert(!used[idx], "lane %u claimed twice", idx);
+		used[idx] = true;
+		cr_assert_eq(seg.lanes[idx].owner, ((uint64_t)getpid() << 32) | (1000u + i));
+	}
+	/* Every exclusive lane is taken: the fifth writer goes to the shared lane. */
+	cr_assert_eq(evr_writer_open(&w[4], &seg, getpid(), 2000, 0), 0);
+	cr_assert(w[4].shared);
+	cr_assert_eq(w[4].lane, &seg.lanes[4]);
+	cr_assert_eq(seg.hdr->lane_fallbacks, 1);
+
+	/* Releasing a lane lets the next writer take it and carry on from its tail. */
+	struct evr_lane *freed = w[1].lane;
+	for (uint64_t s = 0; s < 10; s++)
+		cr_assert(put(&w[1], 1, s, 0));
+	uint64_t tail = w[1].tail;
+	evr_writer_close(&w[1]);
+	cr_assert_eq(freed->owner, 0);
+	struct evr_writer again;
+	cr_assert_eq(evr_writer_open(&again, &seg, getpid(), 3001, 0), 0);
+	cr_assert_eq(again.lane, freed);
+	cr_assert_eq(again.tail, tail, "positions continue so tags stay unique");
+	cr_assert_eq(again.records, 10);
+	cr_assert_eq(freed->claims, 2);
+	evr_writer_close(&again);
+	for (int i = 0; i < 5; i++)
+		if (i != 1)
+			evr_writer_close(&w[i]);
+	test_segment_destroy(&seg);
+}
+
+static struct evr_segment claim_seg;
+static uint32_t claimed_lane[16];
+
+static void *claim_thread(void *arg)
+{
+	uintptr_t i = (uintptr_t)arg;
+	struct evr_writer w;
+
+	for (int round = 0; round < 2000 / EVR_TEST_SCALE + 20; round++) {
+		evr_writer_open(&w, &claim_seg, getpid(), (uint32_t)(100 + i), 0);
+		if (!w.shared) {
+			/* While held, nobody else has this lane. */
+			cr_assert_eq(evr_ld_64(&w.lane->owner), ((uint64_t)getpid() << 32) | (100 + i));
+			claimed_lane[i]++;
+		}
+		put(&w, (uint32_t)i, (uint64_t)round, 0);
+		evr_writer_close(&w);
+	}
+	return NULL;
+}
+
+Test(lane, concurrent_claims_never_share_a_lane)
+{
+	pthread_t th[8];
+	struct evr_reader r;
+	uint64_t claimed = 0;
+
+	test_segment(&claim_seg, "claimrace", 5, 64u << 10);
+	evr_reader_init(&r, &claim_seg, EVR_READ_FROM_OLDEST);
+	for (uintptr_t i = 0; i < 8; i++)
+		pthread_create(&th[i], NULL, claim_thread, (void *)i);
+	for (uintptr_t i = 0; i < 8; i++)
+		pthread_join(th[i], NULL);
+	for (uint32_t l = 0; l < claim_seg.lane_count; l++) {
+		drain(&r, l, NULL);
+		if (l + 1 < claim_seg.lane_count)
+			cr_assert_eq(claim_seg.lanes[l].owner, 0, "lane %u still owned after every close", l);
+	}
+	for (int i = 0; i < 8; i++)
+		claimed += claimed_lane[i];
+	cr_assert_eq(claim_seg.hdr->lane_claims, claimed);
+	cr_assert_eq(r.stats.skipped_bad, 0);
+	evr_reader_fini(&r);
+	test_segment_destroy(&claim_seg);
+}
+
+static void *note_tid(void *arg)
+{
+	*(uint32_t *)arg = test_tid();
+	return NULL;
+}
+
+Test(lane, reader_reclaims_lane_of_dead_thread_after_reading_it)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	struct evr_reader r;
+	pthread_t th;
+	uint32_t dead_tid = 0;
+	uint64_t last = UINT64_MAX;
+
+	test_segment(&seg, "reclaim", 2, 4096); /* one exclusive lane: the next owner must get it */
+	pthread_create(&th, NULL, note_tid, &dead_tid);
+	pthread_join(th, NULL);
+	/* A writer in the name of a thread that has exited, as if it died holding the lane. */
+	cr_assert_eq(evr_writer_open(&w, &seg, getpid(), dead_tid, 0), 0);
+	uint32_t idx = (uint32_t)(w.lane - seg.lanes);
+	for (uint64_t s = 0; s < 5; s++)
+		cr_assert(put(&w, 9, s, 3));
+	/* ... and it died inside a sixth record: reserved and half-written, never committed. */
+	memset(evr_writer_reserve(&w, 40), 0xab, 40);
+
+	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
+	cr_assert_eq(evr_reader_reap(&r), 0, "committed records are read before the lane is freed");
+	cr_assert_eq(drain(&r, idx, &last), 5);
+	cr_assert_eq(evr_reader_reap(&r), 1);
+	cr_assert_eq(seg.lanes[idx].owner, 0);
+	cr_assert_eq(seg.hdr->lanes_reclaimed, 1);
+	cr_assert_eq(seg.lanes[idx].tail, r.cur[idx].pos);
+
+	/* A new owner writes over the dead one's half record; the reader sees only the new records. */
+	struct evr_writer w2;
+	cr_assert_eq(evr_writer_open(&w2, &seg, getpid(), test_tid(), 0), 0);
+	cr_assert_eq(w2.lane, &seg.lanes[idx]);
+	cr_assert(put(&w2, 10, 0, 0));
+	last = UINT64_MAX;
+	cr_assert_eq(drain(&r, idx, &last), 1);
+	cr_assert_eq(r.stats.skipped_bad, 0);
+	evr_writer_close(&w2);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, stuck_shared_reservation_is_skipped_after_timeout)
+{
+	struct evr_segment seg;
+	struct evr_writer a, b;
+	struct evr_reader r;
+	struct evr_record rec;
+	uint64_t ts, count, first, a_pos;
+	void *a_body;
+
+	test_segment(&seg, "stuck", 2, 4096);
+	uint32_t shared = evr_segment_shared_lane(&seg);
+	evr_writer_open(&a, &seg, getpid(), 1, EVR_WRITER_FORCE_SHARED);
+	evr_writer_open(&b, &seg, getpid(), 2, EVR_WRITER_FORCE_SHARED);
+	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
+	r.stuck_timeout_ns = 20000000; /* 20 ms */
+
+	/* A reserves and stalls; B writes after it. */
+	a_body = evr_writer_reserve(&a, 32);
+	cr_assert_not_null(a_body);
+	a_pos = a.resv_pos;
+	cr_assert(put(&b, 2, 1, 0));
+	cr_assert_eq(evr_reader_next(&r, shared, &rec, buf, sizeof(buf)), 0, "waits while A may still commit");
+	sleep_ms(30);
+	cr_assert_eq(evr_reader_next(&r, shared, &rec, buf, sizeof(buf)), 1, "gives up on A, reads B");
+	cr_assert(test_body_ok(rec.body, rec.body_len));
+	cr_assert_eq(r.stats.skipped_stuck, 1);
+	cr_assert_eq(seg.lanes[shared].skipped, 1);
+	evr_reader_release(&r, shared);
+	cr_assert_eq(seg.lanes[shared].head, a_pos, "A's room is not handed back while A may write into it");
+
+	/* A wakes up, finds itself skipped, hands the room back and counts the loss. */
+	memset(a_body, 0x5a, 32);
+	evr_writer_commit(&a, 32, EVR_REC_EVENT);
+	cr_assert_eq(seg.lanes[shared].lost_pending, 1);
+	evr_reader_release(&r, shared);
+	cr_assert_eq(seg.lanes[shared].head, r.cur[shared].pos);
+
+	/* The loss reaches the stream with the next record. */
+	cr_assert(put(&b, 2, 2, 0));
+	cr_assert_eq(evr_reader_next(&r, shared, &rec, buf, sizeof(buf)), 1);
+	cr_assert_eq(rec.type, EVR_REC_LOST);
+	cr_assert_eq(evr_lost_decode(rec.body, rec.body_len, &ts, &count, &first), 0);
+	cr_assert_eq(count, 1);
+	cr_assert_eq(evr_reader_next(&r, shared, &rec, buf, sizeof(buf)), 1);
+	cr_assert_eq(((const struct test_body *)(const void *)rec.body)->seq, 2);
+	evr_writer_close(&a);
+	evr_writer_close(&b);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, shared_commit_shorter_than_reserved_pads_the_rest)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	struct evr_reader r;
+	struct evr_record rec;
+	uint8_t body[64];
+	uint32_t len = test_body_fill(body, 3, 7, 5);
+
+	test_segment(&seg, "shortcommit", 2, 4096);
+	evr_writer_open(&w, &seg, getpid(), test_tid(), EVR_WRITER_FORCE_SHARED);
+	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
+	void *p = evr_writer_reserve(&w, 200);
+	memcpy(p, body, len);
+	evr_writer_commit(&w, len, EVR_REC_EVENT);
+	cr_assert(put(&w, 3, 8, 0));
+	cr_assert_eq(evr_reader_next(&r, 1, &rec, buf, sizeof(buf)), 1);
+	cr_assert_eq(rec.body_len, evr_rec_bytes(len) - 8);
+	cr_assert(test_body_ok(rec.body, rec.body_len));
+	cr_assert_eq(evr_reader_next(&r, 1, &rec, buf, sizeof(buf)), 1);
+	cr_assert_eq(((const struct test_body *)(const void *)rec.body)->seq, 8);
+	cr_assert_eq(r.stats.pads, 1);
+	evr_writer_close(&w);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, reader_from_now_skips_history_from_oldest_reads_it)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	struct evr_reader now, oldest;
+	uint64_t last = UINT64_MAX;
+
+	test_segment(&seg, "fromnow", 2, 8192);
+	evr_writer_open(&w, &seg, getpid(), test_tid(), 0);
+	for (uint64_t s = 0; s < 10; s++)
+		cr_assert(put(&w, 1, s, 0));
+	cr_assert_eq(evr_reader_init(&oldest, &seg, EVR_READ_FROM_OLDEST), 0);
+	cr_assert_eq(evr_reader_init(&now, &seg, 0), 0);
+	for (uint64_t s = 10; s < 13; s++)
+		cr_assert(put(&w, 1, s, 0));
+	cr_assert_eq(drain(&now, 0, &last), 3);
+	cr_assert_eq(last, 12);
+	last = UINT64_MAX;
+	cr_assert_eq(drain(&oldest, 0, &last), 13);
+	evr_writer_close(&w);
+	evr_reader_fini(&now);
+	evr_reader_fini(&oldest);
+	test_segment_destroy(&seg);
+}
+
+Test(lane, consumer_slot_is_exclusive_and_taken_over_from_the_dead)
+{
+	struct evr_segment seg;
+	uint32_t holder = 0;
+	pid_t child;
+
+	test_segment(&seg, "slot", 2, 4096);
+	cr_assert_eq(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), &holder), 0);
+	cr_assert_eq(seg.hdr->consumer_epoch, 1);
+
+	child = fork();
+	if (child == 0) {
+		uint32_t h = 0;
+		/* A second consumer is refused and told who holds the slot. */
+		int rc = evr_consumer_slot_claim(&seg, (uint32_t)getpid(), &h);
+		_exit(rc == -EBUSY && h == (uint32_t)getppid() ? 0 : 1);
+	}
+	int status;
+	waitpid(child, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	/* The holder dies (a reaped child stands for it): the slot is taken over. */
+	evr_consumer_slot_release(&seg, (uint32_t)getpid());
+	child = fork();
+	if (child == 0)
+		_exit(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), NULL) == 0 ? 0 : 1);
+	waitpid(child, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert_eq(seg.hdr->consumer_pid, (uint64_t)child);
+	cr_assert_eq(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), &holder), 0);
+	cr_assert_eq(seg.hdr->consumer_pid, (uint64_t)getpid());
+	cr_assert_eq(seg.hdr->consumer_epoch, 3);
+	test_segment_destroy(&seg);
+}

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs the Debian packages evring needs when they are missing, as root on
+# Debian. Where installing is impossible it says so and leaves it to CMake's
+# configuration to stop with one line naming the first missing package.
+set -eu
+
+PKGS="cmake make gcc pkg-config libck-dev libmsgpack-dev liburcu-dev libcriterion-dev"
+
+missing=""
+for p in $PKGS; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "evring: installing Debian packages:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1; then
+		apt-get update -qq >/dev/null
+		apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	fi
+else
+	echo "evring: cannot install$missing here (not root, or no apt-get); configuration will name what is missing" >&2
+fi
