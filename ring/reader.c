@@ -59,9 +59,12 @@ int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flag
 		 * "From now" still starts at the head and walks up to the tail seen
 		 * here without delivering: a shared-lane writer may be inside a
 		 * reservation below the tail, and its room must not be handed back
-		 * before it commits. A head the lane cannot hold is not trusted.
+		 * before it commits. A head the lane cannot hold is not trusted,
+		 * nor a head or tail off the 8-byte grid records sit on: a word
+		 * read there could run past the end of the last lane.
 		 */
-		if (tail - head > seg->lane_bytes)
+		tail &= ~(uint64_t)7;
+		if (tail - head > seg->lane_bytes || (head & 7))
 			head = tail;
 		c->pos = c->published = head;
 		c->deliver_from = (flags & EVR_READ_FROM_OLDEST) ? head : tail;
@@ -88,26 +91,28 @@ static void count_skip(struct evr_reader *r, uint32_t lane, uint64_t *stat)
 
 /*
  * Steps past bytes that do not start a record: to the next position before
- * limit whose word is plausible, or to limit. Counted once per call.
+ * limit whose word is plausible, or to limit. Counted once per call. Limit is
+ * at most a lane ahead (bounded_tail); distances, not positions, are compared
+ * so a hostile position near 2^64 cannot wrap the scan into an endless one.
  */
 static void resync(struct evr_reader *r, uint32_t lane, uint64_t limit, uint64_t *stat)
 {
 	struct evr_cursor *c = &r->cur[lane];
-	uint64_t p = c->pos + EVR_WORD_BYTES;
+	uint64_t span = limit - c->pos, d = EVR_WORD_BYTES;
 
-	while (p < limit && !word_plausible(r, p, evr_ld_acq_64(word_at(r, lane, p))))
-		p += EVR_WORD_BYTES;
-	c->pos = p < limit ? p : limit;
+	while (d < span && !word_plausible(r, c->pos + d, evr_ld_acq_64(word_at(r, lane, c->pos + d))))
+		d += EVR_WORD_BYTES;
+	c->pos += d < span ? d : span;
 	c->wait_pos = UINT64_MAX;
 	count_skip(r, lane, stat);
 }
 
-/* The writers' tail if it is ahead of pos by no more than a lane, else pos. */
+/* The writers' tail if it is on the grid and ahead of pos by no more than a lane, else pos. */
 static uint64_t bounded_tail(struct evr_reader *r, uint32_t lane, uint64_t pos)
 {
 	uint64_t tail = evr_ld_64(&r->seg->lanes[lane].tail);
 
-	return tail - pos <= r->seg->lane_bytes ? tail : pos;
+	return tail - pos <= r->seg->lane_bytes && !(tail & 7) ? tail : pos;
 }
 
 /* True once the reader has waited at pos for longer than the stuck timeout. */
@@ -207,7 +212,17 @@ int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec,
 			continue;
 		}
 		if (!word_plausible(r, pos, w) || (type == EVR_REC_BUSY && !is_shared(r, lane))) {
-			resync(r, lane, bounded_tail(r, lane, pos), &r->stats.skipped_bad);
+			uint64_t tail = bounded_tail(r, lane, pos);
+
+			/*
+			 * Nothing is known to be written past a bad word at the
+			 * writers' tail: there is nowhere to skip to, and the
+			 * lane's writer will store its next word over it. Wait
+			 * rather than count the same word once per step.
+			 */
+			if (tail == pos)
+				return 0;
+			resync(r, lane, tail, &r->stats.skipped_bad);
 			continue;
 		}
 		if (type == EVR_REC_BUSY) {

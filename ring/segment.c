@@ -227,7 +227,8 @@ int evr_segment_validate(const void *base, uint64_t bytes, char *err, size_t err
 			    (unsigned long long)h->lane_table_offset, EVR_HEADER_BYTES);
 	table_end = h->lane_table_offset + (uint64_t)h->lane_count * EVR_LANE_ENTRY_BYTES;
 	if (h->meta_offset < table_end || h->meta_offset > bytes || (h->meta_offset & 7) ||
-	    h->meta_bytes < 4096 || h->meta_bytes > EVR_META_BYTES_MAX || (h->meta_bytes & 7))
+	    h->meta_bytes < 4096 || h->meta_bytes > EVR_META_BYTES_MAX || (h->meta_bytes & 7) ||
+	    h->meta_bytes > bytes - h->meta_offset)
 		return fail(err, errlen, -EBADMSG, "metadata area %llu+%llu is outside the segment or overlaps",
 			    (unsigned long long)h->meta_offset, (unsigned long long)h->meta_bytes);
 	meta_end = h->meta_offset + h->meta_bytes;

@@ -46,6 +46,34 @@ uint32_t evr_lost_encode(void *buf, uint64_t ts, uint64_t count, uint64_t first_
 	return (uint32_t)b.len;
 }
 
+/*
+ * A LOST body is [ts, count, first_ts]: a 3-array of integer scalars. The
+ * shape is checked before msgpack-c sees the bytes, because its unpacker sizes
+ * a zone allocation from a container's declared count: a hostile array32 of
+ * 4G elements inside the body would ask malloc for ~100 GB.
+ */
+static bool lost_shape_ok(const uint8_t *b, uint32_t len)
+{
+	uint32_t at = 1;
+
+	if (len < 4 || b[0] != 0x93)
+		return false;
+	for (int i = 0; i < 3; i++) {
+		uint8_t t;
+
+		if (at >= len)
+			return false;
+		t = b[at];
+		if (t <= 0x7f || t >= 0xe0)
+			at += 1; /* fixints */
+		else if (t >= 0xcc && t <= 0xd3)
+			at += 1 + (1u << ((t - 0xcc) & 3)); /* uint8..uint64, int8..int64 */
+		else
+			return false;
+	}
+	return at <= len;
+}
+
 int evr_lost_decode(const void *body, uint32_t len, uint64_t *ts, uint64_t *count, uint64_t *first_ts)
 {
 	msgpack_unpacked u;
@@ -53,6 +81,8 @@ int evr_lost_decode(const void *body, uint32_t len, uint64_t *ts, uint64_t *coun
 	size_t off = 0;
 	int rc = -EBADMSG;
 
+	if (!lost_shape_ok(body, len))
+		return -EBADMSG;
 	msgpack_unpacked_init(&u);
 	if (msgpack_unpack_next(&u, body, len, &off) != MSGPACK_UNPACK_SUCCESS)
 		goto out;

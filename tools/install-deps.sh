@@ -4,7 +4,7 @@
 # configuration to stop with one line naming the first missing package.
 set -eu
 
-PKGS="cmake make gcc pkg-config libck-dev libmsgpack-dev liburcu-dev libcriterion-dev"
+PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev"
 
 missing=""
 for p in $PKGS; do

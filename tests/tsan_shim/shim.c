@@ -10,10 +10,11 @@
 static struct {
 	const char *suite, *name;
 	void (*fn)(void);
+	struct evr_shim_opts opts;
 } tests[MAX_TESTS];
 static int ntests;
 
-void evr_shim_register(const char *suite, const char *name, void (*fn)(void))
+void evr_shim_register(const char *suite, const char *name, void (*fn)(void), struct evr_shim_opts opts)
 {
 	if (ntests == MAX_TESTS) {
 		fprintf(stderr, "tsan shim: more than %d tests\n", MAX_TESTS);
@@ -22,6 +23,7 @@ void evr_shim_register(const char *suite, const char *name, void (*fn)(void))
 	tests[ntests].suite = suite;
 	tests[ntests].name = name;
 	tests[ntests].fn = fn;
+	tests[ntests].opts = opts;
 	ntests++;
 }
 
@@ -45,15 +47,22 @@ int main(void)
 		int status;
 		pid_t pid;
 
+		if (tests[i].opts.disabled)
+			continue;
 		fflush(NULL);
 		pid = fork();
 		if (pid == 0) {
+			if (tests[i].opts.init)
+				tests[i].opts.init();
 			tests[i].fn();
+			if (tests[i].opts.fini)
+				tests[i].opts.fini();
 			fflush(NULL);
 			_exit(0);
 		}
 		waitpid(pid, &status, 0);
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		if (tests[i].opts.signal ? WIFSIGNALED(status) && WTERMSIG(status) == tests[i].opts.signal
+					 : WIFEXITED(status) && WEXITSTATUS(status) == tests[i].opts.exit_code) {
 			passed++;
 			fprintf(stderr, "[PASS] %s::%s\n", tests[i].suite, tests[i].name);
 		} else if (WIFEXITED(status)) {

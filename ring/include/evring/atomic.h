@@ -53,6 +53,12 @@ static inline bool evr_cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
 }
 static inline uint64_t evr_faa_64(uint64_t *p, uint64_t d) { return __atomic_fetch_add(p, d, __ATOMIC_SEQ_CST); }
 static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+static inline void *evr_ld_acq_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void evr_st_rel_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline bool evr_cas_ptr(void **p, void **expected, void *desired)
+{
+	return __atomic_compare_exchange_n(p, expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
 #else
 static inline uint64_t evr_ld_64(const uint64_t *p) { return ck_pr_load_64(p); }
 static inline uint64_t evr_ld_acq_64(const uint64_t *p)
@@ -86,6 +92,21 @@ static inline bool evr_cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
 }
 static inline uint64_t evr_faa_64(uint64_t *p, uint64_t d) { return ck_pr_faa_64(p, d); }
 static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v) { return ck_pr_fas_64(p, v); }
+static inline void *evr_ld_acq_ptr(void *const *p)
+{
+	void *v = ck_pr_load_ptr(p);
+	ck_pr_fence_acquire();
+	return v;
+}
+static inline void evr_st_rel_ptr(void **p, void *v)
+{
+	ck_pr_fence_release();
+	ck_pr_store_ptr(p, v);
+}
+static inline bool evr_cas_ptr(void **p, void **expected, void *desired)
+{
+	return ck_pr_cas_ptr_value(p, *expected, desired, expected);
+}
 #endif
 
 #endif /* EVRING_ATOMIC_H */

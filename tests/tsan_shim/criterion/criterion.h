@@ -15,7 +15,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-void evr_shim_register(const char *suite, const char *name, void (*fn)(void));
+/* The options of Criterion's Test() that evring's tests use; the rest are accepted and ignored. */
+struct evr_shim_opts {
+	int unused_;
+	void (*init)(void);
+	void (*fini)(void);
+	double timeout;
+	int signal;
+	int exit_code;
+	bool disabled;
+	const char *description;
+};
+
+void evr_shim_register(const char *suite, const char *name, void (*fn)(void), struct evr_shim_opts opts);
 void evr_shim_fail(const char *expr, const char *file, int line, const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 4, 5)));
 
@@ -23,7 +35,8 @@ void evr_shim_fail(const char *expr, const char *file, int line, const char *fmt
 	static void suite##_##name(void);                                                       \
 	__attribute__((constructor)) static void suite##_##name##_register(void)                \
 	{                                                                                       \
-		evr_shim_register(#suite, #name, suite##_##name);                               \
+		evr_shim_register(#suite, #name, suite##_##name,                                \
+				  (struct evr_shim_opts){ 0, ##__VA_ARGS__ });                  \
 	}                                                                                       \
 	static void suite##_##name(void)
 
@@ -42,6 +55,9 @@ void evr_shim_fail(const char *expr, const char *file, int line, const char *fmt
 #define cr_assert_null(p, ...) cr_assert((p) == NULL, __VA_ARGS__)
 #define cr_assert_not_null(p, ...) cr_assert((p) != NULL, __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...) cr_assert(strcmp((a), (b)) == 0, __VA_ARGS__)
+#define cr_assert_str_neq(a, b, ...) cr_assert(strcmp((a), (b)) != 0, __VA_ARGS__)
+#define cr_assert_str_empty(a, ...) cr_assert((a)[0] == 0, __VA_ARGS__)
+#define cr_assert_str_not_empty(a, ...) cr_assert((a)[0] != 0, __VA_ARGS__)
 #define cr_assert_fail(...) evr_shim_fail("fail", __FILE__, __LINE__, " " __VA_ARGS__)
 #define cr_log_info(...) (fprintf(stderr, "[----] " __VA_ARGS__), fputc('\n', stderr))
 

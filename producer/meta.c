@@ -1,0 +1,206 @@
+/*
+ * meta.c: the metadata entries a producer writes, each a msgpack map appended
+ * to the segment's metadata area (evr_meta_append) and never changed after:
+ *
+ *   EVR_META_PROCESS     {pid, program, cmdline, start_real_ns, capture_content,
+ *                         str_limit, content_limit, lanes, lane_bytes, version}
+ *   EVR_META_SITE        {kind: "event"|"span_begin"|"span_end", name, dispatcher,
+ *                         file, line, func, fields: [{name, type, content}]}
+ *   EVR_META_THREAD      {tid, lane, shared, name}
+ *   EVR_META_DISPATCHER  {path, propagate}
+ *
+ * A site's id, which its records carry, is the id of its entry. Encoding uses
+ * a buffer on the stack: registering a site allocates nothing.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <evring/evring.h>
+
+#include "producer.h"
+
+#define ENTRY_MAX 4096
+
+struct buf {
+	char p[ENTRY_MAX];
+	size_t len;
+	bool overflow;
+};
+
+static int buf_write(void *data, const char *src, size_t len)
+{
+	struct buf *b = data;
+
+	if (len > sizeof(b->p) - b->len) {
+		b->overflow = true;
+		return -1;
+	}
+	memcpy(b->p + b->len, src, len);
+	b->len += len;
+	return 0;
+}
+
+static void key(msgpack_packer *pk, const char *k)
+{
+	msgpack_pack_str_with_body(pk, k, strlen(k));
+}
+
+static void str(msgpack_packer *pk, const char *k, const char *v)
+{
+	key(pk, k);
+	if (v)
+		msgpack_pack_str_with_body(pk, v, strnlen(v, 1024));
+	else
+		msgpack_pack_nil(pk);
+}
+
+static void u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+	key(pk, k);
+	msgpack_pack_uint64(pk, v);
+}
+
+static void boolean(msgpack_packer *pk, const char *k, bool v)
+{
+	key(pk, k);
+	if (v)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
+
+static int append(uint32_t kind, struct buf *b, uint64_t *id)
+{
+	if (b->overflow)
+		return -EINVAL;
+	return evr_meta_append(&evr__proc.seg, kind, b->p, (uint32_t)b->len, id);
+}
+
+const char *evr__field_type_name(uint8_t type);
+
+const char *evr__field_type_name(uint8_t type)
+{
+	static const char *names[] = { "?", "i64", "u64", "f64", "bool", "str", "i32", "u32" };
+
+	return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
+}
+
+int evr__meta_site(const struct evr_site_def *def, uint64_t *id)
+{
+	static const char *kinds[] = { "?", "event", "span_begin", "span_end" };
+	struct buf b = { .len = 0 };
+	msgpack_packer pk;
+
+	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_pack_map(&pk, 7);
+	str(&pk, "kind", kinds[def->kind <= EVR_SITE_SPAN_END ? def->kind : 0]);
+	str(&pk, "name", def->name);
+	str(&pk, "dispatcher", def->dispatcher);
+	str(&pk, "file", def->file);
+	u64(&pk, "line", def->line);
+	str(&pk, "func", def->func);
+	key(&pk, "fields");
+	msgpack_pack_array(&pk, def->nfields);
+	for (uint32_t i = 0; i < def->nfields; i++) {
+		msgpack_pack_map(&pk, 3);
+		str(&pk, "name", def->fields[i].name);
+		str(&pk, "type", evr__field_type_name(def->fields[i].type));
+		boolean(&pk, "content", def->fields[i].flags & EVR_FIELD_CONTENT);
+	}
+	return append(EVR_META_SITE, &b, id);
+}
+
+int evr__meta_process(uint32_t lanes, uint64_t lane_bytes)
+{
+	struct buf b = { .len = 0 };
+	msgpack_packer pk;
+	char cmdline[512];
+	ssize_t n = -1;
+	int fd;
+
+	/* NUL-separated arguments, shown with spaces. */
+	fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, cmdline, sizeof(cmdline) - 1);
+		close(fd);
+	}
+	if (n < 0)
+		n = 0;
+	cmdline[n] = 0;
+	for (ssize_t i = 0; n > 0 && i < n - 1; i++)
+		if (!cmdline[i])
+			cmdline[i] = ' ';
+
+	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_pack_map(&pk, 10);
+	u64(&pk, "pid", evr__proc.pid);
+	str(&pk, "program", program_invocation_short_name);
+	str(&pk, "cmdline", cmdline);
+	u64(&pk, "start_real_ns", evr__proc.seg.hdr->start_real_ns);
+	boolean(&pk, "capture_content", evr__content);
+	u64(&pk, "str_limit", EVR_STR_LIMIT);
+	u64(&pk, "content_limit", EVR_CONTENT_LIMIT);
+	u64(&pk, "lanes", lanes ? lanes : evr__proc.seg.lane_count);
+	u64(&pk, "lane_bytes", lane_bytes ? lane_bytes : evr__proc.seg.lane_bytes);
+	str(&pk, "version", "0.1.0");
+	return append(EVR_META_PROCESS, &b, NULL);
+}
+
+int evr__meta_thread(const struct evr_writer *w)
+{
+	struct buf b = { .len = 0 };
+	msgpack_packer pk;
+	char name[32] = "";
+
+	pthread_getname_np(pthread_self(), name, sizeof(name));
+	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_pack_map(&pk, 4);
+	u64(&pk, "tid", (uint32_t)w->owner);
+	u64(&pk, "lane", (uint64_t)(w->lane - evr__proc.seg.lanes));
+	boolean(&pk, "shared", w->shared);
+	str(&pk, "name", name);
+	return append(EVR_META_THREAD, &b, NULL);
+}
+
+int evr__meta_dispatcher(const char *path, bool propagate)
+{
+	struct buf b = { .len = 0 };
+	msgpack_packer pk;
+
+	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_pack_map(&pk, 2);
+	str(&pk, "path", path);
+	boolean(&pk, "propagate", propagate);
+	return append(EVR_META_DISPATCHER, &b, NULL);
+}
+
+/* A dotted path of names made of letters, digits, '_' and '-'. */
+static bool path_valid(const char *p)
+{
+	size_t n = p ? strlen(p) : 0;
+
+	if (n == 0 || n > 255 || p[0] == '.' || p[n - 1] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+			  c == '-' || (c == '.' && p[i + 1] != '.');
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+int evr_dispatcher(const char *path, bool propagate)
+{
+	if (!path_valid(path))
+		return -EINVAL;
+	if (!evr__proc_ensure_open())
+		return -ENODEV;
+	return evr__meta_dispatcher(path, propagate);
+}

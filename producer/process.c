@@ -1,0 +1,445 @@
+/*
+ * process.c: the producer's process-wide state. Opening the segment (on first
+ * use from the environment, or with evr_open), a thread's first record (lane
+ * claim), thread exit (lane release), fork (the child gets its own segment),
+ * process exit, and the metadata entries describing the process and its
+ * threads.
+ *
+ * State: proc.state moves INIT -> OPEN (first use or evr_open) and OPEN ->
+ * OFF (evr_close, a failed open, EVRING=off); only evr_open leaves OFF. Every
+ * change of segment bumps evr__gen, which each thread compares with the
+ * generation of its writer before writing, and puts every registered site
+ * back to unregistered so it registers again in the new segment.
+ *
+ * Segments are never unmapped while the process may still write to them: a
+ * thread that has not yet noticed a close may be inside a record.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <evring/evring.h>
+
+#include "producer.h"
+
+EVR_API uint32_t evr__gen = 1;
+EVR_API uint32_t evr__flag_unregistered = EVR_SITE_UNREGISTERED;
+EVR_API bool evr__content;
+EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("initial-exec")));
+
+enum { INIT, OPEN, OFF };
+
+struct evr_proc evr__proc = { .lock = PTHREAD_MUTEX_INITIALIZER, .state = INIT };
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_key_t thread_key;
+
+/*
+ * The settings the open segment was made with, whether from evr_open's
+ * config or the environment. A child of fork() opens its own segment with
+ * them (fork_inherit), not with the environment alone: a process opened with
+ * evr_open(&cfg) would otherwise have children named after the program, with
+ * default lanes and content capture off.
+ */
+static struct evr_config open_cfg;
+static char open_name[EVR_NAME_MAX + 1];
+static bool fork_inherit;
+
+static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(evr__proc.err, sizeof(evr__proc.err), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- configuration ---------------------------------------------------- */
+
+static bool env_true(const char *v)
+{
+	return v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"));
+}
+
+static bool env_false(const char *v)
+{
+	return v && (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off"));
+}
+
+/* Parses "123", "64K", "1M". Returns false on anything else. */
+static bool parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return false;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	if (*end)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Fills cfg's zero fields from the environment. Returns 0 or -EINVAL with the error set. */
+static int config_from_env(struct evr_config *cfg, char *name_buf, size_t name_len, bool *off)
+{
+	const char *v;
+	uint64_t n;
+
+	*off = false;
+	v = getenv("EVRING");
+	if (v && *v) {
+		if (env_false(v)) {
+			*off = true;
+			set_error("tracing is off (EVRING=%s)", v);
+			return 0;
+		}
+		if (!env_true(v)) {
+			set_error("EVRING=%s: expected off or on", v);
+			return -EINVAL;
+		}
+	}
+	if (!cfg->name) {
+		v = getenv("EVRING_NAME");
+		if (!v || !*v)
+			v = program_invocation_short_name;
+		snprintf(name_buf, name_len, "%s", v && *v ? v : "process");
+		for (char *p = name_buf; *p; p++)
+			if (*p == '/' || *p == ' ')
+				*p = '_';
+		cfg->name = name_buf;
+	}
+	if (!cfg->lanes && (v = getenv("EVRING_LANES")) && *v) {
+		if (!parse_size(v, &n) || n < 2 || n > EVR_LANES_MAX) {
+			set_error("EVRING_LANES=%s: expected a number of lanes from 2 to %u", v, EVR_LANES_MAX);
+			return -EINVAL;
+		}
+		cfg->lanes = (uint32_t)n;
+	}
+	if (!cfg->lane_bytes && (v = getenv("EVRING_LANE_BYTES")) && *v) {
+		if (!parse_size(v, &n) || n < EVR_LANE_BYTES_MIN || n > EVR_LANE_BYTES_MAX || (n & (n - 1))) {
+			set_error("EVRING_LANE_BYTES=%s: expected a power of two from 4K to 64M", v);
+			return -EINVAL;
+		}
+		cfg->lane_bytes = n;
+	}
+	if (cfg->capture_content < 0) {
+		v = getenv("EVRING_CAPTURE_CONTENT");
+		if (v && *v && !env_true(v) && !env_false(v)) {
+			set_error("EVRING_CAPTURE_CONTENT=%s: expected 1 or 0", v);
+			return -EINVAL;
+		}
+		cfg->capture_content = env_true(v);
+	}
+	return 0;
+}
+
+/* ---- sites ------------------------------------------------------------ */
+
+/* Every registered site goes back to unregistered: the next use registers it in the new segment. */
+static void sites_reset(void)
+{
+	struct evr_site *s = evr_ld_acq_ptr((void *const *)&evr__proc.sites);
+
+	evr_st_rel_ptr((void **)&evr__proc.sites, NULL);
+	for (struct evr_site *next; s; s = next) {
+		next = s->next;
+		evr_st_rel_ptr((void **)&s->flag, &evr__flag_unregistered);
+		evr_st_64(&s->id, 0);
+		s->next = NULL;
+	}
+}
+
+/*
+ * Where a site points while it cannot record. flag_off parks the sites used
+ * while no segment is open; it reads EVR_SITE_DISABLED while none is and
+ * EVR_SITE_UNREGISTERED while one is, so a site first used while tracing was
+ * closed or refused registers at its next use after evr_open. flag_full parks
+ * the sites the metadata area had no room for.
+ */
+static uint32_t flag_off = EVR_SITE_DISABLED;
+static uint32_t flag_full = EVR_SITE_DISABLED;
+
+bool evr__site_register(struct evr_site *s)
+{
+	struct evr_meta_entry *e;
+	uint64_t id = 0, expect = 0;
+	void *head;
+
+	if (!evr__proc_ensure_open()) {
+		evr_st_rel_ptr((void **)&s->flag, &flag_off);
+		return false;
+	}
+	if (evr__meta_site(s->def, &id) != 0) {
+		evr_st_rel_ptr((void **)&s->flag, &flag_full); /* counted in hdr.meta_dropped */
+		return false;
+	}
+	/*
+	 * Two threads may register one site at once, with no lock: both append
+	 * an entry, the first to set the id wins, the other entry stays unused.
+	 */
+	if (evr_cas_64(&s->id, &expect, id)) {
+		head = evr_ld_acq_ptr((void *const *)&evr__proc.sites);
+		do
+			s->next = head;
+		while (!evr_cas_ptr((void **)&evr__proc.sites, &head, s));
+	} else {
+		id = expect;
+	}
+	e = evr_meta_entry_at(&evr__proc.seg, id);
+	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* publishes s->id to evr__site_on's acquire */
+	return evr_ld_32(&e->flags) == 0;
+}
+
+/* ---- opening ---------------------------------------------------------- */
+
+static void thread_exit(void *arg)
+{
+	struct evr_thread *t = arg;
+
+	if (t->gen == evr__gen)
+		evr_writer_close(&t->w);
+	t->gen = 0;
+}
+
+static void at_fork_child(void)
+{
+	/* The parent's segment, lanes and sites are the parent's: start afresh. */
+	if (evr__proc.state == OPEN) {
+		evr__proc.state = INIT;
+		evr_segment_close(&evr__proc.seg);
+		fork_inherit = true;
+	}
+	pthread_mutex_init(&evr__proc.lock, NULL);
+	sites_reset();
+	memset(&evr__thread, 0, sizeof(evr__thread));
+	evr__proc.thread_serial = 0;
+	evr__gen++;
+}
+
+static void at_exit(void)
+{
+	if (evr__proc.state != OPEN || evr__proc.seg.hdr->creator_pid != (uint32_t)getpid())
+		return;
+	if (evr__thread.gen == evr__gen)
+		evr_writer_flush_lost(&evr__thread.w);
+	evr_segment_unlink(evr__proc.seg.shm_name);
+}
+
+static void init_once(void)
+{
+	pthread_key_create(&thread_key, thread_exit);
+	pthread_atfork(NULL, NULL, at_fork_child);
+	atexit(at_exit);
+}
+
+/* Opens a segment for cfg; call with the lock held. */
+static int open_locked(const struct evr_config *in)
+{
+	struct evr_config cfg = *in;
+	struct evr_segment_config scfg = { 0 };
+	char name[EVR_NAME_MAX + 1], shm[128], err[EVR_ERR_MAX];
+	bool off;
+	int rc;
+
+	pthread_once(&once, init_once);
+	evr__proc.err[0] = 0;
+	evr_st_32(&flag_off, EVR_SITE_DISABLED); /* until this open succeeds */
+	rc = config_from_env(&cfg, name, sizeof(name), &off);
+	if (rc || off) {
+		evr__proc.state = OFF;
+		return rc;
+	}
+	if (evr_segment_name(shm, sizeof(shm), getpid(), cfg.name) < 0) {
+		set_error("segment name \"%s\": use 1 to %u characters without '/'", cfg.name, EVR_NAME_MAX);
+		evr__proc.state = OFF;
+		return -EINVAL;
+	}
+	scfg.lanes = cfg.lanes;
+	scfg.lane_bytes = cfg.lane_bytes;
+	scfg.program = program_invocation_short_name;
+	rc = evr_segment_create(&evr__proc.seg, shm, &scfg, err, sizeof(err));
+	if (rc == -EEXIST) {
+		/* Left by an earlier process with this pid, which is gone: ours now. */
+		evr_segment_unlink(shm);
+		rc = evr_segment_create(&evr__proc.seg, shm, &scfg, err, sizeof(err));
+	}
+	if (rc) {
+		set_error("%s", err);
+		evr__proc.state = OFF;
+		return rc;
+	}
+	evr__content = cfg.capture_content > 0;
+	if (cfg.name != open_name)
+		snprintf(open_name, sizeof(open_name), "%s", cfg.name);
+	open_cfg = (struct evr_config){ .name = open_name, .lanes = evr__proc.seg.lane_count,
+					.lane_bytes = evr__proc.seg.lane_bytes, .capture_content = evr__content };
+	fork_inherit = false;
+	evr__proc.pid = (uint32_t)getpid();
+	evr__proc.thread_serial = 0;
+	evr__meta_process(cfg.lanes, cfg.lane_bytes);
+	evr_st_32(&flag_off, EVR_SITE_UNREGISTERED); /* sites parked while closed register at their next use */
+	evr__gen++;
+	__atomic_store_n(&evr__proc.state, OPEN, __ATOMIC_RELEASE);
+	return 0;
+}
+
+bool evr__proc_ensure_open(void)
+{
+	int state = __atomic_load_n(&evr__proc.state, __ATOMIC_ACQUIRE);
+
+	if (EVR_LIKELY(state == OPEN))
+		return true;
+	if (state == OFF)
+		return false;
+	pthread_mutex_lock(&evr__proc.lock);
+	if (evr__proc.state == INIT) {
+		struct evr_config cfg = { .capture_content = -1 };
+		if (open_locked(fork_inherit ? &open_cfg : &cfg) != 0 && evr__proc.err[0])
+			fprintf(stderr, "evring: %s; running untraced\n", evr__proc.err); /* nobody else would see it */
+	}
+	state = evr__proc.state;
+	pthread_mutex_unlock(&evr__proc.lock);
+	return state == OPEN;
+}
+
+bool evr__thread_open(struct evr_thread *t)
+{
+	uint32_t serial;
+
+	uint64_t trace_id = t->trace_id;
+
+	if (!evr__proc_ensure_open())
+		return false;
+	/* A writer of an earlier segment is forgotten, not closed: that lane is not ours to touch now. */
+	serial = (uint32_t)evr_faa_64(&evr__proc.thread_serial, 1) + 1;
+	memset(t, 0, sizeof(*t));
+	t->trace_id = trace_id;
+	if (evr_writer_open(&t->w, &evr__proc.seg, evr__proc.pid, (uint32_t)syscall(SYS_gettid), 0) != 0)
+		return false;
+	t->next_span = ((uint64_t)serial << 40) | 1;
+	t->gen = evr__gen;
+	pthread_setspecific(thread_key, t);
+	evr__meta_thread(&t->w);
+	return true;
+}
+
+int evr_open(const struct evr_config *cfg)
+{
+	struct evr_config def = { .capture_content = -1 };
+	int rc;
+
+	pthread_mutex_lock(&evr__proc.lock);
+	if (evr__proc.state == OPEN) {
+		evr_segment_unlink(evr__proc.seg.shm_name);
+		sites_reset();
+	}
+	rc = open_locked(cfg ? cfg : &def);
+	if (rc)
+		evr__gen++;
+	pthread_mutex_unlock(&evr__proc.lock);
+	return rc;
+}
+
+void evr_close(void)
+{
+	pthread_mutex_lock(&evr__proc.lock);
+	if (evr__proc.state == OPEN) {
+		if (evr__thread.gen == evr__gen)
+			evr_writer_close(&evr__thread.w);
+		evr_segment_unlink(evr__proc.seg.shm_name);
+		sites_reset();
+		evr__gen++;
+	}
+	set_error("tracing was closed (evr_close)");
+	evr_st_32(&flag_off, EVR_SITE_DISABLED);
+	__atomic_store_n(&evr__proc.state, OFF, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&evr__proc.lock);
+}
+
+const char *evr_last_error(void)
+{
+	return evr__proc.err;
+}
+
+bool evr_enabled(void)
+{
+	return __atomic_load_n(&evr__proc.state, __ATOMIC_ACQUIRE) == OPEN;
+}
+
+struct evr_segment *evr_segment_current(void)
+{
+	return evr_enabled() ? &evr__proc.seg : NULL;
+}
+
+bool evr_capture_content(void)
+{
+	return evr__content;
+}
+
+void evr_thread_release(void)
+{
+	struct evr_thread *t = &evr__thread;
+
+	if (t->gen == evr__gen)
+		evr_writer_close(&t->w);
+	t->gen = 0;
+	t->depth = 0;
+}
+
+/* ---- spans and traces -------------------------------------------------- */
+
+void evr__span_scope_end(struct evr_span *span)
+{
+	EVR_SPAN_END(*span);
+}
+
+void evr_trace_set_id(uint64_t trace_id)
+{
+	evr__thread.trace_id = trace_id;
+}
+
+void evr_trace_tags(const char *session_id, const char *user_id)
+{
+	EVR_EVENT("evring", "trace.tags", EVR_STR("session.id", session_id), EVR_STR("user.id", user_id));
+}
+
+void evr_span_enter(const struct evr_span *span)
+{
+	struct evr_thread *t = evr__self();
+
+	if (t && span->id)
+		evr__span_push(t, span);
+}
+
+void evr_span_exit(const struct evr_span *span)
+{
+	struct evr_thread *t = evr__self();
+
+	if (t && span->id)
+		evr__span_pop(t, span->id);
+}
+
+struct evr_span_ref evr_span_current(void)
+{
+	struct evr_thread *t = &evr__thread;
+	uint32_t d = t->depth < EVR_SPAN_DEPTH ? t->depth : EVR_SPAN_DEPTH;
+	struct evr_span_ref none = { 0, 0 };
+
+	return t->gen == evr__gen && d ? t->stack[d - 1] : none;
+}

@@ -1,0 +1,30 @@
+/* producer.h: what the producer's files share; not installed. */
+#ifndef EVRING_PRODUCER_H
+#define EVRING_PRODUCER_H
+
+#include <pthread.h>
+
+#include <evring/evring.h>
+
+struct evr_proc {
+	pthread_mutex_t lock; /* open and close only; never taken on the write path */
+	int state;	      /* INIT, OPEN, OFF (process.c) */
+	struct evr_segment seg;
+	uint32_t pid;
+	uint64_t thread_serial; /* threads opened so far: the high bits of their span ids */
+	struct evr_site *sites; /* registered sites (lock-free push) */
+	char err[EVR_ERR_MAX];
+};
+
+extern struct evr_proc evr__proc;
+
+/* Opens the segment from the environment if nothing has yet. True when one is open. */
+bool evr__proc_ensure_open(void);
+
+/* Metadata entries (meta.c). Each returns 0 or -ENOSPC / -EINVAL. */
+int evr__meta_site(const struct evr_site_def *def, uint64_t *id);
+int evr__meta_process(uint32_t lanes, uint64_t lane_bytes);
+int evr__meta_thread(const struct evr_writer *w);
+int evr__meta_dispatcher(const char *path, bool propagate);
+
+#endif /* EVRING_PRODUCER_H */
