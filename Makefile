@@ -40,6 +40,7 @@ demo: build
 
 bench: build
 	@$(BUILD)/bench/evring-bench ring
+	@$(BUILD)/bench/evring-bench producer
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan

@@ -10,7 +10,12 @@
  *   {"machine": {"cpu", "cores", "clocksource", "kernel", "segment_clock",
  *                "compiler", "date"},
  *    "results": [{"bench", "system", "threads", "unit", "median", "min",
- *                 "max", "runs", <extra columns...>}, ...]}
+ *                 "max", "runs", <extra columns...>}, ...],
+ *    "notes": ["...", ...]}
+ *
+ * "notes" appears only when a subcommand left notes (bench_table_note): what
+ * could not be measured and why, how busy the machine was, so that a reader
+ * of the JSON alone learns it.
  *
  * Extra columns (a ratio against a baseline, a drop count) are declared once
  * per table so the text view can line them up; a row that lacks one prints
@@ -90,11 +95,16 @@ struct bench_column {
 	int decimals; /* in the text view */
 };
 
+#define BENCH_NOTES_MAX 8
+#define BENCH_NOTE_BYTES 256
+
 struct bench_table {
 	struct bench_result *rows;
 	size_t n, cap;
 	struct bench_column cols[BENCH_EXTRA_MAX]; /* extra columns, in text order */
 	unsigned ncols;
+	char notes[BENCH_NOTES_MAX][BENCH_NOTE_BYTES]; /* printed after the rows, in both views */
+	unsigned nnotes;
 };
 
 /* Declares an extra column for the text view; call before printing. */
@@ -110,6 +120,13 @@ struct bench_result *bench_table_add(struct bench_table *t, const char *bench, c
 /* Sets an extra field on a row (replacing one of the same key). */
 void bench_result_set(struct bench_result *r, const char *key, double value);
 void bench_result_set_int(struct bench_result *r, const char *key, uint64_t value);
+
+/*
+ * Adds a one-line note (printf format) to the table: the JSON view lists the
+ * notes under "notes", the text view prints them after the rows. Notes past
+ * BENCH_NOTES_MAX are dropped; a longer note is cut.
+ */
+void bench_table_note(struct bench_table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The row for (bench, system, threads), or NULL. */
 const struct bench_result *bench_table_find(const struct bench_table *t, const char *bench, const char *system,
@@ -134,6 +151,29 @@ void bench_machine_read(struct bench_machine *m);
 
 /* The name a segment clock kind goes by in the output. */
 const char *bench_clock_name(uint32_t kind);
+
+/* ---- load from elsewhere ---------------------------------------------- */
+
+/*
+ * What else the machine did while a benchmark ran: the CPU time of every
+ * other process (from /proc/stat, steal by the hypervisor included) minus
+ * this process's own (getrusage: all its threads). Children that are still
+ * running count as others. A busy machine disturbs every figure, 2-thread
+ * ones most, so subcommands report it.
+ */
+struct bench_load {
+	uint64_t busy, total; /* /proc/stat ticks at the start; total 0: unreadable */
+	double self_s;	      /* this process's CPU seconds at the start */
+};
+
+void bench_load_start(struct bench_load *l);
+
+/*
+ * CPU seconds used by others since bench_load_start, and in *share their
+ * fraction of all the CPU time there was. Returns a negative value when
+ * /proc/stat cannot be read.
+ */
+double bench_load_others(const struct bench_load *l, double *share);
 
 /* ---- output ----------------------------------------------------------- */
 
@@ -190,5 +230,6 @@ int bench_threads_run(unsigned n, bench_thread_fn fn, void *arg, double *results
 
 /* Each takes its own argv (argv[0] is its name) and returns the exit status. */
 int bench_ring_main(int argc, char **argv);
+int bench_producer_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */

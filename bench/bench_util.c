@@ -9,8 +9,10 @@
 #include <inttypes.h>
 #include <math.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -180,6 +182,17 @@ void bench_result_set_int(struct bench_result *r, const char *key, uint64_t valu
 	set_extra(r, key, (double)value, true);
 }
 
+void bench_table_note(struct bench_table *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (t->nnotes == BENCH_NOTES_MAX)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(t->notes[t->nnotes++], BENCH_NOTE_BYTES, fmt, ap);
+	va_end(ap);
+}
+
 const struct bench_result *bench_table_find(const struct bench_table *t, const char *bench, const char *system,
 					    unsigned threads)
 {
@@ -293,6 +306,62 @@ void bench_machine_read(struct bench_machine *m)
 		snprintf(m->date, sizeof(m->date), "unknown");
 }
 
+/* ---- load from elsewhere ---------------------------------------------- */
+
+/* Busy and total ticks of all CPUs from /proc/stat's first line. Returns false when unreadable. */
+static bool cpu_ticks(uint64_t *busy, uint64_t *total)
+{
+	/* user nice system idle iowait irq softirq steal: busy is all but idle and iowait. */
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "re");
+	int n;
+
+	if (!f)
+		return false;
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+		   &v[6], &v[7]);
+	fclose(f);
+	if (n < 4)
+		return false;
+	*busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+	*total = *busy + v[3] + v[4];
+	return true;
+}
+
+static double self_cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+	       (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+void bench_load_start(struct bench_load *l)
+{
+	memset(l, 0, sizeof(*l));
+	if (!cpu_ticks(&l->busy, &l->total))
+		l->total = 0;
+	l->self_s = self_cpu_s();
+}
+
+double bench_load_others(const struct bench_load *l, double *share)
+{
+	long hz = sysconf(_SC_CLK_TCK);
+	uint64_t busy, total;
+	double others;
+
+	*share = 0;
+	if (l->total == 0 || hz <= 0 || !cpu_ticks(&busy, &total) || total <= l->total)
+		return -1;
+	others = (double)(busy - l->busy) / (double)hz - (self_cpu_s() - l->self_s);
+	if (others < 0)
+		others = 0; /* tick granularity */
+	*share = others / ((double)(total - l->total) / (double)hz);
+	return others;
+}
+
 /* ---- output ----------------------------------------------------------- */
 
 /* s as a JSON string: quotes, backslashes and control bytes escaped. */
@@ -361,7 +430,16 @@ void bench_print_json(FILE *f, const struct bench_machine *m, const struct bench
 		}
 		fputc('}', f);
 	}
-	fputs("\n]}\n", f);
+	fputs("\n]", f);
+	if (t->nnotes) {
+		fputs(",\n \"notes\": [", f);
+		for (unsigned i = 0; i < t->nnotes; i++) {
+			fputs(i ? ",\n  " : "\n  ", f);
+			json_str(f, t->notes[i]);
+		}
+		fputs("\n]", f);
+	}
+	fputs("}\n", f);
 }
 
 static const struct bench_extra *find_extra(const struct bench_result *r, const char *key)
@@ -405,6 +483,10 @@ void bench_print_text(FILE *f, const struct bench_machine *m, const struct bench
 		}
 		fputc('\n', f);
 	}
+	if (t->nnotes)
+		fputc('\n', f);
+	for (unsigned i = 0; i < t->nnotes; i++)
+		fprintf(f, "note: %s\n", t->notes[i]);
 }
 
 /* ---- threads and time ------------------------------------------------- */

@@ -27,6 +27,9 @@ static const struct bench_cmd cmds[] = {
 	{ "ring", bench_ring_main,
 	  "ns per record on the write path (timestamp included), exclusive and shared lanes, 1 and 2 "
 	  "threads, against rdtsc" },
+	{ "producer", bench_producer_main,
+	  "ns per call of the producer API (disabled site, events, span pair), 1 and 2 threads, against "
+	  "a mutex ring, fprintf and LTTng-UST" },
 };
 
 static void usage(FILE *f)

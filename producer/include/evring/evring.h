@@ -443,7 +443,8 @@ static inline void evr__span_pop(struct evr_thread *t, uint64_t id)
 	}
 	for (uint32_t i = d; i-- > 0;) {
 		if (t->stack[i].id == id) {
-			memmove(&t->stack[i], &t->stack[i + 1], (d - i - 1) * sizeof(t->stack[0]));
+			if (i + 1 < d) /* ended out of order: close the gap */
+				memmove(&t->stack[i], &t->stack[i + 1], (d - i - 1) * sizeof(t->stack[0]));
 			t->depth--;
 			return;
 		}

@@ -1,0 +1,63 @@
+/*
+ * bench_lttng.h: the LTTng-UST peer of `evring-bench producer`, as seen from
+ * both sides of a dlopen.
+ *
+ * The tracepoint provider and the timed loop live in a module of their own,
+ * evring-bench-lttng.so (bench_lttng.c, bench_lttng_tp.h), built only when
+ * CMake finds liblttng-ust-dev. evring-bench never links LTTng-UST: it opens
+ * the module (dlopen) only after it has started a tracing session, so no
+ * other subcommand carries LTTng-UST's constructor and its listener threads,
+ * and the module's constructor registers with a session daemon that is
+ * already waiting for it (LTTNG_UST_REGISTER_TIMEOUT), which enables the
+ * tracepoint before dlopen returns.
+ *
+ * The loop is in the module so that the tracepoint is expanded inline in it,
+ * exactly as an instrumented application would have it; evring-bench calls
+ * the loop once per timed run, as it runs its own loops.
+ */
+#ifndef EVRING_BENCH_LTTNG_H
+#define EVRING_BENCH_LTTNG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- the module (bench_lttng.c), reached through dlsym --------------- */
+
+#define BENCH_LTTNG_SYM_LOOP "evring_bench_lttng_event3_loop"
+#define BENCH_LTTNG_SYM_ENABLED "evring_bench_lttng_enabled"
+
+/* n calls of the tracepoint evring_bench:event3 (a = i, b = (uint32_t)i, c = "abcdef"). */
+typedef void (*bench_lttng_loop_fn)(uint64_t n);
+/* Nonzero when a session has enabled evring_bench:event3 in this process. */
+typedef int (*bench_lttng_enabled_fn)(void);
+
+void evring_bench_lttng_event3_loop(uint64_t n);
+int evring_bench_lttng_enabled(void);
+
+/* ---- evring-bench's side (bench_lttng_session.c) --------------------- */
+
+struct bench_lttng {
+	bool on;		    /* set up: the tracepoint records */
+	bool own_sessiond;	    /* the session daemon was started here: stopped here */
+	pid_t sessiond;
+	char session[64];	    /* evring-bench-<pid> */
+	char dir[256];		    /* the trace output and the daemon's log, removed at teardown */
+	bench_lttng_loop_fn loop;
+	bench_lttng_enabled_fn enabled;
+	uint64_t discarded;	    /* events the session discarded, read at teardown */
+	bool discarded_known;
+};
+
+/*
+ * Makes LTTng-UST ready to measure (see bench_lttng_session.c). Returns 0 with
+ * L->on set, or -1 with one line in why saying what failed; everything
+ * started is then stopped again. Main thread, no worker threads running.
+ */
+int bench_lttng_setup(struct bench_lttng *L, char *why, size_t whylen);
+
+/* Stops and destroys the session (reading its discarded count), stops a daemon started here, removes the trace. */
+void bench_lttng_teardown(struct bench_lttng *L);
+
+#endif /* EVRING_BENCH_LTTNG_H */

@@ -1,0 +1,354 @@
+/*
+ * bench_lttng_session.c: the LTTng-UST side of `evring-bench producer` that
+ * runs in evring-bench itself: a session daemon (started here, as a child of
+ * this process, when none answers, and stopped here), a user-space session in
+ * discard mode writing to a temporary directory, and the tracepoint module
+ * opened once the session records (bench_lttng.h). Every lttng command runs
+ * through posix_spawn with a timeout, its output captured for the one line
+ * that says why LTTng-UST was not measured when a step fails.
+ *
+ * Without LTTng-UST at build time (no EVR_BENCH_LTTNG_MODULE) setting up
+ * fails at once with that reason, and nothing is started.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "bench_lttng.h"
+
+#ifdef EVR_BENCH_LTTNG_MODULE
+extern char **environ;
+
+/* Milliseconds on CLOCK_MONOTONIC, for the waits below. */
+static uint64_t now_ms(void)
+{
+	return bench_now_ns() / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Runs argv (found on PATH) with stdin from /dev/null and stdout and stderr
+ * captured into out (the first outlen - 1 bytes). Returns its exit status, or
+ * -1 when it could not be started, was killed, or ran past timeout_ms (out
+ * then says so). posix_spawn runs no fork handlers of this process.
+ */
+static int cmd_run(char *const argv[], char *out, size_t outlen, unsigned timeout_ms)
+{
+	posix_spawn_file_actions_t fa;
+	uint64_t deadline = now_ms() + timeout_ms;
+	size_t got = 0;
+	int pfd[2], rc, st;
+	bool late = false;
+	pid_t pid;
+
+	out[0] = 0;
+	if (pipe2(pfd, O_CLOEXEC) != 0) {
+		snprintf(out, outlen, "pipe: %s", strerror(errno));
+		return -1;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
+	rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(pfd[1]);
+	if (rc != 0) {
+		close(pfd[0]);
+		snprintf(out, outlen, "cannot run %s: %s", argv[0], strerror(rc));
+		return -1;
+	}
+	for (;;) {
+		struct pollfd p = { pfd[0], POLLIN, 0 };
+		uint64_t now = now_ms();
+		char chunk[512];
+		ssize_t n;
+
+		if (now >= deadline) {
+			late = true;
+			kill(pid, SIGKILL);
+			break;
+		}
+		if (poll(&p, 1, (int)(deadline - now)) <= 0)
+			continue;
+		n = read(pfd[0], chunk, sizeof(chunk));
+		if (n <= 0)
+			break;
+		for (ssize_t k = 0; k < n && got + 1 < outlen; k++)
+			out[got++] = chunk[k];
+		out[got] = 0;
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (late) {
+		snprintf(out, outlen, "%s did not finish in %u ms", argv[0], timeout_ms);
+		return -1;
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The first line of s, trimmed to fit a note. */
+static const char *first_line(char *s)
+{
+	char *nl = strchr(s, '\n');
+
+	if (nl)
+		*nl = 0;
+	if (strlen(s) > 160)
+		s[160] = 0;
+	return s;
+}
+
+/* Runs an lttng command; on failure fills why with the command and its first line of output. */
+static int lttng_cmd(char *const argv[], char *why, size_t whylen)
+{
+	char out[4096];
+	int rc = cmd_run(argv, out, sizeof(out), 30000);
+
+	if (rc != 0)
+		snprintf(why, whylen, "'%s %s' failed: %s", argv[0], argv[1], out[0] ? first_line(out) : "no output");
+	return rc;
+}
+
+static bool sessiond_up(void)
+{
+	char out[1024];
+	char *const argv[] = { "lttng", "list", NULL };
+
+	return cmd_run(argv, out, sizeof(out), 10000) == 0;
+}
+
+/* Starts lttng-sessiond as a child of this process and waits until it answers. 0 or -1 with why. */
+static int sessiond_start(struct bench_lttng *L, char *why, size_t whylen)
+{
+	char *const argv[] = { "lttng-sessiond", "--no-kernel", NULL };
+	posix_spawn_file_actions_t fa;
+	char log[300];
+	uint64_t deadline;
+	int rc, st;
+
+	snprintf(log, sizeof(log), "%s/sessiond.log", L->dir);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	posix_spawn_file_actions_adddup2(&fa, 1, 2);
+	rc = posix_spawnp(&L->sessiond, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc != 0) {
+		snprintf(why, whylen, "cannot start lttng-sessiond: %s", strerror(rc));
+		return -1;
+	}
+	L->own_sessiond = true;
+	for (deadline = now_ms() + 10000; now_ms() < deadline; sleep_ms(50)) {
+		if (waitpid(L->sessiond, &st, WNOHANG) == L->sessiond) {
+			char line[200] = "";
+			FILE *f = fopen(log, "re");
+
+			if (f) {
+				if (!fgets(line, sizeof(line), f))
+					line[0] = 0;
+				fclose(f);
+			}
+			L->own_sessiond = false;
+			snprintf(why, whylen, "lttng-sessiond exited at start (%s%d)%s%s",
+				 WIFEXITED(st) ? "status " : "signal ", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
+				 line[0] ? ": " : "", first_line(line));
+			return -1;
+		}
+		if (sessiond_up())
+			return 0;
+	}
+	snprintf(why, whylen, "lttng-sessiond did not answer within 10 s");
+	return -1;
+}
+
+static void sessiond_stop(struct bench_lttng *L)
+{
+	uint64_t deadline;
+	int st;
+
+	if (!L->own_sessiond)
+		return;
+	kill(L->sessiond, SIGTERM); /* it stops its consumer daemons */
+	for (deadline = now_ms() + 5000; now_ms() < deadline; sleep_ms(20))
+		if (waitpid(L->sessiond, &st, WNOHANG) == L->sessiond) {
+			L->own_sessiond = false;
+			return;
+		}
+	kill(L->sessiond, SIGKILL);
+	waitpid(L->sessiond, &st, 0);
+	L->own_sessiond = false;
+}
+
+/* Removes the trace output directory (files and subdirectories, no links followed). */
+static void rm_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+
+	if (!d) {
+		unlink(path);
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		char sub[1024];
+		struct stat st;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+			rm_tree(sub);
+		else
+			unlink(sub);
+	}
+	closedir(d);
+	rmdir(path);
+}
+
+/* Sums the "Discarded event..." counts `lttng list <session>` shows for its channels. */
+static void lttng_read_discarded(struct bench_lttng *L)
+{
+	char out[16384];
+	char *const argv[] = { "lttng", "list", L->session, NULL };
+
+	if (cmd_run(argv, out, sizeof(out), 30000) != 0)
+		return;
+	for (char *p = out; (p = strstr(p, "Discarded event")) != NULL; p++) {
+		char *colon = strchr(p, ':');
+
+		if (!colon)
+			break;
+		L->discarded += strtoull(colon + 1, NULL, 10);
+		L->discarded_known = true;
+	}
+}
+
+void bench_lttng_teardown(struct bench_lttng *L)
+{
+	if (L->session[0]) {
+		char why[256];
+		char *const stop[] = { "lttng", "stop", L->session, NULL };
+		char *const destroy[] = { "lttng", "destroy", L->session, NULL };
+
+		lttng_cmd(stop, why, sizeof(why));
+		lttng_read_discarded(L);
+		lttng_cmd(destroy, why, sizeof(why));
+		L->session[0] = 0;
+	}
+	sessiond_stop(L);
+	if (L->dir[0])
+		rm_tree(L->dir);
+	L->dir[0] = 0;
+}
+
+/*
+ * Makes LTTng-UST ready to measure: a session daemon (started here when none
+ * answers), a session evring-bench-<pid> writing to a temporary directory, a
+ * user-space channel in discard mode with buffers large enough to hold a
+ * whole run, evring_bench:* enabled and started; then the module is opened,
+ * registers, and the tracepoint must be enabled. 0, or -1 with why (and
+ * everything undone).
+ */
+int bench_lttng_setup(struct bench_lttng *L, char *why, size_t whylen)
+{
+	const char *tmp = getenv("TMPDIR");
+	char out_opt[300];
+	void *mod;
+
+	memset(L, 0, sizeof(*L));
+	{
+		char out[256];
+		char *const version[] = { "lttng", "--version", NULL };
+		if (cmd_run(version, out, sizeof(out), 10000) != 0) {
+			snprintf(why, whylen, "lttng-tools is not installed (no working 'lttng' command)");
+			return -1;
+		}
+	}
+	snprintf(L->dir, sizeof(L->dir), "%s/evring-bench-lttng.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(L->dir)) {
+		snprintf(why, whylen, "cannot make a directory for the trace: %s", strerror(errno));
+		L->dir[0] = 0;
+		return -1;
+	}
+	if (!sessiond_up() && sessiond_start(L, why, whylen) != 0)
+		goto fail;
+	snprintf(L->session, sizeof(L->session), "evring-bench-%ld", (long)getpid());
+	snprintf(out_opt, sizeof(out_opt), "--output=%s/trace", L->dir);
+	{
+		char *const create[] = { "lttng", "create", L->session, out_opt, NULL };
+		char *const channel[] = { "lttng", "enable-channel", "--userspace", "--session", L->session,
+					  "--discard", "--subbuf-size=4M", "--num-subbuf=8", "evrbench", NULL };
+		char *const event[] = { "lttng", "enable-event", "--userspace", "--session", L->session,
+					"--channel", "evrbench", "evring_bench:*", NULL };
+		char *const start[] = { "lttng", "start", L->session, NULL };
+
+		if (lttng_cmd(create, why, whylen) != 0) {
+			L->session[0] = 0;
+			goto fail;
+		}
+		if (lttng_cmd(channel, why, whylen) != 0 || lttng_cmd(event, why, whylen) != 0 ||
+		    lttng_cmd(start, why, whylen) != 0)
+			goto fail;
+	}
+	mod = dlopen(EVR_BENCH_LTTNG_MODULE, RTLD_NOW | RTLD_LOCAL);
+	if (!mod) {
+		snprintf(why, whylen, "cannot open the tracepoint module: %s", dlerror());
+		goto fail;
+	}
+	*(void **)&L->loop = dlsym(mod, BENCH_LTTNG_SYM_LOOP);
+	*(void **)&L->enabled = dlsym(mod, BENCH_LTTNG_SYM_ENABLED);
+	if (!L->loop || !L->enabled) {
+		snprintf(why, whylen, "the tracepoint module lacks %s", BENCH_LTTNG_SYM_LOOP);
+		goto fail;
+	}
+	/* Registration normally completes inside dlopen; allow the daemon a moment more. */
+	for (uint64_t deadline = now_ms() + 5000; !L->enabled() && now_ms() < deadline;)
+		sleep_ms(10);
+	if (!L->enabled()) {
+		snprintf(why, whylen, "the session started but never enabled the tracepoint in this process "
+				      "(it did not register with lttng-sessiond)");
+		goto fail;
+	}
+	L->on = true;
+	return 0;
+fail:
+	L->loop = NULL;
+	bench_lttng_teardown(L);
+	return -1;
+}
+#else
+int bench_lttng_setup(struct bench_lttng *L, char *why, size_t whylen)
+{
+	memset(L, 0, sizeof(*L));
+	snprintf(why, whylen, "evring-bench was built without LTTng-UST (install liblttng-ust-dev and "
+			      "lttng-tools, then configure again)");
+	return -1;
+}
+
+void bench_lttng_teardown(struct bench_lttng *L)
+{
+	(void)L;
+}
+#endif
