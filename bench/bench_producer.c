@@ -412,7 +412,7 @@ static uint64_t prod_drain(struct prod_bench *b)
 
 	for (uint32_t l = 0; l < b->seg->lane_count; l++) {
 		while (evr_reader_next(&b->reader, l, &rec, b->buf, EVR_BODY_MAX) == 1)
-			if (rec.type != EVR_REC_LOST)
+			if (rec.type != EVR_REC_LOST && rec.type != EVR_REC_THREAD)
 				got++;
 		evr_reader_release(&b->reader, l);
 	}

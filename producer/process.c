@@ -151,7 +151,11 @@ static int config_from_env(struct evr_config *cfg, char *name_buf, size_t name_l
 
 /* ---- sites ------------------------------------------------------------ */
 
-/* Every registered site goes back to unregistered: the next use registers it in the new segment. */
+/*
+ * Every site that left the unregistered state (registered, or parked while
+ * tracing was off or the metadata area full) goes back to it: its next use
+ * registers it in the new segment.
+ */
 static void sites_reset(void)
 {
 	struct evr_site *s = evr_ld_acq_ptr((void *const *)&evr__proc.sites);
@@ -159,18 +163,31 @@ static void sites_reset(void)
 	evr_st_rel_ptr((void **)&evr__proc.sites, NULL);
 	for (struct evr_site *next; s; s = next) {
 		next = s->next;
-		evr_st_rel_ptr((void **)&s->flag, &evr__flag_unregistered);
-		evr_st_64(&s->id, 0);
 		s->next = NULL;
+		evr_st_64(&s->id, 0);
+		evr_st_rel_ptr((void **)&s->flag, &evr__flag_unregistered);
+		__atomic_store_n(&s->listed, 0, __ATOMIC_RELEASE);
 	}
 }
 
+/* Puts a site on the process's list once, lock-free, so sites_reset finds it. */
+static void site_list(struct evr_site *s)
+{
+	uint32_t zero = 0;
+	void *head;
+
+	if (!__atomic_compare_exchange_n(&s->listed, &zero, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return;
+	head = evr_ld_acq_ptr((void *const *)&evr__proc.sites);
+	do
+		s->next = head;
+	while (!evr_cas_ptr((void **)&evr__proc.sites, &head, s));
+}
+
 /*
- * Where a site points while it cannot record. flag_off parks the sites used
- * while no segment is open; it reads EVR_SITE_DISABLED while none is and
- * EVR_SITE_UNREGISTERED while one is, so a site first used while tracing was
- * closed or refused registers at its next use after evr_open. flag_full parks
- * the sites the metadata area had no room for.
+ * Where a site's flag points while it cannot record: while no segment is
+ * open, and when the metadata area had no room for it. Both read disabled;
+ * the sites parked on them are listed, so the next open gives them another try.
  */
 static uint32_t flag_off = EVR_SITE_DISABLED;
 static uint32_t flag_full = EVR_SITE_DISABLED;
@@ -179,13 +196,14 @@ bool evr__site_register(struct evr_site *s)
 {
 	struct evr_meta_entry *e;
 	uint64_t id = 0, expect = 0;
-	void *head;
 
 	if (!evr__proc_ensure_open()) {
+		site_list(s);
 		evr_st_rel_ptr((void **)&s->flag, &flag_off);
 		return false;
 	}
 	if (evr__meta_site(s->def, &id) != 0) {
+		site_list(s);
 		evr_st_rel_ptr((void **)&s->flag, &flag_full); /* counted in hdr.meta_dropped */
 		return false;
 	}
@@ -193,17 +211,18 @@ bool evr__site_register(struct evr_site *s)
 	 * Two threads may register one site at once, with no lock: both append
 	 * an entry, the first to set the id wins, the other entry stays unused.
 	 */
-	if (evr_cas_64(&s->id, &expect, id)) {
-		head = evr_ld_acq_ptr((void *const *)&evr__proc.sites);
-		do
-			s->next = head;
-		while (!evr_cas_ptr((void **)&evr__proc.sites, &head, s));
-	} else {
+	if (!evr_cas_64(&s->id, &expect, id))
 		id = expect;
-	}
+	site_list(s);
 	e = evr_meta_entry_at(&evr__proc.seg, id);
-	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* publishes s->id to evr__site_on's acquire */
+	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* F0: publishes s->id to F1 in evr__site_on */
 	return evr_ld_32(&e->flags) == 0;
+}
+
+void evr__reentered(struct evr_thread *t)
+{
+	if (t->w.seg)
+		evr_faa_64(&t->w.seg->hdr->writer_reentrant, 1);
 }
 
 /* ---- opening ---------------------------------------------------------- */
@@ -259,7 +278,7 @@ static int open_locked(const struct evr_config *in)
 
 	pthread_once(&once, init_once);
 	evr__proc.err[0] = 0;
-	evr_st_32(&flag_off, EVR_SITE_DISABLED); /* until this open succeeds */
+
 	rc = config_from_env(&cfg, name, sizeof(name), &off);
 	if (rc || off) {
 		evr__proc.state = OFF;
@@ -292,8 +311,9 @@ static int open_locked(const struct evr_config *in)
 	fork_inherit = false;
 	evr__proc.pid = (uint32_t)getpid();
 	evr__proc.thread_serial = 0;
+	evr__proc.span_base = evr__proc.seg.salt; /* random per segment */
 	evr__meta_process(cfg.lanes, cfg.lane_bytes);
-	evr_st_32(&flag_off, EVR_SITE_UNREGISTERED); /* sites parked while closed register at their next use */
+	sites_reset(); /* sites parked while closed register at their next use */
 	evr__gen++;
 	__atomic_store_n(&evr__proc.state, OPEN, __ATOMIC_RELEASE);
 	return 0;
@@ -332,7 +352,8 @@ bool evr__thread_open(struct evr_thread *t)
 	t->trace_id = trace_id;
 	if (evr_writer_open(&t->w, &evr__proc.seg, evr__proc.pid, (uint32_t)syscall(SYS_gettid), 0) != 0)
 		return false;
-	t->next_span = ((uint64_t)serial << 40) | 1;
+	/* Ids: a random base per segment (a forked child's differ from its parent's), the thread, a count. */
+	t->next_span = ((uint64_t)((evr__proc.span_base + serial) & 0xffffffu) << 40) | 1;
 	t->gen = evr__gen;
 	pthread_setspecific(thread_key, t);
 	evr__meta_thread(&t->w);
@@ -367,7 +388,7 @@ void evr_close(void)
 		evr__gen++;
 	}
 	set_error("tracing was closed (evr_close)");
-	evr_st_32(&flag_off, EVR_SITE_DISABLED);
+
 	__atomic_store_n(&evr__proc.state, OFF, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&evr__proc.lock);
 }

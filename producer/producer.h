@@ -12,6 +12,7 @@ struct evr_proc {
 	struct evr_segment seg;
 	uint32_t pid;
 	uint64_t thread_serial; /* threads opened so far: the high bits of their span ids */
+	uint32_t span_base;	/* added to the serial: span ids differ between segments (and across fork) */
 	struct evr_site *sites; /* registered sites (lock-free push) */
 	char err[EVR_ERR_MAX];
 };

@@ -53,7 +53,7 @@ int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flag
 	for (uint32_t i = 0; i < seg->lane_count; i++) {
 		struct evr_lane *l = &seg->lanes[i];
 		struct evr_cursor *c = &r->cur[i];
-		uint64_t head = evr_ld_64(&l->head), tail = evr_ld_64(&l->tail);
+		uint64_t head = evr_ld_64(&l->head), tail = evr_ld_64(&l->tail); /* R6; head is ours (R3) */
 
 		/*
 		 * "From now" still starts at the head and walks up to the tail seen
@@ -110,7 +110,7 @@ static void resync(struct evr_reader *r, uint32_t lane, uint64_t limit, uint64_t
 /* The writers' tail if it is on the grid and ahead of pos by no more than a lane, else pos. */
 static uint64_t bounded_tail(struct evr_reader *r, uint32_t lane, uint64_t pos)
 {
-	uint64_t tail = evr_ld_64(&r->seg->lanes[lane].tail);
+	uint64_t tail = evr_ld_64(&r->seg->lanes[lane].tail); /* R6 */
 
 	return tail - pos <= r->seg->lane_bytes && !(tail & 7) ? tail : pos;
 }
@@ -130,11 +130,11 @@ static bool waited_too_long(struct evr_reader *r, struct evr_cursor *c, uint64_t
 
 static bool lane_owner_alive(struct evr_reader *r, uint32_t lane)
 {
-	uint64_t owner = evr_ld_acq_64(&r->seg->lanes[lane].owner);
+	uint64_t owner = evr_ld_acq_64(&r->seg->lanes[lane].owner); /* pairs with C1 / C2 */
 
 	if (is_shared(r, lane))
 		owner &= ~(uint64_t)UINT32_MAX; /* the shared lane belongs to the process */
-	return owner == 0 || evr_owner_alive(owner);
+	return owner == 0 || evr_segment_owner_alive(r->seg, owner);
 }
 
 /*
@@ -230,6 +230,16 @@ int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec,
 				return 0;
 			continue;
 		}
+		if (type == EVR_REC_SKIPPED && is_shared(r, lane) && lane_owner_alive(r, lane)) {
+			/*
+			 * Skipped by an earlier reader, which held its room back
+			 * until the writer let go (S4). That hold must survive the
+			 * reader: hold it here, or wait while another is held.
+			 */
+			if (c->held != UINT64_MAX)
+				return 0;
+			c->held = pos;
+		}
 		c->wait_pos = UINT64_MAX;
 		c->pos = pos + bytes;
 		if (type == EVR_REC_PAD || type == EVR_REC_SKIPPED || type == EVR_REC_ABANDONED) {
@@ -287,10 +297,10 @@ int evr_reader_reap(struct evr_reader *r)
 	for (uint32_t i = 0; i + 1 < r->seg->lane_count; i++) {
 		struct evr_lane *l = &r->seg->lanes[i];
 		struct evr_cursor *c = &r->cur[i];
-		uint64_t owner = evr_ld_acq_64(&l->owner);
+		uint64_t owner = evr_ld_acq_64(&l->owner); /* pairs with C2: a released lane is not reaped */
 		uint64_t tail;
 
-		if (owner == 0 || evr_owner_alive(owner))
+		if (owner == 0 || evr_segment_owner_alive(r->seg, owner))
 			continue;
 		/* Committed records still wait at pos: the caller reads them first. */
 		if (word_plausible(r, c->pos, evr_ld_acq_64(word_at(r, i, c->pos))))

@@ -93,13 +93,17 @@ static int plan(const struct evr_segment_config *cfg, uint32_t *lanes, uint64_t 
 	return 0;
 }
 
-static void map_fields(struct evr_segment *seg, uint8_t *base, uint64_t bytes)
+/*
+ * Takes the geometry from h, the header as validated: a reader passes its
+ * private copy, since the producer may rewrite the live header at any time
+ * and a second read could disagree with what was checked.
+ */
+static void map_fields(struct evr_segment *seg, uint8_t *base, uint64_t bytes, const struct evr_seg_header *h)
 {
-	struct evr_seg_header *h = (struct evr_seg_header *)(void *)base;
 
 	seg->base = base;
 	seg->bytes = bytes;
-	seg->hdr = h;
+	seg->hdr = (struct evr_seg_header *)(void *)base;
 	seg->lanes = (struct evr_lane *)(void *)(base + h->lane_table_offset);
 	seg->meta = base + h->meta_offset;
 	seg->data = base + h->lanes_offset;
@@ -153,6 +157,7 @@ int evr_segment_create(struct evr_segment *seg, const char *shm_name, const stru
 	h->segment_bytes = l.total;
 	h->creator_pid = (uint32_t)getpid();
 	h->creator_uid = (uint32_t)geteuid();
+	h->creator_pidns = evr_pidns();
 	h->start_real_ns = evr_clock_realtime_ns();
 	evr_clock_calibrate(cfg && cfg->clock_kind ? cfg->clock_kind : evr_clock_detect(), &cal, 2000000);
 	h->clock_kind = cal.kind;
@@ -174,7 +179,7 @@ int evr_segment_create(struct evr_segment *seg, const char *shm_name, const stru
 		snprintf(h->program, sizeof(h->program), "%s", cfg->program);
 	h->meta_used = EVR_META_FIRST;
 
-	map_fields(seg, base, l.total);
+	map_fields(seg, base, l.total, h);
 	for (uint32_t i = 0; i < lanes; i++)
 		seg->lanes[i].kind = i + 1 == lanes ? EVR_LANE_SHARED : EVR_LANE_EXCLUSIVE;
 	/* The shared lane belongs to the creating process for its whole life. */
@@ -185,7 +190,7 @@ int evr_segment_create(struct evr_segment *seg, const char *shm_name, const stru
 	{
 		uint32_t first4;
 		memcpy(&first4, EVR_MAGIC, 4);
-		evr_st_rel_32((uint32_t *)(void *)h->magic, first4);
+		evr_st_rel_32((uint32_t *)(void *)h->magic, first4); /* H1, pairs with H2 */
 	}
 	seg->creator = true;
 	snprintf(seg->shm_name, sizeof(seg->shm_name), "%s", shm_name);
@@ -249,6 +254,7 @@ int evr_segment_validate(const void *base, uint64_t bytes, char *err, size_t err
 
 int evr_segment_open(struct evr_segment *seg, const char *shm_name, char *err, size_t errlen)
 {
+	struct evr_seg_header copy;
 	struct stat st;
 	uint8_t *base;
 	int fd, rc;
@@ -281,13 +287,42 @@ int evr_segment_open(struct evr_segment *seg, const char *shm_name, char *err, s
 	close(fd);
 	if (base == MAP_FAILED)
 		return fail(err, errlen, rc, "cannot map segment %s: %s", shm_name, strerror(-rc));
-	rc = evr_segment_validate(base, (uint64_t)st.st_size, err, errlen);
+	/* The magic first, with acquire (it is stored last), then one copy: what is checked is what is used. */
+	if (evr_ld_acq_32((const uint32_t *)(const void *)base) == 0) { /* H2, pairs with H1 */
+		munmap(base, (size_t)st.st_size);
+		return fail(err, errlen, -EAGAIN, "segment %s is still being created", shm_name);
+	}
+	memcpy(&copy, base, sizeof(copy));
+	rc = evr_segment_validate(&copy, (uint64_t)st.st_size, err, errlen);
 	if (rc) {
 		munmap(base, (size_t)st.st_size);
 		return rc;
 	}
-	map_fields(seg, base, (uint64_t)st.st_size);
+	map_fields(seg, base, (uint64_t)st.st_size, &copy);
+	seg->foreign_pidns = copy.creator_pidns != 0 && copy.creator_pidns != evr_pidns();
 	snprintf(seg->shm_name, sizeof(seg->shm_name), "%s", shm_name);
+	return 0;
+}
+
+int evr_segment_map_buffer(struct evr_segment *seg, void *base, uint64_t bytes, char *err, size_t errlen)
+{
+	struct evr_seg_header copy;
+	int rc;
+
+	memset(seg, 0, sizeof(*seg));
+	/* The lanes' words are read with 8-byte atomics: a misaligned image cannot be read as one. */
+	if ((uintptr_t)base & 7)
+		return fail(err, errlen, -EINVAL, "segment image at %p is not 8-byte aligned", base);
+	if (bytes < sizeof(copy))
+		return evr_segment_validate(base, bytes, err, errlen);
+	/* One copy, as evr_segment_open takes: what is checked is what is used. */
+	memcpy(&copy, base, sizeof(copy));
+	rc = evr_segment_validate(&copy, bytes, err, errlen);
+	if (rc)
+		return rc;
+	map_fields(seg, base, bytes, &copy);
+	seg->foreign_pidns = copy.creator_pidns != 0 && copy.creator_pidns != evr_pidns();
+	snprintf(seg->shm_name, sizeof(seg->shm_name), "(image at %p)", base);
 	return 0;
 }
 
@@ -338,7 +373,7 @@ struct evr_meta_entry *evr_meta_entry_at(const struct evr_segment *seg, uint64_t
 int evr_meta_next(const struct evr_segment *seg, uint64_t *cursor, struct evr_meta_view *out, bool writer_dead)
 {
 	uint64_t off = *cursor < EVR_META_FIRST ? EVR_META_FIRST : *cursor;
-	uint64_t used = evr_ld_64(&seg->hdr->meta_used);
+	uint64_t used = evr_ld_64(&seg->hdr->meta_used); /* relaxed: M3 below orders each entry */
 	struct evr_meta_entry *e;
 	uint32_t commit, len;
 	uint64_t total;
@@ -388,7 +423,7 @@ int evr_consumer_slot_claim(struct evr_segment *seg, uint32_t pid, uint32_t *hol
 		}
 		if (seen == pid)
 			return 0;
-		if (seen > UINT32_MAX || evr_owner_alive(seen << 32)) {
+		if (seen > UINT32_MAX || evr_segment_owner_alive(seg, seen << 32)) {
 			if (holder)
 				*holder = (uint32_t)seen;
 			return -EBUSY;
@@ -405,6 +440,19 @@ void evr_consumer_slot_release(struct evr_segment *seg, uint32_t pid)
 	uint64_t expect = pid;
 
 	evr_cas_64(&seg->hdr->consumer_pid, &expect, 0);
+}
+
+uint64_t evr_pidns(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+bool evr_segment_owner_alive(const struct evr_segment *seg, uint64_t owner)
+{
+	/* Pids of another namespace mean nothing in /proc here: never judge them dead. */
+	return seg->foreign_pidns || evr_owner_alive(owner);
 }
 
 bool evr_owner_alive(uint64_t owner)
@@ -427,7 +475,7 @@ bool evr_owner_alive(uint64_t owner)
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return n == 0 ? false : errno != ESRCH; /* only a vanished task is dead: anything else, assume alive */
 	buf[n] = 0;
 	p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
 	if (!p || p[1] != ' ')

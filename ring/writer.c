@@ -13,6 +13,7 @@
 #include <evring/ring.h>
 
 #define LOST_BODY_MAX 32u
+#define THREAD_BODY_MAX 16u /* [ts, tid]: 1 + 9 + 5 */
 
 /* ---- LOST bodies ------------------------------------------------------ */
 
@@ -128,7 +129,8 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 		w->tail = evr_ld_64(&lane->tail);
 		w->records = evr_ld_64(&lane->records);
 		w->head_cache = evr_ld_acq_64(&lane->head); /* W1 */
-		w->slow = evr_ld_64(&lane->lost_pending) != 0;
+		w->thread_pending = true;
+		w->slow = true;
 		evr_st_32(&lane->claims, lane->claims + 1);
 		evr_faa_64(&seg->hdr->lane_claims, 1);
 		return 0;
@@ -239,11 +241,38 @@ static void drop(struct evr_writer *w)
  * pending LOST record out (evr_writer_flush_lost): when it does not fit it is
  * not a drop, and counting it would report a record nobody wrote.
  */
+/* [ts, tid] at w->tail, when it fits: the reader's cue that what follows on this lane is tid's. */
+static void put_thread(struct evr_writer *w)
+{
+	uint64_t bytes = evr_rec_bytes(THREAD_BODY_MAX), pad;
+	uint64_t at = place(w->tail, bytes, w->mask + 1, &pad);
+	struct fixed_buf b;
+	msgpack_packer pk;
+
+	if (!fits(w, at + bytes))
+		return; /* still due: the lane is full, and the record after it will count as lost */
+	put_pad(w, w->tail, pad);
+	b = (struct fixed_buf){ w->data + (at & w->mask) + EVR_WORD_BYTES, 0, THREAD_BODY_MAX };
+	memset(b.p, 0, THREAD_BODY_MAX);
+	msgpack_packer_init(&pk, &b, fixed_write);
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint64(&pk, evr_clock_read(w->clock_kind));
+	msgpack_pack_uint32(&pk, (uint32_t)w->owner);
+	evr_st_rel_64(word_at(w, at), evr_rec_word(at, w->salt, bytes, EVR_REC_THREAD)); /* W2 */
+	w->tail = at + bytes;
+	evr_st_64(&w->lane->tail, w->tail); /* W3 */
+	w->thread_pending = false;
+}
+
 static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 {
 	struct evr_lane *l = w->lane;
-	uint64_t size = w->mask + 1, pending = evr_ld_64(&l->lost_pending);
+	uint64_t size = w->mask + 1, pending;
 	struct plan p;
+
+	if (w->thread_pending)
+		put_thread(w);
+	pending = evr_ld_64(&l->lost_pending);
 
 	make_plan(&p, w->tail, size, pending != 0, need);
 	if (!fits(w, p.end)) {
@@ -256,8 +285,8 @@ static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 		put_lost(w, p.lost_at, evr_rec_bytes(LOST_BODY_MAX), pending, evr_ld_64(&l->lost_first_ts));
 		evr_st_64(&l->lost_pending, 0);
 		evr_st_64(&l->lost_first_ts, 0);
-		w->slow = false;
 	}
+	w->slow = w->thread_pending;
 	put_pad(w, p.rec_at - p.pad2, p.pad2);
 	w->resv_pos = p.rec_at;
 	return w->data + (p.rec_at & w->mask) + EVR_WORD_BYTES;

@@ -129,6 +129,7 @@ struct pt_log {
 	size_t nmeta, capmeta;
 	uint64_t meta_cursor;
 	uint64_t lost, lost_records; /* sum of LOST counts, LOST records */
+	uint64_t thread_records; /* EVR_REC_THREAD: one per thread run on an exclusive lane */
 	struct evr_reader_stats stats;
 };
 
@@ -373,6 +374,20 @@ static inline void pt_read_seg(struct pt_log *log, struct evr_segment *seg)
 		while (evr_reader_next(&rd, lane, &rec, buf, sizeof(buf)) == 1) {
 			struct pt_rec *r;
 			size_t off = 0;
+
+			if (rec.type == EVR_REC_THREAD) {
+				/* [ts, tid] opens a thread's run of records on an exclusive lane. */
+				msgpack_unpacked t;
+				msgpack_unpacked_init(&t);
+				PT_ASSERT(msgpack_unpack_next(&t, (const char *)rec.body, rec.body_len, &off) ==
+						  MSGPACK_UNPACK_SUCCESS &&
+					  t.data.type == MSGPACK_OBJECT_ARRAY && t.data.via.array.size == 2,
+					  "a THREAD record does not decode");
+				PT_ASSERT(lane + 1 < seg->lane_count, "a THREAD record on the shared lane");
+				msgpack_unpacked_destroy(&t);
+				log->thread_records++;
+				continue;
+			}
 
 			if (log->nrec == log->caprec) {
 				log->caprec = log->caprec ? 2 * log->caprec : 256;

@@ -180,7 +180,7 @@ Test(api, a_site_registers_once)
 Test(api, event_in_names_its_span_explicitly)
 {
 	struct pt_log log = { 0 };
-	struct evr_span none = { 0, 0, 0, 0, 0 }, other, cur;
+	struct evr_span none = { 0, 0, 0, 0, 0, 0 }, other, cur;
 	uint64_t other_id, cur_id;
 
 	pt_open("api-event-in", 0, 0);

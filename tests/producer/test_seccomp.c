@@ -184,7 +184,7 @@ static void *strict_writer(void *p)
 }
 
 struct drained {
-	uint64_t by_type[EVR_REC_PAD + 1], lost, max_i;
+	uint64_t by_type[EVR_REC_PAD + 1], lost, max_i, threads;
 	uint64_t bad;
 };
 
@@ -199,6 +199,10 @@ static void drain(struct evr_reader *rd, struct drained *d)
 		while (evr_reader_next(rd, lane, &rec, buf, sizeof(buf)) == 1) {
 			size_t off = 0;
 
+			if (rec.type == EVR_REC_THREAD) {
+				d->threads++;
+				continue;
+			}
 			if (rec.type > EVR_REC_PAD) {
 				d->bad++;
 				continue;

@@ -12,7 +12,7 @@
 
 static struct pt_log log_;
 
-static const struct evr_span zero_span = { 0, 0, 0, 0, 0 };
+static const struct evr_span zero_span = { 0, 0, 0, 0, 0, 0 };
 
 /* The SPAN_BEGIN record of an id, which must exist. */
 static struct pt_rec *begin_of(uint64_t id)

@@ -205,6 +205,11 @@ static void on_record(struct reader *r, const struct evr_record *rec, msgpack_un
 		r->lost_records++;
 		return;
 	}
+	if (rec->type == EVR_REC_THREAD) {
+		if (n != 2 || rec->lane + 1 == r->seg->lane_count)
+			bad(r, "a THREAD record with %u elements on lane %u", n, rec->lane);
+		return;
+	}
 	head = pt_head(rec->type);
 	if (rec->type < EVR_REC_EVENT || rec->type > EVR_REC_SPAN_END || n < head) {
 		bad(r, "type %u record with %u elements", rec->type, n);

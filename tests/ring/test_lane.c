@@ -91,6 +91,8 @@ Test(lane, stale_record_from_earlier_lap_is_never_accepted)
 	test_segment(&seg, "stale", 2, 4096);
 	data = evr_segment_lane_data(&seg, 0);
 	evr_writer_open(&w, &seg, getpid(), test_tid(), 0);
+	w.thread_pending = false; /* records at exact offsets: no THREAD record before the first */
+	w.slow = false;
 	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
 	/* Lap 1: 64-byte records fill the lane exactly. */
 	for (uint64_t seq = 0; seq < 64; seq++)

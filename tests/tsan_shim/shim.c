@@ -39,6 +39,20 @@ void evr_shim_fail(const char *expr, const char *file, int line, const char *fmt
 	exit(1);
 }
 
+static int expect_failed;
+
+void evr_shim_expect_fail(const char *expr, const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "[----] %s:%d: Expectation Failed: %s\n[----]   ", file, line, expr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	expect_failed = 1;
+}
+
 int main(void)
 {
 	int passed = 0, failed = 0, crashed = 0;
@@ -58,7 +72,7 @@ int main(void)
 			if (tests[i].opts.fini)
 				tests[i].opts.fini();
 			fflush(NULL);
-			_exit(0);
+			_exit(expect_failed);
 		}
 		waitpid(pid, &status, 0);
 		if (tests[i].opts.signal ? WIFSIGNALED(status) && WTERMSIG(status) == tests[i].opts.signal

@@ -58,11 +58,6 @@ extern "C" {
 #define EVR_SPAN_DEPTH 32 /* per-thread stack of current spans */
 #define EVR_FIELDS_MAX 16 /* fields per site */
 
-/* msgpack ext type of a truncated string: the first bytes of the string. */
-#define EVR_EXT_TRUNCATED 1
-
-/* Metadata entry kinds (struct evr_meta_entry.kind). Payloads are msgpack maps. */
-enum evr_meta_kind { EVR_META_PROCESS = 1, EVR_META_SITE = 2, EVR_META_DISPATCHER = 3, EVR_META_THREAD = 4 };
 
 enum evr_field_type {
 	EVR_T_I64 = 1,
@@ -102,15 +97,21 @@ struct evr_site {
 	const struct evr_site_def *def;
 	uint32_t *flag;
 	uint64_t id;
-	struct evr_site *next; /* the process's list of registered sites */
+	struct evr_site *next; /* the process's list of sites that left the unregistered state */
+	uint32_t listed;       /* on that list (set once, by CAS) */
 };
 
 #define EVR_SITE_DISABLED 1u
 #define EVR_SITE_UNREGISTERED 0x80000000u
 
-/* A span handle: what EVR_SPAN_BEGIN returns and EVR_SPAN_END takes. id 0: not recorded. */
+/*
+ * A span handle: what EVR_SPAN_BEGIN returns and EVR_SPAN_END takes. id 0: not
+ * recorded. gen: the segment it was begun in; a span begun before a fork or
+ * an evr_open is not ended into the new segment, whose sites differ.
+ */
 struct evr_span {
 	uint64_t id, parent_id, trace_id, start_ts, site_id;
+	uint32_t gen;
 };
 
 struct evr_span_ref {
@@ -122,6 +123,7 @@ struct evr_thread {
 	struct evr_writer w;
 	uint32_t gen;	      /* evr__gen when the writer was opened; differs: open again */
 	uint32_t depth;	      /* spans on the stack (may exceed EVR_SPAN_DEPTH: the rest is not kept) */
+	uint32_t busy;	      /* inside EVR__RECORD: a signal handler that emits now must not write */
 	uint64_t next_span;   /* next span id: thread serial << 40 | counter */
 	uint64_t trace_id;    /* trace id for this thread's next root spans; 0: the root's id */
 	struct evr_span_ref stack[EVR_SPAN_DEPTH];
@@ -195,17 +197,22 @@ extern EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("
 
 EVR_API bool evr__site_register(struct evr_site *s);
 EVR_API bool evr__thread_open(struct evr_thread *t);
+EVR_API void evr__reentered(struct evr_thread *t);
 EVR_API void evr__span_scope_end(struct evr_span *span);
 
-/* True when the site should record now; registers it at its first use. */
+/*
+ * True when the site should record now; registers it at its first use.
+ * Whether a site is registered is told by where its flag points, never by a
+ * value in the segment: a consumer writes the segment's flags, and nothing it
+ * writes may send the producer down a slow path.
+ */
 static inline bool evr__site_on(struct evr_site *s)
 {
-	uint32_t *flag = (uint32_t *)evr_ld_acq_ptr((void *const *)&s->flag); /* pairs with registration's release */
-	uint32_t f = evr_ld_32(flag);					  /* a consumer may flip it */
+	uint32_t *flag = (uint32_t *)evr_ld_acq_ptr((void *const *)&s->flag); /* F1, pairs with F0 */
 
-	if (EVR_LIKELY(f == 0))
+	if (EVR_LIKELY(evr_ld_32(flag) == 0)) /* F2: a consumer may flip it at any time */
 		return true;
-	if (EVR_UNLIKELY(f & EVR_SITE_UNREGISTERED))
+	if (EVR_UNLIKELY(flag == &evr__flag_unregistered))
 		return evr__site_register(s);
 	return false;
 }
@@ -213,11 +220,11 @@ static inline bool evr__site_on(struct evr_site *s)
 /* Registered (whether enabled or not): span ends are written whenever their begin was. */
 static inline bool evr__site_ready(struct evr_site *s)
 {
-	uint32_t *flag = (uint32_t *)evr_ld_acq_ptr((void *const *)&s->flag);
+	uint32_t *flag = (uint32_t *)evr_ld_acq_ptr((void *const *)&s->flag); /* F1 */
 
-	if (EVR_LIKELY(!(evr_ld_32(flag) & EVR_SITE_UNREGISTERED)))
-		return s->id != 0;
-	return evr__site_register(s) || s->id != 0;
+	if (EVR_UNLIKELY(flag == &evr__flag_unregistered))
+		evr__site_register(s);
+	return evr_ld_64(&s->id) != 0;
 }
 
 static inline struct evr_thread *evr__self(void)
@@ -243,6 +250,18 @@ static inline int evr__enc_write(void *data, const char *buf, size_t len)
 }
 
 /*
+ * Field values are evaluated into typed temporaries before anything is
+ * reserved, so no user code (an argument that itself emits, a call that
+ * blocks) ever runs between a reservation and its commit, and the room
+ * reserved is exact. A string is measured once (strnlen up to its limit).
+ */
+struct evr__str {
+	const char *s; /* NULL: nil */
+	uint32_t n;    /* bytes written: at most the limit */
+	bool cut;      /* longer than the limit: written as EVR_EXT_TRUNCATED */
+};
+
+/*
  * strnlen stops at the NUL, so its bound (limit + 1) may exceed the array a
  * string sits in. GCC 11+ warns when it sees that (EVR_STR("m", buf) with
  * char buf[32]), which would break callers' -Werror builds: not here.
@@ -251,51 +270,40 @@ static inline int evr__enc_write(void *data, const char *buf, size_t len)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstringop-overread"
 #endif
-static inline void evr__pack_str(msgpack_packer *pk, const char *s, size_t limit)
+static inline struct evr__str evr__str_make(const char *s, bool keep, uint32_t limit)
 {
+	struct evr__str v = { NULL, 0, false };
 	size_t n;
 
-	if (!s) {
-		msgpack_pack_nil(pk);
-		return;
-	}
-	n = strnlen(s, limit + 1);
-	if (EVR_LIKELY(n <= limit)) {
-		msgpack_pack_str_with_body(pk, s, n);
-		return;
-	}
-	msgpack_pack_ext_with_body(pk, s, limit, EVR_EXT_TRUNCATED);
+	if (!s || !keep)
+		return v;
+	n = strnlen(s, (size_t)limit + 1);
+	v.s = s;
+	v.cut = n > limit;
+	v.n = v.cut ? limit : (uint32_t)n;
+	return v;
 }
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #pragma GCC diagnostic pop
 #endif
 
-static inline void evr__pack_I64(msgpack_packer *pk, int64_t v) { msgpack_pack_int64(pk, v); }
-static inline void evr__pack_U64(msgpack_packer *pk, uint64_t v) { msgpack_pack_uint64(pk, v); }
-static inline void evr__pack_I32(msgpack_packer *pk, int32_t v) { msgpack_pack_int32(pk, v); }
-static inline void evr__pack_U32(msgpack_packer *pk, uint32_t v) { msgpack_pack_uint32(pk, v); }
-static inline void evr__pack_F64(msgpack_packer *pk, double v) { msgpack_pack_double(pk, v); }
-static inline void evr__pack_BOOL(msgpack_packer *pk, bool v) { v ? msgpack_pack_true(pk) : msgpack_pack_false(pk); }
-static inline void evr__pack_STR(msgpack_packer *pk, const char *v) { evr__pack_str(pk, v, EVR_STR_LIMIT); }
-/* capture: evr__content as read once for the record, so its bound and its packing agree. */
-static inline void evr__pack_CONTENT(msgpack_packer *pk, const char *v, bool capture)
+/* Bytes a string takes in msgpack: a header of at most 6 (ext 32) and its bytes. */
+static inline uint32_t evr__str_size(const struct evr__str *v)
 {
-	if (capture)
-		evr__pack_str(pk, v, EVR_CONTENT_LIMIT);
-	else
-		msgpack_pack_nil(pk);
+	return v->s ? 6 + v->n : 1;
 }
 
-/* Upper bounds of each field's encoding, for the reservation. */
-#define EVR__BOUND_I64 9
-#define EVR__BOUND_U64 9
-#define EVR__BOUND_I32 5
-#define EVR__BOUND_U32 5
-#define EVR__BOUND_F64 9
-#define EVR__BOUND_BOOL 1
-#define EVR__BOUND_STR (EVR_STR_LIMIT + 6)
-/* With capture off a content field is nil: reserving for EVR_CONTENT_LIMIT then would only drop records. */
-#define EVR__BOUND_CONTENT (evr__cc ? EVR_CONTENT_LIMIT + 6 : 1)
+static inline void evr__str_pack(msgpack_packer *pk, const struct evr__str *v)
+{
+	if (!v->s)
+		msgpack_pack_nil(pk);
+	else if (EVR_LIKELY(!v->cut))
+		msgpack_pack_str_with_body(pk, v->s, v->n);
+	else
+		msgpack_pack_ext_with_body(pk, v->s, v->n, EVR_EXT_TRUNCATED);
+}
+
+/* Per kind of field: its type in the site, its flags, the temporary, its size bound, how it packs. */
 #define EVR__TYPE_I64 EVR_T_I64
 #define EVR__TYPE_U64 EVR_T_U64
 #define EVR__TYPE_I32 EVR_T_I32
@@ -312,15 +320,31 @@ static inline void evr__pack_CONTENT(msgpack_packer *pk, const char *v, bool cap
 #define EVR__FLAGS_BOOL 0
 #define EVR__FLAGS_STR 0
 #define EVR__FLAGS_CONTENT EVR_FIELD_CONTENT
-/* Extra arguments of each packer: a content field takes the capture flag its record's bound was sized by. */
-#define EVR__PACKX_I64
-#define EVR__PACKX_U64
-#define EVR__PACKX_I32
-#define EVR__PACKX_U32
-#define EVR__PACKX_F64
-#define EVR__PACKX_BOOL
-#define EVR__PACKX_STR
-#define EVR__PACKX_CONTENT , evr__cc
+#define EVR__TMP_I64(i, v) const int64_t evr__v##i = (v);
+#define EVR__TMP_U64(i, v) const uint64_t evr__v##i = (v);
+#define EVR__TMP_I32(i, v) const int32_t evr__v##i = (v);
+#define EVR__TMP_U32(i, v) const uint32_t evr__v##i = (v);
+#define EVR__TMP_F64(i, v) const double evr__v##i = (v);
+#define EVR__TMP_BOOL(i, v) const bool evr__v##i = (v);
+#define EVR__TMP_STR(i, v) const struct evr__str evr__v##i = evr__str_make((v), true, EVR_STR_LIMIT);
+/* With capture off a content field is nil; its value is still evaluated, as any argument is. */
+#define EVR__TMP_CONTENT(i, v) const struct evr__str evr__v##i = evr__str_make((v), evr__cc, EVR_CONTENT_LIMIT);
+#define EVR__SIZE_I64(i) 9
+#define EVR__SIZE_U64(i) 9
+#define EVR__SIZE_I32(i) 5
+#define EVR__SIZE_U32(i) 5
+#define EVR__SIZE_F64(i) 9
+#define EVR__SIZE_BOOL(i) 1
+#define EVR__SIZE_STR(i) evr__str_size(&evr__v##i)
+#define EVR__SIZE_CONTENT(i) evr__str_size(&evr__v##i)
+#define EVR__PACK_I64(i) msgpack_pack_int64(&evr__pk, evr__v##i);
+#define EVR__PACK_U64(i) msgpack_pack_uint64(&evr__pk, evr__v##i);
+#define EVR__PACK_I32(i) msgpack_pack_int32(&evr__pk, evr__v##i);
+#define EVR__PACK_U32(i) msgpack_pack_uint32(&evr__pk, evr__v##i);
+#define EVR__PACK_F64(i) msgpack_pack_double(&evr__pk, evr__v##i);
+#define EVR__PACK_BOOL(i) (evr__v##i ? msgpack_pack_true(&evr__pk) : msgpack_pack_false(&evr__pk));
+#define EVR__PACK_STR(i) evr__str_pack(&evr__pk, &evr__v##i);
+#define EVR__PACK_CONTENT(i) evr__str_pack(&evr__pk, &evr__v##i);
 
 /* ---- fields ---------------------------------------------------------- */
 
@@ -338,60 +362,82 @@ static inline void evr__pack_CONTENT(msgpack_packer *pk, const char *v, bool cap
 
 #define EVR__CAT_(a, b) a##b
 #define EVR__CAT(a, b) EVR__CAT_(a, b)
-#define EVR__NARG(...) EVR__NARG_(_, ##__VA_ARGS__, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+/* Called as EVR__NARG(_, ##__VA_ARGS__): a named first parameter makes the comma elision work in strict C too. */
+#define EVR__NARG(x, ...) EVR__NARG_(x, ##__VA_ARGS__, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
 #define EVR__NARG_(_, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, n, ...) n
-#define EVR__FOREACH(m, ...) EVR__CAT(EVR__FE_, EVR__NARG(__VA_ARGS__))(m, ##__VA_ARGS__)
+#define EVR__UNPAREN(...) __VA_ARGS__
+#define EVR__CALL(m, ...) m(__VA_ARGS__)
+/* Applies m(i, kind, name, value) to each field tuple, i its position (distinct names for temporaries). */
+#define EVR__EACH(m, ...) EVR__CAT(EVR__FE_, EVR__NARG(_, ##__VA_ARGS__))(m, ##__VA_ARGS__)
 #define EVR__FE_0(m)
-#define EVR__FE_1(m, a) m a
-#define EVR__FE_2(m, a, ...) m a EVR__FE_1(m, __VA_ARGS__)
-#define EVR__FE_3(m, a, ...) m a EVR__FE_2(m, __VA_ARGS__)
-#define EVR__FE_4(m, a, ...) m a EVR__FE_3(m, __VA_ARGS__)
-#define EVR__FE_5(m, a, ...) m a EVR__FE_4(m, __VA_ARGS__)
-#define EVR__FE_6(m, a, ...) m a EVR__FE_5(m, __VA_ARGS__)
-#define EVR__FE_7(m, a, ...) m a EVR__FE_6(m, __VA_ARGS__)
-#define EVR__FE_8(m, a, ...) m a EVR__FE_7(m, __VA_ARGS__)
-#define EVR__FE_9(m, a, ...) m a EVR__FE_8(m, __VA_ARGS__)
-#define EVR__FE_10(m, a, ...) m a EVR__FE_9(m, __VA_ARGS__)
-#define EVR__FE_11(m, a, ...) m a EVR__FE_10(m, __VA_ARGS__)
-#define EVR__FE_12(m, a, ...) m a EVR__FE_11(m, __VA_ARGS__)
-#define EVR__FE_13(m, a, ...) m a EVR__FE_12(m, __VA_ARGS__)
-#define EVR__FE_14(m, a, ...) m a EVR__FE_13(m, __VA_ARGS__)
-#define EVR__FE_15(m, a, ...) m a EVR__FE_14(m, __VA_ARGS__)
-#define EVR__FE_16(m, a, ...) m a EVR__FE_15(m, __VA_ARGS__)
+#define EVR__FE_1(m, a) EVR__CALL(m, 1, EVR__UNPAREN a)
+#define EVR__FE_2(m, a, ...) EVR__CALL(m, 2, EVR__UNPAREN a) EVR__FE_1(m, __VA_ARGS__)
+#define EVR__FE_3(m, a, ...) EVR__CALL(m, 3, EVR__UNPAREN a) EVR__FE_2(m, __VA_ARGS__)
+#define EVR__FE_4(m, a, ...) EVR__CALL(m, 4, EVR__UNPAREN a) EVR__FE_3(m, __VA_ARGS__)
+#define EVR__FE_5(m, a, ...) EVR__CALL(m, 5, EVR__UNPAREN a) EVR__FE_4(m, __VA_ARGS__)
+#define EVR__FE_6(m, a, ...) EVR__CALL(m, 6, EVR__UNPAREN a) EVR__FE_5(m, __VA_ARGS__)
+#define EVR__FE_7(m, a, ...) EVR__CALL(m, 7, EVR__UNPAREN a) EVR__FE_6(m, __VA_ARGS__)
+#define EVR__FE_8(m, a, ...) EVR__CALL(m, 8, EVR__UNPAREN a) EVR__FE_7(m, __VA_ARGS__)
+#define EVR__FE_9(m, a, ...) EVR__CALL(m, 9, EVR__UNPAREN a) EVR__FE_8(m, __VA_ARGS__)
+#define EVR__FE_10(m, a, ...) EVR__CALL(m, 10, EVR__UNPAREN a) EVR__FE_9(m, __VA_ARGS__)
+#define EVR__FE_11(m, a, ...) EVR__CALL(m, 11, EVR__UNPAREN a) EVR__FE_10(m, __VA_ARGS__)
+#define EVR__FE_12(m, a, ...) EVR__CALL(m, 12, EVR__UNPAREN a) EVR__FE_11(m, __VA_ARGS__)
+#define EVR__FE_13(m, a, ...) EVR__CALL(m, 13, EVR__UNPAREN a) EVR__FE_12(m, __VA_ARGS__)
+#define EVR__FE_14(m, a, ...) EVR__CALL(m, 14, EVR__UNPAREN a) EVR__FE_13(m, __VA_ARGS__)
+#define EVR__FE_15(m, a, ...) EVR__CALL(m, 15, EVR__UNPAREN a) EVR__FE_14(m, __VA_ARGS__)
+#define EVR__FE_16(m, a, ...) EVR__CALL(m, 16, EVR__UNPAREN a) EVR__FE_15(m, __VA_ARGS__)
 
-#define EVR__FDEF(kind, name, v) { name, EVR__TYPE_##kind, EVR__FLAGS_##kind },
-#define EVR__FBOUND(kind, name, v) +EVR__BOUND_##kind
-#define EVR__FPACK(kind, name, v) evr__pack_##kind(&evr__pk, (v)EVR__PACKX_##kind);
+#define EVR__FDEF(i, kind, name, v) { name, EVR__TYPE_##kind, EVR__FLAGS_##kind },
+#define EVR__FTMP(i, kind, name, v) EVR__TMP_##kind(i, v)
+#define EVR__FSIZE(i, kind, name, v) +EVR__SIZE_##kind(i)
+#define EVR__FPACK(i, kind, name, v) EVR__PACK_##kind(i)
+
+#ifdef __cplusplus
+#define EVR__STATIC_ASSERT(c, m) static_assert(c, m)
+#else
+#define EVR__STATIC_ASSERT(c, m) _Static_assert(c, m)
+#endif
 
 /* The static site of one macro use: its definition and its state. */
 #define EVR__SITE(kind, dispatcher, name, ...)                                                          \
-	static const struct evr_field_def evr__fields[EVR__NARG(__VA_ARGS__) + 1] = {                   \
-		EVR__FOREACH(EVR__FDEF, ##__VA_ARGS__){ 0, 0, 0 }                                       \
+	EVR__STATIC_ASSERT(EVR__NARG(_, ##__VA_ARGS__) <= EVR_FIELDS_MAX, "at most 16 fields a site");   \
+	static const struct evr_field_def evr__fields[EVR__NARG(_, ##__VA_ARGS__) + 1] = {               \
+		EVR__EACH(EVR__FDEF, ##__VA_ARGS__){ 0, 0, 0 }                                          \
 	};                                                                                              \
-	static const struct evr_site_def evr__def = { kind,     EVR__NARG(__VA_ARGS__), __LINE__,       \
-						      dispatcher, name,			__FILE__, \
+	static const struct evr_site_def evr__def = { kind,     EVR__NARG(_, ##__VA_ARGS__), __LINE__,  \
+						      dispatcher, name,			     __FILE__, \
 						      __func__, evr__fields };                  \
-	static struct evr_site evr__site = { &evr__def, &evr__flag_unregistered, 0, 0 };              \
-	_Static_assert(EVR__NARG(__VA_ARGS__) <= EVR_FIELDS_MAX, "at most 16 fields a site")
+	static struct evr_site evr__site = { &evr__def, &evr__flag_unregistered, 0, 0, 0 }
 
 /*
- * Reserves room for a body of `head` fixed elements plus the fields, packs
- * the elements given as `...head` statements, the field values, and commits.
+ * Evaluates the field values, then reserves exactly the room the record
+ * needs, packs `nhead` fixed elements (the statements PACK_HEAD) and the
+ * values, and commits. A thread that re-enters here (a signal handler that
+ * emits while a record is being written) drops its record and counts it.
  */
 #define EVR__RECORD(t, type, nhead, PACK_HEAD, ...)                                                     \
 	do {                                                                                            \
-		const bool evr__cc __attribute__((unused)) = evr__content; /* one read: bound and packing */ \
+		const bool evr__cc __attribute__((unused)) = evr__content;                              \
+		EVR__EACH(EVR__FTMP, ##__VA_ARGS__)                                                     \
+		if (EVR_UNLIKELY((t)->busy)) {                                                          \
+			evr__reentered(t);                                                              \
+			break;                                                                          \
+		}                                                                                       \
+		(t)->busy = 1;                                                                          \
+		__asm__ __volatile__("" ::: "memory"); /* busy is set before the reservation */         \
 		uint8_t *evr__p = (uint8_t *)evr_writer_reserve(                                         \
-			&(t)->w, 3 + 9 * (nhead)EVR__FOREACH(EVR__FBOUND, ##__VA_ARGS__));              \
+			&(t)->w, 3 + 9 * (nhead)EVR__EACH(EVR__FSIZE, ##__VA_ARGS__));                  \
 		if (EVR_LIKELY(evr__p != NULL)) {                                                       \
 			struct evr__enc evr__e = { evr__p };                                            \
 			msgpack_packer evr__pk;                                                         \
 			msgpack_packer_init(&evr__pk, &evr__e, evr__enc_write);                         \
-			msgpack_pack_array(&evr__pk, (nhead) + EVR__NARG(__VA_ARGS__));                 \
+			msgpack_pack_array(&evr__pk, (nhead) + EVR__NARG(_, ##__VA_ARGS__));            \
 			PACK_HEAD;                                                                      \
-			EVR__FOREACH(EVR__FPACK, ##__VA_ARGS__)                                          \
+			EVR__EACH(EVR__FPACK, ##__VA_ARGS__)                                             \
 			evr_writer_commit(&(t)->w, (uint32_t)(evr__e.p - evr__p), (type));              \
 		}                                                                                       \
+		__asm__ __volatile__("" ::: "memory");                                                  \
+		(t)->busy = 0;                                                                          \
 	} while (0)
 
 static inline uint64_t evr__current_span(const struct evr_thread *t)
@@ -406,11 +452,12 @@ static inline uint64_t evr__current_span(const struct evr_thread *t)
 		EVR__SITE(EVR_SITE_EVENT, dispatcher, name, ##__VA_ARGS__);                             \
 		struct evr_thread *evr__t;                                                              \
 		if (evr__site_on(&evr__site) && (evr__t = evr__self()) != NULL) {                      \
-			uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);                        \
+			const uint64_t evr__span_id = (span_id_expr);                                   \
+			const uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);                  \
 			EVR__RECORD(evr__t, EVR_REC_EVENT, 3,                                           \
 				    (msgpack_pack_uint64(&evr__pk, evr__ts),                            \
 				     msgpack_pack_uint64(&evr__pk, evr__site.id),                       \
-				     msgpack_pack_uint64(&evr__pk, (span_id_expr))),                    \
+				     msgpack_pack_uint64(&evr__pk, evr__span_id)),                      \
 				    ##__VA_ARGS__);                                                     \
 		}                                                                                       \
 	} while (0)
@@ -473,13 +520,14 @@ static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, co
 		sp->trace_id = t->trace_id ? t->trace_id : sp->id;
 	}
 	sp->site_id = site_id;
+	sp->gen = t->gen;
 	sp->start_ts = evr_clock_read(t->w.clock_kind);
 }
 
 #define EVR__SPAN_BEGIN(parent_ptr, from_stack, push, dispatcher, name, ...)                            \
 	__extension__({                                                                                 \
 		EVR__SITE(EVR_SITE_SPAN_BEGIN, dispatcher, name, ##__VA_ARGS__);                        \
-		struct evr_span evr__sp = { 0, 0, 0, 0, 0 };                                            \
+		struct evr_span evr__sp = { 0, 0, 0, 0, 0, 0 };                                            \
 		const struct evr_span *evr__parent = (parent_ptr);                                      \
 		struct evr_thread *evr__t;                                                              \
 		if (evr__site_on(&evr__site) && (evr__t = evr__self()) != NULL) {                      \
@@ -516,10 +564,10 @@ static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, co
 		EVR__SITE(EVR_SITE_SPAN_END, "", "", ##__VA_ARGS__);                                    \
 		struct evr_span *evr__spp = &(span);                                                    \
 		struct evr_thread *evr__t;                                                              \
-		if (evr__spp->id && (evr__t = evr__self()) != NULL) {                                   \
+		if (evr__spp->id && (evr__t = evr__self()) != NULL && evr__spp->gen == evr__t->gen) {  \
 			evr__span_pop(evr__t, evr__spp->id);                                            \
 			if (evr__site_ready(&evr__site)) {                                              \
-				uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);                \
+				const uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);          \
 				EVR__RECORD(evr__t, EVR_REC_SPAN_END, 8,                                \
 					    (msgpack_pack_uint64(&evr__pk, evr__ts),                    \
 					     msgpack_pack_uint64(&evr__pk, evr__spp->site_id),          \

@@ -86,12 +86,39 @@ static inline void evr_st_rel_32(uint32_t *p, uint32_t v)
 	ck_pr_fence_release();
 	ck_pr_store_32(p, v);
 }
+/*
+ * ck's read-modify-writes order nothing on ARM and POWER (a plain cas or an
+ * ldxr/stxr loop), while the protocol needs each to be both an acquire and a
+ * release. The fences around them cost nothing on x86-64, where a locked
+ * instruction is already a full barrier and these fences are compiler barriers.
+ */
 static inline bool evr_cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
 {
-	return ck_pr_cas_64_value(p, *expected, desired, expected);
+	bool ok;
+
+	ck_pr_fence_release();
+	ok = ck_pr_cas_64_value(p, *expected, desired, expected);
+	ck_pr_fence_acquire();
+	return ok;
 }
-static inline uint64_t evr_faa_64(uint64_t *p, uint64_t d) { return ck_pr_faa_64(p, d); }
-static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v) { return ck_pr_fas_64(p, v); }
+static inline uint64_t evr_faa_64(uint64_t *p, uint64_t d)
+{
+	uint64_t v;
+
+	ck_pr_fence_release();
+	v = ck_pr_faa_64(p, d);
+	ck_pr_fence_acquire();
+	return v;
+}
+static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v)
+{
+	uint64_t old;
+
+	ck_pr_fence_release();
+	old = ck_pr_fas_64(p, v);
+	ck_pr_fence_acquire();
+	return old;
+}
 static inline void *evr_ld_acq_ptr(void *const *p)
 {
 	void *v = ck_pr_load_ptr(p);
@@ -105,7 +132,12 @@ static inline void evr_st_rel_ptr(void **p, void *v)
 }
 static inline bool evr_cas_ptr(void **p, void **expected, void *desired)
 {
-	return ck_pr_cas_ptr_value(p, *expected, desired, expected);
+	bool ok;
+
+	ck_pr_fence_release();
+	ok = ck_pr_cas_ptr_value(p, *expected, desired, expected);
+	ck_pr_fence_acquire();
+	return ok;
 }
 #endif
 

@@ -36,8 +36,12 @@
  * The tag ties a word to the position it was written for, so bytes left from
  * an earlier lap (or the middle of an earlier record) never pass for a record
  * at the position a reader expects, and nothing ever has to be cleared. The
- * salt is random per segment. A record never wraps: when it does not fit
- * before the end of the lane, a PAD record fills the rest.
+ * salt is random per segment. Tags repeat every 32 GiB of a lane's traffic
+ * (2^32 eight-byte slots): a stale word would have to survive, unread and
+ * unoverwritten, exactly that far behind, which the lane's size rules out for
+ * records and makes astronomically unlikely inside padding. A record never
+ * wraps: when it does not fit before the end of the lane, a PAD record fills
+ * the rest.
  *
  * EXCLUSIVE LANES have one writer, the thread that claimed the lane. It keeps
  * the tail privately, so reserving is a bounds check and committing is a
@@ -57,8 +61,11 @@
  * difference. A writer caches the consumer's head and re-reads it only when
  * the cached value says the record does not fit. When it still does not fit
  * the record is dropped and counted; the next record that fits is preceded by
- * a LOST record (count, first and last timestamp) so the loss appears in the
- * stream where it happened.
+ * a LOST record, [ts, count, first_ts] (when it was written, how many were
+ * dropped, when the first of them was), so the loss appears in the stream
+ * where it happened. On an exclusive lane a thread's first record is preceded
+ * by a THREAD record, [ts, tid]: a lane passes from thread to thread and its
+ * records carry no thread id of their own.
  *
  * ORDERING
  * ========
@@ -74,7 +81,9 @@
  *   W2  store-release(commit word)                 after a batch: the bodies read
  *       -- publishes the body to R1                in R2 are no longer needed
  *   W3  store(lane.tail), store(lane.records)      -- pairs with W1
- *       relaxed: counters for readers
+ *       relaxed: the reader takes the tail as a  R6  load(lane.tail) relaxed: where
+ *       hint (how far to skip, where "from now"      the writers are; bounded by the
+ *       starts), never as proof a record is there    lane before use, never trusted
  *
  *   producer (shared lane)                     consumer, stuck reservation
  *   ----------------------                     ---------------------------
@@ -86,6 +95,14 @@
  *       -- publishes the body to R1                -- pairs with S4
  *   S4  on a lost S3: store-release(word,
  *       ABANDONED), count the record lost
+ *
+ *   header                                     site enable flags
+ *   ------                                     -----------------
+ *   H1  store-release(magic) after every       F0  producer: store-release(site.flag =
+ *       other field (segment.c)                    &entry.flags) after site.id
+ *   H2  reader: load-acquire(magic), then      F1  producer: load-acquire(site.flag), then
+ *       one copy of the header, validated          F2  load(*flag) relaxed: a consumer
+ *       and used (never read twice)                may set EVR_SITE_DISABLED any time
  *
  *   lane ownership                             metadata
  *   --------------                             --------
@@ -155,12 +172,19 @@ enum evr_rec_type {
 	EVR_REC_SPAN_END = 3,
 	EVR_REC_LOST = 4,
 	EVR_REC_PAD = 5,
+	EVR_REC_THREAD = 6, /* [ts, tid]: the lane's records from here on are this thread's */
 	EVR_REC_USER_FIRST = 16, /* 16-63: free for other record kinds */
 	EVR_REC_DELIVERABLE_MAX = 63,
 	EVR_REC_BUSY = 0x80,	  /* shared lane: reserved, body being written */
 	EVR_REC_SKIPPED = 0x81,	  /* shared lane: the reader gave up waiting (R4) */
 	EVR_REC_ABANDONED = 0x82, /* shared lane: the writer saw it was skipped (S4) */
 };
+
+/* msgpack ext type of a string the producer truncated: its first bytes. */
+#define EVR_EXT_TRUNCATED 1
+
+/* Metadata entry kinds (struct evr_meta_entry.kind). Payloads are msgpack maps. */
+enum evr_meta_kind { EVR_META_PROCESS = 1, EVR_META_SITE = 2, EVR_META_DISPATCHER = 3, EVR_META_THREAD = 4 };
 
 enum evr_clock_kind_field { EVR_SEG_CLOCK_TSC = EVR_CLOCK_TSC, EVR_SEG_CLOCK_MONO = EVR_CLOCK_MONOTONIC };
 
@@ -198,7 +222,9 @@ struct evr_seg_header {
 	uint64_t lane_claims;	      /* 208  exclusive lanes claimed */
 	uint64_t lane_fallbacks;      /* 216  writers sent to the shared lane */
 	uint64_t writer_oversize;     /* 224  records refused: larger than EVR_RECORD_MAX */
-	uint8_t pad_producer[24];     /* 232 */
+	uint64_t writer_reentrant;    /* 232  records refused: emitted from a signal handler mid-record */
+	uint64_t creator_pidns;	      /* 240  inode of the creator's pid namespace (written once) */
+	uint8_t pad_producer[8];      /* 248 */
 
 	/* 256: consumer side. */
 	uint64_t consumer_pid;	      /* 256  attached consumer, 0 when none (K1) */
@@ -254,6 +280,7 @@ struct evr_segment {
 	uint32_t clock_kind;
 	uint32_t salt;
 	bool creator;
+	bool foreign_pidns; /* created in another pid namespace: its pids are not ours to check */
 	char shm_name[128];
 };
 
@@ -294,6 +321,15 @@ EVR_API int evr_segment_open(struct evr_segment *seg, const char *shm_name, char
  * fuzzer calls it directly). Returns 0 or -EBADMSG / -EPROTO / -EAGAIN.
  */
 EVR_API int evr_segment_validate(const void *base, uint64_t bytes, char *err, size_t errlen);
+
+/*
+ * For tools and fuzzers: a segment image in memory. Validates a private copy
+ * of the header at base (8-byte aligned) against bytes, as evr_segment_open
+ * does, and fills *seg over the buffer. The caller keeps the memory: such a
+ * segment is never passed to evr_segment_close, which would unmap it.
+ * Returns 0, -EINVAL (misaligned base) or evr_segment_validate's errors.
+ */
+EVR_API int evr_segment_map_buffer(struct evr_segment *seg, void *base, uint64_t bytes, char *err, size_t errlen);
 
 /* Unmaps; the creator's close does not unlink. */
 EVR_API void evr_segment_close(struct evr_segment *seg);
@@ -352,7 +388,8 @@ struct evr_writer {
 	uint32_t salt;
 	uint32_t clock_kind;
 	bool shared;
-	bool slow; /* shared lane, or a loss waits to be reported */
+	bool slow;	     /* shared lane, or a loss or the THREAD record waits to be written */
+	bool thread_pending; /* exclusive lane: the THREAD record opening this thread's run is due */
 	uint64_t owner;
 };
 
@@ -361,7 +398,9 @@ enum evr_writer_flags { EVR_WRITER_FORCE_SHARED = 1u };
 /*
  * Claims a free exclusive lane for (pid, tid) with C1, scanning from tid; when
  * none is free, or with EVR_WRITER_FORCE_SHARED, writes to the shared lane.
- * Returns 0 and sets w->shared accordingly, or -EINVAL.
+ * On an exclusive lane the writer's first record is preceded by a THREAD
+ * record naming tid, since a lane passes from thread to thread. Returns 0
+ * and sets w->shared accordingly, or -EINVAL.
  */
 EVR_API int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid, uint32_t tid,
 			    unsigned flags);
@@ -532,8 +571,18 @@ EVR_API void evr_reader_release(struct evr_reader *r, uint32_t lane);
  */
 EVR_API int evr_reader_reap(struct evr_reader *r);
 
-/* True when the thread (tid 0: the process) is alive and not a zombie. */
+/*
+ * True unless the thread (tid 0: the process) is known to be gone or a
+ * zombie. Any doubt (an unreadable /proc entry) counts as alive: a live
+ * writer's lane must never be taken from it.
+ */
 EVR_API bool evr_owner_alive(uint64_t owner);
+
+/* evr_owner_alive for a segment's owners; always true for a segment of another pid namespace. */
+EVR_API bool evr_segment_owner_alive(const struct evr_segment *seg, uint64_t owner);
+
+/* The inode of this process's pid namespace (0 when /proc cannot tell). */
+EVR_API uint64_t evr_pidns(void);
 
 /* ---- consumer slot ---------------------------------------------------- */
 

@@ -30,6 +30,9 @@ struct evr_shim_opts {
 void evr_shim_register(const char *suite, const char *name, void (*fn)(void), struct evr_shim_opts opts);
 void evr_shim_fail(const char *expr, const char *file, int line, const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 4, 5)));
+/* A failed cr_expect: reported, and the test goes on but fails at its end. */
+void evr_shim_expect_fail(const char *expr, const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 #define Test(suite, name, ...)                                                                  \
 	static void suite##_##name(void);                                                       \
@@ -59,6 +62,22 @@ void evr_shim_fail(const char *expr, const char *file, int line, const char *fmt
 #define cr_assert_str_empty(a, ...) cr_assert((a)[0] == 0, __VA_ARGS__)
 #define cr_assert_str_not_empty(a, ...) cr_assert((a)[0] != 0, __VA_ARGS__)
 #define cr_assert_fail(...) evr_shim_fail("fail", __FILE__, __LINE__, " " __VA_ARGS__)
+#define cr_expect(cond, ...)                                                                    \
+	do {                                                                                    \
+		if (!(cond))                                                                    \
+			evr_shim_expect_fail(#cond, __FILE__, __LINE__, " " __VA_ARGS__);       \
+	} while (0)
+#define cr_expect_not(c, ...) cr_expect(!(c), __VA_ARGS__)
+#define cr_expect_eq(a, b, ...) cr_expect((a) == (b), __VA_ARGS__)
+#define cr_expect_neq(a, b, ...) cr_expect((a) != (b), __VA_ARGS__)
+#define cr_expect_lt(a, b, ...) cr_expect((a) < (b), __VA_ARGS__)
+#define cr_expect_leq(a, b, ...) cr_expect((a) <= (b), __VA_ARGS__)
+#define cr_expect_gt(a, b, ...) cr_expect((a) > (b), __VA_ARGS__)
+#define cr_expect_geq(a, b, ...) cr_expect((a) >= (b), __VA_ARGS__)
+#define cr_expect_null(p, ...) cr_expect((p) == NULL, __VA_ARGS__)
+#define cr_expect_not_null(p, ...) cr_expect((p) != NULL, __VA_ARGS__)
+#define cr_expect_str_eq(a, b, ...) cr_expect(strcmp((a), (b)) == 0, __VA_ARGS__)
+#define cr_expect_str_neq(a, b, ...) cr_expect(strcmp((a), (b)) != 0, __VA_ARGS__)
 #define cr_log_info(...) (fprintf(stderr, "[----] " __VA_ARGS__), fputc('\n', stderr))
 
 #endif /* EVRING_TSAN_SHIM_CRITERION_H */

@@ -1,0 +1,112 @@
+/*
+ * attach.c: finding a process's segments, opening them as hostile input,
+ * taking their consumer slot, and letting go of them.
+ *
+ * A process's segments are the shm objects /dev/shm/evring.<pid>.<name>; it
+ * has one, or more if it opened several. Opening validates the header
+ * against the object's size, refuses another user's segment, and takes the
+ * consumer slot, which the previous holder keeps while it lives.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsigned flags, char *err,
+		  size_t errlen)
+{
+	struct evr_clock_calib cal;
+	uint32_t holder = 0;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	rc = evr_segment_open(&s->seg, shm_name, err, errlen);
+	if (rc)
+		return rc;
+	rc = evr_consumer_slot_claim(&s->seg, (uint32_t)getpid(), &holder);
+	if (rc) {
+		snprintf(err, errlen, "segment %s already has a consumer: pid %u (one consumer per segment)", shm_name,
+			 holder);
+		evr_segment_close(&s->seg);
+		return rc;
+	}
+	s->slot_held = true;
+	rc = evr_reader_init(&s->reader, &s->seg, flags & EVR_ATTACH_FROM_OLDEST ? EVR_READ_FROM_OLDEST : 0);
+	s->lanes = calloc(s->seg.lane_count, sizeof(*s->lanes));
+	if (rc || !s->lanes) {
+		snprintf(err, errlen, "out of memory attaching to %s", shm_name);
+		evr__src_close(s);
+		return -ENOMEM;
+	}
+	cal = (struct evr_clock_calib){ s->seg.clock_kind, s->seg.hdr->clock_anchor_ticks,
+					s->seg.hdr->clock_anchor_mono_ns, s->seg.hdr->clock_anchor_real_ns,
+					s->seg.hdr->clock_mult };
+	evr_clock_map_init(&s->clock, &cal);
+	/* The header is the producer's to write: copy only what fits, NUL-terminated. */
+	snprintf(s->program, sizeof(s->program), "%.*s", (int)strnlen(s->seg.hdr->program, sizeof(s->seg.hdr->program)),
+		 s->seg.hdr->program);
+	snprintf(s->shm_name, sizeof(s->shm_name), "%s", shm_name);
+	s->pub.pid = s->seg.hdr->creator_pid;
+	s->pub.index = index;
+	s->pub.program = s->program;
+	s->pub.cmdline = s->cmdline;
+	s->pub.shm_name = s->shm_name;
+	s->pub.dead = !evr_segment_owner_alive(&s->seg, (uint64_t)s->pub.pid << 32);
+	return 0;
+}
+
+void evr__src_close(struct evr_src *s)
+{
+	if (s->slot_held)
+		evr_consumer_slot_release(&s->seg, (uint32_t)getpid());
+	s->slot_held = false;
+	evr_reader_fini(&s->reader);
+	evr_segment_close(&s->seg);
+	evr__src_tables_free(s);
+	free(s->lanes);
+	s->lanes = NULL;
+}
+
+int evr__shm_each(uint32_t pid, const char *name, int (*fn)(void *arg, const char *shm, uint32_t pid), void *arg)
+{
+	DIR *d = opendir("/dev/shm");
+	struct dirent *e;
+	int found = 0, rc = 0;
+
+	if (!d)
+		return -errno;
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		unsigned long p;
+		char *end, shm[300];
+
+		if (strncmp(e->d_name, "evring.", 7) != 0)
+			continue;
+		p = strtoul(e->d_name + 7, &end, 10);
+		if (end == e->d_name + 7 || *end != '.' || p == 0 || p > UINT32_MAX)
+			continue;
+		if ((pid && p != pid) || (name && strcmp(end + 1, name) != 0))
+			continue;
+		snprintf(shm, sizeof(shm), "/%s", e->d_name);
+		rc = fn(arg, shm, (uint32_t)p);
+		found++;
+	}
+	closedir(d);
+	return rc < 0 ? rc : found;
+}
+
+int evr__no_segment(uint32_t pid, char *err, size_t errlen)
+{
+	if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+		snprintf(err, errlen, "no such process: %u", pid);
+		return -ESRCH;
+	}
+	snprintf(err, errlen,
+		 "process %u has no evring segment (not instrumented, EVRING=off, or no record written yet)", pid);
+	return -ENOENT;
+}

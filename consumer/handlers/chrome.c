@@ -1,0 +1,419 @@
+/*
+ * chrome.c: the "chrome=PATH" handler, a Trace Event Format JSON file that
+ * Perfetto UI (ui.perfetto.dev) and chrome://tracing open:
+ *
+ *   {"traceEvents":[
+ *   {"ph":"M","name":"process_name","pid":4242,"tid":0,"args":{"name":"demo"}},
+ *   {"ph":"X","name":"llm.chat","cat":"llm.chat","ts":3600600000.000,"dur":2050000.000,"pid":4242,"tid":4243,
+ *    "args":{"gen_ai.request.model":"gpt-4o",...,"span_id":"1f","parent_id":"22","trace_id":"1c","status":"ok",
+ *    "events":3}},
+ *   {"ph":"i","name":"llm.chat.in_progress","cat":"llm.chat","s":"t","ts":3600900000.000,"pid":4242,"tid":4243,
+ *    "args":{"chunk.index":0,...,"span_id":"1f","trace_id":"1c"}},
+ *   {"ph":"i","s":"p","name":"evring.lost","cat":"evring","ts":...,"pid":4242,"tid":4243,"args":{"count":12,...}},
+ *   {"ph":"M","name":"thread_name","pid":4242,"tid":4243,"args":{"name":"worker-1"}}
+ *   ],
+ *   "displayTimeUnit":"ns","otherData":{"producer":"evring","base_utc_ns":1714561200000000000,
+ *    "base_utc":"2024-05-01T11:00:00.000000000Z","clamped":0}}
+ *
+ * Spans are complete events ("X"), written when their trace is delivered
+ * (on_trace_end), depth-first: a parent before its children. Viewers nest
+ * "X" events by their order among equal timestamps, and a child that starts
+ * with its parent (an LLM call that is the first thing of its step) would
+ * otherwise precede it, ending first. It also gives spans the missing_parent
+ * flag, known only then. A span still open when the consumer detaches never
+ * reaches a trace: it is written from on_span_end, status "open", drawn up
+ * to the latest time the file holds (it has no end). Events are
+ * thread-scoped instants ("i", "s":"t"); losses process-scoped instants.
+ * "cat" is the dispatcher ("evring" when unknown), "args" the begin and end
+ * fields (as in jsonl) then the ids, the status, the span's event count when
+ * non-zero, and "flags" when set. Spans of different traces that overlap on
+ * one thread (interleaved async work) do not nest; the Trace Event Format
+ * has no way to show those as "X" events, and viewers may misplace them.
+ *
+ * Time. "ts" and "dur" are microseconds with three decimals (exact
+ * nanoseconds), as the format requires whatever displayTimeUnit says. They
+ * are relative to a base kept in otherData as UTC nanoseconds: the first
+ * record's time less an hour, cut to a whole second. Perfetto refuses
+ * negative timestamps, and a span that began before the consumer attached
+ * (its begin lost) starts before the first record; the hour keeps those
+ * positive and the viewers show time from the earliest event anyway. A
+ * record older still is clamped to 0 (its span shortened), marked
+ * "evring.clamped" in its args and counted in otherData.clamped. Absolute
+ * microseconds would not do: a double reading 1.7e15 us has no nanoseconds.
+ *
+ * Names. process_name (the producer's program) is written when a process is
+ * first seen; thread_name entries at close, when the consumer knows the
+ * threads' names (from the segment's metadata; "tid N" when it has none).
+ * Viewers take metadata anywhere in the array. Reading the names at close
+ * also keeps this thread off decode.c's thread table while the drain thread
+ * may still grow it: at evr_consumer_close the drain thread is no longer
+ * decoding when on_close runs.
+ *
+ * The file is truncated when the handler starts, created mode 0600 if new.
+ * It is valid JSON once on_close (or destroy) has written the closing
+ * brackets; until then it is a prefix of one.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "builtin.h"
+#include "json.h"
+
+#define CHROME_BUF (64u << 10)
+#define BASE_MARGIN_NS 3600000000000ull
+
+struct chrome_thread {
+	const struct evr_source *src;
+	uint32_t tid;
+};
+
+struct chrome {
+	FILE *f; /* NULL once closed */
+	bool any;   /* an entry is written: the next one needs a comma */
+	bool based; /* base_ns is set */
+	uint64_t base_ns;
+	uint64_t last_ns; /* the latest time written: where a span still open is drawn to */
+	uint64_t clamped;
+	struct evr__pairmap procs;   /* (pid + 1, 0) */
+	struct evr__pairmap threads; /* (source pointer, tid + 1) */
+	struct chrome_thread *tl;    /* threads in the order first seen */
+	uint32_t ntl, captl;
+	struct evr__walk walk;
+};
+
+static void entry(struct chrome *c)
+{
+	fputs_unlocked(c->any ? ",\n{" : "\n{", c->f);
+	c->any = true;
+}
+
+static void set_base(struct chrome *c, uint64_t ns)
+{
+	uint64_t b;
+
+	if (c->based)
+		return;
+	b = ns > BASE_MARGIN_NS ? ns - BASE_MARGIN_NS : 0;
+	c->base_ns = b - b % 1000000000u;
+	c->based = true;
+}
+
+/* Microseconds since the base, exact: "<us>.<ns3>". */
+static void us(FILE *f, uint64_t ns)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%" PRIu64 ".%03u", ns / 1000u, (unsigned)(ns % 1000u));
+
+	fwrite_unlocked(buf, 1, (size_t)n, f);
+}
+
+/* The entries every record starts with: pid, tid and the process's name the first time. */
+static int see(struct chrome *c, const struct evr_source *src, uint32_t tid)
+{
+	uint32_t pid = src ? src->pid : 0;
+	bool added;
+	uint64_t *v = evr__pairmap_put(&c->procs, (uint64_t)pid + 1, 0, &added);
+
+	if (!v)
+		return -ENOMEM;
+	if (added) {
+		char name[32];
+		const char *prog = src && src->program && *src->program ? src->program : NULL;
+
+		if (!prog)
+			snprintf(name, sizeof(name), "pid %" PRIu32, pid);
+		entry(c);
+		fprintf(c->f, "\"ph\":\"M\",\"name\":\"process_name\",\"pid\":%" PRIu32 ",\"tid\":0,\"args\":{\"name\":",
+			pid);
+		evr__json_cstr(c->f, prog ? prog : name);
+		fputs_unlocked("}}", c->f);
+	}
+	v = evr__pairmap_put(&c->threads, (uint64_t)(uintptr_t)src, (uint64_t)tid + 1, &added);
+	if (!v)
+		return -ENOMEM;
+	if (added) {
+		if (c->ntl == c->captl) {
+			uint32_t cap = c->captl ? c->captl * 2 : 16;
+			struct chrome_thread *tl = realloc(c->tl, cap * sizeof(*tl));
+
+			if (!tl) {
+				evr__pairmap_remove(&c->threads, (uint64_t)(uintptr_t)src, (uint64_t)tid + 1, NULL);
+				return -ENOMEM;
+			}
+			c->tl = tl;
+			c->captl = cap;
+		}
+		c->tl[c->ntl++] = (struct chrome_thread){ src, tid };
+	}
+	return 0;
+}
+
+static void head(struct chrome *c, const char *ph, const struct evr_site_info *site, const char *fallback)
+{
+	FILE *f = c->f;
+	const char *disp = evr__site_dispatcher(site);
+
+	fprintf(f, "\"ph\":\"%s\",\"name\":", ph);
+	evr__json_cstr(f, evr__site_name(site) ? evr__site_name(site) : fallback);
+	fputs_unlocked(",\"cat\":", f);
+	evr__json_cstr(f, disp && *disp ? disp : "evring");
+}
+
+static int finish(struct chrome *c)
+{
+	int rc = ferror_unlocked(c->f) ? -EIO : 0;
+
+	funlockfile(c->f);
+	return rc;
+}
+
+/* One complete event; the caller holds the FILE's lock. */
+static int write_span(struct chrome *c, const struct evr_span_rec *sp)
+{
+	FILE *f = c->f;
+	uint64_t start = sp->start_ns, end = sp->end_ns;
+	bool first = true, clamped = false, any = false;
+	int rc;
+
+	/* A span still open has no end: draw it to the latest thing seen. */
+	if (!end && sp->status == EVR_SPAN_OPEN)
+		end = c->last_ns;
+	if (end < start)
+		end = start;
+	if (end > c->last_ns)
+		c->last_ns = end;
+	set_base(c, start);
+	if ((rc = see(c, sp->src, sp->tid)))
+		return rc;
+	if (start < c->base_ns) {
+		clamped = true;
+		c->clamped++;
+		start = c->base_ns;
+		if (end < start)
+			end = start;
+	}
+	entry(c);
+	head(c, "X", sp->site, "(unknown span)");
+	fputs_unlocked(",\"ts\":", f);
+	us(f, start - c->base_ns);
+	fputs_unlocked(",\"dur\":", f);
+	us(f, end - start);
+	fprintf(f, ",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{", sp->src ? sp->src->pid : 0, sp->tid);
+	evr__json_fields(f, sp->begin_fields, sp->end_fields, &first);
+	fputs_unlocked(first ? "\"span_id\":" : ",\"span_id\":", f);
+	evr__json_id(f, sp->span_id);
+	fputs_unlocked(",\"parent_id\":", f);
+	evr__json_id(f, sp->parent_id);
+	fputs_unlocked(",\"trace_id\":", f);
+	evr__json_id(f, sp->trace_id);
+	fputs_unlocked(",\"status\":", f);
+	evr__json_cstr(f, evr__span_status_name(sp->status));
+	if (sp->events)
+		fprintf(f, ",\"events\":%" PRIu32, sp->events);
+	for (unsigned b = 0; evr__span_flag_name(b); b++) {
+		if (!(sp->flags & (1u << b)))
+			continue;
+		fputs_unlocked(any ? "," : ",\"flags\":[", f);
+		evr__json_cstr(f, evr__span_flag_name(b));
+		any = true;
+	}
+	if (any)
+		putc_unlocked(']', f);
+	if (clamped)
+		fputs_unlocked(",\"evring.clamped\":true", f);
+	fputs_unlocked("}}", f);
+	return 0;
+}
+
+/* The spans of a trace, parents before children (see the top of the file). */
+static int chrome_trace_end(void *ctx, const struct evr_trace *tr)
+{
+	struct chrome *c = ctx;
+	int rc = 0;
+
+	if (!c->f)
+		return -EBADF; /* after on_close */
+	if (evr__trace_walk(&c->walk, tr) < 0)
+		return -ENOMEM;
+	flockfile(c->f);
+	set_base(c, tr->start_ns);
+	for (uint32_t k = 0; k < c->walk.n && !rc; k++)
+		if (tr->spans[c->walk.order[k]])
+			rc = write_span(c, tr->spans[c->walk.order[k]]);
+	if (rc) {
+		funlockfile(c->f);
+		return rc;
+	}
+	return finish(c);
+}
+
+/* Only spans still open at close: they never reach a trace. */
+static int chrome_span_end(void *ctx, const struct evr_span_rec *sp)
+{
+	struct chrome *c = ctx;
+	int rc;
+
+	if (!c->f)
+		return -EBADF;
+	if (sp->status != EVR_SPAN_OPEN)
+		return 0;
+	flockfile(c->f);
+	rc = write_span(c, sp);
+	if (rc) {
+		funlockfile(c->f);
+		return rc;
+	}
+	return finish(c);
+}
+
+static int chrome_event(void *ctx, const struct evr_event *ev)
+{
+	struct chrome *c = ctx;
+	FILE *f = c->f;
+	uint64_t ts = ev->ts_ns;
+	bool first = true;
+	int rc;
+
+	if (!f)
+		return -EBADF;
+	flockfile(f);
+	set_base(c, ts);
+	if (ts > c->last_ns)
+		c->last_ns = ts;
+	if ((rc = see(c, ev->src, ev->tid))) {
+		funlockfile(f);
+		return rc;
+	}
+	entry(c);
+	head(c, "i", ev->site, "(unknown event)");
+	fputs_unlocked(",\"s\":\"t\",\"ts\":", f);
+	us(f, ts < c->base_ns ? 0 : ts - c->base_ns);
+	fprintf(f, ",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{", ev->src ? ev->src->pid : 0, ev->tid);
+	evr__json_fields(f, ev->fields, NULL, &first);
+	fputs_unlocked(first ? "\"span_id\":" : ",\"span_id\":", f);
+	evr__json_id(f, ev->span_id);
+	fputs_unlocked(",\"trace_id\":", f);
+	evr__json_id(f, ev->trace_id);
+	if (ev->late)
+		fputs_unlocked(",\"late\":true", f);
+	if (ts < c->base_ns) {
+		c->clamped++;
+		fputs_unlocked(",\"evring.clamped\":true", f);
+	}
+	fputs_unlocked("}}", f);
+	return finish(c);
+}
+
+static int chrome_lost(void *ctx, const struct evr_lost *l)
+{
+	struct chrome *c = ctx;
+	FILE *f = c->f;
+	int rc;
+
+	if (!f)
+		return -EBADF;
+	flockfile(f);
+	set_base(c, l->ts_ns);
+	if (l->ts_ns > c->last_ns)
+		c->last_ns = l->ts_ns;
+	if ((rc = see(c, l->src, l->tid))) {
+		funlockfile(f);
+		return rc;
+	}
+	entry(c);
+	fputs_unlocked("\"ph\":\"i\",\"s\":\"p\",\"name\":\"evring.lost\",\"cat\":\"evring\",\"ts\":", f);
+	us(f, l->ts_ns < c->base_ns ? 0 : l->ts_ns - c->base_ns);
+	fprintf(f,
+		",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{\"count\":%" PRIu64 ",\"first_ns\":%" PRIu64
+		",\"lane\":%" PRIu32 "}}",
+		l->src ? l->src->pid : 0, l->tid, l->count, l->first_ns, l->lane);
+	return finish(c);
+}
+
+static void chrome_close(void *ctx)
+{
+	struct chrome *c = ctx;
+	FILE *f = c->f;
+	char utc[40];
+
+	if (!f)
+		return;
+	flockfile(f);
+	for (uint32_t i = 0; i < c->ntl; i++) {
+		const struct evr_source *src = c->tl[i].src;
+		const struct evr_thread_info *ti = NULL;
+		char name[32];
+
+		/* struct evr_src begins with its struct evr_source: the consumer's objects point at that. */
+		if (src)
+			ti = evr__src_thread((const struct evr_src *)(const void *)src, c->tl[i].tid);
+		if (ti && ti->name[0])
+			snprintf(name, sizeof(name), "%.*s", (int)sizeof(ti->name), ti->name);
+		else
+			snprintf(name, sizeof(name), "tid %" PRIu32, c->tl[i].tid);
+		entry(c);
+		fprintf(f, "\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{\"name\":",
+			src ? src->pid : 0, c->tl[i].tid);
+		evr__json_cstr(f, name);
+		fputs_unlocked("}}", f);
+	}
+	fputs_unlocked("\n],\n\"displayTimeUnit\":\"ns\",\"otherData\":{\"producer\":\"evring\",\"base_utc_ns\":", f);
+	if (c->based) {
+		evr__json_u64(f, c->base_ns);
+		fputs_unlocked(",\"base_utc\":", f);
+		evr__json_cstr(f, evr__fmt_utc(utc, sizeof(utc), c->base_ns));
+	} else
+		fputs_unlocked("null,\"base_utc\":null", f);
+	fputs_unlocked(",\"clamped\":", f);
+	evr__json_u64(f, c->clamped);
+	fputs_unlocked("}}\n", f);
+	funlockfile(f);
+	fclose(f);
+	c->f = NULL;
+}
+
+static void chrome_destroy(void *ctx)
+{
+	struct chrome *c = ctx;
+
+	/* Removed without on_close: still leave valid JSON behind. */
+	chrome_close(c);
+	evr__pairmap_free(&c->procs);
+	evr__pairmap_free(&c->threads);
+	free(c->tl);
+	evr__walk_free(&c->walk);
+	free(c);
+}
+
+int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen)
+{
+	struct chrome *c;
+	int e;
+
+	(void)out;
+	if (!arg || !*arg)
+		return evr__builtin_err(err, errlen, -EINVAL, "chrome: needs a path: chrome=PATH");
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return evr__builtin_err(err, errlen, -ENOMEM, "chrome: out of memory");
+	c->f = evr__open_output(arg, false);
+	if (!c->f) {
+		e = errno;
+		free(c);
+		return evr__builtin_err(err, errlen, -e, "chrome: cannot open '%s': %s", arg, strerror(e));
+	}
+	setvbuf(c->f, NULL, _IOFBF, CHROME_BUF);
+	fputs("{\"traceEvents\":[", c->f);
+	h->name = "chrome";
+	h->ctx = c;
+	h->on_event = chrome_event;
+	h->on_span_end = chrome_span_end;
+	h->on_trace_end = chrome_trace_end;
+	h->on_lost = chrome_lost;
+	h->on_close = chrome_close;
+	h->destroy = chrome_destroy;
+	return 0;
+}

@@ -1,0 +1,335 @@
+/*
+ * evring/consumer.h: attach to live evring processes, drain their segments,
+ * rebuild span trees and run handlers. Link -levring-consumer (pkg-config
+ * evring-consumer).
+ *
+ *   struct evr_consumer *c = evr_consumer_new(&opts, err, sizeof(err));
+ *   evr_consumer_attach_pid(c, pid, 0, err, sizeof(err));
+ *   evr_consumer_add_builtin(c, "stats", err, sizeof(err));
+ *   evr_consumer_run(c, 10 * 1000000000ull, &stop);
+ *   evr_consumer_close(c);
+ *
+ * Pipeline, on the thread that calls evr_consumer_poll / run (the drain
+ * thread): drain every lane in batches -> decode the msgpack bodies ->
+ * merge into one stream ordered by time (a watermark over lanes, late records
+ * delivered and counted) -> span trees -> one bounded queue per handler, each
+ * handler on its own thread, a watchdog enforcing a per-call timeout.
+ *
+ * Everything a handler receives is immutable and lives at least until its
+ * callback returns; evr_obj_ref keeps it longer. Times are UTC nanoseconds
+ * since the epoch (and CLOCK_MONOTONIC nanoseconds where named mono).
+ *
+ * Threads: evr_consumer_* calls come from one thread (the drain thread),
+ * except evr_consumer_add_handler / remove_handler, which may come from any
+ * thread while the stream runs, and evr_consumer_stop, which is async-signal-safe.
+ */
+#ifndef EVRING_CONSUMER_H
+#define EVRING_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <evring/visibility.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- decoded values ----------------------------------------------------- */
+
+enum evr_value_type {
+	EVR_V_NIL = 0,
+	EVR_V_BOOL = 1,
+	EVR_V_I64 = 2, /* negative integers */
+	EVR_V_U64 = 3, /* non-negative integers */
+	EVR_V_F64 = 4,
+	EVR_V_STR = 5, /* s[len], NUL-terminated; truncated: the producer cut it at its limit */
+};
+
+struct evr_value {
+	uint8_t type;
+	bool truncated;
+	uint32_t len;
+	union {
+		bool b;
+		int64_t i;
+		uint64_t u;
+		double f;
+		const char *s;
+	};
+};
+
+/* A field as a handler sees it: the site's name for it and the value. */
+struct evr_field {
+	const char *name;
+	bool content; /* the producer marked it content (prompt, completion, ...) */
+	struct evr_value v;
+};
+
+/* An immutable, reference-counted block of fields. */
+struct evr_fields {
+	uint32_t refs;
+	uint32_t n;
+	struct evr_field f[];
+};
+
+/* ---- what the producer described --------------------------------------- */
+
+enum evr_site_kind_c { EVR_KIND_EVENT = 1, EVR_KIND_SPAN_BEGIN = 2, EVR_KIND_SPAN_END = 3 };
+
+/* A call site, from the segment's metadata. Lives as long as its source. */
+struct evr_site_info {
+	uint64_t id;
+	uint8_t kind;
+	uint32_t line;
+	uint32_t nfields;
+	const char *name, *dispatcher, *file, *func;
+	const char **field_names;
+	const uint8_t *field_types; /* enum evr_field_type of <evring/evring.h> */
+	const bool *field_content;
+};
+
+/* One attached process (segment). Lives until evr_consumer_close. */
+struct evr_source {
+	uint32_t pid;
+	uint32_t index; /* 0, 1, ... in attach order */
+	const char *program;
+	const char *cmdline;
+	const char *shm_name;
+	bool dead; /* the producer process is gone */
+};
+
+/* ---- what handlers receive ---------------------------------------------- */
+
+/* Every object handed to a handler starts with this header. */
+struct evr_obj {
+	uint32_t refs;
+	uint8_t kind; /* enum evr_obj_kind */
+};
+enum evr_obj_kind { EVR_OBJ_EVENT = 1, EVR_OBJ_SPAN = 2, EVR_OBJ_TRACE = 3, EVR_OBJ_LOST = 4 };
+
+/* Keeps an object past the callback that received it; drop it with evr_obj_unref. */
+EVR_API void evr_obj_ref(const void *obj);
+EVR_API void evr_obj_unref(const void *obj);
+
+struct evr_event {
+	struct evr_obj obj;
+	const struct evr_source *src;
+	const struct evr_site_info *site;
+	uint64_t ts_ns; /* UTC */
+	uint64_t mono_ns;
+	uint64_t span_id, trace_id; /* the span it happened in (0: none), and that span's trace if known */
+	uint32_t tid;
+	bool late; /* arrived after later records had been delivered */
+	struct evr_fields *fields;
+};
+
+enum evr_span_status { EVR_SPAN_OK = 0, EVR_SPAN_DROPPED = 1, EVR_SPAN_ABANDONED = 2, EVR_SPAN_OPEN = 3 };
+
+enum evr_span_flags {
+	EVR_SPAN_NO_BEGIN = 1u,	      /* rebuilt from its end record alone (begin lost or before attach) */
+	EVR_SPAN_MISSING_PARENT = 2u, /* its parent never arrived within the grace period */
+	EVR_SPAN_EVICTED = 4u,	      /* closed as abandoned: too many open spans */
+	EVR_SPAN_PRODUCER_DIED = 8u,  /* closed as abandoned: its process died */
+	EVR_SPAN_DETACHED = 16u,      /* still open when the consumer detached */
+};
+
+/*
+ * A span. on_span_begin receives it with status EVR_SPAN_OPEN, end_ns 0 and
+ * no end fields; on_span_end and on_trace_end receive a new object with
+ * everything. start_ns/end_ns are UTC.
+ */
+struct evr_span_rec {
+	struct evr_obj obj;
+	const struct evr_source *src;
+	const struct evr_site_info *site; /* the begin site: name and dispatcher */
+	uint64_t span_id, parent_id, trace_id;
+	uint64_t start_ns, end_ns;
+	uint64_t start_mono_ns, end_mono_ns;
+	uint32_t tid; /* the thread that began it (ended it, when the begin was lost) */
+	uint8_t status;
+	uint32_t flags;
+	uint32_t events; /* events recorded inside it */
+	struct evr_fields *begin_fields, *end_fields; /* never NULL (possibly empty) */
+};
+
+/* A whole trace: every span of it, ended; the tree in parent indexes. */
+struct evr_trace {
+	struct evr_obj obj;
+	const struct evr_source *src;
+	uint64_t trace_id;
+	uint32_t nspans;
+	int32_t root; /* index of the root span, -1 when it never arrived */
+	uint64_t start_ns, end_ns;
+	bool incomplete; /* delivered after the grace period with spans missing */
+	struct evr_span_rec **spans;  /* in start order */
+	int32_t *parent;	  /* parent index of spans[i], -1 for none */
+	uint32_t *first_child;	  /* index+1 of the first child, 0 for none */
+	uint32_t *next_sibling;	  /* index+1 of the next sibling, 0 for none */
+};
+
+struct evr_lost {
+	struct evr_obj obj;
+	const struct evr_source *src;
+	uint32_t tid, lane;
+	uint64_t count;
+	uint64_t ts_ns, first_ns; /* when reported, when the first drop happened */
+};
+
+/* ---- handlers ----------------------------------------------------------- */
+
+/*
+ * A handler: callbacks (any may be NULL) and filters. Callbacks run on the
+ * handler's own thread, one at a time, each under the consumer's timeout.
+ * A non-zero return is counted and reported as the handler's error.
+ */
+struct evr_handler {
+	const char *name;
+	void *ctx;
+	int (*on_event)(void *ctx, const struct evr_event *ev);
+	int (*on_span_begin)(void *ctx, const struct evr_span_rec *sp);
+	int (*on_span_end)(void *ctx, const struct evr_span_rec *sp);
+	int (*on_trace_end)(void *ctx, const struct evr_trace *tr);
+	int (*on_lost)(void *ctx, const struct evr_lost *lost);
+	/* Called once the stream has ended for this handler (after its last callback): flush, print. */
+	void (*on_close)(void *ctx);
+	/* Frees ctx; called after on_close, or when the handler is removed. */
+	void (*destroy)(void *ctx);
+
+	/*
+	 * Filters. dispatcher: a dotted prefix ("app" takes "app" and "app.llm");
+	 * records of a sub-dispatcher reach it only if every dispatcher between
+	 * them propagates. ignore_begin / ignore_end: NULL-terminated span (and,
+	 * for ignore_end, event) names not delivered, as LlamaIndex's
+	 * event_starts_to_ignore / event_ends_to_ignore.
+	 */
+	const char *dispatcher;
+	const char *const *ignore_begin;
+	const char *const *ignore_end;
+	uint32_t queue_len; /* its queue's capacity (a power of two; 0: 4096) */
+};
+
+/* Why a handler call is reported: it overran the timeout, or returned an error. */
+struct evr_handler_error {
+	const char *handler;
+	const char *callback; /* "on_event", "on_span_end", ... */
+	const char *what;     /* the event or span name */
+	uint64_t elapsed_ns;
+	int rc;		      /* the callback's return; 0 for a timeout */
+	bool timeout;
+};
+
+struct evr_handler_stats {
+	const char *name;
+	uint64_t delivered; /* callbacks run */
+	uint64_t filtered;  /* records its filters turned away */
+	uint64_t skipped;   /* records not delivered: its queue was full or it was stalled */
+	uint64_t errors;    /* callbacks that returned non-zero */
+	uint64_t timeouts;  /* callbacks that overran the timeout */
+	bool stalled;	    /* inside a call that overran, now */
+};
+
+/* The versioned entry point of a handler plug-in (a shared object). */
+#define EVR_HANDLER_ABI 1
+#define EVR_HANDLER_ENTRY "evr_handler_entry_v1"
+typedef int (*evr_handler_entry_v1_fn)(const char *arg, struct evr_handler *out, char *err, size_t errlen);
+/* Marks a plug-in's entry point exported, for plug-ins built with -fvisibility=hidden. */
+#define EVR_HANDLER_EXPORT __attribute__((visibility("default")))
+
+/* ---- the consumer -------------------------------------------------------- */
+
+struct evr_consumer_opts {
+	uint64_t timeout_ns;	   /* per handler call; 0: 5 s, as aiconfig's CallbackManager */
+	uint64_t merge_window_ns;  /* how long a quiet lane holds back the merge; 0: 2 ms */
+	uint64_t orphan_grace_ns;  /* wait for a missing parent before delivering; 0: 1 s */
+	uint32_t max_open_spans;   /* past this the oldest open spans are closed; 0: 100000 */
+	uint32_t batch;		   /* records read per lane per round; 0: 1024 */
+	void (*on_error)(void *arg, const struct evr_handler_error *e); /* also reported on stderr */
+	void *on_error_arg;
+	FILE *log;		   /* where timeouts and errors are reported; NULL: stderr */
+	bool quiet;		   /* report to on_error only */
+};
+
+struct evr_consumer;
+
+/* Returns NULL with err set (bad options, no memory). */
+EVR_API struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char *err, size_t errlen);
+
+enum evr_attach_flags { EVR_ATTACH_FROM_OLDEST = 1u };
+
+/*
+ * Attaches to every segment of a live process (by pid), or to one segment by
+ * name: its shm name ("/evring.<pid>.<name>"), or "<pid>.<name>". Validates
+ * the segment (hostile input), refuses one owned by another user, and takes
+ * its consumer slot. Returns the source index, or -ENOENT (no such process /
+ * no segment), -ESRCH (process gone), -EACCES, -EPROTO (ABI; err names both
+ * versions), -EBUSY (slot held; err names the holder's pid), -EBADMSG.
+ */
+EVR_API int evr_consumer_attach_pid(struct evr_consumer *c, uint32_t pid, unsigned flags, char *err, size_t errlen);
+EVR_API int evr_consumer_attach_name(struct evr_consumer *c, const char *name, unsigned flags, char *err,
+				     size_t errlen);
+
+/*
+ * Adds a handler (copied). On success ctx is taken over (destroy frees it);
+ * on failure it is still the caller's. Returns its id (>= 0) or -errno. Any thread.
+ */
+EVR_API int evr_consumer_add_handler(struct evr_consumer *c, const struct evr_handler *h);
+
+/*
+ * Adds a built-in handler from a spec: tail, debug, tokens, stats,
+ * jsonl[=PATH] (default evring.log), chrome=PATH; or plugin=PATH.so[:ARG],
+ * a shared object exporting EVR_HANDLER_ENTRY. Output of tail / debug /
+ * tokens / stats goes to out (NULL: stdout). Returns the id or -errno.
+ */
+EVR_API int evr_consumer_add_builtin(struct evr_consumer *c, const char *spec, FILE *out, char *err, size_t errlen);
+
+/* Stops and removes a handler: its queue is drained, on_close and destroy run. Any thread. */
+EVR_API int evr_consumer_remove_handler(struct evr_consumer *c, int id);
+
+/*
+ * One round: drain, decode, merge, build spans, dispatch. Returns the number
+ * of records read (0: nothing new), or -errno.
+ */
+EVR_API int evr_consumer_poll(struct evr_consumer *c);
+
+/*
+ * Polls until every attached producer has exited and its records are read,
+ * or *stop becomes non-zero, or duration_ns passes (0: no limit). Sleeps
+ * briefly when idle. Returns 0 or -errno.
+ */
+EVR_API int evr_consumer_run(struct evr_consumer *c, uint64_t duration_ns, volatile int *stop);
+
+struct evr_consumer_stats {
+	uint64_t records;	 /* read from the lanes */
+	uint64_t events, spans_begun, spans_ended, traces;
+	uint64_t lost;		 /* records the producers dropped (LOST records) */
+	uint64_t late;		 /* records delivered after later ones */
+	uint64_t bad;		 /* records that failed validation or decoding, skipped */
+	uint64_t ring_skipped;	 /* bytes-level skips by the ring reader (corrupt, stuck, dead writers) */
+	uint64_t spans_no_begin, spans_orphaned, spans_abandoned, spans_evicted;
+	uint64_t open_spans;
+	uint64_t handler_skipped, handler_timeouts, handler_errors;
+};
+EVR_API void evr_consumer_stats(struct evr_consumer *c, struct evr_consumer_stats *st);
+
+/* Per-handler counters; returns how many were written (at most n). */
+EVR_API int evr_consumer_handler_stats(struct evr_consumer *c, struct evr_handler_stats *out, int n);
+
+/* Makes evr_consumer_run return at its next round. Async-signal-safe. */
+EVR_API void evr_consumer_stop(struct evr_consumer *c);
+
+/*
+ * Flushes the merge, hands spans still open to handlers as detached (only
+ * to on_span_end with EVR_SPAN_DETACHED: they may yet end), drains every
+ * handler's queue, runs on_close and destroy, releases the consumer slots and
+ * unmaps. A handler stalled in a call is left behind, not waited for.
+ */
+EVR_API void evr_consumer_close(struct evr_consumer *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVRING_CONSUMER_H */

@@ -1,0 +1,151 @@
+/*
+ * merge.c: many lanes of many processes into one stream ordered by time.
+ *
+ * Each lane is read in position order, which is time order for one writer,
+ * into a queue of its own. The merge hands out the earliest head among the
+ * queues, but only up to a watermark: no lane may later produce a record
+ * earlier than what is handed out. A lane with records queued bounds the
+ * watermark by its head; an empty lane by the time it was last found empty,
+ * less a window (a writer takes its timestamp a moment before it commits, so
+ * a record stamped just before the poll may not be visible yet). This is the
+ * scheme of perf's ordered events. A record that still arrives behind what
+ * was handed out (its writer was preempted for longer than the window, or a
+ * shared-lane writer overtook another) is handed out at once, marked late and
+ * counted: never dropped.
+ *
+ * The number of lanes is small (tens), so the earliest head is found by a
+ * scan rather than a heap: fewer branches per record than heap upkeep.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+struct lane_q {
+	uint32_t src, lane;
+	struct evr_rec *head, *tail;
+	uint64_t idle_mono; /* found empty at this time; UINT64_MAX: will never produce again */
+};
+
+struct evr_merge {
+	struct lane_q *q;
+	uint32_t n, cap;
+	uint64_t last_mono; /* time of the last record handed out */
+	uint64_t late;
+};
+
+struct evr_merge *evr__merge_new(uint32_t lanes_hint)
+{
+	struct evr_merge *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	m->cap = lanes_hint ? lanes_hint : 16;
+	m->q = calloc(m->cap, sizeof(*m->q));
+	if (!m->q) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void evr__merge_free(struct evr_merge *m)
+{
+	if (!m)
+		return;
+	free(m->q);
+	free(m);
+}
+
+static struct lane_q *queue(struct evr_merge *m, uint32_t src, uint32_t lane)
+{
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->q[i].src == src && m->q[i].lane == lane)
+			return &m->q[i];
+	if (m->n == m->cap) {
+		uint32_t cap = m->cap * 2;
+		struct lane_q *t = realloc(m->q, cap * sizeof(*t));
+		if (!t)
+			return NULL;
+		m->q = t;
+		m->cap = cap;
+	}
+	m->q[m->n] = (struct lane_q){ .src = src, .lane = lane };
+	return &m->q[m->n++];
+}
+
+int evr__merge_push(struct evr_merge *m, uint32_t src, uint32_t lane, struct evr_rec *r)
+{
+	struct lane_q *q = queue(m, src, lane);
+
+	if (!q)
+		return -ENOMEM;
+	r->next = NULL;
+	if (q->tail)
+		q->tail->next = r;
+	else
+		q->head = r;
+	q->tail = r;
+	return 0;
+}
+
+void evr__merge_idle(struct evr_merge *m, uint32_t src, uint32_t lane, uint64_t mono_ns)
+{
+	struct lane_q *q = queue(m, src, lane);
+
+	if (q)
+		q->idle_mono = mono_ns;
+}
+
+struct evr_rec *evr__merge_pop(struct evr_merge *m, uint64_t window_ns, bool flush)
+{
+	struct lane_q *best = NULL;
+	uint64_t mark = UINT64_MAX;
+	struct evr_rec *r;
+
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct lane_q *q = &m->q[i];
+		uint64_t bound;
+
+		if (q->head) {
+			bound = q->head->mono_ns;
+			if (!best || bound < best->head->mono_ns)
+				best = q;
+		} else if (q->idle_mono == UINT64_MAX) {
+			continue;
+		} else {
+			bound = q->idle_mono > window_ns ? q->idle_mono - window_ns : 0;
+		}
+		if (bound < mark)
+			mark = bound;
+	}
+	/* A record already behind what was handed out gains nothing by waiting: out at once, marked late. */
+	if (!best || (!flush && best->head->mono_ns > mark && best->head->mono_ns >= m->last_mono))
+		return NULL;
+	r = best->head;
+	best->head = r->next;
+	if (!best->head)
+		best->tail = NULL;
+	r->next = NULL;
+	if (r->mono_ns < m->last_mono) {
+		r->late = true;
+		m->late++;
+	} else {
+		m->last_mono = r->mono_ns;
+	}
+	return r;
+}
+
+uint64_t evr__merge_late(const struct evr_merge *m)
+{
+	return m->late;
+}
+
+bool evr__merge_src_empty(const struct evr_merge *m, uint32_t src)
+{
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->q[i].src == src && m->q[i].head)
+			return false;
+	return true;
+}

@@ -1,0 +1,400 @@
+/*
+ * test_e2e.c: a real producer process, a real consumer. The producer runs a
+ * known LLM workload; the consumer attaches to it by pid and writes jsonl;
+ * the trees read back from the jsonl must be exactly the expected ones. The
+ * same producer killed with SIGKILL mid-trace: its open spans come out
+ * abandoned and nothing it wrote is lost. Then attach semantics: from now and
+ * from oldest, one consumer per segment, errors, detach and attach again.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include <evring/consumer.h>
+#include <evring/llm.h>
+
+/* A child process that opens its segment, tells the parent, waits for "go", runs fn, then exits or hangs. */
+struct child {
+	pid_t pid;
+	int go[2], ready[2];
+};
+
+static void child_start(struct child *ch, const char *name, void (*fn)(void), bool hang)
+{
+	char b = 0;
+
+	cr_assert_eq(pipe(ch->go), 0);
+	cr_assert_eq(pipe(ch->ready), 0);
+	fflush(NULL);
+	ch->pid = fork();
+	cr_assert_geq(ch->pid, 0);
+	if (ch->pid == 0) {
+		struct evr_config cfg = { .name = name, .capture_content = 1 };
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave its producer behind */
+		if (evr_open(&cfg) != 0)
+			_exit(2);
+		if (write(ch->ready[1], "r", 1) != 1 || read(ch->go[0], &b, 1) != 1)
+			_exit(3);
+		fn();
+		if (write(ch->ready[1], "d", 1) != 1)
+			_exit(4);
+		if (hang)
+			for (;;)
+				pause();
+		exit(0); /* exit handlers unlink the segment; an attached consumer keeps its mapping */
+	}
+	cr_assert_eq(read(ch->ready[0], &b, 1), 1, "the producer could not open its segment");
+	cr_assert_eq(b, 'r');
+}
+
+static void child_go(struct child *ch)
+{
+	cr_assert_eq(write(ch->go[1], "g", 1), 1);
+}
+
+static void child_wait_done(struct child *ch)
+{
+	char b = 0;
+	cr_assert_eq(read(ch->ready[0], &b, 1), 1);
+	cr_assert_eq(b, 'd');
+}
+
+static void child_reap(struct child *ch, int expect_signal)
+{
+	int status;
+
+	cr_assert_eq(waitpid(ch->pid, &status, 0), ch->pid);
+	if (expect_signal)
+		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == expect_signal);
+	else
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "producer exit status %d", status);
+	close(ch->go[0]);
+	close(ch->go[1]);
+	close(ch->ready[0]);
+	close(ch->ready[1]);
+}
+
+/* The workload of the issue: query -> retrieve -> embedding; a streamed chat; a failing tool call. */
+static void workload(void)
+{
+	struct evr_span q = evr_query_start("what is evring?");
+	struct evr_span r = evr_retrieve_start("docs", "what is evring?", 3);
+	struct evr_span e = evr_embedding_start("bge-small", 1);
+
+	evr_embedding_end(&e, 7, 384);
+	evr_retrieve_end(&r, 3, 0.92, NULL);
+	struct evr_span chat = evr_llm_chat_start("vllm", "llama-3-8b", "prompt", 64, 0.2, true);
+	for (uint32_t i = 0; i < 5; i++)
+		evr_llm_chat_chunk(&chat, i, 1, "tok");
+	evr_llm_chat_end(&chat, "llama-3-8b", 120, 5, "stop", "answer");
+	struct evr_span t = evr_tool_call_start("search", "call-1", "{\"q\":1}");
+	evr_tool_call_fail(&t, "timeout", "tool timed out");
+	evr_query_end(&q, "an answer");
+}
+
+static void half_trace(void)
+{
+	struct evr_span q = evr_query_start("never finished");
+	struct evr_span chat = evr_llm_chat_start("vllm", "llama-3-8b", NULL, 64, 0.2, true);
+
+	evr_llm_chat_chunk(&chat, 0, 1, "t");
+	EVR_EVENT("app", "before_death", EVR_U32("n", 7));
+	(void)q;
+}
+
+/*
+ * The trees in a jsonl file, one line per span in start order:
+ * "depth name status events [key=value ...]" for a few stable fields.
+ */
+static char *trees(const char *path)
+{
+	static const char script[] =
+		"import json,sys\n"
+		"S=[];E={}\n"
+		"for l in open(sys.argv[1]):\n"
+		"  o=json.loads(l)\n"
+		"  if o['kind']=='span': S.append(o)\n"
+		"  elif o['kind']=='event': E[o['span_id']]=E.get(o['span_id'],0)+1\n"
+		"ids={s['span_id']:s for s in S}\n"
+		"def depth(s):\n"
+		"  d=0\n"
+		"  while s['parent_id'] in ids: s=ids[s['parent_id']]; d+=1\n"
+		"  return d\n"
+		"keys=['gen_ai.usage.input_tokens','gen_ai.usage.output_tokens','error.type','retrieval.nodes']\n"
+		"assert len({s['trace_id'] for s in S})<=1, 'one trace'\n"
+		"for s in sorted(S,key=lambda s:(s['start_ns'],depth(s))):\n"
+		"  f=' '.join('%s=%s'%(k,s['fields'][k]) for k in keys if k in s['fields'])\n"
+		"  print(depth(s),s['name'],s['status'],E.get(s['span_id'],0),f)\n";
+	char cmd[512], *out = calloc(1, 8192);
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "python3 -c \"$EVR_TREES\" %s", path);
+	setenv("EVR_TREES", script, 1);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(out, 1, 8191, p);
+	out[n] = 0;
+	cr_assert_eq(pclose(p), 0, "the jsonl did not parse: %s", out);
+	return out;
+}
+
+static struct evr_consumer *consumer(void)
+{
+	struct evr_consumer_opts o = { .merge_window_ns = 1000000, .orphan_grace_ns = 50000000 };
+	char err[256];
+	struct evr_consumer *c = evr_consumer_new(&o, err, sizeof(err));
+
+	cr_assert_not_null(c, "%s", err);
+	return c;
+}
+
+Test(e2e, live_process_jsonl_matches_the_expected_trees)
+{
+	struct child ch;
+	char err[256], path[64];
+	struct evr_consumer *c;
+
+	snprintf(path, sizeof(path), "/tmp/evr-e2e-%d.jsonl", (int)getpid());
+	unlink(path);
+	child_start(&ch, "e2e", workload, false);
+	c = consumer();
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, 0, err, sizeof(err)), 0, "%s", err);
+	char spec[96];
+	snprintf(spec, sizeof(spec), "jsonl=%s", path);
+	cr_assert_geq(evr_consumer_add_builtin(c, spec, NULL, err, sizeof(err)), 0, "%s", err);
+	child_go(&ch);
+	cr_assert_eq(evr_consumer_run(c, 20000000000ull, NULL), 0);
+	child_reap(&ch, 0);
+	struct evr_consumer_stats st;
+	evr_consumer_stats(c, &st);
+	evr_consumer_close(c);
+
+	char *got = trees(path);
+	cr_assert_str_eq(got, "0 query ok 0 \n"
+			      "1 retrieve ok 0 retrieval.nodes=3\n"
+			      "2 embedding ok 0 gen_ai.usage.input_tokens=7\n"
+			      "1 llm.chat ok 5 gen_ai.usage.input_tokens=120 gen_ai.usage.output_tokens=5\n"
+			      "1 function_call dropped 0 error.type=timeout\n");
+	cr_assert_eq(st.spans_ended, 5);
+	cr_assert_eq(st.events, 5);
+	cr_assert_eq(st.traces, 1);
+	cr_assert_eq(st.lost + st.bad + st.spans_no_begin, 0);
+	free(got);
+	unlink(path);
+}
+
+Test(e2e, producer_killed_mid_trace_abandons_its_open_spans)
+{
+	struct child ch;
+	char err[256], path[64], spec[96];
+	struct evr_consumer *c;
+
+	snprintf(path, sizeof(path), "/tmp/evr-e2e-kill-%d.jsonl", (int)getpid());
+	unlink(path);
+	child_start(&ch, "e2ekill", half_trace, true);
+	c = consumer();
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)), 0,
+		      "%s", err);
+	snprintf(spec, sizeof(spec), "jsonl=%s", path);
+	cr_assert_geq(evr_consumer_add_builtin(c, spec, NULL, err, sizeof(err)), 0, "%s", err);
+	child_go(&ch);
+	child_wait_done(&ch);
+	for (int i = 0; i < 20; i++)
+		evr_consumer_poll(c);
+	kill(ch.pid, SIGKILL);
+	child_reap(&ch, SIGKILL);
+	cr_assert_eq(evr_consumer_run(c, 20000000000ull, NULL), 0, "run ends once the dead producer is read");
+	struct evr_consumer_stats st;
+	evr_consumer_stats(c, &st);
+	evr_consumer_close(c);
+
+	char *got = trees(path);
+	/* The event went to the current span, the chat, with its chunk. */
+	cr_assert_str_eq(got, "0 query abandoned 0 \n"
+			      "1 llm.chat abandoned 2 \n");
+	cr_assert_eq(st.spans_abandoned, 2);
+	cr_assert_eq(st.events, 2, "what the producer wrote before it died is all there");
+	free(got);
+	/* The dead producer's segment stays behind (it never exited): remove it. */
+	char shm[64];
+	snprintf(shm, sizeof(shm), "/evring.%d.e2ekill", (int)ch.pid);
+	cr_assert_eq(evr_segment_unlink(shm), 0);
+	unlink(path);
+}
+
+/* A handler that counts, for the tests that do not need files. */
+struct counts {
+	uint64_t events, begins, ends, traces, lost;
+};
+static int count_event(void *ctx, const struct evr_event *ev)
+{
+	(void)ev;
+	__atomic_add_fetch(&((struct counts *)ctx)->events, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+static int count_begin(void *ctx, const struct evr_span_rec *sp)
+{
+	(void)sp;
+	__atomic_add_fetch(&((struct counts *)ctx)->begins, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+/* Ends that came from an end record (not closed by the consumer: abandoned, or open at detach). */
+static int count_end(void *ctx, const struct evr_span_rec *sp)
+{
+	if (sp->status == EVR_SPAN_OK || sp->status == EVR_SPAN_DROPPED)
+		__atomic_add_fetch(&((struct counts *)ctx)->ends, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+static int count_lost(void *ctx, const struct evr_lost *l)
+{
+	__atomic_add_fetch(&((struct counts *)ctx)->lost, l->count, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static int add_counter(struct evr_consumer *c, struct counts *n)
+{
+	/* A queue that holds a whole run: this handler must see every record, never skip one. */
+	struct evr_handler h = { .name = "count", .ctx = n, .on_event = count_event, .on_span_begin = count_begin,
+				 .on_span_end = count_end, .on_lost = count_lost, .queue_len = 1u << 21 };
+	return evr_consumer_add_handler(c, &h);
+}
+
+#define MILLION_EVENTS 450000u
+#define MILLION_SPANS 25000u
+
+static void bulk(void)
+{
+	for (uint32_t i = 0; i < MILLION_SPANS; i++) {
+		struct evr_span s = EVR_SPAN_BEGIN("app", "unit", EVR_U32("i", i));
+		EVR_SPAN_END(s);
+	}
+	for (uint32_t i = 0; i < MILLION_EVENTS; i++)
+		EVR_EVENT("app", "tick", EVR_U32("i", i));
+}
+
+Test(e2e, a_million_records_from_two_producers_reconcile, .timeout = 120)
+{
+	struct child a, b;
+	struct counts n = { 0 };
+	struct evr_consumer *c;
+	struct evr_consumer_stats st;
+	char err[256];
+
+	child_start(&a, "bulk", bulk, false);
+	child_start(&b, "bulk", bulk, false);
+	c = consumer();
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)a.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)), 0, "%s",
+		      err);
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)b.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)), 0, "%s",
+		      err);
+	cr_assert_geq(add_counter(c, &n), 0);
+	child_go(&a);
+	child_go(&b);
+	cr_assert_eq(evr_consumer_run(c, 100000000000ull, NULL), 0);
+	child_reap(&a, 0);
+	child_reap(&b, 0);
+	evr_consumer_stats(c, &st);
+	evr_consumer_close(c);
+
+	/* Per producer: MILLION_EVENTS events, MILLION_SPANS begins and ends; everything either delivered or counted lost. */
+	uint64_t emitted = 2ull * (MILLION_EVENTS + 2 * MILLION_SPANS);
+	cr_log_info("records %llu events %llu begins %llu ends %llu lost %llu", (unsigned long long)st.records,
+		    (unsigned long long)n.events, (unsigned long long)n.begins, (unsigned long long)n.ends,
+		    (unsigned long long)st.lost);
+	cr_assert_eq(st.bad, 0);
+	cr_assert_eq(st.handler_skipped, 0);
+	cr_assert_eq(n.events, st.events);
+	cr_assert_eq(n.lost, st.lost);
+	cr_assert_eq(n.events + n.begins + n.ends + st.lost, emitted,
+		     "events %llu + begins %llu + ends %llu + lost %llu != emitted %llu", (unsigned long long)n.events,
+		     (unsigned long long)n.begins, (unsigned long long)n.ends, (unsigned long long)st.lost,
+		     (unsigned long long)emitted);
+	cr_assert_eq(n.begins, st.spans_begun);
+}
+
+static void one_event(void)
+{
+	EVR_EVENT("app", "before_attach");
+}
+
+Test(e2e, attach_semantics)
+{
+	struct child ch;
+	struct evr_consumer *c1, *c2;
+	struct counts n1 = { 0 }, n2 = { 0 };
+	char err[256], name[64];
+
+	child_start(&ch, "e2eattach", one_event, true);
+	child_go(&ch);
+	child_wait_done(&ch);
+
+	/* From oldest: the event written before the attach, still unread in its lane, is delivered. */
+	c1 = consumer();
+	cr_assert_geq(evr_consumer_attach_pid(c1, (uint32_t)ch.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)), 0,
+		      "%s", err);
+	add_counter(c1, &n1);
+	for (int i = 0; i < 100 && __atomic_load_n(&n1.events, __ATOMIC_RELAXED) == 0; i++) {
+		evr_consumer_poll(c1);
+		usleep(2000);
+	}
+
+	/* One consumer per segment: a second process is refused, told the first one's pid. */
+	pid_t other = fork();
+	if (other == 0) {
+		struct evr_consumer *c = evr_consumer_new(NULL, err, sizeof(err));
+		char me[32];
+		int rc = c ? evr_consumer_attach_pid(c, (uint32_t)ch.pid, 0, err, sizeof(err)) : -1;
+		snprintf(me, sizeof(me), "pid %d", (int)getppid());
+		_exit(rc == -EBUSY && strstr(err, me) ? 0 : 1);
+	}
+	int status;
+	cr_assert_eq(waitpid(other, &status, 0), other);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the second consumer was not refused by name");
+	evr_consumer_close(c1); /* detach: the producer is untouched */
+	cr_assert_eq(n1.events, 1);
+	cr_assert_eq(kill(ch.pid, 0), 0, "the producer lives on");
+
+	/* Attaching again works, by segment name; from now, the event already read is not seen again. */
+	c2 = consumer();
+	snprintf(name, sizeof(name), "%d.e2eattach", (int)ch.pid);
+	cr_assert_geq(evr_consumer_attach_name(c2, name, 0, err, sizeof(err)), 0, "%s", err);
+	add_counter(c2, &n2);
+	for (int i = 0; i < 20; i++) {
+		evr_consumer_poll(c2);
+		usleep(1000);
+	}
+	evr_consumer_close(c2);
+	cr_assert_eq(n2.events, 0);
+
+	kill(ch.pid, SIGKILL);
+	child_reap(&ch, SIGKILL);
+	char shm[64];
+	snprintf(shm, sizeof(shm), "/evring.%d.e2eattach", (int)ch.pid);
+	evr_segment_unlink(shm);
+}
+
+Test(e2e, attach_errors_are_clear)
+{
+	struct evr_consumer *c = consumer();
+	char err[256];
+	pid_t gone = fork();
+
+	if (gone == 0)
+		_exit(0);
+	waitpid(gone, NULL, 0);
+	cr_assert_eq(evr_consumer_attach_pid(c, (uint32_t)gone, 0, err, sizeof(err)), -ESRCH);
+	cr_assert(strstr(err, "no such process"), "%s", err);
+	cr_assert_eq(evr_consumer_attach_pid(c, (uint32_t)getpid(), 0, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, "no evring segment"), "%s", err);
+	cr_assert_eq(evr_consumer_attach_name(c, "no-such-program-xyz", 0, err, sizeof(err)), -ENOENT);
+	evr_consumer_close(c);
+}
