@@ -71,7 +71,7 @@ void bench_stats_of(struct bench_stats *s, const double *v, unsigned n);
 
 /* ---- the results table ------------------------------------------------ */
 
-#define BENCH_EXTRA_MAX 6
+#define BENCH_EXTRA_MAX 8
 #define BENCH_KEY_MAX 24
 
 struct bench_extra {
@@ -231,5 +231,6 @@ int bench_threads_run(unsigned n, bench_thread_fn fn, void *arg, double *results
 /* Each takes its own argv (argv[0] is its name) and returns the exit status. */
 int bench_ring_main(int argc, char **argv);
 int bench_producer_main(int argc, char **argv);
+int bench_consumer_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */

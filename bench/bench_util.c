@@ -452,28 +452,30 @@ static const struct bench_extra *find_extra(const struct bench_result *r, const 
 
 void bench_print_text(FILE *f, const struct bench_machine *m, const struct bench_table *t)
 {
-	int wb = 5, ws = 6;
+	int wb = 5, ws = 6, wu = 3; /* wu: " ns"; a longer unit widens the three value columns */
 
 	fprintf(f, "machine: %s, %ld cores online, kernel %s, clocksource %s, segment clock %s\n", m->cpu,
 		m->cores, m->kernel, m->clocksource, m->segment_clock);
 	fprintf(f, "built with %s; %s\n\n", m->compiler, m->date);
 	for (size_t i = 0; i < t->n; i++) {
 		int b = (int)strlen(t->rows[i].bench), s = (int)strlen(t->rows[i].system);
+		int u = 1 + (int)strlen(t->rows[i].unit);
 		wb = b > wb ? b : wb;
 		ws = s > ws ? s : ws;
+		wu = u > wu ? u : wu;
 	}
-	fprintf(f, "%-*s  %-*s  %7s  %10s  %10s  %10s", wb, "bench", ws, "system", "threads", "median", "min",
-		"max");
+	fprintf(f, "%-*s  %-*s  %7s  %*s  %*s  %*s", wb, "bench", ws, "system", "threads", 7 + wu, "median",
+		7 + wu, "min", 7 + wu, "max");
 	for (unsigned c = 0; c < t->ncols; c++)
 		fprintf(f, "  %8s", t->cols[c].key);
 	fputc('\n', f);
 	for (size_t i = 0; i < t->n; i++) {
 		const struct bench_result *r = &t->rows[i];
-		char unit[12];
+		char unit[16];
 
 		snprintf(unit, sizeof(unit), " %s", r->unit);
-		fprintf(f, "%-*s  %-*s  %7u  %7.2f%-3s  %7.2f%-3s  %7.2f%-3s", wb, r->bench, ws, r->system,
-			r->threads, r->st.median, unit, r->st.min, unit, r->st.max, unit);
+		fprintf(f, "%-*s  %-*s  %7u  %7.2f%-*s  %7.2f%-*s  %7.2f%-*s", wb, r->bench, ws, r->system,
+			r->threads, r->st.median, wu, unit, r->st.min, wu, unit, r->st.max, wu, unit);
 		for (unsigned c = 0; c < t->ncols; c++) {
 			const struct bench_extra *e = find_extra(r, t->cols[c].key);
 			if (!e)

@@ -110,9 +110,30 @@ static bool walk(const uint8_t **p, const uint8_t *end, unsigned depth)
 container:
 	if (depth == 0 || n > (uint64_t)(end - q))
 		return false;
-	for (uint64_t i = 0; i < n; i++)
-		if (!walk(&q, end, depth - 1))
+	for (uint64_t i = 0; i < n; i++) {
+		/*
+		 * Most elements of a record are scalars whose first byte gives
+		 * their size: stepped over here, as walk would, without a call.
+		 */
+		uint64_t size = 0;
+
+		if (q == end)
 			return false;
+		b = *q;
+		if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+			size = 1; /* fixints, nil, false, true */
+		else if (b >= 0xcc && b <= 0xd3)
+			size = 1 + (1u << (b & 3)); /* uint8..64, int8..64 */
+		else if (b >= 0xa0 && b <= 0xbf)
+			size = 1 + (b & 0x1f); /* fixstr */
+		if (size) {
+			if ((uint64_t)(end - q) < size)
+				return false;
+			q += size;
+		} else if (!walk(&q, end, depth - 1)) {
+			return false;
+		}
+	}
 	*p = q;
 	return true;
 }

@@ -184,3 +184,20 @@ Test(layout, metadata_entries_append_and_read_back)
 	cr_assert_eq(v.id, id1);
 	test_segment_destroy(&seg);
 }
+
+Test(layout, segment_of_another_user_is_refused)
+{
+	struct evr_segment seg, r;
+	char path[160], err[EVR_ERR_MAX];
+
+	if (geteuid() != 0) {
+		cr_log_info("needs root to give the segment away: skipped");
+		return;
+	}
+	test_segment(&seg, "otheruser", 2, 4096);
+	snprintf(path, sizeof(path), "/dev/shm%s", seg.shm_name);
+	cr_assert_eq(chown(path, 65534, 65534), 0);
+	cr_assert_eq(evr_segment_open(&r, seg.shm_name, err, sizeof(err)), -EACCES);
+	cr_assert(strstr(err, "owned by uid 65534"), "%s", err);
+	test_segment_destroy(&seg);
+}

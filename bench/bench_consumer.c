@@ -1,0 +1,748 @@
+/*
+ * bench_consumer.c: `evring-bench consumer`, how many records a second one
+ * consumer turns into what handlers receive: drained from the lanes,
+ * decoded, merged into one time-ordered stream, built into spans and
+ * traces, and handed to (and run by) a handler.
+ *
+ *   bench    what the producer wrote, per lane, in turns of 20 records
+ *     events   20 small events: EVR_EVENT(U64 "n", STR "model" "gpt-4o")
+ *     mix      80% events, 20% spans: a root span (one string field), 4
+ *              events, a child span (one string field), 8 events, the child's
+ *              end (one u32 field), 4 events, the root's end
+ *   system   the handler
+ *     none     no handler: drain + decode + merge + spans (objects built and
+ *              offered to an empty handler list)
+ *     stats    the built-in "stats" handler, its table printed to /dev/null
+ *     jsonl    the built-in "jsonl=/dev/null" handler
+ *   threads  the CPUs the consumer may use. 1: the drain thread and every
+ *              other thread of the consumer (handler, watchdog) pinned to
+ *              one CPU; 2: the drain thread pinned to that CPU, the others
+ *              unpinned (the scheduler puts a busy handler on the other CPU,
+ *              where the producer sleeps while the consumer is timed)
+ *
+ * Each row: records per second in millions (Mrec/s; median, min, max over
+ * the runs) and its inverse at the median (ns_rec); ratio: the median over
+ * the "none" median of the same bench; queue: the handler's queue length;
+ * skipped: records its queue had no room for, over all timed runs; d_cpu and
+ * h_cpu: CPU seconds of the drain thread and of the consumer's other threads
+ * (handler, watchdog) per wall second of a run (median), which says where
+ * the time went and whether a second CPU was used; lag_ms: how long after
+ * the drain thread's last record the handler began its last callback.
+ * `--case events/stats/1` (repeatable) runs only the cases named, for
+ * profiling one at a time.
+ *
+ * Set-up, per case: a producer process (forked before any consumer thread
+ * exists, pinned to the other CPU) opens a segment with 4 exclusive lanes,
+ * big enough for one run's records, and starts 4 threads that take turns
+ * (a shared counter) so their lanes interleave in time as an application's
+ * threads do. A consumer attaches to it by pid (EVR_ATTACH_FROM_OLDEST),
+ * with the case's handler, and stays attached for all the runs: its page
+ * tables, pools and caches are those of a consumer that has been running.
+ *
+ * A run: the producer writes the run's records and waits (pre-filled: none
+ * of its work is timed, and it sleeps while the consumer is timed); after 5
+ * ms (the merge's 2 ms window has passed over every record) the drain
+ * thread polls (evr_consumer_poll) until every record has come out of the
+ * span builder, then waits until the handler has begun its callback for the
+ * last object offered to it. That time, divided into the run's records, is
+ * the row's figure. evr_consumer_close is not timed (it runs once, at the
+ * end). Cases run --runs times, interleaved, after two untimed warm-up runs
+ * each (they also wrap every lane once).
+ *
+ * The handler's queue: "sized" rows give the handler a queue that holds a
+ * whole run (the internal evr__builtin_handler with queue_len set, then the
+ * public evr_consumer_add_handler), so the figure is the rate at which the
+ * handler finishes everything; a record skipped there makes the measurement
+ * invalid (exit status 1). The "_q4096" rows use the default queue (4096
+ * objects), as `evring attach` does: a handler slower than the drain then
+ * skips records, which is reported (skipped), not an error.
+ *
+ * Checked on every run: the consumer counted exactly the events, span
+ * begins and span ends written, nothing bad, lost or skipped by the ring
+ * reader, no handler error or timeout. Any of those makes the exit status 1.
+ * Timings never do.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <evring/consumer.h>
+#include <evring/evring.h>
+
+#include "bench.h"
+#include "internal.h" /* evr__builtin_handler: a built-in with its queue sized */
+
+#define CONS_RECORDS 1500000u	 /* per run; see cons_lane_bytes */
+#define CONS_RECORDS_QUICK 20000u
+#define CONS_PTHREADS 4u	 /* producer threads, one exclusive lane each */
+#define CONS_TURN 20u		 /* records a producer thread writes per turn: one mix pattern */
+#define CONS_WARMUP 2u		 /* untimed runs per case */
+#define CONS_SETTLE_NS 5000000l	 /* after a fill: the merge window (2 ms) has passed */
+#define CONS_RUN_LIMIT_NS (120ull * 1000000000ull) /* a run that takes longer is broken */
+#define CONS_DEFAULT_QUEUE 4096u
+#define CONS_NAME "evr-bench-cons"
+#define CONS_TARGET_MRECS 5.0	 /* the target, small events; reported, never enforced */
+
+/* Upper bounds of one record in a lane (commit word + body, 8-byte rounded): lane sizing. */
+#define CONS_REC_EVENT 64u  /* [ts, site, span, n, "gpt-4o"]: 8 + 1 + 27 + 9 + 7 = 52 */
+#define CONS_REC_BEGIN 80u  /* [ts, site, span, parent, trace, "/v1/chat"]: 8 + 1 + 45 + 9 = 63 */
+#define CONS_REC_END 96u    /* 8 words + u32: 8 + 1 + 72 + 5 = 86 */
+#define CONS_LANE_SLACK (2u * EVR_RECORD_MAX)
+
+enum cons_pattern { P_EVENTS, P_MIX };
+
+/* A handler's callbacks that the bench counts on (on_lost: nothing is lost here). */
+enum { CB_EVENT = 1, CB_BEGIN = 2, CB_END = 4, CB_TRACE = 8 };
+
+/* What one turn of CONS_TURN records holds, per pattern. */
+static const struct cons_turn {
+	uint32_t events, begins, ends, bytes;
+} cons_turns[] = {
+	[P_EVENTS] = { 20, 0, 0, 20 * CONS_REC_EVENT },
+	[P_MIX] = { 16, 2, 2, 16 * CONS_REC_EVENT + 2 * CONS_REC_BEGIN + 2 * CONS_REC_END },
+};
+
+/* ---- the producer process --------------------------------------------- */
+
+struct prod_proc {
+	enum cons_pattern pat;
+	uint64_t turns;	   /* per thread per fill */
+	uint64_t turn;	   /* whose turn: turn % CONS_PTHREADS; atomics */
+	bool quit;
+	pthread_barrier_t start, done;
+};
+
+static void tick(uint64_t i)
+{
+	EVR_EVENT("bench", "tick", EVR_U64("n", i), EVR_STR("model", "gpt-4o"));
+}
+
+static void write_turn(enum cons_pattern pat, uint64_t base)
+{
+	if (pat == P_EVENTS) {
+		for (uint32_t i = 0; i < CONS_TURN; i++)
+			tick(base + i);
+		return;
+	}
+	struct evr_span root = EVR_SPAN_BEGIN("bench", "request", EVR_STR("route", "/v1/chat"));
+	for (uint32_t i = 0; i < 4; i++)
+		tick(base + i);
+	struct evr_span llm = EVR_SPAN_BEGIN("bench.llm", "llm.chat", EVR_STR("model", "gpt-4o"));
+	for (uint32_t i = 4; i < 12; i++)
+		tick(base + i);
+	EVR_SPAN_END(llm, EVR_U32("tokens", 42));
+	for (uint32_t i = 12; i < 16; i++)
+		tick(base + i);
+	EVR_SPAN_END(root);
+}
+
+struct prod_thread_arg {
+	struct prod_proc *p;
+	unsigned index;
+};
+
+static void *prod_thread(void *arg)
+{
+	struct prod_thread_arg *a = arg;
+	struct prod_proc *p = a->p;
+
+	for (;;) {
+		pthread_barrier_wait(&p->start);
+		if (p->quit)
+			break;
+		for (uint64_t k = 0; k < p->turns; k++) {
+			uint64_t mine = k * CONS_PTHREADS + a->index;
+
+			while (__atomic_load_n(&p->turn, __ATOMIC_ACQUIRE) != mine)
+				sched_yield(); /* the threads share one CPU: let the one whose turn it is run */
+			write_turn(p->pat, mine * CONS_TURN);
+			__atomic_store_n(&p->turn, mine + 1, __ATOMIC_RELEASE);
+		}
+		pthread_barrier_wait(&p->done);
+	}
+	return NULL;
+}
+
+/*
+ * The child's life: open the segment, start the threads, say 'o'; then per
+ * 'f' on cmd write one fill and say 'r'; 'q' ends it (exit unlinks the
+ * segment). Never returns.
+ */
+static void prod_main(int cmd, int ack, enum cons_pattern pat, uint64_t turns, uint64_t lane_bytes, int cpu)
+{
+	static struct prod_proc p;
+	struct prod_thread_arg args[CONS_PTHREADS];
+	pthread_t th[CONS_PTHREADS];
+	struct evr_config cfg = { .name = CONS_NAME, .lanes = CONS_PTHREADS + 1, .lane_bytes = lane_bytes };
+	cpu_set_t set;
+	char c;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL); /* a bench that dies must not leave its producers behind */
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set); /* the threads started below inherit it */
+	if (evr_open(&cfg) != 0) {
+		fprintf(stderr, "evring-bench consumer: the producer cannot open its segment: %s\n", evr_last_error());
+		_exit(2);
+	}
+	p.pat = pat;
+	p.turns = turns;
+	pthread_barrier_init(&p.start, NULL, CONS_PTHREADS + 1);
+	pthread_barrier_init(&p.done, NULL, CONS_PTHREADS + 1);
+	for (unsigned i = 0; i < CONS_PTHREADS; i++) {
+		args[i] = (struct prod_thread_arg){ &p, i };
+		if (pthread_create(&th[i], NULL, prod_thread, &args[i]) != 0)
+			_exit(3);
+	}
+	if (write(ack, "o", 1) != 1)
+		_exit(4);
+	while (read(cmd, &c, 1) == 1 && c == 'f') {
+		__atomic_store_n(&p.turn, 0, __ATOMIC_RELAXED); /* published by the barrier */
+		pthread_barrier_wait(&p.start);
+		pthread_barrier_wait(&p.done);
+		if (write(ack, "r", 1) != 1)
+			_exit(4);
+	}
+	p.quit = true;
+	pthread_barrier_wait(&p.start);
+	for (unsigned i = 0; i < CONS_PTHREADS; i++)
+		pthread_join(th[i], NULL);
+	exit(0);
+}
+
+/* ---- the cases -------------------------------------------------------- */
+
+static const struct cons_case {
+	const char *bench, *system;
+	enum cons_pattern pat;
+	const char *spec; /* the built-in handler; NULL: none */
+	unsigned cpus;	  /* 1: all consumer threads on the drain CPU; 2: handlers unpinned */
+	bool sized;	  /* the handler's queue holds a whole run */
+} cons_cases[] = {
+	{ "events", "none", P_EVENTS, NULL, 1, false },
+	{ "events", "stats", P_EVENTS, "stats", 1, true },
+	{ "events", "stats", P_EVENTS, "stats", 2, true },
+	{ "events", "stats_q4096", P_EVENTS, "stats", 1, false },
+	{ "events", "stats_q4096", P_EVENTS, "stats", 2, false },
+	{ "events", "jsonl", P_EVENTS, "jsonl=/dev/null", 1, true },
+	{ "events", "jsonl", P_EVENTS, "jsonl=/dev/null", 2, true },
+	{ "mix", "none", P_MIX, NULL, 1, false },
+	{ "mix", "stats", P_MIX, "stats", 1, true },
+	{ "mix", "jsonl", P_MIX, "jsonl=/dev/null", 1, true },
+	{ "mix", "jsonl", P_MIX, "jsonl=/dev/null", 2, true },
+};
+#define CONS_NCASES (sizeof(cons_cases) / sizeof(cons_cases[0]))
+
+/* One case's producer, consumer and tallies. */
+struct cons_state {
+	const struct cons_case *cc;
+	pid_t pid;
+	int cmd, ack;		 /* pipes to and from the producer */
+	struct evr_consumer *c;
+	uint32_t cbs;		 /* the handler's callbacks: CB_* */
+	uint32_t queue;		 /* its queue length; 0: no handler */
+	uint64_t records;	 /* per run: events + begins + ends */
+	uint64_t events, begins, ends;
+	double mrecs[BENCH_RUNS_MAX];	/* per timed run */
+	double drain[BENCH_RUNS_MAX];	/* CPU time of the drain thread / wall time */
+	double helper[BENCH_RUNS_MAX];	/* CPU time of the consumer's other threads / wall time */
+	double lag_ms[BENCH_RUNS_MAX];	/* from the drain's end to the handler's last call */
+	uint64_t skipped;		/* handler skips in timed runs */
+	uint64_t late;			/* merge: records delivered late, timed runs */
+};
+
+/* The bytes a lane needs for one fill, rounded up to the power of two a lane must be. 0: too many. */
+static uint64_t cons_lane_bytes(enum cons_pattern pat, uint64_t turns)
+{
+	uint64_t need = turns * cons_turns[pat].bytes + CONS_LANE_SLACK, b = EVR_LANE_BYTES_MIN;
+
+	while (b < need && b < EVR_LANE_BYTES_MAX)
+		b <<= 1;
+	return b >= need ? b : 0;
+}
+
+static cpu_set_t all_cpus; /* what this process may run on, before any pinning */
+
+static int pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return -pthread_setaffinity_np(pthread_self(), sizeof(all_cpus), &all_cpus);
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static int prod_start(struct cons_state *s, uint64_t turns, uint64_t lane_bytes, int cpu)
+{
+	int cmd[2], ack[2];
+	char c = 0;
+
+	if (pipe2(cmd, O_CLOEXEC) != 0)
+		return -errno;
+	if (pipe2(ack, O_CLOEXEC) != 0) {
+		close(cmd[0]);
+		close(cmd[1]);
+		return -errno;
+	}
+	fflush(NULL);
+	s->pid = fork();
+	if (s->pid < 0) {
+		s->pid = 0;
+		return -errno;
+	}
+	if (s->pid == 0) {
+		close(cmd[1]);
+		close(ack[0]);
+		prod_main(cmd[0], ack[1], s->cc->pat, turns, lane_bytes, cpu);
+	}
+	close(cmd[0]);
+	close(ack[1]);
+	s->cmd = cmd[1];
+	s->ack = ack[0];
+	if (read(s->ack, &c, 1) != 1 || c != 'o')
+		return -EPROTO;
+	return 0;
+}
+
+/* Asks the producer for one fill and waits until it is written. */
+static int prod_fill(struct cons_state *s)
+{
+	char c = 0;
+
+	if (write(s->cmd, "f", 1) != 1 || read(s->ack, &c, 1) != 1 || c != 'r')
+		return -EPIPE;
+	return 0;
+}
+
+static void prod_stop(struct cons_state *s, bool kill_it)
+{
+	char shm[128];
+	int status;
+
+	if (!s->pid)
+		return;
+	if (kill_it)
+		kill(s->pid, SIGKILL);
+	else if (write(s->cmd, "q", 1) != 1)
+		kill(s->pid, SIGKILL);
+	close(s->cmd);
+	close(s->ack);
+	waitpid(s->pid, &status, 0);
+	/* A killed producer leaves its segment behind. */
+	snprintf(shm, sizeof(shm), "/evring.%d.%s", (int)s->pid, CONS_NAME);
+	shm_unlink(shm);
+	s->pid = 0;
+}
+
+/*
+ * The consumer of one case: created with this thread's affinity set as the
+ * case places its threads (the watchdog and handler threads inherit it), then
+ * attached to the case's producer. Returns 0 or -1 after a message.
+ */
+static int cons_open(struct cons_state *s, int drain_cpu, FILE *devnull)
+{
+	const struct cons_case *cc = s->cc;
+	struct evr_consumer_opts opts = { 0 };
+	char err[256] = "";
+	int rc;
+
+	if (pin_self(cc->cpus == 1 ? drain_cpu : -1) != 0)
+		fprintf(stderr, "evring-bench consumer: cannot set the consumer's CPUs (continuing unpinned)\n");
+	s->c = evr_consumer_new(&opts, err, sizeof(err));
+	if (!s->c)
+		goto fail;
+	if (cc->spec) {
+		struct evr_handler h;
+
+		rc = evr__builtin_handler(cc->spec, devnull, &h, err, sizeof(err));
+		if (rc)
+			goto fail;
+		h.queue_len = CONS_DEFAULT_QUEUE;
+		if (cc->sized)
+			while (h.queue_len < s->records)
+				h.queue_len <<= 1;
+		s->queue = h.queue_len;
+		s->cbs = (h.on_event ? CB_EVENT : 0) | (h.on_span_begin ? CB_BEGIN : 0) | (h.on_span_end ? CB_END : 0) |
+			 (h.on_trace_end ? CB_TRACE : 0);
+		rc = evr_consumer_add_handler(s->c, &h);
+		if (rc < 0) {
+			if (h.destroy)
+				h.destroy(h.ctx);
+			snprintf(err, sizeof(err), "cannot add handler %s: %s", cc->spec, strerror(-rc));
+			goto fail;
+		}
+	}
+	rc = evr_consumer_attach_pid(s->c, (uint32_t)s->pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err));
+	if (rc < 0)
+		goto fail;
+	pin_self(drain_cpu);
+	return 0;
+fail:
+	fprintf(stderr, "evring-bench consumer: %s/%s: %s\n", cc->bench, cc->system, err[0] ? err : "out of memory");
+	pin_self(drain_cpu);
+	return -1;
+}
+
+/* The callbacks the handler has been offered so far: what it will have run once it caught up. */
+static uint64_t handler_due(const struct cons_state *s, const struct evr_consumer_stats *st)
+{
+	return (s->cbs & CB_EVENT ? st->events : 0) + (s->cbs & CB_BEGIN ? st->spans_begun : 0) +
+	       (s->cbs & CB_END ? st->spans_ended : 0) + (s->cbs & CB_TRACE ? st->traces : 0);
+}
+
+static uint64_t cpu_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct cons_check {
+	uint64_t miscount, bad, lost, ring_skipped, herrors, htimeouts, sized_skips;
+	bool stuck;
+	double others_s, wall_s; /* other processes' CPU time during the timed parts, and their length */
+	bool others_unknown;
+};
+
+/*
+ * One run: fill, settle, then the timed drain and the wait for the handler.
+ * Returns records per second in millions; 0 when the run broke (counted in ck).
+ */
+static double cons_run(struct cons_state *s, unsigned run, bool timed, struct cons_check *ck)
+{
+	struct evr_consumer_stats st0, st;
+	struct evr_handler_stats hs;
+	struct timespec settle = { 0, CONS_SETTLE_NS };
+	struct bench_load load;
+	uint64_t t0, t_drain, t1, p0, m0, p1, m1, due;
+	double others, share;
+	int nh;
+
+	if (prod_fill(s) != 0) {
+		ck->stuck = true;
+		return 0;
+	}
+	nanosleep(&settle, NULL);
+	evr_consumer_stats(s->c, &st0);
+
+	bench_load_start(&load);
+	p0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+	m0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+	t0 = bench_now_ns();
+	do {
+		if (evr_consumer_poll(s->c) < 0 || bench_now_ns() - t0 > CONS_RUN_LIMIT_NS) {
+			ck->stuck = true;
+			return 0;
+		}
+		evr_consumer_stats(s->c, &st);
+	} while (st.events - st0.events < s->events || st.spans_begun - st0.spans_begun < s->begins ||
+		 st.spans_ended - st0.spans_ended < s->ends);
+	t_drain = bench_now_ns();
+	due = handler_due(s, &st);
+	hs.delivered = hs.skipped = hs.filtered = 0;
+	while (s->queue && (nh = evr_consumer_handler_stats(s->c, &hs, 1)) == 1 &&
+	       hs.delivered + hs.skipped + hs.filtered < due) {
+		struct timespec nap = { 0, 10000 };
+
+		if (bench_now_ns() - t0 > CONS_RUN_LIMIT_NS) {
+			ck->stuck = true;
+			return 0;
+		}
+		nanosleep(&nap, NULL); /* on one CPU the handler needs it */
+	}
+	t1 = bench_now_ns();
+	m1 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+	p1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+	others = bench_load_others(&load, &share);
+
+	evr_consumer_stats(s->c, &st);
+	if (st.events - st0.events != s->events || st.spans_begun - st0.spans_begun != s->begins ||
+	    st.spans_ended - st0.spans_ended != s->ends)
+		ck->miscount++;
+	ck->bad += st.bad - st0.bad;
+	ck->lost += st.lost - st0.lost;
+	ck->ring_skipped += st.ring_skipped - st0.ring_skipped;
+	ck->herrors += st.handler_errors - st0.handler_errors;
+	ck->htimeouts += st.handler_timeouts - st0.handler_timeouts;
+	if (!timed)
+		return 0;
+	if (s->cc->sized)
+		ck->sized_skips += st.handler_skipped - st0.handler_skipped;
+	s->skipped += st.handler_skipped - st0.handler_skipped;
+	s->late += st.late - st0.late;
+	if (others < 0)
+		ck->others_unknown = true;
+	else
+		ck->others_s += others;
+	ck->wall_s += (double)(t1 - t0) / 1e9;
+	s->drain[run] = (double)(m1 - m0) / (double)(t1 - t0);
+	s->helper[run] = (double)((p1 - p0) - (m1 - m0)) / (double)(t1 - t0);
+	s->lag_ms[run] = (double)(t1 - t_drain) / 1e6;
+	return (double)s->records * 1e3 / (double)(t1 - t0);
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+static void cons_usage(FILE *f)
+{
+	fprintf(f, "usage: evring-bench consumer [options] [--case BENCH/SYSTEM/THREADS]...\n\n"
+		   "Records per second (millions) one consumer drains, decodes, merges, builds into spans and\n"
+		   "hands to a handler, its drain thread pinned to one CPU; the records are written before\n"
+		   "the timed part by a producer process (4 threads, 4 lanes, interleaved) that then sleeps.\n"
+		   "Handlers: none, stats, jsonl=/dev/null. Records per run: %u (--quick: %u).\n\n"
+		   "  --case B/S/T   run only this case (e.g. events/stats/1; repeatable): for profiling\n\n",
+		CONS_RECORDS, CONS_RECORDS_QUICK);
+	bench_opts_usage(f);
+}
+
+static const char *met(bool ok)
+{
+	return ok ? "met" : "NOT met";
+}
+
+static void cons_notes(struct bench_table *t, const struct cons_state *st, size_t n, uint64_t records,
+		       int drain_cpu, int prod_cpu, const struct cons_check *ck)
+{
+	double share = ck->wall_s > 0 ? ck->others_s / (ck->wall_s * (double)CPU_COUNT(&all_cpus)) : 0;
+	const struct bench_result *s1 = bench_table_find(t, "events", "stats", 1);
+	const struct bench_result *j1 = bench_table_find(t, "events", "jsonl", 1);
+	const struct bench_result *n1 = bench_table_find(t, "events", "none", 1);
+	uint64_t late = 0;
+
+	for (size_t i = 0; i < n; i++)
+		late += st[i].late;
+	bench_table_note(t,
+			 "%" PRIu64 " records per run, pre-filled by a producer process (%u threads, %u lanes, turns "
+			 "of %u records) pinned to CPU %d and asleep while the consumer is timed",
+			 records, CONS_PTHREADS, CONS_PTHREADS, CONS_TURN, prod_cpu);
+	bench_table_note(t,
+			 "drain thread pinned to CPU %d; threads=1: handler and watchdog threads pinned there too; "
+			 "threads=2: they are unpinned (the scheduler puts a busy handler on the other CPU)",
+			 drain_cpu);
+	bench_table_note(t, "timed: first poll until the last record left the span builder and the handler began "
+			    "its last callback; close not timed. ratio = median / none median, same bench");
+	bench_table_note(t, "queue: handler queue (sized to a run, or the default 4096); d_cpu, h_cpu: CPU-s of "
+			    "the drain thread, of the other consumer threads, per wall-s; lag_ms: handler done after "
+			    "drain");
+	if (late)
+		bench_table_note(t, "the merge delivered %" PRIu64 " records late in timed runs", late);
+	if (!ck->others_unknown && ck->wall_s < 2)
+		bench_table_note(t, "timed parts too short (%.2f s) to tell how busy the machine was", ck->wall_s);
+	else if (!ck->others_unknown)
+		bench_table_note(t,
+				 "other processes used %.2f CPU-s (%.0f%% of the CPU time) during the timed parts "
+				 "(%.1f s)%s",
+				 ck->others_s, 100 * share, ck->wall_s,
+				 share > 0.05 ? ": a busy machine, figures are disturbed" : "");
+	if (s1 && j1)
+		bench_table_note(t,
+				 "target: >= %.1f Mrec/s, small events, one CPU: stats %s (%.2f), jsonl %s (%.2f); "
+				 "no handler: %.2f",
+				 CONS_TARGET_MRECS, met(s1->st.median >= CONS_TARGET_MRECS), s1->st.median,
+				 met(j1->st.median >= CONS_TARGET_MRECS), j1->st.median, n1 ? n1->st.median : NAN);
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+int bench_consumer_main(int argc, char **argv)
+{
+	static struct cons_state st[CONS_NCASES];
+	struct bench_table t = { 0 };
+	struct bench_machine m;
+	struct bench_opts o;
+	struct cons_check ck = { 0 };
+	FILE *devnull = NULL;
+	uint64_t records, turns;
+	char *args[64];
+	bool want[CONS_NCASES] = { false }, some = false;
+	int nargs = 0, rc, drain_cpu, prod_cpu;
+	size_t n = 0;
+
+	/* --case is this subcommand's own; the rest are the common options. */
+	for (int i = 0; i < argc && nargs < 63; i++) {
+		if (i > 0 && !strcmp(argv[i], "--case")) {
+			bool found = false;
+			char name[96];
+
+			for (size_t k = 0; i + 1 < argc && k < CONS_NCASES; k++) {
+				snprintf(name, sizeof(name), "%s/%s/%u", cons_cases[k].bench, cons_cases[k].system,
+					 cons_cases[k].cpus);
+				if (!strcmp(name, argv[i + 1]))
+					found = want[k] = some = true;
+			}
+			if (!found) {
+				fprintf(stderr, "evring-bench consumer: --case wants one of:");
+				for (size_t k = 0; k < CONS_NCASES; k++)
+					fprintf(stderr, " %s/%s/%u", cons_cases[k].bench, cons_cases[k].system,
+						cons_cases[k].cpus);
+				fputc('\n', stderr);
+				return 2;
+			}
+			i++;
+		} else {
+			args[nargs++] = argv[i];
+		}
+	}
+	args[nargs] = NULL;
+	rc = bench_opts_parse(&o, nargs, args);
+	if (rc) {
+		if (rc > 0)
+			cons_usage(stdout);
+		return rc > 0 ? 0 : 2;
+	}
+	records = o.records ? o.records : o.quick ? CONS_RECORDS_QUICK : CONS_RECORDS;
+	turns = (records + CONS_PTHREADS * CONS_TURN - 1) / (CONS_PTHREADS * CONS_TURN);
+	records = turns * CONS_PTHREADS * CONS_TURN;
+	if (!cons_lane_bytes(P_EVENTS, turns) || !cons_lane_bytes(P_MIX, turns)) {
+		fprintf(stderr, "evring-bench consumer: --records %" PRIu64 " would not fit in a lane\n", records);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN); /* a producer that died is reported, not a reason to die */
+	if (sched_getaffinity(0, sizeof(all_cpus), &all_cpus) != 0) {
+		CPU_ZERO(&all_cpus);
+		CPU_SET(0, &all_cpus);
+	}
+	bench_cpus_init();
+	drain_cpu = bench_cpu_of(0);
+	prod_cpu = bench_cpu_of(1);
+	bench_machine_read(&m);
+
+	/* Every producer first, while this process has no other thread to fork with. */
+	for (size_t k = 0; k < CONS_NCASES; k++) {
+		struct cons_state *s = &st[n];
+		const struct cons_turn *tu = &cons_turns[cons_cases[k].pat];
+
+		if (some && !want[k])
+			continue;
+		n++;
+		s->cc = &cons_cases[k];
+		s->events = turns * CONS_PTHREADS * tu->events;
+		s->begins = turns * CONS_PTHREADS * tu->begins;
+		s->ends = turns * CONS_PTHREADS * tu->ends;
+		s->records = s->events + s->begins + s->ends;
+		rc = prod_start(s, turns, cons_lane_bytes(s->cc->pat, turns), prod_cpu);
+		if (rc) {
+			fprintf(stderr, "evring-bench consumer: cannot start a producer: %s\n", strerror(-rc));
+			rc = 1;
+			goto out;
+		}
+	}
+	devnull = fopen("/dev/null", "we"); /* where the stats handler prints its table */
+	if (!devnull) {
+		fprintf(stderr, "evring-bench consumer: /dev/null: %s\n", strerror(errno));
+		rc = 1;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		rc = cons_open(&st[i], drain_cpu, devnull);
+		if (rc) {
+			rc = 1;
+			goto out;
+		}
+	}
+
+	for (unsigned w = 0; w < CONS_WARMUP; w++)
+		for (size_t i = 0; i < n && !ck.stuck; i++)
+			cons_run(&st[i], 0, false, &ck);
+	for (unsigned r = 0; r < o.runs && !ck.stuck; r++)
+		for (size_t i = 0; i < n && !ck.stuck; i++)
+			st[i].mrecs[r] = cons_run(&st[i], r, true, &ck);
+	if (ck.stuck) {
+		fprintf(stderr, "evring-bench consumer: a run did not complete (producer gone, or records missing "
+				"for %llu s)\n",
+			(unsigned long long)(CONS_RUN_LIMIT_NS / 1000000000ull));
+		rc = 1;
+		goto out;
+	}
+
+	bench_table_column(&t, "ns_rec", 1);
+	bench_table_column(&t, "ratio", 2);
+	bench_table_column(&t, "queue", 0);
+	bench_table_column(&t, "skipped", 0);
+	bench_table_column(&t, "d_cpu", 2);
+	bench_table_column(&t, "h_cpu", 2);
+	bench_table_column(&t, "lag_ms", 2);
+	for (size_t i = 0; i < n; i++) {
+		struct cons_state *s = &st[i];
+		struct bench_result *row = bench_table_add(&t, s->cc->bench, s->cc->system, s->cc->cpus, "Mrec/s",
+							   s->mrecs, o.runs);
+		struct bench_stats ds, hs, ls;
+
+		if (!row)
+			continue;
+		bench_result_set(row, "ns_rec", row->st.median > 0 ? 1e3 / row->st.median : 0);
+		bench_stats_of(&ds, s->drain, o.runs);
+		bench_result_set(row, "d_cpu", ds.median);
+		bench_stats_of(&hs, s->helper, o.runs);
+		bench_result_set(row, "h_cpu", hs.median);
+		if (s->queue) {
+			bench_stats_of(&ls, s->lag_ms, o.runs);
+			bench_result_set_int(row, "queue", s->queue);
+			bench_result_set_int(row, "skipped", s->skipped);
+			bench_result_set(row, "lag_ms", ls.median);
+		}
+	}
+	for (size_t i = 0; i < t.n; i++) {
+		struct bench_result *r = &t.rows[i];
+		const struct bench_result *base = bench_table_find(&t, r->bench, "none", 1);
+
+		if (strcmp(r->system, "none") && base && base->st.median > 0)
+			bench_result_set(r, "ratio", r->st.median / base->st.median);
+	}
+	cons_notes(&t, st, n, records, drain_cpu, prod_cpu, &ck);
+	if (o.runs < 5)
+		bench_table_note(&t, "%u runs; a measurement wants at least 5%s", o.runs,
+				 o.quick ? " (and --quick runs are too short to measure)" : "");
+	if (o.json)
+		bench_print_json(stdout, &m, &t);
+	else
+		bench_print_text(stdout, &m, &t);
+	fflush(stdout);
+
+	rc = 0;
+	if (ck.miscount || ck.bad || ck.lost || ck.ring_skipped) {
+		fprintf(stderr,
+			"evring-bench consumer: %" PRIu64 " runs miscounted, %" PRIu64 " bad records, %" PRIu64
+			" lost, %" PRIu64 " skipped by the ring reader\n",
+			ck.miscount, ck.bad, ck.lost, ck.ring_skipped);
+		rc = 1;
+	}
+	if (ck.herrors || ck.htimeouts) {
+		fprintf(stderr, "evring-bench consumer: handler errors %" PRIu64 ", timeouts %" PRIu64 "\n", ck.herrors,
+			ck.htimeouts);
+		rc = 1;
+	}
+	if (ck.sized_skips) {
+		fprintf(stderr,
+			"evring-bench consumer: %" PRIu64 " records skipped by handlers whose queue holds a whole run: "
+			"those rows are invalid\n",
+			ck.sized_skips);
+		rc = 1;
+	}
+out:
+	for (size_t i = 0; i < n; i++) {
+		evr_consumer_close(st[i].c);
+		st[i].c = NULL;
+		prod_stop(&st[i], rc != 0);
+	}
+	pin_self(-1);
+	if (devnull)
+		fclose(devnull);
+	bench_table_free(&t);
+	return rc;
+}
