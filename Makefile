@@ -8,7 +8,7 @@ CMAKE_ARGS ?=
 
 configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEVR_WERROR=$(WERROR) $(2) $(CMAKE_ARGS) >/dev/null
 
-.PHONY: all deps build test test-asan test-tsan demo bench clean
+.PHONY: all deps build test test-asan test-tsan fuzz fuzz-build fuzz-corpus demo bench clean
 
 all: build
 
@@ -35,12 +35,38 @@ test-tsan: deps
 	@cmake --build $(BUILD)-tsan -j$(JOBS)
 	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --output-on-failure -L concurrency
 
+# libFuzzer over segment validation and record decoding (tests/fuzz), with
+# ASan and UBSan, for FUZZ_SECONDS on a scratch copy of tests/fuzz/corpus.
+# Fails on any crash, leak, timeout (a hang: no input may take 10 s) or
+# memory blow-up; the input that did it is left in $(BUILD)-fuzz/artifacts.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := $(BUILD)-fuzz
+
+fuzz: fuzz-build
+	@rm -rf $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	@mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	@cp tests/fuzz/corpus/* $(FUZZ_DIR)/corpus/
+	$(FUZZ_DIR)/tests/fuzz/fuzz_consumer -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+		-max_len=32768 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus
+
+# Rewrites the seed corpus from real segments (see tests/fuzz/make_corpus.c).
+fuzz-corpus: fuzz-build
+	@mkdir -p tests/fuzz/corpus
+	$(FUZZ_DIR)/tests/fuzz/make_corpus tests/fuzz/corpus
+
+fuzz-build:
+	@sh tools/install-deps.sh fuzz
+	@command -v clang >/dev/null 2>&1 || { echo "evring: missing dependency: install the Debian package clang" >&2; exit 1; }
+	@$(call configure,$(FUZZ_DIR),-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DEVR_FUZZ=ON)
+	@cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzz_consumer make_corpus
+
 demo: build
 	@$(BUILD)/tools/evring-smoke
 
 bench: build
 	@$(BUILD)/bench/evring-bench ring
 	@$(BUILD)/bench/evring-bench producer
+	@$(BUILD)/bench/evring-bench consumer
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz

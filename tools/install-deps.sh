@@ -5,6 +5,11 @@
 set -eu
 
 PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev"
+# `install-deps.sh fuzz` (make fuzz): clang and its libFuzzer runtime too.
+# Debian 12's clang is clang-14; libFuzzer ships in compiler-rt's package.
+if [ "${1:-}" = fuzz ]; then
+	PKGS="$PKGS clang libclang-rt-14-dev"
+fi
 
 missing=""
 for p in $PKGS; do
