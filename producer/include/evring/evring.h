@@ -368,6 +368,7 @@ static inline void evr__str_pack(msgpack_packer *pk, const struct evr__str *v)
 #define EVR__UNPAREN(...) __VA_ARGS__
 #define EVR__CALL(m, ...) m(__VA_ARGS__)
 /* Applies m(i, kind, name, value) to each field tuple, i its position (distinct names for temporaries). */
+/* evr__site.id: read with evr_ld_64, as a racing registration may CAS it (to the same value). */
 #define EVR__EACH(m, ...) EVR__CAT(EVR__FE_, EVR__NARG(_, ##__VA_ARGS__))(m, ##__VA_ARGS__)
 #define EVR__FE_0(m)
 #define EVR__FE_1(m, a) EVR__CALL(m, 1, EVR__UNPAREN a)
@@ -456,7 +457,7 @@ static inline uint64_t evr__current_span(const struct evr_thread *t)
 			const uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);                  \
 			EVR__RECORD(evr__t, EVR_REC_EVENT, 3,                                           \
 				    (msgpack_pack_uint64(&evr__pk, evr__ts),                            \
-				     msgpack_pack_uint64(&evr__pk, evr__site.id),                       \
+				     msgpack_pack_uint64(&evr__pk, evr_ld_64(&evr__site.id)),                       \
 				     msgpack_pack_uint64(&evr__pk, evr__span_id)),                      \
 				    ##__VA_ARGS__);                                                     \
 		}                                                                                       \
@@ -531,10 +532,10 @@ static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, co
 		const struct evr_span *evr__parent = (parent_ptr);                                      \
 		struct evr_thread *evr__t;                                                              \
 		if (evr__site_on(&evr__site) && (evr__t = evr__self()) != NULL) {                      \
-			evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr__site.id);     \
+			evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr_ld_64(&evr__site.id));     \
 			EVR__RECORD(evr__t, EVR_REC_SPAN_BEGIN, 5,                                      \
 				    (msgpack_pack_uint64(&evr__pk, evr__sp.start_ts),                   \
-				     msgpack_pack_uint64(&evr__pk, evr__site.id),                       \
+				     msgpack_pack_uint64(&evr__pk, evr_ld_64(&evr__site.id)),                       \
 				     msgpack_pack_uint64(&evr__pk, evr__sp.id),                         \
 				     msgpack_pack_uint64(&evr__pk, evr__sp.parent_id),                  \
 				     msgpack_pack_uint64(&evr__pk, evr__sp.trace_id)),                  \
@@ -576,7 +577,7 @@ static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, co
 					     msgpack_pack_uint64(&evr__pk, evr__spp->trace_id),         \
 					     msgpack_pack_uint64(&evr__pk, evr__spp->start_ts),         \
 					     msgpack_pack_uint64(&evr__pk, (status)),                   \
-					     msgpack_pack_uint64(&evr__pk, evr__site.id)),              \
+					     msgpack_pack_uint64(&evr__pk, evr_ld_64(&evr__site.id))),              \
 					    ##__VA_ARGS__);                                             \
 			}                                                                               \
 		}                                                                                       \
