@@ -117,7 +117,25 @@ static void stress(unsigned writers, unsigned flags)
 	cr_assert_eq(written, run.per_writer * writers);
 	cr_assert_eq(lane_lost, dropped, "the lanes counted every drop the writers saw");
 	cr_assert_eq(r.stats.lost + pending, dropped, "LOST records report every drop");
-	cr_assert_eq(delivered + r.stats.lost + pending, written, "delivered + lost == written");
+	if (delivered + r.stats.lost + pending != written) {
+		/* Seen once in about 40 CI-like runs and not reproduced since: leave the next one a full picture. */
+		char why[2048];
+		int at = snprintf(why, sizeof(why), "delivered %llu + lost %llu + pending %llu != written %llu;",
+				  (unsigned long long)delivered, (unsigned long long)r.stats.lost,
+				  (unsigned long long)pending, (unsigned long long)written);
+		for (uint32_t l = 0; l < run.seg.lane_count && at > 0 && (size_t)at < sizeof(why); l++)
+			at += snprintf(why + at, sizeof(why) - (size_t)at,
+				       " lane %u: tail %llu read %llu head %llu records %llu lost %llu pending %llu;", l,
+				       (unsigned long long)run.seg.lanes[l].tail, (unsigned long long)r.cur[l].pos,
+				       (unsigned long long)run.seg.lanes[l].head, (unsigned long long)run.seg.lanes[l].records,
+				       (unsigned long long)run.seg.lanes[l].lost,
+				       (unsigned long long)run.seg.lanes[l].lost_pending);
+		for (unsigned i = 0; i < writers && at > 0 && (size_t)at < sizeof(why); i++)
+			at += snprintf(why + at, sizeof(why) - (size_t)at, " writer %u: written %llu dropped %llu got %llu;",
+				       i, (unsigned long long)run.written[i], (unsigned long long)run.dropped[i],
+				       (unsigned long long)got[i]);
+		cr_assert_fail("%s", why);
+	}
 	cr_assert_eq(r.stats.skipped_bad + r.stats.skipped_stuck + r.stats.skipped_dead, 0);
 	cr_assert_gt(delivered, 0);
 	evr_reader_fini(&r);
