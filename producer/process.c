@@ -227,13 +227,18 @@ void evr__reentered(struct evr_thread *t)
 
 /* ---- opening ---------------------------------------------------------- */
 
-static void thread_exit(void *arg)
+/* Reports the thread's pending loss and frees its lane; the thread opens again at its next record. */
+static void thread_release(struct evr_thread *t)
 {
-	struct evr_thread *t = arg;
-
 	if (t->gen == evr__gen)
 		evr_writer_close(&t->w);
 	t->gen = 0;
+	t->depth = 0;
+}
+
+static void thread_exit(void *arg)
+{
+	thread_release(arg);
 }
 
 static void at_fork_child(void)
@@ -415,12 +420,7 @@ bool evr_capture_content(void)
 
 void evr_thread_release(void)
 {
-	struct evr_thread *t = &evr__thread;
-
-	if (t->gen == evr__gen)
-		evr_writer_close(&t->w);
-	t->gen = 0;
-	t->depth = 0;
+	thread_release(&evr__thread);
 }
 
 /* ---- spans and traces -------------------------------------------------- */
@@ -459,7 +459,7 @@ void evr_span_exit(const struct evr_span *span)
 struct evr_span_ref evr_span_current(void)
 {
 	struct evr_thread *t = &evr__thread;
-	uint32_t d = t->depth < EVR_SPAN_DEPTH ? t->depth : EVR_SPAN_DEPTH;
+	uint32_t d = evr__depth_kept(t);
 	struct evr_span_ref none = { 0, 0 };
 
 	return t->gen == evr__gen && d ? t->stack[d - 1] : none;

@@ -43,10 +43,9 @@ uint32_t evr_clock_detect(void)
 {
 	const char *force = getenv("EVRING_CLOCK");
 
+	/* "tsc" is the default already: the TSC is used only where it is invariant. */
 	if (force && !strcmp(force, "monotonic"))
 		return EVR_CLOCK_MONOTONIC;
-	if (force && !strcmp(force, "tsc"))
-		return tsc_invariant() ? EVR_CLOCK_TSC : EVR_CLOCK_MONOTONIC;
 	return tsc_invariant() ? EVR_CLOCK_TSC : EVR_CLOCK_MONOTONIC;
 }
 

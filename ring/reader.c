@@ -85,6 +85,7 @@ static void count_skip(struct evr_reader *r, uint32_t lane, uint64_t *stat)
 	struct evr_lane *l = &r->seg->lanes[lane];
 
 	(*stat)++;
+	/* Counters for evring stats: relaxed, ordering nothing. */
 	evr_st_64(&l->skipped, l->skipped + 1);
 	evr_faa_64(&r->seg->hdr->records_skipped, 1);
 }
@@ -100,6 +101,7 @@ static void resync(struct evr_reader *r, uint32_t lane, uint64_t limit, uint64_t
 	struct evr_cursor *c = &r->cur[lane];
 	uint64_t span = limit - c->pos, d = EVR_WORD_BYTES;
 
+	/* R1 at each candidate position: a word found plausible is read on as any other. */
 	while (d < span && !word_plausible(r, c->pos + d, evr_ld_acq_64(word_at(r, lane, c->pos + d))))
 		d += EVR_WORD_BYTES;
 	c->pos += d < span ? d : span;
@@ -303,17 +305,17 @@ int evr_reader_reap(struct evr_reader *r)
 		if (owner == 0 || evr_segment_owner_alive(r->seg, owner))
 			continue;
 		/* Committed records still wait at pos: the caller reads them first. */
-		if (word_plausible(r, c->pos, evr_ld_acq_64(word_at(r, i, c->pos))))
+		if (word_plausible(r, c->pos, evr_ld_acq_64(word_at(r, i, c->pos)))) /* R1 */
 			continue;
 		tail = bounded_tail(r, i, c->pos);
 		if (tail != c->pos)
 			resync(r, i, tail, &r->stats.skipped_dead);
-		if (word_plausible(r, c->pos, evr_ld_acq_64(word_at(r, i, c->pos))))
+		if (word_plausible(r, c->pos, evr_ld_acq_64(word_at(r, i, c->pos)))) /* R1, after the resync */
 			continue;
 		/* C3: the next owner starts where reading stopped, and the room is free. */
-		evr_st_64(&l->tail, c->pos);
+		evr_st_64(&l->tail, c->pos); /* C3: ordered before the owner CAS below, which the next C1 pairs with */
 		evr_reader_release(r, i);
-		if (evr_cas_64(&l->owner, &owner, 0)) {
+		if (evr_cas_64(&l->owner, &owner, 0)) { /* C3, pairs with C1 */
 			freed++;
 			r->stats.reclaimed++;
 			evr_faa_64(&r->seg->hdr->lanes_reclaimed, 1);

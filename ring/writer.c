@@ -126,6 +126,7 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 			continue; /* C1 above: the CAS is a full barrier, so the last owner's fields are ours */
 		w->lane = lane;
 		w->data = evr_segment_lane_data(seg, idx);
+		/* The last owner's fields, ordered by C1 after its C2 (or the reader's C3). */
 		w->tail = evr_ld_64(&lane->tail);
 		w->records = evr_ld_64(&lane->records);
 		w->head_cache = evr_ld_acq_64(&lane->head); /* W1 */
@@ -220,6 +221,11 @@ static void drop(struct evr_writer *w)
 	struct evr_lane *l = w->lane;
 	uint64_t now = evr_clock_read(w->clock_kind);
 
+	/*
+	 * Loss counters. Shared lane: RMWs, as writers race; the pending count is
+	 * taken whole by the next reservation's fas (S1 orders it after the CAS).
+	 * Exclusive lane: one writer, relaxed stores; C2 publishes them to the next owner.
+	 */
 	if (w->shared) {
 		uint64_t zero = 0;
 		evr_faa_64(&l->lost, 1);
@@ -299,7 +305,7 @@ static void *reserve_shared(struct evr_writer *w, uint64_t need, bool quiet)
 	uint64_t lost_bytes = evr_rec_bytes(LOST_BODY_MAX);
 	struct plan p;
 
-	pos = evr_ld_64(&l->tail);
+	pos = evr_ld_64(&l->tail); /* S1's first guess; the CAS below checks it */
 	for (;;) {
 		pending = evr_ld_64(&l->lost_pending);
 		make_plan(&p, pos, size, pending != 0, need);

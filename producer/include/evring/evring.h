@@ -441,9 +441,15 @@ static inline void evr__str_pack(msgpack_packer *pk, const struct evr__str *v)
 		(t)->busy = 0;                                                                          \
 	} while (0)
 
+/* Spans on the thread's stack that are kept (past EVR_SPAN_DEPTH they are only counted). */
+static inline uint32_t evr__depth_kept(const struct evr_thread *t)
+{
+	return t->depth < EVR_SPAN_DEPTH ? t->depth : EVR_SPAN_DEPTH;
+}
+
 static inline uint64_t evr__current_span(const struct evr_thread *t)
 {
-	uint32_t d = t->depth < EVR_SPAN_DEPTH ? t->depth : EVR_SPAN_DEPTH;
+	uint32_t d = evr__depth_kept(t);
 
 	return d ? t->stack[d - 1].id : 0;
 }
@@ -483,7 +489,7 @@ static inline void evr__span_push(struct evr_thread *t, const struct evr_span *s
 /* Takes a span off this thread's stack, wherever it is (a span may end out of order). */
 static inline void evr__span_pop(struct evr_thread *t, uint64_t id)
 {
-	uint32_t d = t->depth < EVR_SPAN_DEPTH ? t->depth : EVR_SPAN_DEPTH;
+	uint32_t d = evr__depth_kept(t);
 
 	if (t->depth > EVR_SPAN_DEPTH) { /* spans past the kept depth end first */
 		t->depth--;
@@ -507,7 +513,7 @@ static inline void evr__span_pop(struct evr_thread *t, uint64_t id)
 static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, const struct evr_span *parent,
 				   bool from_stack, uint64_t site_id)
 {
-	uint32_t d = t->depth < EVR_SPAN_DEPTH ? t->depth : EVR_SPAN_DEPTH;
+	uint32_t d = evr__depth_kept(t);
 
 	sp->id = t->next_span++;
 	if (parent && parent->id) {

@@ -87,7 +87,7 @@ struct evr_clock_map {
 /*
  * Picks the clock for a new segment: EVR_CLOCK_TSC when CPUID reports an
  * invariant TSC and the kernel's clocksource is "tsc", otherwise
- * EVR_CLOCK_MONOTONIC. EVRING_CLOCK=monotonic|tsc in the environment forces one.
+ * EVR_CLOCK_MONOTONIC. EVRING_CLOCK=monotonic in the environment forces the latter.
  */
 EVR_API uint32_t evr_clock_detect(void);
 
