@@ -26,25 +26,6 @@
 
 #define ENTRY_MAX 4096
 
-struct buf {
-	char p[ENTRY_MAX];
-	size_t len;
-	bool overflow;
-};
-
-static int buf_write(void *data, const char *src, size_t len)
-{
-	struct buf *b = data;
-
-	if (len > sizeof(b->p) - b->len) {
-		b->overflow = true;
-		return -1;
-	}
-	memcpy(b->p + b->len, src, len);
-	b->len += len;
-	return 0;
-}
-
 static void key(msgpack_packer *pk, const char *k)
 {
 	msgpack_pack_str_with_body(pk, k, strlen(k));
@@ -74,7 +55,7 @@ static void boolean(msgpack_packer *pk, const char *k, bool v)
 		msgpack_pack_false(pk);
 }
 
-static int append(uint32_t kind, struct buf *b, uint64_t *id)
+static int append(uint32_t kind, struct evr_mpbuf *b, uint64_t *id)
 {
 	if (b->overflow)
 		return -EINVAL;
@@ -93,10 +74,11 @@ const char *evr__field_type_name(uint8_t type)
 int evr__meta_site(const struct evr_site_def *def, uint64_t *id)
 {
 	static const char *kinds[] = { "?", "event", "span_begin", "span_end" };
-	struct buf b = { .len = 0 };
+	uint8_t mem[ENTRY_MAX];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
 	msgpack_packer pk;
 
-	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_map(&pk, 7);
 	str(&pk, "kind", kinds[def->kind <= EVR_SITE_SPAN_END ? def->kind : 0]);
 	str(&pk, "name", def->name);
@@ -117,7 +99,8 @@ int evr__meta_site(const struct evr_site_def *def, uint64_t *id)
 
 int evr__meta_process(uint32_t lanes, uint64_t lane_bytes)
 {
-	struct buf b = { .len = 0 };
+	uint8_t mem[ENTRY_MAX];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
 	msgpack_packer pk;
 	char cmdline[512];
 	ssize_t n = -1;
@@ -136,7 +119,7 @@ int evr__meta_process(uint32_t lanes, uint64_t lane_bytes)
 		if (!cmdline[i])
 			cmdline[i] = ' ';
 
-	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_map(&pk, 10);
 	u64(&pk, "pid", evr__proc.pid);
 	str(&pk, "program", program_invocation_short_name);
@@ -153,12 +136,13 @@ int evr__meta_process(uint32_t lanes, uint64_t lane_bytes)
 
 int evr__meta_thread(const struct evr_writer *w)
 {
-	struct buf b = { .len = 0 };
+	uint8_t mem[ENTRY_MAX];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
 	msgpack_packer pk;
 	char name[32] = "";
 
 	pthread_getname_np(pthread_self(), name, sizeof(name));
-	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_map(&pk, 4);
 	u64(&pk, "tid", (uint32_t)w->owner);
 	u64(&pk, "lane", (uint64_t)(w->lane - evr__proc.seg.lanes));
@@ -169,10 +153,11 @@ int evr__meta_thread(const struct evr_writer *w)
 
 int evr__meta_dispatcher(const char *path, bool propagate)
 {
-	struct buf b = { .len = 0 };
+	uint8_t mem[ENTRY_MAX];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
 	msgpack_packer pk;
 
-	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_map(&pk, 2);
 	str(&pk, "path", path);
 	boolean(&pk, "propagate", propagate);

@@ -17,29 +17,13 @@
 
 /* ---- LOST bodies ------------------------------------------------------ */
 
-struct fixed_buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static int fixed_write(void *data, const char *buf, size_t len)
-{
-	struct fixed_buf *b = data;
-
-	if (len > b->cap - b->len)
-		return -1;
-	memcpy(b->p + b->len, buf, len);
-	b->len += len;
-	return 0;
-}
-
 uint32_t evr_lost_encode(void *buf, uint64_t ts, uint64_t count, uint64_t first_ts)
 {
-	struct fixed_buf b = { buf, 0, LOST_BODY_MAX };
+	struct evr_mpbuf b = { buf, 0, LOST_BODY_MAX, false };
 	msgpack_packer pk;
 
 	memset(buf, 0, LOST_BODY_MAX);
-	msgpack_packer_init(&pk, &b, fixed_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_array(&pk, 3);
 	msgpack_pack_uint64(&pk, ts);
 	msgpack_pack_uint64(&pk, count);
@@ -252,15 +236,15 @@ static void put_thread(struct evr_writer *w)
 {
 	uint64_t bytes = evr_rec_bytes(THREAD_BODY_MAX), pad;
 	uint64_t at = place(w->tail, bytes, w->mask + 1, &pad);
-	struct fixed_buf b;
+	struct evr_mpbuf b;
 	msgpack_packer pk;
 
 	if (!fits(w, at + bytes))
 		return; /* still due: the lane is full, and the record after it will count as lost */
 	put_pad(w, w->tail, pad);
-	b = (struct fixed_buf){ w->data + (at & w->mask) + EVR_WORD_BYTES, 0, THREAD_BODY_MAX };
+	b = (struct evr_mpbuf){ w->data + (at & w->mask) + EVR_WORD_BYTES, 0, THREAD_BODY_MAX, false };
 	memset(b.p, 0, THREAD_BODY_MAX);
-	msgpack_packer_init(&pk, &b, fixed_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_array(&pk, 2);
 	msgpack_pack_uint64(&pk, evr_clock_read(w->clock_kind));
 	msgpack_pack_uint32(&pk, (uint32_t)w->owner);

@@ -12,25 +12,6 @@
 
 #include "fuzz_common.h"
 
-struct buf {
-	char p[1024];
-	size_t len;
-	bool overflow;
-};
-
-static int buf_write(void *data, const char *src, size_t len)
-{
-	struct buf *b = data;
-
-	if (len > sizeof(b->p) - b->len) {
-		b->overflow = true;
-		return -1;
-	}
-	memcpy(b->p + b->len, src, len);
-	b->len += len;
-	return 0;
-}
-
 static void key_str(msgpack_packer *pk, const char *k, const char *v)
 {
 	msgpack_pack_str_with_body(pk, k, strlen(k));
@@ -52,7 +33,7 @@ static void key_bool(msgpack_packer *pk, const char *k, bool v)
 		msgpack_pack_false(pk);
 }
 
-static int append(struct evr_segment *seg, uint32_t kind, struct buf *b, uint64_t *id)
+static int append(struct evr_segment *seg, uint32_t kind, struct evr_mpbuf *b, uint64_t *id)
 {
 	if (b->overflow)
 		return -EINVAL;
@@ -87,10 +68,11 @@ static const struct site sites[FUZZ_SITES] = {
 
 static int site_define(struct evr_segment *seg, const struct site *s, uint64_t *id)
 {
-	struct buf b = { .len = 0 };
+	uint8_t mem[1024];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
 	msgpack_packer pk;
 
-	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_map(&pk, 7);
 	key_str(&pk, "kind", s->kind);
 	key_str(&pk, "name", s->name);
@@ -111,10 +93,11 @@ static int site_define(struct evr_segment *seg, const struct site *s, uint64_t *
 
 int fuzz_meta_dispatcher(struct evr_segment *seg, const char *path, bool propagate)
 {
-	struct buf b = { .len = 0 };
+	uint8_t mem[1024];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
 	msgpack_packer pk;
 
-	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_map(&pk, 2);
 	key_str(&pk, "path", path);
 	key_bool(&pk, "propagate", propagate);
@@ -123,11 +106,12 @@ int fuzz_meta_dispatcher(struct evr_segment *seg, const char *path, bool propaga
 
 int fuzz_meta_define(struct evr_segment *seg, uint64_t site_ids[FUZZ_SITES])
 {
-	struct buf b = { .len = 0 };
+	uint8_t mem[1024];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
 	msgpack_packer pk;
 	int rc;
 
-	msgpack_packer_init(&pk, &b, buf_write);
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
 	msgpack_pack_map(&pk, 10);
 	key_u64(&pk, "pid", FUZZ_FAKE_PID);
 	key_str(&pk, "program", "fuzz-seed");

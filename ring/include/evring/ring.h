@@ -468,6 +468,34 @@ static inline bool evr_writer_write(struct evr_writer *w, uint32_t type, const v
 	return true;
 }
 
+/* ---- msgpack into fixed buffers ---------------------------------------- */
+
+/*
+ * A msgpack-c write callback (msgpack_packer_init(&pk, &b, evr_mpbuf_write))
+ * into a fixed buffer: what does not fit is refused and remembered, never
+ * written past the end. For record bodies and metadata entries built off the
+ * hot path.
+ */
+struct evr_mpbuf {
+	uint8_t *p;
+	size_t len, cap;
+	bool overflow;
+};
+#define EVR_MPBUF(array) { (uint8_t *)(array), 0, sizeof(array), false }
+
+static inline int evr_mpbuf_write(void *data, const char *src, size_t len)
+{
+	struct evr_mpbuf *b = (struct evr_mpbuf *)data;
+
+	if (len > b->cap - b->len) {
+		b->overflow = true;
+		return -1;
+	}
+	memcpy(b->p + b->len, src, len);
+	b->len += len;
+	return 0;
+}
+
 /* ---- LOST record bodies ----------------------------------------------- */
 
 /* msgpack [ts, count, first_ts] into buf (>= 32 bytes). Returns its length. */
