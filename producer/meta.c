@@ -97,7 +97,7 @@ int evr__meta_site(const struct evr_site_def *def, uint64_t *id)
 	return append(EVR_META_SITE, &b, id);
 }
 
-int evr__meta_process(uint32_t lanes, uint64_t lane_bytes)
+int evr__meta_process(void)
 {
 	uint8_t mem[ENTRY_MAX];
 	struct evr_mpbuf b = EVR_MPBUF(mem);
@@ -128,8 +128,8 @@ int evr__meta_process(uint32_t lanes, uint64_t lane_bytes)
 	boolean(&pk, "capture_content", evr__content);
 	u64(&pk, "str_limit", EVR_STR_LIMIT);
 	u64(&pk, "content_limit", EVR_CONTENT_LIMIT);
-	u64(&pk, "lanes", lanes ? lanes : evr__proc.seg.lane_count);
-	u64(&pk, "lane_bytes", lane_bytes ? lane_bytes : evr__proc.seg.lane_bytes);
+	u64(&pk, "lanes", evr__proc.seg.lane_count);
+	u64(&pk, "lane_bytes", evr__proc.seg.lane_bytes);
 	str(&pk, "version", "0.1.0");
 	return append(EVR_META_PROCESS, &b, NULL);
 }

@@ -317,7 +317,7 @@ static int open_locked(const struct evr_config *in)
 	evr__proc.pid = (uint32_t)getpid();
 	evr__proc.thread_serial = 0;
 	evr__proc.span_base = evr__proc.seg.salt; /* random per segment */
-	evr__meta_process(cfg.lanes, cfg.lane_bytes);
+	evr__meta_process();
 	sites_reset(); /* sites parked while closed register at their next use */
 	evr__gen++;
 	__atomic_store_n(&evr__proc.state, OPEN, __ATOMIC_RELEASE);

@@ -24,7 +24,7 @@ bool evr__proc_ensure_open(void);
 
 /* Metadata entries (meta.c). Each returns 0 or -ENOSPC / -EINVAL. */
 int evr__meta_site(const struct evr_site_def *def, uint64_t *id);
-int evr__meta_process(uint32_t lanes, uint64_t lane_bytes);
+int evr__meta_process(void); /* the segment as created, read back from it */
 int evr__meta_thread(const struct evr_writer *w);
 int evr__meta_dispatcher(const char *path, bool propagate);
 
