@@ -140,12 +140,30 @@ static bool lane_owner_alive(struct evr_reader *r, uint32_t lane)
 }
 
 /*
- * No record at c->pos. Returns true when the cursor moved (read on), false
- * when the lane has nothing more for now.
+ * True when the word at pos has changed from w since the R1 that saw it. A
+ * verdict reached after that R1 (the writer is dead, the wait is over) is
+ * about a writer that may have committed in between: a thread commits its
+ * last record, frees its lane and exits while the reader, between its R1
+ * and the owner check, still holds the stale word. Its owner then reads as
+ * dead, and skipping would lose a committed record. Read the word again
+ * after the verdict: a writer seen dead stores nothing more, so what this
+ * load finds is final. The /proc lookup that found the thread gone is a
+ * system call that comes after the thread's exit, which comes after its
+ * stores.
  */
-static bool on_gap(struct evr_reader *r, uint32_t lane, struct evr_cursor *c)
+static bool word_changed(const struct evr_reader *r, uint32_t lane, uint64_t pos, uint64_t w)
+{
+	return evr_ld_acq_64(word_at(r, lane, pos)) != w; /* R1 again, after the verdict */
+}
+
+/*
+ * No record at c->pos, where R1 read w. Returns true when the cursor moved
+ * or the word changed (read on), false when the lane has nothing more for now.
+ */
+static bool on_gap(struct evr_reader *r, uint32_t lane, struct evr_cursor *c, uint64_t w)
 {
 	uint64_t tail;
+	bool alive;
 
 	/*
 	 * An idle lane is the common case. Reading the tail would pull the
@@ -163,20 +181,26 @@ static bool on_gap(struct evr_reader *r, uint32_t lane, struct evr_cursor *c)
 	 * the shared lane that is a writer between S1 and S2: wait for it while
 	 * its process lives. Anywhere else it is corruption, or a dead writer.
 	 */
-	if (is_shared(r, lane) && lane_owner_alive(r, lane))
+	alive = lane_owner_alive(r, lane);
+	if (alive && (is_shared(r, lane) || !waited_too_long(r, c, c->pos)))
 		return false;
-	if (!is_shared(r, lane) && lane_owner_alive(r, lane) && !waited_too_long(r, c, c->pos))
-		return false;
-	resync(r, lane, tail, lane_owner_alive(r, lane) ? &r->stats.skipped_bad : &r->stats.skipped_dead);
+	if (word_changed(r, lane, c->pos, w))
+		return true;
+	resync(r, lane, tail, alive ? &r->stats.skipped_bad : &r->stats.skipped_dead);
 	return true;
 }
 
-/* A BUSY reservation at c->pos (shared lane). Returns true when the cursor moved. */
+/*
+ * A BUSY reservation at c->pos (shared lane), where R1 read w. Returns true
+ * when the cursor moved or the word changed (read on).
+ */
 static bool on_busy(struct evr_reader *r, uint32_t lane, struct evr_cursor *c, uint64_t w)
 {
 	uint64_t pos = c->pos, bytes = evr_word_bytes(w);
 
 	if (!lane_owner_alive(r, lane)) {
+		if (word_changed(r, lane, pos, w))
+			return true; /* committed (S3) before the process exited: read it */
 		c->pos += bytes;
 		count_skip(r, lane, &r->stats.skipped_dead);
 		return true;
@@ -209,7 +233,7 @@ int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec,
 		uint32_t type = evr_word_type(w);
 
 		if (evr_word_tag(w) != evr_rec_tag(pos, r->seg->salt)) {
-			if (!on_gap(r, lane, c))
+			if (!on_gap(r, lane, c, w))
 				return 0;
 			continue;
 		}

@@ -240,7 +240,7 @@ static void put_thread(struct evr_writer *w)
 	msgpack_packer pk;
 
 	if (!fits(w, at + bytes))
-		return; /* still due: the lane is full, and the record after it will count as lost */
+		return; /* still due: the lane is full, and the record after it is dropped and counted */
 	put_pad(w, w->tail, pad);
 	b = (struct evr_mpbuf){ w->data + (at & w->mask) + EVR_WORD_BYTES, 0, THREAD_BODY_MAX, false };
 	memset(b.p, 0, THREAD_BODY_MAX);
@@ -260,8 +260,15 @@ static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 	uint64_t size = w->mask + 1, pending;
 	struct plan p;
 
-	if (w->thread_pending)
+	if (w->thread_pending) {
 		put_thread(w);
+		if (w->thread_pending) {
+			/* No record before its THREAD record: the reader would credit it to the last owner. */
+			if (!quiet)
+				drop(w);
+			return NULL;
+		}
+	}
 	pending = evr_ld_64(&l->lost_pending);
 
 	make_plan(&p, w->tail, size, pending != 0, need);

@@ -469,3 +469,59 @@ Test(lane, consumer_slot_is_exclusive_and_taken_over_from_the_dead)
 	cr_assert_eq(seg.hdr->consumer_epoch, 3);
 	test_segment_destroy(&seg);
 }
+
+/*
+ * A lane passed on with room for a small record but not for the THREAD
+ * record that opens the new owner's run: the record must be dropped (and
+ * counted), not written ahead of its THREAD record, where the reader would
+ * credit it to the lane's last owner.
+ */
+Test(lane, record_never_precedes_its_thread_record)
+{
+	struct evr_segment seg;
+	struct evr_writer w1, w2;
+	struct evr_reader r;
+	struct evr_record rec;
+	uint8_t small[8] = { 0 }, mid[16] = { 0 };
+	uint32_t tid2 = test_tid() + 1000000u, threads = 0, events = 0, losts = 0;
+	bool w2_thread_seen = false;
+
+	test_segment(&seg, "thrfirst", 2, 4096);
+	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
+	cr_assert_eq(evr_writer_open(&w1, &seg, getpid(), test_tid(), 0), 0);
+	/* THREAD (24 bytes) + one 24-byte record + 16-byte records up to 16 bytes short of full. */
+	cr_assert(evr_writer_write(&w1, EVR_REC_EVENT, mid, sizeof(mid)));
+	while (seg.lanes[0].tail + 16 < 4096)
+		cr_assert(evr_writer_write(&w1, EVR_REC_EVENT, small, sizeof(small)));
+	cr_assert_eq(seg.lanes[0].tail, 4080);
+	evr_writer_close(&w1);
+
+	cr_assert_eq(evr_writer_open(&w2, &seg, getpid(), tid2, 0), 0);
+	cr_assert_eq(w2.lane, &seg.lanes[0], "the new writer takes the lane the last one left");
+	cr_expect_not(evr_writer_write(&w2, EVR_REC_EVENT, small, sizeof(small)),
+		      "16 bytes are free, the THREAD record needs 24: the record is dropped");
+	cr_expect_eq(seg.lanes[0].lost, 1);
+
+	while (evr_reader_next(&r, 0, &rec, buf, sizeof(buf)) == 1)
+		; /* w1's run */
+	evr_reader_release(&r, 0);
+	cr_assert(evr_writer_write(&w2, EVR_REC_EVENT, small, sizeof(small)));
+	while (evr_reader_next(&r, 0, &rec, buf, sizeof(buf)) == 1) {
+		if (rec.type == EVR_REC_THREAD) {
+			threads++;
+			w2_thread_seen = true;
+		} else if (rec.type == EVR_REC_LOST) {
+			cr_expect(w2_thread_seen, "the loss is reported in w2's run");
+			losts++;
+		} else if (rec.type == EVR_REC_EVENT) {
+			cr_expect(w2_thread_seen, "w2's record comes after w2's THREAD record");
+			events++;
+		}
+	}
+	cr_expect_eq(threads, 1);
+	cr_expect_eq(losts, 1);
+	cr_expect_eq(events, 1);
+	evr_writer_close(&w2);
+	evr_reader_fini(&r);
+	test_segment_destroy(&seg);
+}

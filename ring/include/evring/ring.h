@@ -117,7 +117,11 @@
  * A writer that dies inside a record leaves its commit word unpublished. On an
  * exclusive lane the reader sees the owning thread is gone, reads what was
  * committed, sets the lane's tail to where it stopped and frees the lane (C3);
- * on the shared lane the stuck reservation is skipped as above.
+ * on the shared lane the stuck reservation is skipped as above. A verdict of
+ * death (or of a wait timed out) comes after the R1 that found no record, and
+ * in between the writer may have committed it, freed its lane and exited: the
+ * reader loads the word again (R1) after the verdict and reads the record if
+ * it is there. A writer seen dead stores nothing more, so that load is final.
  *
  * WHO MAY CALL WHAT
  * =================
