@@ -99,20 +99,63 @@ void evr_clock_calibrate(uint32_t kind, struct evr_clock_calib *c, uint64_t spin
 	c->mult = rate(m2 - c->anchor_mono_ns, t2 - c->anchor_ticks);
 }
 
+/*
+ * THE READER'S MAPPING
+ * ====================
+ * mono = anchor_mono + ((ticks - anchor_ticks) * mult) >> 32, one line
+ * through the anchor. evr_clock_map_init sets the anchor at a paired sample
+ * of the reader's own (with the rate from the creator's anchor to it, when
+ * that is at least 50 ms old: the longer the baseline, the better the rate),
+ * before anything has been converted.
+ *
+ * From then on every refinement keeps the mapping continuous: a new line
+ * starts where the old one stands at the refinement's tick, so a tick read
+ * after a refinement never maps before an earlier tick mapped before it
+ * (the merge would count it late). Its slope is the rate measured since the
+ * last refinement (both paired samples, last_refine_mono_ns and the anchor
+ * tick), corrected to close the gap between the line and the measured
+ * CLOCK_MONOTONIC over about the same interval again: the mapping converges
+ * to CLOCK_MONOTONIC instead of jumping to it. The correction is bounded
+ * (CORR_SHIFT) so that a bad sample cannot tilt the line far; it stays
+ * increasing. Refinements closer than 50 ms to the last one only refresh
+ * the CLOCK_REALTIME offset.
+ */
+#define REFINE_MIN_NS 50000000u
+#define CORR_SHIFT 10 /* the slope moves at most 1/1024 (1 ms a second) from the measured rate */
+
+/* The paired sample (t, mono) becomes the anchor, the mapping exact there. */
+static void map_anchor(struct evr_clock_map *m, uint64_t t, uint64_t mono, uint64_t real)
+{
+	m->anchor_ticks = t;
+	m->anchor_mono_ns = mono;
+	m->last_refine_mono_ns = mono;
+	m->real_minus_mono_ns = (int64_t)(real - mono);
+}
+
 void evr_clock_map_init(struct evr_clock_map *m, const struct evr_clock_calib *c)
 {
+	uint64_t t, mono, real;
+
 	memset(m, 0, sizeof(*m));
 	m->kind = c->kind;
 	m->anchor_ticks = c->anchor_ticks;
 	m->anchor_mono_ns = c->anchor_mono_ns;
 	m->mult = c->mult ? c->mult : (uint64_t)1 << EVR_CLOCK_SHIFT;
 	m->real_minus_mono_ns = (int64_t)(c->anchor_real_ns - c->anchor_mono_ns);
-	evr_clock_map_refine(m);
+	if (m->kind != EVR_CLOCK_TSC) {
+		evr_clock_map_refine(m);
+		return;
+	}
+	paired_sample(&t, &mono, &real);
+	/* Too close to the creator's anchor, the creator's rate is the better estimate. */
+	if (mono - c->anchor_mono_ns >= REFINE_MIN_NS && t > c->anchor_ticks)
+		m->mult = rate(mono - c->anchor_mono_ns, t - c->anchor_ticks);
+	map_anchor(m, t, mono, real);
 }
 
 void evr_clock_map_refine(struct evr_clock_map *m)
 {
-	uint64_t t, mono, real;
+	uint64_t t, mono, real, dt, measured, at, lo, hi, want;
 
 	if (m->kind != EVR_CLOCK_TSC) {
 		mono = evr_clock_monotonic_ns();
@@ -122,11 +165,30 @@ void evr_clock_map_refine(struct evr_clock_map *m)
 	}
 	paired_sample(&t, &mono, &real);
 	m->real_minus_mono_ns = (int64_t)(real - mono);
-	m->last_refine_mono_ns = mono;
-	/* Too close to the anchor, the creator's rate is the better estimate. */
-	if (mono - m->anchor_mono_ns < 50000000u || t <= m->anchor_ticks)
+	if (mono - m->last_refine_mono_ns < REFINE_MIN_NS || t <= m->anchor_ticks ||
+	    mono <= m->last_refine_mono_ns)
 		return;
-	m->mult = rate(mono - m->anchor_mono_ns, t - m->anchor_ticks);
+	dt = t - m->anchor_ticks;
+	measured = rate(mono - m->last_refine_mono_ns, dt); /* since the last refinement */
+	at = evr_clock_to_mono_ns(m, t);		      /* where the line stands now: the new anchor */
+	/*
+	 * Close the gap (mono - at) over the next dt: the slope that takes the
+	 * line from `at` to where CLOCK_MONOTONIC will be after dt, at the
+	 * measured rate. Signed, in 128 bits: the gap may go either way.
+	 */
+	{
+		__int128 gap = (__int128)mono - (__int128)at;
+		__int128 corr = gap * ((__int128)1 << EVR_CLOCK_SHIFT) / (__int128)dt; /* signed: no shift */
+		__int128 w = (__int128)measured + corr;
+
+		lo = measured - (measured >> CORR_SHIFT);
+		hi = measured + (measured >> CORR_SHIFT);
+		want = w < (__int128)lo ? lo : w > (__int128)hi ? hi : (uint64_t)w;
+	}
+	m->anchor_ticks = t;
+	m->anchor_mono_ns = at;
+	m->mult = want;
+	m->last_refine_mono_ns = mono;
 }
 
 uint64_t evr_clock_to_mono_ns(const struct evr_clock_map *m, uint64_t ticks)
