@@ -6,9 +6,12 @@
  * says it is invariant (and the kernel uses it as its clocksource), otherwise
  * CLOCK_MONOTONIC nanoseconds. The creator stores an anchor (a TSC read paired
  * with CLOCK_MONOTONIC and CLOCK_REALTIME reads) and a first rate in the
- * header. A reader keeps that anchor and takes paired samples of its own: the
- * rate between the two anchors is the mapping it uses, so the longer the
- * process has lived, the more exact the conversion. Conversion is
+ * header. A reader starts from it and refines as it goes with paired samples
+ * of its own (a TSC read between two CLOCK_MONOTONIC reads): each refinement
+ * re-anchors the mapping where the current one stands at that tick, so the
+ * mapping never jumps (records read on either side of a refinement keep their
+ * order), and takes the rate measured since the last refinement, corrected to
+ * close any gap to CLOCK_MONOTONIC over the next interval. Conversion is
  * mono = anchor_mono + ((ticks - anchor_ticks) * mult) >> 32.
  *
  * Threads: evr_clock_read may run anywhere. A struct evr_clock_map belongs to
@@ -75,7 +78,7 @@ struct evr_clock_calib {
 	uint64_t mult; /* ns per tick << EVR_CLOCK_SHIFT */
 };
 
-/* A reader's mapping: the creator's anchor and the reader's latest sample. */
+/* A reader's mapping: the line through its latest anchor, and the realtime offset. */
 struct evr_clock_map {
 	uint32_t kind;
 	uint64_t anchor_ticks, anchor_mono_ns;
@@ -102,9 +105,11 @@ EVR_API void evr_clock_calibrate(uint32_t kind, struct evr_clock_calib *c, uint6
 EVR_API void evr_clock_map_init(struct evr_clock_map *m, const struct evr_clock_calib *c);
 
 /*
- * Takes a new paired sample and recomputes the rate from the anchor to it.
- * Cheap enough to call once a second; skipped when less than 50 ms have passed
- * since the anchor (the creator's rate stays in use until then).
+ * Takes a new paired sample; re-anchors the mapping at the sample's tick, on
+ * the current line (continuous), with the rate measured since the last
+ * refinement plus a bounded correction that closes the gap to CLOCK_MONOTONIC
+ * over the next interval. Cheap enough to call once a second; skipped when
+ * less than 50 ms have passed since the last refinement.
  */
 EVR_API void evr_clock_map_refine(struct evr_clock_map *m);
 
