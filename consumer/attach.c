@@ -44,6 +44,13 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 		evr__src_close(s);
 		return -ENOMEM;
 	}
+	/*
+	 * A thread names itself in a THREAD record at the start of its run on a
+	 * lane, which a consumer attaching later never reads: until one comes,
+	 * an exclusive lane's records are its current owner's.
+	 */
+	for (uint32_t i = 0; i + 1 < s->seg.lane_count; i++)
+		s->lanes[i].tid = (uint32_t)evr_ld_64(&s->seg.lanes[i].owner); /* relaxed: a hint, no ordering */
 	cal = (struct evr_clock_calib){ s->seg.clock_kind, s->seg.hdr->clock_anchor_ticks,
 					s->seg.hdr->clock_anchor_mono_ns, s->seg.hdr->clock_anchor_real_ns,
 					s->seg.hdr->clock_mult };

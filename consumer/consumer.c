@@ -30,6 +30,8 @@ struct evr_consumer {
 	struct evr_consumer_stats st;
 	msgpack_zone zone;
 	struct evr_rec *free_recs;
+	struct evr_capture *cap; /* evr_consumer_capture: the stream is written here too */
+	bool finished;		 /* evr_consumer_finish ran: nothing more is delivered */
 	volatile int stop;
 	uint8_t buf[EVR_BODY_MAX];
 };
@@ -85,7 +87,7 @@ struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char
 	if (!c->o.max_open_spans)
 		c->o.max_open_spans = 100000;
 	if (!c->o.batch)
-		c->o.batch = 1024;
+		c->o.batch = 256;
 	if (!c->o.log)
 		c->o.log = stderr;
 	if (!msgpack_zone_init(&c->zone, 8192) || !(c->merge = evr__merge_new(64)) ||
@@ -124,7 +126,109 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 	c->srcs = t;
 	c->srcs[c->nsrc] = s;
 	evr__src_meta_refresh(s, &c->st);
+	if (c->cap)
+		evr__capture_source(c->cap, s);
 	return (int)c->nsrc++;
+}
+
+int evr__consumer_adopt(struct evr_consumer *c, struct evr_src *s)
+{
+	struct evr_src **t = realloc(c->srcs, (c->nsrc + 1) * sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	c->srcs = t;
+	s->pub.index = c->nsrc;
+	s->drained_after_death = true; /* nothing to drain: its records come from the capture */
+	c->srcs[c->nsrc] = s;
+	return (int)c->nsrc++;
+}
+
+/* A record leaves the merge: into the capture, if one is written, then to the span builder. */
+static void deliver(struct evr_consumer *c, struct evr_rec *r)
+{
+	if (c->cap)
+		evr__capture_rec(c->cap, r);
+	evr__spans_record(c->spans, c, r);
+}
+
+/* A dead producer's spans still open end as abandoned (once: dead_ns is cleared). */
+static void deliver_death(struct evr_consumer *c, struct evr_src *s)
+{
+	if (c->cap)
+		evr__capture_dead(c->cap, s, s->dead_ns);
+	evr__spans_source_dead(c->spans, s, s->dead_ns);
+	s->dead_ns = 0;
+}
+
+void evr__consumer_replay_rec(struct evr_consumer *c, struct evr_rec *r)
+{
+	/*
+	 * Offline nothing is lost to a slow handler: every 64 records (at most
+	 * three objects each, far below any queue's room) wait for the handlers.
+	 */
+	if ((c->st.records & 63) == 63)
+		evr__hub_flush(c->hub);
+	c->st.records++;
+	c->st.late += r->late;
+	evr__spans_record(c->spans, c, r);
+	evr__spans_tick(c->spans, r->mono_ns); /* replayed time: orphans wait out their grace in record time */
+	c->st.open_spans = evr__spans_open(c->spans);
+}
+
+void evr__consumer_replay_dead(struct evr_consumer *c, struct evr_src *s, uint64_t dead_ns)
+{
+	s->pub.dead = true;
+	s->dead_ns = dead_ns;
+	evr__spans_source_dead(c->spans, s, dead_ns);
+	s->dead_ns = 0;
+}
+
+int evr_consumer_capture(struct evr_consumer *c, const char *path, char *err, size_t errlen)
+{
+	int rc;
+
+	if (c->cap) {
+		snprintf(err, errlen, "a capture is already being written");
+		return -EBUSY;
+	}
+	rc = evr__capture_open(&c->cap, path, err, errlen);
+	for (uint32_t i = 0; rc == 0 && i < c->nsrc; i++)
+		rc = evr__capture_source(c->cap, c->srcs[i]);
+	if (rc && c->cap) {
+		snprintf(err, errlen, "cannot write capture %s: %s", path, strerror(-rc));
+		evr__capture_close(c->cap, &c->st);
+		c->cap = NULL;
+	}
+	return rc;
+}
+
+int evr_consumer_capture_end(struct evr_consumer *c)
+{
+	struct evr_rec *r;
+	int rc;
+
+	if (!c->cap)
+		return -EINVAL;
+	while ((r = evr__merge_pop(c->merge, 0, true)) != NULL)
+		deliver(c, r);
+	for (uint32_t i = 0; i < c->nsrc; i++)
+		if (c->srcs[i]->dead_ns && c->srcs[i]->drained_after_death)
+			deliver_death(c, c->srcs[i]);
+	c->st.late = evr__merge_late(c->merge);
+	evr__hub_stats(c->hub, NULL, 0); /* folds the handlers' errors and timeouts into c->st */
+	rc = evr__capture_close(c->cap, &c->st);
+	c->cap = NULL;
+	return rc;
+}
+
+int evr_consumer_replay(struct evr_consumer *c, const char *path, char *err, size_t errlen)
+{
+	if (c->nsrc) {
+		snprintf(err, errlen, "a replay needs a consumer attached to nothing");
+		return -EINVAL;
+	}
+	return evr__replay_file(c, path, err, errlen);
 }
 
 struct attach_ctx {
@@ -217,6 +321,8 @@ int evr_consumer_add_builtin(struct evr_consumer *c, const char *spec, FILE *out
 		rc = evr__builtin_handler(spec, out, &h, err, errlen);
 	if (rc)
 		return rc;
+	if (!h.dispatcher && c->o.dispatcher && *c->o.dispatcher)
+		h.dispatcher = c->o.dispatcher;
 	rc = evr__hub_add(c->hub, &h);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot start handler %s: %s", spec, strerror(-rc));
@@ -325,6 +431,8 @@ int evr_consumer_poll(struct evr_consumer *c)
 	struct evr_rec *r;
 	int total = 0;
 
+	if (c->finished)
+		return 0;
 	for (uint32_t i = 0; i < c->nsrc; i++) {
 		struct evr_src *s = c->srcs[i];
 		bool more = false, full;
@@ -366,17 +474,17 @@ int evr_consumer_poll(struct evr_consumer *c)
 	c->st.records += (uint64_t)total;
 	c->st.ring_skipped = skips;
 
+	evr__spans_round_begin(c->spans); /* one read-side section; handlers get batches */
 	while ((r = evr__merge_pop(c->merge, c->o.merge_window_ns, false)) != NULL)
-		evr__spans_record(c->spans, c, r);
+		deliver(c, r);
 	for (uint32_t i = 0; i < c->nsrc; i++) {
 		struct evr_src *s = c->srcs[i];
 		/* Its spans still open end as abandoned once every record of it went through. */
-		if (s->drained_after_death && s->dead_ns && evr__merge_src_empty(c->merge, s->pub.index)) {
-			evr__spans_source_dead(c->spans, s, s->dead_ns);
-			s->dead_ns = 0;
-		}
+		if (s->drained_after_death && s->dead_ns && evr__merge_src_empty(c->merge, s->pub.index))
+			deliver_death(c, s);
 	}
 	evr__spans_tick(c->spans, now);
+	evr__spans_round_end(c->spans);
 	c->st.late = evr__merge_late(c->merge);
 	c->st.open_spans = evr__spans_open(c->spans);
 	return total;
@@ -411,6 +519,11 @@ int evr_consumer_run(struct evr_consumer *c, uint64_t duration_ns, volatile int 
 	return 0;
 }
 
+void evr_consumer_sync(struct evr_consumer *c)
+{
+	evr__hub_flush(c->hub);
+}
+
 void evr_consumer_stop(struct evr_consumer *c)
 {
 	c->stop = 1;
@@ -427,20 +540,39 @@ int evr_consumer_handler_stats(struct evr_consumer *c, struct evr_handler_stats 
 	return evr__hub_stats(c->hub, out, n);
 }
 
+void evr_consumer_finish(struct evr_consumer *c)
+{
+	struct evr_rec *r;
+
+	if (c->finished)
+		return;
+	c->finished = true;
+	if (c->merge && c->spans) {
+		if (c->cap)
+			evr_consumer_capture_end(c);
+		evr__spans_round_begin(c->spans);
+		while ((r = evr__merge_pop(c->merge, 0, true)) != NULL)
+			deliver(c, r);
+		for (uint32_t i = 0; i < c->nsrc; i++)
+			if (c->srcs[i]->dead_ns)
+				deliver_death(c, c->srcs[i]);
+		evr__spans_detach(c->spans, evr_clock_monotonic_ns());
+		evr__spans_round_end(c->spans);
+	}
+	evr__hub_flush(c->hub);
+	evr__hub_stats(c->hub, NULL, 0); /* folds the handlers' errors and timeouts into c->st */
+	c->st.late = evr__merge_late(c->merge);
+	c->st.open_spans = evr__spans_open(c->spans);
+}
+
 void evr_consumer_close(struct evr_consumer *c)
 {
 	struct evr_rec *r;
 
 	if (!c)
 		return;
-	if (c->merge && c->spans) {
-		while ((r = evr__merge_pop(c->merge, 0, true)) != NULL)
-			evr__spans_record(c->spans, c, r);
-		for (uint32_t i = 0; i < c->nsrc; i++)
-			if (c->srcs[i]->dead_ns)
-				evr__spans_source_dead(c->spans, c->srcs[i], c->srcs[i]->dead_ns);
-		evr__spans_detach(c->spans, evr_clock_monotonic_ns());
-	}
+	if (c->merge && c->spans && c->hub)
+		evr_consumer_finish(c);
 	if (c->spans)
 		evr__spans_free(c->spans);
 	if (c->hub)

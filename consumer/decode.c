@@ -429,6 +429,25 @@ bool evr__src_dispatch_reaches(const struct evr_src *s, const char *from, const 
 	return true;
 }
 
+int evr__src_meta_apply(struct evr_src *s, uint32_t kind, uint64_t id, const msgpack_object *obj)
+{
+	if (obj->type != MSGPACK_OBJECT_MAP)
+		return -EBADMSG;
+	switch (kind) {
+	case EVR_META_SITE:
+		return read_site(s, id, obj);
+	case EVR_META_DISPATCHER:
+		return read_dispatcher(s, obj);
+	case EVR_META_THREAD:
+		return read_thread(s, obj);
+	case EVR_META_PROCESS:
+		read_process(s, obj);
+		return 0;
+	default:
+		return 0; /* a kind this consumer does not know: ignored */
+	}
+}
+
 int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st)
 {
 	struct evr_meta_view v;
@@ -459,20 +478,8 @@ int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st)
 		msgpack_zone_clear(&zone);
 		if (!evr__msgpack_sane(copy, v.len, 6) ||
 		    !evr__unpacked(msgpack_unpack((const char *)copy, v.len, &off, &zone, &obj)) ||
-		    obj.type != MSGPACK_OBJECT_MAP) {
+		    evr__src_meta_apply(s, v.kind, v.id, &obj) != 0)
 			st->bad++;
-		} else if (v.kind == EVR_META_SITE) {
-			if (read_site(s, v.id, &obj) != 0)
-				st->bad++;
-		} else if (v.kind == EVR_META_DISPATCHER) {
-			if (read_dispatcher(s, &obj) != 0)
-				st->bad++;
-		} else if (v.kind == EVR_META_THREAD) {
-			if (read_thread(s, &obj) != 0)
-				st->bad++;
-		} else if (v.kind == EVR_META_PROCESS) {
-			read_process(s, &obj);
-		}
 		free(copy);
 		n++;
 	}
@@ -527,8 +534,12 @@ static long value_bytes(const msgpack_object *o)
 	}
 }
 
-/* The values after the fixed elements, named by the site that declared them. */
-static struct evr_fields *make_fields(const struct evr_site_info *si, const msgpack_object *vals, uint32_t n)
+/*
+ * The values after the fixed elements, named by the site that declared them.
+ * event: in the block of the event that will carry them (evr__event_fields_new).
+ */
+static struct evr_fields *fields_decode(const struct evr_site_info *si, const msgpack_object *vals, uint32_t n,
+					bool event)
 {
 	struct evr_fields *f;
 	size_t bytes = 0;
@@ -544,7 +555,7 @@ static struct evr_fields *make_fields(const struct evr_site_info *si, const msgp
 			return NULL;
 		bytes += (size_t)b;
 	}
-	f = evr__fields_new(n, bytes, &str);
+	f = event ? evr__event_fields_new(n, bytes, &str) : evr__fields_new(n, bytes, &str);
 	if (!f)
 		return NULL;
 	for (uint32_t i = 0; i < n; i++) {
@@ -590,6 +601,11 @@ static struct evr_fields *make_fields(const struct evr_site_info *si, const msgp
 		}
 	}
 	return f;
+}
+
+struct evr_fields *evr__fields_decode(const struct evr_site_info *si, const msgpack_object *vals, uint32_t n)
+{
+	return fields_decode(si, vals, n, false);
 }
 
 /* The site with this id, reading new metadata once if it is not known yet. */
@@ -653,14 +669,15 @@ int evr__decode(struct evr_consumer *c, struct evr_src *s, const struct evr_reco
 	case EVR_REC_EVENT:
 		out->site = site_of(c, s, u[1], EVR_KIND_EVENT);
 		out->span_id = u[2];
-		out->fields = make_fields(out->site, a + 3, n - 3);
+		out->fields = fields_decode(out->site, a + 3, n - 3, true); /* one block with its event */
+		out->fields_in_event = out->fields && out->fields != evr__fields_empty();
 		break;
 	case EVR_REC_SPAN_BEGIN:
 		out->site = site_of(c, s, u[1], EVR_KIND_SPAN_BEGIN);
 		out->span_id = u[2];
 		out->parent_id = u[3];
 		out->trace_id = u[4];
-		out->fields = make_fields(out->site, a + 5, n - 5);
+		out->fields = evr__fields_decode(out->site, a + 5, n - 5);
 		break;
 	default: /* SPAN_END */
 		out->site = site_of(c, s, u[1], EVR_KIND_SPAN_BEGIN);
@@ -673,7 +690,7 @@ int evr__decode(struct evr_consumer *c, struct evr_src *s, const struct evr_reco
 			return -EBADMSG;
 		out->status = (uint8_t)u[6];
 		out->end_site = site_of(c, s, u[7], EVR_KIND_SPAN_END);
-		out->fields = make_fields(out->end_site, a + 8, n - 8);
+		out->fields = evr__fields_decode(out->end_site, a + 8, n - 8);
 		break;
 	}
 	if (!out->fields || (r->type != EVR_REC_SPAN_END && !out->site)) {

@@ -5,20 +5,26 @@
  *
  * THE PATH OF A RECORD
  * ====================
- *   drain thread: evr__hub_deliver(cb, obj)
- *     rcu_read_lock, walk the live list; per handler:
+ *   drain thread: evr__hub_deliver_many(objects of a batch; up to a round's)
+ *     rcu_read_lock, walk the live list; per handler, per object:
  *       no callback for cb            -> nothing (not counted)
  *       its filters turn it away      -> filtered++
  *       stalled, or its queue is full -> skipped++ (and the consumer's handler_skipped)
- *       else ref the object and push (cb | obj) onto its ck_ring
- *     one full fence, then wake the handlers that were asleep
- *   handler thread: pop, publish "calling cb(what) since t", call, unref
- *   watchdog thread: a call older than the timeout is reported once and the
- *     handler marked stalled; the drain thread skips it until the call returns
+ *       else write (cb | obj) after its ck_ring's tail, unpublished
+ *     the references (k queues took an object: k - 1 more, one atomic add;
+ *     the caller's own is the k-th), then per handler one publication of
+ *     its tail, one full fence, and a wake of those asleep whose queue holds
+ *     WAKE_AT items; evr__hub_kick, at the end of the round, wakes the rest
+ *   handler thread: take up to POP_BATCH items (one load of the tail, one
+ *     store of the head); per item publish "calling cb(what)", call, unref
+ *   watchdog thread: looks every tick; a call seen running for longer than
+ *     the timeout is reported once and the handler marked stalled; the drain
+ *     thread skips it until the call returns
  *
- * Nothing the drain thread does in evr__hub_deliver waits for a handler: no
- * lock a handler thread or the watchdog takes, no syscall but a futex wake
- * of a handler that was asleep.
+ * Nothing the drain thread does in evr__hub_deliver_many waits for a
+ * handler: no lock a handler thread or the watchdog takes, no syscall but a
+ * futex wake of a handler that was asleep. No clock is read per record on
+ * any thread.
  *
  * QUEUES
  * ======
@@ -28,9 +34,10 @@
  * 2 x queue_len slots (4 at least; ck_ring keeps one free) and the drain
  * thread stops at queue_len entries, so capacity is exactly queue_len and
  * there is always a free slot for the stop marker that ends the handler's
- * thread. A handler thread spins briefly (ck_backoff) when its queue is
- * empty, then sleeps on a futex; the drain thread wakes it after a push only
- * if it was asleep (D / H below). The drain thread is the producer;
+ * thread. A handler thread spins about a microsecond (ck_backoff) when its
+ * queue is empty, then sleeps on a futex: sharing a CPU with the drain
+ * thread, a longer spin only delays the thread it waits for. The drain
+ * thread wakes it only if it was asleep (D / H below). The drain thread is the producer;
  * evr__hub_remove / close become the producer only after the handler has left
  * the live list and a grace period has passed (no deliver can still see it).
  *
@@ -45,9 +52,16 @@
  * ========
  * Each atomic access here carries one of these labels.
  *
+ *   queue (ck_ring's SPSC protocol, a batch at a time)
+ *   -----
+ *   Q1  drain: slots written, store-release(p_tail)  -- pairs with Q3
+ *   Q2  drain: load-acquire(c_head) for the room     -- pairs with Q4
+ *   Q3  handler: load-acquire(p_tail), then the slots
+ *   Q4  handler: slots read, store-release(c_head)
+ *
  *   registry                                   queue wake-up (Dekker)
  *   --------                                   ----------------------
- *   R1  add: store-release(link, x)            D   drain: push, full fence, load
+ *   R1  add: store-release(link, x)            D   drain: publish, full fence, load
  *       x is whole before it can be seen           (sleeping) -- pairs with H
  *   R2  deliver: load-acquire(link)            H   handler: store(sleeping, 1)
  *       -- pairs with R1                           seq_cst, then look at the
@@ -59,8 +73,8 @@
  *
  *   handler thread (per call)                  watchdog
  *   -------------------------                  --------
- *   C1  store-release(call_cb, call_what,      W1  s = load-acquire(state)
- *       call_start)                                -- pairs with C2
+ *   C1  store-release(call_cb, call_what)      W1  s = load-acquire(state)
+ *                                                  -- pairs with C2
  *   C2  store-release(state, seq | IN_CALL)    W2  load-acquire(call_*) -- pairs
  *   call                                           with C1; a value from the next
  *   C3  xchg(state, seq) acq_rel: ends the         call implies W3 sees C3
@@ -68,8 +82,8 @@
  *       and ABANDONED (pairs with A1)              ended while we looked
  *   C4  after C3 saw STALLED: store(stalled,   S0  store(stalled, 1) relaxed, then
  *       0) relaxed; C3 ordered it after S0         S1  CAS(state, s, s | STALLED)
- *   F1  store-release(done) after the unref        acq_rel -- races with C3; when
- *       -- pairs with flush's load-acquire         it fails, store(stalled, 0)
+ *   F1  store-release(done) after a batch's        acq_rel -- races with C3; when
+ *       unrefs -- pairs with flush's acquire       it fails, store(stalled, 0)
  *   F2  store-release(state, FINISHED) after
  *       destroy -- pairs with retire's load    remove / close
  *                                              A1  CAS(state, s, s | ABANDONED)
@@ -81,7 +95,13 @@
  * handler's line across. Its only writers are S0 and C4 (in that order, as
  * S1 -> C3 orders them) and the watchdog's undo when S1 fails (the call had
  * ended, so no C4 follows); the drain thread reads it relaxed, as a hint
- * (flush and stats read STALLED itself).
+ * (flush and stats read STALLED itself), once per batch.
+ * The watchdog times a call from the first look that saw it (state holds
+ * the call's sequence number, so a new call is told from a long one): the
+ * report comes between timeout and timeout + a tick after the call began,
+ * never before. Before S1 it also stores skipped_at_stall and stall_after
+ * (its look before the first sight: the call began after it), which S1
+ * publishes to the handler thread's C3.
  * Counters (delivered, filtered, skipped, errors, timeouts) have one writer
  * each and are read with relaxed loads. The consumer's handler_* totals
  * (the stats pointer given to evr__hub_new) are written by the drain thread
@@ -93,7 +113,8 @@
  * =================
  *   evr__hub_new / close              one thread, not concurrently with anything else,
  *                                     never from a callback or on_error
- *   evr__hub_deliver / flush / stats  the drain thread (one at a time)
+ *   evr__hub_deliver(_many) / kick /  the drain thread (one at a time)
+ *   flush / stats
  *   evr__hub_add / remove             any thread, concurrently with deliver and each
  *                                     other; not from inside the handler being removed
  *                                     (-EDEADLK) and not concurrently with close
@@ -140,7 +161,13 @@
 #define MAX_QUEUE_LEN (1u << 24)
 #define TICK_MAX_NS 10000000ull	     /* the watchdog looks at least every 10 ms */
 #define TICK_MIN_NS 1000000ull	     /* ... and at most every 1 ms */
-#define IDLE_SPIN_ROUNDS 6	     /* ck_backoff rounds (512 .. 16384 spins) before sleeping */
+#define TICKS_PER_TIMEOUT 40	     /* ... and 40 times a timeout: a call is seen within 2.5% of it */
+#define IDLE_SPIN_ROUNDS 4	     /* ck_backoff rounds (16 + 32 + 64 + 128 pauses, ~1 us) before sleeping */
+#define IDLE_SPIN_FIRST 16
+#define POP_BATCH 64u		     /* items a handler thread takes per look at its queue */
+#define PREFETCH_AHEAD 4u	     /* objects fetched ahead of the call that takes them */
+#define WAKE_AT 1024u		     /* queued items that wake a sleeping handler before the round ends */
+#define DELIVER_CHUNK 256u	     /* objects evr__hub_deliver_many offers per pass over the handlers */
 #define IDLE_NAP_NS 100000000l	     /* a sleeping handler looks again after 100 ms regardless */
 #define RETIRE_POLL_NS 200000l	     /* remove / close look at retiring threads every 200 us */
 #define FLUSH_POLL_NS 100000l	     /* flush looks at the queues every 100 us */
@@ -169,6 +196,15 @@ _Static_assert(_Alignof(struct evr_event) >= 8 && _Alignof(struct evr_span_rec) 
 
 /* ---- the queue ------------------------------------------------------------------------------ */
 
+/*
+ * The drain thread writes a batch of items after the tail (hq_put), then
+ * publishes them with one store of the tail (hq_publish); a handler thread
+ * takes up to a batch with one load of the tail and one store of the head
+ * (hq_pop_many). These are ck_ring's single-producer / single-consumer
+ * enqueue and dequeue (_ck_ring_enqueue_sp, _ck_ring_dequeue_sc) with the
+ * same fences, n slots at a time instead of one: the other side's counter is
+ * read once per batch rather than once per item, and written once.
+ */
 #ifndef EVR_TSAN
 struct hq {
 	struct ck_ring ring; /* c_head and p_tail already sit on separate cache lines */
@@ -184,28 +220,57 @@ static int hq_init(struct hq *q, uint32_t slots)
 	return 0;
 }
 
-static bool hq_push(struct hq *q, void *v)
+/* Items queued and not yet taken, counting `pending` written but unpublished. Drain thread. */
+static uint32_t hq_used(const struct hq *q, uint32_t pending)
 {
-	return ck_ring_enqueue_spsc(&q->ring, q->buf, v);
+	/* Q2: the handler's head; pairs with Q4 (what it read is done with). */
+	return q->ring.p_tail + pending - ck_pr_load_uint(&q->ring.c_head);
 }
 
-static bool hq_pop(struct hq *q, void **v)
+/* Writes item i of the batch being built (not visible yet). The caller checked the room. */
+static void hq_put(struct hq *q, uint32_t i, void *v)
 {
-	return ck_ring_dequeue_spsc(&q->ring, q->buf, v);
+	q->buf[(q->ring.p_tail + i) & q->ring.mask].value = v;
 }
 
-static uint32_t hq_len(const struct hq *q)
+/* Q1: makes the n items put visible to the handler; pairs with Q3. */
+static void hq_publish(struct hq *q, uint32_t n)
 {
-	return ck_ring_size(&q->ring);
+	ck_pr_fence_store(); /* the slots before the tail, as _ck_ring_enqueue_sp */
+	ck_pr_store_uint(&q->ring.p_tail, q->ring.p_tail + n);
 }
 
-/* D: orders the pushes before the loads of the handlers' sleeping words. */
+/* Takes up to max items. Handler thread (or the one that owns it once abandoned). */
+static uint32_t hq_pop_many(struct hq *q, void **v, uint32_t max)
+{
+	unsigned c = q->ring.c_head, p = ck_pr_load_uint(&q->ring.p_tail); /* Q3, pairs with Q1 */
+	uint32_t n = p - c;
+
+	if (n == 0)
+		return 0;
+	if (n > max)
+		n = max;
+	ck_pr_fence_load(); /* the slots after our snapshot of the tail */
+	for (uint32_t i = 0; i < n; i++)
+		v[i] = q->buf[(c + i) & q->ring.mask].value;
+	ck_pr_fence_release();			       /* Q4: the slots are read before the head moves */
+	ck_pr_store_uint(&q->ring.c_head, c + n); /* pairs with Q2 */
+	return n;
+}
+
+/* Anything queued? Any thread; a hint. */
+static bool hq_nonempty(const struct hq *q)
+{
+	return ck_ring_size(&q->ring) != 0;
+}
+
+/* D: orders the publications before the loads of the handlers' sleeping words. */
 static void hq_fence(void)
 {
 	ck_pr_fence_memory();
 }
 #else
-/* ck_ring's SPSC algorithm in __atomic builtins, for ThreadSanitizer; seq_cst where D/H need it. */
+/* The same in __atomic builtins, for ThreadSanitizer; the tail seq_cst where D/H need it. */
 struct hq {
 	uint32_t c_head;
 	char pad0[60];
@@ -224,36 +289,45 @@ static int hq_init(struct hq *q, uint32_t slots)
 	return 0;
 }
 
-static bool hq_push(struct hq *q, void *v)
+static uint32_t hq_used(const struct hq *q, uint32_t pending)
+{
+	/* Q2, pairs with Q4. */
+	return __atomic_load_n(&q->p_tail, __ATOMIC_RELAXED) + pending - __atomic_load_n(&q->c_head, __ATOMIC_ACQUIRE);
+}
+
+static void hq_put(struct hq *q, uint32_t i, void *v)
+{
+	__atomic_store_n(&q->buf[(__atomic_load_n(&q->p_tail, __ATOMIC_RELAXED) + i) & q->mask], v, __ATOMIC_RELAXED);
+}
+
+static void hq_publish(struct hq *q, uint32_t n)
 {
 	uint32_t t = __atomic_load_n(&q->p_tail, __ATOMIC_RELAXED);
 
-	/* Pairs with hq_pop's release of c_head: the slot has been read. */
-	if (((t + 1) & q->mask) == (__atomic_load_n(&q->c_head, __ATOMIC_ACQUIRE) & q->mask))
-		return false;
-	__atomic_store_n(&q->buf[t & q->mask], v, __ATOMIC_RELAXED);
-	__atomic_store_n(&q->p_tail, t + 1, __ATOMIC_SEQ_CST); /* publishes the slot; seq_cst for D */
-	return true;
+	__atomic_store_n(&q->p_tail, t + n, __ATOMIC_SEQ_CST); /* Q1, pairs with Q3; seq_cst for D */
 }
 
-static bool hq_pop(struct hq *q, void **v)
+static uint32_t hq_pop_many(struct hq *q, void **v, uint32_t max)
 {
 	uint32_t c = __atomic_load_n(&q->c_head, __ATOMIC_RELAXED);
+	uint32_t n = __atomic_load_n(&q->p_tail, __ATOMIC_SEQ_CST) - c; /* Q3, pairs with Q1 */
 
-	if (c == __atomic_load_n(&q->p_tail, __ATOMIC_SEQ_CST)) /* pairs with hq_push's publication */
-		return false;
-	*v = __atomic_load_n(&q->buf[c & q->mask], __ATOMIC_RELAXED);
-	__atomic_store_n(&q->c_head, c + 1, __ATOMIC_RELEASE);
-	return true;
+	if (n == 0)
+		return 0;
+	if (n > max)
+		n = max;
+	for (uint32_t i = 0; i < n; i++)
+		v[i] = __atomic_load_n(&q->buf[(c + i) & q->mask], __ATOMIC_RELAXED);
+	__atomic_store_n(&q->c_head, c + n, __ATOMIC_RELEASE); /* Q4, pairs with Q2 */
+	return n;
 }
 
-static uint32_t hq_len(const struct hq *q)
+static bool hq_nonempty(const struct hq *q)
 {
-	return (__atomic_load_n(&q->p_tail, __ATOMIC_SEQ_CST) - __atomic_load_n(&q->c_head, __ATOMIC_SEQ_CST)) &
-	       q->mask;
+	return __atomic_load_n(&q->p_tail, __ATOMIC_SEQ_CST) != __atomic_load_n(&q->c_head, __ATOMIC_SEQ_CST);
 }
 
-/* D: the push and the sleeping load are both seq_cst here, which is the fence. */
+/* D: the publication and the sleeping load are both seq_cst here, which is the fence. */
 static void hq_fence(void)
 {
 }
@@ -296,25 +370,36 @@ struct hub_handler {
 	struct hub_handler *all_next; /* every handler the hub still owns */
 	struct hub_handler *retire_next;
 
+	bool plain;	      /* no dispatcher, no ignore list: its filters take everything */
+
 	/* Drain thread (the producer); stalled is set by the watchdog, cleared by the handler. */
 	_Alignas(64) struct hq q;
 	uint64_t enq, skipped, filtered; /* relaxed stores by the drain thread */
-	uint64_t wake_mark;		 /* drain thread only */
+	uint32_t pending;		 /* drain thread only: items put in this batch, not yet published */
+	bool unwoken;			 /* drain thread only: items published since its last wake check */
+	struct hub_handler *batch_next;	 /* drain thread only: handlers with pending items */
 	uint32_t stalled;
 	uint32_t sleeping; /* futex word: 1 set by the handler (H), back to 0 by either side */
 
 	/* Handler thread. */
 	_Alignas(64) uint64_t state;
-	uint64_t call_start;
 	const char *call_what;
 	uint32_t call_cb;
 	uint64_t seq;		   /* handler thread only */
+	uint64_t batch_ns;	   /* handler thread only: when it took its current batch */
 	uint64_t delivered, errors; /* relaxed stores by the handler thread */
 	uint64_t done;		   /* F1 */
 
 	/* Watchdog. */
 	_Alignas(64) uint64_t timeouts;
 	uint64_t skipped_at_stall;
+	uint64_t wd_state;    /* watchdog only: the call (state) it saw running at its last look */
+	uint64_t wd_since;    /* watchdog only: when it first saw that call */
+	uint64_t wd_before;   /* watchdog only: its look before that (the call began after it) */
+	uint64_t stall_after; /* wd_before of the stalled call; published by S1 */
+
+	/* remove / close while retiring it (one thread at a time). */
+	uint64_t rt_state, rt_since;
 };
 
 struct evr_hub {
@@ -341,6 +426,7 @@ struct evr_hub {
 
 	/* The watchdog. */
 	pthread_t wd;
+	uint64_t wd_last; /* watchdog only: when it last looked */
 	pthread_mutex_t wd_lock;
 	pthread_cond_t wd_cond;
 	bool wd_stop;
@@ -684,16 +770,16 @@ static void report_recovery(struct hub_handler *x, unsigned call, const char *wh
 /*
  * Runs one call under the watchdog. Returns false when the hub abandoned the
  * handler during the call: the caller then owns the handler and must not
- * touch the hub again.
+ * touch the hub again. No clock is read here: the watchdog times calls by
+ * sampling state (see watchdog_scan).
  */
 static bool supervised(struct hub_handler *x, unsigned call, const void *obj, const char *what)
 {
-	uint64_t seq = ++x->seq, start = mono_ns(), old;
+	uint64_t seq = ++x->seq, old;
 	int rc;
 
 	__atomic_store_n(&x->call_cb, call, __ATOMIC_RELEASE);				  /* C1 */
 	__atomic_store_n(&x->call_what, what, __ATOMIC_RELEASE);			  /* C1 */
-	__atomic_store_n(&x->call_start, start, __ATOMIC_RELEASE);			  /* C1 */
 	__atomic_store_n(&x->state, seq << ST_SEQ_SHIFT | ST_IN_CALL, __ATOMIC_RELEASE); /* C2, pairs with W1 */
 	if (call < CALL_CLOSE)
 		bump(&x->delivered);
@@ -702,30 +788,43 @@ static bool supervised(struct hub_handler *x, unsigned call, const void *obj, co
 	if (old & ST_ABANDONED)
 		return false;
 	if (old & ST_STALLED) {
+		/*
+		 * The call began after the watchdog's look before the one that
+		 * first saw it (stall_after, written before S1, which C3 saw),
+		 * and after this batch was taken: the later of the two.
+		 */
+		uint64_t after = __atomic_load_n(&x->stall_after, __ATOMIC_RELAXED);
+
 		__atomic_store_n(&x->stalled, 0, __ATOMIC_RELAXED); /* C4 */
-		report_recovery(x, call, what, mono_ns() - start);
+		report_recovery(x, call, what, mono_ns() - (after > x->batch_ns ? after : x->batch_ns));
 	}
-	if (rc)
-		report_error(x, call, what, rc, mono_ns() - start);
+	if (rc) /* elapsed: since the batch this call came in was taken, at most POP_BATCH calls back */
+		report_error(x, call, what, rc, mono_ns() - x->batch_ns);
 	return true;
 }
 
+/*
+ * Nothing queued: spin about a microsecond (work may be on its way from a
+ * drain thread on another CPU), then sleep on the futex until the drain
+ * thread wakes us (D / H) or IDLE_NAP_NS passes. Sharing the drain thread's
+ * CPU, a longer spin would only take the CPU from the thread we wait for.
+ */
 static void idle(struct hub_handler *x)
 {
-	ck_backoff_t b = CK_BACKOFF_INITIALIZER;
+	ck_backoff_t b = IDLE_SPIN_FIRST;
 
 	for (int i = 0; i < IDLE_SPIN_ROUNDS; i++) {
 		ck_backoff_eb(&b);
-		if (hq_len(&x->q))
+		if (hq_nonempty(&x->q))
 			return;
 	}
 	__atomic_store_n(&x->sleeping, 1, __ATOMIC_SEQ_CST); /* H, pairs with D */
-	if (!hq_len(&x->q))
+	if (!hq_nonempty(&x->q))
 		futex_wait(&x->sleeping, 1, IDLE_NAP_NS);
 	__atomic_store_n(&x->sleeping, 0, __ATOMIC_RELAXED);
 }
 
-/* D (second half): wakes x if it went to sleep before seeing what was pushed. */
+/* D (second half): wakes x if it went to sleep before seeing what was published. */
 static void wake(struct hub_handler *x)
 {
 	if (__atomic_load_n(&x->sleeping, __ATOMIC_SEQ_CST) &&
@@ -750,37 +849,72 @@ static void hh_free(struct hub_handler *x)
 /* The hub gave up on x while it was stalled in `call`; the call has now returned. */
 static void orphan_exit(struct hub_handler *x, unsigned call)
 {
-	void *it;
+	void *it[POP_BATCH];
+	uint32_t n;
 
-	while (hq_pop(&x->q, &it))
-		if (it != ITEM_STOP)
-			evr_obj_unref(item_obj(it));
+	while ((n = hq_pop_many(&x->q, it, POP_BATCH)) != 0)
+		for (uint32_t i = 0; i < n; i++)
+			if (it[i] != ITEM_STOP)
+				evr_obj_unref(item_obj(it[i]));
 	if (call != CALL_DESTROY && x->h.destroy)
 		x->h.destroy(x->h.ctx);
 	hh_free(x);
 }
 
+/*
+ * Objects were built on the drain thread, often on another CPU, a while
+ * ago: the first look at one (describe) would wait for it. Fetched a few
+ * items ahead, the wait overlaps the calls before it.
+ */
+static void prefetch_obj(void *it)
+{
+	const char *o = item_obj(it);
+
+	if (it == ITEM_STOP)
+		return;
+	__builtin_prefetch(o);
+	__builtin_prefetch(o + 64);
+	__builtin_prefetch(o + 128);
+}
+
 static void *handler_main(void *arg)
 {
 	struct hub_handler *x = arg;
+	void *it[POP_BATCH];
 	struct desc d;
-	void *it;
+	bool stop = false;
 
-	for (;;) {
-		if (!hq_pop(&x->q, &it)) {
+	while (!stop) {
+		uint32_t n = hq_pop_many(&x->q, it, POP_BATCH), i;
+
+		if (n == 0) {
 			idle(x);
 			continue;
 		}
-		if (it == ITEM_STOP)
-			break;
-		describe(item_cb(it), item_obj(it), &d);
-		bool kept = supervised(x, item_cb(it), item_obj(it), d.name);
-		evr_obj_unref(item_obj(it));
-		if (!kept) {
-			orphan_exit(x, item_cb(it));
-			return NULL;
+		x->batch_ns = mono_ns();
+		for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
+			prefetch_obj(it[i]);
+		for (i = 0; i < n; i++) {
+			if (i + PREFETCH_AHEAD < n)
+				prefetch_obj(it[i + PREFETCH_AHEAD]);
+			if (it[i] == ITEM_STOP) {
+				stop = true;
+				break;
+			}
+			describe(item_cb(it[i]), item_obj(it[i]), &d);
+			bool kept = supervised(x, item_cb(it[i]), item_obj(it[i]), d.name);
+			evr_obj_unref(item_obj(it[i]));
+			if (!kept) {
+				unsigned cb = item_cb(it[i]);
+
+				while (++i < n)
+					if (it[i] != ITEM_STOP)
+						evr_obj_unref(item_obj(it[i]));
+				orphan_exit(x, cb);
+				return NULL;
+			}
 		}
-		__atomic_store_n(&x->done, x->done + 1, __ATOMIC_RELEASE); /* F1 */
+		__atomic_store_n(&x->done, x->done + i, __ATOMIC_RELEASE); /* F1 */
 	}
 	if (x->h.on_close && !supervised(x, CALL_CLOSE, NULL, "")) {
 		orphan_exit(x, CALL_CLOSE);
@@ -823,10 +957,13 @@ static void report_timeout(struct evr_hub *hub, const struct report *r)
 }
 
 /*
- * One look at every call in progress. Reports the overruns (outside the
- * lock: on_error may add or remove handlers) and returns when to look again:
- * the next deadline of a call seen running, or one tick from now for calls
- * that have not started yet.
+ * One look at every call in progress. Handler threads read no clock per
+ * call: the watchdog looks every tick (at most timeout / 40) and notes when
+ * it first saw each call (the call's sequence number is in state). A call
+ * still running timeout after it was first seen has overrun: it started no
+ * later than that, so it is never reported early, and at most a tick (plus
+ * the scheduler's delay) late. Reports the overruns (outside the lock:
+ * on_error may add or remove handlers) and returns when to look again.
  */
 static uint64_t watchdog_scan(struct evr_hub *hub)
 {
@@ -837,28 +974,35 @@ static uint64_t watchdog_scan(struct evr_hub *hub)
 	pthread_mutex_lock(&hub->lock);
 	for (struct hub_handler *x = hub->all; x; x = x->all_next) {
 		uint64_t s = __atomic_load_n(&x->state, __ATOMIC_ACQUIRE); /* W1, pairs with C2 */
-		uint64_t start, deadline;
+		uint64_t deadline;
 		const char *what;
 		unsigned call;
 
-		if ((s & (ST_IN_CALL | ST_STALLED)) != ST_IN_CALL)
+		if ((s & (ST_IN_CALL | ST_STALLED)) != ST_IN_CALL) {
+			x->wd_state = 0;
 			continue;
-		start = __atomic_load_n(&x->call_start, __ATOMIC_ACQUIRE); /* W2, pairs with C1 */
-		what = __atomic_load_n(&x->call_what, __ATOMIC_ACQUIRE);   /* W2 */
-		call = __atomic_load_n(&x->call_cb, __ATOMIC_ACQUIRE);	   /* W2 */
-		if (__atomic_load_n(&x->state, __ATOMIC_RELAXED) != s)	   /* W3 */
-			continue;
-		deadline = start + hub->timeout_ns;
+		}
+		if (s != x->wd_state) { /* a call not seen before: it started since the last look */
+			x->wd_state = s;
+			x->wd_since = now;
+			x->wd_before = hub->wd_last;
+		}
+		deadline = x->wd_since + hub->timeout_ns;
 		if (now < deadline) {
 			if (deadline < next)
 				next = deadline;
 			continue;
 		}
+		what = __atomic_load_n(&x->call_what, __ATOMIC_ACQUIRE); /* W2, pairs with C1 */
+		call = __atomic_load_n(&x->call_cb, __ATOMIC_ACQUIRE);	 /* W2 */
+		if (__atomic_load_n(&x->state, __ATOMIC_RELAXED) != s)	 /* W3 */
+			continue;
 		if (n == REPORTS_PER_SCAN) {
 			next = now; /* more to report: come straight back */
 			break;
 		}
 		__atomic_store_n(&x->skipped_at_stall, ld(&x->skipped), __ATOMIC_RELAXED); /* published by S1 */
+		__atomic_store_n(&x->stall_after, x->wd_before, __ATOMIC_RELAXED);	       /* published by S1 */
 		__atomic_store_n(&x->stalled, 1, __ATOMIC_RELAXED);			       /* S0 */
 		if (!__atomic_compare_exchange_n(&x->state, &s, s | ST_STALLED, false, __ATOMIC_ACQ_REL,
 						 __ATOMIC_ACQUIRE)) { /* S1, races with C3 */
@@ -870,9 +1014,10 @@ static uint64_t watchdog_scan(struct evr_hub *hub)
 		snprintf(r[n].handler, sizeof(r[n].handler), "%s", x->h.name);
 		r[n].call = call < sizeof(call_names) / sizeof(call_names[0]) ? call : CALL_DESTROY;
 		r[n].what = what ? what : "";
-		r[n].elapsed = now - start;
+		r[n].elapsed = now - x->wd_since;
 		n++;
 	}
+	hub->wd_last = now;
 	pthread_mutex_unlock(&hub->lock);
 	for (int i = 0; i < n; i++)
 		report_timeout(hub, &r[i]);
@@ -915,7 +1060,7 @@ struct evr_hub *evr__hub_new(const struct evr_consumer_opts *o, struct evr_consu
 	hub->timeout_ns = o && o->timeout_ns ? o->timeout_ns : DEFAULT_TIMEOUT_NS;
 	if (hub->timeout_ns > TIMEOUT_MAX_NS)
 		hub->timeout_ns = TIMEOUT_MAX_NS;
-	hub->tick_ns = hub->timeout_ns / 20;
+	hub->tick_ns = hub->timeout_ns / TICKS_PER_TIMEOUT;
 	if (hub->tick_ns > TICK_MAX_NS)
 		hub->tick_ns = TICK_MAX_NS;
 	if (hub->tick_ns < TICK_MIN_NS)
@@ -995,6 +1140,7 @@ static int hh_new(const struct evr_handler *h, struct hub_handler **out)
 		return rc;
 	}
 	x->disp_len = x->h.dispatcher ? strlen(x->h.dispatcher) : 0;
+	x->plain = !x->h.dispatcher && !x->h.ignore_begin && !x->h.ignore_end;
 	x->cap = cap;
 	x->cbs = (h->on_event ? 1u << EVR_CB_EVENT : 0) | (h->on_span_begin ? 1u << EVR_CB_SPAN_BEGIN : 0) |
 		 (h->on_span_end ? 1u << EVR_CB_SPAN_END : 0) | (h->on_trace_end ? 1u << EVR_CB_TRACE_END : 0) |
@@ -1034,46 +1180,166 @@ int evr__hub_add(struct evr_hub *hub, const struct evr_handler *h)
 	return id;
 }
 
-/* Offers the object to every live handler. Drain thread only; see the top of the file. */
+/*
+ * One pass of evr__hub_deliver_many over the live handlers, for n <=
+ * DELIVER_CHUNK objects. Per handler: its stalled flag and its queue's room
+ * are read once (the room again only if it runs out), the items it takes
+ * are written after its tail, and its counters are stored once. Then the
+ * references: an object the queues took k times gets k - 1 more in one
+ * atomic add (the caller's own is the k-th) before any queue can show it to
+ * a handler, which may drop it at once. Then one publication per handler,
+ * one fence (D), one look at each sleeping word. The handlers the pass put
+ * items for are linked through batch_next: the live list may change under
+ * us, and they stay valid until rcu_read_unlock.
+ */
+static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t n)
+{
+	uint32_t takers[DELIVER_CHUNK];
+	struct hub_handler *touched = NULL;
+	unsigned cbs = 0;
+
+	memset(takers, 0, n * sizeof(*takers));
+	for (uint32_t i = 0; i < n; i++)
+		if ((unsigned)d[i].cb <= EVR_CB_LOST && d[i].obj)
+			cbs |= 1u << d[i].cb;
+	++hub->deliver_seq;
+	evr__rcu_reader();
+	rcu_read_lock();
+	for (struct hub_handler *x = cbs ? live_first(hub) : NULL; x; x = live_next(x)) {
+		bool stalled;
+		uint64_t nf = 0, ns = 0;
+		uint32_t room = 0, used;
+
+		if (!(x->cbs & cbs))
+			continue;
+		stalled = __atomic_load_n(&x->stalled, __ATOMIC_RELAXED) != 0; /* a hint; see ORDERING */
+		x->pending = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			unsigned cb = (unsigned)d[i].cb;
+			struct desc dd;
+
+			if (cb > EVR_CB_LOST || !d[i].obj || !(x->cbs & 1u << cb))
+				continue;
+			if (!x->plain) {
+				describe(cb, d[i].obj, &dd);
+				if (!takes(x, cb, &dd)) {
+					nf++;
+					continue;
+				}
+			}
+			if (room == 0 && !stalled) {
+				used = hq_used(&x->q, x->pending);
+				room = used < x->cap ? x->cap - used : 0;
+			}
+			if (room == 0) {
+				ns++;
+				continue;
+			}
+			hq_put(&x->q, x->pending++, item_make(d[i].obj, cb)); /* cap entries in 2 x cap slots */
+			takers[i]++;
+			room--;
+		}
+		if (nf)
+			__atomic_store_n(&x->filtered, x->filtered + nf, __ATOMIC_RELAXED);
+		if (ns) {
+			__atomic_store_n(&x->skipped, x->skipped + ns, __ATOMIC_RELAXED);
+			hub->st->handler_skipped += ns;
+		}
+		if (x->pending) {
+			x->batch_next = touched;
+			touched = x;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (takers[i] > 1)
+			evr__obj_ref_n(d[i].obj, takers[i] - 1);
+	for (struct hub_handler *x = touched; x; x = x->batch_next) {
+		hq_publish(&x->q, x->pending);
+		__atomic_store_n(&x->enq, x->enq + x->pending, __ATOMIC_RELAXED);
+		x->pending = 0;
+	}
+	if (touched) {
+		bool fenced = false;
+
+		for (struct hub_handler *x = touched; x; x = x->batch_next) {
+			/*
+			 * Woken before the round ends only past WAKE_AT items (or a
+			 * quarter of a smaller queue): soon enough that it need not
+			 * skip, seldom enough that a handler sharing the drain
+			 * thread's CPU is not switched to every few hundred records,
+			 * yet while its objects are still in the cache.
+			 */
+			if (hq_used(&x->q, 0) < (x->cap / 4 < WAKE_AT ? x->cap / 4 : WAKE_AT) + 1) {
+				x->unwoken = true;
+				continue;
+			}
+			if (!fenced)
+				hq_fence(); /* D, pairs with H */
+			fenced = true;
+			wake(x);
+			x->unwoken = false;
+		}
+	}
+	__atomic_store_n(&hub->rd_epoch, hub->deliver_seq, __ATOMIC_RELEASE); /* R3, pairs with R4 */
+	rcu_read_unlock();
+	for (uint32_t i = 0; i < n; i++)
+		if (!takers[i] && d[i].obj)
+			evr_obj_unref(d[i].obj); /* nobody took it: the caller's reference goes */
+}
+
+/*
+ * Offers n objects, in order, to every live handler; takes over the caller's
+ * reference to each. Drain thread only; see the top of the file.
+ */
+void evr__hub_deliver_many(struct evr_hub *hub, const struct evr_dlv *d, size_t n)
+{
+	if (!hub) {
+		for (size_t i = 0; i < n; i++)
+			evr_obj_unref(d[i].obj);
+		return;
+	}
+	while (n) {
+		uint32_t k = n > DELIVER_CHUNK ? DELIVER_CHUNK : (uint32_t)n;
+
+		deliver_chunk(hub, d, k);
+		d += k;
+		n -= k;
+	}
+	sync_stats(hub);
+}
+
+/* Wakes the handlers given items since their last wake check, if they sleep. Drain thread only. */
+void evr__hub_kick(struct evr_hub *hub)
+{
+	bool fenced = false;
+
+	if (!hub)
+		return;
+	evr__rcu_reader();
+	rcu_read_lock();
+	for (struct hub_handler *x = live_first(hub); x; x = live_next(x)) {
+		if (!x->unwoken)
+			continue;
+		if (!fenced)
+			hq_fence(); /* D, pairs with H */
+		fenced = true;
+		wake(x);
+		x->unwoken = false;
+	}
+	__atomic_store_n(&hub->rd_epoch, ++hub->deliver_seq, __ATOMIC_RELEASE); /* R3, pairs with R4 */
+	rcu_read_unlock();
+}
+
+/* Offers one object; the caller keeps its reference. Drain thread only. */
 void evr__hub_deliver(struct evr_hub *hub, enum evr_cb cb, const void *obj)
 {
-	bool pushed = false;
-	struct desc d;
-	uint64_t mark;
+	struct evr_dlv d = { cb, obj };
 
 	if (!hub || (unsigned)cb > EVR_CB_LOST || !obj)
 		return;
-	mark = ++hub->deliver_seq;
-	evr__rcu_reader();
-	describe(cb, obj, &d);
-	rcu_read_lock();
-	for (struct hub_handler *x = live_first(hub); x; x = live_next(x)) {
-		if (!(x->cbs & 1u << cb))
-			continue;
-		if (!takes(x, cb, &d)) {
-			bump(&x->filtered);
-			continue;
-		}
-		if (__atomic_load_n(&x->stalled, __ATOMIC_RELAXED) || hq_len(&x->q) >= x->cap) {
-			bump(&x->skipped);
-			hub->st->handler_skipped++;
-			continue;
-		}
-		evr_obj_ref(obj);
-		hq_push(&x->q, item_make(obj, cb)); /* cannot fail: cap entries in 2 x cap slots */
-		bump(&x->enq);
-		x->wake_mark = mark;
-		pushed = true;
-	}
-	if (pushed) {
-		hq_fence(); /* D, pairs with H */
-		for (struct hub_handler *x = live_first(hub); x; x = live_next(x))
-			if (x->wake_mark == mark)
-				wake(x);
-	}
-	__atomic_store_n(&hub->rd_epoch, mark, __ATOMIC_RELEASE); /* R3, pairs with R4 */
-	rcu_read_unlock();
-	sync_stats(hub);
+	evr_obj_ref(obj);
+	evr__hub_deliver_many(hub, &d, 1);
+	evr__hub_kick(hub);
 }
 
 /*
@@ -1085,16 +1351,17 @@ void evr__hub_deliver(struct evr_hub *hub, enum evr_cb cb, const void *obj)
 static void retire(struct evr_hub *hub, struct hub_handler *list)
 {
 	for (struct hub_handler *x = list; x; x = x->retire_next) {
-		hq_push(&x->q, ITEM_STOP); /* there is always a free slot: 2 x cap */
-		hq_fence();		   /* D */
+		hq_put(&x->q, 0, ITEM_STOP); /* there is always a free slot: 2 x cap */
+		hq_publish(&x->q, 1);
+		hq_fence(); /* D */
 		wake(x);
+		x->rt_state = 0;
 	}
 	while (list) {
 		for (struct hub_handler **pp = &list; *pp;) {
 			struct hub_handler *x = *pp;
 			uint64_t s = __atomic_load_n(&x->state, __ATOMIC_ACQUIRE); /* pairs with F2, C2 */
-			uint64_t start = __atomic_load_n(&x->call_start, __ATOMIC_ACQUIRE);
-			bool gone = false;
+			bool gone = false, overrun = false;
 
 			if (s & ST_FINISHED) {
 				pthread_join(x->thread, NULL);
@@ -1107,14 +1374,18 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 			}
 			/*
 			 * Stalled, or overrunning with the watchdog late (busy in
-			 * on_error, say). start may belong to a later call than s;
-			 * then A1 fails. The clock is read after start, and the
-			 * difference is compared signed all the same: a call must
-			 * never look 584 years old.
+			 * on_error, say): the same call (state) seen here for
+			 * longer than the timeout and a second. If it ends before
+			 * A1, A1 fails.
 			 */
-			if ((s & ST_IN_CALL) &&
-			    ((s & ST_STALLED) ||
-			     (int64_t)(mono_ns() - start) > (int64_t)(hub->timeout_ns + 1000000000ull))) {
+			if ((s & (ST_IN_CALL | ST_STALLED)) == ST_IN_CALL) {
+				if (s != x->rt_state) {
+					x->rt_state = s;
+					x->rt_since = mono_ns();
+				}
+				overrun = mono_ns() - x->rt_since > hub->timeout_ns + 1000000000ull;
+			}
+			if ((s & ST_IN_CALL) && ((s & ST_STALLED) || overrun)) {
 				struct hub_handler *next = x->retire_next;
 				pthread_t t = x->thread;
 

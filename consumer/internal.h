@@ -104,6 +104,7 @@ struct evr_rec {
 	uint64_t start_mono_ns, start_real_ns;	/* END */
 	uint64_t lost_count, lost_first_real_ns; /* LOST */
 	struct evr_fields *fields;		/* EVENT, BEGIN, END: its values (one reference) */
+	bool fields_in_event;			/* fields came from evr__event_fields_new */
 	struct evr_rec *next;			/* free list / queues */
 };
 
@@ -149,13 +150,29 @@ bool evr__merge_src_empty(const struct evr_merge *m, uint32_t src);
 
 /* ---- objects (objects.c) ---------------------------------------------------------- */
 
+/*
+ * Objects and fields blocks come from per-thread pools (see objects.c): any
+ * thread may drop the last reference, none of them calls free() on another
+ * thread's behalf.
+ */
+
 /* A fields block with room for n fields and `bytes` of string data after them. */
 struct evr_fields *evr__fields_new(uint32_t n, size_t bytes, char **strings);
+/*
+ * The same, embedded in the block of the event that will carry them (one
+ * allocation per event): a reference to these fields is a reference to that
+ * event, and evr__event_new given a rec holding them takes the rec's
+ * reference over. Decoding an EVENT record uses this.
+ */
+struct evr_fields *evr__event_fields_new(uint32_t n, size_t bytes, char **strings);
 struct evr_fields *evr__fields_empty(void); /* a shared, never-freed empty block */
 void evr__fields_ref(struct evr_fields *f);
 void evr__fields_unref(struct evr_fields *f);
 
-struct evr_event *evr__event_new(const struct evr_rec *r, uint64_t trace_id);
+/* The event of r; takes over r's fields (r->fields becomes NULL) when they are embedded. */
+struct evr_event *evr__event_new(struct evr_rec *r, uint64_t trace_id);
+/* n more references at once (one atomic add); the hub's, for an object several queues take. */
+void evr__obj_ref_n(const void *obj, uint32_t n);
 struct evr_span_rec *evr__span_new(void);
 struct evr_trace *evr__trace_new(uint32_t nspans);
 struct evr_lost *evr__lost_new(const struct evr_rec *r);
@@ -175,6 +192,17 @@ void evr__spans_free(struct evr_spans *sp);
  * span begins, span ends, whole traces, losses.
  */
 void evr__spans_record(struct evr_spans *sp, struct evr_consumer *c, struct evr_rec *r);
+
+/*
+ * A round: the records (and ticks, deaths, detach) between begin and end
+ * share one RCU read-side section, and what they deliver goes to the hub in
+ * batches (every few hundred objects, and at end) instead of at each call's
+ * return. Outside a round each call is its own section and delivers before
+ * it returns. Nothing between begin and end may wait for a grace period
+ * (evr__hub_remove, synchronize_rcu). Drain thread.
+ */
+void evr__spans_round_begin(struct evr_spans *sp);
+void evr__spans_round_end(struct evr_spans *sp);
 
 /* Time passes (CLOCK_MONOTONIC ns): orphans past their grace are delivered. */
 void evr__spans_tick(struct evr_spans *sp, uint64_t now_mono_ns);
@@ -212,6 +240,29 @@ int evr__hub_remove(struct evr_hub *hub, int id);
  */
 void evr__hub_deliver(struct evr_hub *hub, enum evr_cb cb, const void *obj);
 
+/* An object offered to the handlers, and the callback it is for. */
+struct evr_dlv {
+	enum evr_cb cb;
+	const void *obj;
+};
+
+/*
+ * Offers n objects, in order, as evr__hub_deliver does, but in batches: per
+ * handler one publication, one fence and one wake-up check per batch rather
+ * than per object. Takes over the caller's reference to each object (handed
+ * to a queue, or dropped). Drain thread only.
+ */
+void evr__hub_deliver_many(struct evr_hub *hub, const struct evr_dlv *d, size_t n);
+
+/*
+ * evr__hub_deliver_many wakes a sleeping handler only once its queue holds
+ * a thousand items or so (or a quarter of a smaller queue); this wakes every
+ * handler given items since (one futex wake per sleeping handler). Call it when a batch of deliveries is over (the end
+ * of a round): until then a handler may sleep on items queued for it.
+ * Drain thread only.
+ */
+void evr__hub_kick(struct evr_hub *hub);
+
 /* Waits until every handler that is not stalled has emptied its queue. */
 void evr__hub_flush(struct evr_hub *hub);
 
@@ -230,5 +281,41 @@ int evr__builtin_handler(const char *spec, FILE *out, struct evr_handler *h, cha
 
 /* Loads "PATH.so[:ARG]" and fills *h through its EVR_HANDLER_ENTRY. */
 int evr__plugin_handler(const char *spec, struct evr_handler *h, char *err, size_t errlen);
+
+/* ---- capture files (capture.c) ------------------------------------------------------------ */
+
+struct msgpack_object;
+
+/* Applies one metadata entry (a decoded payload map) to a source. Returns 0 or -EBADMSG. */
+int evr__src_meta_apply(struct evr_src *s, uint32_t kind, uint64_t id, const struct msgpack_object *obj);
+
+/* A site's values (n msgpack objects, as a record body holds them) as a fields block, or NULL when they do not fit the site. */
+struct evr_fields *evr__fields_decode(const struct evr_site_info *si, const struct msgpack_object *vals, uint32_t n);
+
+struct evr_capture;
+
+/* Creates (truncates) a capture file and writes its header. Returns 0 or -errno with err set. */
+int evr__capture_open(struct evr_capture **out, const char *path, char *err, size_t errlen);
+/* A source joins the stream (written once, with the metadata it holds so far). */
+int evr__capture_source(struct evr_capture *cap, struct evr_src *s);
+/* One record, in the order the merge delivers it (metadata it needs goes first). */
+int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r);
+/* A source's producer died; its open spans end as abandoned at dead_ns. */
+int evr__capture_dead(struct evr_capture *cap, const struct evr_src *s, uint64_t dead_ns);
+/* Writes the trailer (the consumer's counters) and closes. Returns 0 or the first write error (-errno). */
+int evr__capture_close(struct evr_capture *cap, const struct evr_consumer_stats *st);
+
+/*
+ * Replays a capture file through span building and the handlers. Returns the
+ * records replayed, or -errno with err set (-EBADMSG names the bad entry,
+ * -EPROTO a capture version this consumer does not read).
+ */
+int evr__replay_file(struct evr_consumer *c, const char *path, char *err, size_t errlen);
+/* For replay: a source read back from a capture joins the consumer (which frees it). Returns its index or -errno. */
+int evr__consumer_adopt(struct evr_consumer *c, struct evr_src *s);
+/* For replay: a record, in delivery order, goes to span building and the handlers. */
+void evr__consumer_replay_rec(struct evr_consumer *c, struct evr_rec *r);
+/* For replay: a source's producer died at dead_ns. */
+void evr__consumer_replay_dead(struct evr_consumer *c, struct evr_src *s, uint64_t dead_ns);
 
 #endif /* EVRING_CONSUMER_INTERNAL_H */

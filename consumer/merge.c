@@ -31,6 +31,7 @@ struct lane_q {
 struct evr_merge {
 	struct lane_q *q;
 	uint32_t n, cap;
+	uint32_t last; /* the queue found last: a lane's records are pushed one after another */
 	uint64_t last_mono; /* time of the last record handed out */
 	uint64_t late;
 };
@@ -60,9 +61,13 @@ void evr__merge_free(struct evr_merge *m)
 
 static struct lane_q *queue(struct evr_merge *m, uint32_t src, uint32_t lane)
 {
+	if (m->last < m->n && m->q[m->last].src == src && m->q[m->last].lane == lane)
+		return &m->q[m->last];
 	for (uint32_t i = 0; i < m->n; i++)
-		if (m->q[i].src == src && m->q[i].lane == lane)
+		if (m->q[i].src == src && m->q[i].lane == lane) {
+			m->last = i;
 			return &m->q[i];
+		}
 	if (m->n == m->cap) {
 		uint32_t cap = m->cap * 2;
 		struct lane_q *t = realloc(m->q, cap * sizeof(*t));
@@ -98,6 +103,34 @@ void evr__merge_idle(struct evr_merge *m, uint32_t src, uint32_t lane, uint64_t 
 		q->idle_mono = mono_ns;
 }
 
+/*
+ * A lane's records were queued a whole round ago and have left the cache
+ * since: a pop would wait for its lane's next head (the scan below reads
+ * every head). So the records of the popped lane are fetched PREFETCH_RECS
+ * pops ahead: when h becomes the head, the records behind it up to that
+ * distance were fetched at earlier pops and are walked in cache, and the
+ * next one is fetched now; so are the fields of the one two behind h,
+ * which the span builder writes into. Lanes are popped in runs (a writer's
+ * records are consecutive in time), so the distance is in pops of one lane.
+ */
+#define PREFETCH_RECS 4
+
+static void prefetch_ahead(const struct evr_rec *h)
+{
+	const struct evr_rec *n = h->next;
+
+	if (!n)
+		return;
+	if (n->next)
+		__builtin_prefetch(n->next->fields, 1);
+	for (int i = 2; i < PREFETCH_RECS && n->next; i++)
+		n = n->next;
+	if (n->next) {
+		__builtin_prefetch(n->next);
+		__builtin_prefetch((const char *)n->next + 64);
+	}
+}
+
 struct evr_rec *evr__merge_pop(struct evr_merge *m, uint64_t window_ns, bool flush)
 {
 	struct lane_q *best = NULL;
@@ -127,6 +160,8 @@ struct evr_rec *evr__merge_pop(struct evr_merge *m, uint64_t window_ns, bool flu
 	best->head = r->next;
 	if (!best->head)
 		best->tail = NULL;
+	else
+		prefetch_ahead(best->head);
 	r->next = NULL;
 	if (r->mono_ns < m->last_mono) {
 		r->late = true;

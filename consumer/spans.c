@@ -85,13 +85,17 @@
  * Threads and RCU. Every function here runs on the drain thread, except
  * evr__spans_open, which any thread may call. The tables use liburcu's
  * default flavour (urcu-memb), whose readers must be registered threads.
- * Registration is not this file's: hub.c registers the drain thread at its
- * first delivery and unregisters it when the thread exits, and liburcu
- * aborts on a second registration. Until then each call registers the
- * thread for its own duration (see rcu_enter) and delivers nothing to the
- * hub before it has unregistered; whatever else registers the drain thread
- * must keep it registered while it calls in here. Ordering guarantees for
- * readers (live views), which must hold rcu_read_lock:
+ * Registration is not this file's: evr__rcu_reader (hub.c) registers the
+ * drain thread once, for good, and unregisters it when the thread exits
+ * (liburcu aborts on a second registration); every entry here calls it
+ * first. A round (evr__spans_round_begin .. _end, one poll of the consumer)
+ * is one read-side section: rcu_read_lock goes through the shared library
+ * and thread-local storage, too dear per record. Objects for the handlers
+ * wait in sp->pend and go to the hub in batches (evr__hub_deliver_many),
+ * every PEND_FLUSH inside a round and all at its end; outside a round, at
+ * the end of each call. Events find their span through a small cache
+ * (ev_cache) before the table, and events outside any span touch neither.
+ * Ordering guarantees for readers (live views), which must hold rcu_read_lock:
  *
  *   - a node found in sp->nodes stays readable until rcu_read_unlock: its
  *     memory is reused or freed only a grace period after it left the
@@ -122,6 +126,8 @@
 #define DEFAULT_MAX_OPEN 100000u
 #define BATCH 256	/* nodes and traces freed per grace period */
 #define POOL_MAX 4096u	/* free nodes kept for reuse */
+#define PEND_FLUSH 512u /* objects handed to the hub at once inside a round */
+#define EV_CACHE 64u	/* direct-mapped: span id -> node, for the events inside spans */
 
 enum { NODE_OPEN = 1, NODE_ENDED = 2 };
 
@@ -198,12 +204,12 @@ struct evr_spans {
 	uint64_t nopen; /* written by the drain thread with relaxed stores, read by any */
 	uint64_t nended;
 	uint64_t clock; /* consumer time, CLOCK_MONOTONIC ns; never goes back */
-	/* Objects for the hub, handed over once the call has left RCU (see rcu_enter). */
-	struct pending {
-		enum evr_cb cb;
-		const void *obj; /* one reference, the hub's to drop after delivery */
-	} *pend;
+	/* Objects for the hub (each with one reference, the hub's to take over), handed over in batches. */
+	struct evr_dlv *pend;
 	size_t npend, cappend;
+	bool in_round; /* between evr__spans_round_begin and _end: inside one read-side section */
+	/* Open nodes by (source, span id) as events last found them; cleared when a node leaves sp->nodes. */
+	struct sp_node *ev_cache[EV_CACHE];
 	/* Reclamation: the batch being filled, batches past their grace period, free memory. */
 	struct sp_batch *batch;
 	struct __cds_lfs_stack reclaimed; /* pushed by the call_rcu thread, popped whole by the drain thread */
@@ -231,6 +237,12 @@ static unsigned long key_hash(uint32_t src, uint64_t id)
 	x *= 0xc4ceb9fe1a85ec53ull;
 	x ^= x >> 33;
 	return (unsigned long)x;
+}
+
+/* The slot of sp->ev_cache for a span. */
+static uint32_t ev_slot(uint32_t src, uint64_t id)
+{
+	return (uint32_t)((id ^ id >> 17 ^ (uint64_t)src * 0x9e3779b9u) & (EV_CACHE - 1));
 }
 
 static int node_match(struct cds_lfht_node *ht_node, const void *key)
@@ -410,25 +422,27 @@ static void set_open(struct evr_spans *sp, uint64_t n)
 /*
  * The drain thread inside the tables. It is registered with liburcu once, for
  * good, by evr__rcu_reader (hub.c), which the hub uses too: liburcu aborts
- * when a thread registers twice. What a call delivers waits in sp->pend and
- * goes to the hub once the read-side section is over.
+ * when a thread registers twice. Outside a round each call is one read-side
+ * section, and what it delivers waits in sp->pend and goes to the hub when
+ * the section is over. Inside a round (evr__spans_round_begin) the whole
+ * round is one section, entered once, and sp->pend goes to the hub every
+ * PEND_FLUSH objects and at the round's end.
  */
-static bool rcu_enter(void)
+static bool rcu_enter(struct evr_spans *sp)
 {
+	if (sp->in_round)
+		return false;
 	evr__rcu_reader();
 	rcu_read_lock();
-	return false;
+	return true;
 }
 
-static void rcu_leave(struct evr_spans *sp, bool reg)
+/* The end of a call or a round: everything pending goes to the hub, and the handlers are woken. */
+static void pend_flush(struct evr_spans *sp)
 {
-	rcu_read_unlock();
-	if (reg)
-		rcu_unregister_thread();
-	for (size_t i = 0; i < sp->npend; i++) {
-		evr__hub_deliver(sp->hub, sp->pend[i].cb, sp->pend[i].obj);
-		evr_obj_unref(sp->pend[i].obj);
-	}
+	if (sp->npend)
+		evr__hub_deliver_many(sp->hub, sp->pend, sp->npend); /* takes the references over */
+	evr__hub_kick(sp->hub);
 	sp->npend = 0;
 	if (sp->cappend > 4096) { /* a burst (death, detach) need not stay allocated */
 		free(sp->pend);
@@ -437,12 +451,43 @@ static void rcu_leave(struct evr_spans *sp, bool reg)
 	}
 }
 
+static void rcu_leave(struct evr_spans *sp, bool entered)
+{
+	if (!entered)
+		return; /* the round's section goes on */
+	rcu_read_unlock();
+	pend_flush(sp);
+}
+
+void evr__spans_round_begin(struct evr_spans *sp)
+{
+	if (sp->in_round)
+		return;
+	evr__rcu_reader();
+	rcu_read_lock();
+	sp->in_round = true;
+}
+
+void evr__spans_round_end(struct evr_spans *sp)
+{
+	if (!sp->in_round)
+		return;
+	sp->in_round = false;
+	rcu_read_unlock();
+	pend_flush(sp);
+}
+
 /* Queues an object for the hub, taking over the caller's reference. */
 static void deliver(struct evr_spans *sp, enum evr_cb cb, const void *obj)
 {
+	if (sp->in_round && sp->npend >= PEND_FLUSH) {
+		/* Inside the round's section: the hub's own read-side section nests in it. */
+		evr__hub_deliver_many(sp->hub, sp->pend, sp->npend);
+		sp->npend = 0;
+	}
 	if (sp->npend == sp->cappend) {
 		size_t cap = sp->cappend ? 2 * sp->cappend : 64;
-		struct pending *p = realloc(sp->pend, cap * sizeof(*p));
+		struct evr_dlv *p = realloc(sp->pend, cap * sizeof(*p));
 
 		if (!p) {
 			evr_obj_unref(obj);
@@ -577,7 +622,10 @@ static struct evr_span_rec *span_copy(const struct evr_span_rec *s, uint32_t fla
 static void node_drop(struct evr_spans *sp, struct sp_node *n)
 {
 	struct sp_trace *t = n->trace;
+	uint32_t k = ev_slot(n->src_index, n->span_id);
 
+	if (sp->ev_cache[k] == n) /* its memory is reused after a grace period: forget it now */
+		sp->ev_cache[k] = NULL;
 	cds_lfht_del(sp->nodes, &n->by_id);
 	if (n->waiting) {
 		cds_lfht_del(sp->waiting, &n->by_parent);
@@ -854,9 +902,27 @@ static void enforce_bounds(struct evr_spans *sp, uint64_t mono)
 
 /* ---- records --------------------------------------------------------------------- */
 
+/*
+ * The node an event's span id names: from the cache when an event of that
+ * span came recently (a stream's chunks, a request's events), else from the
+ * table. Events outside any span (id 0) touch neither. Under rcu_read_lock.
+ */
+static struct sp_node *event_node(struct evr_spans *sp, uint32_t src, uint64_t id)
+{
+	uint32_t k = ev_slot(src, id);
+	struct sp_node *n = sp->ev_cache[k];
+
+	if (n && n->span_id == id && n->src_index == src)
+		return n;
+	n = node_find(sp, src, id);
+	if (n)
+		sp->ev_cache[k] = n;
+	return n;
+}
+
 static void on_event(struct evr_spans *sp, struct evr_rec *r)
 {
-	struct sp_node *n = r->span_id ? node_find(sp, r->src->pub.index, r->span_id) : NULL;
+	struct sp_node *n = r->span_id ? event_node(sp, r->src->pub.index, r->span_id) : NULL;
 	struct evr_event *ev;
 
 	if (n && n->state == NODE_OPEN)
@@ -968,7 +1034,7 @@ static void on_lost(struct evr_spans *sp, struct evr_rec *r)
 
 void evr__spans_record(struct evr_spans *sp, struct evr_consumer *c, struct evr_rec *r)
 {
-	bool reg = rcu_enter();
+	bool reg = rcu_enter(sp);
 
 	switch (r->type) {
 	case EVR_REC_EVENT:
@@ -1000,7 +1066,7 @@ static void clock_advance(struct evr_spans *sp, uint64_t now)
 
 void evr__spans_tick(struct evr_spans *sp, uint64_t now_mono_ns)
 {
-	bool reg = rcu_enter();
+	bool reg = rcu_enter(sp);
 
 	clock_advance(sp, now_mono_ns);
 	while (!cds_list_empty(&sp->idle)) {
@@ -1018,7 +1084,7 @@ void evr__spans_source_dead(struct evr_spans *sp, const struct evr_src *src, uin
 {
 	struct sp_node *n, *ntmp;
 	struct sp_trace *t, *ttmp;
-	bool reg = rcu_enter();
+	bool reg = rcu_enter(sp);
 
 	clock_advance(sp, now_mono_ns);
 	/*
@@ -1041,7 +1107,7 @@ void evr__spans_detach(struct evr_spans *sp, uint64_t now_mono_ns)
 	struct sp_trace *t, *ttmp;
 	struct cds_lfht_iter it;
 	struct cds_lfht_node *h;
-	bool reg = rcu_enter();
+	bool reg = rcu_enter(sp);
 
 	clock_advance(sp, now_mono_ns);
 	/* Still open: they may yet end, so they go out as they are, not as ended. */
@@ -1109,10 +1175,13 @@ void evr__spans_free(struct evr_spans *sp)
 
 	if (!sp)
 		return;
+	evr__spans_round_end(sp);
+	memset(sp->ev_cache, 0, sizeof(sp->ev_cache));
 	CDS_INIT_LIST_HEAD(&dead);
 	if (sp->traces) {
 		/* Nothing goes to handlers here (that is detach's job): empty the tables, then free. */
-		bool reg = rcu_enter();
+		evr__rcu_reader();
+		rcu_read_lock();
 
 		cds_lfht_for_each(sp->traces, &it, h) {
 			t = caa_container_of(h, struct sp_trace, by_id);
@@ -1128,8 +1197,6 @@ void evr__spans_free(struct evr_spans *sp)
 		}
 		batch_submit(sp); /* call_rcu: registered */
 		rcu_read_unlock();
-		if (reg)
-			rcu_unregister_thread();
 		synchronize_rcu();
 		cds_list_for_each_entry_safe(t, ttmp, &dead, in_lru) {
 			cds_list_for_each_entry_safe(n, ntmp, &t->nodes, in_trace)

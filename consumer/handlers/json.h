@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <evring/consumer.h>
 
@@ -52,5 +53,80 @@ unsigned evr__json_fields(FILE *f, const struct evr_fields *a, const struct evr_
  * "(truncated)" when the producer cut it.
  */
 void evr__text_fields(FILE *f, const struct evr_fields *a, const struct evr_fields *b, size_t max_str);
+
+/* ---- the same, into a memory buffer ---------------------------------------- */
+
+/*
+ * A JSON writer into a large buffer that goes to its FILE in one fwrite
+ * when full (or on evr__jb_flush): no stdio call per value, no printf for
+ * integers and ids. Writes exactly the text the FILE functions above write.
+ * One thread at a time, like the FILE functions under flockfile.
+ */
+struct evr__jbuf {
+	char *p, *end; /* write position; end of the buffer less JB_SLACK */
+	char *buf;
+	FILE *f;
+	int err; /* the first write error (-EIO), kept until reported */
+};
+#define EVR__JB_SLACK 64 /* bytes always writable past end: one small value, a key */
+
+/* Allocates a buffer of cap bytes. Returns 0 or -ENOMEM. */
+int evr__jb_init(struct evr__jbuf *jb, FILE *f, size_t cap);
+void evr__jb_free(struct evr__jbuf *jb);
+/* Writes the buffer out (one fwrite) and fflush()es the FILE when sync. Returns 0 or -EIO. */
+int evr__jb_flush(struct evr__jbuf *jb, bool sync);
+/* Writes the buffer out when past its end, so that EVR__JB_SLACK bytes are writable again. */
+void evr__jb_spill(struct evr__jbuf *jb);
+
+static inline void evr__jb_room(struct evr__jbuf *jb)
+{
+	if (jb->p > jb->end)
+		evr__jb_spill(jb);
+}
+
+/* Bytes that need no escaping (keys, punctuation); any length. */
+void evr__jb_raw(struct evr__jbuf *jb, const char *s, size_t n);
+#define evr__jb_lit(jb, s) evr__jb_put((jb), (s), sizeof(s) - 1)
+void evr__jb_str(struct evr__jbuf *jb, const char *s, size_t len);
+void evr__jb_cstr(struct evr__jbuf *jb, const char *s);
+void evr__jb_u64(struct evr__jbuf *jb, uint64_t v);
+
+/*
+ * The same text for values whose digits change mostly in the low eight, as
+ * times in nanoseconds from one stream do: the digits above them are kept
+ * in h from the call before (h starts zeroed), so most calls format eight.
+ */
+struct evr__jb_hi {
+	uint64_t base; /* the value with its low eight digits zeroed */
+	uint32_t len;  /* of txt; 0: nothing kept yet */
+	char txt[24];  /* the digits of base / 10^8 */
+};
+void evr__jb_u64_hi(struct evr__jbuf *jb, struct evr__jb_hi *h, uint64_t v);
+void evr__jb_i64(struct evr__jbuf *jb, int64_t v);
+void evr__jb_f64(struct evr__jbuf *jb, double d);
+void evr__jb_id(struct evr__jbuf *jb, uint64_t id);
+void evr__jb_value(struct evr__jbuf *jb, const struct evr_value *v);
+unsigned evr__jb_fields(struct evr__jbuf *jb, const struct evr_fields *a, const struct evr_fields *b, bool *first);
+
+/* s quoted and escaped as evr__json_cstr writes it ("null" for NULL), malloc'ed; *len its length. NULL: no memory. */
+char *evr__json_quote(const char *s, size_t *len);
+
+/* n bytes that need no escaping; n a constant small enough is copied inline. */
+static inline void evr__jb_put(struct evr__jbuf *jb, const char *s, size_t n)
+{
+	if (n <= EVR__JB_SLACK) {
+		evr__jb_room(jb);
+		memcpy(jb->p, s, n);
+		jb->p += n;
+	} else {
+		evr__jb_raw(jb, s, n);
+	}
+}
+
+static inline void evr__jb_char(struct evr__jbuf *jb, char c)
+{
+	evr__jb_room(jb);
+	*jb->p++ = c;
+}
 
 #endif /* EVRING_CONSUMER_JSON_H */

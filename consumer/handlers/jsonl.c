@@ -31,11 +31,13 @@
  *
  * A new file is created mode 0600 (it may hold prompts and completions).
  *
- * Buffering: a 64 KiB stdio buffer, flushed when a root span (parent "0")
- * ends, when a line is written 100 ms or more after the last flush, and at
- * close. A consumer killed mid-run loses at most the lines written since the
- * last flush; a consumer that closes normally loses nothing. Line buffering
- * would cost a write(2) per record on the handler's thread.
+ * Buffering: lines are formatted (without printf or a stdio call per value)
+ * into a 64 KiB buffer of the handler's own, which goes to the file in one
+ * write when full, when a root span (parent "0") ends, when a line is written
+ * 100 ms or more after the last flush, and at close. A consumer killed
+ * mid-run loses at most the lines written since the last flush; a consumer
+ * that closes normally loses nothing. Line buffering would cost a write(2)
+ * per record on the handler's thread.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,11 +51,157 @@
 #define JSONL_DEFAULT_PATH "evring.log"
 #define JSONL_BUF (64u << 10)
 #define JSONL_FLUSH_NS 100000000ull
+#define MEMO_N 64u /* sites remembered, direct-mapped by pointer */
+
+/*
+ * What a line of a site always holds, escaped once (a site and its names
+ * live as long as its source, so as long as any record of it): the start of
+ * its event and span lines, and its field names as keys.
+ */
+struct site_memo {
+	const struct evr_site_info *site; /* NULL: empty */
+	char *ev, *sp;			  /* {"kind":"event","name":..,"dispatcher":..,"ts_ns":  / ..."trace_id": */
+	size_t ev_len, sp_len;
+	char **key;	 /* "name": per declared field (NULL: not built) */
+	size_t *key_len;
+	char **trunc;	 /* ,"name.truncated":true */
+	size_t *trunc_len;
+	uint32_t nkeys;	 /* entries of key and trunc */
+	bool distinct; /* its field names are all different: nothing to drop as repeated */
+};
 
 struct jsonl {
-	FILE *f;
+	FILE *f; /* unbuffered: jb is its buffer */
+	struct evr__jbuf jb;
 	uint64_t last_flush_ns; /* CLOCK_MONOTONIC_COARSE */
+	struct evr__jb_hi ts_hi;  /* the leading digits of the last time written */
+	struct site_memo memo[MEMO_N];
 };
+
+static void memo_clear(struct site_memo *m)
+{
+	for (uint32_t i = 0; m->key && i < m->nkeys; i++) {
+		free(m->key[i]);
+		free(m->trunc[i]);
+	}
+	free(m->key);
+	free(m->key_len);
+	free(m->trunc);
+	free(m->trunc_len);
+	free(m->ev);
+	free(m->sp);
+	memset(m, 0, sizeof(*m));
+}
+
+/* "<start><name>,\"dispatcher\":<dispatcher><end>", or NULL without memory. */
+static char *memo_prefix(const struct evr_site_info *site, const char *start, const char *end, size_t *len)
+{
+	size_t nl, dl, sl = strlen(start), el = strlen(end);
+	char *name = evr__json_quote(evr__site_name(site), &nl);
+	char *disp = evr__json_quote(evr__site_dispatcher(site), &dl);
+	char *out = name && disp ? malloc(sl + nl + 14 + dl + el + 1) : NULL;
+
+	if (out) {
+		*len = (size_t)sprintf(out, "%s%s,\"dispatcher\":%s%s", start, name, disp, end);
+	}
+	free(name);
+	free(disp);
+	return out;
+}
+
+/* The site's keys; false without memory (the caller then writes the generic way). */
+static bool memo_keys(struct site_memo *m)
+{
+	const struct evr_site_info *si = m->site;
+	uint32_t n = si->nfields;
+
+	m->key = calloc(n ? n : 1, sizeof(*m->key));
+	m->key_len = calloc(n ? n : 1, sizeof(*m->key_len));
+	m->trunc = calloc(n ? n : 1, sizeof(*m->trunc));
+	m->trunc_len = calloc(n ? n : 1, sizeof(*m->trunc_len));
+	if (!m->key || !m->key_len || !m->trunc || !m->trunc_len)
+		goto fail;
+	m->nkeys = n;
+	m->distinct = true;
+	for (uint32_t i = 0; i < n; i++) {
+		const char *name = si->field_names && si->field_names[i] ? si->field_names[i] : "";
+		size_t q;
+		char *quoted = evr__json_quote(name, &q);
+
+		if (!quoted)
+			goto fail;
+		m->key[i] = malloc(q + 2);
+		m->trunc[i] = malloc(q + 17);
+		if (!m->key[i] || !m->trunc[i]) {
+			free(quoted);
+			goto fail;
+		}
+		m->key_len[i] = (size_t)sprintf(m->key[i], "%s:", quoted);
+		quoted[q - 1] = 0; /* the closing quote */
+		m->trunc_len[i] = (size_t)sprintf(m->trunc[i], ",%s.truncated\":true", quoted);
+		free(quoted);
+		for (uint32_t k = 0; k < i && m->distinct; k++)
+			if (strcmp(si->field_names && si->field_names[k] ? si->field_names[k] : "", name) == 0)
+				m->distinct = false;
+	}
+	return true;
+fail:
+	for (uint32_t i = 0; m->key && i < n; i++) {
+		free(m->key[i]);
+		if (m->trunc)
+			free(m->trunc[i]);
+	}
+	free(m->key);
+	free(m->key_len);
+	free(m->trunc);
+	free(m->trunc_len);
+	m->key = m->trunc = NULL;
+	m->key_len = m->trunc_len = NULL;
+	m->nkeys = 0;
+	return false;
+}
+
+/* The memo of a known site (NULL for an unknown one: written the generic way). */
+static struct site_memo *memo_of(struct jsonl *j, const struct evr_site_info *site)
+{
+	struct site_memo *m;
+
+	if (!site)
+		return NULL;
+	m = &j->memo[((uintptr_t)site >> 4 ^ (uintptr_t)site >> 12) & (MEMO_N - 1)];
+	if (m->site != site) {
+		memo_clear(m);
+		m->site = site;
+	}
+	return m;
+}
+
+/*
+ * An event's fields the quick way: its site's keys, when the block holds
+ * exactly the site's declared fields with distinct names (as every decoded
+ * event does). Returns false to have them written the generic way.
+ */
+static bool memo_fields(struct evr__jbuf *b, struct site_memo *m, const struct evr_fields *f)
+{
+	const struct evr_site_info *si = m->site;
+
+	if (!f || f->n != si->nfields || !si->field_names || (!m->key && !memo_keys(m)) || !m->distinct)
+		return false;
+	for (uint32_t i = 0; i < f->n; i++)
+		if (f->f[i].name != si->field_names[i])
+			return false;
+	for (uint32_t i = 0; i < f->n; i++) {
+		const struct evr_field *fl = &f->f[i];
+
+		if (i)
+			evr__jb_char(b, ',');
+		evr__jb_put(b, m->key[i], m->key_len[i]);
+		evr__jb_value(b, &fl->v);
+		if (fl->v.type == EVR_V_STR && fl->v.truncated)
+			evr__jb_put(b, m->trunc[i], m->trunc_len[i]);
+	}
+	return true;
+}
 
 static uint64_t now_ns(void)
 {
@@ -67,123 +215,130 @@ static uint64_t now_ns(void)
 static int end_line(struct jsonl *j, bool boundary)
 {
 	uint64_t now = now_ns();
-	int rc = 0;
 
-	fputs_unlocked("}\n", j->f);
+	evr__jb_lit(&j->jb, "}\n");
 	if (boundary || now - j->last_flush_ns >= JSONL_FLUSH_NS) {
-		rc = fflush_unlocked(j->f);
+		evr__jb_flush(&j->jb, true);
 		j->last_flush_ns = now;
 	}
-	if (rc || ferror_unlocked(j->f))
-		rc = -EIO;
-	funlockfile(j->f);
-	return rc;
-}
-
-static void key(FILE *f, const char *k)
-{
-	/* The keys here are literals that need no escaping. */
-	fputs_unlocked(k, f);
+	return j->jb.err;
 }
 
 static int jsonl_span_end(void *ctx, const struct evr_span_rec *sp)
 {
 	struct jsonl *j = ctx;
-	FILE *f = j->f;
+	struct evr__jbuf *b = &j->jb;
 	bool first = true, any = false;
 
-	if (!f)
+	struct site_memo *m = memo_of(j, sp->site);
+
+	if (!j->f)
 		return -EBADF; /* after on_close */
-	flockfile(f);
-	key(f, "{\"kind\":\"span\",\"name\":");
-	evr__json_cstr(f, evr__site_name(sp->site));
-	key(f, ",\"dispatcher\":");
-	evr__json_cstr(f, evr__site_dispatcher(sp->site));
-	key(f, ",\"trace_id\":");
-	evr__json_id(f, sp->trace_id);
-	key(f, ",\"span_id\":");
-	evr__json_id(f, sp->span_id);
-	key(f, ",\"parent_id\":");
-	evr__json_id(f, sp->parent_id);
-	key(f, ",\"start_ns\":");
-	evr__json_u64(f, sp->start_ns);
-	key(f, ",\"end_ns\":");
+	if (m && !m->sp)
+		m->sp = memo_prefix(sp->site, "{\"kind\":\"span\",\"name\":", ",\"trace_id\":", &m->sp_len);
+	if (m && m->sp) {
+		evr__jb_put(b, m->sp, m->sp_len);
+	} else {
+		evr__jb_lit(b, "{\"kind\":\"span\",\"name\":");
+		evr__jb_cstr(b, evr__site_name(sp->site));
+		evr__jb_lit(b, ",\"dispatcher\":");
+		evr__jb_cstr(b, evr__site_dispatcher(sp->site));
+		evr__jb_lit(b, ",\"trace_id\":");
+	}
+	evr__jb_id(b, sp->trace_id);
+	evr__jb_lit(b, ",\"span_id\":");
+	evr__jb_id(b, sp->span_id);
+	evr__jb_lit(b, ",\"parent_id\":");
+	evr__jb_id(b, sp->parent_id);
+	evr__jb_lit(b, ",\"start_ns\":");
+	evr__jb_u64_hi(b, &j->ts_hi, sp->start_ns);
+	evr__jb_lit(b, ",\"end_ns\":");
 	if (sp->end_ns)
-		evr__json_u64(f, sp->end_ns);
+		evr__jb_u64_hi(b, &j->ts_hi, sp->end_ns);
 	else
-		key(f, "null");
-	key(f, ",\"status\":");
-	evr__json_cstr(f, evr__span_status_name(sp->status));
-	key(f, ",\"pid\":");
-	evr__json_u64(f, sp->src ? sp->src->pid : 0);
-	key(f, ",\"tid\":");
-	evr__json_u64(f, sp->tid);
-	key(f, ",\"fields\":{");
-	evr__json_fields(f, sp->begin_fields, sp->end_fields, &first);
-	putc_unlocked('}', f);
-	for (unsigned b = 0; evr__span_flag_name(b); b++) {
-		if (!(sp->flags & (1u << b)))
+		evr__jb_lit(b, "null");
+	evr__jb_lit(b, ",\"status\":");
+	evr__jb_cstr(b, evr__span_status_name(sp->status));
+	evr__jb_lit(b, ",\"pid\":");
+	evr__jb_u64(b, sp->src ? sp->src->pid : 0);
+	evr__jb_lit(b, ",\"tid\":");
+	evr__jb_u64(b, sp->tid);
+	evr__jb_lit(b, ",\"fields\":{");
+	evr__jb_fields(b, sp->begin_fields, sp->end_fields, &first);
+	evr__jb_char(b, '}');
+	for (unsigned k = 0; evr__span_flag_name(k); k++) {
+		if (!(sp->flags & (1u << k)))
 			continue;
-		key(f, any ? "," : ",\"flags\":[");
-		evr__json_cstr(f, evr__span_flag_name(b));
+		if (any)
+			evr__jb_char(b, ',');
+		else
+			evr__jb_lit(b, ",\"flags\":[");
+		evr__jb_cstr(b, evr__span_flag_name(k));
 		any = true;
 	}
 	if (any)
-		putc_unlocked(']', f);
+		evr__jb_char(b, ']');
 	return end_line(j, sp->parent_id == 0);
 }
 
 static int jsonl_event(void *ctx, const struct evr_event *ev)
 {
 	struct jsonl *j = ctx;
-	FILE *f = j->f;
+	struct evr__jbuf *b = &j->jb;
 	bool first = true;
 
-	if (!f)
+	struct site_memo *m = memo_of(j, ev->site);
+
+	if (!j->f)
 		return -EBADF; /* after on_close */
-	flockfile(f);
-	key(f, "{\"kind\":\"event\",\"name\":");
-	evr__json_cstr(f, evr__site_name(ev->site));
-	key(f, ",\"dispatcher\":");
-	evr__json_cstr(f, evr__site_dispatcher(ev->site));
-	key(f, ",\"ts_ns\":");
-	evr__json_u64(f, ev->ts_ns);
-	key(f, ",\"span_id\":");
-	evr__json_id(f, ev->span_id);
-	key(f, ",\"trace_id\":");
-	evr__json_id(f, ev->trace_id);
-	key(f, ",\"pid\":");
-	evr__json_u64(f, ev->src ? ev->src->pid : 0);
-	key(f, ",\"tid\":");
-	evr__json_u64(f, ev->tid);
-	key(f, ",\"fields\":{");
-	evr__json_fields(f, ev->fields, NULL, &first);
-	putc_unlocked('}', f);
+	if (m && !m->ev)
+		m->ev = memo_prefix(ev->site, "{\"kind\":\"event\",\"name\":", ",\"ts_ns\":", &m->ev_len);
+	if (m && m->ev) {
+		evr__jb_put(b, m->ev, m->ev_len);
+	} else {
+		evr__jb_lit(b, "{\"kind\":\"event\",\"name\":");
+		evr__jb_cstr(b, evr__site_name(ev->site));
+		evr__jb_lit(b, ",\"dispatcher\":");
+		evr__jb_cstr(b, evr__site_dispatcher(ev->site));
+		evr__jb_lit(b, ",\"ts_ns\":");
+	}
+	evr__jb_u64_hi(b, &j->ts_hi, ev->ts_ns);
+	evr__jb_lit(b, ",\"span_id\":");
+	evr__jb_id(b, ev->span_id);
+	evr__jb_lit(b, ",\"trace_id\":");
+	evr__jb_id(b, ev->trace_id);
+	evr__jb_lit(b, ",\"pid\":");
+	evr__jb_u64(b, ev->src ? ev->src->pid : 0);
+	evr__jb_lit(b, ",\"tid\":");
+	evr__jb_u64(b, ev->tid);
+	evr__jb_lit(b, ",\"fields\":{");
+	if (!m || !memo_fields(b, m, ev->fields))
+		evr__jb_fields(b, ev->fields, NULL, &first);
+	evr__jb_char(b, '}');
 	if (ev->late)
-		key(f, ",\"late\":true");
+		evr__jb_lit(b, ",\"late\":true");
 	return end_line(j, false);
 }
 
 static int jsonl_lost(void *ctx, const struct evr_lost *l)
 {
 	struct jsonl *j = ctx;
-	FILE *f = j->f;
+	struct evr__jbuf *b = &j->jb;
 
-	if (!f)
+	if (!j->f)
 		return -EBADF; /* after on_close */
-	flockfile(f);
-	key(f, "{\"kind\":\"lost\",\"count\":");
-	evr__json_u64(f, l->count);
-	key(f, ",\"ts_ns\":");
-	evr__json_u64(f, l->ts_ns);
-	key(f, ",\"pid\":");
-	evr__json_u64(f, l->src ? l->src->pid : 0);
-	key(f, ",\"tid\":");
-	evr__json_u64(f, l->tid);
-	key(f, ",\"first_ns\":");
-	evr__json_u64(f, l->first_ns);
-	key(f, ",\"lane\":");
-	evr__json_u64(f, l->lane);
+	evr__jb_lit(b, "{\"kind\":\"lost\",\"count\":");
+	evr__jb_u64(b, l->count);
+	evr__jb_lit(b, ",\"ts_ns\":");
+	evr__jb_u64(b, l->ts_ns);
+	evr__jb_lit(b, ",\"pid\":");
+	evr__jb_u64(b, l->src ? l->src->pid : 0);
+	evr__jb_lit(b, ",\"tid\":");
+	evr__jb_u64(b, l->tid);
+	evr__jb_lit(b, ",\"first_ns\":");
+	evr__jb_u64(b, l->first_ns);
+	evr__jb_lit(b, ",\"lane\":");
+	evr__jb_u64(b, l->lane);
 	/* A loss is worth seeing at once: flush as at a trace's end. */
 	return end_line(j, true);
 }
@@ -193,6 +348,7 @@ static void jsonl_close(void *ctx)
 	struct jsonl *j = ctx;
 
 	if (j->f) {
+		evr__jb_flush(&j->jb, true);
 		fclose(j->f);
 		j->f = NULL;
 	}
@@ -200,8 +356,13 @@ static void jsonl_close(void *ctx)
 
 static void jsonl_destroy(void *ctx)
 {
-	jsonl_close(ctx);
-	free(ctx);
+	struct jsonl *j = ctx;
+
+	jsonl_close(j);
+	for (uint32_t i = 0; i < MEMO_N; i++)
+		memo_clear(&j->memo[i]);
+	evr__jb_free(&j->jb);
+	free(j);
 }
 
 int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen)
@@ -220,7 +381,12 @@ int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 		free(j);
 		return evr__builtin_err(err, errlen, -e, "jsonl: cannot open '%s': %s", path, strerror(e));
 	}
-	setvbuf(j->f, NULL, _IOFBF, JSONL_BUF);
+	if (evr__jb_init(&j->jb, j->f, JSONL_BUF) != 0) {
+		fclose(j->f);
+		free(j);
+		return evr__builtin_err(err, errlen, -ENOMEM, "jsonl: out of memory");
+	}
+	setvbuf(j->f, NULL, _IONBF, 0); /* jb is the buffer: a full one goes out in one write */
 	j->last_flush_ns = now_ns();
 	h->name = "jsonl";
 	h->ctx = j;

@@ -51,6 +51,7 @@
 #define STREAMS_MAX 65536u
 #define GAPS_MAX 65536u
 #define LABEL_MAX 48
+#define SITE_CACHE 256u /* direct-mapped, by site pointer */
 
 struct hist {
 	uint64_t n, min, max;
@@ -72,8 +73,20 @@ struct stream {
 	uint32_t ngaps, cap;
 };
 
+/*
+ * What stats needs of a site, found once per site rather than per record: its
+ * row (the name interned; sites live as long as their source, so as long as
+ * any record of them) and whether it is a stream chunk.
+ */
+struct site_memo {
+	const struct evr_site_info *site; /* NULL: empty */
+	uint32_t row;			  /* index + 1; 0: not interned yet */
+	bool chunk;
+};
+
 struct stats {
 	FILE *out; /* not ours: never closed */
+	struct site_memo memo[SITE_CACHE];
 	struct evr__strmap names;
 	struct row *rows; /* by the strmap's index */
 	uint32_t cap;
@@ -145,10 +158,27 @@ static uint64_t hist_pct(const struct hist *h, unsigned permille)
 	return h->max;
 }
 
-static struct row *row_of(struct stats *s, const char *name)
+static bool is_chunk(const struct evr_site_info *site);
+
+/* The memo of a site: filled on first sight, replaced when another site takes its slot. */
+static struct site_memo *memo_of(struct stats *s, const struct evr_site_info *site)
+{
+	struct site_memo *m = &s->memo[((uintptr_t)site >> 4 ^ (uintptr_t)site >> 12) & (SITE_CACHE - 1)];
+
+	if (m->site != site) {
+		m->site = site;
+		m->row = 0;
+		m->chunk = is_chunk(site);
+	}
+	return m;
+}
+
+static struct row *row_of(struct stats *s, const char *name, struct site_memo *m)
 {
 	uint32_t idx;
 
+	if (m && m->row && m->row - 1 < s->cap)
+		return &s->rows[m->row - 1];
 	if (evr__strmap_intern(&s->names, name ? name : "(unknown)", &idx) < 0)
 		return NULL;
 	if (idx >= s->cap) {
@@ -161,6 +191,8 @@ static struct row *row_of(struct stats *s, const char *name)
 		s->rows = rows;
 		s->cap = cap;
 	}
+	if (m)
+		m->row = idx + 1;
 	return &s->rows[idx];
 }
 
@@ -180,7 +212,7 @@ static int stats_event(void *ctx, const struct evr_event *ev)
 	uint64_t *slot;
 	bool added;
 
-	if (!ev->span_id || !is_chunk(ev->site))
+	if (!ev->span_id || !ev->site || !memo_of(s, ev->site)->chunk)
 		return 0;
 	slot = evr__pairmap_get(&s->streams, (uint64_t)(uintptr_t)ev->src, ev->span_id);
 	if (!slot) {
@@ -261,7 +293,7 @@ static int fold_stream(struct stats *s, struct row *r, const struct evr_span_rec
 static int stats_span_end(void *ctx, const struct evr_span_rec *sp)
 {
 	struct stats *s = ctx;
-	struct row *r = row_of(s, evr__site_name(sp->site));
+	struct row *r = row_of(s, evr__site_name(sp->site), sp->site ? memo_of(s, sp->site) : NULL);
 	uint64_t d;
 
 	if (!r)

@@ -607,6 +607,97 @@ Test(json, fields_merge_end_wins_and_flag_truncation)
 	evr__fields_unref(e);
 }
 
+/*
+ * The buffer writer (jsonl's) writes byte for byte what the FILE writer and
+ * printf write, across many buffer spills (a 256-byte buffer here): strings
+ * hostile and long, every integer width, ids, doubles, values, fields.
+ */
+Test(json, buffer_writer_matches_the_file_writer_byte_for_byte)
+{
+	static const char *const strs[] = { "hello world", "a\"b\\c/d", "\n\r\t\b\f\x01\x1f\x7f", "\xc3\xa9\xe2\x82\xac",
+					    "a\xff" "b", "\x80x", "\xc0\xaf", "\xed\xa0\x80", "ok\xe2\x82", "\xf4\x90\x80\x80", "" };
+	struct evr_fields *b = FIELDS(S("model", "begin"), U("n", 1), STRUNC("pro\"mpt", "abc"), S("model", "begin2"),
+				      F("t", 0.7), F("nan", NAN));
+	struct evr_fields *e = FIELDS(U("n", 2), B("ok", true), NIL("nothing"), I("neg", -3), STRUNC("x", "y\n"));
+	char *want_text = NULL, *got_text = NULL, big[5000];
+	size_t want_len = 0, got_len = 0;
+	FILE *want = open_memstream(&want_text, &want_len), *got = open_memstream(&got_text, &got_len);
+	struct evr__jbuf jb;
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	bool f1 = true, f2 = true;
+
+	cr_assert(want && got);
+	cr_assert_eq(evr__jb_init(&jb, got, 256), 0);
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = "ab\"\\\n\x01\xc3\xa9\xff~"[i % 11];
+	flockfile(want);
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		evr__json_cstr(want, strs[i]);
+		evr__jb_cstr(&jb, strs[i]);
+	}
+	evr__json_str(want, big, sizeof(big));
+	evr__jb_str(&jb, big, sizeof(big));
+	evr__json_cstr(want, NULL);
+	evr__jb_cstr(&jb, NULL);
+	for (int i = 0; i < 2000; i++) {
+		char buf[64];
+		uint64_t u;
+		int64_t v;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		u = x >> (i % 64); /* every width */
+		v = (int64_t)x >> (i % 64);
+		if (i == 0)
+			u = 0, v = INT64_MIN;
+		if (i == 1)
+			u = UINT64_MAX, v = INT64_MAX;
+		fprintf(want, "%" PRIu64 ",%" PRId64 ",\"%" PRIx64 "\",", u, v, u);
+		evr__jb_u64(&jb, u);
+		evr__jb_lit(&jb, ",");
+		evr__jb_i64(&jb, v);
+		evr__jb_lit(&jb, ",");
+		evr__jb_id(&jb, u);
+		evr__jb_lit(&jb, ",");
+		snprintf(buf, sizeof(buf), "%" PRIu64, u);
+		evr__json_u64(want, 0); /* the FILE writer too, against printf */
+		evr__jb_raw(&jb, "0", 1);
+		evr__json_f64(want, (double)v / 7.0);
+		evr__jb_f64(&jb, (double)v / 7.0);
+	}
+	{
+		struct evr__jb_hi hi = { 0 };
+		uint64_t t = 1714564799999999000ull;
+
+		/* Times: the kept leading digits across their boundaries, back and forth, and small values. */
+		for (int i = 0; i < 3000; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			t += i % 7 == 6 ? 0 - (x % 300000000u) : x % 50000000u;
+			if (i % 500 == 0)
+				t = x % 1000000000u;
+			fprintf(want, ",%" PRIu64, t);
+			evr__jb_lit(&jb, ",");
+			evr__jb_u64_hi(&jb, &hi, t);
+		}
+	}
+	evr__json_fields(want, b, e, &f1);
+	evr__jb_fields(&jb, b, e, &f2);
+	for (uint32_t i = 0; i < b->n; i++) {
+		evr__json_value(want, &b->f[i].v);
+		evr__jb_value(&jb, &b->f[i].v);
+	}
+	funlockfile(want);
+	cr_assert_eq(evr__jb_flush(&jb, true), 0);
+	fclose(want);
+	fclose(got);
+	cr_assert_eq(got_len, want_len, "%zu bytes written, %zu wanted", got_len, want_len);
+	cr_assert(memcmp(got_text, want_text, want_len) == 0, "the two writers differ");
+	evr__jb_free(&jb);
+	free(want_text);
+	free(got_text);
+	evr__fields_unref(b);
+	evr__fields_unref(e);
+}
+
 /* ---- spec parsing -------------------------------------------------------------------- */
 
 Test(builtin, specs_and_their_errors)
@@ -800,6 +891,66 @@ Test(jsonl, hostile_names_and_values_stay_one_valid_line_each)
 	EXPECT(&d, 0, "null", "/fields/nan", "null");
 	EXPECT(&d, 0, "null", "/fields/inf", "null");
 	jfree(&d);
+}
+
+/*
+ * Events decoded from a segment name their fields with their site's own
+ * name strings; jsonl then writes each site's constant parts from a memo.
+ * The lines stay exactly DESIGN.md §8's, byte for byte, whether a site's
+ * names are distinct (the memo's keys) or repeated (the generic writer),
+ * for the first line of a site and the ones after it.
+ */
+Test(jsonl, lines_of_decoded_events_byte_for_byte)
+{
+	static const char *names_ok[] = { "chunk.index", "gen_ai.\"delta\"" };
+	static const bool content[] = { false, true };
+	static const char *names_rep[] = { "a", "a" };
+	static struct evr_site_info site_ok = { .id = 900, .kind = EVR_KIND_EVENT, .name = "llm.chat.in_progress",
+						.dispatcher = "llm.chat", .nfields = 2, .field_names = names_ok,
+						.field_content = content };
+	static struct evr_site_info site_rep = { .id = 901, .kind = EVR_KIND_EVENT, .name = "we\"ird",
+						 .dispatcher = "app", .nfields = 2, .field_names = names_rep,
+						 .field_content = content };
+	const char *path = tmp_path("decoded.jsonl");
+	const char *want =
+		"{\"kind\":\"event\",\"name\":\"llm.chat.in_progress\",\"dispatcher\":\"llm.chat\",\"ts_ns\":1714564800000000007,"
+		"\"span_id\":\"1f\",\"trace_id\":\"1c\",\"pid\":4242,\"tid\":101,\"fields\":{\"chunk.index\":0,"
+		"\"gen_ai.\\\"delta\\\"\":\"He\\nl\",\"gen_ai.\\\"delta\\\".truncated\":true}}\n"
+		"{\"kind\":\"event\",\"name\":\"llm.chat.in_progress\",\"dispatcher\":\"llm.chat\",\"ts_ns\":1714564800000000008,"
+		"\"span_id\":\"1f\",\"trace_id\":\"1c\",\"pid\":4242,\"tid\":101,\"fields\":{\"chunk.index\":1,"
+		"\"gen_ai.\\\"delta\\\"\":\"lo\"},\"late\":true}\n"
+		"{\"kind\":\"event\",\"name\":\"we\\\"ird\",\"dispatcher\":\"app\",\"ts_ns\":1714564800000000009,"
+		"\"span_id\":\"0\",\"trace_id\":\"0\",\"pid\":4242,\"tid\":101,\"fields\":{\"a\":-2}}\n";
+	char spec[160], *text;
+	struct evr_handler h;
+
+	snprintf(spec, sizeof(spec), "jsonl=%s", path);
+	h = make(spec, NULL);
+	for (int i = 0; i < 3; i++) {
+		const struct evr_site_info *site = i < 2 ? &site_ok : &site_rep;
+		struct evr_fields *f = FIELDS(U("", (uint64_t)i), S("", "He\nl"));
+		struct evr_event *ev;
+
+		f->f[0].name = site->field_names[0]; /* as decode.c names them: the site's own strings */
+		f->f[1].name = site->field_names[1];
+		if (i == 0)
+			f->f[1].v.truncated = true;
+		if (i == 1)
+			f->f[1].v.s = "lo", f->f[1].v.len = 2;
+		if (i == 2) {
+			f->f[0].v.type = EVR_V_I64;
+			f->f[0].v.i = -3;
+			f->f[1].v.type = EVR_V_I64;
+			f->f[1].v.i = -2;
+		}
+		ev = mk_event(&src_a, site, T0 + 7 + (uint64_t)i, i < 2 ? 0x1f : 0, i < 2 ? 0x1c : 0, 101, f);
+		ev->late = i == 1;
+		feed_event(&h, ev);
+	}
+	finish(&h);
+	text = slurp(path);
+	cr_assert_str_eq(text, want);
+	free(text);
 }
 
 Test(jsonl, a_trace_root_reaches_the_file_before_close)

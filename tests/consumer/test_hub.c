@@ -1149,3 +1149,152 @@ Test(hub, plugin_errors_are_clear)
 	cr_assert_eq(evr__plugin_handler("", &h, err, sizeof(err)), -EINVAL);
 	cr_assert_null(dlopen(EVR_TEST_PLUGIN, RTLD_NOW | RTLD_NOLOAD), "failed loads leave nothing mapped");
 }
+
+/* ---- batches -------------------------------------------------------------------------------- */
+
+/*
+ * evr__hub_deliver_many, as the span builder uses it: per handler one pass,
+ * filters and skips counted exactly, the caller's reference taken over (each
+ * object ends with the one reference the test keeps), order kept.
+ */
+Test(hub, batches_count_exactly_and_take_the_references_over)
+{
+	enum { N = 600 }; /* more than one pass of the hub */
+	struct evr_consumer_opts o = { .timeout_ns = 10000 * MS, .quiet = true };
+	struct evr_consumer_stats cst = { 0 };
+	struct evr_hub *hub = evr__hub_new(&o, &cst);
+	struct evr_handler h = { .name = "slow", .ctx = &gate, .on_event = gate_event, .queue_len = 64 };
+	static struct evr_dlv d[N];
+	static struct evr_event *kept[N];
+	struct rec all, app;
+	uint64_t to_app = 0;
+
+	gate_init(0);
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	rec_init(&all);
+	h = rec_handler("all", &all);
+	h.queue_len = 1024;
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	rec_init(&app);
+	h = rec_handler("app", &app);
+	h.dispatcher = "app";
+	h.queue_len = 1024;
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+
+	/* The slow handler enters its first call and stays there. */
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&gate.entered, 5000));
+	for (int i = 0; i < N; i++) {
+		const struct evr_site_info *site = i % 3 == 0 ? &s_o1 : &s_chat;
+
+		kept[i] = mk_event(site, (uint64_t)i + 1);
+		evr_obj_ref(kept[i]); /* the test's own; the builder's goes to the hub */
+		d[i] = (struct evr_dlv){ EVR_CB_EVENT, kept[i] };
+		to_app += site == &s_chat;
+	}
+	evr__hub_deliver_many(hub, d, N);
+	evr__hub_kick(hub);
+	/* Slow: 64 queued behind the call, the rest skipped, before it moves. */
+	cr_assert_eq(stats_of(hub, "slow").skipped, N - 64);
+	cr_assert_eq(cst.handler_skipped, N - 64);
+	sem_post(&gate.open);
+	evr__hub_flush(hub);
+	cr_assert_eq(stats_of(hub, "slow").delivered, 65);
+	cr_assert_eq(rec_calls(&all), N + 1);
+	cr_assert_eq(stats_of(hub, "all").skipped, 0);
+	cr_assert_eq(rec_calls(&app), to_app + 1);
+	cr_assert_eq(stats_of(hub, "app").filtered, N - to_app);
+	cr_assert_eq(all.order_errors + app.order_errors, 0);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(__atomic_load_n(&kept[i]->obj.refs, __ATOMIC_ACQUIRE), 1, "object %d holds %u references",
+			     i, kept[i]->obj.refs);
+		evr_obj_unref(kept[i]);
+	}
+	evr__hub_close(hub);
+}
+
+/* An object nobody takes is dropped by the hub: the caller's reference was the last. */
+Test(hub, batch_nobody_takes_drops_the_reference)
+{
+	struct evr_consumer_opts o = { .quiet = true };
+	struct evr_hub *hub = evr__hub_new(&o, NULL);
+	struct rec r;
+	struct evr_handler h;
+	struct evr_event *ev = mk_event(&s_o1, 1);
+	struct evr_dlv d = { EVR_CB_EVENT, ev };
+
+	rec_init(&r);
+	h = rec_handler("app", &r);
+	h.dispatcher = "app";
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	evr_obj_ref(ev);
+	evr__hub_deliver_many(hub, &d, 1);
+	evr__hub_kick(hub);
+	evr__hub_flush(hub);
+	cr_assert_eq(__atomic_load_n(&ev->obj.refs, __ATOMIC_ACQUIRE), 1);
+	cr_assert_eq(stats_of(hub, "app").filtered, 1);
+	evr_obj_unref(ev);
+	evr__hub_close(hub);
+}
+
+/* ---- object pools ------------------------------------------------------------------------------ */
+
+struct pool_run {
+	struct evr_event **objs;
+	int n;
+};
+
+static void *drop_all(void *arg)
+{
+	struct pool_run *p = arg;
+
+	for (int i = 0; i < p->n; i++)
+		evr_obj_unref(p->objs[i]);
+	return NULL;
+}
+
+/*
+ * Objects built on one thread and dropped on another, many times over, as
+ * the drain and a handler thread do: the blocks come back to the builder
+ * through the return stacks and are reused (an ASan or TSan build checks the
+ * hand-over), fields embedded in their event included.
+ */
+Test(hub, objects_dropped_on_another_thread_come_back_for_reuse)
+{
+	enum { N = 5000, ROUNDS = 8 };
+	static struct evr_event *objs[N];
+	struct pool_run p = { objs, N };
+	uint64_t reused = 0;
+	static void *seen[N];
+
+	for (int round = 0; round < ROUNDS; round++) {
+		pthread_t t;
+
+		for (int i = 0; i < N; i++) {
+			char *str;
+			struct evr_fields *f = evr__event_fields_new(1, 8, &str);
+			struct evr_rec r = { .src = &src, .site = &s_chat, .real_ns = (uint64_t)i, .fields = f,
+					     .fields_in_event = true };
+
+			cr_assert_not_null(f);
+			memcpy(str, "gpt-4o", 7);
+			f->f[0].name = "model";
+			f->f[0].v.type = EVR_V_STR;
+			f->f[0].v.s = str;
+			f->f[0].v.len = 6;
+			objs[i] = evr__event_new(&r, 0);
+			cr_assert_not_null(objs[i]);
+			cr_assert_null(r.fields, "the event took the rec's reference over");
+			cr_assert_eq((void *)objs[i]->fields, (void *)f, "one block: the fields are the event's");
+			if (round == ROUNDS - 1)
+				for (int k = 0; k < N; k++)
+					reused += seen[k] == (void *)objs[i];
+		}
+		for (int i = 0; i < N && round == 0; i++)
+			seen[i] = objs[i];
+		cr_assert_eq(pthread_create(&t, NULL, drop_all, &p), 0);
+		pthread_join(t, NULL); /* its blocks went back to the return stacks as it exited */
+	}
+	cr_log_info("%lu of %d blocks of the first round reused in the last", (unsigned long)reused, N);
+	cr_assert_gt(reused, N / 2, "blocks dropped on other threads are not reused");
+}

@@ -69,6 +69,20 @@ void evr__hub_deliver(struct evr_hub *hub, enum evr_cb cb, const void *obj)
 	ndlv++;
 }
 
+/* As hub.c's: takes over the caller's reference to each object. */
+void evr__hub_deliver_many(struct evr_hub *hub, const struct evr_dlv *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		evr__hub_deliver(hub, d[i].cb, d[i].obj);
+		evr_obj_unref(d[i].obj);
+	}
+}
+
+void evr__hub_kick(struct evr_hub *hub)
+{
+	(void)hub;
+}
+
 struct evr_rec *evr__rec_alloc(struct evr_consumer *c)
 {
 	(void)c;

@@ -245,11 +245,13 @@ struct evr_consumer_opts {
 	uint64_t merge_window_ns;  /* how long a quiet lane holds back the merge; 0: 2 ms */
 	uint64_t orphan_grace_ns;  /* wait for a missing parent before delivering; 0: 1 s */
 	uint32_t max_open_spans;   /* past this the oldest open spans are closed; 0: 100000 */
-	uint32_t batch;		   /* records read per lane per round; 0: 1024 */
+	uint32_t batch;		   /* records read per lane per round; 0: 256 */
 	void (*on_error)(void *arg, const struct evr_handler_error *e); /* also reported on stderr */
 	void *on_error_arg;
 	FILE *log;		   /* where timeouts and errors are reported; NULL: stderr */
 	bool quiet;		   /* report to on_error only */
+	/* The dispatcher filter of built-in and plug-in handlers added without one (NULL: none). */
+	const char *dispatcher;
 };
 
 struct evr_consumer;
@@ -317,14 +319,57 @@ EVR_API void evr_consumer_stats(struct evr_consumer *c, struct evr_consumer_stat
 /* Per-handler counters; returns how many were written (at most n). */
 EVR_API int evr_consumer_handler_stats(struct evr_consumer *c, struct evr_handler_stats *out, int n);
 
+/*
+ * Capture files (`evring record` / `evring replay`). evr_consumer_capture
+ * writes everything the pipeline delivers from now on to a msgpack stream at
+ * path: a header, each source and its metadata, every record in delivery
+ * order with the times computed live, deaths, and the counters at the end.
+ * Sources attached later join it. Returns 0 or -errno with err set.
+ */
+EVR_API int evr_consumer_capture(struct evr_consumer *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Flushes the merge into the capture (every record read so far), writes the
+ * trailer and closes the file. evr_consumer_close does it too, but cannot
+ * report a write error: call this first. Returns 0, -EINVAL (no capture) or
+ * the first write error (-errno).
+ */
+EVR_API int evr_consumer_capture_end(struct evr_consumer *c);
+
+/*
+ * Runs a capture file through span building and the handlers, as the live
+ * consumer did: the same records in the same order, so the same output.
+ * The consumer must be attached to nothing. Returns the records replayed, or
+ * -errno with err set: -ENOENT, -EBADMSG (names the bad entry; what came
+ * before it was delivered), -EPROTO (a capture version this evring does not
+ * read).
+ */
+EVR_API int evr_consumer_replay(struct evr_consumer *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Waits until every handler that is not stalled has run the callbacks for
+ * everything delivered so far (live views read their handler's state after
+ * it). Drain thread only.
+ */
+EVR_API void evr_consumer_sync(struct evr_consumer *c);
+
 /* Makes evr_consumer_run return at its next round. Async-signal-safe. */
 EVR_API void evr_consumer_stop(struct evr_consumer *c);
 
 /*
- * Flushes the merge, hands spans still open to handlers as detached (only
- * to on_span_end with EVR_SPAN_DETACHED: they may yet end), drains every
- * handler's queue, runs on_close and destroy, releases the consumer slots and
- * unmaps. A handler stalled in a call is left behind, not waited for.
+ * Ends the stream: flushes the merge (every record read is delivered),
+ * ends the spans of dead producers as abandoned, hands spans still open to
+ * handlers as detached (only to on_span_end with EVR_SPAN_DETACHED: they may
+ * yet end), and waits for the handlers that are not stalled to take it all.
+ * Counters read after it are final. Polling after it reads nothing more.
+ * evr_consumer_close calls it when it has not run.
+ */
+EVR_API void evr_consumer_finish(struct evr_consumer *c);
+
+/*
+ * Finishes the stream (evr_consumer_finish), drains every handler's queue,
+ * runs on_close and destroy, releases the consumer slots and unmaps. A
+ * handler stalled in a call is left behind, not waited for.
  */
 EVR_API void evr_consumer_close(struct evr_consumer *c);
 
