@@ -10,6 +10,14 @@ PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev lib
 if [ "${1:-}" = fuzz ]; then
 	PKGS="$PKGS clang libclang-rt-14-dev"
 fi
+# `install-deps.sh bench` (make bench): gnuplot for the chart; and, when it
+# can, LTTng-UST, the peer the suite measures against. The suite runs
+# without it and says so, so failing to install it is not an error.
+OPTIONAL=""
+if [ "${1:-}" = bench ]; then
+	PKGS="$PKGS gnuplot-nox"
+	OPTIONAL="liblttng-ust-dev lttng-tools"
+fi
 
 missing=""
 for p in $PKGS; do
@@ -17,6 +25,25 @@ for p in $PKGS; do
 		missing="$missing $p"
 	fi
 done
+optional_missing=""
+for p in $OPTIONAL; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+		optional_missing="$optional_missing $p"
+	fi
+done
+if [ -n "$optional_missing" ]; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "evring: installing Debian packages (optional):$optional_missing"
+		export DEBIAN_FRONTEND=noninteractive
+		if ! apt-get install -y -qq --no-install-recommends $optional_missing >/dev/null 2>&1; then
+			apt-get update -qq >/dev/null 2>&1 || true
+			apt-get install -y -qq --no-install-recommends $optional_missing >/dev/null 2>&1 ||
+				echo "evring: could not install$optional_missing: the benchmarks will say LTTng-UST was not measured" >&2
+		fi
+	else
+		echo "evring: cannot install$optional_missing here (not root, or no apt-get): the benchmarks will say LTTng-UST was not measured" >&2
+	fi
+fi
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

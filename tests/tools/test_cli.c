@@ -1,0 +1,725 @@
+/*
+ * test_cli.c: the `evring` tool end to end, as its users run it: the real
+ * binary against real evring-demo processes. Every subcommand, `top --once`
+ * parsed, record -> replay giving the same jsonl as the live run, and every
+ * error with its one line and its exit status: no such process, no segment,
+ * permission denied, another ABI version, the consumer slot held, a bad
+ * segment, a bad capture, bad usage.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include <evring/ring.h>
+
+#ifndef EVR_CLI_PATH
+#error "EVR_CLI_PATH and EVR_DEMO_PATH are set by tests/tools/CMakeLists.txt"
+#endif
+
+#define WAIT_MS 60000 /* the longest a command may take past what it was asked for */
+
+/* ---- processes ------------------------------------------------------------- */
+
+struct run {
+	int status; /* exit status, or 128 + signal */
+	char out[1 << 20];
+	char err[1 << 16];
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Starts path with argv (NULL-terminated, argv[0] included), stdout and stderr to files. */
+static pid_t spawn(const char *const *argv, const char *out, const char *err)
+{
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		unsetenv("EVRING");
+		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+			_exit(127);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int wait_for(pid_t pid, unsigned timeout_ms)
+{
+	uint64_t end = now_ms() + timeout_ms;
+	int st;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		cr_assert_eq(r, 0, "waitpid: %s", strerror(errno));
+		if (now_ms() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			cr_assert_fail("pid %d did not finish within %u ms", (int)pid, timeout_ms);
+		}
+		sleep_ms(5);
+	}
+}
+
+static void slurp(const char *path, char *buf, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+
+	if (f) {
+		n = fread(buf, 1, cap - 1, f);
+		fclose(f);
+	}
+	buf[n] = 0;
+}
+
+static char tmpdir[64];
+
+static void tmp_path(char *buf, size_t cap, const char *name)
+{
+	snprintf(buf, cap, "%s/%s", tmpdir, name);
+}
+
+/* Waits for a process started with spawn() and collects what it printed. */
+static void collect(struct run *r, pid_t pid, const char *out, const char *err)
+{
+	r->status = wait_for(pid, WAIT_MS);
+	slurp(out, r->out, sizeof(r->out));
+	slurp(err, r->err, sizeof(r->err));
+}
+
+static void start_cli(const char *const *args, pid_t *pid, char *out, char *err, size_t cap)
+{
+	const char *argv[40] = { EVR_CLI_PATH };
+	static int seq;
+	size_t n = 1;
+
+	for (; args[n - 1]; n++)
+		argv[n] = args[n - 1];
+	argv[n] = NULL;
+	snprintf(out, cap, "%s/cli%d.out", tmpdir, seq);
+	snprintf(err, cap, "%s/cli%d.err", tmpdir, seq++);
+	*pid = spawn(argv, out, err);
+}
+
+/* Runs `evring args...` to the end. */
+static struct run *cli(const char *const *args)
+{
+	static struct run r;
+	char out[128], err[128];
+	pid_t pid;
+
+	start_cli(args, &pid, out, err, sizeof(out));
+	collect(&r, pid, out, err);
+	return &r;
+}
+
+#define CLI(...) cli((const char *const[]){ __VA_ARGS__, NULL })
+
+/* Starts evring-demo with extra args and waits until its segment exists. */
+static pid_t demo(const char *const *args)
+{
+	const char *argv[24] = { EVR_DEMO_PATH, "--quiet" };
+	char out[128], err[128], seg[128];
+	static int seq;
+	size_t n = 2;
+	pid_t pid;
+	uint64_t end = now_ms() + WAIT_MS;
+
+	for (; args && args[n - 2]; n++)
+		argv[n] = args[n - 2];
+	argv[n] = NULL;
+	snprintf(out, sizeof(out), "%s/demo%d.out", tmpdir, seq);
+	snprintf(err, sizeof(err), "%s/demo%d.err", tmpdir, seq++);
+	pid = spawn(argv, out, err);
+	snprintf(seg, sizeof(seg), "/dev/shm/evring.%d.evring-demo", (int)pid);
+	while (access(seg, F_OK) != 0) {
+		cr_assert(now_ms() < end, "evring-demo (pid %d) made no segment", (int)pid);
+		sleep_ms(5);
+	}
+	sleep_ms(100); /* its workers claim their lanes */
+	return pid;
+}
+
+#define DEMO(...) demo((const char *const[]){ __VA_ARGS__, NULL })
+
+static void demo_stop(pid_t pid)
+{
+	char seg[128];
+
+	kill(pid, SIGTERM);
+	cr_expect_eq(wait_for(pid, WAIT_MS), 0, "evring-demo exits 0 on SIGTERM");
+	snprintf(seg, sizeof(seg), "/evring.%d.evring-demo", (int)pid);
+	evr_segment_unlink(seg); /* the demo leaves its segment for late consumers; tests tidy up */
+}
+
+static char pidstr[32];
+
+static const char *str_pid(pid_t pid)
+{
+	snprintf(pidstr, sizeof(pidstr), "%d", (int)pid);
+	return pidstr;
+}
+
+static void setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/evring-cli-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	cr_expect_eq(system(cmd), 0);
+}
+
+TestSuite(cli, .init = setup, .fini = teardown, .timeout = 240);
+
+/* The one error line: "evring <cmd>: ..." and nothing else. */
+static void one_error_line(const struct run *r, const char *cmd, const char *needle)
+{
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "evring %s: ", cmd);
+	cr_expect(!strncmp(r->err, prefix, strlen(prefix)), "stderr starts with '%s': %s", prefix, r->err);
+	cr_expect(strstr(r->err, needle) != NULL, "stderr names '%s': %s", needle, r->err);
+	cr_expect(strchr(r->err, '\n') == r->err + strlen(r->err) - 1, "one line: %s", r->err);
+}
+
+/* ---- help and usage ---------------------------------------------------------- */
+
+Test(cli, help_for_every_command)
+{
+	static const char *cmds[] = { "ls", "attach", "record", "replay", "stats", "top" };
+	struct run *r = CLI("--help");
+
+	cr_assert_eq(r->status, 0);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char want[64];
+
+		cr_expect(strstr(r->out, cmds[i]) != NULL, "evring --help lists %s", cmds[i]);
+		r = CLI(cmds[i], "--help");
+		snprintf(want, sizeof(want), "usage: evring %s", cmds[i]);
+		cr_expect_eq(r->status, 0, "evring %s --help exits 0", cmds[i]);
+		cr_expect(strstr(r->out, want) != NULL, "evring %s --help: %s", cmds[i], r->out);
+		r = CLI("--help");
+	}
+}
+
+Test(cli, usage_errors_exit_2)
+{
+	struct run *r = CLI("frobnicate");
+
+	cr_expect_eq(r->status, 2);
+	cr_expect(strstr(r->err, "unknown command 'frobnicate'") != NULL, "%s", r->err);
+	r = CLI("attach");
+	cr_expect_eq(r->status, 2, "attach without a target");
+	r = CLI("attach", "1", "--duration", "soon");
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "attach", "--duration wants seconds");
+	r = CLI("attach", "1", "--from", "yesterday");
+	cr_expect_eq(r->status, 2);
+	r = CLI("record", "1");
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "record", "-o FILE");
+	r = CLI("top", "1", "--interval-ms", "0");
+	cr_expect_eq(r->status, 2);
+	r = CLI("ls", "extra");
+	cr_expect_eq(r->status, 2);
+	r = CLI("attach", "1", "-H", "nosuchhandler");
+	cr_expect_eq(r->status, 2, "an unknown handler is a usage error: %s", r->err);
+}
+
+/* ---- ls, stats ---------------------------------------------------------------- */
+
+/* The JSON object of pid in `ls --json` output, or NULL. */
+static const char *ls_entry(const char *json, pid_t pid)
+{
+	char key[48];
+
+	snprintf(key, sizeof(key), "{\"pid\":%d,", (int)pid);
+	return strstr(json, key);
+}
+
+static unsigned long long json_u64(const char *obj, const char *key)
+{
+	char k[64];
+	const char *p;
+
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	p = strstr(obj, k);
+	cr_assert_not_null(p, "no %s in %.200s", key, obj);
+	return strtoull(p + strlen(k), NULL, 10);
+}
+
+Test(cli, ls_lists_live_and_stale_and_cleans)
+{
+	pid_t live = DEMO("--rate", "200"), dead = DEMO("--rate", "200");
+	struct run *r;
+	const char *e;
+	char seg[128];
+
+	kill(dead, SIGKILL); /* leaves its segment behind: stale */
+	wait_for(dead, WAIT_MS);
+	r = CLI("ls", "--json");
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	cr_assert_eq(r->out[0], '[');
+	e = ls_entry(r->out, live);
+	cr_assert_not_null(e, "live demo %d listed: %s", (int)live, r->out);
+	cr_expect(!strncmp(strstr(e, "\"program\":"), "\"program\":\"evring-demo\"", 23));
+	cr_expect(strstr(e, "\"state\":\"live\"") != NULL && strstr(e, "\"state\":\"live\"") < strchr(e, '}'));
+	cr_expect_gt(json_u64(e, "records"), 0);
+	cr_expect_gt(json_u64(e, "lanes_in_use"), 0);
+	e = ls_entry(r->out, dead);
+	cr_assert_not_null(e, "killed demo %d listed", (int)dead);
+	cr_expect(strstr(e, "\"state\":\"stale\"") != NULL && strstr(e, "\"state\":\"stale\"") < strchr(e, '}'));
+
+	r = CLI("ls");
+	cr_assert_eq(r->status, 0);
+	cr_expect(strstr(r->out, "PID") == r->out, "a header: %s", r->out);
+	cr_expect(strstr(r->out, str_pid(live)) != NULL);
+
+	r = CLI("ls", "--clean");
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	snprintf(seg, sizeof(seg), "/dev/shm/evring.%d.evring-demo", (int)dead);
+	cr_expect_neq(access(seg, F_OK), 0, "the stale segment is removed");
+	snprintf(seg, sizeof(seg), "/dev/shm/evring.%d.evring-demo", (int)live);
+	cr_expect_eq(access(seg, F_OK), 0, "the live one stays");
+	r = CLI("ls", "--json");
+	cr_expect_null(ls_entry(r->out, dead));
+	demo_stop(live);
+}
+
+Test(cli, stats_reads_without_the_slot)
+{
+	pid_t d = DEMO("--rate", "300");
+	char out[128], err[128];
+	struct run held, *r;
+	pid_t attach;
+
+	r = CLI("stats", str_pid(d), "--json");
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	cr_expect_gt(json_u64(r->out, "records"), 0);
+	cr_expect_eq(json_u64(r->out, "consumer_pid"), 0);
+	cr_expect_eq(json_u64(r->out, "lost"), 0);
+
+	/* While a consumer holds the slot, stats still reads, and names it. */
+	start_cli((const char *const[]){ "attach", str_pid(d), "-H", "stats", "--duration", "3", NULL }, &attach, out,
+		  err, sizeof(out));
+	sleep_ms(1000);
+	r = CLI("stats", str_pid(d), "--json");
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	cr_expect_eq(json_u64(r->out, "consumer_pid"), (unsigned long long)attach);
+	r = CLI("stats", str_pid(d));
+	cr_expect_eq(r->status, 0);
+	cr_expect(strstr(r->out, "lane_claims") != NULL && strstr(r->out, "LANE") != NULL, "%s", r->out);
+	collect(&held, attach, out, err);
+	cr_expect_eq(held.status, 0, "%s", held.err);
+	demo_stop(d);
+}
+
+/* ---- attach --------------------------------------------------------------------- */
+
+static unsigned long long summary_num(const char *err, const char *what)
+{
+	/* "evring attach: 123 records, 45 spans, 0 lost, 0 skipped, 0 handler timeouts (...)" */
+	char key[48];
+	const char *p;
+
+	snprintf(key, sizeof(key), " %s", what);
+	p = strstr(err, key);
+	cr_assert_not_null(p, "summary has %s: %s", what, err);
+	while (p > err && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	return strtoull(p, NULL, 10);
+}
+
+Test(cli, attach_runs_handlers_and_summarises)
+{
+	pid_t d = DEMO("--rate", "300");
+	char jsonl[128], arg[160];
+	struct run *r;
+	FILE *f;
+	char line[8192];
+	unsigned spans = 0, queries = 0, events = 0;
+
+	tmp_path(jsonl, sizeof(jsonl), "live.jsonl");
+	snprintf(arg, sizeof(arg), "jsonl=%s", jsonl);
+	r = CLI("attach", str_pid(d), "-H", arg, "-H", "stats", "--duration", "1.5", "--timeout-ms", "2000");
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	cr_expect(strstr(r->err, "evring attach: ") != NULL, "%s", r->err);
+	cr_expect_gt(summary_num(r->err, "records,"), 0);
+	cr_expect_gt(summary_num(r->err, "spans,"), 0);
+	cr_expect_eq(summary_num(r->err, "lost,"), 0);
+	cr_expect_eq(summary_num(r->err, "skipped,"), 0);
+	cr_expect_eq(summary_num(r->err, "handler timeouts"), 0);
+	cr_expect(strstr(r->out, "llm.chat") != NULL, "the stats table: %s", r->out);
+	f = fopen(jsonl, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		spans += strncmp(line, "{\"kind\":\"span\"", 14) == 0;
+		events += strncmp(line, "{\"kind\":\"event\"", 15) == 0;
+		queries += strstr(line, "{\"kind\":\"span\",\"name\":\"query\"") == line;
+	}
+	fclose(f);
+	cr_expect_eq(spans, summary_num(r->err, "spans,"), "a jsonl line per span ended");
+	cr_expect_gt(queries, 100, "1.5 s at 300 requests/s");
+	cr_expect_gt(events, 0);
+
+	/* --filter: only the llm.chat dispatcher (and what propagates below it) reaches the handlers. */
+	snprintf(arg, sizeof(arg), "jsonl=%s.chat", jsonl);
+	r = CLI("attach", str_pid(d), "-H", arg, "--duration", "1", "--filter", "llm.chat");
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	f = fopen(arg + 6, "r");
+	cr_assert_not_null(f);
+	spans = 0;
+	while (fgets(line, sizeof(line), f)) {
+		spans++;
+		cr_expect(strstr(line, "\"dispatcher\":\"llm.chat\"") != NULL, "filtered out: %.200s", line);
+	}
+	fclose(f);
+	cr_expect_gt(spans, 100, "the chat spans and their chunks came through");
+
+	/* Default handler tail. */
+	r = CLI("attach", str_pid(d), "--duration", "0.5");
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	cr_expect(strstr(r->out, "query") != NULL, "tail prints the spans: %.300s", r->out);
+	demo_stop(d);
+}
+
+Test(cli, attach_ends_when_the_process_exits_and_on_sigint)
+{
+	pid_t d = DEMO("--rate", "200", "--duration", "1");
+	char out[128], err[128];
+	struct run r;
+	pid_t a;
+
+	start_cli((const char *const[]){ "attach", str_pid(d), "-H", "tokens", NULL }, &a, out, err, sizeof(out));
+	collect(&r, a, out, err);
+	cr_expect_eq(r.status, 0, "attach ends with its process: %s", r.err);
+	cr_expect(strstr(r.err, "records,") != NULL);
+	wait_for(d, WAIT_MS);
+
+	d = DEMO("--rate", "200");
+	start_cli((const char *const[]){ "attach", str_pid(d), "-H", "debug", NULL }, &a, out, err, sizeof(out));
+	sleep_ms(700);
+	kill(a, SIGINT);
+	collect(&r, a, out, err);
+	cr_expect_eq(r.status, 0, "SIGINT ends attach cleanly: %s", r.err);
+	cr_expect(strstr(r.err, "evring attach: ") != NULL, "and it prints its summary: %s", r.err);
+	demo_stop(d);
+}
+
+/* ---- record, replay ------------------------------------------------------------------ */
+
+static char *read_all(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long len;
+
+	cr_assert_not_null(f, "%s", path);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)len + 1);
+	cr_assert_not_null(buf);
+	cr_assert_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	buf[len] = 0;
+	*n = (size_t)len;
+	return buf;
+}
+
+Test(cli, record_then_replay_gives_the_live_jsonl)
+{
+	pid_t d = DEMO("--rate", "400", "--duration", "1.5", "--fail-rate", "0.2", "--timeout-rate", "0.1");
+	char cap[128], live[128], again[128], a1[160], a2[160], bad[128];
+	size_t nl, nr, nc;
+	char *l, *rp, *c;
+	struct run *r;
+	FILE *f;
+
+	tmp_path(cap, sizeof(cap), "run.evrcap");
+	tmp_path(live, sizeof(live), "live.jsonl");
+	tmp_path(again, sizeof(again), "replay.jsonl");
+	snprintf(a1, sizeof(a1), "jsonl=%s", live);
+	snprintf(a2, sizeof(a2), "jsonl=%s", again);
+	r = CLI("record", str_pid(d), "-o", cap, "-H", a1);
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	cr_expect(strstr(r->err, "capture written to") != NULL, "%s", r->err);
+	wait_for(d, WAIT_MS);
+	r = CLI("replay", cap, "-H", a2);
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	cr_expect_eq(summary_num(r->err, "skipped,"), 0, "a replay waits for its handlers: %s", r->err);
+	l = read_all(live, &nl);
+	rp = read_all(again, &nr);
+	cr_assert_gt(nl, 10000, "the live run wrote its jsonl");
+	cr_expect_eq(nl, nr, "replay wrote %zu bytes, live %zu", nr, nl);
+	cr_expect(nl == nr && memcmp(l, rp, nl) == 0, "the replay's jsonl is the live run's");
+	cr_expect(strstr(l, "\"status\":\"abandoned\"") || strstr(l, "\"status\":\"dropped\""),
+		  "failures and timeouts are in it");
+	free(rp);
+
+	/* Other handlers run offline too. */
+	r = CLI("replay", cap, "-H", "stats", "-H", "tokens");
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	cr_expect(strstr(r->out, "llm.chat") != NULL);
+
+	/* The README's plug-in (examples/slow_spans.c) over the same capture. */
+	{
+		char spec[512], want[64];
+
+		snprintf(spec, sizeof(spec), "plugin=%s:0.5", EVR_SLOW_SPANS);
+		r = CLI("replay", cap, "-H", spec);
+		cr_expect_eq(r->status, 0, "%s", r->err);
+		snprintf(want, sizeof(want), " of %llu spans took 0.500 ms or more", summary_num(r->err, "spans,"));
+		cr_expect(strstr(r->out, want) != NULL, "slow_spans saw every span: %s", want);
+		cr_expect(strstr(r->out, "slow: query ") != NULL, "queries take about 0.6 ms");
+		snprintf(spec, sizeof(spec), "plugin=%s:-1", EVR_SLOW_SPANS);
+		r = CLI("replay", cap, "-H", spec);
+		cr_expect_eq(r->status, 2, "a plug-in refusing its argument: %s", r->err);
+		one_error_line(r, "replay", "threshold");
+	}
+
+	/* A truncated capture: what came before the cut is delivered, then status 8 and the position. */
+	c = read_all(cap, &nc);
+	tmp_path(bad, sizeof(bad), "cut.evrcap");
+	f = fopen(bad, "wb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(c, 1, nc - 7, f), nc - 7);
+	fclose(f);
+	r = CLI("replay", bad, "-H", "stats");
+	cr_expect_eq(r->status, 8, "a truncated capture: %s", r->err);
+	cr_expect(strstr(r->err, "truncated") != NULL, "%s", r->err);
+	/* Not a capture at all. */
+	r = CLI("replay", live);
+	cr_expect_eq(r->status, 8, "%s", r->err);
+	one_error_line(r, "replay", "capture");
+	r = CLI("replay", "/nonexistent/capture");
+	cr_expect_eq(r->status, 1);
+	one_error_line(r, "replay", "No such file");
+	free(c);
+	free(l);
+}
+
+/* ---- top ---------------------------------------------------------------------------- */
+
+Test(cli, top_once_prints_one_parsable_frame)
+{
+	pid_t d = DEMO("--rate", "400", "--fail-rate", "0.5");
+	struct run *r = CLI("top", str_pid(d), "--once", "--interval-ms", "1000");
+	char *line, *save = NULL;
+	bool header = false, trailer = false, query = false, chat = false;
+	unsigned rows = 0;
+
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	for (line = strtok_r(r->out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char name[64];
+		double rate, p50, p99, tokens;
+		unsigned long long errors;
+
+		if (!strncmp(line, "SPAN ", 5)) {
+			header = strstr(line, "RATE/S") && strstr(line, "P50_MS") && strstr(line, "P99_MS") &&
+				 strstr(line, "ERRORS") && strstr(line, "TOKENS/S");
+			continue;
+		}
+		if (!strncmp(line, "records/s ", 10)) {
+			trailer = strstr(line, "lost 0") != NULL;
+			continue;
+		}
+		if (!header || sscanf(line, "%63s %lf %lf %lf %llu %lf", name, &rate, &p50, &p99, &errors, &tokens) != 6)
+			continue;
+		rows++;
+		cr_expect_gt(rate, 0, "%s", line);
+		cr_expect_leq(p50, p99, "%s", line);
+		if (!strcmp(name, "query")) {
+			query = true;
+			cr_expect_gt(rate, 100, "about 400 requests a second: %s", line);
+			cr_expect_gt(errors, 0, "half of them fail: %s", line);
+		}
+		if (!strcmp(name, "llm.chat")) {
+			chat = true;
+			cr_expect_gt(tokens, 0, "tokens per second: %s", line);
+		}
+	}
+	cr_expect(header, "a header line: %s", r->out);
+	cr_expect(trailer, "a records/s line with no loss");
+	cr_expect(query && chat, "rows for query and llm.chat among %u", rows);
+	demo_stop(d);
+}
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+Test(cli, no_such_process_and_no_segment)
+{
+	pid_t gone = fork();
+	struct run *r;
+
+	cr_assert_neq(gone, -1);
+	if (gone == 0)
+		_exit(0);
+	waitpid(gone, NULL, 0);
+	r = CLI("attach", str_pid(gone));
+	cr_expect_eq(r->status, 3, "%s", r->err);
+	one_error_line(r, "attach", "no such process");
+	r = CLI("stats", str_pid(gone));
+	cr_expect_eq(r->status, 3, "%s", r->err);
+
+	r = CLI("attach", str_pid(getpid())); /* this test process traces nothing */
+	cr_expect_eq(r->status, 4, "%s", r->err);
+	one_error_line(r, "attach", "no evring segment");
+	r = CLI("top", str_pid(getpid()), "--once");
+	cr_expect_eq(r->status, 4, "%s", r->err);
+	r = CLI("stats", "no-such-program");
+	cr_expect_eq(r->status, 4, "%s", r->err);
+	r = CLI("record", "no-such-program", "-o", "/dev/null");
+	cr_expect_eq(r->status, 4, "%s", r->err);
+}
+
+Test(cli, consumer_slot_held_names_the_holder)
+{
+	pid_t d = DEMO("--rate", "200");
+	char out[128], err[128], holder[32];
+	struct run first, *r;
+	pid_t a;
+
+	start_cli((const char *const[]){ "attach", str_pid(d), "-H", "stats", "--duration", "3", NULL }, &a, out, err,
+		  sizeof(out));
+	sleep_ms(1000);
+	r = CLI("attach", str_pid(d), "--duration", "0.2");
+	cr_expect_eq(r->status, 7, "%s", r->err);
+	snprintf(holder, sizeof(holder), "pid %d", (int)a);
+	one_error_line(r, "attach", holder);
+	r = CLI("record", str_pid(d), "-o", "/dev/null", "--duration", "0.2");
+	cr_expect_eq(r->status, 7, "%s", r->err);
+	collect(&first, a, out, err);
+	cr_expect_eq(first.status, 0, "%s", first.err);
+	/* Once it has gone, the slot is free again. */
+	r = CLI("attach", str_pid(d), "--duration", "0.2", "-H", "stats");
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	demo_stop(d);
+}
+
+/* A segment this test makes itself, named for its own pid, to damage on purpose. */
+static void make_segment(struct evr_segment *seg, const char *name)
+{
+	struct evr_segment_config cfg = { .lanes = 2, .lane_bytes = 65536, .meta_bytes = 65536, .program = "cli-test" };
+	char shm[128], err[256];
+
+	cr_assert_gt(evr_segment_name(shm, sizeof(shm), getpid(), name), 0);
+	evr_segment_unlink(shm);
+	cr_assert_eq(evr_segment_create(seg, shm, &cfg, err, sizeof(err)), 0, "%s", err);
+}
+
+Test(cli, other_abi_and_bad_segment)
+{
+	struct evr_segment seg;
+	char target[64];
+	struct run *r;
+
+	make_segment(&seg, "abi");
+	seg.hdr->abi_major = (uint16_t)(EVR_ABI_MAJOR + 7);
+	snprintf(target, sizeof(target), "%d.abi", (int)getpid());
+	r = CLI("attach", target, "--duration", "0.1");
+	cr_expect_eq(r->status, 6, "%s", r->err);
+	cr_expect(strstr(r->err, "evring attach: ") == r->err, "%s", r->err);
+	{
+		char theirs[16], ours[16];
+		snprintf(theirs, sizeof(theirs), "%d", EVR_ABI_MAJOR + 7);
+		snprintf(ours, sizeof(ours), "%d", EVR_ABI_MAJOR);
+		cr_expect(strstr(r->err, theirs) && strstr(r->err, ours), "names both versions: %s", r->err);
+	}
+	r = CLI("stats", target);
+	cr_expect_eq(r->status, 6, "%s", r->err);
+	evr_segment_unlink(seg.shm_name);
+	evr_segment_close(&seg);
+
+	make_segment(&seg, "bad");
+	seg.hdr->lane_bytes = 12345; /* not a power of two */
+	snprintf(target, sizeof(target), "%d.bad", (int)getpid());
+	r = CLI("attach", target, "--duration", "0.1");
+	cr_expect_eq(r->status, 8, "%s", r->err);
+	one_error_line(r, "attach", "");
+	r = CLI("ls", "--json");
+	cr_expect_eq(r->status, 0);
+	cr_expect(strstr(r->out, "\"state\":\"invalid\"") != NULL, "ls lists it as invalid: %s", r->out);
+	evr_segment_unlink(seg.shm_name);
+	evr_segment_close(&seg);
+}
+
+Test(cli, another_users_segment_is_refused)
+{
+	int fds[2];
+	pid_t child;
+	char target[64], c;
+	struct run *r;
+
+	if (geteuid() != 0) {
+		cr_log_warn("not root: cannot make a segment of another user here; skipped");
+		return;
+	}
+	cr_assert_eq(pipe(fds), 0);
+	child = fork();
+	cr_assert_neq(child, -1);
+	if (child == 0) {
+		struct evr_segment seg;
+		struct evr_segment_config cfg = { .lanes = 2, .lane_bytes = 65536, .meta_bytes = 65536 };
+		char shm[128], err[256];
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(1);
+		evr_segment_name(shm, sizeof(shm), getpid(), "other");
+		if (evr_segment_create(&seg, shm, &cfg, err, sizeof(err)) != 0)
+			_exit(2);
+		if (write(fds[1], "k", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &c, 1), 1, "the other user's process made its segment");
+	snprintf(target, sizeof(target), "%d", (int)child);
+	r = CLI("attach", target, "--duration", "0.1");
+	cr_expect_eq(r->status, 5, "%s", r->err);
+	one_error_line(r, "attach", "");
+	r = CLI("stats", target);
+	cr_expect_eq(r->status, 5, "%s", r->err);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	snprintf(target, sizeof(target), "/evring.%d.other", (int)child);
+	evr_segment_unlink(target);
+}

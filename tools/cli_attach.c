@@ -1,0 +1,266 @@
+/*
+ * cli_attach.c: `evring attach`, `evring record` and `evring replay`: a
+ * consumer over live processes or over a capture file, with handlers given
+ * as -H specs (the built-ins of <evring/consumer.h> and plugin=PATH.so[:ARG]).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define MAX_HANDLERS 32
+
+struct run_opts {
+	const char *handlers[MAX_HANDLERS];
+	int nhandlers;
+	uint64_t duration_ns;
+	uint64_t timeout_ns;
+	unsigned flags;
+	const char *filter;
+	const char *output; /* record: -o */
+};
+
+enum { OPT_DURATION = 256, OPT_TIMEOUT, OPT_FROM, OPT_FILTER };
+
+static const struct option run_options[] = {
+	{ "handler", required_argument, NULL, 'H' },  { "duration", required_argument, NULL, OPT_DURATION },
+	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT }, { "from", required_argument, NULL, OPT_FROM },
+	{ "filter", required_argument, NULL, OPT_FILTER },    { "output", required_argument, NULL, 'o' },
+	{ "help", no_argument, NULL, 'h' },		      { NULL, 0, NULL, 0 }
+};
+
+static const char handler_help[] =
+	"  -H, --handler SPEC   a handler (repeatable): tail, debug, tokens, stats, jsonl[=PATH]\n"
+	"                       (default PATH evring.log), chrome=PATH, plugin=PATH.so[:ARG]\n";
+
+static void attach_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: evring attach PID|NAME... [-H SPEC]... [--duration S] [--timeout-ms N]\n"
+		"                     [--from now|oldest] [--filter DISPATCHER]\n"
+		"  Attaches to live processes and runs the handlers until every process exits, SIGINT,\n"
+		"  or the duration ends; then prints a one-line summary on stderr. Default handler: tail.\n"
+		"  NAME: a segment name (/evring.PID.NAME or PID.NAME) or a program name (all its processes).\n"
+		"%s"
+		"  --duration S         stop after S seconds (fractions allowed)\n"
+		"  --timeout-ms N       per handler call timeout (default 5000)\n"
+		"  --from now|oldest    start with what is written from now (default) or read what the lanes still hold\n"
+		"  --filter DISPATCHER  only records of this dispatcher and those below it that propagate\n",
+		handler_help);
+}
+
+static void record_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: evring record PID|NAME... -o FILE [--duration S] [-H SPEC]... [--from now|oldest]\n"
+		"  Writes a capture file (a msgpack stream: a header, the metadata, every record in the\n"
+		"  order it was delivered) until the processes exit, SIGINT, or the duration ends.\n"
+		"  Handlers given with -H run live as well. `evring replay FILE` runs handlers over it.\n"
+		"%s",
+		handler_help);
+}
+
+static void replay_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: evring replay FILE [-H SPEC]... [--filter DISPATCHER] [--timeout-ms N]\n"
+		"  Runs handlers over a capture file written by `evring record`: the same records in the\n"
+		"  same order as the live run, so the same output. Default handler: tail.\n"
+		"%s",
+		handler_help);
+}
+
+/* Parses the options the three commands share; returns 0, -1 for --help, or an exit status. */
+static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, void (*usage)(FILE *))
+{
+	uint64_t v;
+	int ch;
+
+	memset(o, 0, sizeof(*o));
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "H:o:h", run_options, NULL)) != -1) {
+		switch (ch) {
+		case 'H':
+			if (o->nhandlers == MAX_HANDLERS)
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "at most %d handlers", MAX_HANDLERS);
+			o->handlers[o->nhandlers++] = optarg;
+			break;
+		case 'o':
+			o->output = optarg;
+			break;
+		case OPT_DURATION:
+			if (!evr_cli_seconds(optarg, &o->duration_ns) || o->duration_ns == 0)
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "--duration wants seconds > 0, not '%s'", optarg);
+			break;
+		case OPT_TIMEOUT:
+			if (!evr_cli_uint(optarg, UINT64_MAX / 1000000, &v) || v == 0)
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "--timeout-ms wants milliseconds > 0, not '%s'",
+						    optarg);
+			o->timeout_ns = v * 1000000;
+			break;
+		case OPT_FROM:
+			if (!strcmp(optarg, "oldest"))
+				o->flags |= EVR_ATTACH_FROM_OLDEST;
+			else if (strcmp(optarg, "now") != 0)
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "--from wants now or oldest, not '%s'", optarg);
+			break;
+		case OPT_FILTER:
+			o->filter = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			usage(stderr);
+			return EVR_EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+/* A consumer with the handlers of o; NULL with *status set on failure. */
+static struct evr_consumer *consumer_new(const char *cmd, const struct run_opts *o, const char *dflt, int *status)
+{
+	struct evr_consumer_opts co = { .timeout_ns = o->timeout_ns, .dispatcher = o->filter };
+	char err[512] = "";
+	struct evr_consumer *c = evr_consumer_new(&co, err, sizeof(err));
+
+	if (!c) {
+		*status = evr_cli_fail(cmd, EVR_EXIT_FAIL, "%s", err);
+		return NULL;
+	}
+	for (int i = 0; i < o->nhandlers || (i == 0 && dflt); i++) {
+		const char *spec = o->nhandlers ? o->handlers[i] : dflt;
+		int rc = evr_consumer_add_builtin(c, spec, stdout, err, sizeof(err));
+
+		if (rc < 0) {
+			*status = evr_cli_fail(cmd, rc == -EINVAL ? EVR_EXIT_USAGE : EVR_EXIT_FAIL, "%s", err);
+			evr_consumer_close(c);
+			return NULL;
+		}
+		if (!o->nhandlers)
+			break;
+	}
+	return c;
+}
+
+static int attach_all(const char *cmd, struct evr_consumer *c, int argc, char **argv, unsigned flags)
+{
+	for (int i = optind; i < argc; i++) {
+		int status = evr_cli_attach(cmd, c, argv[i], flags);
+		if (status)
+			return status;
+	}
+	return 0;
+}
+
+/* Runs the live consumer; returns an exit status. */
+static int run_live(const char *cmd, struct evr_consumer *c, const struct run_opts *o)
+{
+	volatile int stop = 0;
+	int rc;
+
+	evr_cli_signals(&stop, c);
+	rc = evr_consumer_run(c, o->duration_ns, &stop);
+	if (rc < 0)
+		return evr_cli_fail(cmd, EVR_EXIT_FAIL, "%s", strerror(-rc));
+	return EVR_EXIT_OK;
+}
+
+/* Closes the consumer (handlers flush and print their last output). */
+static int finish(const char *cmd, struct evr_consumer *c, int status)
+{
+	evr_consumer_close(c);
+	if (fflush(stdout) != 0 && status == EVR_EXIT_OK)
+		status = evr_cli_fail(cmd, EVR_EXIT_FAIL, "cannot write output: %s", strerror(errno));
+	return status;
+}
+
+int evr_cmd_attach(int argc, char **argv)
+{
+	struct run_opts o;
+	struct evr_consumer *c;
+	int status = parse("attach", argc, argv, &o, attach_usage);
+
+	if (status)
+		return status < 0 ? EVR_EXIT_OK : status;
+	if (o.output)
+		return evr_cli_fail("attach", EVR_EXIT_USAGE, "-o is for evring record");
+	if (optind == argc) {
+		attach_usage(stderr);
+		return EVR_EXIT_USAGE;
+	}
+	if (!(c = consumer_new("attach", &o, "tail", &status)))
+		return status;
+	status = attach_all("attach", c, argc, argv, o.flags);
+	if (!status)
+		status = run_live("attach", c, &o);
+	evr_consumer_finish(c); /* the last records delivered: the summary is final */
+	if (!status)
+		evr_cli_summary("attach", c);
+	return finish("attach", c, status);
+}
+
+int evr_cmd_record(int argc, char **argv)
+{
+	struct run_opts o;
+	struct evr_consumer *c;
+	char err[512] = "";
+	int status = parse("record", argc, argv, &o, record_usage), rc;
+
+	if (status)
+		return status < 0 ? EVR_EXIT_OK : status;
+	if (!o.output)
+		return evr_cli_fail("record", EVR_EXIT_USAGE, "no capture file given (-o FILE)");
+	if (optind == argc) {
+		record_usage(stderr);
+		return EVR_EXIT_USAGE;
+	}
+	if (!(c = consumer_new("record", &o, NULL, &status)))
+		return status;
+	status = attach_all("record", c, argc, argv, o.flags);
+	if (!status && (rc = evr_consumer_capture(c, o.output, err, sizeof(err))) != 0)
+		status = evr_cli_fail("record", EVR_EXIT_FAIL, "%s", err);
+	if (!status)
+		status = run_live("record", c, &o);
+	if (!status && (rc = evr_consumer_capture_end(c)) != 0)
+		status = evr_cli_fail("record", EVR_EXIT_FAIL, "cannot write capture %s: %s", o.output, strerror(-rc));
+	evr_consumer_finish(c);
+	if (!status) {
+		evr_cli_summary("record", c);
+		fprintf(stderr, "evring record: capture written to %s\n", o.output);
+	}
+	return finish("record", c, status);
+}
+
+int evr_cmd_replay(int argc, char **argv)
+{
+	struct run_opts o;
+	struct evr_consumer *c;
+	struct evr_consumer_stats st;
+	char err[512] = "";
+	int status = parse("replay", argc, argv, &o, replay_usage), rc;
+
+	if (status)
+		return status < 0 ? EVR_EXIT_OK : status;
+	if (o.output || o.duration_ns || o.flags)
+		return evr_cli_fail("replay", EVR_EXIT_USAGE, "-o, --duration and --from are for live runs");
+	if (optind + 1 != argc) {
+		replay_usage(stderr);
+		return EVR_EXIT_USAGE;
+	}
+	if (!(c = consumer_new("replay", &o, "tail", &status)))
+		return status;
+	rc = evr_consumer_replay(c, argv[optind], err, sizeof(err));
+	if (rc < 0)
+		status = evr_cli_fail("replay", evr_cli_exit_of(rc == -ENOENT ? -EIO : rc), "%s", err);
+	evr_consumer_finish(c);
+	evr_consumer_stats(c, &st);
+	if (st.records) /* what came before a bad entry was delivered: say how much */
+		evr_cli_summary("replay", c);
+	return finish("replay", c, status);
+}

@@ -1,0 +1,195 @@
+/*
+ * evring: the command-line tool. One binary, a subcommand per job:
+ *
+ *   evring ls [--json] [--clean]             live segments on this machine
+ *   evring attach PID|NAME... [-H h[=arg]]   run handlers over live processes
+ *   evring record PID|NAME -o FILE           write a capture file
+ *   evring replay FILE [-H h[=arg]]          run handlers over a capture
+ *   evring stats PID|NAME [--json]           a segment's counters, read-only
+ *   evring top PID|NAME [--once]             a live table per span name
+ *
+ * Exit statuses: see cli.h (0 ok, 2 usage, 3 no such process, 4 no segment,
+ * 5 permission denied, 6 ABI version, 7 consumer slot held, 8 bad input).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int evr_cli_exit_of(int rc)
+{
+	switch (rc) {
+	case 0:
+		return EVR_EXIT_OK;
+	case -ESRCH:
+		return EVR_EXIT_NO_PROCESS;
+	case -ENOENT:
+		return EVR_EXIT_NO_SEGMENT;
+	case -EACCES:
+	case -EPERM:
+		return EVR_EXIT_ACCESS;
+	case -EPROTO:
+		return EVR_EXIT_ABI;
+	case -EBUSY:
+		return EVR_EXIT_BUSY;
+	case -EBADMSG:
+		return EVR_EXIT_BAD_INPUT;
+	case -EINVAL:
+		return EVR_EXIT_USAGE;
+	default:
+		return EVR_EXIT_FAIL;
+	}
+}
+
+int evr_cli_fail(const char *cmd, int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "evring %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return status;
+}
+
+bool evr_cli_uint(const char *s, uint64_t max, uint64_t *v)
+{
+	char *end;
+	unsigned long long x;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return false;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (errno || *end || x > max)
+		return false;
+	*v = x;
+	return true;
+}
+
+bool evr_cli_seconds(const char *s, uint64_t *ns)
+{
+	char *end;
+	double x;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return false;
+	errno = 0;
+	x = strtod(s, &end);
+	if (errno || *end || !(x >= 0) || x > 1e9)
+		return false;
+	*ns = (uint64_t)(x * 1e9 + 0.5);
+	return true;
+}
+
+int evr_cli_attach(const char *cmd, struct evr_consumer *c, const char *target, unsigned flags)
+{
+	char err[512] = "";
+	uint64_t pid;
+	int rc;
+
+	if (evr_cli_uint(target, UINT32_MAX, &pid))
+		rc = evr_consumer_attach_pid(c, (uint32_t)pid, flags, err, sizeof(err));
+	else
+		rc = evr_consumer_attach_name(c, target, flags, err, sizeof(err));
+	if (rc < 0)
+		return evr_cli_fail(cmd, evr_cli_exit_of(rc), "%s", err[0] ? err : strerror(-rc));
+	return 0;
+}
+
+static volatile int *stop_flag;
+static struct evr_consumer *stop_consumer;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (stop_flag)
+		*stop_flag = 1;
+	if (stop_consumer)
+		evr_consumer_stop(stop_consumer); /* async-signal-safe */
+}
+
+void evr_cli_signals(volatile int *flag, struct evr_consumer *c)
+{
+	struct sigaction sa;
+
+	stop_flag = flag;
+	stop_consumer = c;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error, reported */
+}
+
+void evr_cli_summary(const char *cmd, struct evr_consumer *c)
+{
+	struct evr_consumer_stats st;
+	struct evr_handler_stats hs[64];
+	int n;
+
+	evr_consumer_stats(c, &st);
+	fprintf(stderr,
+		"evring %s: %llu records, %llu spans, %llu lost, %llu skipped, %llu handler timeouts"
+		" (%llu events, %llu late, %llu bad, %llu handler errors, %llu ring skips, %llu abandoned spans)\n",
+		cmd, (unsigned long long)st.records, (unsigned long long)st.spans_ended,
+		(unsigned long long)st.lost, (unsigned long long)st.handler_skipped,
+		(unsigned long long)st.handler_timeouts, (unsigned long long)st.events, (unsigned long long)st.late,
+		(unsigned long long)st.bad, (unsigned long long)st.handler_errors,
+		(unsigned long long)st.ring_skipped, (unsigned long long)st.spans_abandoned);
+	n = evr_consumer_handler_stats(c, hs, (int)(sizeof(hs) / sizeof(hs[0])));
+	for (int i = 0; i < n; i++)
+		if (hs[i].skipped || hs[i].errors || hs[i].timeouts)
+			fprintf(stderr,
+				"evring %s: handler %s: %llu delivered, %llu skipped (queue full or stalled), %llu errors, "
+				"%llu timeouts\n",
+				cmd, hs[i].name, (unsigned long long)hs[i].delivered, (unsigned long long)hs[i].skipped,
+				(unsigned long long)hs[i].errors, (unsigned long long)hs[i].timeouts);
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *what;
+} commands[] = {
+	{ "ls", evr_cmd_ls, "list the live evring segments on this machine" },
+	{ "attach", evr_cmd_attach, "attach to live processes and run handlers" },
+	{ "record", evr_cmd_record, "write a capture file from a live process" },
+	{ "replay", evr_cmd_replay, "run handlers over a capture file" },
+	{ "stats", evr_cmd_stats, "print a segment's counters (read-only)" },
+	{ "top", evr_cmd_top, "a live table per span name: rate, latency, errors, tokens" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: evring COMMAND [ARGS]   (evring COMMAND --help for each)\n\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].what);
+	fprintf(f, "\nexit status: 0 ok, 1 failure, 2 usage, 3 no such process, 4 no evring segment,\n"
+		   "             5 permission denied, 6 other ABI version, 7 consumer slot held, 8 bad input\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EVR_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return EVR_EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "evring: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return EVR_EXIT_USAGE;
+}
