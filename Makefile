@@ -8,7 +8,7 @@ CMAKE_ARGS ?=
 
 configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEVR_WERROR=$(WERROR) $(2) $(CMAKE_ARGS) >/dev/null
 
-.PHONY: all deps build test test-asan test-tsan fuzz fuzz-build fuzz-corpus demo bench clean
+.PHONY: all deps build test test-asan test-tsan fuzz fuzz-build fuzz-corpus demo bench bench-quick clean install
 
 all: build
 
@@ -60,13 +60,32 @@ fuzz-build:
 	@$(call configure,$(FUZZ_DIR),-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DEVR_FUZZ=ON)
 	@cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzz_consumer make_corpus
 
-demo: build
-	@$(BUILD)/tools/evring-smoke
+# evring-demo (a mock inference server) with `evring attach` running debug,
+# tokens, stats and chrome=evring-trace.json over it for DEMO_SECONDS.
+DEMO_SECONDS ?= 3
 
-bench: build
-	@$(BUILD)/bench/evring-bench ring
-	@$(BUILD)/bench/evring-bench producer
-	@$(BUILD)/bench/evring-bench consumer
+demo: build
+	@sh tools/demo.sh $(BUILD) $(DEMO_SECONDS)
+
+# The benchmark suite (bench/bench_all.c): bench/results/latest.json, latest.md
+# (the README's table) and latest.png. `install-deps.sh bench` adds gnuplot and,
+# where it can, LTTng-UST (the peer measured against); without it the suite
+# says that LTTng-UST was not measured and runs the rest. About 5 minutes;
+# bench-quick, a smoke run of under a minute, writes to $(BUILD)/bench-quick.
+bench:
+	@sh tools/install-deps.sh bench
+	@$(MAKE) --no-print-directory build
+	$(BUILD)/bench/evring-bench all --out bench/results
+
+bench-quick: build
+	$(BUILD)/bench/evring-bench all --quick --out $(BUILD)/bench-quick
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz
+
+# Installs the libraries, headers, tools, pkg-config files and CMake package
+# under PREFIX (DESTDIR, when set, is prepended as usual).
+PREFIX ?= /usr/local
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)

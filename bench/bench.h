@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define BENCH_RUNS_DEFAULT 7 /* odd, so the median is a measured run */
 #define BENCH_RUNS_MAX 1000
@@ -95,8 +96,8 @@ struct bench_column {
 	int decimals; /* in the text view */
 };
 
-#define BENCH_NOTES_MAX 8
-#define BENCH_NOTE_BYTES 256
+#define BENCH_NOTES_MAX 48 /* `evring-bench all` gathers every subcommand's */
+#define BENCH_NOTE_BYTES 384
 
 struct bench_table {
 	struct bench_result *rows;
@@ -157,8 +158,9 @@ const char *bench_clock_name(uint32_t kind);
 /*
  * What else the machine did while a benchmark ran: the CPU time of every
  * other process (from /proc/stat, steal by the hypervisor included) minus
- * this process's own (getrusage: all its threads). Children that are still
- * running count as others. A busy machine disturbs every figure, 2-thread
+ * this process's own (getrusage: all its threads) and its children's that
+ * have been waited for (the peers a bench starts and stops). Children that
+ * are still running count as others. A busy machine disturbs every figure, 2-thread
  * ones most, so subcommands report it.
  */
 struct bench_load {
@@ -179,6 +181,29 @@ double bench_load_others(const struct bench_load *l, double *share);
 
 void bench_print_json(FILE *f, const struct bench_machine *m, const struct bench_table *t);
 void bench_print_text(FILE *f, const struct bench_machine *m, const struct bench_table *t);
+
+/*
+ * Where `evring-bench all` collects a subcommand's table: when set (in the
+ * child process that runs the subcommand), bench_print_json also writes every
+ * row and note to it, one per line, in the form bench_capture_read parses:
+ *
+ *   R <TAB> bench <TAB> system <TAB> threads <TAB> unit <TAB> median <TAB> min
+ *     <TAB> max <TAB> runs [<TAB> key=value | key=#value (integer)]...
+ *   N <TAB> note
+ *
+ * Numbers are written with %.17g, so nothing is lost on the way back.
+ */
+extern FILE *bench_capture;
+
+/* Parses one captured line into t (a row or a note). Returns 0, or -1 for a line that is neither. */
+int bench_capture_read(struct bench_table *t, char *line);
+
+/*
+ * Latency-distribution rows (`evring-bench latency`) carry the percentiles
+ * p50, p99, p999 and the largest latency seen, "max", which replaces the
+ * row's max over runs: such a row's median and min are over the runs' p50.
+ */
+void bench_result_set_max(struct bench_result *r, double max);
 
 /* ---- threads and time ------------------------------------------------- */
 
@@ -226,11 +251,76 @@ typedef double (*bench_thread_fn)(struct bench_thread *t);
  */
 int bench_threads_run(unsigned n, bench_thread_fn fn, void *arg, double *results);
 
+/* ---- peers: processes a benchmark starts (bench_peer.c) --------------- */
+
+/*
+ * A child process: evring-bench itself running its `attach` subcommand (a
+ * consumer), or a program such as evring-demo. Its stdout, and optionally
+ * its stderr, come back through one pipe, read a line at a time.
+ */
+struct bench_proc {
+	pid_t pid;	/* 0: none */
+	int out;	/* the read end of its stdout (and stderr, when merged); -1: none */
+	char buf[4096]; /* what was read and not yet returned as a line */
+	size_t have;
+};
+
+/*
+ * Starts argv[0] (a path, or a name found on PATH) with argv, the variables
+ * in setenv ("NAME=VALUE", NULL-terminated; NULL for none) added to the
+ * environment, pinned to cpu (-1: any CPU this process may use), stdin from
+ * /dev/null, stdout into p->out, stderr too when merge_stderr, otherwise
+ * left as this process's. Safe with other threads running (fork, then only
+ * async-signal-safe calls before exec). Returns 0, or -errno with why filled.
+ */
+int bench_proc_start(struct bench_proc *p, char *const argv[], char *const setenv[], int cpu, bool merge_stderr,
+		     char *why, size_t whylen);
+
+/*
+ * The next line of the child's output (without its newline) in line, waiting
+ * at most timeout_ms. Returns 1, 0 at the end of its output, or -ETIMEDOUT.
+ */
+int bench_proc_line(struct bench_proc *p, char *line, size_t len, unsigned timeout_ms);
+
+/*
+ * Sends sig (0: none) and waits at most timeout_ms for the child to exit, then
+ * kills it. Returns its wait status, or -1 when it had to be killed.
+ */
+int bench_proc_stop(struct bench_proc *p, int sig, unsigned timeout_ms);
+
+/* This program's own path (/proc/self/exe), for starting evring-bench attach. */
+const char *bench_self_exe(void);
+
+/*
+ * Starts `evring-bench attach PID` pinned to cpu, with the handler specs in
+ * handlers (NULL-terminated, NULL for none), and waits until it has attached.
+ * Returns 0, or -1 with why filled (the child then stopped).
+ */
+int bench_consumer_peer_start(struct bench_proc *p, pid_t pid, const char *const *handlers, int cpu, char *why,
+			      size_t whylen);
+
+/*
+ * What a consumer peer says when it ends: records read, records the producer
+ * reported lost, handler skips, and its CPU seconds. Stops it (SIGTERM) when
+ * stop is set, else waits for it to end by itself (its producer exited).
+ * Returns 0, or -1 when it said nothing.
+ */
+struct bench_peer_report {
+	uint64_t records, lost, skipped;
+	double cpu_s;
+};
+int bench_consumer_peer_end(struct bench_proc *p, bool stop, unsigned timeout_ms, struct bench_peer_report *r);
+
 /* ---- subcommands ------------------------------------------------------ */
 
 /* Each takes its own argv (argv[0] is its name) and returns the exit status. */
 int bench_ring_main(int argc, char **argv);
 int bench_producer_main(int argc, char **argv);
 int bench_consumer_main(int argc, char **argv);
+int bench_loss_main(int argc, char **argv);
+int bench_latency_main(int argc, char **argv);
+int bench_demo_main(int argc, char **argv);
+int bench_attach_main(int argc, char **argv);
+int bench_all_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */

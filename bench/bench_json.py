@@ -2,7 +2,7 @@
 per-subcommand checks: one object {"machine": {...}, "results": [...],
 "notes": [...]}, each result with bench, system, threads, unit, median, min,
 max, runs of the right types, a known bench and system, the subcommand's
-unit, and min <= median <= max.
+unit (one for all rows, or a function of the row), and min <= median <= max.
 """
 import json
 import sys
@@ -37,8 +37,9 @@ def check(path, benches, systems, unit, row_check, doc_check):
                 bad.append(f"result {i}: {k} missing or of the wrong type")
         if r.get("bench") not in benches or r.get("system") not in systems:
             bad.append(f"result {i}: unknown bench/system {r.get('bench')}/{r.get('system')}")
-        if r.get("unit") != unit:
-            bad.append(f"result {i}: unit is not {unit}")
+        want = unit(r) if callable(unit) else unit
+        if r.get("unit") != want:
+            bad.append(f"result {i}: unit is not {want}")
         if number(r.get("median")) and number(r.get("min")) and number(r.get("max")) \
                 and not r["min"] <= r["median"] <= r["max"]:
             bad.append(f"result {i}: median outside [min, max]")

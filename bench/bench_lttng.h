@@ -38,26 +38,51 @@ int evring_bench_lttng_enabled(void);
 
 /* ---- evring-bench's side (bench_lttng_session.c) --------------------- */
 
+/* A user-space channel's buffers, per CPU (per-user buffering). */
+struct bench_lttng_channel {
+	uint64_t subbuf_bytes; /* 0: LTTng's default (512 KiB in LTTng 2.13) */
+	unsigned count;	       /* sub-buffers; 0: LTTng's default (4) */
+};
+
+#define BENCH_LTTNG_DEFAULT ((struct bench_lttng_channel){ 0, 0 })
+#define BENCH_LTTNG_4M8 ((struct bench_lttng_channel){ 4u << 20, 8 })
+
 struct bench_lttng {
 	bool on;		    /* set up: the tracepoint records */
 	bool own_sessiond;	    /* the session daemon was started here: stopped here */
 	pid_t sessiond;
-	char session[64];	    /* evring-bench-<pid> */
-	char dir[256];		    /* the trace output and the daemon's log, removed at teardown */
+	char session[64];	    /* evring-bench-<pid>-<n>; "" when none */
+	unsigned sessions;	    /* made so far: names and trace directories */
+	char dir[256];		    /* the traces and the daemon's log, removed at teardown */
+	char buffers[64];	    /* the running session's buffers as LTTng reports them: "4 x 512 KiB" */
+	void *module;
 	bench_lttng_loop_fn loop;
 	bench_lttng_enabled_fn enabled;
-	uint64_t discarded;	    /* events the session discarded, read at teardown */
+	uint64_t discarded;	    /* events the last session ended discarded */
 	bool discarded_known;
 };
 
 /*
- * Makes LTTng-UST ready to measure (see bench_lttng_session.c). Returns 0 with
- * L->on set, or -1 with one line in why saying what failed; everything
- * started is then stopped again. Main thread, no worker threads running.
+ * Makes LTTng-UST ready to measure (see bench_lttng_session.c) with a
+ * session whose channel has the buffers ch says. Returns 0 with L->on set,
+ * or -1 with one line in why saying what failed; everything started is then
+ * stopped again. Main thread, no worker threads running.
  */
-int bench_lttng_setup(struct bench_lttng *L, char *why, size_t whylen);
+int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why, size_t whylen);
 
-/* Stops and destroys the session (reading its discarded count), stops a daemon started here, removes the trace. */
+/*
+ * Ends the running session (its discarded count into L->discarded) and
+ * starts a new one with the buffers ch says, waiting until the tracepoint
+ * records again. Returns 0, or -1 with why (then L->on is false and
+ * bench_lttng_teardown is still due).
+ */
+int bench_lttng_session_restart(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why,
+				size_t whylen);
+
+/*
+ * Stops and destroys the session (reading its discarded count), stops a
+ * daemon started here, removes the traces. Safe to call twice.
+ */
 void bench_lttng_teardown(struct bench_lttng *L);
 
 #endif /* EVRING_BENCH_LTTNG_H */

@@ -1,9 +1,12 @@
 /*
- * bench_lttng_session.c: the LTTng-UST side of `evring-bench producer` that
- * runs in evring-bench itself: a session daemon (started here, as a child of
- * this process, when none answers, and stopped here), a user-space session in
- * discard mode writing to a temporary directory, and the tracepoint module
- * opened once the session records (bench_lttng.h). Every lttng command runs
+ * bench_lttng_session.c: the LTTng-UST side of `evring-bench producer` and
+ * `evring-bench loss` that runs in evring-bench itself: a session daemon
+ * (started here, as a child of this process, when none answers, and stopped
+ * here), a user-space session in discard mode writing to a temporary
+ * directory, and the tracepoint module opened once the session records
+ * (bench_lttng.h). A benchmark may end the session and start another with
+ * other buffers (bench_lttng_session_restart): the module stays registered
+ * with the daemon, which enables the tracepoint again for the new session. Every lttng command runs
  * through posix_spawn with a timeout, its output captured for the one line
  * that says why LTTng-UST was not measured when a step fails.
  *
@@ -227,14 +230,35 @@ static void rm_tree(const char *path)
 	rmdir(path);
 }
 
-/* Sums the "Discarded event..." counts `lttng list <session>` shows for its channels. */
-static void lttng_read_discarded(struct bench_lttng *L)
+/* The number after "key:" on the first line of out that holds key; 0 when none. */
+static uint64_t list_value(const char *out, const char *key)
+{
+	const char *p = strstr(out, key);
+
+	return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+/*
+ * Reads what `lttng list <session>` says of the running session: the
+ * sub-buffers of its channel into L->buffers; with final set (the session
+ * is stopped) the sum of its channels' "Discarded events" into L->discarded.
+ */
+static void lttng_read_list(struct bench_lttng *L, bool final)
 {
 	char out[16384];
 	char *const argv[] = { "lttng", "list", L->session, NULL };
+	uint64_t size, count;
 
 	if (cmd_run(argv, out, sizeof(out), 30000) != 0)
 		return;
+	if (!final) {
+		size = list_value(out, "Sub-buffer size:");
+		count = list_value(out, "Sub-buffer count:");
+		if (size && count)
+			snprintf(L->buffers, sizeof(L->buffers), "%" PRIu64 " x %" PRIu64 " %s", count,
+				 size >= (1u << 20) ? size >> 20 : size >> 10, size >= (1u << 20) ? "MiB" : "KiB");
+		return;
+	}
 	for (char *p = out; (p = strstr(p, "Discarded event")) != NULL; p++) {
 		char *colon = strchr(p, ':');
 
@@ -245,37 +269,109 @@ static void lttng_read_discarded(struct bench_lttng *L)
 	}
 }
 
+/* Stops, reads and destroys the running session, then waits (up to 5 s) until the tracepoint is off here. */
+static void session_end(struct bench_lttng *L)
+{
+	char why[256];
+	char *const stop[] = { "lttng", "stop", L->session, NULL };
+	char *const destroy[] = { "lttng", "destroy", L->session, NULL };
+
+	if (!L->session[0])
+		return;
+	L->discarded = 0;
+	L->discarded_known = false;
+	lttng_cmd(stop, why, sizeof(why));
+	lttng_read_list(L, true);
+	lttng_cmd(destroy, why, sizeof(why));
+	L->session[0] = 0;
+	L->on = false;
+	for (uint64_t deadline = now_ms() + 5000; L->enabled && L->enabled() && now_ms() < deadline;)
+		sleep_ms(10);
+}
+
+/*
+ * Creates and starts a session evring-bench-<pid>-<n> writing to a directory
+ * under L->dir: one user-space channel in discard mode with ch's buffers,
+ * evring_bench:* enabled. 0, or -1 with why.
+ */
+static int session_begin(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why, size_t whylen)
+{
+	char out_opt[300], size_opt[48], count_opt[48];
+	char *channel[16];
+	int n = 0;
+
+	snprintf(L->session, sizeof(L->session), "evring-bench-%ld-%u", (long)getpid(), L->sessions);
+	snprintf(out_opt, sizeof(out_opt), "--output=%s/trace-%u", L->dir, L->sessions);
+	L->sessions++;
+	L->buffers[0] = 0;
+	channel[n++] = "lttng";
+	channel[n++] = "enable-channel";
+	channel[n++] = "--userspace";
+	channel[n++] = "--session";
+	channel[n++] = L->session;
+	channel[n++] = "--discard";
+	if (ch->subbuf_bytes) {
+		snprintf(size_opt, sizeof(size_opt), "--subbuf-size=%" PRIu64, ch->subbuf_bytes);
+		channel[n++] = size_opt;
+	}
+	if (ch->count) {
+		snprintf(count_opt, sizeof(count_opt), "--num-subbuf=%u", ch->count);
+		channel[n++] = count_opt;
+	}
+	channel[n++] = "evrbench";
+	channel[n] = NULL;
+	{
+		char *const create[] = { "lttng", "create", L->session, out_opt, NULL };
+		char *const event[] = { "lttng", "enable-event", "--userspace", "--session", L->session,
+					"--channel", "evrbench", "evring_bench:*", NULL };
+		char *const start[] = { "lttng", "start", L->session, NULL };
+
+		if (lttng_cmd(create, why, whylen) != 0) {
+			L->session[0] = 0;
+			return -1;
+		}
+		if (lttng_cmd(channel, why, whylen) != 0 || lttng_cmd(event, why, whylen) != 0 ||
+		    lttng_cmd(start, why, whylen) != 0)
+			return -1;
+	}
+	lttng_read_list(L, false);
+	return 0;
+}
+
+/* Waits (up to 5 s) until the running session has enabled the tracepoint in this process. */
+static int wait_enabled(struct bench_lttng *L, char *why, size_t whylen)
+{
+	for (uint64_t deadline = now_ms() + 5000; !L->enabled() && now_ms() < deadline;)
+		sleep_ms(10);
+	if (!L->enabled()) {
+		snprintf(why, whylen, "the session started but never enabled the tracepoint in this process "
+				      "(it did not register with lttng-sessiond)");
+		return -1;
+	}
+	L->on = true;
+	return 0;
+}
+
 void bench_lttng_teardown(struct bench_lttng *L)
 {
-	if (L->session[0]) {
-		char why[256];
-		char *const stop[] = { "lttng", "stop", L->session, NULL };
-		char *const destroy[] = { "lttng", "destroy", L->session, NULL };
-
-		lttng_cmd(stop, why, sizeof(why));
-		lttng_read_discarded(L);
-		lttng_cmd(destroy, why, sizeof(why));
-		L->session[0] = 0;
-	}
+	session_end(L);
 	sessiond_stop(L);
 	if (L->dir[0])
 		rm_tree(L->dir);
 	L->dir[0] = 0;
+	L->on = false;
 }
 
 /*
  * Makes LTTng-UST ready to measure: a session daemon (started here when none
- * answers), a session evring-bench-<pid> writing to a temporary directory, a
- * user-space channel in discard mode with buffers large enough to hold a
- * whole run, evring_bench:* enabled and started; then the module is opened,
+ * answers), a session with one user-space channel in discard mode with ch's
+ * buffers, evring_bench:* enabled and started; then the module is opened,
  * registers, and the tracepoint must be enabled. 0, or -1 with why (and
  * everything undone).
  */
-int bench_lttng_setup(struct bench_lttng *L, char *why, size_t whylen)
+int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why, size_t whylen)
 {
 	const char *tmp = getenv("TMPDIR");
-	char out_opt[300];
-	void *mod;
 
 	memset(L, 0, sizeof(*L));
 	{
@@ -294,56 +390,69 @@ int bench_lttng_setup(struct bench_lttng *L, char *why, size_t whylen)
 	}
 	if (!sessiond_up() && sessiond_start(L, why, whylen) != 0)
 		goto fail;
-	snprintf(L->session, sizeof(L->session), "evring-bench-%ld", (long)getpid());
-	snprintf(out_opt, sizeof(out_opt), "--output=%s/trace", L->dir);
-	{
-		char *const create[] = { "lttng", "create", L->session, out_opt, NULL };
-		char *const channel[] = { "lttng", "enable-channel", "--userspace", "--session", L->session,
-					  "--discard", "--subbuf-size=4M", "--num-subbuf=8", "evrbench", NULL };
-		char *const event[] = { "lttng", "enable-event", "--userspace", "--session", L->session,
-					"--channel", "evrbench", "evring_bench:*", NULL };
-		char *const start[] = { "lttng", "start", L->session, NULL };
-
-		if (lttng_cmd(create, why, whylen) != 0) {
-			L->session[0] = 0;
-			goto fail;
-		}
-		if (lttng_cmd(channel, why, whylen) != 0 || lttng_cmd(event, why, whylen) != 0 ||
-		    lttng_cmd(start, why, whylen) != 0)
-			goto fail;
-	}
-	mod = dlopen(EVR_BENCH_LTTNG_MODULE, RTLD_NOW | RTLD_LOCAL);
-	if (!mod) {
+	if (session_begin(L, ch, why, whylen) != 0)
+		goto fail;
+	/* dlopen after the session started: the module registers inside dlopen and is enabled at once. */
+	L->module = dlopen(EVR_BENCH_LTTNG_MODULE, RTLD_NOW | RTLD_LOCAL);
+	if (!L->module) {
 		snprintf(why, whylen, "cannot open the tracepoint module: %s", dlerror());
 		goto fail;
 	}
-	*(void **)&L->loop = dlsym(mod, BENCH_LTTNG_SYM_LOOP);
-	*(void **)&L->enabled = dlsym(mod, BENCH_LTTNG_SYM_ENABLED);
+	*(void **)&L->loop = dlsym(L->module, BENCH_LTTNG_SYM_LOOP);
+	*(void **)&L->enabled = dlsym(L->module, BENCH_LTTNG_SYM_ENABLED);
 	if (!L->loop || !L->enabled) {
 		snprintf(why, whylen, "the tracepoint module lacks %s", BENCH_LTTNG_SYM_LOOP);
+		L->enabled = NULL;
 		goto fail;
 	}
-	/* Registration normally completes inside dlopen; allow the daemon a moment more. */
-	for (uint64_t deadline = now_ms() + 5000; !L->enabled() && now_ms() < deadline;)
-		sleep_ms(10);
-	if (!L->enabled()) {
-		snprintf(why, whylen, "the session started but never enabled the tracepoint in this process "
-				      "(it did not register with lttng-sessiond)");
+	if (wait_enabled(L, why, whylen) != 0)
 		goto fail;
-	}
-	L->on = true;
 	return 0;
 fail:
 	L->loop = NULL;
 	bench_lttng_teardown(L);
 	return -1;
 }
-#else
-int bench_lttng_setup(struct bench_lttng *L, char *why, size_t whylen)
+
+int bench_lttng_session_restart(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why,
+				size_t whylen)
 {
+	uint64_t discarded;
+	bool known;
+
+	session_end(L);
+	discarded = L->discarded;
+	known = L->discarded_known;
+	if (!L->enabled) {
+		snprintf(why, whylen, "LTTng-UST was not set up");
+		return -1;
+	}
+	if (session_begin(L, ch, why, whylen) != 0 || wait_enabled(L, why, whylen) != 0) {
+		session_end(L);
+		L->discarded = discarded;
+		L->discarded_known = known;
+		return -1;
+	}
+	L->discarded = discarded;
+	L->discarded_known = known;
+	return 0;
+}
+#else
+int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why, size_t whylen)
+{
+	(void)ch;
 	memset(L, 0, sizeof(*L));
 	snprintf(why, whylen, "evring-bench was built without LTTng-UST (install liblttng-ust-dev and "
 			      "lttng-tools, then configure again)");
+	return -1;
+}
+
+int bench_lttng_session_restart(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why,
+				size_t whylen)
+{
+	(void)L;
+	(void)ch;
+	snprintf(why, whylen, "evring-bench was built without LTTng-UST");
 	return -1;
 }
 

@@ -10,6 +10,8 @@
  *
  * and, in the same invocation, the same three-field event through its peers:
  *
+ *   noop       a call to an empty function (not inlined) with the same three
+ *              arguments: the floor under any call that records something
  *   mutex_ring one ring in process memory behind a pthread mutex, shared by
  *              all threads: the timestamp read, the same msgpack encoding of
  *              the same body into the ring under the lock
@@ -17,13 +19,18 @@
  *              file with stdio's default buffering; with 2 threads both write
  *              to the one FILE*, which stdio locks for each call
  *   lttng_ust  an LTTng-UST tracepoint with the same fields, recorded by a
- *              user-space session in discard mode (bench_lttng.h); only when
- *              LTTng-UST was found at build time and lttng-tools at run time
+ *              user-space session in discard mode (bench_lttng.h) with
+ *              LTTng's default buffers (4 x 512 KiB per CPU in 2.13); only
+ *              when LTTng-UST was found at build time and lttng-tools at run
+ *              time
+ *   lttng_ust_4m8  the same with 8 sub-buffers of 4 MiB per CPU, enough to
+ *              hold a run, so that no event takes the cheaper discard path
  *
  * each on 1 and 2 threads, thread i pinned to the i-th allowed CPU. A run's
  * value is ns per call per thread (for 2 threads the mean of the two, as in
  * the ring bench). Cases run --runs times, interleaved, after one untimed
- * warm-up round; each row gives median, min and max over the runs, peer rows
+ * warm-up round (LTTng-UST with default buffers runs after the others, in a
+ * session of its own, with its own warm-up); each row gives median, min and max over the runs, peer rows
  * their ratio to the evring event3 median with as many threads, and 2-thread
  * rows their scaling (2-thread median / 1-thread median).
  *
@@ -85,7 +92,7 @@
 #define TARGET_DISABLED_NS 1.0
 #define TARGET_SPAN_NS 35.0
 
-enum prod_kind { K_CLOCK, K_DISABLED, K_EVENT0, K_EVENT3, K_SPAN, K_MUTEX, K_FPRINTF, K_LTTNG };
+enum prod_kind { K_CLOCK, K_DISABLED, K_EVENT0, K_EVENT3, K_SPAN, K_NOOP, K_MUTEX, K_FPRINTF, K_LTTNG4M, K_LTTNG };
 
 /* The in-process ring behind a mutex: the baseline a lock-free ring has to beat. */
 struct mring {
@@ -107,6 +114,7 @@ struct prod_bench {
 	struct mring mr;
 	FILE *file;	      /* the fprintf peer's */
 	struct bench_lttng lt;
+	enum prod_kind lt_kind; /* the LTTng-UST case the running session serves */
 	volatile uint64_t sink[PROD_THREADS_MAX];
 };
 
@@ -168,6 +176,27 @@ static double clock_thread(struct bench_thread *t)
 		sum += evr_clock_read(kind);
 	t1 = bench_now_ns();
 	b->sink[t->index] = sum;
+	return (double)(t1 - t0) / (double)n;
+}
+
+/* ---- the no-op -------------------------------------------------------- */
+
+/* An empty call with event3's arguments; the asm keeps them (and the call) from being optimised away. */
+__attribute__((noinline)) static void noop_event3(uint64_t a, uint32_t b, const char *c)
+{
+	__asm__ volatile("" : : "r"(a), "r"(b), "r"(c) : "memory");
+}
+
+static double noop_thread(struct bench_thread *t)
+{
+	struct prod_bench *b = t->arg;
+	uint64_t n = b->calls, t0, t1;
+
+	bench_thread_ready(t);
+	t0 = bench_now_ns();
+	for (uint64_t i = 0; i < n; i++)
+		noop_event3(i, (uint32_t)i, "abcdef");
+	t1 = bench_now_ns();
 	return (double)(t1 - t0) / (double)n;
 }
 
@@ -489,8 +518,10 @@ static const struct prod_case {
 	{ "event0", "evring", K_EVENT0, event0_thread, 1 },
 	{ "event3", "evring", K_EVENT3, event3_thread, 1 },
 	{ "span", "evring", K_SPAN, span_thread, 2 },
+	{ "event3", "noop", K_NOOP, noop_thread, 0 },
 	{ "event3", "mutex_ring", K_MUTEX, mutex_thread, 0 },
 	{ "event3", "fprintf", K_FPRINTF, fprintf_thread, 0 },
+	{ "event3", "lttng_ust_4m8", K_LTTNG4M, lttng_thread, 0 },
 	{ "event3", "lttng_ust", K_LTTNG, lttng_thread, 0 },
 };
 #define PROD_NCASES (sizeof(prod_cases) / sizeof(prod_cases[0]))
@@ -552,10 +583,21 @@ static double prod_run(struct prod_bench *b, const struct prod_case *c, unsigned
 	return sum / nthreads;
 }
 
-/* Whether a case runs: LTTng-UST only when set up. */
+static bool case_lttng(enum prod_kind k)
+{
+	return k == K_LTTNG || k == K_LTTNG4M;
+}
+
+/* Whether a case runs now: an LTTng-UST case only while its session records. */
 static bool case_on(const struct prod_bench *b, const struct prod_case *c)
 {
-	return c->kind != K_LTTNG || b->lt.on;
+	return !case_lttng(c->kind) || (b->lt.on && b->lt_kind == c->kind);
+}
+
+/* Whether a case has rows: it ran. */
+static bool case_ran(const bool *lt_ran, const struct prod_case *c)
+{
+	return !case_lttng(c->kind) || lt_ran[c->kind == K_LTTNG];
 }
 
 /* ---- output ----------------------------------------------------------- */
@@ -565,8 +607,9 @@ static void prod_usage(FILE *f)
 	fprintf(f, "usage: evring-bench producer [options] [--no-lttng]\n\n"
 		   "Median ns per call of the producer API, per thread, on 1 and 2 threads: a disabled site,\n"
 		   "an event with no fields, an event with three fields (u64, u32, a 6-byte string), a span\n"
-		   "begin + end pair; and the three-field event through a mutex-protected ring, fprintf to\n"
-		   "a buffered file, and an LTTng-UST tracepoint (when liblttng-ust-dev was found at build\n"
+		   "begin + end pair; and the three-field event through an empty call (the floor), a\n"
+		   "mutex-protected ring, fprintf to a buffered file, and an LTTng-UST tracepoint with\n"
+		   "LTTng's default buffers and with 8 x 4 MiB (when liblttng-ust-dev was found at build\n"
 		   "time and lttng-tools is installed: the bench starts lttng-sessiond if none runs, and a\n"
 		   "user-space session in discard mode, and stops both at the end).\n"
 		   "Calls per thread per run: %u (--quick: %u), the disabled site %ux that.\n\n"
@@ -631,6 +674,25 @@ static void prod_print_notes(const struct prod_bench *b, const struct bench_opts
 		printf("LTTng-UST event3, 1 thread: %.2f ns, %.1fx evring's\n", l1->st.median, l1->st.median / e1->st.median);
 }
 
+/* The targets as notes, for the JSON view (the text view prints them with prod_print_notes). */
+static void prod_target_notes(struct bench_table *t, uint64_t dropped)
+{
+	const struct bench_result *e1 = bench_table_find(t, "event3", "evring", 1);
+	const struct bench_result *e2 = bench_table_find(t, "event3", "evring", 2);
+	const struct bench_result *d1 = bench_table_find(t, "disabled", "evring", 1);
+	const struct bench_result *s1 = bench_table_find(t, "span", "evring", 1);
+
+	if (!e1 || !e2 || !d1 || !s1 || dropped || e1->st.median <= 0)
+		return;
+	bench_table_note(t,
+			 "target: event3 <= %.0f ns: %s (%.2f); 2 threads within %.2fx of 1: %s (%.2fx); disabled <= "
+			 "%.0f ns: %s (%.2f); span pair <= %.0f ns: %s (%.2f)",
+			 TARGET_EVENT3_NS, met(e1->st.median <= TARGET_EVENT3_NS), e1->st.median, TARGET_SCALING,
+			 met(e2->st.median <= TARGET_SCALING * e1->st.median), e2->st.median / e1->st.median,
+			 TARGET_DISABLED_NS, met(d1->st.median <= TARGET_DISABLED_NS), d1->st.median, TARGET_SPAN_NS,
+			 met(s1->st.median <= TARGET_SPAN_NS), s1->st.median);
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 int bench_producer_main(int argc, char **argv)
@@ -645,7 +707,9 @@ int bench_producer_main(int argc, char **argv)
 	char *args[64];
 	int nargs = 0, rc;
 	bool no_lttng = false;
-	uint64_t calls, dropped = 0;
+	uint64_t calls, dropped = 0, lt_discarded[2] = { 0, 0 };
+	bool lt_ran[2] = { false, false }, lt_known[2] = { false, false }; /* [0] 4 MiB x 8, [1] default buffers */
+	char lt_buffers[2][64] = { "", "" };
 	double clock_ns[PROD_NTHREADS], others_s, others_share;
 	struct bench_load load;
 
@@ -687,8 +751,12 @@ int bench_producer_main(int argc, char **argv)
 	if (no_lttng) {
 		memset(&b.lt, 0, sizeof(b.lt));
 		bench_table_note(&t, "LTTng-UST not measured: --no-lttng");
-	} else if (bench_lttng_setup(&b.lt, why, sizeof(why)) != 0) {
+	} else if (bench_lttng_setup(&b.lt, &BENCH_LTTNG_4M8, why, sizeof(why)) != 0) {
 		bench_table_note(&t, "LTTng-UST not measured: %s", why);
+	} else {
+		b.lt_kind = K_LTTNG4M;
+		lt_ran[0] = true;
+		snprintf(lt_buffers[0], sizeof(lt_buffers[0]), "%s", b.lt.buffers);
 	}
 
 	memset(&tot, 0, sizeof(tot));
@@ -720,9 +788,42 @@ int bench_producer_main(int argc, char **argv)
 					samples[c][ti][r] = prod_run(&b, &prod_cases[c], prod_threads[ti],
 								     case_calls(prod_cases[c].kind, calls),
 								     &tot.dropped[c][ti], &tot);
+	/*
+	 * LTTng-UST with its default buffers: a session of its own, after the
+	 * others (the module stays registered; only the session changes).
+	 */
+	if (b.lt.on) {
+		const struct prod_case *lc = &prod_cases[K_LTTNG];
+
+		if (bench_lttng_session_restart(&b.lt, &BENCH_LTTNG_DEFAULT, why, sizeof(why)) != 0) {
+			bench_table_note(&t, "LTTng-UST with default buffers not measured: %s", why);
+		} else {
+			b.lt_kind = K_LTTNG;
+			lt_ran[1] = true;
+			snprintf(lt_buffers[1], sizeof(lt_buffers[1]), "%s", b.lt.buffers);
+			for (unsigned ti = 0; ti < PROD_NTHREADS; ti++) {
+				uint64_t d = 0;
+				prod_run(&b, lc, prod_threads[ti], calls, &d, &tot);
+			}
+			for (unsigned r = 0; r < o.runs; r++)
+				for (unsigned ti = 0; ti < PROD_NTHREADS; ti++)
+					samples[K_LTTNG][ti][r] =
+						prod_run(&b, lc, prod_threads[ti], calls, &tot.dropped[K_LTTNG][ti], &tot);
+		}
+		/* The restart read the 4 MiB session's count. */
+		lt_discarded[0] = b.lt.discarded;
+		lt_known[0] = b.lt.discarded_known;
+	}
 	b.calls = calls;
 	others_s = bench_load_others(&load, &others_share);
 	bench_lttng_teardown(&b.lt);
+	if (lt_ran[1]) {
+		lt_discarded[1] = b.lt.discarded;
+		lt_known[1] = b.lt.discarded_known;
+	} else if (lt_ran[0]) {
+		lt_discarded[0] = b.lt.discarded;
+		lt_known[0] = b.lt.discarded_known;
+	}
 
 	bench_table_column(&t, "ratio", 2);
 	bench_table_column(&t, "scaling", 2);
@@ -738,12 +839,12 @@ int bench_producer_main(int argc, char **argv)
 			const struct prod_case *pc = &prod_cases[c];
 			struct bench_result *row;
 
-			if (pc->kind == K_CLOCK || !case_on(&b, pc))
+			if (pc->kind == K_CLOCK || !case_ran(lt_ran, pc))
 				continue;
 			row = bench_table_add(&t, pc->bench, pc->system, prod_threads[ti], "ns", samples[c][ti], o.runs);
 			if (!row)
 				continue;
-			if (pc->kind != K_LTTNG) {
+			if (!case_lttng(pc->kind) && pc->kind != K_NOOP) {
 				dropped += tot.dropped[c][ti];
 				bench_result_set_int(row, "dropped", tot.dropped[c][ti]);
 			}
@@ -770,16 +871,31 @@ int bench_producer_main(int argc, char **argv)
 				 "other processes used %.1f CPU-s (%.0f%% of the CPU time) during the runs%s",
 				 others_s, 100 * others_share,
 				 others_share > 0.05 ? ": a busy machine, figures are disturbed, 2-thread ones most" : "");
-	if (b.lt.on && b.lt.discarded_known)
-		bench_table_note(&t,
-				 "LTTng-UST: user-space session in discard mode, per-user buffers 8 x 4 MiB per CPU; "
-				 "%" PRIu64 " events discarded over all runs%s",
-				 b.lt.discarded, b.lt.discarded ? " (its figure includes the cheaper discard path)" : "");
-	else if (b.lt.on)
-		bench_table_note(&t, "LTTng-UST: user-space session in discard mode, per-user buffers 8 x 4 MiB per "
-				     "CPU; its discarded count could not be read");
+	for (unsigned v = 0; v < 2; v++) {
+		const char *sys = v ? "lttng_ust" : "lttng_ust_4m8";
+		uint64_t total = 0;
+
+		if (!lt_ran[v])
+			continue;
+		for (unsigned ti = 0; ti < PROD_NTHREADS; ti++)
+			total += (uint64_t)(o.runs + 1) * prod_threads[ti] * calls; /* warm-up round included */
+		if (lt_known[v])
+			bench_table_note(&t,
+					 "%s: user-space session in discard mode, per-user buffers %s per CPU (%s); "
+					 "%" PRIu64 " of %" PRIu64 " events discarded (%.1f%%)%s",
+					 sys, lt_buffers[v][0] ? lt_buffers[v] : "unknown", v ? "LTTng's default" : "asked for",
+					 lt_discarded[v], total, 100.0 * (double)lt_discarded[v] / (double)total,
+					 lt_discarded[v] ? ": its figure includes the cheaper discard path" : "");
+		else
+			bench_table_note(&t, "%s: user-space session in discard mode, per-user buffers %s per CPU; its "
+					     "discarded count could not be read",
+					 sys, lt_buffers[v][0] ? lt_buffers[v] : "unknown");
+	}
+	bench_table_note(&t, "noop: an empty call (not inlined) with event3's arguments, no timestamp: the floor; "
+			     "ratio = peer median / evring event3 median, same threads");
 
 	if (o.json) {
+		prod_target_notes(&t, dropped);
 		bench_print_json(stdout, &m, &t);
 	} else {
 		bench_print_text(stdout, &m, &t);

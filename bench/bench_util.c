@@ -182,6 +182,11 @@ void bench_result_set_int(struct bench_result *r, const char *key, uint64_t valu
 	set_extra(r, key, (double)value, true);
 }
 
+void bench_result_set_max(struct bench_result *r, double max)
+{
+	r->st.max = max;
+}
+
 void bench_table_note(struct bench_table *t, const char *fmt, ...)
 {
 	va_list ap;
@@ -328,14 +333,20 @@ static bool cpu_ticks(uint64_t *busy, uint64_t *total)
 	return true;
 }
 
-static double self_cpu_s(void)
+static double rusage_s(int who)
 {
 	struct rusage ru;
 
-	if (getrusage(RUSAGE_SELF, &ru) != 0)
+	if (getrusage(who, &ru) != 0)
 		return 0;
 	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
 	       (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* This process's CPU time and its children's that have been waited for: the peers a bench started. */
+static double self_cpu_s(void)
+{
+	return rusage_s(RUSAGE_SELF) + rusage_s(RUSAGE_CHILDREN);
 }
 
 void bench_load_start(struct bench_load *l)
@@ -391,8 +402,87 @@ static void json_num(FILE *f, double v, bool integer)
 		fprintf(f, "%.3f", v);
 }
 
+FILE *bench_capture;
+
+/* s with tabs and line breaks turned into spaces: one field of a captured line. */
+static void capture_str(FILE *f, const char *s)
+{
+	for (; *s; s++)
+		fputc(*s == '\t' || *s == '\n' || *s == '\r' ? ' ' : *s, f);
+}
+
+static void capture_write(FILE *f, const struct bench_table *t)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct bench_result *r = &t->rows[i];
+
+		fputs("R\t", f);
+		capture_str(f, r->bench);
+		fputc('\t', f);
+		capture_str(f, r->system);
+		fprintf(f, "\t%u\t", r->threads);
+		capture_str(f, r->unit);
+		fprintf(f, "\t%.17g\t%.17g\t%.17g\t%u", r->st.median, r->st.min, r->st.max, r->st.runs);
+		for (unsigned k = 0; k < r->nextra; k++) {
+			fputc('\t', f);
+			capture_str(f, r->extra[k].key);
+			fprintf(f, "=%s%.17g", r->extra[k].integer ? "#" : "", r->extra[k].value);
+		}
+		fputc('\n', f);
+	}
+	for (unsigned i = 0; i < t->nnotes; i++) {
+		fputs("N\t", f);
+		capture_str(f, t->notes[i]);
+		fputc('\n', f);
+	}
+	fflush(f);
+}
+
+int bench_capture_read(struct bench_table *t, char *line)
+{
+	char *field[4 + 5 + BENCH_EXTRA_MAX], *save = NULL, *tok;
+	struct bench_result *r;
+	unsigned n = 0;
+	size_t len = strlen(line);
+
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		line[--len] = '\0';
+	if (!strncmp(line, "N\t", 2)) {
+		bench_table_note(t, "%s", line + 2);
+		return 0;
+	}
+	if (strncmp(line, "R\t", 2))
+		return -1;
+	for (tok = strtok_r(line + 2, "\t", &save); tok && n < sizeof(field) / sizeof(field[0]);
+	     tok = strtok_r(NULL, "\t", &save))
+		field[n++] = tok;
+	if (n < 8)
+		return -1;
+	r = bench_table_add(t, field[0], field[1], (unsigned)strtoul(field[2], NULL, 10), field[3], NULL, 0);
+	if (!r)
+		return -1;
+	r->st.median = strtod(field[4], NULL);
+	r->st.min = strtod(field[5], NULL);
+	r->st.max = strtod(field[6], NULL);
+	r->st.runs = (unsigned)strtoul(field[7], NULL, 10);
+	for (unsigned k = 8; k < n; k++) {
+		char *eq = strchr(field[k], '=');
+
+		if (!eq)
+			continue;
+		*eq++ = '\0';
+		if (*eq == '#')
+			bench_result_set_int(r, field[k], strtoull(eq + 1, NULL, 10));
+		else
+			bench_result_set(r, field[k], strtod(eq, NULL));
+	}
+	return 0;
+}
+
 void bench_print_json(FILE *f, const struct bench_machine *m, const struct bench_table *t)
 {
+	if (bench_capture)
+		capture_write(bench_capture, t);
 	fputs("{\"machine\": {\"cpu\": ", f);
 	json_str(f, m->cpu);
 	fprintf(f, ", \"cores\": %ld, \"clocksource\": ", m->cores);

@@ -33,6 +33,17 @@ static const struct bench_cmd cmds[] = {
 	{ "consumer", bench_consumer_main,
 	  "records per second one consumer drains, decodes, merges, builds into spans and hands to a "
 	  "handler (none, stats, jsonl), drain thread on one CPU" },
+	{ "loss", bench_loss_main,
+	  "records lost when 2 threads write as fast as they can with a consumer attached, against "
+	  "LTTng-UST with default buffers" },
+	{ "latency", bench_latency_main,
+	  "hot-path latency percentiles with the consumer attached, stopped (SIGSTOP) and absent" },
+	{ "demo", bench_demo_main,
+	  "evring-demo's requests per second with tracing off, on, and on with a consumer; records per "
+	  "second produced" },
+	{ "all", bench_all_main,
+	  "the whole suite, each benchmark in its own process; writes latest.json, latest.md and a chart" },
+	{ "attach", bench_attach_main, "(a peer the benchmarks start) a consumer attached to a process" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,632 @@
+/*
+ * bench_all.c: `evring-bench all`, the whole suite in one command, and the
+ * results writer:
+ *
+ *   evring-bench all [--quick] [--runs N] [--out DIR] [--json FILE] [--md FILE]
+ *                    [--only NAME,...] [--no-lttng] [--plot FILE]
+ *
+ * runs every benchmark below, each as `evring-bench <name> --json` in a
+ * child process of its own (forked while this process has no other thread),
+ * so that each starts from a clean process: its own segment, its own LTTng
+ * registration, no pages or caches left by the one before. The child hands
+ * its table back through a pipe (bench_capture, bench.h); its JSON goes to
+ * /dev/null, its messages to stderr.
+ *
+ *   producer  hot path, ns per call, 1 and 2 threads, against its peers
+ *   ring      the ring's write path alone
+ *   loss      records lost at full speed with a consumer attached
+ *   latency   hot-path latency percentiles: consumer attached, stopped, absent
+ *   consumer  consumer throughput, one CPU
+ *   demo      evring-demo's requests per second: tracing off, on, consumed
+ *
+ * Then it writes, with --out DIR, DIR/latest.json (every row, the shape of
+ * bench.h, every note prefixed by its benchmark), DIR/latest.md (a table per
+ * benchmark under the machine it ran on, the command and the targets: what
+ * the README quotes) and DIR/latest.png (bench/plot.gp over DIR/latest.dat,
+ * when gnuplot is installed). --json / --md write those two elsewhere ("-":
+ * stdout); without --out, --json or --md the Markdown goes to stdout.
+ *
+ * --quick passes --quick and (unless --runs says otherwise) --runs 5 to each
+ * benchmark: every figure stays a median over 5 runs, of shorter runs. A
+ * benchmark that fails, or runs past its time limit (300 s, 60 s with
+ * --quick), is reported in the notes; the others still run. The exit status
+ * is 1 when one failed, 0 otherwise: timings never fail the suite.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define ALL_LIMIT_S 300u
+#define ALL_LIMIT_QUICK_S 60u
+#define ALL_BUDGET_S 600.0 /* the budget for the suite: 10 minutes */
+#define ALL_BUDGET_QUICK_S 60.0
+
+struct all_section {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *title;
+	const char *hide; /* extra columns left out of the Markdown table, comma-separated */
+	bool lttng;	  /* takes --no-lttng */
+};
+
+/* In the order they run; the chart reads four of them by index. */
+enum { SEC_PRODUCER, SEC_RING, SEC_LOSS, SEC_LATENCY, SEC_CONSUMER, SEC_DEMO };
+
+static const struct all_section sections[] = {
+	{ "producer", bench_producer_main, "Hot path: ns per call", ",calls,dropped,", true },
+	{ "ring", bench_ring_main, "Ring write path: ns per record", ",records,dropped,", false },
+	{ "loss", bench_loss_main, "Loss: records lost at full speed, consumer attached", ",", true },
+	{ "latency", bench_latency_main, "Never blocks: hot-path latency, consumer attached, stopped, absent", ",",
+	  false },
+	{ "consumer", bench_consumer_main, "Consumer throughput, one core", ",d_cpu,h_cpu,lag_ms,queue,", false },
+	{ "demo", bench_demo_main, "Real overhead: evring-demo", ",", false },
+};
+#define ALL_NSECTIONS (sizeof(sections) / sizeof(sections[0]))
+
+struct all_result {
+	struct bench_table t; /* the section's rows and notes */
+	bool ran;
+	int status;	      /* exit status, or -1: killed, -2: did not start */
+	double seconds;
+};
+
+/* ---- running one benchmark ------------------------------------------- */
+
+/*
+ * Runs a section in a child: its main with argv, stdout to /dev/null, the
+ * table through a pipe into r->t. Returns its exit status as r->status.
+ */
+static void all_run(const struct all_section *s, char **argv, int argc, unsigned limit_s, struct all_result *r)
+{
+	uint64_t t0 = bench_now_ns(), deadline = t0 + (uint64_t)limit_s * 1000000000u;
+	char buf[8192], line[8192];
+	size_t have = 0;
+	int pfd[2], st;
+	bool killed = false;
+	pid_t pid;
+
+	memset(r, 0, sizeof(*r));
+	r->ran = true;
+	r->status = -2;
+	fflush(stdout);
+	fflush(stderr);
+	if (pipe2(pfd, O_CLOEXEC) != 0)
+		return;
+	pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return;
+	}
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+
+		close(pfd[0]);
+		setpgid(0, 0); /* its own group: a limit stops it and every process it started */
+		if (devnull >= 0)
+			dup2(devnull, 1);
+		bench_capture = fdopen(pfd[1], "w");
+		exit(s->fn(argc, argv));
+	}
+	setpgid(pid, pid);
+	close(pfd[1]);
+	for (;;) {
+		struct pollfd p = { pfd[0], POLLIN, 0 };
+		uint64_t now = bench_now_ns();
+		ssize_t n;
+		char *nl;
+
+		if (now >= deadline) {
+			killed = true;
+			kill(-pid, SIGKILL);
+			break;
+		}
+		if (poll(&p, 1, (int)((deadline - now) / 1000000u) + 1) <= 0)
+			continue;
+		n = read(pfd[0], buf + have, sizeof(buf) - have - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		while ((nl = memchr(buf, '\n', have)) != NULL) {
+			size_t len = (size_t)(nl - buf);
+
+			memcpy(line, buf, len);
+			line[len] = '\0';
+			bench_capture_read(&r->t, line);
+			memmove(buf, nl + 1, have - len - 1);
+			have -= len + 1;
+		}
+		if (have == sizeof(buf) - 1)
+			have = 0; /* a line longer than any the capture writes: drop it */
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (killed)
+		kill(-pid, SIGKILL); /* what it left behind */
+	r->seconds = (double)(bench_now_ns() - t0) / 1e9;
+	r->status = killed ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	if (killed)
+		bench_table_note(&r->t, "stopped: ran past its limit of %u s", limit_s);
+	else if (!WIFEXITED(st))
+		bench_table_note(&r->t, "ended by signal %d", WTERMSIG(st));
+}
+
+/* ---- Markdown --------------------------------------------------------- */
+
+/* A number with about three significant digits. */
+static void md_num(FILE *f, double v)
+{
+	double a = fabs(v);
+
+	if (!isfinite(v))
+		fputs("-", f);
+	else if (a >= 1e6)
+		fprintf(f, "%.3g", v);
+	else if (a >= 100)
+		fprintf(f, "%.0f", v);
+	else if (a >= 10)
+		fprintf(f, "%.1f", v);
+	else if (a >= 1)
+		fprintf(f, "%.2f", v);
+	else
+		fprintf(f, "%.3f", v);
+}
+
+static const struct bench_extra *extra_of(const struct bench_result *r, const char *key)
+{
+	for (unsigned i = 0; i < r->nextra; i++)
+		if (!strcmp(r->extra[i].key, key))
+			return &r->extra[i];
+	return NULL;
+}
+
+/* What the Markdown calls an extra column. */
+static const char *md_col(const char *key)
+{
+	static const struct {
+		const char *key, *title;
+	} names[] = {
+		{ "ratio", "ratio" },	    { "scaling", "2-thr scaling" }, { "p50", "p50 ns" },
+		{ "p99", "p99 ns" },	    { "p999", "p99.9 ns" },	    { "dropped", "dropped %" },
+		{ "p99_ratio", "p99 / attached" }, { "mrate", "offered Mrec/s" }, { "lost_runs", "runs with loss" },
+		{ "ns_rec", "ns/rec" },	    { "skipped", "skipped" },	    { "vs_off", "vs off" },
+		{ "overhead", "overhead %" }, { "lost", "lost %" },	    { "cons_cpu", "consumer CPU-s/s" },
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(names[i].key, key))
+			return names[i].title;
+	return key;
+}
+
+static bool hidden(const struct all_section *s, const char *key)
+{
+	char pat[BENCH_KEY_MAX + 3];
+
+	snprintf(pat, sizeof(pat), ",%s,", key);
+	return strstr(s->hide, pat) != NULL;
+}
+
+static void md_section(FILE *f, const struct all_section *s, const struct all_result *r)
+{
+	const struct bench_table *t = &r->t;
+	char cols[BENCH_EXTRA_MAX * 3][BENCH_KEY_MAX];
+	unsigned ncols = 0;
+	bool latency = false;
+
+	fprintf(f, "\n## %s\n\n`evring-bench %s`", s->title, s->name);
+	if (r->ran)
+		fprintf(f, ", %.0f s", r->seconds);
+	if (r->status > 0 || r->status < 0)
+		fprintf(f, ", **failed** (%s %d)", r->status == -1 ? "killed," : "exit status", r->status);
+	fputs("\n\n", f);
+	/* The extra columns this section's rows have, in the order first seen. */
+	for (size_t i = 0; i < t->n; i++)
+		for (unsigned k = 0; k < t->rows[i].nextra; k++) {
+			const char *key = t->rows[i].extra[k].key;
+			bool seen = false;
+
+			if (hidden(s, key))
+				continue;
+			latency |= !strcmp(key, "p50");
+			for (unsigned c = 0; c < ncols; c++)
+				seen |= !strcmp(cols[c], key);
+			if (!seen && ncols < sizeof(cols) / sizeof(cols[0]))
+				snprintf(cols[ncols++], BENCH_KEY_MAX, "%s", key);
+		}
+	if (!t->n) {
+		fputs("_Not measured (see the notes)._\n", f);
+	} else {
+		if (latency)
+			fputs("| case | system | threads | p50 ns | p99 ns | p99.9 ns | max ns", f);
+		else
+			fprintf(f, "| bench | system | threads | median %s | min | max | runs", t->rows[0].unit);
+		for (unsigned c = 0; c < ncols; c++)
+			if (!latency || (strcmp(cols[c], "p50") && strcmp(cols[c], "p99") && strcmp(cols[c], "p999")))
+				fprintf(f, " | %s", md_col(cols[c]));
+		fputs(" |\n|---|---|--:|--:|--:|--:|--:", f);
+		for (unsigned c = 0; c < ncols; c++)
+			if (!latency || (strcmp(cols[c], "p50") && strcmp(cols[c], "p99") && strcmp(cols[c], "p999")))
+				fputs("|--:", f);
+		fputs("|\n", f);
+		for (size_t i = 0; i < t->n; i++) {
+			const struct bench_result *row = &t->rows[i];
+			bool unit_differs = strcmp(row->unit, t->rows[0].unit) != 0;
+
+			fprintf(f, "| %s | %s | %u | ", row->bench, row->system, row->threads);
+			if (latency) {
+				const struct bench_extra *p50 = extra_of(row, "p50"), *p99 = extra_of(row, "p99"),
+							 *p999 = extra_of(row, "p999");
+				md_num(f, p50 ? p50->value : NAN);
+				fputs(" | ", f);
+				md_num(f, p99 ? p99->value : NAN);
+				fputs(" | ", f);
+				md_num(f, p999 ? p999->value : NAN);
+				fputs(" | ", f);
+				md_num(f, row->st.max);
+			} else {
+				md_num(f, row->st.median);
+				if (unit_differs)
+					fprintf(f, " %s", row->unit);
+				fputs(" | ", f);
+				md_num(f, row->st.min);
+				fputs(" | ", f);
+				md_num(f, row->st.max);
+				fprintf(f, " | %u", row->st.runs);
+			}
+			for (unsigned c = 0; c < ncols; c++) {
+				const struct bench_extra *e;
+
+				if (latency && (!strcmp(cols[c], "p50") || !strcmp(cols[c], "p99") || !strcmp(cols[c], "p999")))
+					continue;
+				e = extra_of(row, cols[c]);
+				fputs(" | ", f);
+				if (!e)
+					fputs("-", f);
+				else if (e->integer)
+					fprintf(f, "%.0f", e->value);
+				else
+					md_num(f, e->value);
+			}
+			fputs(" |\n", f);
+		}
+	}
+	if (t->nnotes)
+		fputc('\n', f);
+	for (unsigned i = 0; i < t->nnotes; i++)
+		fprintf(f, "- %s\n", t->notes[i]);
+}
+
+static void md_write(FILE *f, const struct bench_machine *m, const struct all_result *res, const char *command,
+		     double seconds, bool quick, unsigned runs, const char *chart_note)
+{
+	fprintf(f, "# evring benchmarks\n\n");
+	fprintf(f, "Machine: **%s**, %ld cores online, clock source %s, kernel %s; segment clock %s; built with %s.\n\n",
+		m->cpu, m->cores, m->clocksource, m->kernel, m->segment_clock, m->compiler);
+	fprintf(f, "Command: `%s` (%s), %s, %.0f s in all.\n\n", command, quick ? "quick: short runs, a smoke test" : "full",
+		m->date, seconds);
+	if (runs)
+		fprintf(f, "Every figure is a median over %u runs", runs);
+	else
+		fputs("Every figure is a median over the runs its `runs` column gives", f);
+	fputs(" (min and max beside it); every ratio is taken against a baseline measured in the same run; "
+	      "measured threads are pinned, one per CPU, as each section's notes say.\n", f);
+	fputs("\n## Targets\n\n", f);
+	for (size_t s = 0; s < ALL_NSECTIONS; s++)
+		for (unsigned i = 0; i < res[s].t.nnotes; i++) {
+			const char *n = res[s].t.notes[i];
+			if (!strncmp(n, "target:", 7) || strstr(n, "LTTng-UST not measured") ||
+			    strstr(n, "evring-demo unavailable")) {
+				fprintf(f, "- %s: %s\n", sections[s].name, n);
+			}
+		}
+	fprintf(f, "- suite: %.0f s, budget %.0f s: %s\n", seconds, quick ? ALL_BUDGET_QUICK_S : ALL_BUDGET_S,
+		seconds <= (quick ? ALL_BUDGET_QUICK_S : ALL_BUDGET_S) ? "met" : "NOT met");
+	if (chart_note)
+		fprintf(f, "- chart: %s\n", chart_note);
+	for (size_t s = 0; s < ALL_NSECTIONS; s++)
+		if (res[s].ran)
+			md_section(f, &sections[s], &res[s]);
+}
+
+/* ---- the chart -------------------------------------------------------- */
+
+/*
+ * latest.dat, four blocks for bench/plot.gp (separated by two blank lines,
+ * gnuplot's "index"): 0 hot path (label, 1-thread, 2-thread ns), 1 latency
+ * (case, p50, p99, p99.9 ns), 2 loss (system, median, max %), 3 demo
+ * (state, median req/s). A block with no data holds one line with "none".
+ */
+static void dat_write(FILE *f, const struct all_result *res)
+{
+	const struct bench_table *p = &res[SEC_PRODUCER].t, *lat = &res[SEC_LATENCY].t, *loss = &res[SEC_LOSS].t,
+				 *demo = &res[SEC_DEMO].t;
+	size_t n;
+
+	fputs("# hot path: label, 1-thread ns, 2-thread ns (evring-bench producer)\n", f);
+	n = 0;
+	for (size_t i = 0; i < p->n; i++) {
+		const struct bench_result *r = &p->rows[i], *two;
+
+		if (r->threads != 1)
+			continue;
+		two = bench_table_find(p, r->bench, r->system, 2);
+		fprintf(f, "\"%s %s\" %.3f %.3f\n", r->system, r->bench, r->st.median, two ? two->st.median : NAN);
+		n++;
+	}
+	if (!n)
+		fputs("none\n", f);
+	fputs("\n\n# latency: case, p50, p99, p99.9 ns (evring-bench latency)\n", f);
+	n = 0;
+	for (size_t i = 0; i < lat->n; i++) {
+		const struct bench_result *r = &lat->rows[i];
+		const struct bench_extra *a = extra_of(r, "p50"), *b = extra_of(r, "p99"), *c = extra_of(r, "p999");
+
+		if (!a || !b || !c)
+			continue;
+		fprintf(f, "\"%s\" %.3f %.3f %.3f\n", r->bench + (strncmp(r->bench, "latency_", 8) ? 0 : 8), a->value,
+			b->value, c->value);
+		n++;
+	}
+	if (!n)
+		fputs("none\n", f);
+	fputs("\n\n# loss: system, median %, worst % (evring-bench loss)\n", f);
+	n = 0;
+	for (size_t i = 0; i < loss->n; i++, n++)
+		fprintf(f, "\"%s\" %.4f %.4f\n", loss->rows[i].system, loss->rows[i].st.median, loss->rows[i].st.max);
+	if (!n)
+		fputs("none\n", f);
+	fputs("\n\n# demo: state, median req/s (evring-bench demo)\n", f);
+	n = 0;
+	for (size_t i = 0; i < demo->n; i++)
+		if (!strcmp(demo->rows[i].bench, "demo")) {
+			fprintf(f, "\"%s\" %.1f\n", demo->rows[i].system, demo->rows[i].st.median);
+			n++;
+		}
+	if (!n)
+		fputs("none\n", f);
+}
+
+/* Runs gnuplot over the data. Returns 0, or -1 with why. */
+static int plot(const char *script, const char *dat, const char *png, const struct all_result *res, char *why,
+		size_t whylen)
+{
+	char expr[2048];
+	char *argv[] = { "gnuplot", "-e", expr, (char *)script, NULL };
+	struct bench_proc p;
+	char line[512];
+	int st;
+
+	if (access(script, R_OK) != 0) {
+		snprintf(why, whylen, "no chart: %s: %s", script, strerror(errno));
+		return -1;
+	}
+	snprintf(expr, sizeof(expr),
+		 "datafile='%.900s'; outfile='%.900s'; have_hot=%d; have_lat=%d; have_loss=%d; have_demo=%d", dat, png,
+		 res[SEC_PRODUCER].t.n > 0, res[SEC_LATENCY].t.n > 0, res[SEC_LOSS].t.n > 0, res[SEC_DEMO].t.n > 0);
+	if (bench_proc_start(&p, argv, NULL, -1, true, why, whylen) != 0) {
+		snprintf(why, whylen, "no chart: gnuplot is not installed (the Debian package gnuplot-nox)");
+		return -1;
+	}
+	why[0] = 0;
+	while (bench_proc_line(&p, line, sizeof(line), 60000) == 1)
+		if (!why[0])
+			snprintf(why, whylen, "gnuplot: %.400s", line);
+	st = bench_proc_stop(&p, 0, 10000);
+	if (st != 0) {
+		if (!why[0])
+			snprintf(why, whylen, "gnuplot failed");
+		return -1;
+	}
+	why[0] = 0;
+	return 0;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+static void all_usage(FILE *f)
+{
+	fprintf(f, "usage: evring-bench all [--quick] [--runs N] [--out DIR] [--json FILE] [--md FILE]\n"
+		   "                        [--only NAME,...] [--no-lttng] [--plot FILE]\n\n"
+		   "Runs the whole suite, each benchmark in a process of its own:\n");
+	for (size_t i = 0; i < ALL_NSECTIONS; i++)
+		fprintf(f, "  %-9s %s\n", sections[i].name, sections[i].title);
+	fprintf(f, "\n  --out DIR      write DIR/latest.json, latest.md, latest.dat and latest.png\n"
+		   "  --json FILE    the JSON there instead ('-': stdout)\n"
+		   "  --md FILE      the Markdown there instead ('-': stdout; the default without --out/--json)\n"
+		   "  --quick        short runs, 5 of them unless --runs says otherwise: a smoke test\n"
+		   "  --runs N       runs per case for every benchmark (at least 5 for a measurement)\n"
+		   "  --only LIST    only these benchmarks (comma-separated names)\n"
+		   "  --no-lttng     do not measure LTTng-UST\n"
+		   "  --plot FILE    the gnuplot script (default: bench/plot.gp of the source tree)\n");
+}
+
+static FILE *open_out(const char *path)
+{
+	return strcmp(path, "-") ? fopen(path, "we") : stdout;
+}
+
+static void close_out(FILE *f)
+{
+	if (f && f != stdout)
+		fclose(f);
+	else if (f)
+		fflush(f);
+}
+
+int bench_all_main(int argc, char **argv)
+{
+	static struct all_result res[ALL_NSECTIONS];
+	const char *out_dir = NULL, *json_path = NULL, *md_path = NULL, *only = NULL, *chart_note = NULL;
+	char json_buf[4096], md_buf[4096], dat[4096], png[4096], why[512], command[1024], runs_arg[16];
+#ifdef EVR_BENCH_PLOT
+	const char *script = EVR_BENCH_PLOT;
+#else
+	const char *script = "bench/plot.gp";
+#endif
+	struct bench_table all = { 0 };
+	struct bench_machine m;
+	bool quick = false, no_lttng = false;
+	unsigned runs = 0, failed = 0;
+	uint64_t t0 = bench_now_ns();
+	double seconds;
+	size_t cl = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "--quick")) {
+			quick = true;
+		} else if (!strcmp(a, "--no-lttng")) {
+			no_lttng = true;
+		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			all_usage(stdout);
+			return 0;
+		} else if (v && !strcmp(a, "--out")) {
+			out_dir = v, i++;
+		} else if (v && !strcmp(a, "--json")) {
+			json_path = v, i++;
+		} else if (v && !strcmp(a, "--md")) {
+			md_path = v, i++;
+		} else if (v && !strcmp(a, "--only")) {
+			only = v, i++;
+		} else if (v && !strcmp(a, "--plot")) {
+			script = v, i++;
+		} else if (v && !strcmp(a, "--runs")) {
+			runs = (unsigned)strtoul(v, NULL, 10), i++;
+			if (runs < 1 || runs > BENCH_RUNS_MAX) {
+				fprintf(stderr, "evring-bench all: --runs wants 1 to %d\n", BENCH_RUNS_MAX);
+				return 2;
+			}
+		} else {
+			fprintf(stderr, "evring-bench all: unknown option '%s' (try --help)\n", a);
+			return 2;
+		}
+	}
+	if (quick && !runs)
+		runs = 5;
+	if (out_dir) {
+		if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
+			fprintf(stderr, "evring-bench all: cannot make %s: %s\n", out_dir, strerror(errno));
+			return 1;
+		}
+		snprintf(json_buf, sizeof(json_buf), "%s/latest.json", out_dir);
+		snprintf(md_buf, sizeof(md_buf), "%s/latest.md", out_dir);
+		json_path = json_path ? json_path : json_buf;
+		md_path = md_path ? md_path : md_buf;
+	} else if (!json_path && !md_path) {
+		md_path = "-";
+	}
+	for (int i = 0; i < argc && cl < sizeof(command) - 1; i++)
+		cl += (size_t)snprintf(command + cl, sizeof(command) - cl, "%s%s", i ? " " : "evring-bench ", argv[i]);
+	snprintf(runs_arg, sizeof(runs_arg), "%u", runs);
+	bench_machine_read(&m);
+
+	for (size_t s = 0; s < ALL_NSECTIONS; s++) {
+		const struct all_section *sec = &sections[s];
+		char *sargv[8];
+		int sargc = 0;
+
+		if (only) {
+			char pat[64], list[1024];
+			snprintf(list, sizeof(list), ",%s,", only);
+			snprintf(pat, sizeof(pat), ",%s,", sec->name);
+			if (!strstr(list, pat))
+				continue;
+		}
+		sargv[sargc++] = (char *)sec->name;
+		sargv[sargc++] = "--json";
+		if (quick)
+			sargv[sargc++] = "--quick";
+		if (runs) {
+			sargv[sargc++] = "--runs";
+			sargv[sargc++] = runs_arg;
+		}
+		if (no_lttng && sec->lttng)
+			sargv[sargc++] = "--no-lttng";
+		sargv[sargc] = NULL;
+		fprintf(stderr, "evring-bench all: %s ...\n", sec->name);
+		all_run(sec, sargv, sargc, quick ? ALL_LIMIT_QUICK_S : ALL_LIMIT_S, &res[s]);
+		fprintf(stderr, "evring-bench all: %s: %zu rows in %.1f s%s\n", sec->name, res[s].t.n, res[s].seconds,
+			res[s].status ? " (FAILED)" : "");
+		failed += res[s].status != 0;
+	}
+	seconds = (double)(bench_now_ns() - t0) / 1e9;
+
+	if (out_dir) {
+		FILE *f;
+
+		snprintf(dat, sizeof(dat), "%s/latest.dat", out_dir);
+		snprintf(png, sizeof(png), "%s/latest.png", out_dir);
+		f = fopen(dat, "we");
+		if (f) {
+			dat_write(f, res);
+			fclose(f);
+			if (plot(script, dat, png, res, why, sizeof(why)) != 0) {
+				fprintf(stderr, "evring-bench all: %s\n", why);
+				chart_note = why;
+			}
+		}
+	}
+
+	/* One table: every row; every note prefixed by its benchmark. */
+	for (size_t s = 0; s < ALL_NSECTIONS; s++) {
+		const struct bench_table *t = &res[s].t;
+
+		if (!res[s].ran)
+			continue;
+		for (size_t i = 0; i < t->n; i++) {
+			struct bench_result *r = bench_table_add(&all, "", "", 0, "", NULL, 0);
+			if (r)
+				*r = t->rows[i];
+		}
+		for (unsigned i = 0; i < t->nnotes; i++)
+			bench_table_note(&all, "%s: %s", sections[s].name, t->notes[i]);
+		if (res[s].status)
+			bench_table_note(&all, "%s: FAILED (%s %d)", sections[s].name,
+					 res[s].status == -1 ? "killed or signalled," : "exit status", res[s].status);
+	}
+	bench_table_note(&all, "suite: `%s`, %.0f s", command, seconds);
+	if (chart_note)
+		bench_table_note(&all, "suite: %s", chart_note);
+
+	if (json_path) {
+		FILE *f = open_out(json_path);
+		if (!f) {
+			fprintf(stderr, "evring-bench all: cannot write %s: %s\n", json_path, strerror(errno));
+			failed++;
+		} else {
+			bench_print_json(f, &m, &all);
+			close_out(f);
+		}
+	}
+	if (md_path) {
+		FILE *f = open_out(md_path);
+		if (!f) {
+			fprintf(stderr, "evring-bench all: cannot write %s: %s\n", md_path, strerror(errno));
+			failed++;
+		} else {
+			md_write(f, &m, res, command, seconds, quick, runs, chart_note);
+			close_out(f);
+		}
+	}
+	fprintf(stderr, "evring-bench all: %.0f s%s%s%s\n", seconds, out_dir ? ", results in " : "",
+		out_dir ? out_dir : "", failed ? "; some benchmarks FAILED (see above)" : "");
+	for (size_t s = 0; s < ALL_NSECTIONS; s++)
+		bench_table_free(&res[s].t);
+	bench_table_free(&all);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Checks the shape of `evring-bench all --json FILE` (not its timings), and
+of its Markdown when given: bench_json's shared checks over every row, each
+benchmark's unit, the machine facts the README prints (cpu, cores,
+clocksource, kernel), every hot-path case and peer on 1 and 2 threads with
+"ratio" on every peer row, the loss rows, the three latency rows with p50 <=
+p99 <= p999 <= max, consumer and demo rows or a note saying why there are
+none, and the suite's own note. Exits 1 with one line per problem.
+
+    check_all_json.py latest.json [latest.md]
+"""
+import sys
+
+from bench_json import check, number
+
+UNITS = {  # bench -> unit
+    "disabled": "ns", "event0": "ns", "event3": "ns", "span": "ns",
+    "tsc_read": "ns", "record_exclusive": "ns", "record_shared": "ns",
+    "loss": "%",
+    "latency_attached": "ns", "latency_stopped": "ns", "latency_absent": "ns",
+    "events": "Mrec/s", "mix": "Mrec/s",
+    "demo": "req/s", "demo_records": "rec/s",
+}
+SYSTEMS = {"evring", "noop", "mutex_ring", "fprintf", "lttng_ust", "lttng_ust_4m8",
+           "none", "stats", "stats_q4096", "jsonl", "off", "on", "consumer"}
+HOT = {"disabled", "event0", "event3", "span"}
+LATENCY = ("latency_attached", "latency_stopped", "latency_absent")
+
+
+def row(i, r, bad):
+    b, s = r.get("bench"), r.get("system")
+    if b in HOT and s != "evring" and not number(r.get("ratio")):
+        bad.append(f"result {i}: hot-path peer row {b}/{s} without a ratio")
+    if b in LATENCY:
+        ps = [r.get(k) for k in ("p50", "p99", "p999", "max")]
+        if not all(number(p) for p in ps):
+            bad.append(f"result {i}: latency row without p50, p99, p999 and max")
+        elif not ps[0] <= ps[1] <= ps[2] <= ps[3]:
+            bad.append(f"result {i}: latency percentiles out of order {ps}")
+    if b == "loss" and (not number(r.get("mrate")) or not isinstance(r.get("lost_runs"), int)):
+        bad.append(f"result {i}: loss row without mrate or lost_runs")
+    if b == "demo" and s != "off" and not (number(r.get("vs_off")) and number(r.get("overhead"))):
+        bad.append(f"result {i}: traced demo row without vs_off and overhead")
+
+
+def whole(doc, seen, bad):
+    m = doc.get("machine", {})
+    for k in ("cpu", "clocksource", "kernel"):
+        if not isinstance(m.get(k), str) or not m[k]:
+            bad.append(f"machine: no {k}")
+    if not isinstance(m.get("cores"), int):
+        bad.append("machine: no cores")
+    notes = doc.get("notes", [])
+
+    def noted(text):
+        return any(text in n for n in notes)
+
+    for b in sorted(HOT):
+        for n in (1, 2):
+            if (b, "evring", n) not in seen:
+                bad.append(f"no hot-path row for {b} on evring with {n} threads")
+    for s in ("noop", "mutex_ring", "fprintf", "lttng_ust", "lttng_ust_4m8"):
+        if s.startswith("lttng") and noted("LTTng-UST not measured"):
+            continue
+        for n in (1, 2):
+            if ("event3", s, n) not in seen:
+                bad.append(f"no hot-path row for event3 on {s} with {n} threads")
+    if ("loss", "evring", 2) not in seen:
+        bad.append("no loss row for evring")
+    if ("loss", "lttng_ust", 2) not in seen and not noted("LTTng-UST not measured"):
+        bad.append("no loss row for lttng_ust and no note saying why")
+    for b in LATENCY:
+        if (b, "evring", 1) not in seen:
+            bad.append(f"no row {b}")
+    if not any(k[0] in ("events", "mix") for k in seen):
+        bad.append("no consumer rows")
+    if not any(k[0] == "demo" for k in seen) and not noted("evring-demo unavailable"):
+        bad.append("no demo rows and no note saying why")
+    if not noted("suite: `evring-bench all"):
+        bad.append("no suite note")
+
+
+def check_md(path):
+    with open(path) as f:
+        md = f.read()
+    bad = []
+    for want in ("Machine: ", "clock source", "kernel", "Command: `evring-bench all", "## Targets",
+                 "| bench | system | threads | median ns", "| ratio", "| p50 ns | p99 ns | p99.9 ns | max ns"):
+        if want not in md:
+            bad.append(f"no '{want}'")
+    for line in bad:
+        print(f"{path}: {line}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    rc = check(sys.argv[1], set(UNITS), SYSTEMS, lambda r: UNITS.get(r.get("bench")), row, whole)
+    if len(sys.argv) > 2:
+        rc |= check_md(sys.argv[2])
+    sys.exit(rc)
