@@ -14,6 +14,10 @@
  *   ["end",    source, lane, tid, mono_ns, real_ns, late, site, span, parent, trace,
  *              start_mono_ns, start_real_ns, status, end_site, [values]]
  *   ["lost",   source, lane, tid, mono_ns, real_ns, late, count, first_real_ns]
+ *   ["tick",   mono_ns]                             the span builder's clock moved (it times
+ *                                                   orphans' grace): before the first record,
+ *                                                   and wherever it moved before a record or
+ *                                                   while a trace waited
  *   ["dead",   source, mono_ns]                     its producer died, seen then
  *   ["stats",  {consumer counters}]                 the trailer, at the end of a run
  *
@@ -23,8 +27,10 @@
  * whose begin site was never described). Values keep the producer's encoding:
  * a string the producer truncated is msgpack ext type 1 (EVR_EXT_TRUNCATED).
  *
- * A capture file is input like a segment is: replay validates every entry
- * and stops at the first bad one with an error naming its position.
+ * A capture file is input like a segment is: replay validates every entry,
+ * refuses one over CAPTURE_ENTRY_MAX bytes before msgpack-c sizes anything
+ * for it, and stops at the first bad one with an error naming its position.
+ * A metadata entry the live consumer could not use is not written at all.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,6 +44,7 @@
 #include "internal.h"
 
 #define CAPTURE_VERSION 1
+#define CAPTURE_ENTRY_MAX (1u << 20) /* far above any record (EVR_BODY_MAX) or metadata entry */
 
 struct cap_src {
 	const struct evr_src *src;
@@ -47,6 +54,7 @@ struct cap_src {
 struct evr_capture {
 	FILE *f;
 	msgpack_packer pk;
+	msgpack_zone zone; /* checks metadata entries before they are written */
 	struct cap_src *srcs;
 	uint32_t nsrc;
 	int err; /* the first write error, -errno */
@@ -95,6 +103,12 @@ int evr__capture_open(struct evr_capture **out, const char *path, char *err, siz
 		free(cap);
 		return -e;
 	}
+	if (!msgpack_zone_init(&cap->zone, 4096)) {
+		fclose(cap->f);
+		free(cap);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	setvbuf(cap->f, NULL, _IOFBF, 1 << 20);
 	msgpack_packer_init(&cap->pk, cap->f, msgpack_fbuffer_write);
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -119,8 +133,9 @@ static void sync_meta(struct evr_capture *cap, struct cap_src *cs)
 {
 	const struct evr_src *s = cs->src;
 	struct evr_meta_view v;
+	msgpack_object obj;
 	uint8_t *copy = NULL;
-	size_t copy_cap = 0;
+	size_t copy_cap = 0, off;
 	int rc;
 
 	if (evr_ld_64(&s->seg.hdr->meta_used) == cs->meta_cursor)
@@ -140,16 +155,24 @@ static void sync_meta(struct evr_capture *cap, struct cap_src *cs)
 			copy = t;
 			copy_cap = v.len;
 		}
-		/* A private copy, checked: the producer's bytes go into the file only if well-formed. */
+		/*
+		 * A private copy, checked as the live consumer checks it: only one
+		 * well-formed map goes into the file, its exact bytes and no more
+		 * (trailing bytes would be read back as entries of their own).
+		 */
 		memcpy(copy, v.payload, v.len);
-		if (!evr__msgpack_sane(copy, v.len, 6))
+		msgpack_zone_clear(&cap->zone);
+		off = 0;
+		if (!evr__msgpack_sane(copy, v.len, 6) ||
+		    !evr__unpacked(msgpack_unpack((const char *)copy, v.len, &off, &cap->zone, &obj)) ||
+		    obj.type != MSGPACK_OBJECT_MAP)
 			continue;
 		msgpack_pack_array(&cap->pk, 5);
 		pack_str(&cap->pk, "meta");
 		msgpack_pack_uint32(&cap->pk, s->pub.index);
 		msgpack_pack_uint32(&cap->pk, v.kind);
 		msgpack_pack_uint64(&cap->pk, v.id);
-		msgpack_fbuffer_write(cap->f, (const char *)copy, v.len);
+		msgpack_fbuffer_write(cap->f, (const char *)copy, off);
 	}
 	free(copy);
 }
@@ -260,6 +283,14 @@ int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r)
 	return check(cap);
 }
 
+int evr__capture_tick(struct evr_capture *cap, uint64_t mono_ns)
+{
+	msgpack_pack_array(&cap->pk, 2);
+	pack_str(&cap->pk, "tick");
+	msgpack_pack_uint64(&cap->pk, mono_ns);
+	return check(cap);
+}
+
 int evr__capture_dead(struct evr_capture *cap, const struct evr_src *s, uint64_t dead_ns)
 {
 	msgpack_pack_array(&cap->pk, 3);
@@ -289,6 +320,7 @@ int evr__capture_close(struct evr_capture *cap, const struct evr_consumer_stats 
 	rc = check(cap);
 	if (fclose(cap->f) != 0 && !rc)
 		rc = -errno;
+	msgpack_zone_destroy(&cap->zone);
 	free(cap->srcs);
 	free(cap);
 	return rc;
@@ -336,7 +368,7 @@ static const msgpack_object *map_at(const msgpack_object *m, const char *key)
 static void copy_str(char *dst, size_t cap, const msgpack_object *o)
 {
 	if (o && o->type == MSGPACK_OBJECT_STR)
-		snprintf(dst, cap, "%.*s", (int)o->via.str.size, o->via.str.ptr);
+		snprintf(dst, cap, "%.*s", (int)(o->via.str.size < cap ? o->via.str.size : cap - 1), o->via.str.ptr);
 }
 
 static int replay_source(struct replay *rp, const msgpack_object *a, uint32_t n)
@@ -382,9 +414,10 @@ static int replay_meta(struct replay *rp, const msgpack_object *a, uint32_t n)
 	struct evr_src *s = n == 5 ? src_at(rp, a) : NULL;
 	uint64_t kind, id;
 
-	if (!s || !u64_at(a, 2, &kind) || !u64_at(a, 3, &id) || kind > UINT32_MAX ||
-	    evr__src_meta_apply(s, (uint32_t)kind, id, &a[4]) != 0)
+	if (!s || !u64_at(a, 2, &kind) || !u64_at(a, 3, &id) || kind > UINT32_MAX)
 		return bad(rp, "a malformed metadata entry");
+	if (evr__src_meta_apply(s, (uint32_t)kind, id, &a[4]) != 0)
+		evr__consumer_stats(rp->c)->bad++; /* counted and skipped, as the live consumer does */
 	if (kind == EVR_META_PROCESS && !s->pub.program[0])
 		s->pub.program = s->program;
 	return 0;
@@ -493,6 +526,14 @@ static int replay_entry(struct replay *rp, const msgpack_object *o)
 		evr__consumer_replay_dead(rp->c, s, ns);
 		return 0;
 	}
+	if (str_is(&a[0], "tick")) {
+		uint64_t ns;
+
+		if (n != 2 || !u64_at(a, 1, &ns))
+			return bad(rp, "a malformed tick entry");
+		evr__consumer_replay_tick(rp->c, ns);
+		return 0;
+	}
 	if (str_is(&a[0], "stats"))
 		return 0; /* the live run's counters: for readers of the file */
 	return bad(rp, "an entry of unknown kind");
@@ -533,7 +574,7 @@ int evr__replay_file(struct evr_consumer *c, const char *path, char *err, size_t
 		return -ENOMEM;
 	}
 	msgpack_unpacked_init(&res);
-	while (rc >= 0) {
+	while (rc >= 0 && !evr__consumer_stopping(c)) {
 		ur = msgpack_unpacker_next(&up, &res);
 		if (ur == MSGPACK_UNPACK_SUCCESS) {
 			rc = rp.entry == 0 ? replay_header(&rp, &res.data) : replay_entry(&rp, &res.data);
@@ -545,8 +586,13 @@ int evr__replay_file(struct evr_consumer *c, const char *path, char *err, size_t
 			rc = bad(&rp, "not msgpack");
 			break;
 		}
+		/* Bytes held for the entry so far (msgpack-c sizes its objects by them): bounded. */
+		if (msgpack_unpacker_message_size(&up) > CAPTURE_ENTRY_MAX) {
+			rc = bad(&rp, "an entry larger than 1 MiB");
+			break;
+		}
 		if (eof) {
-			if (up.used != up.off) /* bytes of an entry that never completed */
+			if (msgpack_unpacker_message_size(&up) != 0) /* an entry that never completed */
 				rc = bad(&rp, "the file ends inside an entry (truncated)");
 			else if (rp.entry == 0)
 				rc = bad(&rp, "an empty file");

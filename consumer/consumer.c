@@ -31,7 +31,10 @@ struct evr_consumer {
 	msgpack_zone zone;
 	struct evr_rec *free_recs;
 	struct evr_capture *cap; /* evr_consumer_capture: the stream is written here too */
+	uint64_t cap_clock;	 /* the span builder's clock as the capture last recorded it */
 	bool finished;		 /* evr_consumer_finish ran: nothing more is delivered */
+	bool replaying;		 /* evr_consumer_replay: records come from a capture, not the merge */
+	bool replay_clock_set;	 /* the capture's first clock was taken */
 	volatile int stop;
 	uint8_t buf[EVR_BODY_MAX];
 };
@@ -144,19 +147,34 @@ int evr__consumer_adopt(struct evr_consumer *c, struct evr_src *s)
 	return (int)c->nsrc++;
 }
 
+/* Records the span builder's clock in the capture when it moved since the last record of it. */
+static void capture_clock(struct evr_consumer *c)
+{
+	uint64_t t = evr__spans_clock(c->spans);
+
+	if (t != c->cap_clock) {
+		evr__capture_tick(c->cap, t);
+		c->cap_clock = t;
+	}
+}
+
 /* A record leaves the merge: into the capture, if one is written, then to the span builder. */
 static void deliver(struct evr_consumer *c, struct evr_rec *r)
 {
-	if (c->cap)
+	if (c->cap) {
+		capture_clock(c); /* the clock this record meets, so that a replay meets the same */
 		evr__capture_rec(c->cap, r);
+	}
 	evr__spans_record(c->spans, c, r);
 }
 
 /* A dead producer's spans still open end as abandoned (once: dead_ns is cleared). */
 static void deliver_death(struct evr_consumer *c, struct evr_src *s)
 {
-	if (c->cap)
+	if (c->cap) {
+		capture_clock(c);
 		evr__capture_dead(c->cap, s, s->dead_ns);
+	}
 	evr__spans_source_dead(c->spans, s, s->dead_ns);
 	s->dead_ns = 0;
 }
@@ -171,13 +189,30 @@ void evr__consumer_replay_rec(struct evr_consumer *c, struct evr_rec *r)
 		evr__hub_flush(c->hub);
 	c->st.records++;
 	c->st.late += r->late;
-	evr__spans_record(c->spans, c, r);
-	evr__spans_tick(c->spans, r->mono_ns); /* replayed time: orphans wait out their grace in record time */
+	evr__spans_record(c->spans, c, r); /* frees r */
 	c->st.open_spans = evr__spans_open(c->spans);
+}
+
+void evr__consumer_replay_tick(struct evr_consumer *c, uint64_t mono_ns)
+{
+	evr__hub_flush(c->hub); /* a tick may let many traces go at once */
+	if (!c->replay_clock_set) {
+		/* The live run's clock, before its first record: traces are touched at the same times. */
+		evr__spans_clock_set(c->spans, mono_ns);
+		c->replay_clock_set = true;
+	}
+	evr__spans_tick(c->spans, mono_ns);
+	c->st.open_spans = evr__spans_open(c->spans);
+}
+
+bool evr__consumer_stopping(const struct evr_consumer *c)
+{
+	return c->stop != 0;
 }
 
 void evr__consumer_replay_dead(struct evr_consumer *c, struct evr_src *s, uint64_t dead_ns)
 {
+	evr__hub_flush(c->hub);
 	s->pub.dead = true;
 	s->dead_ns = dead_ns;
 	evr__spans_source_dead(c->spans, s, dead_ns);
@@ -195,6 +230,10 @@ int evr_consumer_capture(struct evr_consumer *c, const char *path, char *err, si
 	rc = evr__capture_open(&c->cap, path, err, errlen);
 	for (uint32_t i = 0; rc == 0 && i < c->nsrc; i++)
 		rc = evr__capture_source(c->cap, c->srcs[i]);
+	if (rc == 0) {
+		c->cap_clock = evr__spans_clock(c->spans);
+		rc = evr__capture_tick(c->cap, c->cap_clock); /* where the replay's clock starts */
+	}
 	if (rc && c->cap) {
 		snprintf(err, errlen, "cannot write capture %s: %s", path, strerror(-rc));
 		evr__capture_close(c->cap, &c->st);
@@ -213,7 +252,7 @@ int evr_consumer_capture_end(struct evr_consumer *c)
 	while ((r = evr__merge_pop(c->merge, 0, true)) != NULL)
 		deliver(c, r);
 	for (uint32_t i = 0; i < c->nsrc; i++)
-		if (c->srcs[i]->dead_ns && c->srcs[i]->drained_after_death)
+		if (c->srcs[i]->dead_ns)
 			deliver_death(c, c->srcs[i]);
 	c->st.late = evr__merge_late(c->merge);
 	evr__hub_stats(c->hub, NULL, 0); /* folds the handlers' errors and timeouts into c->st */
@@ -224,10 +263,11 @@ int evr_consumer_capture_end(struct evr_consumer *c)
 
 int evr_consumer_replay(struct evr_consumer *c, const char *path, char *err, size_t errlen)
 {
-	if (c->nsrc) {
-		snprintf(err, errlen, "a replay needs a consumer attached to nothing");
+	if (c->nsrc || c->replaying || c->cap) {
+		snprintf(err, errlen, "a replay needs a consumer attached to nothing, capturing nothing, replaying once");
 		return -EINVAL;
 	}
+	c->replaying = true;
 	return evr__replay_file(c, path, err, errlen);
 }
 
@@ -484,6 +524,8 @@ int evr_consumer_poll(struct evr_consumer *c)
 			deliver_death(c, s);
 	}
 	evr__spans_tick(c->spans, now);
+	if (c->cap && evr__spans_waiting(c->spans))
+		capture_clock(c); /* a trace waits out its grace: the replay must tick where this did */
 	evr__spans_round_end(c->spans);
 	c->st.late = evr__merge_late(c->merge);
 	c->st.open_spans = evr__spans_open(c->spans);
@@ -561,7 +603,8 @@ void evr_consumer_finish(struct evr_consumer *c)
 	}
 	evr__hub_flush(c->hub);
 	evr__hub_stats(c->hub, NULL, 0); /* folds the handlers' errors and timeouts into c->st */
-	c->st.late = evr__merge_late(c->merge);
+	if (!c->replaying) /* a replay counted its late records as they came */
+		c->st.late = evr__merge_late(c->merge);
 	c->st.open_spans = evr__spans_open(c->spans);
 }
 

@@ -356,6 +356,15 @@ static int read_dispatcher(struct evr_src *s, const msgpack_object *m)
 	return 0;
 }
 
+/* A msgpack string into dst[cap], cut to fit (a size past INT_MAX must not reach "%.*s"). */
+static void copy_bounded(char *dst, size_t cap, const msgpack_object *o)
+{
+	size_t n = o->via.str.size < cap ? o->via.str.size : cap - 1;
+
+	memcpy(dst, o->via.str.ptr, n);
+	dst[n] = 0;
+}
+
 static int read_thread(struct evr_src *s, const msgpack_object *m)
 {
 	uint64_t tid = 0, lane = 0;
@@ -378,7 +387,7 @@ static int read_thread(struct evr_src *s, const msgpack_object *m)
 	t->tid = (uint32_t)tid;
 	t->lane = (uint32_t)lane;
 	if (name && name->type == MSGPACK_OBJECT_STR)
-		snprintf(t->name, sizeof(t->name), "%.*s", (int)name->via.str.size, name->via.str.ptr);
+		copy_bounded(t->name, sizeof(t->name), name);
 	return 0;
 }
 
@@ -387,10 +396,10 @@ static void read_process(struct evr_src *s, const msgpack_object *m)
 	const msgpack_object *v = map_get(m, "cmdline");
 
 	if (v && v->type == MSGPACK_OBJECT_STR)
-		snprintf(s->cmdline, sizeof(s->cmdline), "%.*s", (int)v->via.str.size, v->via.str.ptr);
+		copy_bounded(s->cmdline, sizeof(s->cmdline), v);
 	v = map_get(m, "program");
 	if (v && v->type == MSGPACK_OBJECT_STR)
-		snprintf(s->program, sizeof(s->program), "%.*s", (int)v->via.str.size, v->via.str.ptr);
+		copy_bounded(s->program, sizeof(s->program), v);
 }
 
 const struct evr_thread_info *evr__src_thread(const struct evr_src *s, uint32_t tid)

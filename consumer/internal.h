@@ -216,6 +216,17 @@ void evr__spans_detach(struct evr_spans *sp, uint64_t now_mono_ns);
 /* Open spans of a source, for live views. */
 uint64_t evr__spans_open(const struct evr_spans *sp);
 
+/*
+ * The span builder's clock (CLOCK_MONOTONIC ns: the latest tick, death or
+ * detach time), which stamps when traces were last touched; and whether a
+ * trace waits for its grace period, so that a tick could release it. A
+ * capture records the clock so that a replay keeps the same time; a replay
+ * sets it once, before its first record.
+ */
+uint64_t evr__spans_clock(const struct evr_spans *sp);
+void evr__spans_clock_set(struct evr_spans *sp, uint64_t mono_ns);
+bool evr__spans_waiting(struct evr_spans *sp);
+
 /* ---- handler hub (hub.c) --------------------------------------------------------------- */
 
 /*
@@ -300,6 +311,8 @@ int evr__capture_open(struct evr_capture **out, const char *path, char *err, siz
 int evr__capture_source(struct evr_capture *cap, struct evr_src *s);
 /* One record, in the order the merge delivers it (metadata it needs goes first). */
 int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r);
+/* The span builder's clock moved to mono_ns (a poll round's tick, or before a round's first record). */
+int evr__capture_tick(struct evr_capture *cap, uint64_t mono_ns);
 /* A source's producer died; its open spans end as abandoned at dead_ns. */
 int evr__capture_dead(struct evr_capture *cap, const struct evr_src *s, uint64_t dead_ns);
 /* Writes the trailer (the consumer's counters) and closes. Returns 0 or the first write error (-errno). */
@@ -317,5 +330,9 @@ int evr__consumer_adopt(struct evr_consumer *c, struct evr_src *s);
 void evr__consumer_replay_rec(struct evr_consumer *c, struct evr_rec *r);
 /* For replay: a source's producer died at dead_ns. */
 void evr__consumer_replay_dead(struct evr_consumer *c, struct evr_src *s, uint64_t dead_ns);
+/* For replay: the span builder's clock moved to mono_ns, as it did live. */
+void evr__consumer_replay_tick(struct evr_consumer *c, uint64_t mono_ns);
+/* For replay: true once evr_consumer_stop was called (a signal). */
+bool evr__consumer_stopping(const struct evr_consumer *c);
 
 #endif /* EVRING_CONSUMER_INTERNAL_H */

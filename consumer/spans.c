@@ -1230,3 +1230,18 @@ uint64_t evr__spans_open(const struct evr_spans *sp)
 {
 	return __atomic_load_n(&sp->nopen, __ATOMIC_RELAXED);
 }
+
+uint64_t evr__spans_clock(const struct evr_spans *sp)
+{
+	return sp->clock;
+}
+
+void evr__spans_clock_set(struct evr_spans *sp, uint64_t mono_ns)
+{
+	sp->clock = mono_ns;
+}
+
+bool evr__spans_waiting(struct evr_spans *sp)
+{
+	return !cds_list_empty(&sp->idle);
+}

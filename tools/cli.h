@@ -40,7 +40,11 @@ bool evr_cli_uint(const char *s, uint64_t max, uint64_t *v);
 /* Attaches c to a target given on the command line: a pid, or a segment or program name. Returns 0 or an exit status. */
 int evr_cli_attach(const char *cmd, struct evr_consumer *c, const char *target, unsigned flags);
 
-/* SIGINT / SIGTERM set *flag and stop c (once set up with evr_cli_signals). */
+/*
+ * SIGINT / SIGTERM set *flag (static storage: a handler may run late) and
+ * stop c; the first one only, a second takes the default action.
+ * evr_cli_signals(NULL, NULL) forgets both before c is closed.
+ */
 void evr_cli_signals(volatile int *flag, struct evr_consumer *c);
 
 /* Prints the one-line summary of a consumer run on stderr. */

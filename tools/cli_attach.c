@@ -81,7 +81,7 @@ static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, voi
 	int ch;
 
 	memset(o, 0, sizeof(*o));
-	optind = 1;
+	optind = 0; /* a full reset of getopt, as for a new program */
 	while ((ch = getopt_long(argc, argv, "H:o:h", run_options, NULL)) != -1) {
 		switch (ch) {
 		case 'H':
@@ -159,13 +159,14 @@ static int attach_all(const char *cmd, struct evr_consumer *c, int argc, char **
 }
 
 /* Runs the live consumer; returns an exit status. */
+static volatile int stop_requested; /* static: a signal handler may still write it after run_live */
+
 static int run_live(const char *cmd, struct evr_consumer *c, const struct run_opts *o)
 {
-	volatile int stop = 0;
 	int rc;
 
-	evr_cli_signals(&stop, c);
-	rc = evr_consumer_run(c, o->duration_ns, &stop);
+	evr_cli_signals(&stop_requested, c);
+	rc = evr_consumer_run(c, o->duration_ns, &stop_requested);
 	if (rc < 0)
 		return evr_cli_fail(cmd, EVR_EXIT_FAIL, "%s", strerror(-rc));
 	return EVR_EXIT_OK;
@@ -174,6 +175,7 @@ static int run_live(const char *cmd, struct evr_consumer *c, const struct run_op
 /* Closes the consumer (handlers flush and print their last output). */
 static int finish(const char *cmd, struct evr_consumer *c, int status)
 {
+	evr_cli_signals(NULL, NULL);
 	evr_consumer_close(c);
 	if (fflush(stdout) != 0 && status == EVR_EXIT_OK)
 		status = evr_cli_fail(cmd, EVR_EXIT_FAIL, "cannot write output: %s", strerror(errno));
@@ -255,6 +257,7 @@ int evr_cmd_replay(int argc, char **argv)
 	}
 	if (!(c = consumer_new("replay", &o, "tail", &status)))
 		return status;
+	evr_cli_signals(&stop_requested, c); /* SIGINT ends the replay where it is, handlers flushed */
 	rc = evr_consumer_replay(c, argv[optind], err, sizeof(err));
 	if (rc < 0)
 		status = evr_cli_fail("replay", evr_cli_exit_of(rc == -ENOENT ? -EIO : rc), "%s", err);

@@ -189,7 +189,7 @@ int evr_cmd_ls(int argc, char **argv)
 	struct seg_info *v = NULL;
 	int n, ch, status = EVR_EXIT_OK;
 
-	optind = 1;
+	optind = 0; /* a full reset of getopt, as for a new program */
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (ch == 'j')
 			json = true;
@@ -385,7 +385,7 @@ int evr_cmd_stats(int argc, char **argv)
 	bool json = false;
 	int n = 0, ch, status, shown = 0;
 
-	optind = 1;
+	optind = 0; /* a full reset of getopt, as for a new program */
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (ch == 'j')
 			json = true;

@@ -183,11 +183,11 @@ int evr_cmd_top(int argc, char **argv)
 	struct evr_handler h = { .name = "top", .on_span_end = top_span_end, .destroy = top_destroy };
 	struct evr_consumer *c;
 	struct top *t;
+	static volatile int stop; /* static: a signal handler may still write it after the loop */
 	char err[512] = "";
-	volatile int stop = 0;
 	int ch, status = EVR_EXIT_OK;
 
-	optind = 1;
+	optind = 0; /* a full reset of getopt, as for a new program */
 	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (ch == '1')
 			once = true;
@@ -250,6 +250,7 @@ int evr_cmd_top(int argc, char **argv)
 		if (once || (duration_ns && mono_ns() - start >= duration_ns) || mono_ns() - t0 < interval_ns / 2)
 			break; /* once; the duration ran out; or run returned early: every process exited */
 	}
+	evr_cli_signals(NULL, NULL);
 	evr_consumer_close(c);
 	return status;
 }

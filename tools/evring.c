@@ -121,8 +121,11 @@ void evr_cli_signals(volatile int *flag, struct evr_consumer *c)
 
 	stop_flag = flag;
 	stop_consumer = c;
+	if (!flag && !c)
+		return; /* forgotten: a second signal now takes the default action */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESETHAND; /* the first stops the run cleanly; a second one kills */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);

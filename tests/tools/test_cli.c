@@ -535,6 +535,79 @@ Test(cli, record_then_replay_gives_the_live_jsonl)
 	free(l);
 }
 
+/* Writes buf[0..n) to path. */
+static void write_file(const char *path, const void *buf, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_eq(fwrite(buf, 1, n, f), n);
+	fclose(f);
+}
+
+/*
+ * A capture cut anywhere is refused as truncated, wherever the cut falls:
+ * inside a string, and on a boundary between msgpack tokens of one entry
+ * (where the unpacker holds a half-built entry and no bytes). Only a cut
+ * between entries reads as a shorter, complete capture.
+ */
+Test(cli, capture_cut_anywhere_is_refused)
+{
+	pid_t d = DEMO("--rate", "50", "--duration", "0.4", "--tokens", "4");
+	char cap[128], cut[128];
+	unsigned refused = 0, complete = 0;
+	size_t n;
+	char *c;
+	struct run *r;
+
+	tmp_path(cap, sizeof(cap), "small.evrcap");
+	tmp_path(cut, sizeof(cut), "cut.evrcap");
+	r = CLI("record", str_pid(d), "-o", cap, "-H", "stats");
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	wait_for(d, WAIT_MS);
+	c = read_all(cap, &n);
+	cr_assert_gt(n, 600);
+	/* Every cut in the last 300 bytes: the trailer, and the records before it. */
+	for (size_t len = n - 300; len < n; len++) {
+		write_file(cut, c, len);
+		r = CLI("replay", cut, "-H", "stats");
+		if (r->status == 8) {
+			refused++;
+			cr_expect(strstr(r->err, "truncated") != NULL, "cut at %zu of %zu: %s", len, n, r->err);
+		} else {
+			cr_expect_eq(r->status, 0, "cut at %zu of %zu: %s", len, n, r->err);
+			complete++;
+		}
+	}
+	cr_expect_gt(refused, 250, "nearly every cut is inside an entry (%u refused, %u complete)", refused, complete);
+	cr_expect_lt(complete, 20, "only cuts between entries read as complete");
+	free(c);
+}
+
+/* An entry claiming a huge array is refused before msgpack-c sizes anything for it. */
+Test(cli, capture_with_a_huge_entry_is_refused)
+{
+	static const uint8_t head[] = { 0x83, 0xa6, 'f', 'o', 'r', 'm', 'a', 't', 0xae, 'e', 'v', 'r', 'i', 'n', 'g',
+					'-', 'c', 'a', 'p', 't', 'u', 'r', 'e', 0xa7, 'v', 'e', 'r', 's', 'i', 'o',
+					'n', 0x01, 0xaa, 'c', 'r', 'e', 'a', 't', 'e', 'd', '_', 'n', 's', 0x00,
+					/* an array of 2^27 elements, then nils: 3 GiB of objects if it were sized */
+					0xdd, 0x08, 0x00, 0x00, 0x00 };
+	size_t n = sizeof(head) + (2u << 20);
+	uint8_t *buf = calloc(1, n);
+	char path[128];
+	struct run *r;
+
+	cr_assert_not_null(buf);
+	memcpy(buf, head, sizeof(head));
+	memset(buf + sizeof(head), 0xc0, n - sizeof(head));
+	tmp_path(path, sizeof(path), "huge.evrcap");
+	write_file(path, buf, n);
+	r = CLI("replay", path, "-H", "stats");
+	cr_expect_eq(r->status, 8, "%s", r->err);
+	one_error_line(r, "replay", "larger than 1 MiB");
+	free(buf);
+}
+
 /* ---- top ---------------------------------------------------------------------------- */
 
 Test(cli, top_once_prints_one_parsable_frame)
