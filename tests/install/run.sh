@@ -79,6 +79,14 @@ got=$(pkg-config --variable=prefix evring)
 	fail "pkg-config: building app.c against the installed evring failed"
 run_app "$tmp/app-pkgconfig" pkg-config
 
+# The README's plug-in, built as the README says, against the installed header:
+# it must export the versioned entry point the consumer looks up.
+# shellcheck disable=SC2046 # flags are lists of words
+"$cc" -shared -fPIC -Wall -Wextra -Werror -o "$tmp/slow_spans.so" "$here/../../examples/slow_spans.c" \
+	$(pkg-config --cflags evring-consumer) || fail "pkg-config: building examples/slow_spans.c failed"
+nm -D --defined-only "$tmp/slow_spans.so" | grep -q ' T evr_handler_entry_v1$' ||
+	fail "slow_spans.so does not export evr_handler_entry_v1"
+
 # 3. find_package(evring).
 "$cmake" -S "$here/app" -B "$tmp/app-cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
 	-DCMAKE_C_FLAGS="$sanflags -Wall -Wextra -Werror" -DEVR_EXPECT_VERSION="$version" \
