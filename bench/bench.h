@@ -210,6 +210,10 @@ void bench_result_set_max(struct bench_result *r, double max);
 /* CLOCK_MONOTONIC nanoseconds (vDSO): what timed regions are measured with. */
 uint64_t bench_now_ns(void);
 
+struct evr_segment;
+/* Waits (polling each ms) until a consumer has read every lane of seg to its tail; false after timeout_ms. */
+bool bench_seg_caught_up(const struct evr_segment *seg, unsigned timeout_ms);
+
 /*
  * Records the CPUs this process may run on. Call once from main before any
  * thread is pinned (pinning narrows what sched_getaffinity reports). Returns

@@ -155,23 +155,6 @@ static double lat_floor(struct lat_bench *b)
 	return quantile(b->samples, n, 0.5) * b->ns_per_tick;
 }
 
-/* Waits until the consumer has read every lane to its tail. */
-static bool lat_caught_up(const struct evr_segment *seg)
-{
-	uint64_t deadline = bench_now_ns() + (uint64_t)LAT_CATCHUP_MS * 1000000u;
-
-	for (;;) {
-		bool behind = false;
-
-		for (uint32_t i = 0; i < seg->lane_count && !behind; i++)
-			behind = evr_ld_acq_64(&seg->lanes[i].head) != evr_ld_acq_64(&seg->lanes[i].tail);
-		if (!behind)
-			return true;
-		if (bench_now_ns() > deadline)
-			return false;
-		usleep(1000);
-	}
-}
 
 static void lat_usage(FILE *f)
 {
@@ -269,7 +252,7 @@ int bench_latency_main(int argc, char **argv)
 			stop_failed++;
 		lat_run(&b, &runs[C_STOPPED][done]);
 		kill(peer.pid, SIGCONT);
-		if (!lat_caught_up(b.seg))
+		if (!bench_seg_caught_up(b.seg, LAT_CATCHUP_MS))
 			behind++;
 		bench_consumer_peer_end(&peer, true, 5000, &rep);
 		cons_records += rep.records;

@@ -104,23 +104,6 @@ static uint64_t seg_lost(const struct evr_segment *seg)
 	return n;
 }
 
-/* Waits until the consumer has read every lane to its tail. Returns false when it did not in time. */
-static bool seg_caught_up(const struct evr_segment *seg)
-{
-	uint64_t deadline = bench_now_ns() + (uint64_t)LOSS_CATCHUP_MS * 1000000u;
-
-	for (;;) {
-		bool behind = false;
-
-		for (uint32_t i = 0; i < seg->lane_count && !behind; i++)
-			behind = evr_ld_acq_64(&seg->lanes[i].head) != evr_ld_acq_64(&seg->lanes[i].tail);
-		if (!behind)
-			return true;
-		if (bench_now_ns() > deadline)
-			return false;
-		usleep(1000);
-	}
-}
 
 /* ---- one run ---------------------------------------------------------- */
 
@@ -230,7 +213,7 @@ int bench_loss_main(int argc, char **argv)
 		uint64_t lost, calls;
 		double pct, mr;
 
-		if (!seg_caught_up(b.seg))
+		if (!bench_seg_caught_up(b.seg, LOSS_CATCHUP_MS))
 			behind = true;
 		pct = loss_run(&b, S_EVRING, &mr, &lost, &calls);
 		loss[S_EVRING][done[S_EVRING]] = pct;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <evring/clock.h>
+#include <evring/ring.h>
 
 #include "bench.h"
 
@@ -683,4 +684,21 @@ int bench_threads_run(unsigned n, bench_thread_fn fn, void *arg, double *results
 	}
 	pthread_barrier_destroy(&start);
 	return 0;
+}
+
+bool bench_seg_caught_up(const struct evr_segment *seg, unsigned timeout_ms)
+{
+	uint64_t deadline = bench_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+	for (;;) {
+		bool behind = false;
+
+		for (uint32_t i = 0; i < seg->lane_count && !behind; i++)
+			behind = evr_ld_acq_64(&seg->lanes[i].head) != evr_ld_acq_64(&seg->lanes[i].tail);
+		if (!behind)
+			return true;
+		if (bench_now_ns() > deadline)
+			return false;
+		usleep(1000);
+	}
 }

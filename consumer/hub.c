@@ -1180,6 +1180,16 @@ int evr__hub_add(struct evr_hub *hub, const struct evr_handler *h)
 	return id;
 }
 
+/* Wakes x, after the one fence a pass of wakes needs (D, pairs with H: the pushes before its sleeping word). */
+static void wake_fenced(struct hub_handler *x, bool *fenced)
+{
+	if (!*fenced)
+		hq_fence(); /* D, pairs with H */
+	*fenced = true;
+	wake(x);
+	x->unwoken = false;
+}
+
 /*
  * One pass of evr__hub_deliver_many over the live handlers, for n <=
  * DELIVER_CHUNK objects. Per handler: its stalled flag and its queue's room
@@ -1273,11 +1283,7 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 				x->unwoken = true;
 				continue;
 			}
-			if (!fenced)
-				hq_fence(); /* D, pairs with H */
-			fenced = true;
-			wake(x);
-			x->unwoken = false;
+			wake_fenced(x, &fenced);
 		}
 	}
 	__atomic_store_n(&hub->rd_epoch, hub->deliver_seq, __ATOMIC_RELEASE); /* R3, pairs with R4 */
@@ -1320,11 +1326,7 @@ void evr__hub_kick(struct evr_hub *hub)
 	for (struct hub_handler *x = live_first(hub); x; x = live_next(x)) {
 		if (!x->unwoken)
 			continue;
-		if (!fenced)
-			hq_fence(); /* D, pairs with H */
-		fenced = true;
-		wake(x);
-		x->unwoken = false;
+		wake_fenced(x, &fenced);
 	}
 	__atomic_store_n(&hub->rd_epoch, ++hub->deliver_seq, __ATOMIC_RELEASE); /* R3, pairs with R4 */
 	rcu_read_unlock();

@@ -109,6 +109,26 @@ static char *memo_prefix(const struct evr_site_info *site, const char *start, co
 	return out;
 }
 
+/*
+ * start, "name", ",\"dispatcher\":", "dispatcher", end: from the site's memo
+ * (made at its first use) or, without one, written out.
+ */
+static void put_prefix(struct evr__jbuf *b, const struct evr_site_info *site, char **memo, size_t *memo_len,
+		       const char *start, const char *end)
+{
+	if (memo && !*memo)
+		*memo = memo_prefix(site, start, end, memo_len);
+	if (memo && *memo) {
+		evr__jb_put(b, *memo, *memo_len);
+		return;
+	}
+	evr__jb_put(b, start, strlen(start));
+	evr__jb_cstr(b, evr__site_name(site));
+	evr__jb_lit(b, ",\"dispatcher\":");
+	evr__jb_cstr(b, evr__site_dispatcher(site));
+	evr__jb_put(b, end, strlen(end));
+}
+
 /* The site's keys; false without memory (the caller then writes the generic way). */
 static bool memo_keys(struct site_memo *m)
 {
@@ -234,17 +254,8 @@ static int jsonl_span_end(void *ctx, const struct evr_span_rec *sp)
 
 	if (!j->f)
 		return -EBADF; /* after on_close */
-	if (m && !m->sp)
-		m->sp = memo_prefix(sp->site, "{\"kind\":\"span\",\"name\":", ",\"trace_id\":", &m->sp_len);
-	if (m && m->sp) {
-		evr__jb_put(b, m->sp, m->sp_len);
-	} else {
-		evr__jb_lit(b, "{\"kind\":\"span\",\"name\":");
-		evr__jb_cstr(b, evr__site_name(sp->site));
-		evr__jb_lit(b, ",\"dispatcher\":");
-		evr__jb_cstr(b, evr__site_dispatcher(sp->site));
-		evr__jb_lit(b, ",\"trace_id\":");
-	}
+	put_prefix(b, sp->site, m ? &m->sp : NULL, m ? &m->sp_len : NULL, "{\"kind\":\"span\",\"name\":",
+		   ",\"trace_id\":");
 	evr__jb_id(b, sp->trace_id);
 	evr__jb_lit(b, ",\"span_id\":");
 	evr__jb_id(b, sp->span_id);
@@ -291,17 +302,8 @@ static int jsonl_event(void *ctx, const struct evr_event *ev)
 
 	if (!j->f)
 		return -EBADF; /* after on_close */
-	if (m && !m->ev)
-		m->ev = memo_prefix(ev->site, "{\"kind\":\"event\",\"name\":", ",\"ts_ns\":", &m->ev_len);
-	if (m && m->ev) {
-		evr__jb_put(b, m->ev, m->ev_len);
-	} else {
-		evr__jb_lit(b, "{\"kind\":\"event\",\"name\":");
-		evr__jb_cstr(b, evr__site_name(ev->site));
-		evr__jb_lit(b, ",\"dispatcher\":");
-		evr__jb_cstr(b, evr__site_dispatcher(ev->site));
-		evr__jb_lit(b, ",\"ts_ns\":");
-	}
+	put_prefix(b, ev->site, m ? &m->ev : NULL, m ? &m->ev_len : NULL, "{\"kind\":\"event\",\"name\":",
+		   ",\"ts_ns\":");
 	evr__jb_u64_hi(b, &j->ts_hi, ev->ts_ns);
 	evr__jb_lit(b, ",\"span_id\":");
 	evr__jb_id(b, ev->span_id);
