@@ -6,8 +6,11 @@
  *   merge.c     per-lane queues and the time-ordered merge with a watermark
  *   spans.c     span trees: open spans, traces, orphans, deaths, eviction
  *   objects.c   the immutable, reference-counted objects handlers receive
- *   hub.c       handler registry (RCU), per-handler queues and threads, watchdog, filters
+ *   hub.c       handler registry (RCU), delivery, flush, close (hub_internal.h, hub_queue.h)
+ *   hub_thread.c the handler threads
+ *   watchdog.c  per-call timeouts: stalls, skips, recovery, on_error
  *   plugin.c    handler plug-ins (dlopen, versioned entry point)
+ *   capture.c   capture files: written from the delivered stream, replayed through it
  *   consumer.c  the drain loop that ties them together
  *   handlers/   the built-in handlers
  *
