@@ -55,6 +55,8 @@ struct evr_capture {
 	FILE *f;
 	msgpack_packer pk;
 	msgpack_zone zone; /* checks metadata entries before they are written */
+	uint8_t *copy;	   /* their private copies */
+	size_t copy_cap;
 	struct cap_src *srcs;
 	uint32_t nsrc;
 	int err; /* the first write error, -errno */
@@ -128,53 +130,68 @@ static struct cap_src *cap_src_of(struct evr_capture *cap, const struct evr_src 
 	return NULL;
 }
 
-/* Copies the metadata entries the source gained since the last call, as the producer wrote them. */
+/*
+ * Writes one metadata entry as the producer wrote it, if the live consumer
+ * could use it: a private copy, checked as the consumer checks it, and only
+ * the one map's exact bytes (trailing bytes would read back as entries).
+ */
+static void put_meta(struct evr_capture *cap, const struct evr_src *s, const struct evr_meta_view *v)
+{
+	msgpack_object obj;
+	size_t off = 0;
+
+	if (v->len > cap->copy_cap) {
+		uint8_t *t = realloc(cap->copy, v->len);
+		if (!t) {
+			cap->err = cap->err ? cap->err : -ENOMEM;
+			return;
+		}
+		cap->copy = t;
+		cap->copy_cap = v->len;
+	}
+	memcpy(cap->copy, v->payload, v->len);
+	msgpack_zone_clear(&cap->zone);
+	if (!evr__msgpack_sane(cap->copy, v->len, 6) ||
+	    !evr__unpacked(msgpack_unpack((const char *)cap->copy, v->len, &off, &cap->zone, &obj)) ||
+	    obj.type != MSGPACK_OBJECT_MAP)
+		return;
+	msgpack_pack_array(&cap->pk, 5);
+	pack_str(&cap->pk, "meta");
+	msgpack_pack_uint32(&cap->pk, s->pub.index);
+	msgpack_pack_uint32(&cap->pk, v->kind);
+	msgpack_pack_uint64(&cap->pk, v->id);
+	msgpack_fbuffer_write(cap->f, (const char *)cap->copy, off);
+}
+
+/* Copies the metadata entries the source gained since the last call, in order. */
 static void sync_meta(struct evr_capture *cap, struct cap_src *cs)
 {
 	const struct evr_src *s = cs->src;
 	struct evr_meta_view v;
-	msgpack_object obj;
-	uint8_t *copy = NULL;
-	size_t copy_cap = 0, off;
 	int rc;
 
 	if (evr_ld_64(&s->seg.hdr->meta_used) == cs->meta_cursor)
 		return;
 	while ((rc = evr_meta_next(&s->seg, &cs->meta_cursor, &v, s->pub.dead)) != 0) {
-		if (rc < 0) {
-			if (rc == -ESTALE)
-				continue; /* never finished by its writer: the consumer counted it */
+		if (rc == 1)
+			put_meta(cap, s, &v);
+		else if (rc != -ESTALE) /* -ESTALE: never finished by its writer, the consumer counted it */
 			break;
-		}
-		if (v.len > copy_cap) {
-			uint8_t *t = realloc(copy, v.len);
-			if (!t) {
-				cap->err = cap->err ? cap->err : -ENOMEM;
-				break;
-			}
-			copy = t;
-			copy_cap = v.len;
-		}
-		/*
-		 * A private copy, checked as the live consumer checks it: only one
-		 * well-formed map goes into the file, its exact bytes and no more
-		 * (trailing bytes would be read back as entries of their own).
-		 */
-		memcpy(copy, v.payload, v.len);
-		msgpack_zone_clear(&cap->zone);
-		off = 0;
-		if (!evr__msgpack_sane(copy, v.len, 6) ||
-		    !evr__unpacked(msgpack_unpack((const char *)copy, v.len, &off, &cap->zone, &obj)) ||
-		    obj.type != MSGPACK_OBJECT_MAP)
-			continue;
-		msgpack_pack_array(&cap->pk, 5);
-		pack_str(&cap->pk, "meta");
-		msgpack_pack_uint32(&cap->pk, s->pub.index);
-		msgpack_pack_uint32(&cap->pk, v.kind);
-		msgpack_pack_uint64(&cap->pk, v.id);
-		msgpack_fbuffer_write(cap->f, (const char *)copy, off);
 	}
-	free(copy);
+}
+
+/*
+ * A site the in-order copy has not reached (an earlier entry is reserved
+ * but not yet published): written ahead, as the consumer read it ahead. The
+ * in-order copy writes it again later; a replay keeps the first.
+ */
+static void site_ahead(struct evr_capture *cap, const struct cap_src *cs, const struct evr_site_info *si)
+{
+	struct evr_meta_view v;
+
+	if (si && si->id >= cs->meta_cursor && evr_meta_read(&cs->src->seg, si->id, &v) == 1 &&
+	    v.kind == EVR_META_SITE)
+		put_meta(cap, cs->src, &v);
 }
 
 int evr__capture_source(struct evr_capture *cap, struct evr_src *s)
@@ -251,6 +268,8 @@ int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r)
 	if (!cs || r->type < EVR_REC_EVENT || r->type > EVR_REC_LOST)
 		return check(cap);
 	sync_meta(cap, cs); /* the sites this record names go first */
+	site_ahead(cap, cs, r->site);
+	site_ahead(cap, cs, r->end_site);
 	msgpack_pack_array(pk, sizes[r->type]);
 	pack_str(pk, kinds[r->type]);
 	msgpack_pack_uint32(pk, r->src->pub.index);
@@ -321,6 +340,7 @@ int evr__capture_close(struct evr_capture *cap, const struct evr_consumer_stats 
 	if (fclose(cap->f) != 0 && !rc)
 		rc = -errno;
 	msgpack_zone_destroy(&cap->zone);
+	free(cap->copy);
 	free(cap->srcs);
 	free(cap);
 	return rc;

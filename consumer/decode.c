@@ -457,6 +457,27 @@ int evr__src_meta_apply(struct evr_src *s, uint32_t kind, uint64_t id, const msg
 	}
 }
 
+/* Decodes a private copy of one entry and applies it. Returns 0, -EBADMSG or -ENOMEM. */
+static int apply_view(struct evr_src *s, const struct evr_meta_view *v, msgpack_zone *zone)
+{
+	uint8_t *copy = malloc(v->len ? v->len : 1);
+	msgpack_object obj;
+	size_t off = 0;
+	int rc = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	/* A private copy: the producer could change the bytes while they are decoded. */
+	memcpy(copy, v->payload, v->len);
+	msgpack_zone_clear(zone);
+	if (!evr__msgpack_sane(copy, v->len, 6) ||
+	    !evr__unpacked(msgpack_unpack((const char *)copy, v->len, &off, zone, &obj)) ||
+	    evr__src_meta_apply(s, v->kind, v->id, &obj) != 0)
+		rc = -EBADMSG;
+	free(copy);
+	return rc;
+}
+
 int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st)
 {
 	struct evr_meta_view v;
@@ -466,10 +487,6 @@ int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st)
 	if (!msgpack_zone_init(&zone, 4096))
 		return -ENOMEM;
 	for (;;) {
-		uint8_t *copy;
-		msgpack_object obj;
-		size_t off = 0;
-
 		rc = evr_meta_next(&s->seg, &s->meta_cursor, &v, s->pub.dead);
 		if (rc == -ESTALE) {
 			st->bad++; /* an entry its writer never finished */
@@ -477,25 +494,36 @@ int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st)
 		}
 		if (rc <= 0)
 			break;
-		/* A private copy: the producer could change the bytes while they are decoded. */
-		copy = malloc(v.len ? v.len : 1);
-		if (!copy) {
-			rc = -ENOMEM;
+		rc = apply_view(s, &v, &zone);
+		if (rc == -ENOMEM)
 			break;
-		}
-		memcpy(copy, v.payload, v.len);
-		msgpack_zone_clear(&zone);
-		if (!evr__msgpack_sane(copy, v.len, 6) ||
-		    !evr__unpacked(msgpack_unpack((const char *)copy, v.len, &off, &zone, &obj)) ||
-		    evr__src_meta_apply(s, v.kind, v.id, &obj) != 0)
+		if (rc)
 			st->bad++;
-		free(copy);
 		n++;
 	}
 	msgpack_zone_destroy(&zone);
 	if (rc == -EBADMSG)
 		st->bad++;
 	return rc < 0 && rc != -EBADMSG ? rc : n;
+}
+
+/*
+ * A site a record names, read at its id (its offset) when the in-order scan
+ * cannot reach it yet: another thread reserved an earlier entry and has not
+ * published it, while this site's thread registered, published and emitted.
+ * The scan reads it again later; the table keeps the first.
+ */
+static void site_read_ahead(struct evr_src *s, uint64_t id)
+{
+	struct evr_meta_view v;
+	msgpack_zone zone;
+
+	if (!s->seg.base || id < s->meta_cursor || evr_meta_read(&s->seg, id, &v) != 1 || v.kind != EVR_META_SITE)
+		return;
+	if (!msgpack_zone_init(&zone, 1024))
+		return;
+	apply_view(s, &v, &zone); /* a bad entry is counted when the scan reaches it */
+	msgpack_zone_destroy(&zone);
 }
 
 void evr__src_tables_free(struct evr_src *s)
@@ -624,6 +652,10 @@ static const struct evr_site_info *site_of(struct evr_consumer *c, struct evr_sr
 
 	if (!si) {
 		evr__src_meta_refresh(s, evr__consumer_stats(c));
+		si = evr__src_site(s, id);
+	}
+	if (!si) {
+		site_read_ahead(s, id);
 		si = evr__src_site(s, id);
 	}
 	return si && si->kind == kind ? si : NULL;

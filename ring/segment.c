@@ -409,6 +409,26 @@ int evr_meta_next(const struct evr_segment *seg, uint64_t *cursor, struct evr_me
 	return 1;
 }
 
+int evr_meta_read(const struct evr_segment *seg, uint64_t id, struct evr_meta_view *out)
+{
+	struct evr_meta_entry *e = evr_meta_entry_at(seg, id);
+	uint64_t used = evr_ld_64(&seg->hdr->meta_used); /* relaxed: M3 below orders the entry */
+	uint32_t len;
+
+	if (!e || id >= used)
+		return id < seg->meta_bytes && e ? 0 : -EBADMSG; /* not reserved yet, or no entry */
+	if (evr_ld_acq_32(&e->commit) != EVR_META_COMMITTED) /* M3, pairs with M2 */
+		return 0;
+	len = evr_ld_32(&e->len);
+	if ((uint64_t)len > seg->meta_bytes - id - sizeof(*e))
+		return -EBADMSG;
+	out->id = id;
+	out->kind = evr_ld_32(&e->kind);
+	out->len = len;
+	out->payload = (const uint8_t *)(e + 1);
+	return 1;
+}
+
 /* ---- consumer slot ---------------------------------------------------- */
 
 int evr_consumer_slot_claim(struct evr_segment *seg, uint32_t pid, uint32_t *holder)

@@ -217,6 +217,40 @@ Test(decode, spans_carry_ids_times_and_both_sites)
 	fixture_close(&f);
 }
 
+/*
+ * A record names a site published after an entry another thread reserved
+ * earlier and has not yet published: the in-order scan stops at that entry,
+ * so the site is read ahead at its id, not refused as unknown.
+ */
+Test(decode, site_behind_an_unpublished_entry_is_read_ahead)
+{
+	/* {"path": "app.held"}: a dispatcher declaration */
+	static const uint8_t dispatcher[] = { 0x81, 0xa4, 'p', 'a', 't', 'h', 0xa8, 'a', 'p', 'p', '.', 'h', 'e', 'l', 'd' };
+	struct fixture f;
+	struct evr_rec r;
+	struct evr_meta_entry *held;
+	uint64_t id;
+
+	fixture_open(&f, "dec-ahead");
+	cr_assert_eq(evr_meta_append(evr_segment_current(), EVR_META_DISPATCHER, dispatcher, sizeof(dispatcher), &id),
+		     0);
+	held = evr_meta_entry_at(evr_segment_current(), id);
+	cr_assert_not_null(held);
+	held->commit = 0; /* as if its writer were still between M1 and M2 */
+	EVR_EVENT("app", "after_the_held_entry", EVR_U32("n", 1));
+	fixture_attach(&f);
+	cr_assert(next(&f, &r));
+	cr_assert_str_eq(r.site->name, "after_the_held_entry");
+	cr_assert_eq(field(&r, "n")->v.u, 1);
+	evr__fields_unref(r.fields);
+	cr_assert_eq(evr__consumer_stats(f.c)->bad, 0);
+	/* Published at last: the scan goes on past it and meets the site again, harmlessly. */
+	held->commit = EVR_META_COMMITTED;
+	cr_assert_geq(evr__src_meta_refresh(&f.src, evr__consumer_stats(f.c)), 2);
+	cr_assert_eq(evr__consumer_stats(f.c)->bad, 0);
+	fixture_close(&f);
+}
+
 Test(decode, bodies_that_do_not_match_their_site_are_refused)
 {
 	struct fixture f;

@@ -176,11 +176,30 @@ static void sites_catch_up(struct reader *r)
 /* The kind of a site id (EVR_REC_*), or 0 when no entry has it. */
 static uint32_t site_kind(struct reader *r, uint64_t id)
 {
+	struct evr_meta_view v;
+
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < r->nsites; i++)
 			if (r->sites[i] == id)
 				return r->site_kind[i];
 		sites_catch_up(r); /* the entry was published before the record that names it */
+	}
+	/* The in-order scan is held at an entry another writer has not published yet: read ahead. */
+	if (evr_meta_read(r->seg, id, &v) == 1 && v.kind == EVR_META_SITE) {
+		msgpack_unpacked u;
+		size_t off = 0;
+		uint32_t kind = 0;
+
+		msgpack_unpacked_init(&u);
+		if (msgpack_unpack_next(&u, (const char *)v.payload, v.len, &off) == MSGPACK_UNPACK_SUCCESS) {
+			const msgpack_object *k = pt_map_get(&u.data, "kind");
+			kind = pt_str_is(k, "event")	    ? EVR_REC_EVENT
+			       : pt_str_is(k, "span_begin") ? EVR_REC_SPAN_BEGIN
+			       : pt_str_is(k, "span_end")   ? EVR_REC_SPAN_END
+							    : 0;
+		}
+		msgpack_unpacked_destroy(&u);
+		return kind;
 	}
 	return 0;
 }

@@ -538,6 +538,15 @@ struct evr_meta_view {
 EVR_API int evr_meta_next(const struct evr_segment *seg, uint64_t *cursor, struct evr_meta_view *out,
 			  bool writer_dead);
 
+/*
+ * Reads the one entry with this id, out of order: for a reader whose
+ * in-order scan (evr_meta_next) is held at an entry another thread reserved
+ * earlier and has not yet published, while a record already names a later
+ * one. Returns 1 with *out filled, 0 when the entry is not published (yet),
+ * -EBADMSG when id is no entry or its length runs past the area.
+ */
+EVR_API int evr_meta_read(const struct evr_segment *seg, uint64_t id, struct evr_meta_view *out);
+
 /* ---- reader (consumer side) ------------------------------------------- */
 
 struct evr_record {
