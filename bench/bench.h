@@ -57,6 +57,26 @@ struct bench_opts {
  */
 int bench_opts_parse(struct bench_opts *o, int argc, char **argv);
 
+/*
+ * An option of one subcommand's own: a flag (sets *flag), or an option with
+ * a value (stores each value given into values[], *nvalues of them, at most
+ * max; past max the last one is replaced: "--seconds 1 --seconds 2" is 2).
+ */
+struct bench_own {
+	const char *name;
+	bool *flag;
+	const char **values;
+	unsigned *nvalues, max;
+};
+
+/*
+ * A subcommand's command line: its own options (own[0..n)) and the common
+ * ones. Returns -1 to run, or the status to exit with now: 0 after printing
+ * usage(stdout) for --help, 2 after one line naming a bad option.
+ */
+int bench_args(struct bench_opts *o, int argc, char **argv, const struct bench_own *own, size_t n,
+	       void (*usage)(FILE *));
+
 /* Prints the lines describing the common options, for usage texts. */
 void bench_opts_usage(FILE *f);
 

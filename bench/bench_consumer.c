@@ -568,42 +568,34 @@ int bench_consumer_main(int argc, char **argv)
 	struct cons_check ck = { 0 };
 	FILE *devnull = NULL;
 	uint64_t records, turns;
-	char *args[64];
+	const char *cases[CONS_NCASES];
+	unsigned ncases = 0;
+	const struct bench_own own[] = { { "--case", NULL, cases, &ncases, CONS_NCASES } };
 	bool want[CONS_NCASES] = { false }, some = false;
-	int nargs = 0, rc, drain_cpu, prod_cpu;
+	int rc, drain_cpu, prod_cpu;
 	size_t n = 0;
 
-	/* --case is this subcommand's own; the rest are the common options. */
-	for (int i = 0; i < argc && nargs < 63; i++) {
-		if (i > 0 && !strcmp(argv[i], "--case")) {
-			bool found = false;
-			char name[96];
+	rc = bench_args(&o, argc, argv, own, 1, cons_usage);
+	if (rc >= 0)
+		return rc;
+	for (unsigned c = 0; c < ncases; c++) {
+		bool found = false;
+		char name[96];
 
-			for (size_t k = 0; i + 1 < argc && k < CONS_NCASES; k++) {
-				snprintf(name, sizeof(name), "%s/%s/%u", cons_cases[k].bench, cons_cases[k].system,
-					 cons_cases[k].cpus);
-				if (!strcmp(name, argv[i + 1]))
-					found = want[k] = some = true;
-			}
-			if (!found) {
-				fprintf(stderr, "evring-bench consumer: --case wants one of:");
-				for (size_t k = 0; k < CONS_NCASES; k++)
-					fprintf(stderr, " %s/%s/%u", cons_cases[k].bench, cons_cases[k].system,
-						cons_cases[k].cpus);
-				fputc('\n', stderr);
-				return 2;
-			}
-			i++;
-		} else {
-			args[nargs++] = argv[i];
+		for (size_t k = 0; k < CONS_NCASES; k++) {
+			snprintf(name, sizeof(name), "%s/%s/%u", cons_cases[k].bench, cons_cases[k].system,
+				 cons_cases[k].cpus);
+			if (!strcmp(name, cases[c]))
+				found = want[k] = some = true;
 		}
-	}
-	args[nargs] = NULL;
-	rc = bench_opts_parse(&o, nargs, args);
-	if (rc) {
-		if (rc > 0)
-			cons_usage(stdout);
-		return rc > 0 ? 0 : 2;
+		if (!found) {
+			fprintf(stderr, "evring-bench consumer: --case wants one of:");
+			for (size_t k = 0; k < CONS_NCASES; k++)
+				fprintf(stderr, " %s/%s/%u", cons_cases[k].bench, cons_cases[k].system,
+					cons_cases[k].cpus);
+			fputc('\n', stderr);
+			return 2;
+		}
 	}
 	records = o.records ? o.records : o.quick ? CONS_RECORDS_QUICK : CONS_RECORDS;
 	turns = (records + CONS_PTHREADS * CONS_TURN - 1) / (CONS_PTHREADS * CONS_TURN);

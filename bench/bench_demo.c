@@ -208,29 +208,18 @@ int bench_demo_main(int argc, char **argv)
 	struct bench_machine m;
 	struct bench_opts o;
 	struct bench_load load;
-	char why[BENCH_NOTE_BYTES - 64] = "", pathbuf[PATH_MAX], *args[64];
-	const char *opt_demo = NULL, *path;
-	unsigned done[D_COUNT] = { 0 }, failed = 0, threads = 0;
-	int nargs = 0, rc, demo_cpu, cons_cpu;
-	double seconds = 0, others_s, share;
+	char why[BENCH_NOTE_BYTES - 64] = "", pathbuf[PATH_MAX];
+	const char *opt_demo = NULL, *opt_seconds = NULL, *path;
+	unsigned done[D_COUNT] = { 0 }, failed = 0, threads = 0, ndemo = 0, nseconds = 0;
+	const struct bench_own own[] = { { "--demo", NULL, &opt_demo, &ndemo, 1 },
+					 { "--seconds", NULL, &opt_seconds, &nseconds, 1 } };
+	int rc, demo_cpu, cons_cpu;
+	double seconds, others_s, share;
 
-	for (int i = 0; i < argc && nargs < 63; i++) {
-		if (i > 0 && !strcmp(argv[i], "--demo") && i + 1 < argc)
-			opt_demo = argv[++i];
-		else if (i > 0 && !strcmp(argv[i], "--seconds") && i + 1 < argc)
-			seconds = atof(argv[++i]);
-		else
-			args[nargs++] = argv[i];
-	}
-	args[nargs] = NULL;
-	rc = bench_opts_parse(&o, nargs, args);
-	if (rc) {
-		if (rc > 0)
-			demo_usage(stdout);
-		return rc > 0 ? 0 : 2;
-	}
-	if (!seconds)
-		seconds = o.quick ? DEMO_SECONDS_QUICK : DEMO_SECONDS;
+	rc = bench_args(&o, argc, argv, own, 2, demo_usage);
+	if (rc >= 0)
+		return rc;
+	seconds = opt_seconds ? atof(opt_seconds) : o.quick ? DEMO_SECONDS_QUICK : DEMO_SECONDS;
 	if (!(seconds > 0 && seconds <= 600)) {
 		fprintf(stderr, "evring-bench demo: --seconds wants 0 to 600\n");
 		return 2;

@@ -180,29 +180,20 @@ int bench_latency_main(int argc, char **argv)
 	struct bench_opts o;
 	struct bench_load load;
 	cpu_set_t old, set;
-	char why[BENCH_NOTE_BYTES - 64], *args[64];
-	int nargs = 0, rc, prod_cpu, cons_cpu;
-	unsigned done = 0, stop_failed = 0, behind = 0;
-	double seconds = 0, rate = LAT_RATE, floor_ns, others_s, share, cons_cpu_s = 0;
+	char why[BENCH_NOTE_BYTES - 64];
+	const char *opt_seconds = NULL, *opt_rate = NULL;
+	unsigned done = 0, stop_failed = 0, behind = 0, nseconds = 0, nrate = 0;
+	const struct bench_own own[] = { { "--seconds", NULL, &opt_seconds, &nseconds, 1 },
+					 { "--rate", NULL, &opt_rate, &nrate, 1 } };
+	int rc, prod_cpu, cons_cpu;
+	double seconds, rate, floor_ns, others_s, share, cons_cpu_s = 0;
 	uint64_t cons_records = 0;
 
-	for (int i = 0; i < argc && nargs < 63; i++) {
-		if (i > 0 && !strcmp(argv[i], "--seconds") && i + 1 < argc)
-			seconds = atof(argv[++i]);
-		else if (i > 0 && !strcmp(argv[i], "--rate") && i + 1 < argc)
-			rate = atof(argv[++i]);
-		else
-			args[nargs++] = argv[i];
-	}
-	args[nargs] = NULL;
-	rc = bench_opts_parse(&o, nargs, args);
-	if (rc) {
-		if (rc > 0)
-			lat_usage(stdout);
-		return rc > 0 ? 0 : 2;
-	}
-	if (!seconds)
-		seconds = o.quick ? LAT_SECONDS_QUICK : LAT_SECONDS;
+	rc = bench_args(&o, argc, argv, own, 2, lat_usage);
+	if (rc >= 0)
+		return rc;
+	seconds = opt_seconds ? atof(opt_seconds) : o.quick ? LAT_SECONDS_QUICK : LAT_SECONDS;
+	rate = opt_rate ? atof(opt_rate) : LAT_RATE;
 	if (!(seconds > 0 && seconds <= 60) || !(rate >= 1000 && rate <= 1e8)) {
 		fprintf(stderr, "evring-bench latency: --seconds wants 0 to 60, --rate 1000 to 1e8\n");
 		return 2;

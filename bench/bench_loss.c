@@ -157,33 +157,23 @@ int bench_loss_main(int argc, char **argv)
 	struct bench_proc peer;
 	struct bench_peer_report rep;
 	struct bench_load load;
-	char why[BENCH_NOTE_BYTES - 64], *args[64], lt_buffers[64];
-	int nargs = 0, rc;
+	char why[BENCH_NOTE_BYTES - 64], lt_buffers[64];
+	const char *opt_seconds = NULL;
+	unsigned nseconds = 0;
+	int rc;
 	bool no_lttng = false, lttng = false, behind = false;
-	double seconds = 0, others_s, share;
+	const struct bench_own own[] = { { "--no-lttng", &no_lttng, NULL, NULL, 0 },
+					 { "--seconds", NULL, &opt_seconds, &nseconds, 1 } };
+	double seconds, others_s, share;
 
-	for (int i = 0; i < argc && nargs < 63; i++) {
-		if (i > 0 && !strcmp(argv[i], "--no-lttng")) {
-			no_lttng = true;
-		} else if (i > 0 && !strcmp(argv[i], "--seconds") && i + 1 < argc) {
-			seconds = atof(argv[++i]);
-			if (!(seconds > 0 && seconds <= 60)) {
-				fprintf(stderr, "evring-bench loss: --seconds wants a number of seconds from 0 to 60\n");
-				return 2;
-			}
-		} else {
-			args[nargs++] = argv[i];
-		}
+	rc = bench_args(&o, argc, argv, own, 2, loss_usage);
+	if (rc >= 0)
+		return rc;
+	seconds = opt_seconds ? atof(opt_seconds) : o.quick ? LOSS_SECONDS_QUICK : LOSS_SECONDS;
+	if (!(seconds > 0 && seconds <= 60)) {
+		fprintf(stderr, "evring-bench loss: --seconds wants a number of seconds from 0 to 60\n");
+		return 2;
 	}
-	args[nargs] = NULL;
-	rc = bench_opts_parse(&o, nargs, args);
-	if (rc) {
-		if (rc > 0)
-			loss_usage(stdout);
-		return rc > 0 ? 0 : 2;
-	}
-	if (!seconds)
-		seconds = o.quick ? LOSS_SECONDS_QUICK : LOSS_SECONDS;
 	b.run_ns = (uint64_t)(seconds * 1e9);
 	bench_cpus_init();
 	bench_machine_read(&m);

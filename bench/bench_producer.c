@@ -704,29 +704,18 @@ int bench_producer_main(int argc, char **argv)
 	struct bench_machine m;
 	struct bench_opts o;
 	char why[BENCH_NOTE_BYTES - 64];
-	char *args[64];
-	int nargs = 0, rc;
+	int rc;
 	bool no_lttng = false;
+	const struct bench_own own[] = { { "--no-lttng", &no_lttng, NULL, NULL, 0 } };
 	uint64_t calls, dropped = 0, lt_discarded[2] = { 0, 0 };
 	bool lt_ran[2] = { false, false }, lt_known[2] = { false, false }; /* [0] 4 MiB x 8, [1] default buffers */
 	char lt_buffers[2][64] = { "", "" };
 	double clock_ns[PROD_NTHREADS], others_s, others_share;
 	struct bench_load load;
 
-	/* --no-lttng is this subcommand's own; the rest are the common options. */
-	for (int i = 0; i < argc && nargs < 63; i++) {
-		if (i > 0 && !strcmp(argv[i], "--no-lttng"))
-			no_lttng = true;
-		else
-			args[nargs++] = argv[i];
-	}
-	args[nargs] = NULL;
-	rc = bench_opts_parse(&o, nargs, args);
-	if (rc) {
-		if (rc > 0)
-			prod_usage(stdout);
-		return rc > 0 ? 0 : 2;
-	}
+	rc = bench_args(&o, argc, argv, own, 1, prod_usage);
+	if (rc >= 0)
+		return rc;
 	calls = o.records ? o.records : o.quick ? PROD_CALLS_QUICK : PROD_CALLS;
 	if (calls > prod_calls_max()) {
 		fprintf(stderr,

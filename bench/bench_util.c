@@ -84,6 +84,41 @@ int bench_opts_parse(struct bench_opts *o, int argc, char **argv)
 	return 0;
 }
 
+int bench_args(struct bench_opts *o, int argc, char **argv, const struct bench_own *own, size_t n,
+	       void (*usage)(FILE *))
+{
+	char *rest[64];
+	int nrest = 0, rc;
+
+	for (int i = 0; i < argc; i++) {
+		const struct bench_own *w = NULL;
+
+		for (size_t k = 0; i > 0 && k < n && !w; k++)
+			if (!strcmp(argv[i], own[k].name))
+				w = &own[k];
+		if (!w) {
+			if (nrest == 63) {
+				fprintf(stderr, "evring-bench %s: too many options\n", argv[0]);
+				return 2;
+			}
+			rest[nrest++] = argv[i];
+		} else if (w->flag) {
+			*w->flag = true;
+		} else if (i + 1 >= argc) {
+			fprintf(stderr, "evring-bench %s: %s wants a value\n", argv[0], w->name);
+			return 2;
+		} else {
+			unsigned k = *w->nvalues < w->max ? (*w->nvalues)++ : w->max - 1;
+			w->values[k] = argv[++i];
+		}
+	}
+	rest[nrest] = NULL;
+	rc = bench_opts_parse(o, nrest, rest);
+	if (rc > 0)
+		usage(stdout);
+	return rc == 0 ? -1 : rc > 0 ? 0 : 2;
+}
+
 void bench_opts_usage(FILE *f)
 {
 	fprintf(f, "options (every subcommand):\n"
