@@ -335,6 +335,53 @@ struct bench_peer_report {
 };
 int bench_consumer_peer_end(struct bench_proc *p, bool stop, unsigned timeout_ms, struct bench_peer_report *r);
 
+/* ---- sites and the producer's cases ----------------------------------- */
+
+struct evr_segment;
+
+/*
+ * What a consumer does to turn a site off: sets EVR_SITE_DISABLED in the
+ * flags of the metadata entries of the site dispatcher.name. Returns how
+ * many entries it disabled.
+ */
+int bench_site_disable(struct evr_segment *seg, const char *dispatcher, const char *name);
+
+/*
+ * The producer API's cases, as the producer bench times them and the count
+ * bench counts them (i: the loop index). Each use holds its own static site.
+ */
+#define BENCH_PROD_DISABLED(i)                                                                     \
+	EVR_EVENT("bench", "disabled", EVR_U64("a", (i)), EVR_U32("b", (uint32_t)(i)), EVR_STR("c", "abcdef"))
+#define BENCH_PROD_EVENT0(i) EVR_EVENT("bench", "event0")
+#define BENCH_PROD_EVENT3(i)                                                                       \
+	EVR_EVENT("bench", "event3", EVR_U64("a", (i)), EVR_U32("b", (uint32_t)(i)), EVR_STR("c", "abcdef"))
+#define BENCH_PROD_SPAN(i)                                                                         \
+	do {                                                                                       \
+		struct evr_span s_ = EVR_SPAN_BEGIN("bench", "span");                              \
+		EVR_SPAN_END(s_);                                                                  \
+	} while (0)
+
+/* ---- instruction counts (bench_count.c) ------------------------------- */
+
+#define BENCH_COUNT_CASES 4 /* disabled, event0, event3, span */
+
+struct bench_count_case {
+	const char *name; /* as the producer bench names the case */
+	unsigned target;  /* instructions per call */
+	unsigned guard;	  /* what the code reaches; `count --check` fails 10% past it */
+};
+extern const struct bench_count_case bench_count_cases[BENCH_COUNT_CASES];
+
+/* Whether valgrind can count here (installed, and the header was there at build time). */
+bool bench_count_available(void);
+
+/*
+ * Runs the cases under callgrind (this program, re-executed) and fills
+ * per_call[c] for bench_count_cases[c]: instructions per call, net of the
+ * loop. Returns 0, or -1 with why filled.
+ */
+int bench_count_measure(double *per_call, char *why, size_t whylen);
+
 /* ---- subcommands ------------------------------------------------------ */
 
 /* Each takes its own argv (argv[0] is its name) and returns the exit status. */
@@ -346,5 +393,6 @@ int bench_latency_main(int argc, char **argv);
 int bench_demo_main(int argc, char **argv);
 int bench_attach_main(int argc, char **argv);
 int bench_all_main(int argc, char **argv);
+int bench_count_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */

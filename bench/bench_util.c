@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include <evring/clock.h>
-#include <evring/ring.h>
+#include <evring/evring.h>
 
 #include "bench.h"
 
@@ -736,4 +736,58 @@ bool bench_seg_caught_up(const struct evr_segment *seg, unsigned timeout_ms)
 			return false;
 		usleep(1000);
 	}
+}
+
+/* ---- sites ------------------------------------------------------------ */
+
+/* Whether a site entry's payload names dispatcher.name. */
+static bool site_is(const struct evr_meta_view *v, const char *dispatcher, const char *name)
+{
+	char copy[4096];
+	msgpack_unpacked u;
+	size_t off = 0;
+	int hits = 0;
+
+	if (v->len > sizeof(copy))
+		return false;
+	memcpy(copy, v->payload, v->len);
+	msgpack_unpacked_init(&u);
+	if (msgpack_unpack_next(&u, copy, v->len, &off) == MSGPACK_UNPACK_SUCCESS &&
+	    u.data.type == MSGPACK_OBJECT_MAP) {
+		for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+			const msgpack_object *k = &u.data.via.map.ptr[i].key, *val = &u.data.via.map.ptr[i].val;
+			const char *want = NULL;
+
+			if (k->type != MSGPACK_OBJECT_STR || val->type != MSGPACK_OBJECT_STR)
+				continue;
+			if (k->via.str.size == 4 && !memcmp(k->via.str.ptr, "name", 4))
+				want = name;
+			else if (k->via.str.size == 10 && !memcmp(k->via.str.ptr, "dispatcher", 10))
+				want = dispatcher;
+			if (want && val->via.str.size == strlen(want) && !memcmp(val->via.str.ptr, want, strlen(want)))
+				hits++;
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+	return hits == 2;
+}
+
+int bench_site_disable(struct evr_segment *seg, const char *dispatcher, const char *name)
+{
+	struct evr_meta_view v;
+	uint64_t cursor = 0;
+	int n = 0;
+
+	while (evr_meta_next(seg, &cursor, &v, false) == 1) {
+		struct evr_meta_entry *e;
+
+		if (v.kind != EVR_META_SITE || !site_is(&v, dispatcher, name))
+			continue;
+		e = evr_meta_entry_at(seg, v.id);
+		if (!e)
+			continue;
+		evr_st_32(&e->flags, evr_ld_32(&e->flags) | EVR_SITE_DISABLED);
+		n++;
+	}
+	return n;
 }

@@ -30,6 +30,9 @@ static const struct bench_cmd cmds[] = {
 	{ "producer", bench_producer_main,
 	  "ns per call of the producer API (disabled site, events, span pair), 1 and 2 threads, against "
 	  "a mutex ring, fprintf and LTTng-UST" },
+	{ "count", bench_count_main,
+	  "instructions per call of the producer API (disabled site, events, span pair), counted by "
+	  "valgrind's callgrind; --check fails past the targets" },
 	{ "consumer", bench_consumer_main,
 	  "records per second one consumer drains, decodes, merges, builds into spans and hands to a "
 	  "handler (none, stats, jsonl), drain thread on one CPU" },

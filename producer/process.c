@@ -30,7 +30,7 @@
 #include "producer.h"
 
 EVR_API uint32_t evr__gen = 1;
-EVR_API uint32_t evr__flag_unregistered = EVR_SITE_UNREGISTERED;
+EVR_API uint32_t evr__flag_unregistered; /* reads 0: the site goes on to evr__site_id, which registers it */
 EVR_API bool evr__content;
 EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("initial-exec")));
 
@@ -192,7 +192,7 @@ static void site_list(struct evr_site *s)
 static uint32_t flag_off = EVR_SITE_DISABLED;
 static uint32_t flag_full = EVR_SITE_DISABLED;
 
-bool evr__site_register(struct evr_site *s)
+uint64_t evr__site_register(struct evr_site *s)
 {
 	struct evr_meta_entry *e;
 	uint64_t id = 0, expect = 0;
@@ -200,12 +200,12 @@ bool evr__site_register(struct evr_site *s)
 	if (!evr__proc_ensure_open()) {
 		site_list(s);
 		evr_st_rel_ptr((void **)&s->flag, &flag_off);
-		return false;
+		return 0;
 	}
 	if (evr__meta_site(s->def, &id) != 0) {
 		site_list(s);
 		evr_st_rel_ptr((void **)&s->flag, &flag_full); /* counted in hdr.meta_dropped */
-		return false;
+		return 0;
 	}
 	/*
 	 * Two threads may register one site at once, with no lock: both append
@@ -216,7 +216,7 @@ bool evr__site_register(struct evr_site *s)
 	site_list(s);
 	e = evr_meta_entry_at(&evr__proc.seg, id);
 	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* F0: publishes s->id to F1 in evr__site_on */
-	return evr_ld_32(&e->flags) == 0;
+	return evr_ld_32(&e->flags) == 0 ? id : 0;
 }
 
 void evr__reentered(struct evr_thread *t)
@@ -234,6 +234,7 @@ static void thread_release(struct evr_thread *t)
 		evr_writer_close(&t->w);
 	t->gen = 0;
 	t->depth = 0;
+	t->cur.id = t->cur.trace_id = 0;
 }
 
 static void thread_exit(void *arg)
@@ -349,6 +350,10 @@ bool evr__thread_open(struct evr_thread *t)
 
 	uint64_t trace_id = t->trace_id;
 
+	if (t->gen == EVR__GEN_BUSY) { /* a signal handler, while this thread writes a record */
+		evr__reentered(t);
+		return false;
+	}
 	if (!evr__proc_ensure_open())
 		return false;
 	/* A writer of an earlier segment is forgotten, not closed: that lane is not ours to touch now. */
@@ -459,8 +464,7 @@ void evr_span_exit(const struct evr_span *span)
 struct evr_span_ref evr_span_current(void)
 {
 	struct evr_thread *t = &evr__thread;
-	uint32_t d = evr__depth_kept(t);
 	struct evr_span_ref none = { 0, 0 };
 
-	return t->gen == evr__gen && d ? t->stack[d - 1] : none;
+	return t->gen == evr__gen ? t->cur : none;
 }

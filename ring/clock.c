@@ -14,39 +14,47 @@
 
 #include <evring/clock.h>
 
-static bool tsc_invariant(void)
+/* CPUID.80000007H:EDX[8]: the TSC ticks at a constant rate in every power state. */
+static bool tsc_cpuid_invariant(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	unsigned a, b, c, d;
-	char src[32] = "";
-	FILE *f;
 
 	if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x80000007u)
 		return false;
 	__cpuid(0x80000007u, a, b, c, d);
-	if (!(d & (1u << 8))) /* CPUID.80000007H:EDX[8], invariant TSC */
-		return false;
-	/* The kernel demotes the TSC when it finds it unsynchronised across CPUs. */
-	f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
+	return (d & (1u << 8)) != 0;
+#else
+	return false;
+#endif
+}
+
+/* The kernel demotes the TSC when it finds it unsynchronised across CPUs. */
+static bool tsc_kernel_clocksource(void)
+{
+	char src[32] = "";
+	FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
+
 	if (!f)
 		return true;
 	if (!fgets(src, sizeof(src), f))
 		src[0] = 0;
 	fclose(f);
 	return strncmp(src, "tsc", 3) == 0;
-#else
-	return false;
-#endif
 }
 
 uint32_t evr_clock_detect(void)
 {
 	const char *force = getenv("EVRING_CLOCK");
 
-	/* "tsc" is the default already: the TSC is used only where it is invariant. */
 	if (force && !strcmp(force, "monotonic"))
 		return EVR_CLOCK_MONOTONIC;
-	return tsc_invariant() ? EVR_CLOCK_TSC : EVR_CLOCK_MONOTONIC;
+	if (!tsc_cpuid_invariant())
+		return EVR_CLOCK_MONOTONIC;
+	/* "tsc" vouches for the TSC where the kernel chose another clocksource (kvm-clock in a VM). */
+	if (force && !strcmp(force, "tsc"))
+		return EVR_CLOCK_TSC;
+	return tsc_kernel_clocksource() ? EVR_CLOCK_TSC : EVR_CLOCK_MONOTONIC;
 }
 
 /*

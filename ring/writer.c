@@ -88,6 +88,28 @@ out:
 
 /* ---- claiming and freeing lanes --------------------------------------- */
 
+/*
+ * Recomputes the fast path's bounds after the slow path moved tail, read the
+ * head or settled what was due (see struct evr_writer): base for tail's lap,
+ * and limit, or 0 while the next record must take the slow path.
+ */
+static void refresh(struct evr_writer *w)
+{
+	uint64_t lap = w->tail & ~w->mask;
+
+	w->base = (uintptr_t)w->data - (uintptr_t)lap;
+	if (w->shared || w->thread_pending || evr_ld_64(&w->lane->lost_pending))
+		w->limit = 0;
+	else
+		w->limit = (w->head_cache < lap ? w->head_cache : lap) + w->mask + 1;
+}
+
+void evr_writer_skip_thread_record(struct evr_writer *w)
+{
+	w->thread_pending = false;
+	refresh(w);
+}
+
 int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid, uint32_t tid, unsigned flags)
 {
 	uint32_t exclusive = seg->lane_count - 1;
@@ -112,10 +134,9 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 		w->data = evr_segment_lane_data(seg, idx);
 		/* The last owner's fields, ordered by C1 after its C2 (or the reader's C3). */
 		w->tail = evr_ld_64(&lane->tail);
-		w->records = evr_ld_64(&lane->records);
 		w->head_cache = evr_ld_acq_64(&lane->head); /* W1 */
 		w->thread_pending = true;
-		w->slow = true;
+		refresh(w);
 		evr_st_32(&lane->claims, lane->claims + 1);
 		evr_faa_64(&seg->hdr->lane_claims, 1);
 		return 0;
@@ -126,7 +147,7 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 	w->data = evr_segment_lane_data(seg, exclusive);
 	w->head_cache = evr_ld_acq_64(&w->lane->head); /* W1 */
 	w->shared = true;
-	w->slow = true;
+	refresh(w);
 	return 0;
 }
 
@@ -222,7 +243,7 @@ static void drop(struct evr_writer *w)
 		evr_st_64(&l->lost_last_ts, now);
 		evr_st_64(&l->lost, l->lost + 1);
 		evr_st_64(&l->lost_pending, l->lost_pending + 1);
-		w->slow = true;
+		w->limit = 0; /* the LOST record goes first */
 	}
 }
 
@@ -283,9 +304,9 @@ static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 		evr_st_64(&l->lost_pending, 0);
 		evr_st_64(&l->lost_first_ts, 0);
 	}
-	w->slow = w->thread_pending;
 	put_pad(w, p.rec_at - p.pad2, p.pad2);
-	w->resv_pos = p.rec_at;
+	w->tail = p.rec_at; /* what is before it is committed: pads and the LOST record */
+	refresh(w);
 	return w->data + (p.rec_at & w->mask) + EVR_WORD_BYTES;
 }
 
@@ -335,18 +356,21 @@ int evr_writer_flush_lost(struct evr_writer *w)
 	return 1;
 }
 
-void *evr__writer_reserve_slow(struct evr_writer *w, uint32_t body_len)
+struct evr_resv evr_writer_reserve_slow(struct evr_writer *w, uint32_t body_len)
 {
+	struct evr_resv r = { NULL, 0, w->lane, w->salt, w->shared };
+
 	if (!w->lane)
-		return NULL;
+		return r;
 	if (body_len > EVR_BODY_MAX || evr_rec_bytes(body_len) > (w->mask + 1) / 2) {
 		evr_faa_64(&w->seg->hdr->writer_oversize, 1);
 		drop(w);
-		return NULL;
+		return r;
 	}
-	if (w->shared)
-		return reserve_shared(w, evr_rec_bytes(body_len), false);
-	return reserve_exclusive(w, evr_rec_bytes(body_len), false);
+	r.body = w->shared ? reserve_shared(w, evr_rec_bytes(body_len), false)
+			   : reserve_exclusive(w, evr_rec_bytes(body_len), false);
+	r.pos = w->shared ? w->resv_pos : w->tail;
+	return r;
 }
 
 void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, uint32_t type)

@@ -4,7 +4,7 @@
 # configuration to stop with one line naming the first missing package.
 set -eu
 
-PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev"
+PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev valgrind"
 # `install-deps.sh fuzz` (make fuzz): clang and its libFuzzer runtime too.
 # Debian 12's clang is clang-14; libFuzzer ships in compiler-rt's package.
 if [ "${1:-}" = fuzz ]; then

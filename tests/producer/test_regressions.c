@@ -34,9 +34,10 @@ Test(regression, emit_while_a_record_is_being_written_is_refused_and_counted)
 	pt_open("reg-reenter", 0, 0);
 	EVR_EVENT("app", "first");
 	/* As a signal handler would find it: this thread is between reserve and commit. */
-	evr__thread.busy = 1;
+	uint32_t gen = evr__thread.gen;
+	evr__thread.gen = EVR__GEN_BUSY;
 	EVR_EVENT("app", "from_handler", EVR_U32("n", 1));
-	evr__thread.busy = 0;
+	evr__thread.gen = gen;
 	EVR_EVENT("app", "after");
 	pt_read(&log);
 	cr_assert_eq(pt_count(&log, EVR_REC_EVENT, "from_handler"), 0);

@@ -920,7 +920,7 @@ static void write_records(struct evr_writer *w, uint32_t id, uint64_t first, int
 		cr_assert_not_null(p, "record %llu dropped in a lane with room", (unsigned long long)first + i);
 		memcpy(p, body, len);
 		if (pos)
-			pos[i] = w->resv_pos;
+			pos[i] = evr_writer_resv_pos(w);
 		evr_writer_commit(w, len, EVR_REC_EVENT);
 	}
 }

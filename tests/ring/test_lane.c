@@ -91,8 +91,7 @@ Test(lane, stale_record_from_earlier_lap_is_never_accepted)
 	test_segment(&seg, "stale", 2, 4096);
 	data = evr_segment_lane_data(&seg, 0);
 	evr_writer_open(&w, &seg, getpid(), test_tid(), 0);
-	w.thread_pending = false; /* records at exact offsets: no THREAD record before the first */
-	w.slow = false;
+	evr_writer_skip_thread_record(&w); /* records at exact offsets: no THREAD record before the first */
 	evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST);
 	/* Lap 1: 64-byte records fill the lane exactly. */
 	for (uint64_t seq = 0; seq < 64; seq++)
@@ -230,7 +229,7 @@ Test(lane, claim_release_and_reuse)
 	cr_assert_eq(evr_writer_open(&again, &seg, getpid(), 3001, 0), 0);
 	cr_assert_eq(again.lane, freed);
 	cr_assert_eq(again.tail, tail, "positions continue so tags stay unique");
-	cr_assert_eq(again.records, 10);
+	cr_assert_eq(evr_ld_64(&again.lane->records), 10, "the lane counts on from its last owner");
 	cr_assert_eq(freed->claims, 2);
 	evr_writer_close(&again);
 	for (int i = 0; i < 5; i++)

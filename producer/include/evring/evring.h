@@ -89,9 +89,12 @@ struct evr_site_def {
 /*
  * A call site. flag points at the enable word of the site's metadata entry in
  * the segment (0: record; EVR_SITE_DISABLED: a consumer turned it off), or at
- * a process-wide word before registration (EVR_SITE_UNREGISTERED) and while
- * tracing is off. id is the metadata entry's id, valid once flag points into
- * the segment.
+ * a process-wide word: one reading 0 before registration, one reading
+ * EVR_SITE_DISABLED while tracing is off or the metadata area is full. id is
+ * the metadata entry's id, 0 until the site is registered: a site whose flag
+ * reads 0 registers when its id is 0, so a disabled site costs a load of
+ * flag, a load of the word and a branch, and whether a site is registered is
+ * never told by a value a consumer may write.
  */
 struct evr_site {
 	const struct evr_site_def *def;
@@ -102,7 +105,6 @@ struct evr_site {
 };
 
 #define EVR_SITE_DISABLED 1u
-#define EVR_SITE_UNREGISTERED 0x80000000u
 
 /*
  * A span handle: what EVR_SPAN_BEGIN returns and EVR_SPAN_END takes. id 0: not
@@ -118,16 +120,25 @@ struct evr_span_ref {
 	uint64_t id, trace_id;
 };
 
-/* Per-thread state; the library's, reached by the inline code below. */
+/*
+ * Per-thread state; the library's, reached by the inline code below.
+ *
+ * gen is evr__gen when the writer was opened (another value: open again),
+ * and EVR__GEN_BUSY while a record is being written: a signal handler that
+ * emits then finds the thread "not open", and evr__thread_open refuses it
+ * and counts it, so the reentrancy check costs the hot path two stores and
+ * no test of its own.
+ */
 struct evr_thread {
 	struct evr_writer w;
-	uint32_t gen;	      /* evr__gen when the writer was opened; differs: open again */
+	uint32_t gen;
 	uint32_t depth;	      /* spans on the stack (may exceed EVR_SPAN_DEPTH: the rest is not kept) */
-	uint32_t busy;	      /* inside EVR__RECORD: a signal handler that emits now must not write */
+	struct evr_span_ref cur; /* the innermost kept span, stack[depth - 1], or zero */
 	uint64_t next_span;   /* next span id: thread serial << 40 | counter */
 	uint64_t trace_id;    /* trace id for this thread's next root spans; 0: the root's id */
 	struct evr_span_ref stack[EVR_SPAN_DEPTH];
 };
+#define EVR__GEN_BUSY 0xffffffffu /* evr__gen never gets there: it moves once per open or fork */
 
 struct evr_config {
 	const char *name;    /* segment name; NULL: EVRING_NAME or the program name */
@@ -195,39 +206,43 @@ extern EVR_API uint32_t evr__flag_unregistered;
 extern EVR_API bool evr__content;
 extern EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("initial-exec")));
 
-EVR_API bool evr__site_register(struct evr_site *s);
+EVR_API uint64_t evr__site_register(struct evr_site *s);
 EVR_API bool evr__thread_open(struct evr_thread *t);
 EVR_API void evr__reentered(struct evr_thread *t);
 EVR_API void evr__span_scope_end(struct evr_span *span);
 
-/*
- * True when the site should record now; registers it at its first use.
- * Whether a site is registered is told by where its flag points, never by a
- * value in the segment: a consumer writes the segment's flags, and nothing it
- * writes may send the producer down a slow path.
- */
-static inline bool evr__site_on(struct evr_site *s)
+/* True unless a consumer disabled the site, or tracing is off. */
+EVR_INLINE bool evr__site_on(struct evr_site *s)
 {
 	uint32_t *flag = (uint32_t *)evr_ld_acq_ptr((void *const *)&s->flag); /* F1, pairs with F0 */
 
-	if (EVR_LIKELY(evr_ld_32(flag) == 0)) /* F2: a consumer may flip it at any time */
-		return true;
-	if (EVR_UNLIKELY(flag == &evr__flag_unregistered))
-		return evr__site_register(s);
-	return false;
+	return EVR_LIKELY(evr_ld_32(flag) == 0); /* F2: a consumer may flip it at any time */
 }
 
-/* Registered (whether enabled or not): span ends are written whenever their begin was. */
-static inline bool evr__site_ready(struct evr_site *s)
+/*
+ * The site's id, registering the site at its first use; 0 when it is not to
+ * record (disabled, tracing off, no room for its entry).
+ */
+EVR_INLINE uint64_t evr__site_id(struct evr_site *s)
 {
-	uint32_t *flag = (uint32_t *)evr_ld_acq_ptr((void *const *)&s->flag); /* F1 */
+	uint64_t id = evr_ld_acq_64(&s->id); /* pairs with the registering CAS: the entry is published */
 
-	if (EVR_UNLIKELY(flag == &evr__flag_unregistered))
-		evr__site_register(s);
-	return evr_ld_64(&s->id) != 0;
+	return EVR_LIKELY(id != 0) ? id : evr__site_register(s);
 }
 
-static inline struct evr_thread *evr__self(void)
+/* The id of a site registered (whether enabled or not): span ends are written whenever their begin was. */
+EVR_INLINE uint64_t evr__site_ready(struct evr_site *s)
+{
+	uint64_t id = evr_ld_acq_64(&s->id);
+
+	if (EVR_UNLIKELY(id == 0)) {
+		evr__site_register(s);
+		id = evr_ld_acq_64(&s->id);
+	}
+	return id;
+}
+
+EVR_INLINE struct evr_thread *evr__self(void)
 {
 	struct evr_thread *t = &evr__thread;
 
@@ -236,18 +251,25 @@ static inline struct evr_thread *evr__self(void)
 	return t;
 }
 
-/* msgpack-c's packer writing straight into the reserved room; its bound was computed up front. */
-struct evr__enc {
-	uint8_t *p;
-};
-static inline int evr__enc_write(void *data, const char *buf, size_t len)
-{
-	struct evr__enc *e = (struct evr__enc *)data;
-
-	memcpy(e->p, buf, len);
-	e->p += len;
-	return 0;
-}
+/*
+ * The hot path's msgpack encoder: msgpack-c's own pack functions
+ * (msgpack/pack_template.h, the one definition of the format) instantiated
+ * for a raw write cursor, as msgpack-c instantiates them for its packer. A
+ * pack appends through the cursor into room reserved for the record's bound,
+ * so it is a few inlined stores: no callback, no bounds check, no memcpy call
+ * for a fixed-size piece. evr__mp_uint64(&p, v) packs v at p and moves p on.
+ */
+#define msgpack_pack_inline_func(name) EVR_INLINE void evr__mp##name
+#define msgpack_pack_inline_func_fixint(name) EVR_INLINE void evr__mp_fix##name
+#define msgpack_pack_user uint8_t **
+#define msgpack_pack_append_buffer(user, buf, len)      \
+	do {                                            \
+		memcpy(*(user), (buf), (len));          \
+		*(user) += (len);                       \
+	} while (0)
+#define msgpack_pack_ext evr__mp_ext /* the template's timestamp packer calls it by the packer's name */
+#include <msgpack/pack_template.h>
+#undef msgpack_pack_ext
 
 /*
  * Field values are evaluated into typed temporaries before anything is
@@ -270,7 +292,7 @@ struct evr__str {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstringop-overread"
 #endif
-static inline struct evr__str evr__str_make(const char *s, bool keep, uint32_t limit)
+EVR_INLINE struct evr__str evr__str_make(const char *s, bool keep, uint32_t limit)
 {
 	struct evr__str v = { NULL, 0, false };
 	size_t n;
@@ -288,19 +310,23 @@ static inline struct evr__str evr__str_make(const char *s, bool keep, uint32_t l
 #endif
 
 /* Bytes a string takes in msgpack: a header of at most 6 (ext 32) and its bytes. */
-static inline uint32_t evr__str_size(const struct evr__str *v)
+EVR_INLINE uint32_t evr__str_size(struct evr__str v)
 {
-	return v->s ? 6 + v->n : 1;
+	return v.s ? 6 + v.n : 1;
 }
 
-static inline void evr__str_pack(msgpack_packer *pk, const struct evr__str *v)
+EVR_INLINE uint8_t *evr__str_pack(uint8_t *p, struct evr__str v)
 {
-	if (!v->s)
-		msgpack_pack_nil(pk);
-	else if (EVR_LIKELY(!v->cut))
-		msgpack_pack_str_with_body(pk, v->s, v->n);
+	if (!v.s) {
+		evr__mp_nil(&p);
+		return p;
+	}
+	if (EVR_LIKELY(!v.cut))
+		evr__mp_str(&p, v.n);
 	else
-		msgpack_pack_ext_with_body(pk, v->s, v->n, EVR_EXT_TRUNCATED);
+		evr__mp_ext(&p, v.n, EVR_EXT_TRUNCATED);
+	memcpy(p, v.s, v.n); /* the one bounded copy */
+	return p + v.n;
 }
 
 /* Per kind of field: its type in the site, its flags, the temporary, its size bound, how it packs. */
@@ -335,16 +361,16 @@ static inline void evr__str_pack(msgpack_packer *pk, const struct evr__str *v)
 #define EVR__SIZE_U32(i) 5
 #define EVR__SIZE_F64(i) 9
 #define EVR__SIZE_BOOL(i) 1
-#define EVR__SIZE_STR(i) evr__str_size(&evr__v##i)
-#define EVR__SIZE_CONTENT(i) evr__str_size(&evr__v##i)
-#define EVR__PACK_I64(i) msgpack_pack_int64(&evr__pk, evr__v##i);
-#define EVR__PACK_U64(i) msgpack_pack_uint64(&evr__pk, evr__v##i);
-#define EVR__PACK_I32(i) msgpack_pack_int32(&evr__pk, evr__v##i);
-#define EVR__PACK_U32(i) msgpack_pack_uint32(&evr__pk, evr__v##i);
-#define EVR__PACK_F64(i) msgpack_pack_double(&evr__pk, evr__v##i);
-#define EVR__PACK_BOOL(i) (evr__v##i ? msgpack_pack_true(&evr__pk) : msgpack_pack_false(&evr__pk));
-#define EVR__PACK_STR(i) evr__str_pack(&evr__pk, &evr__v##i);
-#define EVR__PACK_CONTENT(i) evr__str_pack(&evr__pk, &evr__v##i);
+#define EVR__SIZE_STR(i) evr__str_size(evr__v##i)
+#define EVR__SIZE_CONTENT(i) evr__str_size(evr__v##i)
+#define EVR__PACK_I64(i) evr__mp_int64(&evr__c, evr__v##i);
+#define EVR__PACK_U64(i) evr__mp_uint64(&evr__c, evr__v##i);
+#define EVR__PACK_I32(i) evr__mp_int32(&evr__c, evr__v##i);
+#define EVR__PACK_U32(i) evr__mp_uint32(&evr__c, evr__v##i);
+#define EVR__PACK_F64(i) evr__mp_double(&evr__c, evr__v##i);
+#define EVR__PACK_BOOL(i) (evr__v##i ? evr__mp_true(&evr__c) : evr__mp_false(&evr__c));
+#define EVR__PACK_STR(i) evr__c = evr__str_pack(evr__c, evr__v##i);
+#define EVR__PACK_CONTENT(i) evr__c = evr__str_pack(evr__c, evr__v##i);
 
 /* ---- fields ---------------------------------------------------------- */
 
@@ -411,60 +437,76 @@ static inline void evr__str_pack(msgpack_packer *pk, const struct evr__str *v)
 	static struct evr_site evr__site = { &evr__def, &evr__flag_unregistered, 0, 0, 0 }
 
 /*
+ * Packs a record body at p: the array, the head (PACK_HEAD) and the values,
+ * leaving evr__c just past it. EVR__RECORD writes it twice, once for each
+ * way of reserving, so that the fast path publishes without asking which lane
+ * it is on; the slow copy is out of the way, where the compiler puts cold code.
+ */
+#define EVR__PACK(p, nhead, PACK_HEAD, ...)                                                             \
+	uint8_t *evr__c = (p);                                                                          \
+	evr__mp_array(&evr__c, (nhead) + EVR__NARG(_, ##__VA_ARGS__));                                  \
+	PACK_HEAD;                                                                                      \
+	EVR__EACH(EVR__FPACK, ##__VA_ARGS__)
+
+/*
  * Evaluates the field values, then reserves exactly the room the record
  * needs, packs `nhead` fixed elements (the statements PACK_HEAD) and the
  * values, and commits. A thread that re-enters here (a signal handler that
- * emits while a record is being written) drops its record and counts it.
+ * emits while a record is being written) finds gen at EVR__GEN_BUSY: its
+ * record is dropped and counted (evr__thread_open).
  */
-#define EVR__RECORD(t, type, nhead, PACK_HEAD, ...)                                                     \
+#define EVR__RECORD(t, type, nhead, head_bytes, PACK_HEAD, ...)                                         \
 	do {                                                                                            \
 		const bool evr__cc __attribute__((unused)) = evr__content;                              \
 		EVR__EACH(EVR__FTMP, ##__VA_ARGS__)                                                     \
-		if (EVR_UNLIKELY((t)->busy)) {                                                          \
-			evr__reentered(t);                                                              \
-			break;                                                                          \
-		}                                                                                       \
-		(t)->busy = 1;                                                                          \
-		__asm__ __volatile__("" ::: "memory"); /* busy is set before the reservation */         \
-		uint8_t *evr__p = (uint8_t *)evr_writer_reserve(                                         \
-			&(t)->w, 3 + 9 * (nhead)EVR__EACH(EVR__FSIZE, ##__VA_ARGS__));                  \
-		if (EVR_LIKELY(evr__p != NULL)) {                                                       \
-			struct evr__enc evr__e = { evr__p };                                            \
-			msgpack_packer evr__pk;                                                         \
-			msgpack_packer_init(&evr__pk, &evr__e, evr__enc_write);                         \
-			msgpack_pack_array(&evr__pk, (nhead) + EVR__NARG(_, ##__VA_ARGS__));            \
-			PACK_HEAD;                                                                      \
-			EVR__EACH(EVR__FPACK, ##__VA_ARGS__)                                             \
-			evr_writer_commit(&(t)->w, (uint32_t)(evr__e.p - evr__p), (type));              \
+		struct evr_resv evr__r;                                                                 \
+		const uint32_t evr__gen_was = (t)->gen;                                                 \
+		const uint32_t evr__len = EVR__ARRAY_SIZE((nhead) + EVR__NARG(_, ##__VA_ARGS__)) +      \
+					  (head_bytes)EVR__EACH(EVR__FSIZE, ##__VA_ARGS__);             \
+		(t)->gen = EVR__GEN_BUSY;                                                               \
+		__asm__ __volatile__("" ::: "memory"); /* marked busy before the reservation */         \
+		if (EVR_LIKELY(evr_writer_reserve_fast(&(t)->w, evr__len, &evr__r))) {                  \
+			EVR__PACK(evr__r.body, nhead, PACK_HEAD, ##__VA_ARGS__)                          \
+			evr_writer_publish_exclusive(&(t)->w, &evr__r, (uint32_t)(evr__c - evr__r.body), \
+						     (type));                                           \
+		} else if ((evr__r = evr_writer_reserve_slow(&(t)->w, evr__len)).body != NULL) {        \
+			EVR__PACK(evr__r.body, nhead, PACK_HEAD, ##__VA_ARGS__)                          \
+			evr_writer_publish(&(t)->w, &evr__r, (uint32_t)(evr__c - evr__r.body), (type)); \
 		}                                                                                       \
 		__asm__ __volatile__("" ::: "memory");                                                  \
-		(t)->busy = 0;                                                                          \
+		(t)->gen = evr__gen_was;                                                                \
 	} while (0)
 
-/* Spans on the thread's stack that are kept (past EVR_SPAN_DEPTH they are only counted). */
-static inline uint32_t evr__depth_kept(const struct evr_thread *t)
-{
-	return t->depth < EVR_SPAN_DEPTH ? t->depth : EVR_SPAN_DEPTH;
-}
+/* Bytes of a msgpack array header for n elements (n <= EVR_FIELDS_MAX + 8). */
+#define EVR__ARRAY_SIZE(n) ((n) < 16 ? 1 : 3)
 
-static inline uint64_t evr__current_span(const struct evr_thread *t)
-{
-	uint32_t d = evr__depth_kept(t);
+/*
+ * The fixed elements of a record body: timestamps and ids in msgpack-c's
+ * fixed-width forms (uint64: 9 bytes, uint32: 5), whose size the compiler
+ * knows, so the room a record needs and every store into it are constants.
+ * Timestamps and span ids are that wide anyway; a site id is an offset in the
+ * metadata area, below EVR_META_BYTES_MAX.
+ */
+#define EVR__HEAD_U64(v) evr__mp_fix_uint64(&evr__c, (v))
+#define EVR__HEAD_ID(v) evr__mp_fix_uint32(&evr__c, (uint32_t)(v))
 
-	return d ? t->stack[d - 1].id : 0;
+EVR_INLINE uint64_t evr__current_span(const struct evr_thread *t)
+{
+	return t->cur.id;
 }
 
 #define EVR__EVENT(span_id_expr, dispatcher, name, ...)                                                 \
 	do {                                                                                            \
 		EVR__SITE(EVR_SITE_EVENT, dispatcher, name, ##__VA_ARGS__);                             \
 		struct evr_thread *evr__t;                                                              \
-		if (evr__site_on(&evr__site) && (evr__t = evr__self()) != NULL) {                      \
+		uint64_t evr__id;                                                                       \
+		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0 &&           \
+		    (evr__t = evr__self()) != NULL) {                                                   \
 			const uint64_t evr__span_id = (span_id_expr);                                   \
 			const uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);                  \
-			EVR__RECORD(evr__t, EVR_REC_EVENT, 3,                                           \
-				    (msgpack_pack_uint64(&evr__pk, evr__ts),                            \
-				     msgpack_pack_uint64(&evr__pk, evr_ld_64(&evr__site.id)),                       \
-				     msgpack_pack_uint64(&evr__pk, evr__span_id)),                      \
+			EVR__RECORD(evr__t, EVR_REC_EVENT, 3, 9 + 5 + 9,                                \
+				    (EVR__HEAD_U64(evr__ts), EVR__HEAD_ID(evr__id),                     \
+				     EVR__HEAD_U64(evr__span_id)),                                      \
 				    ##__VA_ARGS__);                                                     \
 		}                                                                                       \
 	} while (0)
@@ -477,29 +519,42 @@ static inline uint64_t evr__current_span(const struct evr_thread *t)
 
 /* ---- spans ----------------------------------------------------------- */
 
-static inline void evr__span_push(struct evr_thread *t, const struct evr_span *sp)
+/*
+ * The span stack: stack[i] holds the span that was current before the i-th
+ * kept push (stack[0] is zero), cur the innermost, so span level i is
+ * stack[i + 1], or cur for the top. Ending the innermost span, the usual
+ * case, restores stack[depth - 1] with no search.
+ */
+EVR_INLINE void evr__span_push(struct evr_thread *t, const struct evr_span *sp)
 {
-	if (t->depth < EVR_SPAN_DEPTH) {
-		t->stack[t->depth].id = sp->id;
-		t->stack[t->depth].trace_id = sp->trace_id;
+	uint32_t d = t->depth;
+
+	if (EVR_LIKELY(d < EVR_SPAN_DEPTH)) {
+		struct evr_span_ref ref = { sp->id, sp->trace_id };
+		t->stack[d] = t->cur;
+		t->cur = ref;
 	}
-	t->depth++;
+	t->depth = d + 1;
 }
 
 /* Takes a span off this thread's stack, wherever it is (a span may end out of order). */
 static inline void evr__span_pop(struct evr_thread *t, uint64_t id)
 {
-	uint32_t d = evr__depth_kept(t);
+	uint32_t d = t->depth;
 
-	if (t->depth > EVR_SPAN_DEPTH) { /* spans past the kept depth end first */
-		t->depth--;
+	if (EVR_LIKELY(id == t->cur.id && d <= EVR_SPAN_DEPTH)) { /* the innermost */
+		t->depth = d - 1;
+		t->cur = t->stack[d - 1];
 		return;
 	}
-	for (uint32_t i = d; i-- > 0;) {
-		if (t->stack[i].id == id) {
-			if (i + 1 < d) /* ended out of order: close the gap */
-				memmove(&t->stack[i], &t->stack[i + 1], (d - i - 1) * sizeof(t->stack[0]));
-			t->depth--;
+	if (d > EVR_SPAN_DEPTH) { /* spans past the kept depth end first */
+		t->depth = d - 1;
+		return;
+	}
+	for (uint32_t k = d; k-- > 1;) { /* the spans below the top: stack[1 .. d - 1] */
+		if (t->stack[k].id == id) { /* ended out of order: close the gap */
+			memmove(&t->stack[k], &t->stack[k + 1], (d - 1 - k) * sizeof(t->stack[0]));
+			t->depth = d - 1;
 			return;
 		}
 	}
@@ -510,18 +565,16 @@ static inline void evr__span_pop(struct evr_thread *t, uint64_t id)
  * this thread's current span, else none), its trace (the parent's, else the
  * thread's set trace id, else its own id), its site and start time.
  */
-static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, const struct evr_span *parent,
+EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const struct evr_span *parent,
 				   bool from_stack, uint64_t site_id)
 {
-	uint32_t d = evr__depth_kept(t);
-
 	sp->id = t->next_span++;
 	if (parent && parent->id) {
 		sp->parent_id = parent->id;
 		sp->trace_id = parent->trace_id;
-	} else if (!parent && from_stack && d) {
-		sp->parent_id = t->stack[d - 1].id;
-		sp->trace_id = t->stack[d - 1].trace_id;
+	} else if (!parent && from_stack && t->cur.id) {
+		sp->parent_id = t->cur.id;
+		sp->trace_id = t->cur.trace_id;
 	} else {
 		sp->parent_id = 0;
 		sp->trace_id = t->trace_id ? t->trace_id : sp->id;
@@ -537,14 +590,14 @@ static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, co
 		struct evr_span evr__sp = { 0, 0, 0, 0, 0, 0 };                                            \
 		const struct evr_span *evr__parent = (parent_ptr);                                      \
 		struct evr_thread *evr__t;                                                              \
-		if (evr__site_on(&evr__site) && (evr__t = evr__self()) != NULL) {                      \
-			evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr_ld_64(&evr__site.id));     \
-			EVR__RECORD(evr__t, EVR_REC_SPAN_BEGIN, 5,                                      \
-				    (msgpack_pack_uint64(&evr__pk, evr__sp.start_ts),                   \
-				     msgpack_pack_uint64(&evr__pk, evr_ld_64(&evr__site.id)),                       \
-				     msgpack_pack_uint64(&evr__pk, evr__sp.id),                         \
-				     msgpack_pack_uint64(&evr__pk, evr__sp.parent_id),                  \
-				     msgpack_pack_uint64(&evr__pk, evr__sp.trace_id)),                  \
+		uint64_t evr__id;                                                                       \
+		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0 &&           \
+		    (evr__t = evr__self()) != NULL) {                                                   \
+			evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr__id);          \
+			EVR__RECORD(evr__t, EVR_REC_SPAN_BEGIN, 5, 9 + 5 + 9 + 9 + 9,                   \
+				    (EVR__HEAD_U64(evr__sp.start_ts), EVR__HEAD_ID(evr__id),            \
+				     EVR__HEAD_U64(evr__sp.id), EVR__HEAD_U64(evr__sp.parent_id),       \
+				     EVR__HEAD_U64(evr__sp.trace_id)),                                  \
 				    ##__VA_ARGS__);                                                     \
 			if (push)                                                                       \
 				evr__span_push(evr__t, &evr__sp);                                       \
@@ -571,19 +624,17 @@ static inline void evr__span_start(struct evr_thread *t, struct evr_span *sp, co
 		EVR__SITE(EVR_SITE_SPAN_END, "", "", ##__VA_ARGS__);                                    \
 		struct evr_span *evr__spp = &(span);                                                    \
 		struct evr_thread *evr__t;                                                              \
+		uint64_t evr__id;                                                                       \
 		if (evr__spp->id && (evr__t = evr__self()) != NULL && evr__spp->gen == evr__t->gen) {  \
 			evr__span_pop(evr__t, evr__spp->id);                                            \
-			if (evr__site_ready(&evr__site)) {                                              \
+			if ((evr__id = evr__site_ready(&evr__site)) != 0) {                             \
 				const uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);          \
-				EVR__RECORD(evr__t, EVR_REC_SPAN_END, 8,                                \
-					    (msgpack_pack_uint64(&evr__pk, evr__ts),                    \
-					     msgpack_pack_uint64(&evr__pk, evr__spp->site_id),          \
-					     msgpack_pack_uint64(&evr__pk, evr__spp->id),               \
-					     msgpack_pack_uint64(&evr__pk, evr__spp->parent_id),        \
-					     msgpack_pack_uint64(&evr__pk, evr__spp->trace_id),         \
-					     msgpack_pack_uint64(&evr__pk, evr__spp->start_ts),         \
-					     msgpack_pack_uint64(&evr__pk, (status)),                   \
-					     msgpack_pack_uint64(&evr__pk, evr_ld_64(&evr__site.id))),              \
+				EVR__RECORD(evr__t, EVR_REC_SPAN_END, 8, 9 + 5 + 9 + 9 + 9 + 9 + 1 + 5, \
+					    (EVR__HEAD_U64(evr__ts), EVR__HEAD_ID(evr__spp->site_id),   \
+					     EVR__HEAD_U64(evr__spp->id), EVR__HEAD_U64(evr__spp->parent_id), \
+					     EVR__HEAD_U64(evr__spp->trace_id),                         \
+					     EVR__HEAD_U64(evr__spp->start_ts),                         \
+					     evr__mp_uint8(&evr__c, (status)), EVR__HEAD_ID(evr__id)),  \
 					    ##__VA_ARGS__);                                             \
 			}                                                                               \
 		}                                                                                       \

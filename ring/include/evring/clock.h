@@ -90,7 +90,10 @@ struct evr_clock_map {
 /*
  * Picks the clock for a new segment: EVR_CLOCK_TSC when CPUID reports an
  * invariant TSC and the kernel's clocksource is "tsc", otherwise
- * EVR_CLOCK_MONOTONIC. EVRING_CLOCK=monotonic in the environment forces the latter.
+ * EVR_CLOCK_MONOTONIC. EVRING_CLOCK=monotonic in the environment forces the latter;
+ * EVRING_CLOCK=tsc takes the TSC wherever CPUID reports it invariant, whatever
+ * the kernel's clocksource (kvm-clock in a VM whose hypervisor keeps the TSC
+ * synchronised): the user vouches that it is synchronised across CPUs.
  */
 EVR_API uint32_t evr_clock_detect(void);
 

@@ -377,23 +377,32 @@ static inline uint32_t evr_word_type(uint64_t w) { return (uint32_t)(w >> 56); }
 
 /*
  * A thread's handle on its lane. Private to the thread; the lane entry it
- * points to is in shared memory.
+ * points to is in shared memory. The fast path's fields come first, on one
+ * cache line.
+ *
+ * The fast path is one comparison: a record of `need` bytes at tail fits
+ * when tail + need <= limit, where limit = min(head_cache, start of tail's
+ * lap) + lane size bounds both the consumer's head (W1) and the end of the
+ * lap (a record never wraps). Whatever must go through the slow path first
+ * (the shared lane's CAS, a THREAD record due, a LOST record pending) sets
+ * limit to 0, so the fast path needs no flag of its own. The slow path
+ * recomputes limit and base whenever it moves tail.
  */
 struct evr_writer {
-	struct evr_segment *seg;
+	uint64_t tail;	     /* exclusive: next position to write; the open reservation's */
+	uint64_t limit;	     /* records ending at or below it take the fast path; 0: none does */
+	uintptr_t base;	     /* data - start of tail's lap: base + pos is where pos lies */
 	struct evr_lane *lane;
-	uint8_t *data;
-	uint64_t mask;	     /* lane_bytes - 1 */
-	uint64_t tail;	     /* exclusive: next position to write */
-	uint64_t head_cache; /* last consumer head read (W1) */
-	uint64_t records;    /* exclusive: records committed, mirrors lane.records */
-	uint64_t resv_pos;   /* the open reservation */
-	uint64_t resv_bytes; /* shared lane: bytes reserved for it */
 	uint32_t salt;
 	uint32_t clock_kind;
 	bool shared;
-	bool slow;	     /* shared lane, or a loss or the THREAD record waits to be written */
 	bool thread_pending; /* exclusive lane: the THREAD record opening this thread's run is due */
+	uint8_t *data;
+	uint64_t mask;	     /* lane_bytes - 1 */
+	uint64_t head_cache; /* last consumer head read (W1) */
+	uint64_t resv_pos;   /* shared lane: the open reservation */
+	uint64_t resv_bytes; /* shared lane: bytes reserved for it */
+	struct evr_segment *seg;
 	uint64_t owner;
 };
 
@@ -418,7 +427,12 @@ EVR_API void evr_writer_close(struct evr_writer *w);
 /* Writes the pending LOST record now if there is room. Returns 1 written, 0 none due, -ENOSPC. */
 EVR_API int evr_writer_flush_lost(struct evr_writer *w);
 
-EVR_API void *evr__writer_reserve_slow(struct evr_writer *w, uint32_t body_len);
+/*
+ * For tests that place records at exact offsets: forgets the THREAD record
+ * due before the writer's first record on an exclusive lane.
+ */
+EVR_API void evr_writer_skip_thread_record(struct evr_writer *w);
+
 EVR_API void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, uint32_t type);
 
 /*
@@ -428,37 +442,107 @@ EVR_API void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, 
  * followed by evr_writer_commit with a body_len no larger than reserved.
  * Never blocks, locks, allocates or enters the kernel.
  */
-static inline void *evr_writer_reserve(struct evr_writer *w, uint32_t body_len)
-{
-	uint64_t need = evr_rec_bytes(body_len);
-	uint64_t pos = w->tail;
-	uint64_t off = pos & w->mask;
+/*
+ * An open reservation: where its body goes and what its commit needs, read
+ * from the writer before the body is written. A body is written with byte
+ * stores, which the compiler must assume may land on the writer's fields, so
+ * whatever the commit needs is in hand before them and nothing is read again.
+ */
+struct evr_resv {
+	uint8_t *body; /* where the body goes */
+	uint64_t pos;  /* its commit word's position (exclusive lane) */
+	struct evr_lane *lane;
+	uint32_t salt;
+	bool shared;
+};
 
-	if (EVR_LIKELY(!w->slow && off + need <= w->mask + 1 &&
-		       pos + need - w->head_cache <= w->mask + 1 && body_len <= EVR_BODY_MAX)) {
-		w->resv_pos = pos;
-		return w->data + off + EVR_WORD_BYTES;
-	}
-	return evr__writer_reserve_slow(w, body_len);
+/*
+ * The fast path of a reservation for a body of body_len bytes: true with *r
+ * filled when the record fits as things stand, false when it must go through
+ * evr_writer_reserve_slow. The two are split so that a caller writes
+ *
+ *   if (evr_writer_reserve_fast(w, len, &r) || (r = evr_writer_reserve_slow(w, len)).body) {
+ *           ... write len bytes or fewer at r.body ...
+ *           evr_writer_publish(w, &r, len_written, type);
+ *   }
+ *
+ * and the fast path carries no test of whether a body came back.
+ */
+EVR_INLINE bool evr_writer_reserve_fast(struct evr_writer *w, uint32_t body_len, struct evr_resv *r)
+{
+	uint64_t tail = w->tail;
+
+	if (EVR_UNLIKELY(tail + evr_rec_bytes(body_len) > w->limit || body_len > EVR_BODY_MAX))
+		return false;
+	r->body = (uint8_t *)(w->base + (uintptr_t)tail + EVR_WORD_BYTES);
+	r->pos = tail;
+	r->lane = w->lane;
+	r->salt = w->salt;
+	r->shared = false; /* the shared lane's limit is 0 */
+	return true;
 }
 
-/* Publishes the reserved record as type (1-63) with its final body_len. */
+/*
+ * Reserves through the slow path (padding at the lap's end, the LOST and
+ * THREAD records due, the shared lane's CAS). The reservation comes back by
+ * value (so that the caller's copy can live in registers); its body is NULL
+ * when the record was dropped (counted in the lane and reported by the next
+ * LOST record). Every reservation must be followed by evr_writer_publish with a
+ * body_len no larger than reserved. Neither path blocks, locks, allocates or
+ * enters the kernel.
+ */
+EVR_API struct evr_resv evr_writer_reserve_slow(struct evr_writer *w, uint32_t body_len);
+
+/* Publishes a reservation of the fast path (an exclusive lane) as a record of type (1-63) with its final body_len. */
+EVR_INLINE void evr_writer_publish_exclusive(struct evr_writer *w, const struct evr_resv *r, uint32_t body_len,
+					      uint32_t type)
+{
+	uint64_t need = evr_rec_bytes(body_len);
+
+	w->tail = r->pos + need;
+	/* W2, pairs with R1: the body stores above are visible before the word. */
+	evr_st_rel_64((uint64_t *)(void *)(r->body - EVR_WORD_BYTES), evr_rec_word(r->pos, r->salt, need, type));
+	/* W3: relaxed, counters for evring stats; the reader never relies on them. */
+	evr_st_64(&r->lane->tail, r->pos + need);
+	evr_st_64(&r->lane->records, evr_ld_64(&r->lane->records) + 1); /* only this writer stores it */
+}
+
+/* Publishes any reservation r as a record of type (1-63) with its final body_len. */
+static inline void evr_writer_publish(struct evr_writer *w, const struct evr_resv *r, uint32_t body_len, uint32_t type)
+{
+	if (EVR_UNLIKELY(r->shared))
+		evr__writer_commit_shared(w, body_len, type);
+	else
+		evr_writer_publish_exclusive(w, r, body_len, type);
+}
+
+/*
+ * The one-call forms, for callers that keep only the body: reserve returns
+ * it, or NULL when the record was dropped; commit publishes it. The writer
+ * holds the reservation in between (resv_pos).
+ */
+static inline void *evr_writer_reserve(struct evr_writer *w, uint32_t body_len)
+{
+	struct evr_resv r;
+
+	if (!evr_writer_reserve_fast(w, body_len, &r))
+		r = evr_writer_reserve_slow(w, body_len);
+	return r.body;
+}
+
+/* Where the open reservation's record starts in the lane (its commit word). */
+static inline uint64_t evr_writer_resv_pos(const struct evr_writer *w)
+{
+	return w->shared ? w->resv_pos : w->tail;
+}
+
+/* Publishes the open reservation (evr_writer_reserve) as type (1-63) with its final body_len. */
 static inline void evr_writer_commit(struct evr_writer *w, uint32_t body_len, uint32_t type)
 {
-	uint64_t pos, need;
+	struct evr_resv r = { (uint8_t *)(w->base + (uintptr_t)w->tail + EVR_WORD_BYTES), w->tail, w->lane, w->salt,
+			      w->shared };
 
-	if (EVR_UNLIKELY(w->shared)) {
-		evr__writer_commit_shared(w, body_len, type);
-		return;
-	}
-	pos = w->resv_pos;
-	need = evr_rec_bytes(body_len);
-	/* W2, pairs with R1: the body stores above are visible before the word. */
-	evr_st_rel_64((uint64_t *)(void *)(w->data + (pos & w->mask)), evr_rec_word(pos, w->salt, need, type));
-	w->tail = pos + need;
-	/* W3: relaxed, counters for evring stats; the reader never relies on them. */
-	evr_st_64(&w->lane->tail, w->tail);
-	evr_st_64(&w->lane->records, ++w->records);
+	evr_writer_publish(w, &r, body_len, type);
 }
 
 /* Copies body into a new record in one call. Returns true when written, false when dropped. */
