@@ -64,9 +64,9 @@
  */
 const struct bench_count_case bench_count_cases[BENCH_COUNT_CASES] = {
 	{ "disabled", 4, 4 },
-	{ "event0", 40, 49 },
-	{ "event3", 80, 82 },
-	{ "span", 140, 165 },
+	{ "event0", 40, 46 },
+	{ "event3", 80, 77 },
+	{ "span", 140, 155 },
 };
 #define COUNT_SLACK 1.10
 

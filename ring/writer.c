@@ -97,7 +97,7 @@ static void refresh(struct evr_writer *w)
 {
 	uint64_t lap = w->tail & ~w->mask;
 
-	w->base = (uintptr_t)w->data - (uintptr_t)lap;
+	w->base = (uintptr_t)w->data + EVR_WORD_BYTES - (uintptr_t)lap;
 	if (w->shared || w->thread_pending || evr_ld_64(&w->lane->lost_pending))
 		w->limit = 0;
 	else

@@ -52,6 +52,7 @@ static inline bool evr_cas_64(uint64_t *p, uint64_t *expected, uint64_t desired)
 					   __ATOMIC_SEQ_CST);
 }
 static inline uint64_t evr_faa_64(uint64_t *p, uint64_t d) { return __atomic_fetch_add(p, d, __ATOMIC_SEQ_CST); }
+static inline void evr_inc_own_64(uint64_t *p) { EVR__ST(p, EVR__LD(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED); }
 static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 static inline void *evr_ld_acq_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void evr_st_rel_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
@@ -118,6 +119,20 @@ static inline uint64_t evr_fas_64(uint64_t *p, uint64_t v)
 	old = ck_pr_fas_64(p, v);
 	ck_pr_fence_acquire();
 	return old;
+}
+/*
+ * Adds one to a counter that only this thread stores and others only read:
+ * no lock prefix, no ordering, one instruction on x86-64 (an aligned
+ * read-modify-write whose store is single-copy atomic, so a reader sees the
+ * old value or the new one).
+ */
+static inline void evr_inc_own_64(uint64_t *p)
+{
+#if defined(__x86_64__)
+	__asm__ __volatile__("addq $1, %0" : "+m"(*p));
+#else
+	ck_pr_store_64(p, ck_pr_load_64(p) + 1);
+#endif
 }
 static inline void *evr_ld_acq_ptr(void *const *p)
 {

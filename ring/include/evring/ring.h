@@ -391,7 +391,7 @@ static inline uint32_t evr_word_type(uint64_t w) { return (uint32_t)(w >> 56); }
 struct evr_writer {
 	uint64_t tail;	     /* exclusive: next position to write; the open reservation's */
 	uint64_t limit;	     /* records ending at or below it take the fast path; 0: none does */
-	uintptr_t base;	     /* data - start of tail's lap: base + pos is where pos lies */
+	uintptr_t base;	     /* data + 8 - start of tail's lap: base + pos is where the body at pos goes */
 	struct evr_lane *lane;
 	uint32_t salt;
 	uint32_t clock_kind;
@@ -474,7 +474,7 @@ EVR_INLINE bool evr_writer_reserve_fast(struct evr_writer *w, uint32_t body_len,
 
 	if (EVR_UNLIKELY(tail + evr_rec_bytes(body_len) > w->limit || body_len > EVR_BODY_MAX))
 		return false;
-	r->body = (uint8_t *)(w->base + (uintptr_t)tail + EVR_WORD_BYTES);
+	r->body = (uint8_t *)(w->base + (uintptr_t)tail);
 	r->pos = tail;
 	r->lane = w->lane;
 	r->salt = w->salt;
@@ -504,7 +504,7 @@ EVR_INLINE void evr_writer_publish_exclusive(struct evr_writer *w, const struct 
 	evr_st_rel_64((uint64_t *)(void *)(r->body - EVR_WORD_BYTES), evr_rec_word(r->pos, r->salt, need, type));
 	/* W3: relaxed, counters for evring stats; the reader never relies on them. */
 	evr_st_64(&r->lane->tail, r->pos + need);
-	evr_st_64(&r->lane->records, evr_ld_64(&r->lane->records) + 1); /* only this writer stores it */
+	evr_inc_own_64(&r->lane->records); /* only this writer stores it */
 }
 
 /* Publishes any reservation r as a record of type (1-63) with its final body_len. */
@@ -539,7 +539,7 @@ static inline uint64_t evr_writer_resv_pos(const struct evr_writer *w)
 /* Publishes the open reservation (evr_writer_reserve) as type (1-63) with its final body_len. */
 static inline void evr_writer_commit(struct evr_writer *w, uint32_t body_len, uint32_t type)
 {
-	struct evr_resv r = { (uint8_t *)(w->base + (uintptr_t)w->tail + EVR_WORD_BYTES), w->tail, w->lane, w->salt,
+	struct evr_resv r = { (uint8_t *)(w->base + (uintptr_t)w->tail), w->tail, w->lane, w->salt,
 			      w->shared };
 
 	evr_writer_publish(w, &r, body_len, type);
