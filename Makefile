@@ -15,9 +15,14 @@ all: build
 deps:
 	@sh tools/install-deps.sh
 
+# The build's own output goes to $(BUILD)/build.log: a screen shows what was
+# asked for (the demo, the tests), a warning, or the end of a failed build.
 build: deps
 	@$(call configure,$(BUILD),)
-	@cmake --build $(BUILD) -j$(JOBS)
+	@echo "evring: building in $(BUILD)/ (log: $(BUILD)/build.log)"
+	@cmake --build $(BUILD) -j$(JOBS) -- --no-print-directory >$(BUILD)/build.log 2>&1 || \
+		{ tail -n 40 $(BUILD)/build.log >&2; echo "evring: the build failed; the whole log: $(BUILD)/build.log" >&2; exit 1; }
+	@grep -A3 ': warning:' $(BUILD)/build.log >&2 || true
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure

@@ -77,6 +77,14 @@ struct bench_own {
 int bench_args(struct bench_opts *o, int argc, char **argv, const struct bench_own *own, size_t n,
 	       void (*usage)(FILE *));
 
+/*
+ * A target's verdict: "met" or "NOT met"; after --quick (set by
+ * bench_opts_parse, or by `all --quick`), "not judged (quick run)": a smoke
+ * run's figures are too short to hold a target to.
+ */
+extern bool bench_quick_run;
+const char *bench_verdict(bool ok);
+
 /* Prints the lines describing the common options, for usage texts. */
 void bench_opts_usage(FILE *f);
 

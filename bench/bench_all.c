@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <libgen.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -334,7 +335,7 @@ static void md_write(FILE *f, const struct bench_machine *m, const struct all_re
 			}
 		}
 	fprintf(f, "- suite: %.0f s, budget %.0f s: %s\n", seconds, quick ? ALL_BUDGET_QUICK_S : ALL_BUDGET_S,
-		seconds <= (quick ? ALL_BUDGET_QUICK_S : ALL_BUDGET_S) ? "met" : "NOT met");
+		bench_verdict(seconds <= (quick ? ALL_BUDGET_QUICK_S : ALL_BUDGET_S)));
 	if (chart_note)
 		fprintf(f, "- chart: %s\n", chart_note);
 	for (size_t s = 0; s < ALL_NSECTIONS; s++)
@@ -411,7 +412,7 @@ static int plot(const char *script, const char *dat, const char *png, const stru
 	int st;
 
 	if (access(script, R_OK) != 0) {
-		snprintf(why, whylen, "no chart: %s: %s", script, strerror(errno));
+		snprintf(why, whylen, "no chart: %.300s: %s", script, strerror(errno));
 		return -1;
 	}
 	snprintf(expr, sizeof(expr),
@@ -477,9 +478,17 @@ int bench_all_main(int argc, char **argv)
 #else
 	const char *script = "bench/plot.gp";
 #endif
+	char installed_script[4096];
 	struct bench_table all = { 0 };
 	struct bench_machine m;
 	bool quick = false, no_lttng = false;
+
+	if (access(script, R_OK) != 0) { /* an installed evring-bench: PREFIX/share/evring/plot.gp */
+		char self[4096];
+		snprintf(self, sizeof(self), "%s", bench_self_exe());
+		snprintf(installed_script, sizeof(installed_script), "%s/../share/evring/plot.gp", dirname(self));
+		script = installed_script;
+	}
 	unsigned runs = 0, failed = 0;
 	uint64_t t0 = bench_now_ns();
 	double seconds;
@@ -490,6 +499,7 @@ int bench_all_main(int argc, char **argv)
 
 		if (!strcmp(a, "--quick")) {
 			quick = true;
+			bench_quick_run = true;
 		} else if (!strcmp(a, "--no-lttng")) {
 			no_lttng = true;
 		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

@@ -512,7 +512,7 @@ static void cons_usage(FILE *f)
 
 static const char *met(bool ok)
 {
-	return ok ? "met" : "NOT met";
+	return bench_verdict(ok);
 }
 
 static void cons_notes(struct bench_table *t, const struct cons_state *st, size_t n, uint64_t records,

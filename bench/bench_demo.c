@@ -71,6 +71,10 @@ static const char *demo_path(const char *opt, char *buf, size_t len)
 		return EVR_BENCH_DEMO;
 #endif
 	snprintf(self, sizeof(self), "%s", bench_self_exe());
+	snprintf(buf, len, "%s/evring-demo", dirname(self)); /* installed: beside it in bin/ */
+	if (access(buf, X_OK) == 0)
+		return buf;
+	snprintf(self, sizeof(self), "%s", bench_self_exe());
 	snprintf(buf, len, "%s/../tools/evring-demo", dirname(self));
 	return buf;
 }
@@ -311,7 +315,7 @@ int bench_demo_main(int argc, char **argv)
 		}
 		if (any)
 			bench_table_note(&t, "target: under 1%% loss of throughput at the demo's default load: %s (%s)",
-					 ok ? "met" : "NOT met", detail);
+					 bench_verdict(ok), detail);
 	}
 	if (done[D_OFF])
 		bench_table_note(&t,

@@ -304,7 +304,7 @@ int bench_latency_main(int argc, char **argv)
 		bench_table_note(&t,
 				 "target: stopped and absent consumer no slower than attached (p50 and p99 within %.0f%%): "
 				 "%s",
-				 (LAT_TOLERANCE - 1) * 100, ok ? "met" : "NOT met");
+				 (LAT_TOLERANCE - 1) * 100, bench_verdict(ok));
 	}
 	bench_table_note(&t,
 			 "1 thread pinned to CPU %d, %.0f calls/s, %.2f s a run, %u rounds; default segment (%u lanes of "

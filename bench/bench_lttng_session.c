@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <libgen.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -394,6 +395,12 @@ int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *c
 		goto fail;
 	/* dlopen after the session started: the module registers inside dlopen and is enabled at once. */
 	L->module = dlopen(EVR_BENCH_LTTNG_MODULE, RTLD_NOW | RTLD_LOCAL);
+	if (!L->module) { /* an installed evring-bench: PREFIX/lib/evring/evring-bench-lttng.so */
+		char self[4096], mod[4200];
+		snprintf(self, sizeof(self), "%s", bench_self_exe());
+		snprintf(mod, sizeof(mod), "%s/../lib/evring/evring-bench-lttng.so", dirname(self));
+		L->module = dlopen(mod, RTLD_NOW | RTLD_LOCAL);
+	}
 	if (!L->module) {
 		snprintf(why, whylen, "cannot open the tracepoint module: %s", dlerror());
 		goto fail;

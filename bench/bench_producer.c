@@ -566,7 +566,7 @@ static void prod_usage(FILE *f)
 
 static const char *met(bool ok)
 {
-	return ok ? "met" : "NOT met";
+	return bench_verdict(ok);
 }
 
 static void prod_print_notes(const struct prod_bench *b, const struct bench_opts *o, const struct bench_table *t,

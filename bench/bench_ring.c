@@ -329,7 +329,7 @@ static void ring_print_notes(const struct ring_bench *b, const struct bench_opts
 		return;
 	}
 	printf("target: record_exclusive within %.1fx of tsc_read: %s (1 thread %.2fx, %.2f vs %.2f ns",
-	       RING_TARGET, rec->st.median <= RING_TARGET * tsc->st.median ? "met" : "NOT met",
+	       RING_TARGET, bench_verdict(rec->st.median <= RING_TARGET * tsc->st.median),
 	       rec->st.median / tsc->st.median, rec->st.median, tsc->st.median);
 	if (rec2)
 		printf("; 2 threads %.2fx", rec2->st.median / tsc->st.median);

@@ -66,6 +66,7 @@ int bench_opts_parse(struct bench_opts *o, int argc, char **argv)
 			o->json = true;
 		} else if (!strcmp(a, "--quick")) {
 			o->quick = true;
+			bench_quick_run = true;
 		} else if (!strcmp(a, "--runs")) {
 			if (parse_count(cmd, a, opt_value(argc, argv, &i), 1, BENCH_RUNS_MAX, &v))
 				return -1;
@@ -82,6 +83,15 @@ int bench_opts_parse(struct bench_opts *o, int argc, char **argv)
 		}
 	}
 	return 0;
+}
+
+bool bench_quick_run;
+
+const char *bench_verdict(bool ok)
+{
+	if (bench_quick_run)
+		return "not judged (quick run)";
+	return ok ? "met" : "NOT met";
 }
 
 int bench_args(struct bench_opts *o, int argc, char **argv, const struct bench_own *own, size_t n,

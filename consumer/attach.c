@@ -10,7 +10,9 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +82,31 @@ void evr__src_close(struct evr_src *s)
 	s->lanes = NULL;
 }
 
+/*
+ * Whether the segment file /dev/shm/<file> was made by a program called
+ * name: the program field of its header (the producer's program name,
+ * whatever EVRING_NAME named the segment). Read with one pread, as bytes
+ * that prove nothing: a header without the magic matches nothing.
+ */
+static bool program_is(const char *file, const char *name)
+{
+	struct evr_seg_header h;
+	char path[300];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/shm/%s", file);
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	n = pread(fd, &h, offsetof(struct evr_seg_header, meta_used), 0);
+	close(fd);
+	if (n != (ssize_t)offsetof(struct evr_seg_header, meta_used) || memcmp(h.magic, EVR_MAGIC, 8) != 0)
+		return false;
+	h.program[sizeof(h.program) - 1] = 0;
+	return strcmp(h.program, name) == 0;
+}
+
 int evr__shm_each(uint32_t pid, const char *name, int (*fn)(void *arg, const char *shm, uint32_t pid), void *arg)
 {
 	DIR *d = opendir("/dev/shm");
@@ -97,7 +124,7 @@ int evr__shm_each(uint32_t pid, const char *name, int (*fn)(void *arg, const cha
 		p = strtoul(e->d_name + 7, &end, 10);
 		if (end == e->d_name + 7 || *end != '.' || p == 0 || p > UINT32_MAX)
 			continue;
-		if ((pid && p != pid) || (name && strcmp(end + 1, name) != 0))
+		if ((pid && p != pid) || (name && strcmp(end + 1, name) != 0 && !program_is(e->d_name, name)))
 			continue;
 		snprintf(shm, sizeof(shm), "/%s", e->d_name);
 		rc = fn(arg, shm, (uint32_t)p);

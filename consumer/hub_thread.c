@@ -109,7 +109,7 @@ void *evr__hub_handler_main(void *arg)
 		}
 		__atomic_store_n(&x->done, x->done + i, __ATOMIC_RELEASE); /* F1 */
 	}
-	if (x->h.on_close && !evr__hub_supervised(x, CALL_CLOSE, NULL, "")) {
+	if ((x->h.on_close || x->h.on_end) && !evr__hub_supervised(x, CALL_CLOSE, NULL, "")) {
 		orphan_exit(x, CALL_CLOSE);
 		return NULL;
 	}

@@ -116,7 +116,8 @@ static void default_name(char *out, size_t n, const char *path)
 
 /*
  * Loads "PATH.so[:ARG]" (dlopen RTLD_NOW | RTLD_LOCAL; a PATH without '/'
- * is searched as dlopen searches) and fills *h through its
+ * is taken from the current directory when a file of that name is there,
+ * else searched as dlopen searches: the library path) and fills *h through its
  * EVR_HANDLER_ENTRY, called with ARG (NULL when there is none). The strings
  * in *h belong to the plug-in; evr__hub_add copies them. A caller that does
  * not hand *h to evr__hub_add must call h->destroy(h->ctx), which also
@@ -148,11 +149,19 @@ int evr__plugin_handler(const char *spec, struct evr_handler *h, char *err, size
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if (!strchr(path, '/') && access(path, F_OK) == 0) {
+		char *here = malloc(n + 3);
+		if (here) {
+			snprintf(here, n + 3, "./%s", path);
+			free(path);
+			path = here;
+		}
+	}
 	p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!p->dl) {
 		const char *why = dlerror();
 
-		rc = strchr(path, '/') && access(path, F_OK) != 0 ? -ENOENT : -ELIBBAD;
+		rc = !strchr(path, '/') || access(path, F_OK) != 0 ? -ENOENT : -ELIBBAD;
 		snprintf(err, errlen, "cannot load handler plug-in %s: %s", path, why ? why : "dlopen failed");
 		goto fail;
 	}

@@ -94,6 +94,8 @@ static int invoke(const struct evr_handler *h, unsigned call, const void *obj)
 	case EVR_CB_LOST:
 		return h->on_lost(h->ctx, obj);
 	case CALL_CLOSE:
+		if (h->on_end)
+			return h->on_end(h->ctx);
 		h->on_close(h->ctx);
 		return 0;
 	default:

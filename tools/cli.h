@@ -9,8 +9,10 @@
 #ifndef EVRING_TOOLS_CLI_H
 #define EVRING_TOOLS_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <evring/consumer.h>
 
@@ -24,6 +26,7 @@ enum evr_exit {
 	EVR_EXIT_ABI = 6,	 /* the segment speaks another ABI version */
 	EVR_EXIT_BUSY = 7,	 /* another consumer holds the segment */
 	EVR_EXIT_BAD_INPUT = 8,	 /* a segment or capture file that failed validation */
+	EVR_EXIT_HANDLER = 9,	 /* the run went on, but a handler failed: errors, timeouts, output not written */
 };
 
 /* The exit status for a -errno from the libraries. */
@@ -42,10 +45,23 @@ int evr_cli_attach(const char *cmd, struct evr_consumer *c, const char *target, 
 
 /*
  * SIGINT / SIGTERM set *flag (static storage: a handler may run late) and
- * stop c; the first one only, a second takes the default action.
- * evr_cli_signals(NULL, NULL) forgets both before c is closed.
+ * stop c; the first one only, a second takes the default action. SIGPIPE
+ * (standard output closed: `evring attach PID | head`) stops c too and sets
+ * evr_cli_output_closed: the run then ends quietly. evr_cli_signals(NULL,
+ * NULL) forgets the flag and the consumer before c is closed.
  */
 void evr_cli_signals(volatile int *flag, struct evr_consumer *c);
+extern volatile int evr_cli_output_closed;
+
+/*
+ * Parses a command's options with getopt_long (opterr off): returns the
+ * option, -1 at the end, or '?' after printing one line naming the bad
+ * option ("evring attach: unknown option '--x' (try evring attach --help)").
+ */
+int evr_cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts, const struct option *longopts);
+
+/* Prints "evring VERSION". */
+void evr_cli_version(FILE *f);
 
 /* Prints the one-line summary of a consumer run on stderr. */
 void evr_cli_summary(const char *cmd, struct evr_consumer *c);

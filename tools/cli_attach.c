@@ -35,7 +35,13 @@ static const struct option run_options[] = {
 
 static const char handler_help[] =
 	"  -H, --handler SPEC   a handler (repeatable): tail, debug, tokens, stats, jsonl[=PATH]\n"
-	"                       (default PATH evring.log), chrome=PATH, plugin=PATH.so[:ARG]\n";
+	"                       (default PATH evring.log), chrome=PATH, plugin=PATH.so[:ARG]\n"
+	"                       (a PATH.so without '/' is taken from the current directory if there,\n"
+	"                       else from the library path)\n";
+
+static const char run_help[] =
+	"  The run exits 9 when a handler failed (returned errors, timed out, or could not write\n"
+	"  its output), and quietly when its standard output is closed (`... | head`).\n";
 
 static void attach_usage(FILE *f)
 {
@@ -49,19 +55,36 @@ static void attach_usage(FILE *f)
 		"  --duration S         stop after S seconds (fractions allowed)\n"
 		"  --timeout-ms N       per handler call timeout (default 5000)\n"
 		"  --from now|oldest    start with what is written from now (default) or read what the lanes still hold\n"
-		"  --filter DISPATCHER  only records of this dispatcher and those below it that propagate\n",
-		handler_help);
+		"  --filter DISPATCHER  only records of this dispatcher and those below it that propagate\n"
+		"%s"
+		"examples:\n"
+		"  evring attach 1234                               a line per event and span end, as they come\n"
+		"  evring attach my-server -H stats --duration 30   latency per span name over 30 s, every process\n"
+		"  evring attach 1234 -H debug -H chrome=trace.json --from oldest\n"
+		"                                                   trace trees, and a file for ui.perfetto.dev\n",
+		handler_help, run_help);
 }
 
 static void record_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: evring record PID|NAME... -o FILE [--duration S] [-H SPEC]... [--from now|oldest]\n"
+		"                     [--filter DISPATCHER] [--timeout-ms N]\n"
 		"  Writes a capture file (a msgpack stream: a header, the metadata, every record in the\n"
 		"  order it was delivered) until the processes exit, SIGINT, or the duration ends.\n"
 		"  Handlers given with -H run live as well. `evring replay FILE` runs handlers over it.\n"
-		"%s",
-		handler_help);
+		"  -o, --output FILE    the capture file (created or truncated)\n"
+		"%s"
+		"  --duration S         stop after S seconds (fractions allowed)\n"
+		"  --timeout-ms N       per handler call timeout for the -H handlers (default 5000)\n"
+		"  --from now|oldest    start with what is written from now (default) or read what the lanes still hold\n"
+		"  --filter DISPATCHER  handlers see only this dispatcher and those below it that propagate;\n"
+		"                       the capture keeps every record\n"
+		"%s"
+		"examples:\n"
+		"  evring record 1234 -o run.evr --duration 60      a minute of one process, decoded later\n"
+		"  evring record my-server -o run.evr -H stats      every my-server process, with a live table\n",
+		handler_help, run_help);
 }
 
 static void replay_usage(FILE *f)
@@ -70,9 +93,27 @@ static void replay_usage(FILE *f)
 		"usage: evring replay FILE [-H SPEC]... [--filter DISPATCHER] [--timeout-ms N]\n"
 		"  Runs handlers over a capture file written by `evring record`: the same records in the\n"
 		"  same order as the live run, so the same output. Default handler: tail.\n"
-		"%s",
-		handler_help);
+		"%s"
+		"  --filter DISPATCHER  only records of this dispatcher and those below it that propagate\n"
+		"  --timeout-ms N       per handler call timeout (default 5000; offline, a slow handler is waited for)\n"
+		"%s"
+		"examples:\n"
+		"  evring replay run.evr -H debug                   the trace trees of a recorded run\n"
+		"  evring replay run.evr -H jsonl=run.jsonl --filter llm\n"
+		"                                                   the LLM records as JSON lines\n",
+		handler_help, run_help);
 }
+
+/*
+ * Handler failures, counted as the consumer reports them (on_error, from
+ * the handler threads) and printed here: the first few, then at powers of
+ * two. Writes that failed because the output was closed are not failures.
+ */
+static struct {
+	const char *cmd;
+	struct evr_consumer *c;
+	uint64_t failures;
+} fails;
 
 /* Parses the options the three commands share; returns 0, -1 for --help, or an exit status. */
 static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, void (*usage)(FILE *))
@@ -81,8 +122,9 @@ static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, voi
 	int ch;
 
 	memset(o, 0, sizeof(*o));
+	fails.cmd = cmd;
 	optind = 0; /* a full reset of getopt, as for a new program */
-	while ((ch = getopt_long(argc, argv, "H:o:h", run_options, NULL)) != -1) {
+	while ((ch = evr_cli_getopt(cmd, argc, argv, "H:o:h", run_options)) != -1) {
 		switch (ch) {
 		case 'H':
 			if (o->nhandlers == MAX_HANDLERS)
@@ -94,7 +136,8 @@ static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, voi
 			break;
 		case OPT_DURATION:
 			if (!evr_cli_seconds(optarg, &o->duration_ns) || o->duration_ns == 0)
-				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "--duration wants seconds > 0, not '%s'", optarg);
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE,
+						    "--duration wants seconds, more than 0 and at most 1e9, not '%s'", optarg);
 			break;
 		case OPT_TIMEOUT:
 			if (!evr_cli_uint(optarg, UINT64_MAX / 1000000, &v) || v == 0)
@@ -114,18 +157,48 @@ static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, voi
 		case 'h':
 			usage(stdout);
 			return -1;
-		default:
-			usage(stderr);
+		default: /* evr_cli_getopt said which option */
 			return EVR_EXIT_USAGE;
 		}
 	}
 	return 0;
 }
 
+
+static void on_handler_error(void *arg, const struct evr_handler_error *e)
+{
+	struct evr_consumer *c = __atomic_load_n(&fails.c, __ATOMIC_ACQUIRE);
+	uint64_t n;
+
+	(void)arg;
+	if (e->rc == -EPIPE) { /* the reader went away (a handler thread may block SIGPIPE): stop, quietly */
+		evr_cli_output_closed = 1;
+		if (c)
+			evr_consumer_stop(c);
+	}
+	if (evr_cli_output_closed)
+		return;
+	n = __atomic_add_fetch(&fails.failures, 1, __ATOMIC_RELAXED);
+	if (n > 8 && (n & (n - 1)))
+		return;
+	if (e->timeout)
+		fprintf(stderr, "evring %s: handler \"%s\" %s(\"%s\") overran its timeout (%.2f s); %llu failure%s so far\n",
+			fails.cmd, e->handler, e->callback, e->what ? e->what : "", (double)e->elapsed_ns / 1e9,
+			(unsigned long long)n, n == 1 ? "" : "s");
+	else
+		fprintf(stderr, "evring %s: handler \"%s\" %s(\"%s\") failed: %s; %llu failure%s so far\n", fails.cmd,
+			e->handler, e->callback, e->what ? e->what : "",
+			e->rc < 0 && e->rc > -4096 ? strerror(-e->rc) : "returned an error", (unsigned long long)n,
+			n == 1 ? "" : "s");
+}
+
 /* A consumer with the handlers of o; NULL with *status set on failure. */
 static struct evr_consumer *consumer_new(const char *cmd, const struct run_opts *o, const char *dflt, int *status)
 {
-	struct evr_consumer_opts co = { .timeout_ns = o->timeout_ns, .dispatcher = o->filter };
+	struct evr_consumer_opts co = { .timeout_ns = o->timeout_ns,
+					.dispatcher = o->filter,
+					.on_error = on_handler_error,
+					.quiet = true };
 	char err[512] = "";
 	struct evr_consumer *c = evr_consumer_new(&co, err, sizeof(err));
 
@@ -133,12 +206,15 @@ static struct evr_consumer *consumer_new(const char *cmd, const struct run_opts 
 		*status = evr_cli_fail(cmd, EVR_EXIT_FAIL, "%s", err);
 		return NULL;
 	}
+	__atomic_store_n(&fails.c, c, __ATOMIC_RELEASE);
 	for (int i = 0; i < o->nhandlers || (i == 0 && dflt); i++) {
 		const char *spec = o->nhandlers ? o->handlers[i] : dflt;
 		int rc = evr_consumer_add_builtin(c, spec, stdout, err, sizeof(err));
 
 		if (rc < 0) {
-			*status = evr_cli_fail(cmd, rc == -EINVAL ? EVR_EXIT_USAGE : EVR_EXIT_FAIL, "%s", err);
+			/* A spec that names nothing loadable is the command line's fault; an output it cannot write is not. */
+			bool usage = rc == -EINVAL || (!strncmp(spec, "plugin=", 7) && rc != -ENOMEM);
+			*status = evr_cli_fail(cmd, usage ? EVR_EXIT_USAGE : EVR_EXIT_FAIL, "%s", err);
 			evr_consumer_close(c);
 			return NULL;
 		}
@@ -172,13 +248,29 @@ static int run_live(const char *cmd, struct evr_consumer *c, const struct run_op
 	return EVR_EXIT_OK;
 }
 
-/* Closes the consumer (handlers flush and print their last output). */
+/*
+ * Closes the consumer (handlers flush and print their last output, and may
+ * fail doing it), then gives the run's status: a closed output ends it
+ * quietly with 0, a handler that failed makes it 9.
+ */
 static int finish(const char *cmd, struct evr_consumer *c, int status)
 {
+	evr_cli_signals(&stop_requested, NULL); /* still catches SIGPIPE; no longer stops c */
+	__atomic_store_n(&fails.c, NULL, __ATOMIC_RELEASE);
+	evr_consumer_close(c); /* the handler threads are gone when it returns */
 	evr_cli_signals(NULL, NULL);
-	evr_consumer_close(c);
-	if (fflush(stdout) != 0 && status == EVR_EXIT_OK)
+	if (evr_cli_output_closed)
+		return status;
+	errno = 0;
+	if (fflush(stdout) != 0 && errno != EPIPE && status == EVR_EXIT_OK)
 		status = evr_cli_fail(cmd, EVR_EXIT_FAIL, "cannot write output: %s", strerror(errno));
+	if (evr_cli_output_closed || errno == EPIPE)
+		return status;
+	if (status == EVR_EXIT_OK && fails.failures) {
+		fprintf(stderr, "evring %s: %llu handler failure%s: exit status 9\n", cmd,
+			(unsigned long long)fails.failures, fails.failures == 1 ? "" : "s");
+		status = EVR_EXIT_HANDLER;
+	}
 	return status;
 }
 
@@ -192,17 +284,15 @@ int evr_cmd_attach(int argc, char **argv)
 		return status < 0 ? EVR_EXIT_OK : status;
 	if (o.output)
 		return evr_cli_fail("attach", EVR_EXIT_USAGE, "-o is for evring record");
-	if (optind == argc) {
-		attach_usage(stderr);
-		return EVR_EXIT_USAGE;
-	}
+	if (optind == argc)
+		return evr_cli_fail("attach", EVR_EXIT_USAGE, "wants a PID or NAME (try evring attach --help)");
 	if (!(c = consumer_new("attach", &o, "tail", &status)))
 		return status;
 	status = attach_all("attach", c, argc, argv, o.flags);
 	if (!status)
 		status = run_live("attach", c, &o);
 	evr_consumer_finish(c); /* the last records delivered: the summary is final */
-	if (!status)
+	if (!status && !evr_cli_output_closed)
 		evr_cli_summary("attach", c);
 	return finish("attach", c, status);
 }
@@ -218,10 +308,8 @@ int evr_cmd_record(int argc, char **argv)
 		return status < 0 ? EVR_EXIT_OK : status;
 	if (!o.output)
 		return evr_cli_fail("record", EVR_EXIT_USAGE, "no capture file given (-o FILE)");
-	if (optind == argc) {
-		record_usage(stderr);
-		return EVR_EXIT_USAGE;
-	}
+	if (optind == argc)
+		return evr_cli_fail("record", EVR_EXIT_USAGE, "wants a PID or NAME (try evring record --help)");
 	if (!(c = consumer_new("record", &o, NULL, &status)))
 		return status;
 	status = attach_all("record", c, argc, argv, o.flags);
@@ -232,7 +320,7 @@ int evr_cmd_record(int argc, char **argv)
 	if (!status && (rc = evr_consumer_capture_end(c)) != 0)
 		status = evr_cli_fail("record", EVR_EXIT_FAIL, "cannot write capture %s: %s", o.output, strerror(-rc));
 	evr_consumer_finish(c);
-	if (!status) {
+	if (!status && !evr_cli_output_closed) {
 		evr_cli_summary("record", c);
 		fprintf(stderr, "evring record: capture written to %s\n", o.output);
 	}
@@ -251,10 +339,8 @@ int evr_cmd_replay(int argc, char **argv)
 		return status < 0 ? EVR_EXIT_OK : status;
 	if (o.output || o.duration_ns || o.flags)
 		return evr_cli_fail("replay", EVR_EXIT_USAGE, "-o, --duration and --from are for live runs");
-	if (optind + 1 != argc) {
-		replay_usage(stderr);
-		return EVR_EXIT_USAGE;
-	}
+	if (optind + 1 != argc)
+		return evr_cli_fail("replay", EVR_EXIT_USAGE, "wants one capture FILE (try evring replay --help)");
 	if (!(c = consumer_new("replay", &o, "tail", &status)))
 		return status;
 	evr_cli_signals(&stop_requested, c); /* SIGINT ends the replay where it is, handlers flushed */
@@ -263,7 +349,7 @@ int evr_cmd_replay(int argc, char **argv)
 		status = evr_cli_fail("replay", evr_cli_exit_of(rc == -ENOENT ? -EIO : rc), "%s", err);
 	evr_consumer_finish(c);
 	evr_consumer_stats(c, &st);
-	if (st.records) /* what came before a bad entry was delivered: say how much */
+	if (st.records && !evr_cli_output_closed) /* what came before a bad entry was delivered: say how much */
 		evr_cli_summary("replay", c);
 	return finish("replay", c, status);
 }

@@ -176,7 +176,11 @@ static void ls_usage(FILE *f)
 		   "  records written, records lost, the attached consumer's pid, and the state\n"
 		   "  (live; stale: its process is gone; other-user, other-abi, creating, invalid).\n"
 		   "  --json   one JSON array\n"
-		   "  --clean  remove the stale segments this user owns\n");
+		   "  --clean  remove the stale segments this user owns\n"
+		   "examples:\n"
+		   "  evring ls                the segments, a line each\n"
+		   "  evring ls --json | jq .  the same for a script\n"
+		   "  evring ls --clean        remove what killed processes left in /dev/shm\n");
 }
 
 int evr_cmd_ls(int argc, char **argv)
@@ -190,7 +194,7 @@ int evr_cmd_ls(int argc, char **argv)
 	int n, ch, status = EVR_EXIT_OK;
 
 	optind = 0; /* a full reset of getopt, as for a new program */
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = evr_cli_getopt("ls", argc, argv, "", opts)) != -1) {
 		if (ch == 'j')
 			json = true;
 		else if (ch == 'c')
@@ -199,7 +203,6 @@ int evr_cmd_ls(int argc, char **argv)
 			ls_usage(stdout);
 			return EVR_EXIT_OK;
 		} else {
-			ls_usage(stderr);
 			return EVR_EXIT_USAGE;
 		}
 	}
@@ -267,8 +270,16 @@ static void stats_usage(FILE *f)
 {
 	fprintf(f, "usage: evring stats PID|NAME [--json]\n"
 		   "  Prints the counters of the process's segments, read-only: it does not take the\n"
-		   "  consumer slot, so it works while a consumer is attached.\n"
-		   "  NAME: a segment name (/evring.PID.NAME or PID.NAME) or a program name.\n");
+		   "  consumer slot, so it works while a consumer is attached: the header's counters\n"
+		   "  (lane claims and fallbacks to the shared lane, records refused as oversize or\n"
+		   "  reentrant, metadata refused, lanes reclaimed, records skipped) and per lane its\n"
+		   "  owner, records, lost, pending loss, head and tail.\n"
+		   "  NAME: a segment name (/evring.PID.NAME or PID.NAME) or a program name.\n"
+		   "  --json   one JSON array, an object per segment\n"
+		   "examples:\n"
+		   "  evring stats 1234           the counters of process 1234\n"
+		   "  evring stats my-server --json\n"
+		   "                              every my-server process's, for a script\n");
 }
 
 /* The segments a target names; exits with a status when there are none. */
@@ -386,21 +397,18 @@ int evr_cmd_stats(int argc, char **argv)
 	int n = 0, ch, status, shown = 0;
 
 	optind = 0; /* a full reset of getopt, as for a new program */
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = evr_cli_getopt("stats", argc, argv, "", opts)) != -1) {
 		if (ch == 'j')
 			json = true;
 		else if (ch == 'h') {
 			stats_usage(stdout);
 			return EVR_EXIT_OK;
 		} else {
-			stats_usage(stderr);
 			return EVR_EXIT_USAGE;
 		}
 	}
-	if (optind + 1 != argc) {
-		stats_usage(stderr);
-		return EVR_EXIT_USAGE;
-	}
+	if (optind + 1 != argc)
+		return evr_cli_fail("stats", EVR_EXIT_USAGE, "wants one PID or NAME (try evring stats --help)");
 	status = resolve("stats", argv[optind], &v, &n);
 	if (status)
 		return status;

@@ -159,7 +159,13 @@ static void top_usage(FILE *f)
 		   "  per second, p50 / p99 latency in ms over the interval, errors (dropped or abandoned\n"
 		   "  spans), output tokens per second; then records read per second and the lost,\n"
 		   "  skipped, late and bad counts. Takes the consumer slot, like attach.\n"
-		   "  --once  print one frame after one interval and exit (for scripts)\n");
+		   "  --once           print one frame after one interval and exit (for scripts)\n"
+		   "  --interval-ms N  refresh every N ms, 10 to 3600000 (default 1000)\n"
+		   "  --duration S     stop after S seconds (fractions allowed)\n"
+		   "examples:\n"
+		   "  evring top 1234                    a live view of one process\n"
+		   "  evring top my-server               every my-server process, merged\n"
+		   "  evring top 1234 --once > frame.txt one frame, for a script\n");
 }
 
 static uint64_t mono_ns(void)
@@ -188,7 +194,7 @@ int evr_cmd_top(int argc, char **argv)
 	int ch, status = EVR_EXIT_OK;
 
 	optind = 0; /* a full reset of getopt, as for a new program */
-	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((ch = evr_cli_getopt("top", argc, argv, "h", opts)) != -1) {
 		if (ch == '1')
 			once = true;
 		else if (ch == OPT_INTERVAL) {
@@ -198,20 +204,17 @@ int evr_cmd_top(int argc, char **argv)
 			interval_ns = v * 1000000;
 		} else if (ch == OPT_DURATION) {
 			if (!evr_cli_seconds(optarg, &duration_ns) || !duration_ns)
-				return evr_cli_fail("top", EVR_EXIT_USAGE, "--duration wants seconds > 0, not '%s'",
-						    optarg);
+				return evr_cli_fail("top", EVR_EXIT_USAGE,
+						    "--duration wants seconds, more than 0 and at most 1e9, not '%s'", optarg);
 		} else if (ch == 'h') {
 			top_usage(stdout);
 			return EVR_EXIT_OK;
 		} else {
-			top_usage(stderr);
 			return EVR_EXIT_USAGE;
 		}
 	}
-	if (optind == argc) {
-		top_usage(stderr);
-		return EVR_EXIT_USAGE;
-	}
+	if (optind == argc)
+		return evr_cli_fail("top", EVR_EXIT_USAGE, "wants a PID or NAME (try evring top --help)");
 	if (!(c = evr_consumer_new(NULL, err, sizeof(err))))
 		return evr_cli_fail("top", EVR_EXIT_FAIL, "%s", err);
 	if (!(t = calloc(1, sizeof(*t)))) {

@@ -48,7 +48,7 @@ awk '$0 == "**********" { if (!inside) { inside = 1; buf = $0 "\n"; next }
                   next }
      inside { buf = buf $0 "\n" }
      END { printf "== a request'"'"'s trace tree (debug handler; one of many)\n%s\n", good
-           printf "== a request whose tool call failed\n%s", bad }' "$work/attach.out"
+           printf "== a request whose tool call failed ([dropped]: the span ended by EVR_SPAN_DROP, as an error)\n%s", bad }' "$work/attach.out"
 echo
 echo "== tokens per model and latency per span name (tokens, stats handlers)"
 awk '$0 == "**********" { inside = !inside; next }

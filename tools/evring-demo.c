@@ -558,7 +558,8 @@ int main(int argc, char **argv)
 	rc = evr_open(NULL);
 	tracing = evr_enabled() && evr_segment_current();
 	if (tracing)
-		fprintf(stderr, "evring-demo: pid %d, tracing to %s\n", (int)getpid(), evr_segment_current()->shm_name);
+		fprintf(stderr, "evring-demo: pid %d, tracing to /dev/shm%s\n", (int)getpid(),
+			evr_segment_current()->shm_name);
 	else if (rc)
 		fprintf(stderr, "evring-demo: pid %d, tracing off: %s\n", (int)getpid(), evr_last_error());
 	else

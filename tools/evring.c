@@ -9,7 +9,8 @@
  *   evring top PID|NAME [--once]             a live table per span name
  *
  * Exit statuses: see cli.h (0 ok, 2 usage, 3 no such process, 4 no segment,
- * 5 permission denied, 6 ABI version, 7 consumer slot held, 8 bad input).
+ * 5 permission denied, 6 ABI version, 7 consumer slot held, 8 bad input,
+ * 9 a handler failed).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -105,10 +106,12 @@ int evr_cli_attach(const char *cmd, struct evr_consumer *c, const char *target, 
 
 static volatile int *stop_flag;
 static struct evr_consumer *stop_consumer;
+volatile int evr_cli_output_closed;
 
 static void on_signal(int sig)
 {
-	(void)sig;
+	if (sig == SIGPIPE)
+		evr_cli_output_closed = 1;
 	if (stop_flag)
 		*stop_flag = 1;
 	if (stop_consumer)
@@ -129,7 +132,40 @@ void evr_cli_signals(volatile int *flag, struct evr_consumer *c)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error, reported */
+	/* A closed output ends the run; every later write fails with EPIPE, which is not reported. */
+	sa.sa_flags = 0;
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+int evr_cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+	char opts[64];
+	int ch;
+
+	snprintf(opts, sizeof(opts), ":%s", shortopts); /* ':' tells a missing value from an unknown option */
+	opterr = 0;
+	ch = getopt_long(argc, argv, opts, longopts, NULL);
+	if (ch == ':') {
+		if (optopt > 0 && optopt < 128)
+			evr_cli_fail(cmd, EVR_EXIT_USAGE, "option -%c wants a value (try evring %s --help)", optopt, cmd);
+		else
+			evr_cli_fail(cmd, EVR_EXIT_USAGE, "option '%s' wants a value (try evring %s --help)",
+				     argv[optind - 1], cmd);
+		return '?';
+	}
+	if (ch == '?') {
+		if (optopt > 0 && optopt < 128)
+			evr_cli_fail(cmd, EVR_EXIT_USAGE, "unknown option '-%c' (try evring %s --help)", optopt, cmd);
+		else
+			evr_cli_fail(cmd, EVR_EXIT_USAGE, "unknown option '%s' (try evring %s --help)", argv[optind - 1],
+				     cmd);
+	}
+	return ch;
+}
+
+void evr_cli_version(FILE *f)
+{
+	fprintf(f, "evring %s\n", EVR_VERSION);
 }
 
 void evr_cli_summary(const char *cmd, struct evr_consumer *c)
@@ -175,8 +211,14 @@ static void usage(FILE *f)
 	fprintf(f, "usage: evring COMMAND [ARGS]   (evring COMMAND --help for each)\n\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].what);
-	fprintf(f, "\nexit status: 0 ok, 1 failure, 2 usage, 3 no such process, 4 no evring segment,\n"
-		   "             5 permission denied, 6 other ABI version, 7 consumer slot held, 8 bad input\n");
+	fprintf(f, "\n  evring --version   the version\n"
+		   "\nexamples:\n"
+		   "  evring ls                                  what is traced on this machine\n"
+		   "  evring attach 1234 -H stats --duration 10  a latency table for ten seconds\n"
+		   "  evring top my-server                       a live view of every my-server process\n"
+		   "\nexit status: 0 ok, 1 failure, 2 usage, 3 no such process, 4 no evring segment,\n"
+		   "             5 permission denied, 6 other ABI version, 7 consumer slot held, 8 bad input,\n"
+		   "             9 a handler failed (errors, timeouts, output it could not write)\n");
 }
 
 int main(int argc, char **argv)
@@ -189,10 +231,13 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return EVR_EXIT_OK;
 	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		evr_cli_version(stdout);
+		return EVR_EXIT_OK;
+	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(argv[1], commands[i].name))
 			return commands[i].fn(argc - 1, argv + 1);
-	fprintf(stderr, "evring: unknown command '%s'\n", argv[1]);
-	usage(stderr);
+	fprintf(stderr, "evring: unknown command '%s' (try evring --help)\n", argv[1]);
 	return EVR_EXIT_USAGE;
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages evring needs when they are missing, as root on
-# Debian. Where installing is impossible it says so and leaves it to CMake's
-# configuration to stop with one line naming the first missing package.
+# Debian. Where installing is impossible (not root, no apt-get) it prints one
+# line per missing package and exits 1, before anything else runs.
 set -eu
 
 PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev valgrind"
@@ -20,11 +20,18 @@ if [ "${1:-}" = bench ]; then
 fi
 
 missing=""
-for p in $PKGS; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
-		missing="$missing $p"
-	fi
-done
+if command -v dpkg-query >/dev/null 2>&1; then
+	for p in $PKGS; do
+		if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+			missing="$missing $p"
+		fi
+	done
+else
+	# Not Debian: the tools must be there; CMake's configuration names a missing library.
+	for t in cmake make gcc pkg-config; do
+		command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
+	done
+fi
 optional_missing=""
 for p in $OPTIONAL; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
@@ -53,6 +60,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 		apt-get update -qq >/dev/null
 		apt-get install -y -qq --no-install-recommends $missing >/dev/null
 	fi
-else
-	echo "evring: cannot install$missing here (not root, or no apt-get); configuration will name what is missing" >&2
+	exit 0
 fi
+# One line per missing package, then stop: nothing later would work without them.
+for p in $missing; do
+	echo "evring: missing dependency: install the Debian package $p (as root: apt-get install $p)" >&2
+done
+exit 1

@@ -90,6 +90,14 @@ FILE *evr__open_output(const char *path, bool append)
 	return f;
 }
 
+int evr__out_status(FILE *f)
+{
+	errno = 0;
+	if (fflush_unlocked(f) == 0 && !ferror_unlocked(f))
+		return 0;
+	return errno ? -errno : -EIO;
+}
+
 /* ---- object helpers ------------------------------------------------------------ */
 
 const char *evr__site_name(const struct evr_site_info *site)

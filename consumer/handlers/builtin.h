@@ -47,6 +47,14 @@ int evr__builtin_err(char *err, size_t errlen, int rc, const char *fmt, ...) __a
  */
 FILE *evr__open_output(const char *path, bool append);
 
+/*
+ * Flushes f (locked by the caller, or not: unlocked stdio) and says whether
+ * everything written to it got out: 0, or the -errno of the failure (-EPIPE
+ * when the reader of a pipe went away, which a tool treats as "output
+ * closed" rather than as an error), -EIO when stdio kept no errno.
+ */
+int evr__out_status(FILE *f);
+
 /* ---- helpers on the objects ---------------------------------------------- */
 
 /* The site's name / dispatcher, or NULL when the site is unknown (a span whose begin site never arrived). */

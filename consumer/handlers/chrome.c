@@ -51,13 +51,19 @@
  *
  * The file is truncated when the handler starts, created mode 0600 if new.
  * It is valid JSON once on_close (or destroy) has written the closing
- * brackets; until then it is a prefix of one.
+ * brackets; until then it is a prefix of one. A file that could not be
+ * written to its end is removed rather than left invalid (a regular file
+ * only: chrome=/dev/full removes nothing), and the close reports the error.
+ * The opening bytes are flushed when the handler starts, so an output that
+ * takes nothing is refused then.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "builtin.h"
 #include "json.h"
@@ -72,6 +78,7 @@ struct chrome_thread {
 
 struct chrome {
 	FILE *f; /* NULL once closed */
+	char *path; /* the file, when it is a regular one: removed if it cannot be completed */
 	bool any;   /* an entry is written: the next one needs a comma */
 	bool based; /* base_ns is set */
 	uint64_t base_ns;
@@ -333,14 +340,16 @@ static int chrome_lost(void *ctx, const struct evr_lost *l)
 	return finish(c);
 }
 
-static void chrome_close(void *ctx)
+/* Writes the closing part; 0, or the -errno of a write that failed (then the file is removed). */
+static int chrome_end(void *ctx)
 {
 	struct chrome *c = ctx;
 	FILE *f = c->f;
 	char utc[40];
+	int rc;
 
 	if (!f)
-		return;
+		return 0;
 	flockfile(f);
 	for (uint32_t i = 0; i < c->ntl; i++) {
 		const struct evr_source *src = c->tl[i].src;
@@ -370,9 +379,20 @@ static void chrome_close(void *ctx)
 	fputs_unlocked(",\"clamped\":", f);
 	evr__json_u64(f, c->clamped);
 	fputs_unlocked("}}\n", f);
+	rc = evr__out_status(f);
 	funlockfile(f);
-	fclose(f);
+	errno = 0;
+	if (fclose(f) != 0 && !rc)
+		rc = errno ? -errno : -EIO;
 	c->f = NULL;
+	if (rc && c->path)
+		unlink(c->path); /* an incomplete trace would not open: none is better */
+	return rc;
+}
+
+static void chrome_close(void *ctx)
+{
+	chrome_end(ctx);
 }
 
 static void chrome_destroy(void *ctx)
@@ -385,12 +405,14 @@ static void chrome_destroy(void *ctx)
 	evr__pairmap_free(&c->threads);
 	free(c->tl);
 	evr__walk_free(&c->walk);
+	free(c->path);
 	free(c);
 }
 
 int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen)
 {
 	struct chrome *c;
+	struct stat st;
 	int e;
 
 	(void)out;
@@ -405,15 +427,25 @@ int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err
 		free(c);
 		return evr__builtin_err(err, errlen, -e, "chrome: cannot open '%s': %s", arg, strerror(e));
 	}
+	if (fstat(fileno(c->f), &st) == 0 && S_ISREG(st.st_mode))
+		c->path = strdup(arg);
 	setvbuf(c->f, NULL, _IOFBF, CHROME_BUF);
 	fputs("{\"traceEvents\":[", c->f);
+	if ((e = -evr__out_status(c->f)) != 0) {
+		fclose(c->f);
+		if (c->path)
+			unlink(c->path);
+		free(c->path);
+		free(c);
+		return evr__builtin_err(err, errlen, -e, "chrome: cannot write '%s': %s", arg, strerror(e));
+	}
 	h->name = "chrome";
 	h->ctx = c;
 	h->on_event = chrome_event;
 	h->on_span_end = chrome_span_end;
 	h->on_trace_end = chrome_trace_end;
 	h->on_lost = chrome_lost;
-	h->on_close = chrome_close;
+	h->on_end = chrome_end;
 	h->destroy = chrome_destroy;
 	return 0;
 }

@@ -74,7 +74,7 @@ static int debug_trace_end(void *ctx, const struct evr_trace *tr)
 		if (tr->spans[d->walk.order[k]])
 			print_span(f, tr->spans[d->walk.order[k]], d->walk.depth[k]);
 	fputs_unlocked("**********\n", f);
-	rc = fflush_unlocked(f) || ferror_unlocked(f) ? -EIO : 0;
+	rc = evr__out_status(f);
 	funlockfile(f);
 	return rc;
 }
@@ -85,7 +85,7 @@ static int debug_lost(void *ctx, const struct evr_lost *l)
 
 	fprintf(d->out, "!! %" PRIu64 " records lost (pid %" PRIu32 ", tid %" PRIu32 "): traces may miss spans\n",
 		l->count, l->src ? l->src->pid : 0, l->tid);
-	return fflush(d->out) ? -EIO : 0;
+	return evr__out_status(d->out);
 }
 
 static void debug_close(void *ctx)

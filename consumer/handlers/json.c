@@ -433,11 +433,13 @@ int evr__jb_flush(struct evr__jbuf *jb, bool sync)
 {
 	size_t n = (size_t)(jb->p - jb->buf);
 
+	errno = 0;
 	if (n && fwrite_unlocked(jb->buf, 1, n, jb->f) != n && !jb->err)
-		jb->err = -EIO;
+		jb->err = errno ? -errno : -EIO;
 	jb->p = jb->buf;
+	errno = 0;
 	if (sync && fflush_unlocked(jb->f) != 0 && !jb->err)
-		jb->err = -EIO;
+		jb->err = errno ? -errno : -EIO;
 	return jb->err;
 }
 

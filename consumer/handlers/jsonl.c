@@ -345,15 +345,25 @@ static int jsonl_lost(void *ctx, const struct evr_lost *l)
 	return end_line(j, true);
 }
 
-static void jsonl_close(void *ctx)
+/* The last lines out; 0, or the -errno of a write that failed during the run or now. */
+static int jsonl_end(void *ctx)
 {
 	struct jsonl *j = ctx;
+	int rc = 0;
 
 	if (j->f) {
-		evr__jb_flush(&j->jb, true);
-		fclose(j->f);
+		rc = evr__jb_flush(&j->jb, true);
+		errno = 0;
+		if (fclose(j->f) != 0 && !rc)
+			rc = errno ? -errno : -EIO;
 		j->f = NULL;
 	}
+	return rc;
+}
+
+static void jsonl_close(void *ctx)
+{
+	jsonl_end(ctx);
 }
 
 static void jsonl_destroy(void *ctx)
@@ -395,7 +405,7 @@ int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 	h->on_event = jsonl_event;
 	h->on_span_end = jsonl_span_end;
 	h->on_lost = jsonl_lost;
-	h->on_close = jsonl_close;
+	h->on_end = jsonl_end;
 	h->destroy = jsonl_destroy;
 	return 0;
 }

@@ -46,7 +46,7 @@ static int finish(struct tail *t)
 	int rc;
 
 	putc_unlocked('\n', t->out);
-	rc = fflush_unlocked(t->out) || ferror_unlocked(t->out) ? -EIO : 0;
+	rc = evr__out_status(t->out);
 	funlockfile(t->out);
 	return rc;
 }

@@ -797,3 +797,150 @@ Test(cli, another_users_segment_is_refused)
 	snprintf(target, sizeof(target), "/evring.%d.other", (int)child);
 	evr_segment_unlink(target);
 }
+
+/* ---- the first hour's findings: closed output, failed handlers, option errors ------------- */
+
+/* `evring attach PID | head`: the reader goes away, the run ends at once, quietly, status 0. */
+Test(cli, closed_output_ends_the_run_quietly)
+{
+	pid_t d = DEMO("--rate", "500"), pid;
+	char err[128], buf[4096];
+	int fds[2], st;
+	uint64_t t0;
+
+	tmp_path(err, sizeof(err), "closed.err");
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(fds[0]);
+		if (e < 0 || dup2(fds[1], 1) < 0 || dup2(e, 2) < 0)
+			_exit(127);
+		execl(EVR_CLI_PATH, EVR_CLI_PATH, "attach", str_pid(d), "--duration", "60", (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	cr_assert_gt(read(fds[0], buf, sizeof(buf)), 0, "attach printed nothing");
+	close(fds[0]); /* as head does after its lines */
+	t0 = now_ms();
+	st = wait_for(pid, 20000);
+	cr_expect_lt(now_ms() - t0, 15000, "the run went on after its output closed");
+	cr_expect_eq(st, 0, "a closed output is no failure: status %d", st);
+	slurp(err, buf, sizeof(buf));
+	cr_expect_eq(buf[0], 0, "nothing on stderr: %s", buf);
+	demo_stop(d);
+}
+
+/* Handlers whose output fails make the run exit 9; a Chrome file is valid or not there at all. */
+Test(cli, failed_handler_output_exits_9)
+{
+	pid_t d = DEMO("--rate", "500");
+	char chrome[128], spec[160], cmd[512];
+	struct run *r;
+
+	r = CLI("attach", str_pid(d), "-H", "jsonl=/dev/full", "--duration", "0.5");
+	cr_expect_eq(r->status, 9, "jsonl=/dev/full: %s", r->err);
+	cr_expect(strstr(r->err, "No space left on device") != NULL, "%s", r->err);
+	cr_expect(strstr(r->err, "exit status 9") != NULL, "%s", r->err);
+
+	r = CLI("attach", str_pid(d), "-H", "chrome=/dev/full", "--duration", "0.5");
+	cr_expect_eq(r->status, 1, "an output that takes nothing is refused at the start: %s", r->err);
+	one_error_line(r, "attach", "cannot write '/dev/full'");
+
+	/* A file that fills mid-run (RLIMIT_FSIZE, SIGXFSZ ignored as by a shell's trap): removed, status 9. */
+	tmp_path(chrome, sizeof(chrome), "cut.json");
+	snprintf(spec, sizeof(spec), "chrome=%s", chrome);
+	snprintf(cmd, sizeof(cmd), "trap '' XFSZ; ulimit -f 64; exec '%s' attach %d -H '%s' --duration 1.5", EVR_CLI_PATH,
+		 (int)d, spec);
+	{
+		static struct run sr;
+		const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+		char out[128], err[128];
+		pid_t pid;
+
+		tmp_path(out, sizeof(out), "fsize.out");
+		tmp_path(err, sizeof(err), "fsize.err");
+		pid = spawn(argv, out, err);
+		collect(&sr, pid, out, err);
+		cr_expect_eq(sr.status, 9, "a Chrome file cut short: %s", sr.err);
+		cr_expect_neq(access(chrome, F_OK), 0, "the incomplete Chrome file is removed");
+	}
+	demo_stop(d);
+}
+
+/* Option errors: one line each, status 2; --version. */
+Test(cli, option_errors_are_one_line)
+{
+	struct run *r = CLI("attach", "1", "--bogus");
+
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "attach", "unknown option '--bogus'");
+	r = CLI("attach", "1", "--duration");
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "attach", "'--duration' wants a value");
+	r = CLI("attach", "1", "--duration", "1e30");
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "attach", "at most 1e9");
+	r = CLI("top", "1", "-x");
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "top", "unknown option '-x'");
+	r = CLI("stats");
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "stats", "PID or NAME");
+	r = CLI("--version");
+	cr_expect_eq(r->status, 0);
+	cr_expect(!strncmp(r->out, "evring ", 7) && strchr(r->out, '.'), "%s", r->out);
+}
+
+/* A plug-in that is not there is a command-line error (2); a bare name is looked for here first. */
+Test(cli, plugin_lookup)
+{
+	pid_t d = DEMO("--rate", "300");
+	char here[4096], link[128];
+	struct run *r = CLI("attach", str_pid(d), "-H", "plugin=no-such-plugin.so", "--duration", "0.2");
+
+	cr_expect_eq(r->status, 2, "%s", r->err);
+	one_error_line(r, "attach", "no-such-plugin.so");
+	/* The test's working directory: a copy of the example plug-in there, named bare. */
+	tmp_path(link, sizeof(link), "slow.so");
+	cr_assert_eq(symlink(EVR_SLOW_SPANS, link), 0);
+	cr_assert_not_null(getcwd(here, sizeof(here)));
+	cr_assert_eq(chdir(tmpdir), 0);
+	r = CLI("attach", str_pid(d), "-H", "plugin=slow.so:0.5", "--duration", "0.5");
+	cr_assert_eq(chdir(here), 0);
+	cr_expect_eq(r->status, 0, "plugin=slow.so found in the current directory: %s", r->err);
+	cr_expect(strstr(r->out, "slow_spans:") != NULL, "%s", r->out);
+	demo_stop(d);
+}
+
+/* attach NAME takes a program name, whatever EVRING_NAME called its segment. */
+Test(cli, attach_by_program_name)
+{
+	const char *argv[] = { EVR_DEMO_PATH, "--quiet", "--rate", "300", NULL };
+	char out[128], err[128], seg[128];
+	struct run *r;
+	uint64_t end = now_ms() + WAIT_MS;
+	pid_t d;
+
+	tmp_path(out, sizeof(out), "named.out");
+	tmp_path(err, sizeof(err), "named.err");
+	setenv("EVRING_NAME", "frontdoor", 1);
+	d = spawn(argv, out, err);
+	unsetenv("EVRING_NAME");
+	snprintf(seg, sizeof(seg), "/dev/shm/evring.%d.frontdoor", (int)d);
+	while (access(seg, F_OK) != 0) {
+		cr_assert(now_ms() < end, "no segment %s", seg);
+		sleep_ms(5);
+	}
+	sleep_ms(100);
+	r = CLI("attach", "evring-demo", "-H", "stats", "--duration", "0.5");
+	cr_expect_eq(r->status, 0, "by program name: %s", r->err);
+	cr_expect_gt(summary_num(r->err, "records,"), 0, "%s", r->err);
+	r = CLI("attach", "frontdoor", "-H", "stats", "--duration", "0.3");
+	cr_expect_eq(r->status, 0, "by segment name: %s", r->err);
+	kill(d, SIGTERM);
+	wait_for(d, WAIT_MS);
+	evr_segment_unlink(seg + 8);
+}

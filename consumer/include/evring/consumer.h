@@ -209,6 +209,15 @@ struct evr_handler {
 	const char *const *ignore_begin;
 	const char *const *ignore_end;
 	uint32_t queue_len; /* its queue's capacity (a power of two; 0: 4096) */
+
+	/*
+	 * Called instead of on_close when set: the same call, returning 0, or a
+	 * -errno when the handler could not complete its output (a file that
+	 * could not be written to its end), which is counted and reported as
+	 * the handler's error like any callback's. Appended to the struct: a
+	 * handler that leaves it NULL is unchanged.
+	 */
+	int (*on_end)(void *ctx);
 };
 
 /* Why a handler call is reported: it overran the timeout, or returned an error. */
