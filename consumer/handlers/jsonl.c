@@ -1,6 +1,6 @@
 /*
  * jsonl.c: the "jsonl[=PATH]" handler, one JSON object per line in the
- * format of DESIGN.md §8, appended to PATH (default "evring.log", as
+ * format of docs/FORMAT.md (jsonl), appended to PATH (default "evring.log", as
  * aiconfig's CallbackManager logs to aiconfig.log):
  *
  *   {"kind":"span","name":"llm.chat","dispatcher":"llm.chat","trace_id":"1c","span_id":"1f",
