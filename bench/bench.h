@@ -376,7 +376,7 @@ int bench_site_disable(struct evr_segment *seg, const char *dispatcher, const ch
 struct bench_count_case {
 	const char *name; /* as the producer bench names the case */
 	unsigned target;  /* instructions per call */
-	unsigned guard;	  /* what the code reaches; `count --check` fails 10% past it */
+	unsigned guard;	  /* what the code reaches; `count --check` fails 10% past it or past the target */
 };
 extern const struct bench_count_case bench_count_cases[BENCH_COUNT_CASES];
 

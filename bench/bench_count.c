@@ -58,15 +58,16 @@
 
 /*
  * Per case, in instructions per call (x86-64, gcc -O2): the target, and the
- * guard's bound, what this code reaches; `--check` (a test in `make test`)
- * fails when a count exceeds its guard by more than COUNT_SLACK. Where the
- * guard is above the target, the target is not met yet and the table says so.
+ * guard, what this code reaches. `--check` (a test in `make test`) fails
+ * when a count exceeds its target, or its guard, by more than COUNT_SLACK:
+ * the first is the targets' own tolerance, the second catches a regression
+ * that stays under a generous target.
  */
 const struct bench_count_case bench_count_cases[BENCH_COUNT_CASES] = {
 	{ "disabled", 4, 4 },
-	{ "event0", 40, 46 },
-	{ "event3", 80, 77 },
-	{ "span", 140, 155 },
+	{ "event0", 40, 43 },
+	{ "event3", 80, 71 },
+	{ "span", 140, 149 },
 };
 #define COUNT_SLACK 1.10
 
@@ -282,8 +283,8 @@ static void count_usage(FILE *f)
 		   "Instructions per call of the producer API (a disabled site, event0, event3, the span\n"
 		   "pair), counted by valgrind's callgrind on a loop whose lane never fills, net of the\n"
 		   "loop's own instructions. The count does not depend on the host or its load.\n\n"
-		   "  --check        exit 1 when a count exceeds its guard (what this code reaches) by\n"
-		   "                 more than %.0f%%\n"
+		   "  --check        exit 1 when a count exceeds its target, or what this code reaches\n"
+		   "                 (the guard column), by more than %.0f%%\n"
 		   "  --json         one JSON object, as every subcommand prints\n",
 		(COUNT_SLACK - 1) * 100);
 }
@@ -316,7 +317,8 @@ int bench_count_main(int argc, char **argv)
 	for (unsigned c = 0; c < BENCH_COUNT_CASES; c++) {
 		const struct bench_count_case *cc = &bench_count_cases[c];
 		struct bench_result *r = bench_table_add(&t, cc->name, "evring", 1, "instr", &per_call[c], 1);
-		bool over = per_call[c] > cc->guard * COUNT_SLACK;
+		unsigned bound = cc->guard < cc->target ? cc->guard : cc->target;
+		bool over = per_call[c] > bound * COUNT_SLACK;
 
 		if (r) {
 			bench_result_set_int(r, "target", cc->target);
@@ -324,8 +326,9 @@ int bench_count_main(int argc, char **argv)
 			bench_result_set_int(r, "guard", cc->guard);
 		}
 		if (over && check) {
-			fprintf(stderr, "evring-bench count: %s takes %.1f instructions a call, over its guard %u + %.0f%%\n",
-				cc->name, per_call[c], cc->guard, (COUNT_SLACK - 1) * 100);
+			fprintf(stderr, "evring-bench count: %s takes %.1f instructions a call, over %u + %.0f%% (target %u, "
+					"reached before: %u)\n",
+				cc->name, per_call[c], bound, (COUNT_SLACK - 1) * 100, cc->target, cc->guard);
 			rc = 1;
 		}
 	}

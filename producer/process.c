@@ -32,6 +32,7 @@
 EVR_API uint32_t evr__gen = 1;
 EVR_API uint32_t evr__flag_unregistered; /* reads 0: the site goes on to evr__site_id, which registers it */
 EVR_API bool evr__content;
+EVR_API uint32_t evr__clock_kind = EVR_CLOCK_MONOTONIC;
 EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("initial-exec")));
 
 enum { INIT, OPEN, OFF };
@@ -225,13 +226,74 @@ void evr__reentered(struct evr_thread *t)
 		evr_faa_64(&t->w.seg->hdr->writer_reentrant, 1);
 }
 
+/* ---- the open threads ------------------------------------------------ */
+
+/*
+ * The threads whose writer is open, so that evr_open and evr_close can send
+ * each one's next record down the slow path (limit 0), where it is opened
+ * again: the event path itself never compares generations. Under
+ * evr__proc.lock; a thread leaves the list when it exits.
+ */
+static struct evr_thread *threads;
+
+static void thread_list(struct evr_thread *t)
+{
+	pthread_mutex_lock(&evr__proc.lock);
+	if (!t->listed) {
+		t->prev = NULL;
+		t->next = threads;
+		if (threads)
+			threads->prev = t;
+		threads = t;
+		t->listed = true;
+	}
+	pthread_mutex_unlock(&evr__proc.lock);
+}
+
+static void thread_unlist(struct evr_thread *t)
+{
+	pthread_mutex_lock(&evr__proc.lock);
+	if (t->listed) {
+		if (t->prev)
+			t->prev->next = t->next;
+		else
+			threads = t->next;
+		if (t->next)
+			t->next->prev = t->prev;
+		t->listed = false;
+	}
+	pthread_mutex_unlock(&evr__proc.lock);
+}
+
+/* With the lock held, and no thread emitting (evr_open and evr_close's contract). */
+static void threads_reopen(void)
+{
+	for (struct evr_thread *t = threads; t; t = t->next)
+		t->w.limit = 0;
+}
+
+struct evr_resv evr__record_slow(struct evr_thread *t, uint32_t body_len, uint64_t limit)
+{
+	if (limit != EVR_WRITER_BUSY && t->gen != evr__gen) {
+		struct evr_resv none = { NULL, 0, NULL, 0, 0, false };
+
+		if (!evr__thread_open(t))
+			return none;
+		limit = t->w.limit; /* the fresh writer's; it stays busy until this record is out */
+		t->w.limit = EVR_WRITER_BUSY;
+	}
+	return evr_writer_reserve_slow(&t->w, body_len, limit);
+}
+
 /* ---- opening ---------------------------------------------------------- */
 
 /* Reports the thread's pending loss and frees its lane; the thread opens again at its next record. */
 static void thread_release(struct evr_thread *t)
 {
+	thread_unlist(t);
 	if (t->gen == evr__gen)
 		evr_writer_close(&t->w);
+	t->w.limit = 0;
 	t->gen = 0;
 	t->depth = 0;
 	t->cur.id = t->cur.trace_id = 0;
@@ -252,6 +314,7 @@ static void at_fork_child(void)
 	}
 	pthread_mutex_init(&evr__proc.lock, NULL);
 	sites_reset();
+	threads = NULL; /* the other threads did not come along */
 	memset(&evr__thread, 0, sizeof(evr__thread));
 	evr__proc.thread_serial = 0;
 	evr__gen++;
@@ -310,6 +373,7 @@ static int open_locked(const struct evr_config *in)
 		return rc;
 	}
 	evr__content = cfg.capture_content > 0;
+	evr__clock_kind = evr__proc.seg.clock_kind;
 	if (cfg.name != open_name)
 		snprintf(open_name, sizeof(open_name), "%s", cfg.name);
 	open_cfg = (struct evr_config){ .name = open_name, .lanes = evr__proc.seg.lane_count,
@@ -350,14 +414,11 @@ bool evr__thread_open(struct evr_thread *t)
 
 	uint64_t trace_id = t->trace_id;
 
-	if (t->gen == EVR__GEN_BUSY) { /* a signal handler, while this thread writes a record */
-		evr__reentered(t);
-		return false;
-	}
 	if (!evr__proc_ensure_open())
 		return false;
 	/* A writer of an earlier segment is forgotten, not closed: that lane is not ours to touch now. */
 	serial = (uint32_t)evr_faa_64(&evr__proc.thread_serial, 1) + 1;
+	thread_unlist(t);
 	memset(t, 0, sizeof(*t));
 	t->trace_id = trace_id;
 	if (evr_writer_open(&t->w, &evr__proc.seg, evr__proc.pid, (uint32_t)syscall(SYS_gettid), 0) != 0)
@@ -366,6 +427,7 @@ bool evr__thread_open(struct evr_thread *t)
 	t->next_span = ((uint64_t)((evr__proc.span_base + serial) & 0xffffffu) << 40) | 1;
 	t->gen = evr__gen;
 	pthread_setspecific(thread_key, t);
+	thread_list(t);
 	evr__meta_thread(&t->w);
 	return true;
 }
@@ -379,6 +441,7 @@ int evr_open(const struct evr_config *cfg)
 	if (evr__proc.state == OPEN) {
 		evr_segment_unlink(evr__proc.seg.shm_name);
 		sites_reset();
+		threads_reopen();
 	}
 	rc = open_locked(cfg ? cfg : &def);
 	if (rc)
@@ -395,6 +458,7 @@ void evr_close(void)
 			evr_writer_close(&evr__thread.w);
 		evr_segment_unlink(evr__proc.seg.shm_name);
 		sites_reset();
+		threads_reopen();
 		evr__gen++;
 	}
 	set_error("tracing was closed (evr_close)");

@@ -93,15 +93,26 @@ out:
  * head or settled what was due (see struct evr_writer): base for tail's lap,
  * and limit, or 0 while the next record must take the slow path.
  */
-static void refresh(struct evr_writer *w)
+/* base for tail's lap: where the fast path and the one-call commit find tail's record. */
+static void rebase(struct evr_writer *w)
+{
+	w->base = (uintptr_t)w->data + EVR_WORD_BYTES - (uintptr_t)(w->tail & ~w->mask);
+}
+
+static uint64_t bound(struct evr_writer *w)
 {
 	uint64_t lap = w->tail & ~w->mask;
 
-	w->base = (uintptr_t)w->data + EVR_WORD_BYTES - (uintptr_t)lap;
+	rebase(w);
 	if (w->shared || w->thread_pending || evr_ld_64(&w->lane->lost_pending))
-		w->limit = 0;
-	else
-		w->limit = (w->head_cache < lap ? w->head_cache : lap) + w->mask + 1;
+		return 0;
+	return (w->head_cache < lap ? w->head_cache : lap) + w->mask + 1;
+}
+
+/* Outside a record: the limit itself. Inside one, it stays BUSY and the slow path returns bound(). */
+static void refresh(struct evr_writer *w)
+{
+	w->limit = bound(w);
 }
 
 void evr_writer_skip_thread_record(struct evr_writer *w)
@@ -159,6 +170,7 @@ void evr_writer_close(struct evr_writer *w)
 	if (!w->shared)
 		evr_st_rel_64(&w->lane->owner, 0); /* C2: tail, records and lost fields are stored before */
 	w->lane = NULL;
+	w->limit = 0; /* nothing more on the fast path: the lane is not ours */
 }
 
 /* ---- slow paths ------------------------------------------------------- */
@@ -242,8 +254,7 @@ static void drop(struct evr_writer *w)
 			evr_st_64(&l->lost_first_ts, now);
 		evr_st_64(&l->lost_last_ts, now);
 		evr_st_64(&l->lost, l->lost + 1);
-		evr_st_64(&l->lost_pending, l->lost_pending + 1);
-		w->limit = 0; /* the LOST record goes first */
+		evr_st_64(&l->lost_pending, l->lost_pending + 1); /* bound() is 0 until the LOST record is out */
 	}
 }
 
@@ -306,7 +317,7 @@ static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 	}
 	put_pad(w, p.rec_at - p.pad2, p.pad2);
 	w->tail = p.rec_at; /* what is before it is committed: pads and the LOST record */
-	refresh(w);
+	rebase(w);
 	return w->data + (p.rec_at & w->mask) + EVR_WORD_BYTES;
 }
 
@@ -350,26 +361,38 @@ int evr_writer_flush_lost(struct evr_writer *w)
 	if (!w->lane || evr_ld_64(&w->lane->lost_pending) == 0)
 		return 0;
 	/* An empty PAD record behind which the slow path places the LOST record. */
-	if (!(w->shared ? reserve_shared(w, evr_rec_bytes(0), true) : reserve_exclusive(w, evr_rec_bytes(0), true)))
+	if (!(w->shared ? reserve_shared(w, evr_rec_bytes(0), true) : reserve_exclusive(w, evr_rec_bytes(0), true))) {
+		refresh(w);
 		return -ENOSPC;
+	}
+	w->resv_limit = 0;
 	evr_writer_commit(w, 0, EVR_REC_PAD);
+	refresh(w);
 	return 1;
 }
 
-struct evr_resv evr_writer_reserve_slow(struct evr_writer *w, uint32_t body_len)
+struct evr_resv evr_writer_reserve_slow(struct evr_writer *w, uint32_t body_len, uint64_t limit)
 {
-	struct evr_resv r = { NULL, 0, w->lane, w->salt, w->shared };
+	struct evr_resv r = { NULL, 0, w->lane, EVR_WRITER_BUSY, w->salt, w->shared };
 
-	if (!w->lane)
+	if (limit == EVR_WRITER_BUSY) { /* a signal handler, while this thread writes a record */
+		if (w->seg)
+			evr_faa_64(&w->seg->hdr->writer_reentrant, 1);
 		return r;
+	}
+	if (!w->lane) {
+		r.limit = 0;
+		return r;
+	}
 	if (body_len > EVR_BODY_MAX || evr_rec_bytes(body_len) > (w->mask + 1) / 2) {
 		evr_faa_64(&w->seg->hdr->writer_oversize, 1);
 		drop(w);
-		return r;
+	} else {
+		r.body = w->shared ? reserve_shared(w, evr_rec_bytes(body_len), false)
+				   : reserve_exclusive(w, evr_rec_bytes(body_len), false);
+		r.pos = w->shared ? w->resv_pos : w->tail;
 	}
-	r.body = w->shared ? reserve_shared(w, evr_rec_bytes(body_len), false)
-			   : reserve_exclusive(w, evr_rec_bytes(body_len), false);
-	r.pos = w->shared ? w->resv_pos : w->tail;
+	r.limit = bound(w);
 	return r;
 }
 

@@ -34,10 +34,10 @@ Test(regression, emit_while_a_record_is_being_written_is_refused_and_counted)
 	pt_open("reg-reenter", 0, 0);
 	EVR_EVENT("app", "first");
 	/* As a signal handler would find it: this thread is between reserve and commit. */
-	uint32_t gen = evr__thread.gen;
-	evr__thread.gen = EVR__GEN_BUSY;
+	uint64_t limit = evr__thread.w.limit;
+	evr__thread.w.limit = EVR_WRITER_BUSY;
 	EVR_EVENT("app", "from_handler", EVR_U32("n", 1));
-	evr__thread.gen = gen;
+	evr__thread.w.limit = limit;
 	EVR_EVENT("app", "after");
 	pt_read(&log);
 	cr_assert_eq(pt_count(&log, EVR_REC_EVENT, "from_handler"), 0);
@@ -123,4 +123,65 @@ Test(regression, site_parked_on_a_full_metadata_area_records_after_the_next_open
 	cr_assert_eq(pt_count(&log, EVR_REC_EVENT, "late_site"), 1, "the parked site stayed off");
 	pt_log_free(&log);
 	evr_close();
+}
+
+/*
+ * The event path compares no generations: a thread whose writer belongs to
+ * an earlier segment must still never write there. evr_open and evr_close
+ * send every open thread's next record down the slow path, which opens its
+ * writer in the new segment. Here a worker writes, the main thread reopens
+ * tracing (while the worker is idle, as evr_open's contract asks), and the
+ * worker's next records must all be in the new segment, none in the old.
+ */
+struct reopen_worker {
+	pthread_barrier_t step;
+};
+
+static void *reopen_worker_main(void *arg)
+{
+	struct reopen_worker *w = arg;
+
+	for (int i = 0; i < 10; i++)
+		EVR_EVENT("app", "before", EVR_U32("i", (uint32_t)i));
+	pthread_barrier_wait(&w->step); /* main reopens */
+	pthread_barrier_wait(&w->step);
+	for (int i = 0; i < 10; i++)
+		EVR_EVENT("app", "after", EVR_U32("i", (uint32_t)i));
+	pthread_barrier_wait(&w->step); /* main closes */
+	pthread_barrier_wait(&w->step);
+	EVR_EVENT("app", "closed");
+	return NULL;
+}
+
+Test(regression, a_thread_writes_into_the_segment_opened_after_it_last_wrote)
+{
+	struct reopen_worker w;
+	struct pt_log first = { 0 }, second = { 0 }, stale = { 0 };
+	struct evr_segment old;
+	pthread_t th;
+
+	pthread_barrier_init(&w.step, NULL, 2);
+	pt_open("reg-reopen-1", 0, 0);
+	cr_assert_eq(pthread_create(&th, NULL, reopen_worker_main, &w), 0);
+	pthread_barrier_wait(&w.step);
+	old = *evr_segment_current(); /* still mapped after the reopen: never unmapped while threads may write */
+	pt_read(&first);
+	pt_open("reg-reopen-2", 0, 0);
+	cr_assert_neq(evr_segment_current()->base, old.base, "a new segment");
+	pthread_barrier_wait(&w.step);
+	pthread_barrier_wait(&w.step);
+	pt_read(&second);
+	pt_read_seg(&stale, &old);
+	cr_assert_eq(pt_count(&stale, EVR_REC_EVENT, "after"), 0, "no record went to the earlier segment");
+	cr_assert_eq(pt_count(&first, EVR_REC_EVENT, "before"), 10);
+	cr_assert_eq(pt_count(&second, EVR_REC_EVENT, "after"), 10, "the worker's records after the reopen");
+	cr_assert_eq(pt_count(&second, EVR_REC_EVENT, "before"), 0);
+	evr_close();
+	pthread_barrier_wait(&w.step);
+	pthread_join(th, NULL);
+	cr_assert(!evr_enabled());
+	pt_log_free(&first);
+	pt_log_free(&second);
+	pt_log_free(&stale);
+	pthread_barrier_destroy(&w.step);
 }

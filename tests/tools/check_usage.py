@@ -52,7 +52,8 @@ def main():
     readme, evring = sys.argv[1], sys.argv[2]
     block = readme_block(readme)
     top = subprocess.run([evring, "--help"], capture_output=True, text=True, check=True).stdout
-    cmds = [m.group(1) for m in re.finditer(r"^  ([a-z]+) ", top, re.M)]
+    listing = top.split("\n\n")[1]  # the commands, between the usage line and what follows
+    cmds = [m.group(1) for m in re.finditer(r"^  ([a-z]+) ", listing, re.M)]
     bad = 0
     for c in cmds:
         if c not in block:

@@ -918,12 +918,15 @@ Test(cli, plugin_lookup)
 /* attach NAME takes a program name, whatever EVRING_NAME called its segment. */
 Test(cli, attach_by_program_name)
 {
-	const char *argv[] = { EVR_DEMO_PATH, "--quiet", "--rate", "300", NULL };
-	char out[128], err[128], seg[128];
+	/* A program name of its own (the demo under another name), so no other test's demo is taken. */
+	char prog[128], out[128], err[128], seg[128];
+	const char *argv[] = { prog, "--quiet", "--rate", "300", NULL };
 	struct run *r;
 	uint64_t end = now_ms() + WAIT_MS;
 	pid_t d;
 
+	tmp_path(prog, sizeof(prog), "frontdoor-server");
+	cr_assert_eq(symlink(EVR_DEMO_PATH, prog), 0);
 	tmp_path(out, sizeof(out), "named.out");
 	tmp_path(err, sizeof(err), "named.err");
 	setenv("EVRING_NAME", "frontdoor", 1);
@@ -935,7 +938,7 @@ Test(cli, attach_by_program_name)
 		sleep_ms(5);
 	}
 	sleep_ms(100);
-	r = CLI("attach", "evring-demo", "-H", "stats", "--duration", "0.5");
+	r = CLI("attach", "frontdoor-server", "-H", "stats", "--duration", "0.5");
 	cr_expect_eq(r->status, 0, "by program name: %s", r->err);
 	cr_expect_gt(summary_num(r->err, "records,"), 0, "%s", r->err);
 	r = CLI("attach", "frontdoor", "-H", "stats", "--duration", "0.3");

@@ -241,7 +241,7 @@ Test(demo, json_totals_are_sane, .timeout = 120)
 	cr_assert_not_null(strstr(d.outbuf, "\"tracing\":true"), "%s", d.outbuf);
 	cr_assert_eq(summary_requests(&d), t.requests);
 	char line[128];
-	snprintf(line, sizeof(line), "evring-demo: pid %d, tracing to /evring.%d.evring-demo\n", (int)d.pid, (int)d.pid);
+	snprintf(line, sizeof(line), "evring-demo: pid %d, tracing to /dev/shm/evring.%d.evring-demo\n", (int)d.pid, (int)d.pid);
 	cr_assert_eq(strncmp(d.errbuf, line, strlen(line)), 0, "start-up line: %s", d.errbuf);
 	cr_assert_null(strstr(d.errbuf, " req/s (requests"), "--quiet printed periodic lines: %s", d.errbuf);
 }
@@ -455,7 +455,7 @@ static void traced_run(const char *const *args, uint32_t tokens, int stop_ms, st
 	s->tokens = tokens;
 	demo_start(&d, env, args);
 	demo_wait_started(&d);
-	snprintf(line, sizeof(line), "evring-demo: pid %d, tracing to /evring.%d.", (int)d.pid, (int)d.pid);
+	snprintf(line, sizeof(line), "evring-demo: pid %d, tracing to /dev/shm/evring.%d.", (int)d.pid, (int)d.pid);
 	cr_assert_eq(strncmp(d.errbuf, line, strlen(line)), 0, "start-up line: %s", d.errbuf);
 
 	struct evr_consumer *c = evr_consumer_new(&o, err, sizeof(err));

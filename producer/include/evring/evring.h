@@ -123,22 +123,25 @@ struct evr_span_ref {
 /*
  * Per-thread state; the library's, reached by the inline code below.
  *
- * gen is evr__gen when the writer was opened (another value: open again),
- * and EVR__GEN_BUSY while a record is being written: a signal handler that
- * emits then finds the thread "not open", and evr__thread_open refuses it
- * and counts it, so the reentrancy check costs the hot path two stores and
- * no test of its own.
+ * gen is evr__gen when the writer was opened. The event path does not
+ * compare them: a writer that must be opened again (a new segment, a fork,
+ * a first record) has its limit at 0, so its next record takes the slow
+ * path, which opens it (evr__record_slow); evr_open and evr_close set the
+ * limit of every thread on the process's list. Reentrancy (a signal handler
+ * that emits while this thread writes a record) is caught by the writer's
+ * limit too (EVR_WRITER_BUSY, evring/ring.h).
  */
 struct evr_thread {
 	struct evr_writer w;
 	uint32_t gen;
 	uint32_t depth;	      /* spans on the stack (may exceed EVR_SPAN_DEPTH: the rest is not kept) */
-	struct evr_span_ref cur; /* the innermost kept span, stack[depth - 1], or zero */
+	struct evr_span_ref cur; /* the innermost kept span, or zero */
 	uint64_t next_span;   /* next span id: thread serial << 40 | counter */
 	uint64_t trace_id;    /* trace id for this thread's next root spans; 0: the root's id */
 	struct evr_span_ref stack[EVR_SPAN_DEPTH];
+	struct evr_thread *next, *prev; /* the process's list of open threads (under its lock) */
+	bool listed;
 };
-#define EVR__GEN_BUSY 0xffffffffu /* evr__gen never gets there: it moves once per open or fork */
 
 struct evr_config {
 	const char *name;    /* segment name; NULL: EVRING_NAME or the program name */
@@ -204,11 +207,14 @@ EVR_API void evr_thread_release(void);
 extern EVR_API uint32_t evr__gen;
 extern EVR_API uint32_t evr__flag_unregistered;
 extern EVR_API bool evr__content;
+extern EVR_API uint32_t evr__clock_kind; /* the open segment's clock (EVR_CLOCK_*) */
 extern EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("initial-exec")));
 
 EVR_API uint64_t evr__site_register(struct evr_site *s);
 EVR_API bool evr__thread_open(struct evr_thread *t);
 EVR_API void evr__reentered(struct evr_thread *t);
+/* The record path's slow reservation: opens the thread's writer when it must, then the ring's slow path. */
+EVR_API struct evr_resv evr__record_slow(struct evr_thread *t, uint32_t body_len, uint64_t limit);
 EVR_API void evr__span_scope_end(struct evr_span *span);
 
 /* True unless a consumer disabled the site, or tracing is off. */
@@ -448,37 +454,41 @@ EVR_INLINE uint8_t *evr__str_pack(uint8_t *p, struct evr__str v)
 	PACK_HEAD;                                                                                      \
 	EVR__EACH(EVR__FPACK, ##__VA_ARGS__)
 
+/* Bytes of a msgpack array header for n elements (n <= EVR_FIELDS_MAX + 8). */
+#define EVR__ARRAY_SIZE(n) ((n) < 16 ? 1 : 3)
+
 /*
  * Evaluates the field values, then reserves exactly the room the record
- * needs, packs `nhead` fixed elements (the statements PACK_HEAD) and the
- * values, and commits. A thread that re-enters here (a signal handler that
- * emits while a record is being written) finds gen at EVR__GEN_BUSY: its
- * record is dropped and counted (evr__thread_open).
+ * needs, packs `nhead` fixed elements (the statements PACK_HEAD, which may
+ * read the thread's state: they run after the reservation, on an open
+ * writer) and the values, and commits. A thread that re-enters here (a
+ * signal handler that emits while a record is being written) finds its
+ * writer busy: its record is dropped and counted (evr_writer_reserve_slow).
  */
 #define EVR__RECORD(t, type, nhead, head_bytes, PACK_HEAD, ...)                                         \
+	EVR__RECORD_OR(t, type, nhead, head_bytes, PACK_HEAD, (void)0, ##__VA_ARGS__)
+
+/* The same, running ON_DROP when the record was dropped (not when it was refused as reentrant). */
+#define EVR__RECORD_OR(t, type, nhead, head_bytes, PACK_HEAD, ON_DROP, ...)                              \
 	do {                                                                                            \
 		const bool evr__cc __attribute__((unused)) = evr__content;                              \
 		EVR__EACH(EVR__FTMP, ##__VA_ARGS__)                                                     \
 		struct evr_resv evr__r;                                                                 \
-		const uint32_t evr__gen_was = (t)->gen;                                                 \
 		const uint32_t evr__len = EVR__ARRAY_SIZE((nhead) + EVR__NARG(_, ##__VA_ARGS__)) +      \
 					  (head_bytes)EVR__EACH(EVR__FSIZE, ##__VA_ARGS__);             \
-		(t)->gen = EVR__GEN_BUSY;                                                               \
-		__asm__ __volatile__("" ::: "memory"); /* marked busy before the reservation */         \
 		if (EVR_LIKELY(evr_writer_reserve_fast(&(t)->w, evr__len, &evr__r))) {                  \
 			EVR__PACK(evr__r.body, nhead, PACK_HEAD, ##__VA_ARGS__)                          \
 			evr_writer_publish_exclusive(&(t)->w, &evr__r, (uint32_t)(evr__c - evr__r.body), \
 						     (type));                                           \
-		} else if ((evr__r = evr_writer_reserve_slow(&(t)->w, evr__len)).body != NULL) {        \
+		} else if ((evr__r = evr__record_slow((t), evr__len, evr__r.limit)).body != NULL) {     \
 			EVR__PACK(evr__r.body, nhead, PACK_HEAD, ##__VA_ARGS__)                          \
 			evr_writer_publish(&(t)->w, &evr__r, (uint32_t)(evr__c - evr__r.body), (type)); \
+		} else if (evr__r.limit != EVR_WRITER_BUSY) {                                           \
+			ON_DROP;                                                                        \
 		}                                                                                       \
-		__asm__ __volatile__("" ::: "memory");                                                  \
-		(t)->gen = evr__gen_was;                                                                \
+		__asm__ __volatile__("" ::: "memory"); /* the record is out before the writer is free */ \
+		(t)->w.limit = evr__r.limit;                                                            \
 	} while (0)
-
-/* Bytes of a msgpack array header for n elements (n <= EVR_FIELDS_MAX + 8). */
-#define EVR__ARRAY_SIZE(n) ((n) < 16 ? 1 : 3)
 
 /*
  * The fixed elements of a record body: timestamps and ids in msgpack-c's
@@ -495,27 +505,27 @@ EVR_INLINE uint64_t evr__current_span(const struct evr_thread *t)
 	return t->cur.id;
 }
 
-#define EVR__EVENT(span_id_expr, dispatcher, name, ...)                                                 \
+/* An event in the span whose id is span_pre, or with use_cur in the thread's current span, read inside the record. */
+#define EVR__EVENT(span_pre, use_cur, dispatcher, name, ...)                                            \
 	do {                                                                                            \
 		EVR__SITE(EVR_SITE_EVENT, dispatcher, name, ##__VA_ARGS__);                             \
-		struct evr_thread *evr__t;                                                              \
 		uint64_t evr__id;                                                                       \
-		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0 &&           \
-		    (evr__t = evr__self()) != NULL) {                                                   \
-			const uint64_t evr__span_id = (span_id_expr);                                   \
-			const uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);                  \
+		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0) {           \
+			struct evr_thread *const evr__t = &evr__thread;                                 \
+			const uint64_t evr__span_pre = (span_pre);                                      \
 			EVR__RECORD(evr__t, EVR_REC_EVENT, 3, 9 + 5 + 9,                                \
-				    (EVR__HEAD_U64(evr__ts), EVR__HEAD_ID(evr__id),                     \
-				     EVR__HEAD_U64(evr__span_id)),                                      \
+				    (EVR__HEAD_U64(evr_clock_read(evr__t->w.clock_kind)),               \
+				     EVR__HEAD_ID(evr__id),                                             \
+				     EVR__HEAD_U64((use_cur) ? evr__t->cur.id : evr__span_pre)),        \
 				    ##__VA_ARGS__);                                                     \
 		}                                                                                       \
 	} while (0)
 
 /* An event, in this thread's current span. */
-#define EVR_EVENT(dispatcher, name, ...) EVR__EVENT(evr__current_span(evr__t), dispatcher, name, ##__VA_ARGS__)
+#define EVR_EVENT(dispatcher, name, ...) EVR__EVENT(0, 1, dispatcher, name, ##__VA_ARGS__)
 
 /* An event in a given span (struct evr_span), e.g. a chunk of a stream read on another thread. */
-#define EVR_EVENT_IN(span, dispatcher, name, ...) EVR__EVENT((span).id, dispatcher, name, ##__VA_ARGS__)
+#define EVR_EVENT_IN(span, dispatcher, name, ...) EVR__EVENT((span).id, 0, dispatcher, name, ##__VA_ARGS__)
 
 /* ---- spans ----------------------------------------------------------- */
 
@@ -584,22 +594,30 @@ EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const
 	sp->start_ts = evr_clock_read(t->w.clock_kind);
 }
 
+/*
+ * The span is started inside its begin record, on an open writer (its id,
+ * parent and time come from the thread's state); a begin record that was
+ * dropped still starts the span on an open thread, so its end is written
+ * and the consumer rebuilds it from the end.
+ */
 #define EVR__SPAN_BEGIN(parent_ptr, from_stack, push, dispatcher, name, ...)                            \
 	__extension__({                                                                                 \
 		EVR__SITE(EVR_SITE_SPAN_BEGIN, dispatcher, name, ##__VA_ARGS__);                        \
 		struct evr_span evr__sp = { 0, 0, 0, 0, 0, 0 };                                            \
 		const struct evr_span *evr__parent = (parent_ptr);                                      \
-		struct evr_thread *evr__t;                                                              \
 		uint64_t evr__id;                                                                       \
-		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0 &&           \
-		    (evr__t = evr__self()) != NULL) {                                                   \
-			evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr__id);          \
-			EVR__RECORD(evr__t, EVR_REC_SPAN_BEGIN, 5, 9 + 5 + 9 + 9 + 9,                   \
-				    (EVR__HEAD_U64(evr__sp.start_ts), EVR__HEAD_ID(evr__id),            \
-				     EVR__HEAD_U64(evr__sp.id), EVR__HEAD_U64(evr__sp.parent_id),       \
-				     EVR__HEAD_U64(evr__sp.trace_id)),                                  \
-				    ##__VA_ARGS__);                                                     \
-			if (push)                                                                       \
+		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0) {           \
+			struct evr_thread *const evr__t = &evr__thread;                                 \
+			EVR__RECORD_OR(evr__t, EVR_REC_SPAN_BEGIN, 5, 9 + 5 + 9 + 9 + 9,                \
+				       (evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr__id), \
+					EVR__HEAD_U64(evr__sp.start_ts), EVR__HEAD_ID(evr__id),         \
+					EVR__HEAD_U64(evr__sp.id), EVR__HEAD_U64(evr__sp.parent_id),    \
+					EVR__HEAD_U64(evr__sp.trace_id)),                               \
+				       if (evr__t->gen == evr__gen) evr__span_start(evr__t, &evr__sp,   \
+										     evr__parent, (from_stack), \
+										     evr__id),          \
+				       ##__VA_ARGS__);                                                  \
+			if ((push) && evr__sp.id)                                                       \
 				evr__span_push(evr__t, &evr__sp);                                       \
 		}                                                                                       \
 		evr__sp;                                                                                \
@@ -619,18 +637,24 @@ EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const
 #define EVR_SPAN_BEGIN_ASYNC(parent, dispatcher, name, ...)                                             \
 	EVR__SPAN_BEGIN(&(parent), false, false, dispatcher, name, ##__VA_ARGS__)
 
+/*
+ * A span begun in the current segment (its gen) ends: off this thread's
+ * stack (a no-op for a span begun elsewhere), then its end record, whose
+ * time is read inside the record, on an open writer.
+ */
 #define EVR__SPAN_FINISH(span, status, ...)                                                             \
 	do {                                                                                            \
 		EVR__SITE(EVR_SITE_SPAN_END, "", "", ##__VA_ARGS__);                                    \
 		struct evr_span *evr__spp = &(span);                                                    \
-		struct evr_thread *evr__t;                                                              \
 		uint64_t evr__id;                                                                       \
-		if (evr__spp->id && (evr__t = evr__self()) != NULL && evr__spp->gen == evr__t->gen) {  \
+		if (evr__spp->id && evr__spp->gen == evr__gen) {                                        \
+			struct evr_thread *const evr__t = &evr__thread;                                 \
 			evr__span_pop(evr__t, evr__spp->id);                                            \
 			if ((evr__id = evr__site_ready(&evr__site)) != 0) {                             \
-				const uint64_t evr__ts = evr_clock_read(evr__t->w.clock_kind);          \
+				const uint64_t evr__ts = evr_clock_read(evr__clock_kind);               \
 				EVR__RECORD(evr__t, EVR_REC_SPAN_END, 8, 9 + 5 + 9 + 9 + 9 + 9 + 1 + 5, \
-					    (EVR__HEAD_U64(evr__ts), EVR__HEAD_ID(evr__spp->site_id),   \
+					    (EVR__HEAD_U64(evr__ts),                                    \
+					     EVR__HEAD_ID(evr__spp->site_id),                           \
 					     EVR__HEAD_U64(evr__spp->id), EVR__HEAD_U64(evr__spp->parent_id), \
 					     EVR__HEAD_U64(evr__spp->trace_id),                         \
 					     EVR__HEAD_U64(evr__spp->start_ts),                         \

@@ -384,13 +384,24 @@ static inline uint32_t evr_word_type(uint64_t w) { return (uint32_t)(w >> 56); }
  * when tail + need <= limit, where limit = min(head_cache, start of tail's
  * lap) + lane size bounds both the consumer's head (W1) and the end of the
  * lap (a record never wraps). Whatever must go through the slow path first
- * (the shared lane's CAS, a THREAD record due, a LOST record pending) sets
- * limit to 0, so the fast path needs no flag of its own. The slow path
- * recomputes limit and base whenever it moves tail.
+ * (the shared lane's CAS, a THREAD record due, a LOST record pending, a
+ * writer its owner must open again) sets limit to 0, so the fast path needs
+ * no flag of its own. The slow path computes the limit again whenever it
+ * moves tail.
+ *
+ * limit is also the reentrancy guard. A reservation takes it and leaves
+ * EVR_WRITER_BUSY in its place until the record is published, when it puts
+ * back the value it took (or the one the slow path computed): a signal
+ * handler that writes a record on this thread meanwhile finds BUSY, takes
+ * the slow path, and is refused and counted there (hdr.writer_reentrant).
+ * tail is read after BUSY is stored, so a handler that ran before that store
+ * has finished its record, and the value taken can only be stale in the safe
+ * direction (it bounds a tail that moved on). Cost: two stores.
  */
+#define EVR_WRITER_BUSY 1u /* limit while a record is being written: no record fits below it */
 struct evr_writer {
 	uint64_t tail;	     /* exclusive: next position to write; the open reservation's */
-	uint64_t limit;	     /* records ending at or below it take the fast path; 0: none does */
+	uint64_t limit;	     /* records ending at or below it take the fast path; 0: none; BUSY: in a record */
 	uintptr_t base;	     /* data + 8 - start of tail's lap: base + pos is where the body at pos goes */
 	struct evr_lane *lane;
 	uint32_t salt;
@@ -402,6 +413,7 @@ struct evr_writer {
 	uint64_t head_cache; /* last consumer head read (W1) */
 	uint64_t resv_pos;   /* shared lane: the open reservation */
 	uint64_t resv_bytes; /* shared lane: bytes reserved for it */
+	uint64_t resv_limit; /* the one-call forms: the limit to put back at the commit */
 	struct evr_segment *seg;
 	uint64_t owner;
 };
@@ -449,30 +461,41 @@ EVR_API void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, 
  * whatever the commit needs is in hand before them and nothing is read again.
  */
 struct evr_resv {
-	uint8_t *body; /* where the body goes */
+	uint8_t *body; /* where the body goes; NULL: dropped */
 	uint64_t pos;  /* its commit word's position (exclusive lane) */
 	struct evr_lane *lane;
+	uint64_t limit; /* what the writer's limit goes back to when the record is done */
 	uint32_t salt;
 	bool shared;
 };
 
 /*
- * The fast path of a reservation for a body of body_len bytes: true with *r
- * filled when the record fits as things stand, false when it must go through
+ * The fast path of a reservation for a body of body_len bytes: marks the
+ * writer busy, then true with *r filled when the record fits as things
+ * stand, false (with r->limit set) when it must go through
  * evr_writer_reserve_slow. The two are split so that a caller writes
  *
- *   if (evr_writer_reserve_fast(w, len, &r) || (r = evr_writer_reserve_slow(w, len)).body) {
+ *   if (evr_writer_reserve_fast(w, len, &r)) {
  *           ... write len bytes or fewer at r.body ...
+ *           evr_writer_publish_exclusive(w, &r, len_written, type);
+ *   } else if ((r = evr_writer_reserve_slow(w, len, r.limit)).body) {
+ *           ... the same ...
  *           evr_writer_publish(w, &r, len_written, type);
  *   }
+ *   w->limit = r.limit;
  *
- * and the fast path carries no test of whether a body came back.
+ * and the fast path carries no test of whether a body came back, nor of
+ * which lane it is on.
  */
 EVR_INLINE bool evr_writer_reserve_fast(struct evr_writer *w, uint32_t body_len, struct evr_resv *r)
 {
-	uint64_t tail = w->tail;
+	uint64_t tail;
 
-	if (EVR_UNLIKELY(tail + evr_rec_bytes(body_len) > w->limit || body_len > EVR_BODY_MAX))
+	r->limit = w->limit;
+	w->limit = EVR_WRITER_BUSY;
+	__asm__ __volatile__("" ::: "memory"); /* a signal fence: BUSY is stored before tail is read */
+	tail = w->tail;
+	if (EVR_UNLIKELY(tail + evr_rec_bytes(body_len) > r->limit || body_len > EVR_BODY_MAX))
 		return false;
 	r->body = (uint8_t *)(w->base + (uintptr_t)tail);
 	r->pos = tail;
@@ -484,14 +507,17 @@ EVR_INLINE bool evr_writer_reserve_fast(struct evr_writer *w, uint32_t body_len,
 
 /*
  * Reserves through the slow path (padding at the lap's end, the LOST and
- * THREAD records due, the shared lane's CAS). The reservation comes back by
- * value (so that the caller's copy can live in registers); its body is NULL
- * when the record was dropped (counted in the lane and reported by the next
- * LOST record). Every reservation must be followed by evr_writer_publish with a
- * body_len no larger than reserved. Neither path blocks, locks, allocates or
- * enters the kernel.
+ * THREAD records due, the shared lane's CAS), after evr_writer_reserve_fast
+ * said no, with the limit it took. The reservation comes back by value (so
+ * that the caller's copy can live in registers); its body is NULL when the
+ * record was dropped (counted in the lane and reported by the next LOST
+ * record; or, when the writer was already busy, counted as reentrant).
+ * A reservation with a body must be followed by evr_writer_publish with a
+ * body_len no larger than reserved; every reservation, by putting r.limit
+ * back into w->limit. Neither path blocks, locks, allocates or enters the
+ * kernel.
  */
-EVR_API struct evr_resv evr_writer_reserve_slow(struct evr_writer *w, uint32_t body_len);
+EVR_API struct evr_resv evr_writer_reserve_slow(struct evr_writer *w, uint32_t body_len, uint64_t limit);
 
 /* Publishes a reservation of the fast path (an exclusive lane) as a record of type (1-63) with its final body_len. */
 EVR_INLINE void evr_writer_publish_exclusive(struct evr_writer *w, const struct evr_resv *r, uint32_t body_len,
@@ -519,14 +545,17 @@ static inline void evr_writer_publish(struct evr_writer *w, const struct evr_res
 /*
  * The one-call forms, for callers that keep only the body: reserve returns
  * it, or NULL when the record was dropped; commit publishes it. The writer
- * holds the reservation in between (resv_pos).
+ * holds the reservation in between (resv_pos, resv_limit).
  */
 static inline void *evr_writer_reserve(struct evr_writer *w, uint32_t body_len)
 {
 	struct evr_resv r;
 
 	if (!evr_writer_reserve_fast(w, body_len, &r))
-		r = evr_writer_reserve_slow(w, body_len);
+		r = evr_writer_reserve_slow(w, body_len, r.limit);
+	w->resv_limit = r.limit;
+	if (!r.body)
+		w->limit = r.limit;
 	return r.body;
 }
 
@@ -539,10 +568,11 @@ static inline uint64_t evr_writer_resv_pos(const struct evr_writer *w)
 /* Publishes the open reservation (evr_writer_reserve) as type (1-63) with its final body_len. */
 static inline void evr_writer_commit(struct evr_writer *w, uint32_t body_len, uint32_t type)
 {
-	struct evr_resv r = { (uint8_t *)(w->base + (uintptr_t)w->tail), w->tail, w->lane, w->salt,
+	struct evr_resv r = { (uint8_t *)(w->base + (uintptr_t)w->tail), w->tail, w->lane, w->resv_limit, w->salt,
 			      w->shared };
 
 	evr_writer_publish(w, &r, body_len, type);
+	w->limit = r.limit;
 }
 
 /* Copies body into a new record in one call. Returns true when written, false when dropped. */
