@@ -121,11 +121,14 @@ static int demo_run(const char *path, unsigned s, double seconds, int demo_cpu, 
 	snprintf(dur, sizeof(dur), "%.3f", seconds);
 	if (bench_proc_start(&demo, argv, env, demo_cpu, true, why, whylen) != 0)
 		return -1;
-	/* "evring-demo: pid N, tracing to /evring.N.evring-demo", or "... tracing off". */
+	/* "evring-demo: pid N, tracing to /dev/shm/evring.N.evring-demo", or "... tracing off". */
 	while ((lr = bench_proc_line(&demo, line, sizeof(line), DEMO_START_MS)) == 1) {
 		char *p = strstr(line, "tracing to ");
 		if (p) {
-			snprintf(shm, sizeof(shm), "%s", p + strlen("tracing to "));
+			p += strlen("tracing to ");
+			if (!strncmp(p, "/dev/shm/", 9))
+				p += 8; /* the shm name is what follows /dev/shm: "/evring.N.evring-demo" */
+			snprintf(shm, sizeof(shm), "%s", p);
 			break;
 		}
 		if (strstr(line, "tracing off"))
@@ -337,5 +340,10 @@ int bench_demo_main(int argc, char **argv)
 		bench_print_text(stdout, &m, &t);
 	fflush(stdout);
 	bench_table_free(&t);
+	/* A run that failed is a broken measurement, not a slow one: say so in the status. */
+	if (failed) {
+		fprintf(stderr, "evring-bench demo: %u runs of evring-demo failed; the last: %s\n", failed, why);
+		return 1;
+	}
 	return 0;
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages evring needs when they are missing, as root on
 # Debian. Where installing is impossible (not root, no apt-get) it prints one
-# line per missing package and exits 1, before anything else runs.
+# line naming the missing packages and exits 1, before anything else runs.
 set -eu
 
 PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev valgrind"
@@ -62,8 +62,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	fi
 	exit 0
 fi
-# One line per missing package, then stop: nothing later would work without them.
-for p in $missing; do
-	echo "evring: missing dependency: install the Debian package $p (as root: apt-get install $p)" >&2
-done
+# One line naming what is missing, then stop: nothing later would work without it.
+echo "evring: missing dependencies: install the Debian packages$missing (as root: apt-get install$missing)" >&2
 exit 1
