@@ -7,9 +7,11 @@
  *
  * State: proc.state moves INIT -> OPEN (first use or evr_open) and OPEN ->
  * OFF (evr_close, a failed open, EVRING=off); only evr_open leaves OFF. Every
- * change of segment bumps evr__gen, which each thread compares with the
- * generation of its writer before writing, and puts every registered site
- * back to unregistered so it registers again in the new segment.
+ * change of segment bumps evr__gen, sets the writer limit of every open
+ * thread to 0 (so that its next record takes the slow path, which sees its
+ * generation is old and opens it again: the event path itself compares no
+ * generations), and puts every registered site back to unregistered so it
+ * registers again in the new segment.
  *
  * Segments are never unmapped while the process may still write to them: a
  * thread that has not yet noticed a close may be inside a record.
@@ -220,12 +222,6 @@ uint64_t evr__site_register(struct evr_site *s)
 	return evr_ld_32(&e->flags) == 0 ? id : 0;
 }
 
-void evr__reentered(struct evr_thread *t)
-{
-	if (t->w.seg)
-		evr_faa_64(&t->w.seg->hdr->writer_reentrant, 1);
-}
-
 /* ---- the open threads ------------------------------------------------ */
 
 /*
@@ -239,7 +235,7 @@ static struct evr_thread *threads;
 static void thread_list(struct evr_thread *t)
 {
 	pthread_mutex_lock(&evr__proc.lock);
-	if (!t->listed) {
+	if (!t->listed && !t->exiting) {
 		t->prev = NULL;
 		t->next = threads;
 		if (threads)
@@ -279,7 +275,13 @@ struct evr_resv evr__record_slow(struct evr_thread *t, uint32_t body_len, uint64
 
 		if (!evr__thread_open(t))
 			return none;
-		limit = t->w.limit; /* the fresh writer's; it stays busy until this record is out */
+		/*
+		 * The fresh writer's limit; busy again until this record is out.
+		 * While the thread was being opened its limit was not BUSY: a
+		 * signal handler that emitted then opened it too (as one that
+		 * emits during any thread's first record does).
+		 */
+		limit = t->w.limit;
 		t->w.limit = EVR_WRITER_BUSY;
 	}
 	return evr_writer_reserve_slow(&t->w, body_len, limit);
@@ -301,7 +303,11 @@ static void thread_release(struct evr_thread *t)
 
 static void thread_exit(void *arg)
 {
-	thread_release(arg);
+	struct evr_thread *t = arg;
+
+	/* Its memory goes with the thread: a record from a later destructor opens a writer, but never lists it. */
+	t->exiting = true;
+	thread_release(t);
 }
 
 static void at_fork_child(void)
@@ -413,14 +419,17 @@ bool evr__thread_open(struct evr_thread *t)
 	uint32_t serial;
 
 	uint64_t trace_id = t->trace_id;
+	bool exiting;
 
 	if (!evr__proc_ensure_open())
 		return false;
 	/* A writer of an earlier segment is forgotten, not closed: that lane is not ours to touch now. */
 	serial = (uint32_t)evr_faa_64(&evr__proc.thread_serial, 1) + 1;
 	thread_unlist(t);
+	exiting = t->exiting;
 	memset(t, 0, sizeof(*t));
 	t->trace_id = trace_id;
+	t->exiting = exiting;
 	if (evr_writer_open(&t->w, &evr__proc.seg, evr__proc.pid, (uint32_t)syscall(SYS_gettid), 0) != 0)
 		return false;
 	/* Ids: a random base per segment (a forked child's differ from its parent's), the thread, a count. */

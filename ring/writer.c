@@ -360,6 +360,8 @@ int evr_writer_flush_lost(struct evr_writer *w)
 {
 	if (!w->lane || evr_ld_64(&w->lane->lost_pending) == 0)
 		return 0;
+	if (w->limit == EVR_WRITER_BUSY)
+		return -EBUSY; /* inside a record (exit() from a signal handler): the next owner reports it */
 	/* An empty PAD record behind which the slow path places the LOST record. */
 	if (!(w->shared ? reserve_shared(w, evr_rec_bytes(0), true) : reserve_exclusive(w, evr_rec_bytes(0), true))) {
 		refresh(w);

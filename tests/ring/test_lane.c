@@ -524,3 +524,28 @@ Test(lane, record_never_precedes_its_thread_record)
 	evr_reader_fini(&r);
 	test_segment_destroy(&seg);
 }
+
+/* Regression: a reservation refused as reentrant must not leave the writer busy for good. */
+Test(lane, reserve_refused_inside_a_reservation_leaves_the_writer_usable)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	void *outer, *next;
+
+	test_segment(&seg, "nested", 2, 4096);
+	cr_assert_eq(evr_writer_open(&w, &seg, getpid(), test_tid(), 0), 0);
+	outer = evr_writer_reserve(&w, 16);
+	cr_assert_not_null(outer);
+	memset(outer, 0xc0, 16);
+	/* As a signal handler on this thread would, between the reservation and its commit. */
+	cr_assert_null(evr_writer_reserve(&w, 16), "a reservation inside another is refused");
+	cr_assert_eq(evr_ld_64(&seg.hdr->writer_reentrant), 1);
+	evr_writer_commit(&w, 16, EVR_REC_EVENT);
+	next = evr_writer_reserve(&w, 16);
+	cr_assert_not_null(next, "the writer takes records again");
+	memset(next, 0xc0, 16);
+	evr_writer_commit(&w, 16, EVR_REC_EVENT);
+	cr_assert_eq(evr_ld_64(&w.lane->records), 2);
+	evr_writer_close(&w);
+	test_segment_destroy(&seg);
+}

@@ -141,6 +141,7 @@ struct evr_thread {
 	struct evr_span_ref stack[EVR_SPAN_DEPTH];
 	struct evr_thread *next, *prev; /* the process's list of open threads (under its lock) */
 	bool listed;
+	bool exiting; /* its key destructor ran: never listed again */
 };
 
 struct evr_config {
@@ -212,7 +213,6 @@ extern EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("
 
 EVR_API uint64_t evr__site_register(struct evr_site *s);
 EVR_API bool evr__thread_open(struct evr_thread *t);
-EVR_API void evr__reentered(struct evr_thread *t);
 /* The record path's slow reservation: opens the thread's writer when it must, then the ring's slow path. */
 EVR_API struct evr_resv evr__record_slow(struct evr_thread *t, uint32_t body_len, uint64_t limit);
 EVR_API void evr__span_scope_end(struct evr_span *span);
@@ -639,8 +639,9 @@ EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const
 
 /*
  * A span begun in the current segment (its gen) ends: off this thread's
- * stack (a no-op for a span begun elsewhere), then its end record, whose
- * time is read inside the record, on an open writer.
+ * stack (a no-op for a span begun elsewhere), then its end record, timed
+ * with the segment's clock (evr__clock_kind: this thread's writer may not be
+ * open yet).
  */
 #define EVR__SPAN_FINISH(span, status, ...)                                                             \
 	do {                                                                                            \

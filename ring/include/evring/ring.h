@@ -396,7 +396,10 @@ static inline uint32_t evr_word_type(uint64_t w) { return (uint32_t)(w >> 56); }
  * the slow path, and is refused and counted there (hdr.writer_reentrant).
  * tail is read after BUSY is stored, so a handler that ran before that store
  * has finished its record, and the value taken can only be stale in the safe
- * direction (it bounds a tail that moved on). Cost: two stores.
+ * direction for tail (it bounds a tail that moved on). A handler that ran
+ * between the load of limit and the store of BUSY and dropped a record may
+ * see its LOST record come after this one record: the count stays exact.
+ * Cost: two stores.
  */
 #define EVR_WRITER_BUSY 1u /* limit while a record is being written: no record fits below it */
 struct evr_writer {
@@ -436,7 +439,10 @@ EVR_API int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint3
  */
 EVR_API void evr_writer_close(struct evr_writer *w);
 
-/* Writes the pending LOST record now if there is room. Returns 1 written, 0 none due, -ENOSPC. */
+/*
+ * Writes the pending LOST record now if there is room. Returns 1 written, 0
+ * none due, -ENOSPC, or -EBUSY when called inside a record.
+ */
 EVR_API int evr_writer_flush_lost(struct evr_writer *w);
 
 /*
@@ -553,9 +559,11 @@ static inline void *evr_writer_reserve(struct evr_writer *w, uint32_t body_len)
 
 	if (!evr_writer_reserve_fast(w, body_len, &r))
 		r = evr_writer_reserve_slow(w, body_len, r.limit);
+	if (!r.body) {
+		w->limit = r.limit; /* refused as reentrant: BUSY, the outer reservation's to put back */
+		return NULL;
+	}
 	w->resv_limit = r.limit;
-	if (!r.body)
-		w->limit = r.limit;
 	return r.body;
 }
 
