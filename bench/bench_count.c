@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,6 +55,7 @@
 #endif
 
 #define COUNT_CALLS 20000u
+#define COUNT_TIMEOUT_MS 120000u /* the whole run under valgrind takes about a second */
 #define COUNT_LANE_BYTES (32u << 20) /* every case's 3 * COUNT_CALLS calls fit without a wrap */
 
 /*
@@ -212,17 +214,19 @@ bool bench_count_available(void)
 
 int bench_count_measure(double *per_call, char *why, size_t whylen)
 {
-	char dir[] = "/tmp/evring-count.XXXXXX", out[600], log[600];
-	pid_t pid;
-	int status;
+	char dir[] = "/tmp/evring-count.XXXXXX", out[600], line[256], first[256] = "";
+	char *argv[] = { "valgrind", "--tool=callgrind", "-q", out, (char *)bench_self_exe(), "count", "--child", NULL };
+	char *env[] = { "EVRING=on", "EVRING_CLOCK=tsc", NULL };
+	struct bench_proc p;
+	int status, lr;
 	double loop;
 
 	if (!bench_count_available()) {
 		snprintf(why, whylen,
 #ifdef COUNT_HAVE_CALLGRIND
-			 "valgrind is not installed (tools/install-deps.sh bench installs it)"
+			 "valgrind is not installed (tools/install-deps.sh installs it)"
 #else
-			 "evring-bench was built without <valgrind/callgrind.h> (tools/install-deps.sh bench "
+			 "evring-bench was built without <valgrind/callgrind.h> (tools/install-deps.sh "
 			 "installs valgrind; then rebuild)"
 #endif
 		);
@@ -233,31 +237,18 @@ int bench_count_measure(double *per_call, char *why, size_t whylen)
 		return -1;
 	}
 	snprintf(out, sizeof(out), "--callgrind-out-file=%s/cg.out", dir);
-	snprintf(log, sizeof(log), "%s/valgrind.log", dir);
-	pid = fork();
-	if (pid == 0) {
-		char *argv[] = { "valgrind", "--tool=callgrind", "-q", out, (char *)bench_self_exe(),
-				 "count", "--child", NULL };
-		FILE *l = freopen(log, "w", stderr);
-		(void)l;
-		if (!freopen("/dev/null", "w", stdout))
-			_exit(126);
-		setenv("EVRING", "on", 1);
-		/* The count is of the TSC path wherever there is one, whichever clocksource the host's kernel chose. */
-		setenv("EVRING_CLOCK", "tsc", 1);
-		execvp("valgrind", argv);
-		_exit(127);
+	/* The count is of the TSC path wherever there is one, whichever clocksource the host's kernel chose. */
+	if (bench_proc_start(&p, argv, env, -1, true, why, whylen) != 0) {
+		dir_remove(dir);
+		return -1;
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		char line[256] = "";
-		FILE *l = fopen(log, "r");
-		if (l) {
-			if (!fgets(line, sizeof(line), l))
-				line[0] = 0;
-			fclose(l);
-			line[strcspn(line, "\n")] = 0;
-		}
-		snprintf(why, whylen, "the counting run under valgrind failed%s%s", line[0] ? ": " : "", line);
+	while ((lr = bench_proc_line(&p, line, sizeof(line), COUNT_TIMEOUT_MS)) == 1)
+		if (!first[0])
+			snprintf(first, sizeof(first), "%s", line);
+	status = bench_proc_stop(&p, lr < 0 ? SIGKILL : 0, 1000);
+	if (lr < 0 || status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		snprintf(why, whylen, "the counting run under valgrind failed%s%s", first[0] ? ": " : "",
+			 lr < 0 ? "it timed out" : first);
 		dir_remove(dir);
 		return -1;
 	}

@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -214,11 +215,11 @@ uint64_t evr__site_register(struct evr_site *s)
 	 * Two threads may register one site at once, with no lock: both append
 	 * an entry, the first to set the id wins, the other entry stays unused.
 	 */
-	if (!evr_cas_64(&s->id, &expect, id))
+	if (!evr_cas_64(&s->id, &expect, id)) /* F0, after the entry's M2 */
 		id = expect;
 	site_list(s);
 	e = evr_meta_entry_at(&evr__proc.seg, id);
-	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* F0: publishes s->id to F1 in evr__site_on */
+	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* F0: the CAS above pairs with F3, this store with F1 */
 	return evr_ld_32(&e->flags) == 0 ? id : 0;
 }
 
@@ -261,7 +262,12 @@ static void thread_unlist(struct evr_thread *t)
 	pthread_mutex_unlock(&evr__proc.lock);
 }
 
-/* With the lock held, and no thread emitting (evr_open and evr_close's contract). */
+/*
+ * With the lock held, and no thread emitting (evr_open and evr_close's
+ * contract): each store to another thread's limit is ordered before that
+ * thread's next record by whatever orders the record after this call, as
+ * the contract requires of the application. Not a protocol step.
+ */
 static void threads_reopen(void)
 {
 	for (struct evr_thread *t = threads; t; t = t->next)
@@ -419,17 +425,13 @@ bool evr__thread_open(struct evr_thread *t)
 	uint32_t serial;
 
 	uint64_t trace_id = t->trace_id;
-	bool exiting;
 
 	if (!evr__proc_ensure_open())
 		return false;
 	/* A writer of an earlier segment is forgotten, not closed: that lane is not ours to touch now. */
 	serial = (uint32_t)evr_faa_64(&evr__proc.thread_serial, 1) + 1;
-	thread_unlist(t);
-	exiting = t->exiting;
-	memset(t, 0, sizeof(*t));
+	memset(t, 0, offsetof(struct evr_thread, next)); /* its place on the list stays */
 	t->trace_id = trace_id;
-	t->exiting = exiting;
 	if (evr_writer_open(&t->w, &evr__proc.seg, evr__proc.pid, (uint32_t)syscall(SYS_gettid), 0) != 0)
 		return false;
 	/* Ids: a random base per segment (a forked child's differ from its parent's), the thread, a count. */

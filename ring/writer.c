@@ -88,17 +88,17 @@ out:
 
 /* ---- claiming and freeing lanes --------------------------------------- */
 
-/*
- * Recomputes the fast path's bounds after the slow path moved tail, read the
- * head or settled what was due (see struct evr_writer): base for tail's lap,
- * and limit, or 0 while the next record must take the slow path.
- */
 /* base for tail's lap: where the fast path and the one-call commit find tail's record. */
 static void rebase(struct evr_writer *w)
 {
 	w->base = (uintptr_t)w->data + EVR_WORD_BYTES - (uintptr_t)(w->tail & ~w->mask);
 }
 
+/*
+ * The fast path's bounds after the slow path moved tail, read the head or
+ * settled what was due (see struct evr_writer): rebases, and returns the
+ * limit, or 0 while the next record must take the slow path.
+ */
 static uint64_t bound(struct evr_writer *w)
 {
 	uint64_t lap = w->tail & ~w->mask;

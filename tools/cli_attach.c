@@ -259,12 +259,13 @@ static int finish(const char *cmd, struct evr_consumer *c, int status)
 	__atomic_store_n(&fails.c, NULL, __ATOMIC_RELEASE);
 	evr_consumer_close(c); /* the handler threads are gone when it returns */
 	evr_cli_signals(NULL, NULL);
+	if (!evr_cli_output_closed && fflush(stdout) != 0) {
+		if (errno == EPIPE)
+			return status; /* closed at the very end: as quiet as before */
+		if (status == EVR_EXIT_OK)
+			status = evr_cli_fail(cmd, EVR_EXIT_FAIL, "cannot write output: %s", strerror(errno));
+	}
 	if (evr_cli_output_closed)
-		return status;
-	errno = 0;
-	if (fflush(stdout) != 0 && errno != EPIPE && status == EVR_EXIT_OK)
-		status = evr_cli_fail(cmd, EVR_EXIT_FAIL, "cannot write output: %s", strerror(errno));
-	if (evr_cli_output_closed || errno == EPIPE)
 		return status;
 	if (status == EVR_EXIT_OK && fails.failures) {
 		fprintf(stderr, "evring %s: %llu handler failure%s: exit status 9\n", cmd,

@@ -140,6 +140,7 @@ struct evr_thread {
 	uint64_t next_span;   /* next span id: thread serial << 40 | counter */
 	uint64_t trace_id;    /* trace id for this thread's next root spans; 0: the root's id */
 	struct evr_span_ref stack[EVR_SPAN_DEPTH];
+	/* Last, and kept when the thread is opened again (which clears what precedes them). */
 	struct evr_thread *next, *prev; /* the process's list of open threads (under its lock) */
 	bool listed;
 	bool exiting; /* its key destructor ran: never listed again */
@@ -232,7 +233,7 @@ EVR_INLINE bool evr__site_on(struct evr_site *s)
  */
 EVR_INLINE uint64_t evr__site_id(struct evr_site *s)
 {
-	uint64_t id = evr_ld_acq_64(&s->id); /* pairs with the registering CAS: the entry is published */
+	uint64_t id = evr_ld_acq_64(&s->id); /* F3, pairs with F0: the entry the id names is published */
 
 	return EVR_LIKELY(id != 0) ? id : evr__site_register(s);
 }
@@ -240,11 +241,11 @@ EVR_INLINE uint64_t evr__site_id(struct evr_site *s)
 /* The id of a site registered (whether enabled or not): span ends are written whenever their begin was. */
 EVR_INLINE uint64_t evr__site_ready(struct evr_site *s)
 {
-	uint64_t id = evr_ld_acq_64(&s->id);
+	uint64_t id = evr_ld_acq_64(&s->id); /* F3 */
 
 	if (EVR_UNLIKELY(id == 0)) {
 		evr__site_register(s);
-		id = evr_ld_acq_64(&s->id);
+		id = evr_ld_acq_64(&s->id); /* F3 */
 	}
 	return id;
 }
@@ -332,7 +333,12 @@ EVR_INLINE uint8_t *evr__str_pack(uint8_t *p, struct evr__str v)
 		evr__mp_str(&p, v.n);
 	else
 		evr__mp_ext(&p, v.n, EVR_EXT_TRUNCATED);
-	memcpy(p, v.s, v.n); /* the one bounded copy */
+	/*
+	 * The one bounded copy. Not evr__mp_str_body: through the template's
+	 * cast GCC loses the bound strnlen gave n and warns (-Warray-bounds)
+	 * on short literals.
+	 */
+	memcpy(p, v.s, v.n);
 	return p + v.n;
 }
 
@@ -401,7 +407,6 @@ EVR_INLINE uint8_t *evr__str_pack(uint8_t *p, struct evr__str v)
 #define EVR__UNPAREN(...) __VA_ARGS__
 #define EVR__CALL(m, ...) m(__VA_ARGS__)
 /* Applies m(i, kind, name, value) to each field tuple, i its position (distinct names for temporaries). */
-/* evr__site.id: read with evr_ld_64, as a racing registration may CAS it (to the same value). */
 #define EVR__EACH(m, ...) EVR__CAT(EVR__FE_, EVR__NARG(_, ##__VA_ARGS__))(m, ##__VA_ARGS__)
 #define EVR__FE_0(m)
 #define EVR__FE_1(m, a) EVR__CALL(m, 1, EVR__UNPAREN a)

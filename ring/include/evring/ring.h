@@ -98,11 +98,14 @@
  *
  *   header                                     site enable flags
  *   ------                                     -----------------
- *   H1  store-release(magic) after every       F0  producer: store-release(site.flag =
- *       other field (segment.c)                    &entry.flags) after site.id
- *   H2  reader: load-acquire(magic), then      F1  producer: load-acquire(site.flag), then
- *       one copy of the header, validated          F2  load(*flag) relaxed: a consumer
- *       and used (never read twice)                may set EVR_SITE_DISABLED any time
+ *   H1  store-release(magic) after every       F0  producer: CAS(site.id, 0, id) after
+ *       other field (segment.c)                    the entry's M2, then store-release(
+ *   H2  reader: load-acquire(magic), then          site.flag = &entry.flags)
+ *       one copy of the header, validated      F1  producer: load-acquire(site.flag), then
+ *       and used (never read twice)            F2  load(*flag) relaxed: a consumer
+ *                                                  may set EVR_SITE_DISABLED any time
+ *                                              F3  producer: load-acquire(site.id) --
+ *                                                  pairs with F0: the entry is published
  *
  *   lane ownership                             metadata
  *   --------------                             --------
@@ -454,13 +457,6 @@ EVR_API void evr_writer_skip_thread_record(struct evr_writer *w);
 EVR_API void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, uint32_t type);
 
 /*
- * Reserves room for a body of body_len bytes (<= EVR_BODY_MAX) and returns
- * where to write it, or NULL when the record was dropped (counted in the lane
- * and reported by the next LOST record). Every non-NULL reserve must be
- * followed by evr_writer_commit with a body_len no larger than reserved.
- * Never blocks, locks, allocates or enters the kernel.
- */
-/*
  * An open reservation: where its body goes and what its commit needs, read
  * from the writer before the body is written. A body is written with byte
  * stores, which the compiler must assume may land on the writer's fields, so
@@ -550,8 +546,11 @@ static inline void evr_writer_publish(struct evr_writer *w, const struct evr_res
 
 /*
  * The one-call forms, for callers that keep only the body: reserve returns
- * it, or NULL when the record was dropped; commit publishes it. The writer
- * holds the reservation in between (resv_pos, resv_limit).
+ * where to write a body of body_len bytes (<= EVR_BODY_MAX), or NULL when the
+ * record was dropped (counted in the lane and reported by the next LOST
+ * record); commit publishes it, with a body_len no larger than reserved. The
+ * writer holds the reservation in between (resv_pos, resv_limit). Never
+ * blocks, locks, allocates or enters the kernel.
  */
 static inline void *evr_writer_reserve(struct evr_writer *w, uint32_t body_len)
 {
