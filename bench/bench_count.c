@@ -67,9 +67,9 @@
  */
 const struct bench_count_case bench_count_cases[BENCH_COUNT_CASES] = {
 	{ "disabled", 4, 4 },
-	{ "event0", 40, 43 },
-	{ "event3", 80, 71 },
-	{ "span", 140, 149 },
+	{ "event0", 40, 40 },
+	{ "event3", 80, 67 },
+	{ "span", 140, 137 },
 };
 #define COUNT_SLACK 1.10
 

@@ -38,6 +38,13 @@ EVR_API bool evr__content;
 EVR_API uint32_t evr__clock_kind = EVR_CLOCK_MONOTONIC;
 EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("initial-exec")));
 
+/* The next segment generation; never 0, which marks a span not recorded or already ended. */
+static void gen_next(void)
+{
+	if (++evr__gen == 0)
+		evr__gen = 1;
+}
+
 enum { INIT, OPEN, OFF };
 
 struct evr_proc evr__proc = { .lock = PTHREAD_MUTEX_INITIALIZER, .state = INIT };
@@ -168,6 +175,7 @@ static void sites_reset(void)
 	for (struct evr_site *next; s; s = next) {
 		next = s->next;
 		s->next = NULL;
+		evr_st_64(&s->head, 0);
 		evr_st_64(&s->id, 0);
 		evr_st_rel_ptr((void **)&s->flag, &evr__flag_unregistered);
 		__atomic_store_n(&s->listed, 0, __ATOMIC_RELEASE);
@@ -196,10 +204,21 @@ static void site_list(struct evr_site *s)
 static uint32_t flag_off = EVR_SITE_DISABLED;
 static uint32_t flag_full = EVR_SITE_DISABLED;
 
+/* A site id as a record's head packs it, by msgpack-c (struct evr_site's head). */
+static uint64_t site_head_pack(uint64_t id)
+{
+	uint8_t packed[8] = { 0 }, *p = packed;
+	uint64_t head;
+
+	evr__mp_fix_uint32(&p, (uint32_t)id);
+	memcpy(&head, packed, sizeof(head));
+	return head;
+}
+
 uint64_t evr__site_register(struct evr_site *s)
 {
 	struct evr_meta_entry *e;
-	uint64_t id = 0, expect = 0;
+	uint64_t id = 0, expect = 0, head;
 
 	if (!evr__proc_ensure_open()) {
 		site_list(s);
@@ -217,10 +236,12 @@ uint64_t evr__site_register(struct evr_site *s)
 	 */
 	if (!evr_cas_64(&s->id, &expect, id)) /* F0, after the entry's M2 */
 		id = expect;
+	head = site_head_pack(id);
+	evr_st_rel_64(&s->head, head); /* F0: pairs with F3 */
 	site_list(s);
 	e = evr_meta_entry_at(&evr__proc.seg, id);
-	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* F0: the CAS above pairs with F3, this store with F1 */
-	return evr_ld_32(&e->flags) == 0 ? id : 0;
+	evr_st_rel_ptr((void **)&s->flag, &e->flags); /* F0: pairs with F1 */
+	return evr_ld_32(&e->flags) == 0 ? head : 0;
 }
 
 /* ---- the open threads ------------------------------------------------ */
@@ -329,7 +350,7 @@ static void at_fork_child(void)
 	threads = NULL; /* the other threads did not come along */
 	memset(&evr__thread, 0, sizeof(evr__thread));
 	evr__proc.thread_serial = 0;
-	evr__gen++;
+	gen_next();
 }
 
 static void at_exit(void)
@@ -396,7 +417,7 @@ static int open_locked(const struct evr_config *in)
 	evr__proc.span_base = evr__proc.seg.salt; /* random per segment */
 	evr__meta_process();
 	sites_reset(); /* sites parked while closed register at their next use */
-	evr__gen++;
+	gen_next();
 	__atomic_store_n(&evr__proc.state, OPEN, __ATOMIC_RELEASE);
 	return 0;
 }
@@ -456,7 +477,7 @@ int evr_open(const struct evr_config *cfg)
 	}
 	rc = open_locked(cfg ? cfg : &def);
 	if (rc)
-		evr__gen++;
+		gen_next();
 	pthread_mutex_unlock(&evr__proc.lock);
 	return rc;
 }
@@ -470,7 +491,7 @@ void evr_close(void)
 		evr_segment_unlink(evr__proc.seg.shm_name);
 		sites_reset();
 		threads_reopen();
-		evr__gen++;
+		gen_next();
 	}
 	set_error("tracing was closed (evr_close)");
 

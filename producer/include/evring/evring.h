@@ -92,15 +92,18 @@ struct evr_site_def {
  * the segment (0: record; EVR_SITE_DISABLED: a consumer turned it off), or at
  * a process-wide word: one reading 0 before registration, one reading
  * EVR_SITE_DISABLED while tracing is off or the metadata area is full. id is
- * the metadata entry's id, 0 until the site is registered: a site whose flag
- * reads 0 registers when its id is 0, so a disabled site costs a load of
- * flag, a load of the word and a branch, and whether a site is registered is
- * never told by a value a consumer may write.
+ * the metadata entry's id, 0 until the site is registered; head is that id as
+ * a record's head packs it (msgpack-c's uint32 form, 5 bytes, in memory order,
+ * then zeros), packed once at registration, so a record copies it with one
+ * store. A site whose flag reads 0 registers when its head is 0, so a
+ * disabled site costs a load of flag, a load of the word and a branch, and
+ * whether a site is registered is never told by a value a consumer may write.
  */
 struct evr_site {
 	const struct evr_site_def *def;
 	uint32_t *flag;
 	uint64_t id;
+	uint64_t head;
 	struct evr_site *next; /* the process's list of sites that left the unregistered state */
 	uint32_t listed;       /* on that list (set once, by CAS) */
 };
@@ -109,11 +112,13 @@ struct evr_site {
 
 /*
  * A span handle: what EVR_SPAN_BEGIN returns and EVR_SPAN_END takes. id 0: not
- * recorded. gen: the segment it was begun in; a span begun before a fork or
- * an evr_open is not ended into the new segment, whose sites differ.
+ * recorded. gen: the segment it was begun in (evr__gen, never 0), 0 for a
+ * span not recorded or already ended; a span begun before a fork or an
+ * evr_open is not ended into the new segment, whose sites differ.
  */
 struct evr_span {
-	uint64_t id, parent_id, trace_id, start_ts, site_id;
+	uint64_t id, parent_id, trace_id, start_ts;
+	uint64_t site_head; /* the begin site's id as a record head packs it (struct evr_site) */
 	uint32_t gen;
 };
 
@@ -213,6 +218,7 @@ extern EVR_API bool evr__content;
 extern EVR_API uint32_t evr__clock_kind; /* the open segment's clock (EVR_CLOCK_*) */
 extern EVR_API __thread struct evr_thread evr__thread __attribute__((tls_model("initial-exec")));
 
+/* Registers a site in the open segment; its head (struct evr_site), or 0 when it is not to record. */
 EVR_API uint64_t evr__site_register(struct evr_site *s);
 EVR_API bool evr__thread_open(struct evr_thread *t);
 /* The record path's slow reservation: opens the thread's writer when it must, then the ring's slow path. */
@@ -228,26 +234,26 @@ EVR_INLINE bool evr__site_on(struct evr_site *s)
 }
 
 /*
- * The site's id, registering the site at its first use; 0 when it is not to
- * record (disabled, tracing off, no room for its entry).
+ * The site's packed id (head), registering the site at its first use; 0 when
+ * it is not to record (disabled, tracing off, no room for its entry).
  */
-EVR_INLINE uint64_t evr__site_id(struct evr_site *s)
+EVR_INLINE uint64_t evr__site_head(struct evr_site *s)
 {
-	uint64_t id = evr_ld_acq_64(&s->id); /* F3, pairs with F0: the entry the id names is published */
+	uint64_t head = evr_ld_acq_64(&s->head); /* F3, pairs with F0: the entry the id names is published */
 
-	return EVR_LIKELY(id != 0) ? id : evr__site_register(s);
+	return EVR_LIKELY(head != 0) ? head : evr__site_register(s);
 }
 
-/* The id of a site registered (whether enabled or not): span ends are written whenever their begin was. */
+/* The packed id of a site registered (whether enabled or not): span ends are written whenever their begin was. */
 EVR_INLINE uint64_t evr__site_ready(struct evr_site *s)
 {
-	uint64_t id = evr_ld_acq_64(&s->id); /* F3 */
+	uint64_t head = evr_ld_acq_64(&s->head); /* F3 */
 
-	if (EVR_UNLIKELY(id == 0)) {
+	if (EVR_UNLIKELY(head == 0)) {
 		evr__site_register(s);
-		id = evr_ld_acq_64(&s->id); /* F3 */
+		head = evr_ld_acq_64(&s->head); /* F3 */
 	}
-	return id;
+	return head;
 }
 
 EVR_INLINE struct evr_thread *evr__self(void)
@@ -437,6 +443,10 @@ EVR_INLINE uint8_t *evr__str_pack(uint8_t *p, struct evr__str v)
 #define EVR__STATIC_ASSERT(c, m) _Static_assert(c, m)
 #endif
 
+/* EVR__HEAD_SITE_LAST: a span end's head, array header (1 byte) included, rounds up to room for the id's 8-byte store. */
+EVR__STATIC_ASSERT(((1 + 9 + 5 + 9 + 9 + 9 + 9 + 1 + 5) + 7) / 8 * 8 >= 1 + 9 + 5 + 9 + 9 + 9 + 9 + 1 + 8,
+		   "a span end's last site id has 3 bytes of room past it");
+
 /* The static site of one macro use: its definition and its state. */
 #define EVR__SITE(kind, dispatcher, name, ...)                                                          \
 	EVR__STATIC_ASSERT(EVR__NARG(_, ##__VA_ARGS__) <= EVR_FIELDS_MAX, "at most 16 fields a site");   \
@@ -446,7 +456,7 @@ EVR_INLINE uint8_t *evr__str_pack(uint8_t *p, struct evr__str v)
 	static const struct evr_site_def evr__def = { kind,     EVR__NARG(_, ##__VA_ARGS__), __LINE__,  \
 						      dispatcher, name,			     __FILE__, \
 						      __func__, evr__fields };                  \
-	static struct evr_site evr__site = { &evr__def, &evr__flag_unregistered, 0, 0, 0 }
+	static struct evr_site evr__site = { &evr__def, &evr__flag_unregistered, 0, 0, 0, 0 }
 
 /*
  * Packs a record body at p: the array, the head (PACK_HEAD) and the values,
@@ -504,7 +514,22 @@ EVR_INLINE uint8_t *evr__str_pack(uint8_t *p, struct evr__str v)
  * metadata area, below EVR_META_BYTES_MAX.
  */
 #define EVR__HEAD_U64(v) evr__mp_fix_uint64(&evr__c, (v))
-#define EVR__HEAD_ID(v) evr__mp_fix_uint32(&evr__c, (uint32_t)(v))
+
+/*
+ * A site's id, from its head (struct evr_site: packed by msgpack-c at
+ * registration): one 8-byte store, of which the 3 bytes past the id are
+ * padding that the next element overwrites (EVR__HEAD_SITE) or that fall in
+ * the record's padding (EVR__HEAD_SITE_LAST, whose use says why).
+ */
+#define EVR__HEAD_SITE(head) (memcpy(evr__c, &(head), 8), evr__c += 5)
+
+/*
+ * The same as the last element of a span end's head: the record's room is
+ * its body rounded up to 8 bytes (evr_rec_bytes), and the head alone (at
+ * least 57 bytes with its array header, the id at 52 to 56) rounds to 64, so
+ * the 3 bytes past the id are inside the record whether or not values follow.
+ */
+#define EVR__HEAD_SITE_LAST(head) EVR__HEAD_SITE(head)
 
 EVR_INLINE uint64_t evr__current_span(const struct evr_thread *t)
 {
@@ -518,13 +543,13 @@ EVR_INLINE uint64_t evr__current_span(const struct evr_thread *t)
 #define EVR__EVENT(span_pre, use_cur, dispatcher, name, ...)                                            \
 	do {                                                                                            \
 		EVR__SITE(EVR_SITE_EVENT, dispatcher, name, ##__VA_ARGS__);                             \
-		uint64_t evr__id;                                                                       \
-		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0) {           \
+		uint64_t evr__head;                                                                     \
+		if (evr__site_on(&evr__site) && (evr__head = evr__site_head(&evr__site)) != 0) {       \
 			struct evr_thread *const evr__t = &evr__thread;                                 \
 			const uint64_t evr__span_pre = (span_pre);                                      \
 			EVR__RECORD(evr__t, EVR_REC_EVENT, 3, 9 + 5 + 9,                                \
 				    (EVR__HEAD_U64(evr_clock_read(evr__t->w.clock_kind)),               \
-				     EVR__HEAD_ID(evr__id),                                             \
+				     EVR__HEAD_SITE(evr__head),                                         \
 				     EVR__HEAD_U64((use_cur) ? evr__t->cur.id : evr__span_pre)),        \
 				    ##__VA_ARGS__);                                                     \
 		}                                                                                       \
@@ -585,7 +610,7 @@ static inline void evr__span_pop(struct evr_thread *t, uint64_t id)
  * thread's set trace id, else its own id), its site and start time.
  */
 EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const struct evr_span *parent,
-				   bool from_stack, uint64_t site_id)
+				   bool from_stack, uint64_t site_head)
 {
 	sp->id = t->next_span++;
 	if (parent && parent->id) {
@@ -598,7 +623,7 @@ EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const
 		sp->parent_id = 0;
 		sp->trace_id = t->trace_id ? t->trace_id : sp->id;
 	}
-	sp->site_id = site_id;
+	sp->site_head = site_head;
 	sp->gen = t->gen;
 	sp->start_ts = evr_clock_read(t->w.clock_kind);
 }
@@ -614,17 +639,17 @@ EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const
 		EVR__SITE(EVR_SITE_SPAN_BEGIN, dispatcher, name, ##__VA_ARGS__);                        \
 		struct evr_span evr__sp = { 0, 0, 0, 0, 0, 0 };                                            \
 		const struct evr_span *evr__parent = (parent_ptr);                                      \
-		uint64_t evr__id;                                                                       \
-		if (evr__site_on(&evr__site) && (evr__id = evr__site_id(&evr__site)) != 0) {           \
+		uint64_t evr__head;                                                                     \
+		if (evr__site_on(&evr__site) && (evr__head = evr__site_head(&evr__site)) != 0) {       \
 			struct evr_thread *const evr__t = &evr__thread;                                 \
 			EVR__RECORD_OR(evr__t, EVR_REC_SPAN_BEGIN, 5, 9 + 5 + 9 + 9 + 9,                \
-				       (evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr__id), \
-					EVR__HEAD_U64(evr__sp.start_ts), EVR__HEAD_ID(evr__id),         \
+				       (evr__span_start(evr__t, &evr__sp, evr__parent, (from_stack), evr__head), \
+					EVR__HEAD_U64(evr__sp.start_ts), EVR__HEAD_SITE(evr__head),     \
 					EVR__HEAD_U64(evr__sp.id), EVR__HEAD_U64(evr__sp.parent_id),    \
 					EVR__HEAD_U64(evr__sp.trace_id)),                               \
 				       if (evr__t->gen == evr__gen) evr__span_start(evr__t, &evr__sp,   \
 										     evr__parent, (from_stack), \
-										     evr__id),          \
+										     evr__head),        \
 				       ##__VA_ARGS__);                                                  \
 			if ((push) && evr__sp.id)                                                       \
 				evr__span_push(evr__t, &evr__sp);                                       \
@@ -656,27 +681,29 @@ EVR_INLINE void evr__span_start(struct evr_thread *t, struct evr_span *sp, const
 	do {                                                                                            \
 		EVR__SITE(EVR_SITE_SPAN_END, "", "", ##__VA_ARGS__);                                    \
 		struct evr_span *evr__spp = &(span);                                                    \
-		uint64_t evr__id;                                                                       \
-		if (evr__spp->id && evr__spp->gen == evr__gen) {                                        \
+		uint64_t evr__head;                                                                     \
+		if (evr__spp->gen == evr__gen) { /* so id != 0 (struct evr_span) */                    \
 			struct evr_thread *const evr__t = &evr__thread;                                 \
 			evr__span_pop(evr__t, evr__spp->id);                                            \
-			if ((evr__id = evr__site_ready(&evr__site)) != 0) {                             \
+			if ((evr__head = evr__site_ready(&evr__site)) != 0) {                           \
 				const uint64_t evr__ts = evr_clock_read(evr__clock_kind);               \
 				EVR__RECORD(evr__t, EVR_REC_SPAN_END, 8, 9 + 5 + 9 + 9 + 9 + 9 + 1 + 5, \
 					    (EVR__HEAD_U64(evr__ts),                                    \
-					     EVR__HEAD_ID(evr__spp->site_id),                           \
+					     EVR__HEAD_SITE(evr__spp->site_head),                       \
 					     EVR__HEAD_U64(evr__spp->id), EVR__HEAD_U64(evr__spp->parent_id), \
 					     EVR__HEAD_U64(evr__spp->trace_id),                         \
 					     EVR__HEAD_U64(evr__spp->start_ts),                         \
-					     evr__mp_uint8(&evr__c, (status)), EVR__HEAD_ID(evr__id)),  \
+					     evr__mp_uint8(&evr__c, (status)),                          \
+					     EVR__HEAD_SITE_LAST(evr__head)),                           \
 					    ##__VA_ARGS__);                                             \
 			}                                                                               \
 		}                                                                                       \
 		evr__spp->id = 0;                                                                       \
+		evr__spp->gen = 0;                                                                      \
 	} while (0)
 
 /*
- * Ends a span (an lvalue; it is zeroed so it cannot end twice) with status 0,
+ * Ends a span (an lvalue; its id and gen are zeroed so it cannot end twice) with status 0,
  * or drops it (status 1: ended by an error), with the values known at its end.
  */
 #define EVR_SPAN_END(span, ...) EVR__SPAN_FINISH(span, 0, ##__VA_ARGS__)

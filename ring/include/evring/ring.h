@@ -100,11 +100,12 @@
  *   ------                                     -----------------
  *   H1  store-release(magic) after every       F0  producer: CAS(site.id, 0, id) after
  *       other field (segment.c)                    the entry's M2, then store-release(
- *   H2  reader: load-acquire(magic), then          site.flag = &entry.flags)
- *       one copy of the header, validated      F1  producer: load-acquire(site.flag), then
- *       and used (never read twice)            F2  load(*flag) relaxed: a consumer
+ *   H2  reader: load-acquire(magic), then          site.head = id packed), store-release(
+ *       one copy of the header, validated          site.flag = &entry.flags)
+ *       and used (never read twice)            F1  producer: load-acquire(site.flag), then
+ *                                              F2  load(*flag) relaxed: a consumer
  *                                                  may set EVR_SITE_DISABLED any time
- *                                              F3  producer: load-acquire(site.id) --
+ *                                              F3  producer: load-acquire(site.head) --
  *                                                  pairs with F0: the entry is published
  *
  *   lane ownership                             metadata
