@@ -82,7 +82,7 @@
 #include <evring/evring.h>
 
 #include "bench.h"
-#include "internal.h" /* evr__builtin_handler: a built-in with its queue sized */
+#include "handlers.h" /* evr__builtin_handler: a built-in with its queue sized */
 
 #define CONS_RECORDS 1500000u	 /* per run; see cons_lane_bytes */
 #define CONS_RECORDS_QUICK 20000u

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "attach.h"
 
 int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsigned flags, char *err,
 		  size_t errlen)

@@ -1,10 +1,30 @@
 /*
- * consumer.c: the drain loop. One round (evr_consumer_poll) reads every lane
- * of every attached segment in batches, decodes each body, queues it on its
- * lane's merge queue, publishes the lanes' heads so writers get their room
- * back, then feeds the span builder everything the merge's watermark lets
- * out. Now and then it looks at whether each producer still lives, frees the
- * lanes of dead threads, refines the clock mapping and beats its heartbeat.
+ * consumer.c: the consumer, wired from its stages; the only file that knows
+ * all of them. Records flow one way: a stage calls only stages after it
+ * (the drain has decode make each rec, then queues it on the merge), through
+ * their headers, which say what each takes and what it gives:
+ *
+ *   attach.c --> drain.c --> decode.c --> merge.c --> spans*.c --> hub/ --> handlers
+ *   (segments,   (lanes in    (bodies ->   (time order,  (span trees, (a queue and   (handlers/,
+ *    the slot)    batches)     evr_rec)     watermark)    traces)      thread each,   plugin.c)
+ *                                  |                                   watchdog)
+ *                                  v
+ *                              source.c (a segment's metadata tables)      capture.c <-- the stream
+ *                              mpcheck.c (msgpack checked before unpack)   replay.c  --> (sink) --> spans*.c
+ *                              rec.c, objects.c (what flows, and its memory)
+ *
+ * Below the stages, anyone may use source.h, mpcheck.h, rec.h and objects.h;
+ * none of them calls a stage. The counters every stage adds to are one plain
+ * struct (struct evr_consumer_stats, here), handed to each stage when it is
+ * made; recs come from one pool (struct evr_rec_pool, here) and the span
+ * builder gives them back. capture.c is a tap: it writes what the merge
+ * delivers; replay.c reads a capture back into a sink this file provides,
+ * which feeds the span builder as the merge did.
+ *
+ * One round (evr_consumer_poll): every source is drained into the merge,
+ * then everything the merge's watermark lets out goes to the span builder
+ * (and the capture), dead producers' open spans end as abandoned, and time
+ * passes for orphans; the span builder hands the hub its objects in batches.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -13,63 +33,34 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <msgpack.h>
-
-#include "internal.h"
-
-#define LIVENESS_NS 100000000ull /* look at producers' pids every 100 ms */
-#define REFINE_NS 1000000000ull	 /* refine the clock mapping every second */
+#include "attach.h"
+#include "capture.h"
+#include "drain.h"
+#include "handlers.h"
+#include "hub.h"
+#include "merge.h"
+#include "rec.h"
+#include "replay.h"
+#include "source.h"
+#include "spans.h"
 
 struct evr_consumer {
 	struct evr_consumer_opts o;
 	struct evr_src **srcs;
 	uint32_t nsrc;
+	struct evr_consumer_stats st; /* the counters every stage adds to */
+	struct evr_rec_pool recs;
+	struct evr_drain *drain;
 	struct evr_merge *merge;
 	struct evr_spans *spans;
 	struct evr_hub *hub;
-	struct evr_consumer_stats st;
-	msgpack_zone zone;
-	struct evr_rec *free_recs;
 	struct evr_capture *cap; /* evr_consumer_capture: the stream is written here too */
 	uint64_t cap_clock;	 /* the span builder's clock as the capture last recorded it */
 	bool finished;		 /* evr_consumer_finish ran: nothing more is delivered */
 	bool replaying;		 /* evr_consumer_replay: records come from a capture, not the merge */
 	bool replay_clock_set;	 /* the capture's first clock was taken */
 	volatile int stop;
-	uint8_t buf[EVR_BODY_MAX];
 };
-
-struct msgpack_zone *evr__consumer_zone(struct evr_consumer *c)
-{
-	return &c->zone;
-}
-
-struct evr_consumer_stats *evr__consumer_stats(struct evr_consumer *c)
-{
-	return &c->st;
-}
-
-struct evr_rec *evr__rec_alloc(struct evr_consumer *c)
-{
-	struct evr_rec *r = c->free_recs;
-
-	if (r) {
-		c->free_recs = r->next;
-		return r;
-	}
-	return malloc(sizeof(*r));
-}
-
-void evr__rec_free(struct evr_consumer *c, struct evr_rec *r)
-{
-	if (!r)
-		return;
-	if (r->fields)
-		evr__fields_unref(r->fields);
-	r->fields = NULL;
-	r->next = c->free_recs;
-	c->free_recs = r;
-}
 
 struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char *err, size_t errlen)
 {
@@ -93,8 +84,8 @@ struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char
 		c->o.batch = 256;
 	if (!c->o.log)
 		c->o.log = stderr;
-	if (!msgpack_zone_init(&c->zone, 8192) || !(c->merge = evr__merge_new(64)) ||
-	    !(c->hub = evr__hub_new(&c->o, &c->st)) || !(c->spans = evr__spans_new(&c->o, c->hub, &c->st))) {
+	if (!(c->merge = evr__merge_new(64)) || !(c->drain = evr__drain_new(c->merge, &c->recs, &c->st, c->o.batch)) ||
+	    !(c->hub = evr__hub_new(&c->o, &c->st)) || !(c->spans = evr__spans_new(&c->o, c->hub, &c->st, &c->recs))) {
 		snprintf(err, errlen, "out of memory");
 		evr_consumer_close(c);
 		return NULL;
@@ -134,12 +125,16 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 	return (int)c->nsrc++;
 }
 
-int evr__consumer_adopt(struct evr_consumer *c, struct evr_src *s)
+/* Replay's sink: a source read back from a capture joins (it is the consumer's from here). */
+static int replay_source(void *arg, struct evr_src *s)
 {
+	struct evr_consumer *c = arg;
 	struct evr_src **t = realloc(c->srcs, (c->nsrc + 1) * sizeof(*t));
 
-	if (!t)
+	if (!t) {
+		free(s);
 		return -ENOMEM;
+	}
 	c->srcs = t;
 	s->pub.index = c->nsrc;
 	s->drained_after_death = true; /* nothing to drain: its records come from the capture */
@@ -165,7 +160,7 @@ static void deliver(struct evr_consumer *c, struct evr_rec *r)
 		capture_clock(c); /* the clock this record meets, so that a replay meets the same */
 		evr__capture_rec(c->cap, r);
 	}
-	evr__spans_record(c->spans, c, r);
+	evr__spans_record(c->spans, r);
 }
 
 /* A dead producer's spans still open end as abandoned (once: dead_ns is cleared). */
@@ -179,8 +174,11 @@ static void deliver_death(struct evr_consumer *c, struct evr_src *s)
 	s->dead_ns = 0;
 }
 
-void evr__consumer_replay_rec(struct evr_consumer *c, struct evr_rec *r)
+/* Replay's sink: a record, in delivery order. */
+static void replay_rec(void *arg, struct evr_rec *r)
 {
+	struct evr_consumer *c = arg;
+
 	/*
 	 * Offline nothing is lost to a slow handler: every 64 records (at most
 	 * three objects each, far below any queue's room) wait for the handlers.
@@ -189,12 +187,15 @@ void evr__consumer_replay_rec(struct evr_consumer *c, struct evr_rec *r)
 		evr__hub_flush(c->hub);
 	c->st.records++;
 	c->st.late += r->late;
-	evr__spans_record(c->spans, c, r); /* frees r */
+	evr__spans_record(c->spans, r); /* frees r */
 	c->st.open_spans = evr__spans_open(c->spans);
 }
 
-void evr__consumer_replay_tick(struct evr_consumer *c, uint64_t mono_ns)
+/* Replay's sink: the span builder's clock moved, as it did live. */
+static void replay_tick(void *arg, uint64_t mono_ns)
 {
+	struct evr_consumer *c = arg;
+
 	evr__hub_flush(c->hub); /* a tick may let many traces go at once */
 	if (!c->replay_clock_set) {
 		/* The live run's clock, before its first record: traces are touched at the same times. */
@@ -205,13 +206,19 @@ void evr__consumer_replay_tick(struct evr_consumer *c, uint64_t mono_ns)
 	c->st.open_spans = evr__spans_open(c->spans);
 }
 
-bool evr__consumer_stopping(const struct evr_consumer *c)
+/* Replay's sink: true once evr_consumer_stop was called (a signal). */
+static bool replay_stopping(void *arg)
 {
+	const struct evr_consumer *c = arg;
+
 	return c->stop != 0;
 }
 
-void evr__consumer_replay_dead(struct evr_consumer *c, struct evr_src *s, uint64_t dead_ns)
+/* Replay's sink: a source's producer died at dead_ns. */
+static void replay_dead(void *arg, struct evr_src *s, uint64_t dead_ns)
 {
+	struct evr_consumer *c = arg;
+
 	evr__hub_flush(c->hub);
 	s->pub.dead = true;
 	s->dead_ns = dead_ns;
@@ -267,8 +274,11 @@ int evr_consumer_replay(struct evr_consumer *c, const char *path, char *err, siz
 		snprintf(err, errlen, "a replay needs a consumer attached to nothing, capturing nothing, replaying once");
 		return -EINVAL;
 	}
+	struct evr_replay_sink sink = { c,	     replay_source,   replay_rec, replay_tick,
+					replay_dead, replay_stopping, &c->recs,	  &c->st };
+
 	c->replaying = true;
-	return evr__replay_file(c, path, err, errlen);
+	return evr__replay_file(&sink, path, err, errlen);
 }
 
 struct attach_ctx {
@@ -377,94 +387,6 @@ int evr_consumer_remove_handler(struct evr_consumer *c, int id)
 	return evr__hub_remove(c->hub, id);
 }
 
-/* [ts, tid]: the records of this exclusive lane from here on are tid's. */
-static void thread_record(struct evr_consumer *c, struct evr_src *s, const struct evr_record *rec)
-{
-	msgpack_object obj;
-	size_t off = 0;
-
-	msgpack_zone_clear(&c->zone);
-	if (rec->lane + 1 == s->seg.lane_count || !evr__msgpack_sane(rec->body, rec->body_len, 2) ||
-	    !evr__unpacked(msgpack_unpack((const char *)rec->body, rec->body_len, &off, &c->zone, &obj)) ||
-	    obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2 ||
-	    obj.via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-	    obj.via.array.ptr[1].via.u64 > UINT32_MAX) {
-		c->st.bad++;
-		return;
-	}
-	s->lanes[rec->lane].tid = (uint32_t)obj.via.array.ptr[1].via.u64;
-}
-
-/* Reads up to a batch from one lane. Returns the records read; *full when the batch filled. */
-static uint32_t drain_lane(struct evr_consumer *c, struct evr_src *s, uint32_t lane, uint64_t now, bool *full)
-{
-	struct evr_record rec;
-	uint64_t last = now;
-	uint32_t n = 0;
-
-	while (n < c->o.batch && evr_reader_next(&s->reader, lane, &rec, c->buf, sizeof(c->buf)) == 1) {
-		struct evr_rec *r;
-
-		n++;
-		if (rec.type == EVR_REC_THREAD) {
-			thread_record(c, s, &rec);
-			continue;
-		}
-		r = evr__rec_alloc(c);
-		if (!r)
-			break;
-		r->fields = NULL;
-		if (evr__decode(c, s, &rec, r) != 0) {
-			c->st.bad++;
-			evr__rec_free(c, r);
-			continue;
-		}
-		last = r->mono_ns;
-		if (evr__merge_push(c->merge, s->pub.index, lane, r) != 0) {
-			c->st.bad++;
-			evr__rec_free(c, r);
-		}
-	}
-	evr_reader_release(&s->reader, lane); /* the writer may reuse what was read */
-	*full = n == c->o.batch;
-	/* An empty lane's next record comes after now; a lane with more waiting, after its last read. */
-	evr__merge_idle(c->merge, s->pub.index, lane, *full ? last : now);
-	return n;
-}
-
-/*
- * A producer that died, or exited with its lane full, may leave drops it
- * never got to report in a LOST record: they are still counted in the lane.
- * Nothing will write that lane again, so the consumer reports them itself.
- */
-static void report_pending_loss(struct evr_consumer *c, struct evr_src *s, uint32_t lane, uint64_t now)
-{
-	struct evr_lane *l = &s->seg.lanes[lane];
-	uint64_t pending = evr_ld_64(&l->lost_pending), first = evr_ld_64(&l->lost_first_ts);
-	struct evr_rec *r;
-
-	if (pending == 0 || pending > evr_ld_64(&l->lost) || !(r = evr__rec_alloc(c)))
-		return; /* none, or a count the lane's own total contradicts */
-	memset(r, 0, sizeof(*r));
-	r->type = EVR_REC_LOST;
-	r->src = s;
-	r->lane = lane;
-	r->tid = s->lanes[lane].tid;
-	r->mono_ns = now;
-	r->real_ns = now + (uint64_t)s->clock.real_minus_mono_ns;
-	r->lost_count = pending;
-	r->lost_first_real_ns = first ? evr_clock_to_real_ns(&s->clock, first) : r->real_ns;
-	if (evr__merge_push(c->merge, s->pub.index, lane, r) != 0)
-		evr__rec_free(c, r);
-}
-
-static uint64_t ring_skips(const struct evr_src *s)
-{
-	const struct evr_reader_stats *r = &s->reader.stats;
-
-	return r->skipped_bad + r->skipped_stuck + r->skipped_dead;
-}
-
 int evr_consumer_poll(struct evr_consumer *c)
 {
 	uint64_t now = evr_clock_monotonic_ns(), skips = 0;
@@ -474,42 +396,8 @@ int evr_consumer_poll(struct evr_consumer *c)
 	if (c->finished)
 		return 0;
 	for (uint32_t i = 0; i < c->nsrc; i++) {
-		struct evr_src *s = c->srcs[i];
-		bool more = false, full;
-
-		if (s->drained_after_death) {
-			skips += ring_skips(s);
-			continue;
-		}
-		if (evr_ld_64(&s->seg.hdr->meta_used) != s->meta_cursor)
-			evr__src_meta_refresh(s, &c->st);
-		if (!s->pub.dead && now >= s->next_liveness_ns) {
-			s->next_liveness_ns = now + LIVENESS_NS;
-			if (!evr_segment_owner_alive(&s->seg, (uint64_t)s->pub.pid << 32)) {
-				s->pub.dead = true;
-				s->dead_ns = now;
-			}
-			evr_reader_reap(&s->reader); /* lanes of threads that died */
-			evr_st_64(&s->seg.hdr->consumer_heartbeat_ns, now);
-		}
-		if (now >= s->next_refine_ns) {
-			s->next_refine_ns = now + REFINE_NS;
-			evr_clock_map_refine(&s->clock);
-		}
-		for (uint32_t l = 0; l < s->seg.lane_count; l++) {
-			total += (int)drain_lane(c, s, l, now, &full);
-			more |= full;
-		}
-		if (s->pub.dead && !more) {
-			/* Everything the dead process committed has been read: its lanes are done. */
-			evr__src_meta_refresh(s, &c->st);
-			for (uint32_t l = 0; l < s->seg.lane_count; l++) {
-				report_pending_loss(c, s, l, now);
-				evr__merge_idle(c->merge, s->pub.index, l, UINT64_MAX);
-			}
-			s->drained_after_death = true;
-		}
-		skips += ring_skips(s);
+		total += (int)evr__drain_source(c->drain, c->srcs[i], now);
+		skips += evr__drain_skips(c->srcs[i]);
 	}
 	c->st.records += (uint64_t)total;
 	c->st.ring_skipped = skips;
@@ -610,8 +498,6 @@ void evr_consumer_finish(struct evr_consumer *c)
 
 void evr_consumer_close(struct evr_consumer *c)
 {
-	struct evr_rec *r;
-
 	if (!c)
 		return;
 	if (c->merge && c->spans && c->hub)
@@ -626,10 +512,7 @@ void evr_consumer_close(struct evr_consumer *c)
 	}
 	free(c->srcs);
 	evr__merge_free(c->merge);
-	while ((r = c->free_recs) != NULL) {
-		c->free_recs = r->next;
-		free(r);
-	}
-	msgpack_zone_destroy(&c->zone);
+	evr__drain_free(c->drain);
+	evr__rec_pool_fini(&c->recs);
 	free(c);
 }

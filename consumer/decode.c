@@ -1,8 +1,6 @@
 /*
- * decode.c: turning a segment's bytes into what the pipeline uses.
- *
- * Metadata entries become site, dispatcher and thread tables; record bodies
- * become struct evr_rec. Everything read from the segment is hostile: every
+ * decode.c: record bodies into struct evr_rec (decode.h); metadata entries
+ * are source.c's. Everything read from the segment is hostile: every
  * body is checked by evr__msgpack_sane before msgpack-c's unpacker sees it
  * (the unpacker sizes zone allocations from declared container counts, so an
  * array32 of 4G elements in a 64-byte body would ask for gigabytes), then
@@ -16,530 +14,9 @@
 
 #include <msgpack.h>
 
-#include "internal.h"
-
-/* ---- a non-allocating msgpack walk ------------------------------------------ */
-
-static bool need(const uint8_t *p, const uint8_t *end, size_t n)
-{
-	return (size_t)(end - p) >= n;
-}
-
-static uint32_t be(const uint8_t *p, unsigned n)
-{
-	uint32_t v = 0;
-
-	for (unsigned i = 0; i < n; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/* Steps *p over one object. Containers may not claim more elements than bytes remain. */
-static bool walk(const uint8_t **p, const uint8_t *end, unsigned depth)
-{
-	const uint8_t *q = *p;
-	uint8_t b;
-	uint64_t n = 0, skip = 0;
-
-	if (!need(q, end, 1))
-		return false;
-	b = *q++;
-	if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-		*p = q;
-		return true;
-	}
-	if (b >= 0xa0 && b <= 0xbf) {
-		skip = b & 0x1f;
-	} else if (b >= 0x80 && b <= 0x9f) {
-		n = (b & 0x0f) * (b <= 0x8f ? 2u : 1u);
-		goto container;
-	} else {
-		switch (b) {
-		case 0xc4: case 0xd9: /* bin8, str8 */
-			if (!need(q, end, 1)) return false;
-			skip = 1 + q[0];
-			break;
-		case 0xc5: case 0xda:
-			if (!need(q, end, 2)) return false;
-			skip = 2 + be(q, 2);
-			break;
-		case 0xc6: case 0xdb:
-			if (!need(q, end, 4)) return false;
-			skip = 4 + (uint64_t)be(q, 4);
-			break;
-		case 0xc7: /* ext8: len, type, data */
-			if (!need(q, end, 1)) return false;
-			skip = 2 + q[0];
-			break;
-		case 0xc8:
-			if (!need(q, end, 2)) return false;
-			skip = 3 + be(q, 2);
-			break;
-		case 0xc9:
-			if (!need(q, end, 4)) return false;
-			skip = 5 + (uint64_t)be(q, 4);
-			break;
-		case 0xca: case 0xce: case 0xd2: skip = 4; break;
-		case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
-		case 0xcc: case 0xd0: skip = 1; break;
-		case 0xcd: case 0xd1: skip = 2; break;
-		case 0xd4: skip = 2; break;
-		case 0xd5: skip = 3; break;
-		case 0xd6: skip = 5; break;
-		case 0xd7: skip = 9; break;
-		case 0xd8: skip = 17; break;
-		case 0xdc: case 0xde:
-			if (!need(q, end, 2)) return false;
-			n = (uint64_t)be(q, 2) * (b == 0xde ? 2u : 1u);
-			q += 2;
-			goto container;
-		case 0xdd: case 0xdf:
-			if (!need(q, end, 4)) return false;
-			n = (uint64_t)be(q, 4) * (b == 0xdf ? 2u : 1u);
-			q += 4;
-			goto container;
-		default: /* 0xc1: never used */
-			return false;
-		}
-	}
-	if ((uint64_t)(end - q) < skip)
-		return false;
-	*p = q + skip;
-	return true;
-
-container:
-	if (depth == 0 || n > (uint64_t)(end - q))
-		return false;
-	for (uint64_t i = 0; i < n; i++) {
-		/*
-		 * Most elements of a record are scalars whose first byte gives
-		 * their size: stepped over here, as walk would, without a call.
-		 */
-		uint64_t size = 0;
-
-		if (q == end)
-			return false;
-		b = *q;
-		if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-			size = 1; /* fixints, nil, false, true */
-		else if (b >= 0xcc && b <= 0xd3)
-			size = 1 + (1u << (b & 3)); /* uint8..64, int8..64 */
-		else if (b >= 0xa0 && b <= 0xbf)
-			size = 1 + (b & 0x1f); /* fixstr */
-		if (size) {
-			if ((uint64_t)(end - q) < size)
-				return false;
-			q += size;
-		} else if (!walk(&q, end, depth - 1)) {
-			return false;
-		}
-	}
-	*p = q;
-	return true;
-}
-
-bool evr__unpacked(int rc)
-{
-	/* Bodies are padded to 8 bytes: bytes after the one object are expected. */
-	return rc == MSGPACK_UNPACK_SUCCESS || rc == MSGPACK_UNPACK_EXTRA_BYTES;
-}
-
-bool evr__msgpack_sane(const uint8_t *buf, size_t len, unsigned max_depth)
-{
-	const uint8_t *p = buf;
-
-	return walk(&p, buf + len, max_depth);
-}
-
-/* ---- metadata ------------------------------------------------------------------- */
-
-static const msgpack_object *map_get(const msgpack_object *map, const char *key)
-{
-	size_t klen = strlen(key);
-
-	if (map->type != MSGPACK_OBJECT_MAP)
-		return NULL;
-	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object *k = &map->via.map.ptr[i].key;
-		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen && !memcmp(k->via.str.ptr, key, klen))
-			return &map->via.map.ptr[i].val;
-	}
-	return NULL;
-}
-
-/* A copy of a string value (NUL-terminated), or of dflt when absent or not a string. */
-static char *map_str(const msgpack_object *map, const char *key, const char *dflt)
-{
-	const msgpack_object *v = map_get(map, key);
-
-	if (v && v->type == MSGPACK_OBJECT_STR)
-		return strndup(v->via.str.ptr, v->via.str.size);
-	return strdup(dflt);
-}
-
-static bool map_u64(const msgpack_object *map, const char *key, uint64_t *out)
-{
-	const msgpack_object *v = map_get(map, key);
-
-	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-		return false;
-	*out = v->via.u64;
-	return true;
-}
-
-static bool map_bool(const msgpack_object *map, const char *key, bool dflt)
-{
-	const msgpack_object *v = map_get(map, key);
-
-	return v && v->type == MSGPACK_OBJECT_BOOLEAN ? v->via.boolean : dflt;
-}
-
-static uint8_t type_of(const char *name)
-{
-	static const char *names[] = { "", "i64", "u64", "f64", "bool", "str", "i32", "u32" };
-
-	for (uint8_t i = 1; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcmp(name, names[i]))
-			return i;
-	return 0;
-}
-
-static void site_free(struct evr_site_info *si)
-{
-	if (!si)
-		return;
-	for (uint32_t i = 0; si->field_names && i < si->nfields; i++)
-		free((char *)si->field_names[i]);
-	free((void *)si->field_names);
-	free((void *)si->field_types);
-	free((void *)si->field_content);
-	free((char *)si->name);
-	free((char *)si->dispatcher);
-	free((char *)si->file);
-	free((char *)si->func);
-	free(si);
-}
-
-static uint64_t hash_id(uint64_t id)
-{
-	id ^= id >> 31;
-	id *= 0x9e3779b97f4a7c15ull;
-	return id ^ (id >> 29);
-}
-
-static int sites_put(struct evr_src *s, struct evr_site_info *si)
-{
-	if ((s->sites_n + 1) * 2 > s->sites_cap) {
-		uint32_t cap = s->sites_cap ? s->sites_cap * 2 : 64;
-		struct evr_site_info **t = calloc(cap, sizeof(*t));
-
-		if (!t)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < s->sites_cap; i++) {
-			struct evr_site_info *o = s->sites[i];
-			uint32_t j;
-			if (!o)
-				continue;
-			for (j = (uint32_t)hash_id(o->id) & (cap - 1); t[j]; j = (j + 1) & (cap - 1))
-				;
-			t[j] = o;
-		}
-		free(s->sites);
-		s->sites = t;
-		s->sites_cap = cap;
-	}
-	for (uint32_t j = (uint32_t)hash_id(si->id) & (s->sites_cap - 1);; j = (j + 1) & (s->sites_cap - 1)) {
-		if (!s->sites[j]) {
-			s->sites[j] = si;
-			s->sites_n++;
-			return 0;
-		}
-		if (s->sites[j]->id == si->id) {
-			site_free(si); /* the same entry read twice cannot happen; a hostile duplicate keeps the first */
-			return 0;
-		}
-	}
-}
-
-const struct evr_site_info *evr__src_site(const struct evr_src *s, uint64_t id)
-{
-	if (!s->sites_cap)
-		return NULL;
-	for (uint32_t j = (uint32_t)hash_id(id) & (s->sites_cap - 1);; j = (j + 1) & (s->sites_cap - 1)) {
-		if (!s->sites[j])
-			return NULL;
-		if (s->sites[j]->id == id)
-			return s->sites[j];
-	}
-}
-
-static int read_site(struct evr_src *s, uint64_t id, const msgpack_object *m)
-{
-	static const char *kinds[] = { "", "event", "span_begin", "span_end" };
-	const msgpack_object *fields = map_get(m, "fields");
-	struct evr_site_info *si = calloc(1, sizeof(*si));
-	char *kind = map_str(m, "kind", "");
-	uint64_t line = 0;
-	uint32_t n;
-
-	if (!si || !kind || !fields || fields->type != MSGPACK_OBJECT_ARRAY || fields->via.array.size > 64) {
-		free(kind);
-		free(si);
-		return -EBADMSG;
-	}
-	for (uint8_t k = 1; k <= 3; k++)
-		if (!strcmp(kind, kinds[k]))
-			si->kind = k;
-	free(kind);
-	n = fields->via.array.size;
-	si->id = id;
-	map_u64(m, "line", &line);
-	si->line = (uint32_t)line;
-	si->nfields = n;
-	si->name = map_str(m, "name", "");
-	si->dispatcher = map_str(m, "dispatcher", "");
-	si->file = map_str(m, "file", "");
-	si->func = map_str(m, "func", "");
-	si->field_names = calloc(n + 1, sizeof(char *));
-	si->field_types = calloc(n + 1, 1);
-	si->field_content = calloc(n + 1, sizeof(bool));
-	if (!si->kind || !si->name || !si->dispatcher || !si->file || !si->func || !si->field_names ||
-	    !si->field_types || !si->field_content) {
-		site_free(si);
-		return -EBADMSG;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		const msgpack_object *f = &fields->via.array.ptr[i];
-		char *type = map_str(f, "type", "");
-
-		((const char **)si->field_names)[i] = map_str(f, "name", "");
-		((uint8_t *)si->field_types)[i] = type ? type_of(type) : 0;
-		((bool *)si->field_content)[i] = map_bool(f, "content", false);
-		free(type);
-		if (!si->field_names[i] || !si->field_types[i]) {
-			site_free(si);
-			return -EBADMSG;
-		}
-	}
-	return sites_put(s, si);
-}
-
-static int read_dispatcher(struct evr_src *s, const msgpack_object *m)
-{
-	char *path = map_str(m, "path", "");
-	bool propagate = map_bool(m, "propagate", true);
-
-	if (!path || !*path) {
-		free(path);
-		return -EBADMSG;
-	}
-	for (uint32_t i = 0; i < s->dispatchers_n; i++) {
-		if (!strcmp(s->dispatchers[i].path, path)) { /* a later declaration wins */
-			s->dispatchers[i].propagate = propagate;
-			free(path);
-			return 0;
-		}
-	}
-	if (s->dispatchers_n == s->dispatchers_cap) {
-		uint32_t cap = s->dispatchers_cap ? s->dispatchers_cap * 2 : 8;
-		void *t = realloc(s->dispatchers, cap * sizeof(*s->dispatchers));
-		if (!t) {
-			free(path);
-			return -ENOMEM;
-		}
-		s->dispatchers = t;
-		s->dispatchers_cap = cap;
-	}
-	s->dispatchers[s->dispatchers_n].path = path;
-	s->dispatchers[s->dispatchers_n].propagate = propagate;
-	s->dispatchers_n++;
-	return 0;
-}
-
-/* A msgpack string into dst[cap], cut to fit (a size past INT_MAX must not reach "%.*s"). */
-static void copy_bounded(char *dst, size_t cap, const msgpack_object *o)
-{
-	size_t n = o->via.str.size < cap ? o->via.str.size : cap - 1;
-
-	memcpy(dst, o->via.str.ptr, n);
-	dst[n] = 0;
-}
-
-static int read_thread(struct evr_src *s, const msgpack_object *m)
-{
-	uint64_t tid = 0, lane = 0;
-	const msgpack_object *name = map_get(m, "name");
-	struct evr_thread_info *t;
-
-	if (!map_u64(m, "tid", &tid) || tid > UINT32_MAX)
-		return -EBADMSG;
-	map_u64(m, "lane", &lane);
-	if (s->threads_n == s->threads_cap) {
-		uint32_t cap = s->threads_cap ? s->threads_cap * 2 : 16;
-		void *nt = realloc(s->threads, cap * sizeof(*s->threads));
-		if (!nt)
-			return -ENOMEM;
-		s->threads = nt;
-		s->threads_cap = cap;
-	}
-	t = &s->threads[s->threads_n++];
-	memset(t, 0, sizeof(*t));
-	t->tid = (uint32_t)tid;
-	t->lane = (uint32_t)lane;
-	if (name && name->type == MSGPACK_OBJECT_STR)
-		copy_bounded(t->name, sizeof(t->name), name);
-	return 0;
-}
-
-static void read_process(struct evr_src *s, const msgpack_object *m)
-{
-	const msgpack_object *v = map_get(m, "cmdline");
-
-	if (v && v->type == MSGPACK_OBJECT_STR)
-		copy_bounded(s->cmdline, sizeof(s->cmdline), v);
-	v = map_get(m, "program");
-	if (v && v->type == MSGPACK_OBJECT_STR)
-		copy_bounded(s->program, sizeof(s->program), v);
-}
-
-const struct evr_thread_info *evr__src_thread(const struct evr_src *s, uint32_t tid)
-{
-	/* The latest entry for a tid wins: thread ids are reused. */
-	for (uint32_t i = s->threads_n; i-- > 0;)
-		if (s->threads[i].tid == tid)
-			return &s->threads[i];
-	return NULL;
-}
-
-static bool propagates(const struct evr_src *s, const char *path, size_t len)
-{
-	for (uint32_t i = 0; i < s->dispatchers_n; i++)
-		if (strlen(s->dispatchers[i].path) == len && !strncmp(s->dispatchers[i].path, path, len))
-			return s->dispatchers[i].propagate;
-	return true; /* undeclared dispatchers propagate, as LlamaIndex's default */
-}
-
-bool evr__src_dispatch_reaches(const struct evr_src *s, const char *from, const char *to)
-{
-	size_t tl = strlen(to), fl = strlen(from);
-
-	if (tl == 0)
-		return true; /* the root takes everything that propagates all the way */
-	if (fl < tl || strncmp(from, to, tl) != 0 || (fl > tl && from[tl] != '.'))
-		return false;
-	/* Every dispatcher from `from` up to, not including, `to` must propagate. */
-	for (size_t len = fl; len > tl;) {
-		if (!propagates(s, from, len))
-			return false;
-		while (len > tl && from[len - 1] != '.')
-			len--;
-		len--; /* drop the dot */
-	}
-	return true;
-}
-
-int evr__src_meta_apply(struct evr_src *s, uint32_t kind, uint64_t id, const msgpack_object *obj)
-{
-	if (obj->type != MSGPACK_OBJECT_MAP)
-		return -EBADMSG;
-	switch (kind) {
-	case EVR_META_SITE:
-		return read_site(s, id, obj);
-	case EVR_META_DISPATCHER:
-		return read_dispatcher(s, obj);
-	case EVR_META_THREAD:
-		return read_thread(s, obj);
-	case EVR_META_PROCESS:
-		read_process(s, obj);
-		return 0;
-	default:
-		return 0; /* a kind this consumer does not know: ignored */
-	}
-}
-
-/* Decodes a private copy of one entry and applies it. Returns 0, -EBADMSG or -ENOMEM. */
-static int apply_view(struct evr_src *s, const struct evr_meta_view *v, msgpack_zone *zone)
-{
-	uint8_t *copy = malloc(v->len ? v->len : 1);
-	msgpack_object obj;
-	size_t off = 0;
-	int rc = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	/* A private copy: the producer could change the bytes while they are decoded. */
-	memcpy(copy, v->payload, v->len);
-	msgpack_zone_clear(zone);
-	if (!evr__msgpack_sane(copy, v->len, 6) ||
-	    !evr__unpacked(msgpack_unpack((const char *)copy, v->len, &off, zone, &obj)) ||
-	    evr__src_meta_apply(s, v->kind, v->id, &obj) != 0)
-		rc = -EBADMSG;
-	free(copy);
-	return rc;
-}
-
-int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st)
-{
-	struct evr_meta_view v;
-	msgpack_zone zone;
-	int n = 0, rc;
-
-	if (!msgpack_zone_init(&zone, 4096))
-		return -ENOMEM;
-	for (;;) {
-		rc = evr_meta_next(&s->seg, &s->meta_cursor, &v, s->pub.dead);
-		if (rc == -ESTALE) {
-			st->bad++; /* an entry its writer never finished */
-			continue;
-		}
-		if (rc <= 0)
-			break;
-		rc = apply_view(s, &v, &zone);
-		if (rc == -ENOMEM)
-			break;
-		if (rc)
-			st->bad++;
-		n++;
-	}
-	msgpack_zone_destroy(&zone);
-	if (rc == -EBADMSG)
-		st->bad++;
-	return rc < 0 && rc != -EBADMSG ? rc : n;
-}
-
-/*
- * A site a record names, read at its id (its offset) when the in-order scan
- * cannot reach it yet: another thread reserved an earlier entry and has not
- * published it, while this site's thread registered, published and emitted.
- * The scan reads it again later; the table keeps the first.
- */
-static void site_read_ahead(struct evr_src *s, uint64_t id)
-{
-	struct evr_meta_view v;
-	msgpack_zone zone;
-
-	if (!s->seg.base || id < s->meta_cursor || evr_meta_read(&s->seg, id, &v) != 1 || v.kind != EVR_META_SITE)
-		return;
-	if (!msgpack_zone_init(&zone, 1024))
-		return;
-	apply_view(s, &v, &zone); /* a bad entry is counted when the scan reaches it */
-	msgpack_zone_destroy(&zone);
-}
-
-void evr__src_tables_free(struct evr_src *s)
-{
-	for (uint32_t i = 0; i < s->sites_cap; i++)
-		site_free(s->sites[i]);
-	free(s->sites);
-	for (uint32_t i = 0; i < s->dispatchers_n; i++)
-		free(s->dispatchers[i].path);
-	free(s->dispatchers);
-	free(s->threads);
-	s->sites = NULL;
-	s->dispatchers = NULL;
-	s->threads = NULL;
-	s->sites_cap = s->sites_n = s->dispatchers_n = s->threads_n = 0;
-}
+#include "decode.h"
+#include "mpcheck.h"
+#include "objects.h"
 
 /* ---- records ---------------------------------------------------------------------- */
 
@@ -645,26 +122,64 @@ struct evr_fields *evr__fields_decode(const struct evr_site_info *si, const msgp
 	return fields_decode(si, vals, n, false);
 }
 
-/* The site with this id, reading new metadata once if it is not known yet. */
-static const struct evr_site_info *site_of(struct evr_consumer *c, struct evr_src *s, uint64_t id, uint8_t kind)
+/* The site with this id and kind, or NULL. */
+static const struct evr_site_info *site_of(struct evr_decoder *d, struct evr_src *s, uint64_t id, uint8_t kind)
 {
-	const struct evr_site_info *si = evr__src_site(s, id);
+	const struct evr_site_info *si = evr__src_site_find(s, id, d->st);
 
-	if (!si) {
-		evr__src_meta_refresh(s, evr__consumer_stats(c));
-		si = evr__src_site(s, id);
-	}
-	if (!si) {
-		site_read_ahead(s, id);
-		si = evr__src_site(s, id);
-	}
 	return si && si->kind == kind ? si : NULL;
 }
 
-int evr__decode(struct evr_consumer *c, struct evr_src *s, const struct evr_record *r, struct evr_rec *out)
+int evr__decoder_init(struct evr_decoder *d, struct evr_consumer_stats *st)
+{
+	d->st = st;
+	return msgpack_zone_init(&d->zone, 8192) ? 0 : -ENOMEM;
+}
+
+void evr__decoder_fini(struct evr_decoder *d)
+{
+	msgpack_zone_destroy(&d->zone);
+}
+
+int evr__decode_thread(struct evr_decoder *d, struct evr_src *s, const struct evr_record *r)
+{
+	msgpack_object obj;
+	size_t off = 0;
+
+	msgpack_zone_clear(&d->zone);
+	if (r->lane + 1 == s->seg.lane_count || !evr__msgpack_sane(r->body, r->body_len, 2) ||
+	    !evr__unpacked(msgpack_unpack((const char *)r->body, r->body_len, &off, &d->zone, &obj)) ||
+	    obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2 ||
+	    obj.via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+	    obj.via.array.ptr[1].via.u64 > UINT32_MAX)
+		return -EBADMSG;
+	s->lanes[r->lane].tid = (uint32_t)obj.via.array.ptr[1].via.u64;
+	return 0;
+}
+
+/* [ts, count, first_ts]: drops the writer reported. */
+static int decode_lost(struct evr_src *s, const struct evr_record *r, struct evr_rec *out)
+{
+	uint64_t ts, count, first;
+
+	if (evr_lost_decode(r->body, r->body_len, &ts, &count, &first) != 0)
+		return -EBADMSG;
+	memset(out, 0, sizeof(*out));
+	out->type = EVR_REC_LOST;
+	out->src = s;
+	out->lane = r->lane;
+	out->tid = s->lanes[r->lane].tid;
+	out->mono_ns = evr_clock_to_mono_ns(&s->clock, ts);
+	out->real_ns = evr_clock_to_real_ns(&s->clock, ts);
+	out->lost_count = count;
+	out->lost_first_real_ns = evr_clock_to_real_ns(&s->clock, first);
+	return 0;
+}
+
+int evr__decode(struct evr_decoder *d, struct evr_src *s, const struct evr_record *r, struct evr_rec *out)
 {
 	static const uint32_t fixed[] = { 0, 3, 5, 8, 3 };
-	msgpack_zone *zone = evr__consumer_zone(c);
+	msgpack_zone *zone = &d->zone;
 	const msgpack_object *a;
 	msgpack_object obj;
 	size_t off = 0;
@@ -673,21 +188,8 @@ int evr__decode(struct evr_consumer *c, struct evr_src *s, const struct evr_reco
 
 	if (r->type < EVR_REC_EVENT || r->type > EVR_REC_LOST)
 		return -EBADMSG; /* a kind this consumer does not know: skip it */
-	if (r->type == EVR_REC_LOST) {
-		uint64_t count, first;
-		if (evr_lost_decode(r->body, r->body_len, &ts, &count, &first) != 0)
-			return -EBADMSG;
-		memset(out, 0, sizeof(*out));
-		out->type = EVR_REC_LOST;
-		out->src = s;
-		out->lane = r->lane;
-		out->tid = s->lanes[r->lane].tid;
-		out->mono_ns = evr_clock_to_mono_ns(&s->clock, ts);
-		out->real_ns = evr_clock_to_real_ns(&s->clock, ts);
-		out->lost_count = count;
-		out->lost_first_real_ns = evr_clock_to_real_ns(&s->clock, first);
-		return 0;
-	}
+	if (r->type == EVR_REC_LOST)
+		return decode_lost(s, r, out);
 	if (!evr__msgpack_sane(r->body, r->body_len, 4))
 		return -EBADMSG;
 	msgpack_zone_clear(zone);
@@ -708,20 +210,20 @@ int evr__decode(struct evr_consumer *c, struct evr_src *s, const struct evr_reco
 	out->real_ns = evr_clock_to_real_ns(&s->clock, ts);
 	switch (r->type) {
 	case EVR_REC_EVENT:
-		out->site = site_of(c, s, u[1], EVR_KIND_EVENT);
+		out->site = site_of(d, s, u[1], EVR_KIND_EVENT);
 		out->span_id = u[2];
 		out->fields = fields_decode(out->site, a + 3, n - 3, true); /* one block with its event */
 		out->fields_in_event = out->fields && out->fields != evr__fields_empty();
 		break;
 	case EVR_REC_SPAN_BEGIN:
-		out->site = site_of(c, s, u[1], EVR_KIND_SPAN_BEGIN);
+		out->site = site_of(d, s, u[1], EVR_KIND_SPAN_BEGIN);
 		out->span_id = u[2];
 		out->parent_id = u[3];
 		out->trace_id = u[4];
 		out->fields = evr__fields_decode(out->site, a + 5, n - 5);
 		break;
 	default: /* SPAN_END */
-		out->site = site_of(c, s, u[1], EVR_KIND_SPAN_BEGIN);
+		out->site = site_of(d, s, u[1], EVR_KIND_SPAN_BEGIN);
 		out->span_id = u[2];
 		out->parent_id = u[3];
 		out->trace_id = u[4];
@@ -730,7 +232,7 @@ int evr__decode(struct evr_consumer *c, struct evr_src *s, const struct evr_reco
 		if (u[6] > 1)
 			return -EBADMSG;
 		out->status = (uint8_t)u[6];
-		out->end_site = site_of(c, s, u[7], EVR_KIND_SPAN_END);
+		out->end_site = site_of(d, s, u[7], EVR_KIND_SPAN_END);
 		out->fields = evr__fields_decode(out->end_site, a + 8, n - 8);
 		break;
 	}

@@ -20,7 +20,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "merge.h"
 
 struct lane_q {
 	uint32_t src, lane;

@@ -72,7 +72,8 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#include "internal.h"
+#include "objects.h"
+#include "source.h"
 
 #define NCLS 4
 #define CLS_MALLOC 0xffu

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "handlers.h"
 
 struct plugin {
 	void *dl;

@@ -26,7 +26,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "internal.h"
+#include "handlers.h"
+#include "objects.h"
+#include "source.h"
 
 /* Constructors: arg is the text after '=' (NULL without one). Return 0 or -errno with err set. */
 int evr__tail_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);

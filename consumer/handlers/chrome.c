@@ -45,7 +45,7 @@
  * first seen; thread_name entries at close, when the consumer knows the
  * threads' names (from the segment's metadata; "tid N" when it has none).
  * Viewers take metadata anywhere in the array. Reading the names at close
- * also keeps this thread off decode.c's thread table while the drain thread
+ * also keeps this thread off source.c's thread table while the drain thread
  * may still grow it: at evr_consumer_close the drain thread is no longer
  * decoding when on_close runs.
  *

@@ -15,7 +15,7 @@
  *   - the hash maps against a reference, removals included.
  *
  * The handlers are compiled into this program (tests/consumer/CMakeLists.txt),
- * with the test double of decode.c's evr__src_thread below.
+ * with the test double of source.c's evr__src_thread below.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -31,7 +31,8 @@
 
 #include "handlers/builtin.h"
 #include "handlers/json.h"
-#include "internal.h"
+#include "objects.h"
+#include "source.h"
 
 /* 2024-05-01T12:00:00Z: past 2^53, so a time that went through a double would show. */
 #define T0 1714564800000000000ull
@@ -48,7 +49,7 @@ static const struct evr_thread_info thread_names[] = {
 	{ .tid = 102, .lane = 1, .name = "" }, /* known, but unnamed */
 };
 
-/* decode.c's lookup, for the chrome handler's thread names: only src_a has a thread table. */
+/* source.c's lookup, for the chrome handler's thread names: only src_a has a thread table. */
 const struct evr_thread_info *evr__src_thread(const struct evr_src *s, uint32_t tid)
 {
 	if (s != &src_a)

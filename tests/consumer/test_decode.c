@@ -14,7 +14,11 @@
 
 #include <evring/evring.h>
 
-#include "internal.h"
+#include "attach.h"
+#include "decode.h"
+#include "mpcheck.h"
+#include "objects.h"
+#include "source.h"
 
 static int sbuf_write(void *data, const char *buf, size_t len)
 {
@@ -94,7 +98,8 @@ Test(decode, sane_agrees_with_the_unpacker_on_random_bytes)
 
 /* Reads this process's own segment through the consumer's decoder. */
 struct fixture {
-	struct evr_consumer *c;
+	struct evr_consumer_stats st;
+	struct evr_decoder dec;
 	struct evr_src src;
 	uint8_t buf[EVR_BODY_MAX];
 };
@@ -102,11 +107,10 @@ struct fixture {
 static void fixture_open(struct fixture *f, const char *name)
 {
 	struct evr_config cfg = { .name = name, .capture_content = 1 };
-	char err[EVR_ERR_MAX];
 
 	cr_assert_eq(evr_open(&cfg), 0, "%s", evr_last_error());
-	f->c = evr_consumer_new(NULL, err, sizeof(err));
-	cr_assert_not_null(f->c, "%s", err);
+	memset(&f->st, 0, sizeof(f->st));
+	cr_assert_eq(evr__decoder_init(&f->dec, &f->st), 0);
 }
 
 static void fixture_attach(struct fixture *f)
@@ -116,7 +120,7 @@ static void fixture_attach(struct fixture *f)
 	cr_assert_eq(evr__src_open(&f->src, evr_segment_current()->shm_name, 0, EVR_ATTACH_FROM_OLDEST, err,
 				   sizeof(err)),
 		     0, "%s", err);
-	cr_assert_geq(evr__src_meta_refresh(&f->src, evr__consumer_stats(f->c)), 1);
+	cr_assert_geq(evr__src_meta_refresh(&f->src, &f->st), 1);
 }
 
 /* The next decoded record of any lane (THREAD records are read past). */
@@ -128,7 +132,7 @@ static bool next(struct fixture *f, struct evr_rec *out)
 		while (evr_reader_next(&f->src.reader, l, &rec, f->buf, sizeof(f->buf)) == 1) {
 			if (rec.type == EVR_REC_THREAD)
 				continue;
-			cr_assert_eq(evr__decode(f->c, &f->src, &rec, out), 0, "type %u on lane %u", rec.type, l);
+			cr_assert_eq(evr__decode(&f->dec, &f->src, &rec, out), 0, "type %u on lane %u", rec.type, l);
 			return true;
 		}
 	}
@@ -138,7 +142,7 @@ static bool next(struct fixture *f, struct evr_rec *out)
 static void fixture_close(struct fixture *f)
 {
 	evr__src_close(&f->src);
-	evr_consumer_close(f->c);
+	evr__decoder_fini(&f->dec);
 	evr_close();
 }
 
@@ -243,11 +247,11 @@ Test(decode, site_behind_an_unpublished_entry_is_read_ahead)
 	cr_assert_str_eq(r.site->name, "after_the_held_entry");
 	cr_assert_eq(field(&r, "n")->v.u, 1);
 	evr__fields_unref(r.fields);
-	cr_assert_eq(evr__consumer_stats(f.c)->bad, 0);
+	cr_assert_eq(f.st.bad, 0);
 	/* Published at last: the scan goes on past it and meets the site again, harmlessly. */
 	held->commit = EVR_META_COMMITTED;
-	cr_assert_geq(evr__src_meta_refresh(&f.src, evr__consumer_stats(f.c)), 2);
-	cr_assert_eq(evr__consumer_stats(f.c)->bad, 0);
+	cr_assert_geq(evr__src_meta_refresh(&f.src, &f.st), 2);
+	cr_assert_eq(f.st.bad, 0);
 	fixture_close(&f);
 }
 
@@ -290,7 +294,7 @@ Test(decode, bodies_that_do_not_match_their_site_are_refused)
 		rec.type = k == 3 ? EVR_REC_SPAN_END : EVR_REC_EVENT;
 		rec.body = (const uint8_t *)sb.data;
 		rec.body_len = (uint32_t)sb.size;
-		cr_assert_eq(evr__decode(f.c, &f.src, &rec, &out), -EBADMSG, "case %d decoded", k);
+		cr_assert_eq(evr__decode(&f.dec, &f.src, &rec, &out), -EBADMSG, "case %d decoded", k);
 		msgpack_sbuffer_destroy(&sb);
 	}
 	fixture_close(&f);

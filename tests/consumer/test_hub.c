@@ -1,6 +1,6 @@
 /*
  * test_hub.c: the handler runtime (consumer/hub.c) and plug-ins
- * (consumer/plugin.c), built into this program with objects.c. decode.c's
+ * (consumer/plugin.c), built into this program with objects.c. source.c's
  * evr__src_dispatch_reaches is replaced by a double that reads the test
  * source's dispatcher table. The test thread plays the drain thread unless a
  * test starts its own.
@@ -18,7 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "handlers.h"
+#include "hub.h"
+#include "objects.h"
+#include "source.h"
 
 #define MS 1000000ull
 

@@ -6,7 +6,7 @@
 
 #include <criterion/criterion.h>
 
-#include "internal.h"
+#include "merge.h"
 
 static struct evr_rec *rec(uint64_t mono)
 {

@@ -23,7 +23,9 @@
 #include <criterion/criterion.h>
 #include <urcu.h>
 
-#include "internal.h"
+#include "hub.h"
+#include "objects.h"
+#include "spans.h"
 
 #define OFF0 1700000000000000000ull /* source 0: UTC = mono + OFF0 */
 #define OFF1 1700000000123456789ull /* source 1: another clock mapping */
@@ -83,16 +85,16 @@ void evr__hub_kick(struct evr_hub *hub)
 	(void)hub;
 }
 
-struct evr_rec *evr__rec_alloc(struct evr_consumer *c)
+struct evr_rec *evr__rec_alloc(struct evr_rec_pool *p)
 {
-	(void)c;
+	(void)p;
 	recs_out++;
 	return calloc(1, sizeof(struct evr_rec));
 }
 
-void evr__rec_free(struct evr_consumer *c, struct evr_rec *r)
+void evr__rec_free(struct evr_rec_pool *p, struct evr_rec *r)
 {
-	(void)c;
+	(void)p;
 	evr__fields_unref(r->fields);
 	free(r);
 	recs_out--;
@@ -153,7 +155,7 @@ static struct evr_spans *setup(uint64_t grace_ns, uint32_t max_open)
 		srcs[i].pub.program = "fake";
 	}
 	memset(&st, 0, sizeof(st));
-	sp = evr__spans_new(&o, (struct evr_hub *)&srcs[0] /* opaque to the fake */, &st);
+	sp = evr__spans_new(&o, (struct evr_hub *)&srcs[0] /* opaque to the fake */, &st, NULL);
 	cr_assert_not_null(sp);
 	evr__spans_tick(sp, T0); /* the consumer's clock: records from here are touched at T0 */
 	return sp;
@@ -217,7 +219,7 @@ static void begin_late(struct evr_spans *sp, int src, uint64_t id, uint64_t pare
 	r->parent_id = parent;
 	r->trace_id = trace;
 	r->fields = fields(id);
-	evr__spans_record(sp, NULL, r);
+	evr__spans_record(sp, r);
 }
 
 static void begin(struct evr_spans *sp, int src, uint64_t id, uint64_t parent, uint64_t trace, uint64_t us)
@@ -239,7 +241,7 @@ static void end_status(struct evr_spans *sp, int src, uint64_t id, uint64_t pare
 	r->start_real_ns = T(start_us) + off(src);
 	r->status = status;
 	r->fields = fields(1000000 + id);
-	evr__spans_record(sp, NULL, r);
+	evr__spans_record(sp, r);
 }
 
 static void end(struct evr_spans *sp, int src, uint64_t id, uint64_t parent, uint64_t trace, uint64_t start_us,
@@ -255,7 +257,7 @@ static void event(struct evr_spans *sp, int src, uint64_t span, uint64_t us)
 	r->site = &site_ev;
 	r->span_id = span;
 	r->fields = fields(span);
-	evr__spans_record(sp, NULL, r);
+	evr__spans_record(sp, r);
 }
 
 static void lost(struct evr_spans *sp, int src, uint64_t count, uint64_t us)
@@ -264,7 +266,7 @@ static void lost(struct evr_spans *sp, int src, uint64_t count, uint64_t us)
 
 	r->lost_count = count;
 	r->lost_first_real_ns = T(us - 1) + off(src);
-	evr__spans_record(sp, NULL, r);
+	evr__spans_record(sp, r);
 }
 
 /* ---- looking at what was delivered ---------------------------------------------- */

@@ -54,7 +54,11 @@
 #include <msgpack.h>
 
 #include "fuzz_common.h"
-#include "internal.h"
+#include "attach.h"
+#include "decode.h"
+#include "mpcheck.h"
+#include "objects.h"
+#include "source.h"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -79,7 +83,8 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static struct evr_consumer *consumer; /* its msgpack zone and counters, for evr__decode */
+static struct evr_consumer_stats st; /* the counters every stage adds to */
+static struct evr_decoder dec;       /* its msgpack zone, for evr__decode */
 static bool verbose;		      /* EVR_FUZZ_VERBOSE=1: one line per segment input, to check seeds */
 static uint64_t decoded[EVR_REC_THREAD + 1];
 static uint8_t body_buf[EVR_BODY_MAX];
@@ -183,23 +188,6 @@ static void src_fini(struct evr_src *s)
 
 /* ---- records ------------------------------------------------------------------------------ */
 
-/* consumer.c's thread_record (static there): [ts, tid] names the lane's thread. */
-static void thread_record(struct evr_src *s, const struct evr_record *rec)
-{
-	msgpack_zone *zone = evr__consumer_zone(consumer);
-	msgpack_object obj;
-	size_t off = 0;
-
-	msgpack_zone_clear(zone);
-	if (rec->lane + 1 == s->seg.lane_count || !evr__msgpack_sane(rec->body, rec->body_len, 2) ||
-	    !evr__unpacked(msgpack_unpack((const char *)rec->body, rec->body_len, &off, zone, &obj)) ||
-	    obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2 ||
-	    obj.via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-	    obj.via.array.ptr[1].via.u64 > UINT32_MAX)
-		return;
-	s->lanes[rec->lane].tid = (uint32_t)obj.via.array.ptr[1].via.u64;
-}
-
 /* What a handler would read of a decoded record: every field, every string to its NUL. */
 static void check_rec(const struct evr_rec *r)
 {
@@ -236,12 +224,12 @@ static void deliver(struct evr_src *s, const struct evr_record *rec)
 	struct evr_rec out;
 
 	if (rec->type == EVR_REC_THREAD) {
-		thread_record(s, rec);
+		(void)evr__decode_thread(&dec, s, rec);
 		decoded[EVR_REC_THREAD]++;
 		return;
 	}
 	memset(&out, 0, sizeof(out));
-	if (evr__decode(consumer, s, rec, &out) != 0)
+	if (evr__decode(&dec, s, rec, &out) != 0)
 		return;
 	decoded[out.type]++;
 	check_rec(&out);
@@ -390,7 +378,7 @@ static void fuzz_segment(const uint8_t *data, size_t len, uint8_t mode)
 
 	/* As evr__src_open: take the consumer slot (a hostile holder pid included), let it go at the end. */
 	s->slot_held = evr_consumer_slot_claim(&s->seg, (uint32_t)getpid(), &holder) == 0;
-	evr__src_meta_refresh(s, evr__consumer_stats(consumer));
+	evr__src_meta_refresh(s, &st);
 	for (int round = 0; round < 2; round++) {
 		for (uint32_t l = 0; l < s->seg.lane_count; l++)
 			drain_lane(s, l);
@@ -398,10 +386,10 @@ static void fuzz_segment(const uint8_t *data, size_t len, uint8_t mode)
 		/* A hostile producer undoes what the reader stored; the reader keeps its own cursors. */
 		if (round == 0 && (mode & FUZZ_FLAG_REWRITE)) {
 			memcpy(im.base, data, len);
-			evr__src_meta_refresh(s, evr__consumer_stats(consumer));
+			evr__src_meta_refresh(s, &st);
 		}
 	}
-	evr__src_meta_refresh(s, evr__consumer_stats(consumer));
+	evr__src_meta_refresh(s, &st);
 	walk_meta(&s->seg, false);
 	walk_meta(&s->seg, true);
 	check_tables(s);
@@ -416,7 +404,7 @@ static void fuzz_segment(const uint8_t *data, size_t len, uint8_t mode)
 			(unsigned long long)s->reader.stats.delivered, (unsigned long long)s->reader.stats.pads,
 			(unsigned long long)s->reader.stats.skipped_bad, (unsigned long long)s->reader.stats.skipped_stuck,
 			(unsigned long long)s->reader.stats.skipped_dead, (unsigned long long)s->reader.stats.reclaimed,
-			(unsigned long long)evr__consumer_stats(consumer)->bad);
+			(unsigned long long)st.bad);
 	if (s->slot_held)
 		evr_consumer_slot_release(&s->seg, (uint32_t)getpid());
 	src_fini(s);
@@ -468,7 +456,7 @@ static void fuzz_msgpack(const uint8_t *data, size_t len)
 		die("evr_lost_decode took a body the walk refuses");
 	if (!sane)
 		return; /* unchecked, msgpack-c would size its zone from a hostile count */
-	zone = evr__consumer_zone(consumer);
+	zone = &dec.zone;
 	msgpack_zone_clear(zone);
 	rc = msgpack_unpack((const char *)body, n, &off, zone, &obj);
 	if (!evr__unpacked(rc))
@@ -515,7 +503,7 @@ static void fixed_open(void)
 	evr_segment_unlink(name); /* the mapping stays; nothing is left in /dev/shm */
 	if (fuzz_meta_define(&fixed.seg, ids) != 0 || src_init(&fixed, EVR_READ_FROM_OLDEST, false, false) != 0)
 		die("cannot set up the record mode's sites");
-	if (evr__src_meta_refresh(&fixed, evr__consumer_stats(consumer)) < FUZZ_SITES)
+	if (evr__src_meta_refresh(&fixed, &st) < FUZZ_SITES)
 		die("the record mode's sites did not load");
 	for (int i = 0; i < FUZZ_SITES; i++)
 		if (!evr__src_site(&fixed, ids[i]))
@@ -524,15 +512,11 @@ static void fixed_open(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	struct evr_consumer_opts opts = { .quiet = true };
-	char err[EVR_ERR_MAX];
-
 	(void)argc;
 	(void)argv;
 	verbose = getenv("EVR_FUZZ_VERBOSE") && *getenv("EVR_FUZZ_VERBOSE") == '1';
-	consumer = evr_consumer_new(&opts, err, sizeof(err));
-	if (!consumer)
-		die("evr_consumer_new: %s", err);
+	if (evr__decoder_init(&dec, &st) != 0)
+		die("out of memory");
 	fixed_open();
 	return 0;
 }

@@ -18,6 +18,21 @@
 
 #include "hub_internal.h"
 
+/* Frees a handler's memory: its copy of the handler's names and filters, its queue. */
+void evr__hub_hh_free(struct hub_handler *x)
+{
+	free((char *)x->h.name);
+	free((char *)x->h.dispatcher);
+	for (int k = 0; k < 2; k++) {
+		char **v = (char **)(k ? x->h.ignore_end : x->h.ignore_begin);
+		for (size_t i = 0; v && v[i]; i++)
+			free(v[i]);
+		free(v);
+	}
+	free(x->q.buf);
+	free(x);
+}
+
 /*
  * Nothing queued: spin about a microsecond (work may be on its way from a
  * drain thread on another CPU), then sleep on the futex until the drain

@@ -3,7 +3,7 @@
  * hub_thread.c (a handler's thread) and watchdog.c (supervised calls and the
  * watchdog thread) share: the hub's and a handler's structures, the call
  * state's flags, the filters, small helpers. Private to those three files;
- * the hub's interface to the other stages is in internal.h. The ORDERING
+ * the hub's interface to the other stages is hub.h. The ORDERING
  * labels used here are drawn in hub.c's and watchdog.c's top comments.
  */
 #ifndef EVR_CONSUMER_HUB_INTERNAL_H
@@ -17,7 +17,9 @@
 #include <time.h>
 
 #include "hub_queue.h"
-#include "internal.h"
+#include "hub.h"
+#include "objects.h"
+#include "source.h"
 
 #define DEFAULT_TIMEOUT_NS 5000000000ull /* aiconfig's CallbackManager */
 #define TIMEOUT_MAX_NS (1ull << 62)	     /* "never" (146 years): start + timeout cannot wrap */

@@ -254,20 +254,6 @@ static void wake(struct hub_handler *x)
 		futex_wake(&x->sleeping);
 }
 
-void evr__hub_hh_free(struct hub_handler *x)
-{
-	free((char *)x->h.name);
-	free((char *)x->h.dispatcher);
-	for (int k = 0; k < 2; k++) {
-		char **v = (char **)(k ? x->h.ignore_end : x->h.ignore_begin);
-		for (size_t i = 0; v && v[i]; i++)
-			free(v[i]);
-		free(v);
-	}
-	free(x->q.buf);
-	free(x);
-}
-
 /* ---- the hub ---------------------------------------------------------------------------------------------- */
 
 struct evr_hub *evr__hub_new(const struct evr_consumer_opts *o, struct evr_consumer_stats *st)
@@ -422,7 +408,8 @@ static void wake_fenced(struct hub_handler *x, bool *fenced)
  * a handler, which may drop it at once. Then one publication per handler,
  * one fence (D), one look at each sleeping word. The handlers the pass put
  * items for are linked through batch_next: the live list may change under
- * us, and they stay valid until rcu_read_unlock.
+ * us, and they stay valid until rcu_read_unlock. Kept as one function: the
+ * four steps share the pass's state and are the path of every object.
  */
 static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t n)
 {

@@ -20,7 +20,8 @@
 #include <ck_pr.h>
 #include <ck_ring.h>
 
-#include "internal.h"
+#include "hub.h"
+#include "objects.h"
 
 #define ITEM_CB_MASK ((uintptr_t)7)
 #define ITEM_STOP ((void *)(uintptr_t)7) /* no object: ends the handler's thread */

@@ -1,0 +1,160 @@
+/*
+ * drain.c: reading a source's lanes into the merge (drain.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drain.h"
+
+#define LIVENESS_NS 100000000ull /* look at producers' pids every 100 ms */
+#define REFINE_NS 1000000000ull	 /* refine the clock mapping every second */
+
+struct evr_drain {
+	struct evr_decoder dec;
+	struct evr_merge *merge;       /* where decoded recs go */
+	struct evr_rec_pool *recs;     /* where they come from */
+	struct evr_consumer_stats *st; /* bad records */
+	uint32_t batch;		       /* records read from a lane before the next lane's turn */
+	uint8_t buf[EVR_BODY_MAX];     /* the body being read */
+};
+
+struct evr_drain *evr__drain_new(struct evr_merge *merge, struct evr_rec_pool *recs, struct evr_consumer_stats *st,
+				 uint32_t batch)
+{
+	struct evr_drain *d = malloc(sizeof(*d));
+
+	if (!d || evr__decoder_init(&d->dec, st) != 0) {
+		free(d);
+		return NULL;
+	}
+	d->merge = merge;
+	d->recs = recs;
+	d->st = st;
+	d->batch = batch;
+	return d;
+}
+
+void evr__drain_free(struct evr_drain *d)
+{
+	if (!d)
+		return;
+	evr__decoder_fini(&d->dec);
+	free(d);
+}
+
+/* Reads up to a batch from one lane. Returns the records read; *full when the batch filled. */
+static uint32_t drain_lane(struct evr_drain *d, struct evr_src *s, uint32_t lane, uint64_t now, bool *full)
+{
+	struct evr_record rec;
+	uint64_t last = now;
+	uint32_t n = 0;
+
+	while (n < d->batch && evr_reader_next(&s->reader, lane, &rec, d->buf, sizeof(d->buf)) == 1) {
+		struct evr_rec *r;
+
+		n++;
+		if (rec.type == EVR_REC_THREAD) {
+			if (evr__decode_thread(&d->dec, s, &rec) != 0)
+				d->st->bad++;
+			continue;
+		}
+		r = evr__rec_alloc(d->recs);
+		if (!r)
+			break;
+		r->fields = NULL;
+		if (evr__decode(&d->dec, s, &rec, r) != 0) {
+			d->st->bad++;
+			evr__rec_free(d->recs, r);
+			continue;
+		}
+		last = r->mono_ns;
+		if (evr__merge_push(d->merge, s->pub.index, lane, r) != 0) {
+			d->st->bad++;
+			evr__rec_free(d->recs, r);
+		}
+	}
+	evr_reader_release(&s->reader, lane); /* the writer may reuse what was read */
+	*full = n == d->batch;
+	/* An empty lane's next record comes after now; a lane with more waiting, after its last read. */
+	evr__merge_idle(d->merge, s->pub.index, lane, *full ? last : now);
+	return n;
+}
+
+/*
+ * A producer that died, or exited with its lane full, may leave drops it
+ * never got to report in a LOST record: they are still counted in the lane.
+ * Nothing will write that lane again, so the consumer reports them itself.
+ */
+static void report_pending_loss(struct evr_drain *d, struct evr_src *s, uint32_t lane, uint64_t now)
+{
+	struct evr_lane *l = &s->seg.lanes[lane];
+	uint64_t pending = evr_ld_64(&l->lost_pending), first = evr_ld_64(&l->lost_first_ts);
+	struct evr_rec *r;
+
+	if (pending == 0 || pending > evr_ld_64(&l->lost) || !(r = evr__rec_alloc(d->recs)))
+		return; /* none, or a count the lane's own total contradicts */
+	memset(r, 0, sizeof(*r));
+	r->type = EVR_REC_LOST;
+	r->src = s;
+	r->lane = lane;
+	r->tid = s->lanes[lane].tid;
+	r->mono_ns = now;
+	r->real_ns = now + (uint64_t)s->clock.real_minus_mono_ns;
+	r->lost_count = pending;
+	r->lost_first_real_ns = first ? evr_clock_to_real_ns(&s->clock, first) : r->real_ns;
+	if (evr__merge_push(d->merge, s->pub.index, lane, r) != 0)
+		evr__rec_free(d->recs, r);
+}
+
+uint64_t evr__drain_skips(const struct evr_src *s)
+{
+	const struct evr_reader_stats *r = &s->reader.stats;
+
+	return r->skipped_bad + r->skipped_stuck + r->skipped_dead;
+}
+
+/* New metadata, the producer's liveness, dead threads' lanes, the heartbeat, the clock mapping. */
+static void keep_current(struct evr_drain *d, struct evr_src *s, uint64_t now)
+{
+	if (evr_ld_64(&s->seg.hdr->meta_used) != s->meta_cursor)
+		evr__src_meta_refresh(s, d->st);
+	if (!s->pub.dead && now >= s->next_liveness_ns) {
+		s->next_liveness_ns = now + LIVENESS_NS;
+		if (!evr_segment_owner_alive(&s->seg, (uint64_t)s->pub.pid << 32)) {
+			s->pub.dead = true;
+			s->dead_ns = now;
+		}
+		evr_reader_reap(&s->reader); /* lanes of threads that died */
+		evr_st_64(&s->seg.hdr->consumer_heartbeat_ns, now);
+	}
+	if (now >= s->next_refine_ns) {
+		s->next_refine_ns = now + REFINE_NS;
+		evr_clock_map_refine(&s->clock);
+	}
+}
+
+uint32_t evr__drain_source(struct evr_drain *d, struct evr_src *s, uint64_t now)
+{
+	uint32_t total = 0;
+	bool more = false, full;
+
+	if (s->drained_after_death)
+		return 0;
+	keep_current(d, s, now);
+	for (uint32_t l = 0; l < s->seg.lane_count; l++) {
+		total += drain_lane(d, s, l, now, &full);
+		more |= full;
+	}
+	if (s->pub.dead && !more) {
+		/* Everything the dead process committed has been read: its lanes are done. */
+		evr__src_meta_refresh(s, d->st);
+		for (uint32_t l = 0; l < s->seg.lane_count; l++) {
+			report_pending_loss(d, s, l, now);
+			evr__merge_idle(d->merge, s->pub.index, l, UINT64_MAX);
+		}
+		s->drained_after_death = true;
+	}
+	return total;
+}

@@ -1,0 +1,310 @@
+/*
+ * replay.c: a capture file (capture.c describes its entries) read back as
+ * the stream it recorded, into a sink (replay.h). The file is input like a
+ * segment is: every entry is validated, one over CAPTURE_ENTRY_MAX bytes is
+ * refused before msgpack-c sizes anything for it, and the replay stops at
+ * the first bad one with an error naming its position.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "capture.h"
+#include "decode.h"
+#include "replay.h"
+
+/* ---- replay: entries return 1 for a record, 0 for anything else, or -errno ------------------------------------------------------------------------------ */
+
+struct replay {
+	const struct evr_replay_sink *sink;
+	const char *path;
+	struct evr_src **srcs; /* by capture index; owned by the sink */
+	uint32_t nsrc;
+	uint64_t entry; /* entries read, for error messages */
+	char *err;
+	size_t errlen;
+};
+
+static int bad(struct replay *rp, const char *what)
+{
+	snprintf(rp->err, rp->errlen, "capture %s: entry %llu: %s", rp->path, (unsigned long long)rp->entry, what);
+	return -EBADMSG;
+}
+
+static bool u64_at(const msgpack_object *a, uint32_t i, uint64_t *v)
+{
+	if (a[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return false;
+	*v = a[i].via.u64;
+	return true;
+}
+
+static bool str_is(const msgpack_object *o, const char *s)
+{
+	return o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) && !memcmp(o->via.str.ptr, s, o->via.str.size);
+}
+
+static const msgpack_object *map_at(const msgpack_object *m, const char *key)
+{
+	for (uint32_t i = 0; m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++)
+		if (str_is(&m->via.map.ptr[i].key, key))
+			return &m->via.map.ptr[i].val;
+	return NULL;
+}
+
+static void copy_str(char *dst, size_t cap, const msgpack_object *o)
+{
+	if (o && o->type == MSGPACK_OBJECT_STR)
+		snprintf(dst, cap, "%.*s", (int)(o->via.str.size < cap ? o->via.str.size : cap - 1), o->via.str.ptr);
+}
+
+static int replay_source(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	const msgpack_object *m = n == 2 ? &a[1] : NULL, *v;
+	struct evr_src *s, **t;
+	int rc;
+
+	if (!m || m->type != MSGPACK_OBJECT_MAP || !(v = map_at(m, "index")) ||
+	    v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 != rp->nsrc)
+		return bad(rp, "a source entry out of order or malformed");
+	if (!(s = calloc(1, sizeof(*s))) || !(t = realloc(rp->srcs, (rp->nsrc + 1) * sizeof(*t)))) {
+		free(s);
+		return -ENOMEM;
+	}
+	rp->srcs = t;
+	copy_str(s->program, sizeof(s->program), map_at(m, "program"));
+	copy_str(s->cmdline, sizeof(s->cmdline), map_at(m, "cmdline"));
+	copy_str(s->shm_name, sizeof(s->shm_name), map_at(m, "shm"));
+	v = map_at(m, "pid");
+	s->pub.pid = v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= UINT32_MAX ? (uint32_t)v->via.u64 : 0;
+	s->pub.program = s->program;
+	s->pub.cmdline = s->cmdline;
+	s->pub.shm_name = s->shm_name;
+	rc = rp->sink->source(rp->sink->arg, s); /* the sink owns s from here */
+	if (rc < 0)
+		return rc;
+	rp->srcs[rp->nsrc++] = s;
+	return 0;
+}
+
+static struct evr_src *src_at(struct replay *rp, const msgpack_object *a)
+{
+	uint64_t i;
+
+	return u64_at(a, 1, &i) && i < rp->nsrc ? rp->srcs[i] : NULL;
+}
+
+static int replay_meta(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_src *s = n == 5 ? src_at(rp, a) : NULL;
+	uint64_t kind, id;
+
+	if (!s || !u64_at(a, 2, &kind) || !u64_at(a, 3, &id) || kind > UINT32_MAX)
+		return bad(rp, "a malformed metadata entry");
+	if (evr__src_meta_apply(s, (uint32_t)kind, id, &a[4]) != 0)
+		rp->sink->st->bad++; /* counted and skipped, as the live consumer does */
+	if (kind == EVR_META_PROCESS && !s->pub.program[0])
+		s->pub.program = s->program;
+	return 0;
+}
+
+static const struct evr_site_info *site_at(struct evr_src *s, uint64_t id, uint8_t kind)
+{
+	const struct evr_site_info *si = id ? evr__src_site(s, id) : NULL;
+
+	return si && si->kind == kind ? si : NULL;
+}
+
+static int replay_rec(struct replay *rp, uint8_t type, const msgpack_object *a, uint32_t n)
+{
+	static const uint32_t sizes[] = { 0, 10, 12, 16, 9 };
+	struct evr_src *s = n == sizes[type] ? src_at(rp, a) : NULL;
+	uint64_t u[15] = { 0 };
+	const msgpack_object *vals;
+	struct evr_rec *r;
+
+	if (!s || a[6].type != MSGPACK_OBJECT_BOOLEAN)
+		return bad(rp, "a malformed record");
+	for (uint32_t i = 2; i < n - (type == EVR_REC_LOST ? 0 : 1); i++)
+		if (i != 6 && !u64_at(a, i, &u[i]))
+			return bad(rp, "a record field that is not an unsigned integer");
+	if (u[2] > UINT32_MAX || u[3] > UINT32_MAX)
+		return bad(rp, "a lane or thread id out of range");
+	if (!(r = evr__rec_alloc(rp->sink->recs)))
+		return -ENOMEM;
+	memset(r, 0, sizeof(*r));
+	r->type = type;
+	r->src = s;
+	r->lane = (uint32_t)u[2];
+	r->tid = (uint32_t)u[3];
+	r->mono_ns = u[4];
+	r->real_ns = u[5];
+	r->late = a[6].via.boolean;
+	vals = &a[n - 1];
+	switch (type) {
+	case EVR_REC_LOST:
+		r->lost_count = u[7];
+		r->lost_first_real_ns = u[8];
+		break;
+	case EVR_REC_EVENT:
+		r->site = site_at(s, u[7], EVR_KIND_EVENT);
+		r->span_id = u[8];
+		break;
+	case EVR_REC_SPAN_BEGIN:
+		r->site = site_at(s, u[7], EVR_KIND_SPAN_BEGIN);
+		r->span_id = u[8];
+		r->parent_id = u[9];
+		r->trace_id = u[10];
+		break;
+	default: /* SPAN_END */
+		r->site = site_at(s, u[7], EVR_KIND_SPAN_BEGIN);
+		r->span_id = u[8];
+		r->parent_id = u[9];
+		r->trace_id = u[10];
+		r->start_mono_ns = u[11];
+		r->start_real_ns = u[12];
+		r->status = (uint8_t)u[13];
+		r->end_site = site_at(s, u[14], EVR_KIND_SPAN_END);
+		if (u[13] > 1) {
+			evr__rec_free(rp->sink->recs, r);
+			return bad(rp, "a span end with an unknown status");
+		}
+		break;
+	}
+	if (type != EVR_REC_LOST) {
+		const struct evr_site_info *fsite = type == EVR_REC_SPAN_END ? r->end_site : r->site;
+
+		if (vals->type != MSGPACK_OBJECT_ARRAY ||
+		    !(r->fields = evr__fields_decode(fsite, vals->via.array.ptr, vals->via.array.size)) ||
+		    (type != EVR_REC_SPAN_END && !r->site)) {
+			evr__rec_free(rp->sink->recs, r);
+			return bad(rp, "a record whose site or values do not match the capture's metadata");
+		}
+	}
+	rp->sink->rec(rp->sink->arg, r);
+	return 1;
+}
+
+static int replay_entry(struct replay *rp, const msgpack_object *o)
+{
+	static const char *recs[] = { "", "event", "begin", "end", "lost" };
+	const msgpack_object *a;
+	uint32_t n;
+
+	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 2)
+		return bad(rp, "not an entry (an array naming its kind)");
+	a = o->via.array.ptr;
+	n = o->via.array.size;
+	for (uint8_t t = EVR_REC_EVENT; t <= EVR_REC_LOST; t++)
+		if (str_is(&a[0], recs[t]))
+			return replay_rec(rp, t, a, n);
+	if (str_is(&a[0], "meta"))
+		return replay_meta(rp, a, n);
+	if (str_is(&a[0], "source"))
+		return replay_source(rp, a, n);
+	if (str_is(&a[0], "dead")) {
+		struct evr_src *s = n == 3 ? src_at(rp, a) : NULL;
+		uint64_t ns;
+
+		if (!s || !u64_at(a, 2, &ns))
+			return bad(rp, "a malformed death entry");
+		rp->sink->dead(rp->sink->arg, s, ns);
+		return 0;
+	}
+	if (str_is(&a[0], "tick")) {
+		uint64_t ns;
+
+		if (n != 2 || !u64_at(a, 1, &ns))
+			return bad(rp, "a malformed tick entry");
+		rp->sink->tick(rp->sink->arg, ns);
+		return 0;
+	}
+	if (str_is(&a[0], "stats"))
+		return 0; /* the live run's counters: for readers of the file */
+	return bad(rp, "an entry of unknown kind");
+}
+
+static int replay_header(struct replay *rp, const msgpack_object *o)
+{
+	const msgpack_object *f = map_at(o, "format"), *v = map_at(o, "version");
+
+	if (!f || !str_is(f, "evring-capture"))
+		return bad(rp, "not an evring capture (no header map with format \"evring-capture\")");
+	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 != CAPTURE_VERSION) {
+		snprintf(rp->err, rp->errlen, "capture %s: version %llu, this evring reads version %d", rp->path,
+			 v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (unsigned long long)v->via.u64 : 0ull,
+			 CAPTURE_VERSION);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int evr__replay_file(const struct evr_replay_sink *sink, const char *path, char *err, size_t errlen)
+{
+	struct replay rp = { sink, path, NULL, 0, 0, err, errlen };
+	msgpack_unpacker up;
+	msgpack_unpacked res;
+	FILE *f = fopen(path, "rb");
+	int rc = 0, ur;
+	uint64_t records = 0;
+	bool eof = false;
+
+	if (!f) {
+		int e = errno;
+		snprintf(err, errlen, "cannot read capture %s: %s", path, strerror(e));
+		return -e;
+	}
+	if (!msgpack_unpacker_init(&up, 1 << 16)) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	msgpack_unpacked_init(&res);
+	while (rc >= 0 && !sink->stopping(sink->arg)) {
+		ur = msgpack_unpacker_next(&up, &res);
+		if (ur == MSGPACK_UNPACK_SUCCESS) {
+			rc = rp.entry == 0 ? replay_header(&rp, &res.data) : replay_entry(&rp, &res.data);
+			records += rc > 0;
+			rp.entry++;
+			continue;
+		}
+		if (ur != MSGPACK_UNPACK_CONTINUE) {
+			rc = bad(&rp, "not msgpack");
+			break;
+		}
+		/* Bytes held for the entry so far (msgpack-c sizes its objects by them): bounded. */
+		if (msgpack_unpacker_message_size(&up) > CAPTURE_ENTRY_MAX) {
+			rc = bad(&rp, "an entry larger than 1 MiB");
+			break;
+		}
+		if (eof) {
+			if (msgpack_unpacker_message_size(&up) != 0) /* an entry that never completed */
+				rc = bad(&rp, "the file ends inside an entry (truncated)");
+			else if (rp.entry == 0)
+				rc = bad(&rp, "an empty file");
+			break;
+		}
+		if (!msgpack_unpacker_reserve_buffer(&up, 1 << 16)) {
+			rc = -ENOMEM;
+			break;
+		}
+		size_t got = fread(msgpack_unpacker_buffer(&up), 1, msgpack_unpacker_buffer_capacity(&up), f);
+		msgpack_unpacker_buffer_consumed(&up, got);
+		if (got == 0) {
+			if (ferror(f)) {
+				snprintf(err, errlen, "cannot read capture %s: %s", path, strerror(errno));
+				rc = -EIO;
+			}
+			eof = true;
+		}
+	}
+	msgpack_unpacked_destroy(&res);
+	msgpack_unpacker_destroy(&up);
+	fclose(f);
+	free(rp.srcs);
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "out of memory replaying %s", path);
+	return rc < 0 ? rc : (int)(records > INT32_MAX ? INT32_MAX : records);
+}

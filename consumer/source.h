@@ -1,0 +1,80 @@
+/*
+ * source.h: a source (struct evr_src), one attached segment, and its
+ * metadata tables (source.c): the sites, dispatchers and threads its
+ * producer described in the segment's metadata area, read as hostile input.
+ * Every stage may read a source; attach.c fills and frees it, source.c keeps
+ * its tables, the drain loop (consumer.c) moves its clocks and liveness.
+ */
+#ifndef EVR_CONSUMER_SOURCE_H
+#define EVR_CONSUMER_SOURCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <evring/consumer.h>
+#include <evring/ring.h>
+
+struct evr_dispatcher_info {
+	char *path;
+	bool propagate;
+};
+
+struct evr_thread_info {
+	uint32_t tid;
+	uint32_t lane;
+	char name[32];
+};
+
+struct evr_src {
+	struct evr_source pub; /* what handlers see; first, so the two convert */
+	struct evr_segment seg;
+	struct evr_reader reader;
+	struct evr_clock_map clock;
+	uint64_t meta_cursor;
+	bool slot_held;
+
+	/* Sites by id: open addressing, power-of-two capacity. */
+	struct evr_site_info **sites;
+	uint32_t sites_cap, sites_n;
+	struct evr_dispatcher_info *dispatchers;
+	uint32_t dispatchers_n, dispatchers_cap;
+	struct evr_thread_info *threads;
+	uint32_t threads_n, threads_cap;
+
+	uint64_t next_liveness_ns; /* when to look at the producer's pid again */
+	uint64_t next_refine_ns;   /* when to refine the clock mapping */
+	uint64_t dead_ns;	   /* CLOCK_MONOTONIC when its death was seen */
+	bool drained_after_death;
+	struct evr_lane_state *lanes;
+	char program[64], cmdline[512], shm_name[128];
+};
+
+/* Per lane: the thread whose records are being read (from EVR_REC_THREAD records). */
+struct evr_lane_state {
+	uint32_t tid;
+};
+
+/*
+ * The site with this id, reading metadata appended since the last look, or
+ * ahead of the in-order scan, when it is not known yet; NULL when none is
+ * there. Counts bad entries in st.
+ */
+const struct evr_site_info *evr__src_site_find(struct evr_src *s, uint64_t id, struct evr_consumer_stats *st);
+
+/* Reads metadata entries appended since the last call. Returns entries read or -errno. */
+int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st);
+
+const struct evr_site_info *evr__src_site(const struct evr_src *s, uint64_t id);
+const struct evr_thread_info *evr__src_thread(const struct evr_src *s, uint32_t tid);
+
+/* True when records of dispatcher `from` reach handlers of `to` (a prefix of it), honouring propagate. */
+bool evr__src_dispatch_reaches(const struct evr_src *s, const char *from, const char *to);
+
+/* Applies one metadata entry (a decoded payload map) to a source. Returns 0 or -EBADMSG. */
+struct msgpack_object;
+int evr__src_meta_apply(struct evr_src *s, uint32_t kind, uint64_t id, const struct msgpack_object *obj);
+
+/* Frees a source's tables (sites, dispatchers, threads). */
+void evr__src_tables_free(struct evr_src *s);
+
+#endif /* EVR_CONSUMER_SOURCE_H */
