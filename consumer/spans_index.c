@@ -1,8 +1,9 @@
 /*
- * spans_index.c: span trees (spans.h); this file holds their index, memory
- * and delivery, spans_internal.h lists the others. Records arrive here one at a time, in time order
- * (the merge's order; a late one is flagged), and leave as the objects
- * handlers receive: events, span begins, span ends, whole traces, losses.
+ * spans_index.c: span trees (spans.h). This file holds their index, memory
+ * and delivery; spans_internal.h lists the others. Records arrive one at a
+ * time, in time order (the merge's order; a late one is flagged), and leave
+ * as the objects handlers receive: events, span begins, span ends, whole
+ * traces, losses.
  *
  * What the producer guarantees and what it does not:
  *

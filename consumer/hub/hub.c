@@ -124,8 +124,9 @@
 /*
  * The hub's files: hub.c (this one: the registry, delivery, flush, close,
  * stats), hub_queue.h (the queues and the futex), hub_thread.c (a handler's
- * thread), watchdog.c (supervised calls, the watchdog thread), and
- * hub_internal.h (what they share).
+ * thread and memory), watchdog.c (supervised calls, the watchdog thread), and
+ * hub_internal.h (what they share). Calls go hub.c -> hub_thread.c ->
+ * watchdog.c, never back.
  */
 
 /* ---- small helpers ---------------------------------------------------------------------------- */

@@ -257,7 +257,7 @@ static inline bool takes(const struct hub_handler *x, unsigned cb, const struct 
 
 /* ---- shared between the hub's files ------------------------------------------------------------ */
 
-/* Frees x and the copies it owns (hub.c). */
+/* Frees x and the copies it owns (hub_thread.c). */
 void evr__hub_hh_free(struct hub_handler *x);
 
 /* A handler's thread (hub_thread.c); arg is its struct hub_handler. */
