@@ -20,6 +20,8 @@
 #include <ck_pr.h>
 #include <ck_ring.h>
 
+#include <evring/atomic.h> /* EVR_TSAN: which of the two queues below */
+
 #include "hub.h"
 #include "objects.h"
 
