@@ -5,7 +5,9 @@
  * several times on pinned threads (bench_threads_run), turns each case's
  * per-run samples into a row of a results table (bench_table_add: median, min
  * and max over the runs), and prints the table either as text or as the one
- * JSON object every subcommand emits:
+ * JSON object every subcommand emits. A measuring subcommand is a table of
+ * stages (setup, run, report, check, teardown: struct bench_stages) that
+ * bench_sub_main runs in that order. The JSON object:
  *
  *   {"machine": {"cpu", "cores", "clocksource", "kernel", "segment_clock",
  *                "compiler", "date"},
@@ -389,6 +391,75 @@ bool bench_count_available(void);
  * loop. Returns 0, or -1 with why filled.
  */
 int bench_count_measure(double *per_call, char *why, size_t whylen);
+
+/* ---- a subcommand in stages (bench_stages.c) ------------------------- */
+
+/* What a measuring subcommand's stages share: its options, the machine, the results table. */
+struct bench_sub {
+	struct bench_opts o;
+	struct bench_machine m;
+	struct bench_table t;
+};
+
+/*
+ * A measuring subcommand as a table of its stages, which bench_sub_main runs
+ * in order on the subcommand's ctx (its own state, a static of its file):
+ *
+ *   own, nown, usage  its own options and usage text (bench_args)
+ *   setup     checks its options, reads the machine, opens what it measures
+ *             with; -1 to go on, or the exit status once it has closed what
+ *             it opened
+ *   run       the warm-up and the timed runs; -1 to go on, or the exit
+ *             status (teardown runs, nothing is printed)
+ *   report    the rows, their extra columns and the notes, into s->t
+ *   notes     (NULL: none) the text view's closing lines, after the table
+ *   check     (NULL: none) what the runs must have got right, once the
+ *             table is printed: the exit status
+ *   teardown  (NULL: none) closes what setup opened, given the exit status
+ *
+ * The table is printed between report and check: JSON with --json, text
+ * otherwise. Returns the exit status.
+ */
+struct bench_stages {
+	const struct bench_own *own;
+	size_t nown;
+	void (*usage)(FILE *f);
+	int (*setup)(struct bench_sub *s, void *ctx);
+	int (*run)(struct bench_sub *s, void *ctx);
+	void (*report)(struct bench_sub *s, void *ctx);
+	void (*notes)(const struct bench_sub *s, void *ctx);
+	int (*check)(struct bench_sub *s, void *ctx);
+	void (*teardown)(struct bench_sub *s, void *ctx, int status);
+};
+
+int bench_sub_main(const struct bench_stages *st, void *ctx, int argc, char **argv);
+
+/*
+ * Runs a table of ncases cases in rounds: warmups untimed rounds, then runs
+ * timed ones, each calling run(ctx, c, r, timed) for every case c in table
+ * order (r: the timed round, 0 for a warm-up). Stops as soon as run returns
+ * false; returns whether every round ran.
+ */
+bool bench_rounds(unsigned ncases, unsigned warmups, unsigned runs,
+		  bool (*run)(void *ctx, unsigned c, unsigned r, bool timed), void *ctx);
+
+/*
+ * Sets the extra column key of each row to its median over its baseline's:
+ * the row base_of names for it (NULL: none; a baseline whose median is not
+ * positive is skipped too). Call once every row exists.
+ */
+void bench_table_ratio(struct bench_table *t, const char *key,
+		       const struct bench_result *(*base_of)(const struct bench_table *t, const struct bench_result *r));
+
+/*
+ * The note on other processes' load during the runs (bench_load_others):
+ * "WHO used X CPU-s (Y% of the CPU time) during the runs", busy appended when
+ * they took more than 5%. None when others_s < 0 (unknown).
+ */
+void bench_table_note_load(struct bench_table *t, const char *who, double others_s, double share, const char *busy);
+
+/* The median of v[0..n-1] (bench_stats_of). */
+double bench_median(const double *v, unsigned n);
 
 /* ---- subcommands ------------------------------------------------------ */
 

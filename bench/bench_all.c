@@ -221,20 +221,23 @@ static bool hidden(const struct all_section *s, const char *key)
 	return strstr(s->hide, pat) != NULL;
 }
 
-static void md_section(FILE *f, const struct all_section *s, const struct all_result *r)
+/* Whether a column is one of the latency table's own (p50, p99, p999): printed first, not among the extras. */
+static bool md_latency_col(const char *key)
 {
-	const struct bench_table *t = &r->t;
-	char cols[BENCH_EXTRA_MAX * 3][BENCH_KEY_MAX];
-	unsigned ncols = 0;
-	bool latency = false;
+	return !strcmp(key, "p50") || !strcmp(key, "p99") || !strcmp(key, "p999");
+}
 
-	fprintf(f, "\n## %s\n\n`evring-bench %s`", s->title, s->name);
-	if (r->ran)
-		fprintf(f, ", %.0f s", r->seconds);
-	if (r->status > 0 || r->status < 0)
-		fprintf(f, ", **failed** (%s %d)", r->status == -1 ? "killed," : "exit status", r->status);
-	fputs("\n\n", f);
-	/* The extra columns this section's rows have, in the order first seen. */
+/*
+ * The extra columns a section's rows have, in the order first seen, those it
+ * hides left out, into cols (at most max); *latency: whether they are
+ * latency rows (a p50 column). Returns how many.
+ */
+static unsigned md_columns(const struct all_section *s, const struct bench_table *t, char (*cols)[BENCH_KEY_MAX],
+			   unsigned max, bool *latency)
+{
+	unsigned ncols = 0;
+
+	*latency = false;
 	for (size_t i = 0; i < t->n; i++)
 		for (unsigned k = 0; k < t->rows[i].nextra; k++) {
 			const char *key = t->rows[i].extra[k].key;
@@ -242,69 +245,94 @@ static void md_section(FILE *f, const struct all_section *s, const struct all_re
 
 			if (hidden(s, key))
 				continue;
-			latency |= !strcmp(key, "p50");
+			*latency |= !strcmp(key, "p50");
 			for (unsigned c = 0; c < ncols; c++)
 				seen |= !strcmp(cols[c], key);
-			if (!seen && ncols < sizeof(cols) / sizeof(cols[0]))
+			if (!seen && ncols < max)
 				snprintf(cols[ncols++], BENCH_KEY_MAX, "%s", key);
 		}
-	if (!t->n) {
-		fputs("_Not measured (see the notes)._\n", f);
+	return ncols;
+}
+
+/* One row: its fixed columns (percentiles for latency rows, median/min/max/runs otherwise), then the extras. */
+static void md_row(FILE *f, const struct bench_table *t, const struct bench_result *row, char (*cols)[BENCH_KEY_MAX],
+		   unsigned ncols, bool latency)
+{
+	fprintf(f, "| %s | %s | %u | ", row->bench, row->system, row->threads);
+	if (latency) {
+		const struct bench_extra *p50 = extra_of(row, "p50"), *p99 = extra_of(row, "p99"),
+					 *p999 = extra_of(row, "p999");
+		md_num(f, p50 ? p50->value : NAN);
+		fputs(" | ", f);
+		md_num(f, p99 ? p99->value : NAN);
+		fputs(" | ", f);
+		md_num(f, p999 ? p999->value : NAN);
+		fputs(" | ", f);
+		md_num(f, row->st.max);
 	} else {
-		if (latency)
-			fputs("| case | system | threads | p50 ns | p99 ns | p99.9 ns | max ns", f);
-		else
-			fprintf(f, "| bench | system | threads | median %s | min | max | runs", t->rows[0].unit);
-		for (unsigned c = 0; c < ncols; c++)
-			if (!latency || (strcmp(cols[c], "p50") && strcmp(cols[c], "p99") && strcmp(cols[c], "p999")))
-				fprintf(f, " | %s", md_col(cols[c]));
-		fputs(" |\n|---|---|--:|--:|--:|--:|--:", f);
-		for (unsigned c = 0; c < ncols; c++)
-			if (!latency || (strcmp(cols[c], "p50") && strcmp(cols[c], "p99") && strcmp(cols[c], "p999")))
-				fputs("|--:", f);
-		fputs("|\n", f);
-		for (size_t i = 0; i < t->n; i++) {
-			const struct bench_result *row = &t->rows[i];
-			bool unit_differs = strcmp(row->unit, t->rows[0].unit) != 0;
-
-			fprintf(f, "| %s | %s | %u | ", row->bench, row->system, row->threads);
-			if (latency) {
-				const struct bench_extra *p50 = extra_of(row, "p50"), *p99 = extra_of(row, "p99"),
-							 *p999 = extra_of(row, "p999");
-				md_num(f, p50 ? p50->value : NAN);
-				fputs(" | ", f);
-				md_num(f, p99 ? p99->value : NAN);
-				fputs(" | ", f);
-				md_num(f, p999 ? p999->value : NAN);
-				fputs(" | ", f);
-				md_num(f, row->st.max);
-			} else {
-				md_num(f, row->st.median);
-				if (unit_differs)
-					fprintf(f, " %s", row->unit);
-				fputs(" | ", f);
-				md_num(f, row->st.min);
-				fputs(" | ", f);
-				md_num(f, row->st.max);
-				fprintf(f, " | %u", row->st.runs);
-			}
-			for (unsigned c = 0; c < ncols; c++) {
-				const struct bench_extra *e;
-
-				if (latency && (!strcmp(cols[c], "p50") || !strcmp(cols[c], "p99") || !strcmp(cols[c], "p999")))
-					continue;
-				e = extra_of(row, cols[c]);
-				fputs(" | ", f);
-				if (!e)
-					fputs("-", f);
-				else if (e->integer)
-					fprintf(f, "%.0f", e->value);
-				else
-					md_num(f, e->value);
-			}
-			fputs(" |\n", f);
-		}
+		md_num(f, row->st.median);
+		if (strcmp(row->unit, t->rows[0].unit) != 0)
+			fprintf(f, " %s", row->unit);
+		fputs(" | ", f);
+		md_num(f, row->st.min);
+		fputs(" | ", f);
+		md_num(f, row->st.max);
+		fprintf(f, " | %u", row->st.runs);
 	}
+	for (unsigned c = 0; c < ncols; c++) {
+		const struct bench_extra *e;
+
+		if (latency && md_latency_col(cols[c]))
+			continue;
+		e = extra_of(row, cols[c]);
+		fputs(" | ", f);
+		if (!e)
+			fputs("-", f);
+		else if (e->integer)
+			fprintf(f, "%.0f", e->value);
+		else
+			md_num(f, e->value);
+	}
+	fputs(" |\n", f);
+}
+
+/* A section's table: its header line, the alignment line, a line per row. */
+static void md_table(FILE *f, const struct all_section *s, const struct bench_table *t)
+{
+	char cols[BENCH_EXTRA_MAX * 3][BENCH_KEY_MAX];
+	bool latency;
+	unsigned ncols = md_columns(s, t, cols, sizeof(cols) / sizeof(cols[0]), &latency);
+
+	if (latency)
+		fputs("| case | system | threads | p50 ns | p99 ns | p99.9 ns | max ns", f);
+	else
+		fprintf(f, "| bench | system | threads | median %s | min | max | runs", t->rows[0].unit);
+	for (unsigned c = 0; c < ncols; c++)
+		if (!latency || !md_latency_col(cols[c]))
+			fprintf(f, " | %s", md_col(cols[c]));
+	fputs(" |\n|---|---|--:|--:|--:|--:|--:", f);
+	for (unsigned c = 0; c < ncols; c++)
+		if (!latency || !md_latency_col(cols[c]))
+			fputs("|--:", f);
+	fputs("|\n", f);
+	for (size_t i = 0; i < t->n; i++)
+		md_row(f, t, &t->rows[i], cols, ncols, latency);
+}
+
+static void md_section(FILE *f, const struct all_section *s, const struct all_result *r)
+{
+	const struct bench_table *t = &r->t;
+
+	fprintf(f, "\n## %s\n\n`evring-bench %s`", s->title, s->name);
+	if (r->ran)
+		fprintf(f, ", %.0f s", r->seconds);
+	if (r->status > 0 || r->status < 0)
+		fprintf(f, ", **failed** (%s %d)", r->status == -1 ? "killed," : "exit status", r->status);
+	fputs("\n\n", f);
+	if (!t->n)
+		fputs("_Not measured (see the notes)._\n", f);
+	else
+		md_table(f, s, t);
 	if (t->nnotes)
 		fputc('\n', f);
 	for (unsigned i = 0; i < t->nnotes; i++)
@@ -468,173 +496,240 @@ static void close_out(FILE *f)
 		fflush(f);
 }
 
-int bench_all_main(int argc, char **argv)
+/* The suite's options, and where its outputs go. */
+struct all_opts {
+	const char *out_dir, *json_path, *md_path, *only, *script;
+	bool quick, no_lttng;
+	unsigned runs; /* passed on to every benchmark; 0: theirs */
+	char json_buf[4096], md_buf[4096], script_buf[4096];
+	char command[1024]; /* the command line, as the results quote it */
+	char runs_arg[16];
+};
+
+/* The options into *a. Returns -1 to go on, or the exit status (0 after --help). */
+static int all_args(struct all_opts *a, int argc, char **argv)
 {
-	static struct all_result res[ALL_NSECTIONS];
-	const char *out_dir = NULL, *json_path = NULL, *md_path = NULL, *only = NULL, *chart_note = NULL;
-	char json_buf[4096], md_buf[4096], dat[4096], png[4096], why[512], command[1024], runs_arg[16];
-#ifdef EVR_BENCH_PLOT
-	const char *script = EVR_BENCH_PLOT;
-#else
-	const char *script = "bench/plot.gp";
-#endif
-	char installed_script[4096];
-	struct bench_table all = { 0 };
-	struct bench_machine m;
-	bool quick = false, no_lttng = false;
-
-	if (access(script, R_OK) != 0) { /* an installed evring-bench: PREFIX/share/evring/plot.gp */
-		char self[4096];
-		snprintf(self, sizeof(self), "%s", bench_self_exe());
-		snprintf(installed_script, sizeof(installed_script), "%s/../share/evring/plot.gp", dirname(self));
-		script = installed_script;
-	}
-	unsigned runs = 0, failed = 0;
-	uint64_t t0 = bench_now_ns();
-	double seconds;
-	size_t cl = 0;
-
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (!strcmp(a, "--quick")) {
-			quick = true;
+		if (!strcmp(o, "--quick")) {
+			a->quick = true;
 			bench_quick_run = true;
-		} else if (!strcmp(a, "--no-lttng")) {
-			no_lttng = true;
-		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+		} else if (!strcmp(o, "--no-lttng")) {
+			a->no_lttng = true;
+		} else if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
 			all_usage(stdout);
 			return 0;
-		} else if (v && !strcmp(a, "--out")) {
-			out_dir = v, i++;
-		} else if (v && !strcmp(a, "--json")) {
-			json_path = v, i++;
-		} else if (v && !strcmp(a, "--md")) {
-			md_path = v, i++;
-		} else if (v && !strcmp(a, "--only")) {
-			only = v, i++;
-		} else if (v && !strcmp(a, "--plot")) {
-			script = v, i++;
-		} else if (v && !strcmp(a, "--runs")) {
-			runs = (unsigned)strtoul(v, NULL, 10), i++;
-			if (runs < 1 || runs > BENCH_RUNS_MAX) {
+		} else if (v && !strcmp(o, "--out")) {
+			a->out_dir = v, i++;
+		} else if (v && !strcmp(o, "--json")) {
+			a->json_path = v, i++;
+		} else if (v && !strcmp(o, "--md")) {
+			a->md_path = v, i++;
+		} else if (v && !strcmp(o, "--only")) {
+			a->only = v, i++;
+		} else if (v && !strcmp(o, "--plot")) {
+			a->script = v, i++;
+		} else if (v && !strcmp(o, "--runs")) {
+			a->runs = (unsigned)strtoul(v, NULL, 10), i++;
+			if (a->runs < 1 || a->runs > BENCH_RUNS_MAX) {
 				fprintf(stderr, "evring-bench all: --runs wants 1 to %d\n", BENCH_RUNS_MAX);
 				return 2;
 			}
 		} else {
-			fprintf(stderr, "evring-bench all: unknown option '%s' (try --help)\n", a);
+			fprintf(stderr, "evring-bench all: unknown option '%s' (try --help)\n", o);
 			return 2;
 		}
 	}
-	if (quick && !runs)
-		runs = 5;
-	if (out_dir) {
-		if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-			fprintf(stderr, "evring-bench all: cannot make %s: %s\n", out_dir, strerror(errno));
+	return -1;
+}
+
+/*
+ * Reads the command line: the chart script (the source tree's, else an
+ * installed evring-bench's PREFIX/share/evring/plot.gp; --plot wins), the
+ * options, where the JSON and Markdown go. Returns -1 to go on, or the exit
+ * status.
+ */
+static int all_setup(struct all_opts *a, int argc, char **argv)
+{
+	size_t cl = 0;
+	int rc;
+
+#ifdef EVR_BENCH_PLOT
+	a->script = EVR_BENCH_PLOT;
+#else
+	a->script = "bench/plot.gp";
+#endif
+	if (access(a->script, R_OK) != 0) {
+		char self[4096];
+		snprintf(self, sizeof(self), "%s", bench_self_exe());
+		snprintf(a->script_buf, sizeof(a->script_buf), "%s/../share/evring/plot.gp", dirname(self));
+		a->script = a->script_buf;
+	}
+	if ((rc = all_args(a, argc, argv)) >= 0)
+		return rc;
+	if (a->quick && !a->runs)
+		a->runs = 5;
+	if (a->out_dir) {
+		if (mkdir(a->out_dir, 0777) != 0 && errno != EEXIST) {
+			fprintf(stderr, "evring-bench all: cannot make %s: %s\n", a->out_dir, strerror(errno));
 			return 1;
 		}
-		snprintf(json_buf, sizeof(json_buf), "%s/latest.json", out_dir);
-		snprintf(md_buf, sizeof(md_buf), "%s/latest.md", out_dir);
-		json_path = json_path ? json_path : json_buf;
-		md_path = md_path ? md_path : md_buf;
-	} else if (!json_path && !md_path) {
-		md_path = "-";
+		snprintf(a->json_buf, sizeof(a->json_buf), "%s/latest.json", a->out_dir);
+		snprintf(a->md_buf, sizeof(a->md_buf), "%s/latest.md", a->out_dir);
+		a->json_path = a->json_path ? a->json_path : a->json_buf;
+		a->md_path = a->md_path ? a->md_path : a->md_buf;
+	} else if (!a->json_path && !a->md_path) {
+		a->md_path = "-";
 	}
-	for (int i = 0; i < argc && cl < sizeof(command) - 1; i++)
-		cl += (size_t)snprintf(command + cl, sizeof(command) - cl, "%s%s", i ? " " : "evring-bench ", argv[i]);
-	snprintf(runs_arg, sizeof(runs_arg), "%u", runs);
-	bench_machine_read(&m);
+	for (int i = 0; i < argc && cl < sizeof(a->command) - 1; i++)
+		cl += (size_t)snprintf(a->command + cl, sizeof(a->command) - cl, "%s%s", i ? " " : "evring-bench ",
+				       argv[i]);
+	snprintf(a->runs_arg, sizeof(a->runs_arg), "%u", a->runs);
+	return -1;
+}
+
+/* Whether --only (a comma-separated list) takes a section. */
+static bool all_wanted(const struct all_opts *a, const struct all_section *sec)
+{
+	char pat[64], list[1024];
+
+	if (!a->only)
+		return true;
+	snprintf(list, sizeof(list), ",%s,", a->only);
+	snprintf(pat, sizeof(pat), ",%s,", sec->name);
+	return strstr(list, pat) != NULL;
+}
+
+/* Runs every section wanted, each in its own process, into res. Returns how many failed. */
+static unsigned all_sections_run(struct all_opts *a, struct all_result *res)
+{
+	unsigned failed = 0;
 
 	for (size_t s = 0; s < ALL_NSECTIONS; s++) {
 		const struct all_section *sec = &sections[s];
 		char *sargv[8];
 		int sargc = 0;
 
-		if (only) {
-			char pat[64], list[1024];
-			snprintf(list, sizeof(list), ",%s,", only);
-			snprintf(pat, sizeof(pat), ",%s,", sec->name);
-			if (!strstr(list, pat))
-				continue;
-		}
+		if (!all_wanted(a, sec))
+			continue;
 		sargv[sargc++] = (char *)sec->name;
 		sargv[sargc++] = "--json";
-		if (quick)
+		if (a->quick)
 			sargv[sargc++] = "--quick";
-		if (runs) {
+		if (a->runs) {
 			sargv[sargc++] = "--runs";
-			sargv[sargc++] = runs_arg;
+			sargv[sargc++] = a->runs_arg;
 		}
-		if (no_lttng && sec->lttng)
+		if (a->no_lttng && sec->lttng)
 			sargv[sargc++] = "--no-lttng";
 		sargv[sargc] = NULL;
 		fprintf(stderr, "evring-bench all: %s ...\n", sec->name);
-		all_run(sec, sargv, sargc, quick ? ALL_LIMIT_QUICK_S : ALL_LIMIT_S, &res[s]);
+		all_run(sec, sargv, sargc, a->quick ? ALL_LIMIT_QUICK_S : ALL_LIMIT_S, &res[s]);
 		fprintf(stderr, "evring-bench all: %s: %zu rows in %.1f s%s\n", sec->name, res[s].t.n, res[s].seconds,
 			res[s].status ? " (FAILED)" : "");
 		failed += res[s].status != 0;
 	}
-	seconds = (double)(bench_now_ns() - t0) / 1e9;
+	return failed;
+}
 
-	if (out_dir) {
-		FILE *f;
+/* With --out: latest.dat and the chart drawn from it. Returns why there is no chart, or NULL. */
+static const char *all_chart(const struct all_opts *a, const struct all_result *res, char *why, size_t whylen)
+{
+	char dat[4096], png[4096];
+	FILE *f;
 
-		snprintf(dat, sizeof(dat), "%s/latest.dat", out_dir);
-		snprintf(png, sizeof(png), "%s/latest.png", out_dir);
-		f = fopen(dat, "we");
-		if (f) {
-			dat_write(f, res);
-			fclose(f);
-			if (plot(script, dat, png, res, why, sizeof(why)) != 0) {
-				fprintf(stderr, "evring-bench all: %s\n", why);
-				chart_note = why;
-			}
-		}
-	}
+	if (!a->out_dir)
+		return NULL;
+	snprintf(dat, sizeof(dat), "%s/latest.dat", a->out_dir);
+	snprintf(png, sizeof(png), "%s/latest.png", a->out_dir);
+	f = fopen(dat, "we");
+	if (!f)
+		return NULL;
+	dat_write(f, res);
+	fclose(f);
+	if (plot(a->script, dat, png, res, why, whylen) == 0)
+		return NULL;
+	fprintf(stderr, "evring-bench all: %s\n", why);
+	return why;
+}
 
-	/* One table: every row; every note prefixed by its benchmark. */
+/* One table: every row; every note prefixed by its benchmark; then the suite's own. */
+static void all_merge(struct bench_table *all, const struct all_result *res, const char *command, double seconds,
+		      const char *chart_note)
+{
 	for (size_t s = 0; s < ALL_NSECTIONS; s++) {
 		const struct bench_table *t = &res[s].t;
 
 		if (!res[s].ran)
 			continue;
 		for (size_t i = 0; i < t->n; i++) {
-			struct bench_result *r = bench_table_add(&all, "", "", 0, "", NULL, 0);
+			struct bench_result *r = bench_table_add(all, "", "", 0, "", NULL, 0);
 			if (r)
 				*r = t->rows[i];
 		}
 		for (unsigned i = 0; i < t->nnotes; i++)
-			bench_table_note(&all, "%s: %s", sections[s].name, t->notes[i]);
+			bench_table_note(all, "%s: %s", sections[s].name, t->notes[i]);
 		if (res[s].status)
-			bench_table_note(&all, "%s: FAILED (%s %d)", sections[s].name,
+			bench_table_note(all, "%s: FAILED (%s %d)", sections[s].name,
 					 res[s].status == -1 ? "killed or signalled," : "exit status", res[s].status);
 	}
-	bench_table_note(&all, "suite: `%s`, %.0f s", command, seconds);
+	bench_table_note(all, "suite: `%s`, %.0f s", command, seconds);
 	if (chart_note)
-		bench_table_note(&all, "suite: %s", chart_note);
+		bench_table_note(all, "suite: %s", chart_note);
+}
 
-	if (json_path) {
-		FILE *f = open_out(json_path);
-		if (!f) {
-			fprintf(stderr, "evring-bench all: cannot write %s: %s\n", json_path, strerror(errno));
+/* The JSON and the Markdown, where --out, --json and --md say. Returns how many could not be written. */
+static unsigned all_write(const struct all_opts *a, const struct bench_machine *m, const struct bench_table *all,
+			  const struct all_result *res, double seconds, const char *chart_note)
+{
+	unsigned failed = 0;
+	FILE *f;
+
+	if (a->json_path) {
+		if (!(f = open_out(a->json_path))) {
+			fprintf(stderr, "evring-bench all: cannot write %s: %s\n", a->json_path, strerror(errno));
 			failed++;
 		} else {
-			bench_print_json(f, &m, &all);
+			bench_print_json(f, m, all);
 			close_out(f);
 		}
 	}
-	if (md_path) {
-		FILE *f = open_out(md_path);
-		if (!f) {
-			fprintf(stderr, "evring-bench all: cannot write %s: %s\n", md_path, strerror(errno));
+	if (a->md_path) {
+		if (!(f = open_out(a->md_path))) {
+			fprintf(stderr, "evring-bench all: cannot write %s: %s\n", a->md_path, strerror(errno));
 			failed++;
 		} else {
-			md_write(f, &m, res, command, seconds, quick, runs, chart_note);
+			md_write(f, m, res, a->command, seconds, a->quick, a->runs, chart_note);
 			close_out(f);
 		}
 	}
-	fprintf(stderr, "evring-bench all: %.0f s%s%s%s\n", seconds, out_dir ? ", results in " : "",
-		out_dir ? out_dir : "", failed ? "; some benchmarks FAILED (see above)" : "");
+	return failed;
+}
+
+int bench_all_main(int argc, char **argv)
+{
+	static struct all_result res[ALL_NSECTIONS];
+	static struct all_opts a;
+	struct bench_table all = { 0 };
+	struct bench_machine m;
+	const char *chart_note;
+	char why[512];
+	uint64_t t0 = bench_now_ns();
+	unsigned failed;
+	double seconds;
+	int rc;
+
+	if ((rc = all_setup(&a, argc, argv)) >= 0)
+		return rc;
+	bench_machine_read(&m);
+	failed = all_sections_run(&a, res);
+	seconds = (double)(bench_now_ns() - t0) / 1e9;
+	chart_note = all_chart(&a, res, why, sizeof(why));
+	all_merge(&all, res, a.command, seconds, chart_note);
+	failed += all_write(&a, &m, &all, res, seconds, chart_note);
+	fprintf(stderr, "evring-bench all: %.0f s%s%s%s\n", seconds, a.out_dir ? ", results in " : "",
+		a.out_dir ? a.out_dir : "", failed ? "; some benchmarks FAILED (see above)" : "");
 	for (size_t s = 0; s < ALL_NSECTIONS; s++)
 		bench_table_free(&res[s].t);
 	bench_table_free(&all);

@@ -50,8 +50,8 @@
  * each (they also wrap every lane once).
  *
  * The handler's queue: "sized" rows give the handler a queue that holds a
- * whole run (the internal evr__builtin_handler with queue_len set, then the
- * public evr_consumer_add_handler), so the figure is the rate at which the
+ * whole run (evr_handler_builtin with queue_len set, then
+ * evr_consumer_add_handler), so the figure is the rate at which the
  * handler finishes everything; a record skipped there makes the measurement
  * invalid (exit status 1). The "_q4096" rows use the default queue (4096
  * objects), as `evring attach` does: a handler slower than the drain then
@@ -82,7 +82,6 @@
 #include <evring/evring.h>
 
 #include "bench.h"
-#include "handlers.h" /* evr__builtin_handler: a built-in with its queue sized */
 
 #define CONS_RECORDS 1500000u	 /* per run; see cons_lane_bytes */
 #define CONS_RECORDS_QUICK 20000u
@@ -368,7 +367,7 @@ static int cons_open(struct cons_state *s, int drain_cpu, FILE *devnull)
 	if (cc->spec) {
 		struct evr_handler h;
 
-		rc = evr__builtin_handler(cc->spec, devnull, &h, err, sizeof(err));
+		rc = evr_handler_builtin(cc->spec, devnull, &h, err, sizeof(err));
 		if (rc)
 			goto fail;
 		h.queue_len = CONS_DEFAULT_QUEUE;
@@ -557,36 +556,34 @@ static void cons_notes(struct bench_table *t, const struct cons_state *st, size_
 				 met(j1->st.median >= CONS_TARGET_MRECS), j1->st.median, n1 ? n1->st.median : NAN);
 }
 
-/* ---- main ------------------------------------------------------------- */
+/* ---- the stages ------------------------------------------------------- */
 
-int bench_consumer_main(int argc, char **argv)
+/* The subcommand's state: one producer, consumer and tally per case selected, and the checks. */
+static struct cons_bench {
+	struct cons_state st[CONS_NCASES];
+	size_t n;			  /* cases selected, in table order */
+	const char *cases[CONS_NCASES];	  /* --case */
+	unsigned ncases;
+	uint64_t records, turns;	  /* per run; turns per producer thread */
+	int drain_cpu, prod_cpu;
+	FILE *devnull;			  /* where the handlers print */
+	struct cons_check ck;
+} cons_bench;
+
+static const struct bench_own cons_own[] = { { "--case", NULL, cons_bench.cases, &cons_bench.ncases, CONS_NCASES } };
+
+/* Marks in want[] the cases --case names (none: all). Returns 0, or 2 after naming the cases there are. */
+static int cons_select(const struct cons_bench *cb, bool *want, bool *some)
 {
-	static struct cons_state st[CONS_NCASES];
-	struct bench_table t = { 0 };
-	struct bench_machine m;
-	struct bench_opts o;
-	struct cons_check ck = { 0 };
-	FILE *devnull = NULL;
-	uint64_t records, turns;
-	const char *cases[CONS_NCASES];
-	unsigned ncases = 0;
-	const struct bench_own own[] = { { "--case", NULL, cases, &ncases, CONS_NCASES } };
-	bool want[CONS_NCASES] = { false }, some = false;
-	int rc, drain_cpu, prod_cpu;
-	size_t n = 0;
-
-	rc = bench_args(&o, argc, argv, own, 1, cons_usage);
-	if (rc >= 0)
-		return rc;
-	for (unsigned c = 0; c < ncases; c++) {
+	for (unsigned c = 0; c < cb->ncases; c++) {
 		bool found = false;
 		char name[96];
 
 		for (size_t k = 0; k < CONS_NCASES; k++) {
 			snprintf(name, sizeof(name), "%s/%s/%u", cons_cases[k].bench, cons_cases[k].system,
 				 cons_cases[k].cpus);
-			if (!strcmp(name, cases[c]))
-				found = want[k] = some = true;
+			if (!strcmp(name, cb->cases[c]))
+				found = want[k] = *some = true;
 		}
 		if (!found) {
 			fprintf(stderr, "evring-bench consumer: --case wants one of:");
@@ -597,11 +594,67 @@ int bench_consumer_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	records = o.records ? o.records : o.quick ? CONS_RECORDS_QUICK : CONS_RECORDS;
-	turns = (records + CONS_PTHREADS * CONS_TURN - 1) / (CONS_PTHREADS * CONS_TURN);
-	records = turns * CONS_PTHREADS * CONS_TURN;
-	if (!cons_lane_bytes(P_EVENTS, turns) || !cons_lane_bytes(P_MIX, turns)) {
-		fprintf(stderr, "evring-bench consumer: --records %" PRIu64 " would not fit in a lane\n", records);
+	return 0;
+}
+
+/* Every selected case's producer, while this process has no other thread to fork with. */
+static int cons_start_producers(struct cons_bench *cb, const bool *want, bool some)
+{
+	for (size_t k = 0; k < CONS_NCASES; k++) {
+		struct cons_state *s = &cb->st[cb->n];
+		const struct cons_turn *tu = &cons_turns[cons_cases[k].pat];
+		int rc;
+
+		if (some && !want[k])
+			continue;
+		cb->n++;
+		s->cc = &cons_cases[k];
+		s->events = cb->turns * CONS_PTHREADS * tu->events;
+		s->begins = cb->turns * CONS_PTHREADS * tu->begins;
+		s->ends = cb->turns * CONS_PTHREADS * tu->ends;
+		s->records = s->events + s->begins + s->ends;
+		rc = prod_start(s, cb->turns, cons_lane_bytes(s->cc->pat, cb->turns), cb->prod_cpu);
+		if (rc) {
+			fprintf(stderr, "evring-bench consumer: cannot start a producer: %s\n", strerror(-rc));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void cons_teardown(struct bench_sub *s, void *ctx, int status);
+
+/* The producers, then a consumer attached to each. */
+static int cons_open_all(struct bench_sub *s, struct cons_bench *cb, const bool *want, bool some)
+{
+	if (cons_start_producers(cb, want, some) != 0)
+		goto fail;
+	cb->devnull = fopen("/dev/null", "we"); /* where the stats handler prints its table */
+	if (!cb->devnull) {
+		fprintf(stderr, "evring-bench consumer: /dev/null: %s\n", strerror(errno));
+		goto fail;
+	}
+	for (size_t i = 0; i < cb->n; i++)
+		if (cons_open(&cb->st[i], cb->drain_cpu, cb->devnull) != 0)
+			goto fail;
+	return -1;
+fail:
+	cons_teardown(s, cb, 1);
+	return 1;
+}
+
+static int cons_setup(struct bench_sub *s, void *ctx)
+{
+	struct cons_bench *cb = ctx;
+	bool want[CONS_NCASES] = { false }, some = false;
+
+	if (cons_select(cb, want, &some) != 0)
+		return 2;
+	cb->records = s->o.records ? s->o.records : s->o.quick ? CONS_RECORDS_QUICK : CONS_RECORDS;
+	cb->turns = (cb->records + CONS_PTHREADS * CONS_TURN - 1) / (CONS_PTHREADS * CONS_TURN);
+	cb->records = cb->turns * CONS_PTHREADS * CONS_TURN;
+	if (!cons_lane_bytes(P_EVENTS, cb->turns) || !cons_lane_bytes(P_MIX, cb->turns)) {
+		fprintf(stderr, "evring-bench consumer: --records %" PRIu64 " would not fit in a lane\n", cb->records);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN); /* a producer that died is reported, not a reason to die */
@@ -610,131 +663,134 @@ int bench_consumer_main(int argc, char **argv)
 		CPU_SET(0, &all_cpus);
 	}
 	bench_cpus_init();
-	drain_cpu = bench_cpu_of(0);
-	prod_cpu = bench_cpu_of(1);
-	bench_machine_read(&m);
+	cb->drain_cpu = bench_cpu_of(0);
+	cb->prod_cpu = bench_cpu_of(1);
+	bench_machine_read(&s->m);
+	return cons_open_all(s, cb, want, some);
+}
 
-	/* Every producer first, while this process has no other thread to fork with. */
-	for (size_t k = 0; k < CONS_NCASES; k++) {
-		struct cons_state *s = &st[n];
-		const struct cons_turn *tu = &cons_turns[cons_cases[k].pat];
+/* Case i of a round: two untimed rounds (they also wrap every lane once), then the timed ones. */
+static bool cons_round(void *ctx, unsigned i, unsigned r, bool timed)
+{
+	struct cons_bench *cb = ctx;
+	double v = cons_run(&cb->st[i], r, timed, &cb->ck);
 
-		if (some && !want[k])
-			continue;
-		n++;
-		s->cc = &cons_cases[k];
-		s->events = turns * CONS_PTHREADS * tu->events;
-		s->begins = turns * CONS_PTHREADS * tu->begins;
-		s->ends = turns * CONS_PTHREADS * tu->ends;
-		s->records = s->events + s->begins + s->ends;
-		rc = prod_start(s, turns, cons_lane_bytes(s->cc->pat, turns), prod_cpu);
-		if (rc) {
-			fprintf(stderr, "evring-bench consumer: cannot start a producer: %s\n", strerror(-rc));
-			rc = 1;
-			goto out;
-		}
-	}
-	devnull = fopen("/dev/null", "we"); /* where the stats handler prints its table */
-	if (!devnull) {
-		fprintf(stderr, "evring-bench consumer: /dev/null: %s\n", strerror(errno));
-		rc = 1;
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		rc = cons_open(&st[i], drain_cpu, devnull);
-		if (rc) {
-			rc = 1;
-			goto out;
-		}
-	}
+	if (timed)
+		cb->st[i].mrecs[r] = v;
+	return !cb->ck.stuck;
+}
 
-	for (unsigned w = 0; w < CONS_WARMUP; w++)
-		for (size_t i = 0; i < n && !ck.stuck; i++)
-			cons_run(&st[i], 0, false, &ck);
-	for (unsigned r = 0; r < o.runs && !ck.stuck; r++)
-		for (size_t i = 0; i < n && !ck.stuck; i++)
-			st[i].mrecs[r] = cons_run(&st[i], r, true, &ck);
-	if (ck.stuck) {
-		fprintf(stderr, "evring-bench consumer: a run did not complete (producer gone, or records missing "
-				"for %llu s)\n",
-			(unsigned long long)(CONS_RUN_LIMIT_NS / 1000000000ull));
-		rc = 1;
-		goto out;
-	}
+static int cons_runs(struct bench_sub *s, void *ctx)
+{
+	struct cons_bench *cb = ctx;
 
-	bench_table_column(&t, "ns_rec", 1);
-	bench_table_column(&t, "ratio", 2);
-	bench_table_column(&t, "queue", 0);
-	bench_table_column(&t, "skipped", 0);
-	bench_table_column(&t, "d_cpu", 2);
-	bench_table_column(&t, "h_cpu", 2);
-	bench_table_column(&t, "lag_ms", 2);
-	for (size_t i = 0; i < n; i++) {
-		struct cons_state *s = &st[i];
-		struct bench_result *row = bench_table_add(&t, s->cc->bench, s->cc->system, s->cc->cpus, "Mrec/s",
-							   s->mrecs, o.runs);
-		struct bench_stats ds, hs, ls;
+	if (bench_rounds((unsigned)cb->n, CONS_WARMUP, s->o.runs, cons_round, cb))
+		return -1;
+	fprintf(stderr, "evring-bench consumer: a run did not complete (producer gone, or records missing "
+			"for %llu s)\n",
+		(unsigned long long)(CONS_RUN_LIMIT_NS / 1000000000ull));
+	return 1;
+}
+
+/* A handler's ratio against no handler, same bench, one CPU. */
+static const struct bench_result *cons_base(const struct bench_table *t, const struct bench_result *r)
+{
+	return strcmp(r->system, "none") ? bench_table_find(t, r->bench, "none", 1) : NULL;
+}
+
+static void cons_report(struct bench_sub *s, void *ctx)
+{
+	struct cons_bench *cb = ctx;
+	struct bench_table *t = &s->t;
+
+	bench_table_column(t, "ns_rec", 1);
+	bench_table_column(t, "ratio", 2);
+	bench_table_column(t, "queue", 0);
+	bench_table_column(t, "skipped", 0);
+	bench_table_column(t, "d_cpu", 2);
+	bench_table_column(t, "h_cpu", 2);
+	bench_table_column(t, "lag_ms", 2);
+	for (size_t i = 0; i < cb->n; i++) {
+		struct cons_state *cs = &cb->st[i];
+		struct bench_result *row =
+			bench_table_add(t, cs->cc->bench, cs->cc->system, cs->cc->cpus, "Mrec/s", cs->mrecs, s->o.runs);
 
 		if (!row)
 			continue;
 		bench_result_set(row, "ns_rec", row->st.median > 0 ? 1e3 / row->st.median : 0);
-		bench_stats_of(&ds, s->drain, o.runs);
-		bench_result_set(row, "d_cpu", ds.median);
-		bench_stats_of(&hs, s->helper, o.runs);
-		bench_result_set(row, "h_cpu", hs.median);
-		if (s->queue) {
-			bench_stats_of(&ls, s->lag_ms, o.runs);
-			bench_result_set_int(row, "queue", s->queue);
-			bench_result_set_int(row, "skipped", s->skipped);
-			bench_result_set(row, "lag_ms", ls.median);
+		bench_result_set(row, "d_cpu", bench_median(cs->drain, s->o.runs));
+		bench_result_set(row, "h_cpu", bench_median(cs->helper, s->o.runs));
+		if (cs->queue) {
+			bench_result_set_int(row, "queue", cs->queue);
+			bench_result_set_int(row, "skipped", cs->skipped);
+			bench_result_set(row, "lag_ms", bench_median(cs->lag_ms, s->o.runs));
 		}
 	}
-	for (size_t i = 0; i < t.n; i++) {
-		struct bench_result *r = &t.rows[i];
-		const struct bench_result *base = bench_table_find(&t, r->bench, "none", 1);
+	bench_table_ratio(t, "ratio", cons_base);
+	cons_notes(t, cb->st, cb->n, cb->records, cb->drain_cpu, cb->prod_cpu, &cb->ck);
+	if (s->o.runs < 5)
+		bench_table_note(t, "%u runs; a measurement wants at least 5%s", s->o.runs,
+				 s->o.quick ? " (and --quick runs are too short to measure)" : "");
+}
 
-		if (strcmp(r->system, "none") && base && base->st.median > 0)
-			bench_result_set(r, "ratio", r->st.median / base->st.median);
-	}
-	cons_notes(&t, st, n, records, drain_cpu, prod_cpu, &ck);
-	if (o.runs < 5)
-		bench_table_note(&t, "%u runs; a measurement wants at least 5%s", o.runs,
-				 o.quick ? " (and --quick runs are too short to measure)" : "");
-	if (o.json)
-		bench_print_json(stdout, &m, &t);
-	else
-		bench_print_text(stdout, &m, &t);
-	fflush(stdout);
+/* A miscount, a bad, lost or skipped record, a handler error, or a skip a sized queue should not make: 1. */
+static int cons_check(struct bench_sub *s, void *ctx)
+{
+	const struct cons_check *ck = &((struct cons_bench *)ctx)->ck;
+	int rc = 0;
 
-	rc = 0;
-	if (ck.miscount || ck.bad || ck.lost || ck.ring_skipped) {
+	(void)s;
+	if (ck->miscount || ck->bad || ck->lost || ck->ring_skipped) {
 		fprintf(stderr,
 			"evring-bench consumer: %" PRIu64 " runs miscounted, %" PRIu64 " bad records, %" PRIu64
 			" lost, %" PRIu64 " skipped by the ring reader\n",
-			ck.miscount, ck.bad, ck.lost, ck.ring_skipped);
+			ck->miscount, ck->bad, ck->lost, ck->ring_skipped);
 		rc = 1;
 	}
-	if (ck.herrors || ck.htimeouts) {
-		fprintf(stderr, "evring-bench consumer: handler errors %" PRIu64 ", timeouts %" PRIu64 "\n", ck.herrors,
-			ck.htimeouts);
+	if (ck->herrors || ck->htimeouts) {
+		fprintf(stderr, "evring-bench consumer: handler errors %" PRIu64 ", timeouts %" PRIu64 "\n",
+			ck->herrors, ck->htimeouts);
 		rc = 1;
 	}
-	if (ck.sized_skips) {
+	if (ck->sized_skips) {
 		fprintf(stderr,
 			"evring-bench consumer: %" PRIu64 " records skipped by handlers whose queue holds a whole run: "
 			"those rows are invalid\n",
-			ck.sized_skips);
+			ck->sized_skips);
 		rc = 1;
 	}
-out:
-	for (size_t i = 0; i < n; i++) {
-		evr_consumer_close(st[i].c);
-		st[i].c = NULL;
-		prod_stop(&st[i], rc != 0);
+	return rc;
+}
+
+/* Closes the consumers; the producers are told to quit, or killed when the bench failed. */
+static void cons_teardown(struct bench_sub *s, void *ctx, int status)
+{
+	struct cons_bench *cb = ctx;
+
+	(void)s;
+	for (size_t i = 0; i < cb->n; i++) {
+		evr_consumer_close(cb->st[i].c);
+		cb->st[i].c = NULL;
+		prod_stop(&cb->st[i], status != 0);
 	}
 	pin_self(-1);
-	if (devnull)
-		fclose(devnull);
-	bench_table_free(&t);
-	return rc;
+	if (cb->devnull)
+		fclose(cb->devnull);
+	cb->devnull = NULL;
+}
+
+static const struct bench_stages cons_stages = {
+	.own = cons_own,
+	.nown = sizeof(cons_own) / sizeof(cons_own[0]),
+	.usage = cons_usage,
+	.setup = cons_setup,
+	.run = cons_runs,
+	.report = cons_report,
+	.check = cons_check,
+	.teardown = cons_teardown,
+};
+
+int bench_consumer_main(int argc, char **argv)
+{
+	return bench_sub_main(&cons_stages, &cons_bench, argc, argv);
 }

@@ -101,28 +101,17 @@ static void seg_counts(const struct evr_segment *seg, uint64_t *records, uint64_
 }
 
 /*
- * One run of evring-demo in state s. Returns 0 with *out filled, or -1 with
- * why (the run is then not counted).
+ * Reads evring-demo's start-up line ("evring-demo: pid N, tracing to
+ * /dev/shm/evring.N.evring-demo", or "... tracing off"); traced (s is not
+ * D_OFF), opens its segment into seg and sets *mapped. 0, or -1 with why.
  */
-static int demo_run(const char *path, unsigned s, double seconds, int demo_cpu, int cons_cpu, struct demo_run *out,
-		    char *why, size_t whylen)
+static int demo_segment(struct bench_proc *demo, unsigned s, struct evr_segment *seg, bool *mapped, char *why,
+			size_t whylen)
 {
-	static const char *const handlers[] = { "stats", "jsonl=/dev/null", NULL };
-	char dur[32], line[1024], shm[256] = "";
-	char *argv[] = { (char *)path, "--duration", dur, "--json", "--quiet", NULL };
-	char *env[] = { s == D_OFF ? "EVRING=off" : "EVRING=on", NULL };
-	struct bench_proc demo, peer = { .pid = 0, .out = -1 };
-	struct bench_peer_report rep = { 0 };
-	struct evr_segment seg;
-	bool mapped = false, got = false;
-	int rc = -1, lr;
+	char line[1024], shm[256] = "", err[256];
+	int lr;
 
-	memset(out, 0, sizeof(*out));
-	snprintf(dur, sizeof(dur), "%.3f", seconds);
-	if (bench_proc_start(&demo, argv, env, demo_cpu, true, why, whylen) != 0)
-		return -1;
-	/* "evring-demo: pid N, tracing to /dev/shm/evring.N.evring-demo", or "... tracing off". */
-	while ((lr = bench_proc_line(&demo, line, sizeof(line), DEMO_START_MS)) == 1) {
+	while ((lr = bench_proc_line(demo, line, sizeof(line), DEMO_START_MS)) == 1) {
 		char *p = strstr(line, "tracing to ");
 		if (p) {
 			p += strlen("tracing to ");
@@ -136,55 +125,94 @@ static int demo_run(const char *path, unsigned s, double seconds, int demo_cpu, 
 	}
 	if (lr != 1) {
 		snprintf(why, whylen, "evring-demo said nothing of its tracing (%s)", lr ? "timed out" : "it exited");
-		goto out;
+		return -1;
 	}
-	if (s != D_OFF) {
-		char err[256];
+	if (s == D_OFF)
+		return 0;
+	if (!shm[0]) {
+		snprintf(why, whylen, "evring-demo is not tracing with EVRING=on: %.120s", line);
+		return -1;
+	}
+	if (evr_segment_open(seg, shm, err, sizeof(err)) != 0) {
+		snprintf(why, whylen, "cannot open evring-demo's segment %.60s: %.80s", shm, err);
+		return -1;
+	}
+	*mapped = true;
+	return 0;
+}
 
-		if (!shm[0]) {
-			snprintf(why, whylen, "evring-demo is not tracing with EVRING=on: %.120s", line);
-			goto out;
-		}
-		if (evr_segment_open(&seg, shm, err, sizeof(err)) != 0) {
-			snprintf(why, whylen, "cannot open evring-demo's segment %.60s: %.80s", shm, err);
-			goto out;
-		}
-		mapped = true;
-	}
-	if (s == D_CONSUMER && bench_consumer_peer_start(&peer, demo.pid, handlers, cons_cpu, why, whylen) != 0)
-		goto out;
-	while ((lr = bench_proc_line(&demo, line, sizeof(line), (unsigned)(seconds * 1000) + 30000)) == 1)
+/*
+ * The end of a run: evring-demo's closing JSON line and its exit; the
+ * records its lanes counted (seg, when mapped); with a consumer (peer), the
+ * consumer's report once it has read everything. 0, or -1 with why.
+ */
+static int demo_collect(struct bench_proc *demo, struct bench_proc *peer, const struct evr_segment *seg,
+			bool mapped, double seconds, struct demo_run *out, char *why, size_t whylen)
+{
+	struct bench_peer_report rep = { 0 };
+	char line[1024];
+	bool got = false;
+	double secs;
+
+	while (bench_proc_line(demo, line, sizeof(line), (unsigned)(seconds * 1000) + 30000) == 1)
 		if (line[0] == '{' && json_num(line, "rps") >= 0) {
 			got = true;
 			break;
 		}
 	if (!got) {
 		snprintf(why, whylen, "evring-demo printed no JSON line at its end");
-		goto out;
+		return -1;
 	}
 	out->rps = json_num(line, "rps");
 	out->threads = (unsigned)json_num(line, "threads");
-	if (bench_proc_stop(&demo, 0, 10000) < 0) {
+	secs = json_num(line, "seconds");
+	if (bench_proc_stop(demo, 0, 10000) < 0) {
 		snprintf(why, whylen, "evring-demo did not exit after its run");
-		goto out;
+		return -1;
 	}
 	if (mapped) {
 		uint64_t records, lost;
-		double secs = json_num(line, "seconds");
 
-		seg_counts(&seg, &records, &lost);
+		seg_counts(seg, &records, &lost);
 		out->recs = secs > 0 ? (double)(records + lost) / secs : 0;
 		out->lost_pct = records + lost ? 100.0 * (double)lost / (double)(records + lost) : 0;
 	}
-	if (s == D_CONSUMER) {
+	if (peer->pid) {
 		/* It ends by itself once the demo has exited and it has read everything. */
-		if (bench_consumer_peer_end(&peer, false, 10000, &rep) != 0) {
+		if (bench_consumer_peer_end(peer, false, 10000, &rep) != 0) {
 			snprintf(why, whylen, "the consumer gave no report");
-			goto out;
+			return -1;
 		}
-		out->cons_cpu = json_num(line, "seconds") > 0 ? rep.cpu_s / json_num(line, "seconds") : 0;
+		out->cons_cpu = secs > 0 ? rep.cpu_s / secs : 0;
 	}
-	rc = 0;
+	return 0;
+}
+
+/*
+ * One run of evring-demo in state s. Returns 0 with *out filled, or -1 with
+ * why (the run is then not counted).
+ */
+static int demo_run(const char *path, unsigned s, double seconds, int demo_cpu, int cons_cpu, struct demo_run *out,
+		    char *why, size_t whylen)
+{
+	static const char *const handlers[] = { "stats", "jsonl=/dev/null", NULL };
+	char dur[32];
+	char *argv[] = { (char *)path, "--duration", dur, "--json", "--quiet", NULL };
+	char *env[] = { s == D_OFF ? "EVRING=off" : "EVRING=on", NULL };
+	struct bench_proc demo, peer = { .pid = 0, .out = -1 };
+	struct evr_segment seg;
+	bool mapped = false;
+	int rc = -1;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(dur, sizeof(dur), "%.3f", seconds);
+	if (bench_proc_start(&demo, argv, env, demo_cpu, true, why, whylen) != 0)
+		return -1;
+	if (demo_segment(&demo, s, &seg, &mapped, why, whylen) != 0)
+		goto out;
+	if (s == D_CONSUMER && bench_consumer_peer_start(&peer, demo.pid, handlers, cons_cpu, why, whylen) != 0)
+		goto out;
+	rc = demo_collect(&demo, &peer, &seg, mapped, seconds, out, why, whylen);
 out:
 	if (peer.pid)
 		bench_proc_stop(&peer, SIGTERM, 5000);
@@ -208,142 +236,182 @@ static void demo_usage(FILE *f)
 	bench_opts_usage(f);
 }
 
-int bench_demo_main(int argc, char **argv)
-{
-	static struct demo_run runs[D_COUNT][BENCH_RUNS_MAX];
-	struct bench_table t = { 0 };
-	struct bench_machine m;
-	struct bench_opts o;
-	struct bench_load load;
-	char why[BENCH_NOTE_BYTES - 64] = "", pathbuf[PATH_MAX];
-	const char *opt_demo = NULL, *opt_seconds = NULL, *path;
-	unsigned done[D_COUNT] = { 0 }, failed = 0, threads = 0, ndemo = 0, nseconds = 0;
-	const struct bench_own own[] = { { "--demo", NULL, &opt_demo, &ndemo, 1 },
-					 { "--seconds", NULL, &opt_seconds, &nseconds, 1 } };
-	int rc, demo_cpu, cons_cpu;
-	double seconds, others_s, share;
+/* ---- the stages ------------------------------------------------------- */
 
-	rc = bench_args(&o, argc, argv, own, 2, demo_usage);
-	if (rc >= 0)
-		return rc;
-	seconds = opt_seconds ? atof(opt_seconds) : o.quick ? DEMO_SECONDS_QUICK : DEMO_SECONDS;
-	if (!(seconds > 0 && seconds <= 600)) {
+/* The subcommand's state: which evring-demo, its runs in each state, and the runs that failed. */
+static struct demo_state {
+	const char *opt_demo, *opt_seconds; /* --demo, --seconds */
+	unsigned ndemo, nseconds;
+	const char *path;
+	char pathbuf[PATH_MAX];
+	double seconds;
+	int demo_cpu, cons_cpu;
+	struct demo_run runs[D_COUNT][BENCH_RUNS_MAX];
+	unsigned done[D_COUNT], failed, threads;
+	char why[BENCH_NOTE_BYTES - 64]; /* the last failure */
+	struct bench_load load;
+	double others_s, share;
+} demo_state;
+
+static const struct bench_own demo_own[] = {
+	{ "--demo", NULL, &demo_state.opt_demo, &demo_state.ndemo, 1 },
+	{ "--seconds", NULL, &demo_state.opt_seconds, &demo_state.nseconds, 1 },
+};
+
+static int demo_setup(struct bench_sub *s, void *ctx)
+{
+	struct demo_state *ds = ctx;
+
+	ds->seconds = ds->opt_seconds ? atof(ds->opt_seconds) : s->o.quick ? DEMO_SECONDS_QUICK : DEMO_SECONDS;
+	if (!(ds->seconds > 0 && ds->seconds <= 600)) {
 		fprintf(stderr, "evring-bench demo: --seconds wants 0 to 600\n");
 		return 2;
 	}
 	bench_cpus_init();
-	bench_machine_read(&m);
-	demo_cpu = bench_cpu_of(0);
-	cons_cpu = bench_cpu_of(1);
-	path = demo_path(opt_demo, pathbuf, sizeof(pathbuf));
+	bench_machine_read(&s->m);
+	ds->demo_cpu = bench_cpu_of(0);
+	ds->cons_cpu = bench_cpu_of(1);
+	ds->path = demo_path(ds->opt_demo, ds->pathbuf, sizeof(ds->pathbuf));
+	return -1;
+}
 
-	bench_load_start(&load);
-	if (access(path, X_OK) != 0) {
-		bench_table_note(&t, "evring-demo unavailable (%s: %s): no demo rows", path, strerror(errno));
+/* Runs cycle through the three states; three failed runs end them. */
+static int demo_runs(struct bench_sub *s, void *ctx)
+{
+	struct demo_state *ds = ctx;
+
+	bench_load_start(&ds->load);
+	if (access(ds->path, X_OK) != 0) {
+		bench_table_note(&s->t, "evring-demo unavailable (%s: %s): no demo rows", ds->path, strerror(errno));
 	} else {
-		for (unsigned r = 0; r < o.runs && failed < 3; r++)
-			for (unsigned s = 0; s < D_COUNT && failed < 3; s++) {
-				if (demo_run(path, s, seconds, demo_cpu, cons_cpu, &runs[s][done[s]], why, sizeof(why)) != 0) {
-					failed++;
+		for (unsigned r = 0; r < s->o.runs && ds->failed < 3; r++)
+			for (unsigned st = 0; st < D_COUNT && ds->failed < 3; st++) {
+				struct demo_run *run = &ds->runs[st][ds->done[st]];
+
+				if (demo_run(ds->path, st, ds->seconds, ds->demo_cpu, ds->cons_cpu, run, ds->why,
+					     sizeof(ds->why)) != 0) {
+					ds->failed++;
 					continue;
 				}
-				threads = runs[s][done[s]].threads;
-				done[s]++;
+				ds->threads = run->threads;
+				ds->done[st]++;
 			}
-		if (failed)
-			bench_table_note(&t, "%u runs of evring-demo failed%s; the last: %s", failed,
-					 failed >= 3 ? " (gave up)" : "", why);
+		if (ds->failed)
+			bench_table_note(&s->t, "%u runs of evring-demo failed%s; the last: %s", ds->failed,
+					 ds->failed >= 3 ? " (gave up)" : "", ds->why);
 	}
-	others_s = bench_load_others(&load, &share);
+	ds->others_s = bench_load_others(&ds->load, &ds->share);
+	return -1;
+}
 
-	bench_table_column(&t, "vs_off", 3);
-	bench_table_column(&t, "overhead", 2);
-	bench_table_column(&t, "lost", 2);
-	bench_table_column(&t, "cons_cpu", 2);
-	for (unsigned s = 0; s < D_COUNT; s++) {
-		double v[BENCH_RUNS_MAX];
-		struct bench_result *row;
+/* Rows "demo" (req/s per state) and "demo_records" (rec/s of the traced states). */
+static void demo_rows(struct bench_sub *s, const struct demo_state *ds)
+{
+	double v[BENCH_RUNS_MAX], l[BENCH_RUNS_MAX];
+	struct bench_result *row;
 
-		if (!done[s])
+	for (unsigned st = 0; st < D_COUNT; st++) {
+		if (!ds->done[st])
 			continue;
-		for (unsigned r = 0; r < done[s]; r++)
-			v[r] = runs[s][r].rps;
-		row = bench_table_add(&t, "demo", demo_system[s], threads, "req/s", v, done[s]);
-		if (row && s == D_CONSUMER) {
-			struct bench_stats cs;
-			for (unsigned r = 0; r < done[s]; r++)
-				v[r] = runs[s][r].cons_cpu;
-			bench_stats_of(&cs, v, done[s]);
-			bench_result_set(row, "cons_cpu", cs.median);
+		for (unsigned r = 0; r < ds->done[st]; r++)
+			v[r] = ds->runs[st][r].rps;
+		row = bench_table_add(&s->t, "demo", demo_system[st], ds->threads, "req/s", v, ds->done[st]);
+		if (row && st == D_CONSUMER) {
+			for (unsigned r = 0; r < ds->done[st]; r++)
+				v[r] = ds->runs[st][r].cons_cpu;
+			bench_result_set(row, "cons_cpu", bench_median(v, ds->done[st]));
 		}
 	}
-	for (unsigned s = D_ON; s < D_COUNT; s++) {
-		double v[BENCH_RUNS_MAX], l[BENCH_RUNS_MAX];
-		struct bench_result *row;
-		struct bench_stats ls;
-
-		if (!done[s])
+	for (unsigned st = D_ON; st < D_COUNT; st++) {
+		if (!ds->done[st])
 			continue;
-		for (unsigned r = 0; r < done[s]; r++) {
-			v[r] = runs[s][r].recs;
-			l[r] = runs[s][r].lost_pct;
+		for (unsigned r = 0; r < ds->done[st]; r++) {
+			v[r] = ds->runs[st][r].recs;
+			l[r] = ds->runs[st][r].lost_pct;
 		}
-		row = bench_table_add(&t, "demo_records", demo_system[s], threads, "rec/s", v, done[s]);
-		if (!row)
+		row = bench_table_add(&s->t, "demo_records", demo_system[st], ds->threads, "rec/s", v, ds->done[st]);
+		if (row)
+			bench_result_set(row, "lost", bench_median(l, ds->done[st]));
+	}
+}
+
+/* Each traced state against "off": vs_off, overhead, and the target. */
+static void demo_vs_off(struct bench_table *t, unsigned threads)
+{
+	const struct bench_result *off = bench_table_find(t, "demo", "off", threads);
+	bool ok = true, any = false;
+	char detail[160] = "";
+	size_t dl = 0;
+
+	for (size_t i = 0; i < t->n && off && off->st.median > 0; i++) {
+		struct bench_result *r = &t->rows[i];
+		double vs;
+
+		if (strcmp(r->bench, "demo") || r == off)
 			continue;
-		bench_stats_of(&ls, l, done[s]);
-		bench_result_set(row, "lost", ls.median);
+		vs = r->st.median / off->st.median;
+		bench_result_set(r, "vs_off", vs);
+		bench_result_set(r, "overhead", 100 * (1 - vs));
+		ok &= 100 * (1 - vs) < 1.0;
+		any = true;
+		dl += (size_t)snprintf(detail + dl, sizeof(detail) - dl, "%s%s %.2f%%", dl ? ", " : "", r->system,
+				       100 * (1 - vs));
+		if (dl >= sizeof(detail))
+			dl = sizeof(detail) - 1;
 	}
-	{
-		const struct bench_result *off = bench_table_find(&t, "demo", "off", threads);
-		bool ok = true, any = false;
-		char detail[160] = "";
-		size_t dl = 0;
+	if (any)
+		bench_table_note(t, "target: under 1%% loss of throughput at the demo's default load: %s (%s)",
+				 bench_verdict(ok), detail);
+}
 
-		for (size_t i = 0; i < t.n && off && off->st.median > 0; i++) {
-			struct bench_result *r = &t.rows[i];
-			double vs;
+static void demo_report(struct bench_sub *s, void *ctx)
+{
+	struct demo_state *ds = ctx;
+	struct bench_table *t = &s->t;
 
-			if (strcmp(r->bench, "demo") || r == off)
-				continue;
-			vs = r->st.median / off->st.median;
-			bench_result_set(r, "vs_off", vs);
-			bench_result_set(r, "overhead", 100 * (1 - vs));
-			ok &= 100 * (1 - vs) < 1.0;
-			any = true;
-			dl += (size_t)snprintf(detail + dl, sizeof(detail) - dl, "%s%s %.2f%%", dl ? ", " : "", r->system,
-					       100 * (1 - vs));
-			if (dl >= sizeof(detail))
-				dl = sizeof(detail) - 1;
-		}
-		if (any)
-			bench_table_note(&t, "target: under 1%% loss of throughput at the demo's default load: %s (%s)",
-					 bench_verdict(ok), detail);
-	}
-	if (done[D_OFF])
-		bench_table_note(&t,
+	bench_table_column(t, "vs_off", 3);
+	bench_table_column(t, "overhead", 2);
+	bench_table_column(t, "lost", 2);
+	bench_table_column(t, "cons_cpu", 2);
+	demo_rows(s, ds);
+	demo_vs_off(t, ds->threads);
+	if (ds->done[D_OFF])
+		bench_table_note(t,
 				 "evring-demo at its default load (%u worker threads, no --rate), %.2f s a run, pinned to "
 				 "CPU %d; consumer `evring-bench attach` with stats and jsonl=/dev/null, pinned to CPU %d; "
 				 "%u/%u/%u runs (off/on/consumer), interleaved",
-				 threads, seconds, demo_cpu, cons_cpu, done[D_OFF], done[D_ON], done[D_CONSUMER]);
-	if (done[D_ON])
-		bench_table_note(&t, "demo_records: committed + dropped records per second of the demo's run (lane "
-				     "counters); lost: %% dropped (the \"on\" runs have no consumer: their lanes fill)");
-	if (others_s >= 0)
-		bench_table_note(&t, "other processes (not evring-demo nor its consumer) used %.1f CPU-s (%.0f%% of the "
-				     "CPU time) during the runs%s",
-				 others_s, 100 * share, share > 0.05 ? ": a busy machine, figures are disturbed" : "");
+				 ds->threads, ds->seconds, ds->demo_cpu, ds->cons_cpu, ds->done[D_OFF], ds->done[D_ON],
+				 ds->done[D_CONSUMER]);
+	if (ds->done[D_ON])
+		bench_table_note(t, "demo_records: committed + dropped records per second of the demo's run (lane "
+				    "counters); lost: %% dropped (the \"on\" runs have no consumer: their lanes fill)");
+	bench_table_note_load(t, "other processes (not evring-demo nor its consumer)", ds->others_s, ds->share,
+			      ": a busy machine, figures are disturbed");
+}
 
-	if (o.json)
-		bench_print_json(stdout, &m, &t);
-	else
-		bench_print_text(stdout, &m, &t);
-	fflush(stdout);
-	bench_table_free(&t);
-	/* A run that failed is a broken measurement, not a slow one: say so in the status. */
-	if (failed) {
-		fprintf(stderr, "evring-bench demo: %u runs of evring-demo failed; the last: %s\n", failed, why);
-		return 1;
-	}
-	return 0;
+/* A run that failed is a broken measurement, not a slow one: say so in the status. */
+static int demo_check(struct bench_sub *s, void *ctx)
+{
+	const struct demo_state *ds = ctx;
+
+	(void)s;
+	if (!ds->failed)
+		return 0;
+	fprintf(stderr, "evring-bench demo: %u runs of evring-demo failed; the last: %s\n", ds->failed, ds->why);
+	return 1;
+}
+
+static const struct bench_stages demo_stages = {
+	.own = demo_own,
+	.nown = sizeof(demo_own) / sizeof(demo_own[0]),
+	.usage = demo_usage,
+	.setup = demo_setup,
+	.run = demo_runs,
+	.report = demo_report,
+	.check = demo_check,
+};
+
+int bench_demo_main(int argc, char **argv)
+{
+	return bench_sub_main(&demo_stages, &demo_state, argc, argv);
 }

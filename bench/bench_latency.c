@@ -169,167 +169,235 @@ static void lat_usage(FILE *f)
 	bench_opts_usage(f);
 }
 
-int bench_latency_main(int argc, char **argv)
-{
-	static struct lat_run runs[C_COUNT][BENCH_RUNS_MAX];
-	static const char *const handlers[] = { "stats", NULL };
-	struct evr_config cfg = { .name = LAT_NAME, .capture_content = 0 };
-	struct lat_bench b = { 0 };
-	struct bench_table t = { 0 };
-	struct bench_machine m;
-	struct bench_opts o;
-	struct bench_load load;
-	cpu_set_t old, set;
-	char why[BENCH_NOTE_BYTES - 64];
-	const char *opt_seconds = NULL, *opt_rate = NULL;
-	unsigned done = 0, stop_failed = 0, behind = 0, nseconds = 0, nrate = 0;
-	const struct bench_own own[] = { { "--seconds", NULL, &opt_seconds, &nseconds, 1 },
-					 { "--rate", NULL, &opt_rate, &nrate, 1 } };
-	int rc, prod_cpu, cons_cpu;
-	double seconds, rate, floor_ns, others_s, share, cons_cpu_s = 0;
-	uint64_t cons_records = 0;
+/* ---- the stages ------------------------------------------------------- */
 
-	rc = bench_args(&o, argc, argv, own, 2, lat_usage);
-	if (rc >= 0)
-		return rc;
-	seconds = opt_seconds ? atof(opt_seconds) : o.quick ? LAT_SECONDS_QUICK : LAT_SECONDS;
-	rate = opt_rate ? atof(opt_rate) : LAT_RATE;
-	if (!(seconds > 0 && seconds <= 60) || !(rate >= 1000 && rate <= 1e8)) {
+/* The subcommand's state: the producer's segment, the runs of each case, the consumer's account. */
+static struct lat_state {
+	struct lat_bench b;
+	struct lat_run runs[C_COUNT][BENCH_RUNS_MAX];
+	const char *opt_seconds, *opt_rate; /* --seconds, --rate */
+	unsigned nseconds, nrate;
+	double seconds, rate, floor_ns;
+	int prod_cpu, cons_cpu;
+	cpu_set_t old; /* this thread's CPUs before it was pinned */
+	unsigned done, stop_failed, behind; /* rounds made; those where SIGSTOP or the catch-up failed */
+	struct bench_load load;
+	double others_s, share;
+	double cons_cpu_s;
+	uint64_t cons_records;
+} lat_state;
+
+static const struct bench_own lat_own[] = {
+	{ "--seconds", NULL, &lat_state.opt_seconds, &lat_state.nseconds, 1 },
+	{ "--rate", NULL, &lat_state.opt_rate, &lat_state.nrate, 1 },
+};
+
+/* The segment at evring's default sizes, the samples faulted in, this thread pinned, the clock measured. */
+static int lat_open(struct lat_state *ls)
+{
+	struct evr_config cfg = { .name = LAT_NAME, .capture_content = 0 };
+	struct lat_bench *b = &ls->b;
+	cpu_set_t set;
+
+	unsetenv("EVRING_LANES");
+	unsetenv("EVRING_LANE_BYTES");
+	if (evr_open(&cfg) != 0 || !(b->seg = evr_segment_current())) {
+		fprintf(stderr, "evring-bench latency: cannot open the segment: %s\n", evr_last_error());
+		return 1;
+	}
+	b->kind = b->seg->clock_kind;
+	b->n = (uint64_t)(ls->rate * ls->seconds);
+	b->samples = malloc(b->n * sizeof(*b->samples));
+	if (!b->samples || b->n < 1000) {
+		fprintf(stderr, "evring-bench latency: %s\n", b->samples ? "fewer than 1000 calls a run" : "out of memory");
+		free(b->samples);
+		evr_close();
+		return 2;
+	}
+	memset(b->samples, 0, b->n * sizeof(*b->samples)); /* faulted in before any run */
+	sched_getaffinity(0, sizeof(ls->old), &ls->old);
+	CPU_ZERO(&set);
+	CPU_SET(ls->prod_cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+	b->ns_per_tick = lat_calibrate(b->kind, 50);
+	b->period_ticks = (uint64_t)(1e9 / ls->rate / b->ns_per_tick);
+	ls->floor_ns = lat_floor(b);
+	EVR_EVENT("bench", "event3", EVR_U64("a", 0), EVR_U32("b", 0), EVR_STR("c", "abcdef")); /* site and lane */
+	return -1;
+}
+
+static int lat_setup(struct bench_sub *s, void *ctx)
+{
+	struct lat_state *ls = ctx;
+
+	ls->seconds = ls->opt_seconds ? atof(ls->opt_seconds) : s->o.quick ? LAT_SECONDS_QUICK : LAT_SECONDS;
+	ls->rate = ls->opt_rate ? atof(ls->opt_rate) : LAT_RATE;
+	if (!(ls->seconds > 0 && ls->seconds <= 60) || !(ls->rate >= 1000 && ls->rate <= 1e8)) {
 		fprintf(stderr, "evring-bench latency: --seconds wants 0 to 60, --rate 1000 to 1e8\n");
 		return 2;
 	}
 	bench_cpus_init();
-	bench_machine_read(&m);
-	prod_cpu = bench_cpu_of(0);
-	cons_cpu = bench_cpu_of(1);
+	bench_machine_read(&s->m);
+	ls->prod_cpu = bench_cpu_of(0);
+	ls->cons_cpu = bench_cpu_of(1);
+	return lat_open(ls);
+}
 
-	unsetenv("EVRING_LANES");
-	unsetenv("EVRING_LANE_BYTES");
-	if (evr_open(&cfg) != 0 || !(b.seg = evr_segment_current())) {
-		fprintf(stderr, "evring-bench latency: cannot open the segment: %s\n", evr_last_error());
-		return 1;
+/*
+ * One round: a run with the consumer attached, one with it stopped, one
+ * after it has caught up and ended. Returns false when the consumer did not
+ * start (noted).
+ */
+static bool lat_round(struct bench_sub *s, struct lat_state *ls)
+{
+	static const char *const handlers[] = { "stats", NULL };
+	char why[BENCH_NOTE_BYTES - 64];
+	struct bench_proc peer;
+	struct bench_peer_report rep;
+	int st;
+
+	if (bench_consumer_peer_start(&peer, getpid(), handlers, ls->cons_cpu, why, sizeof(why)) != 0) {
+		bench_table_note(&s->t, "stopped after %u rounds: %s", ls->done, why);
+		return false;
 	}
-	b.kind = b.seg->clock_kind;
-	b.n = (uint64_t)(rate * seconds);
-	b.samples = malloc(b.n * sizeof(*b.samples));
-	if (!b.samples || b.n < 1000) {
-		fprintf(stderr, "evring-bench latency: %s\n", b.samples ? "fewer than 1000 calls a run" : "out of memory");
-		evr_close();
-		return 2;
-	}
-	memset(b.samples, 0, b.n * sizeof(*b.samples)); /* faulted in before any run */
-	sched_getaffinity(0, sizeof(old), &old);
-	CPU_ZERO(&set);
-	CPU_SET(prod_cpu, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-	b.ns_per_tick = lat_calibrate(b.kind, 50);
-	b.period_ticks = (uint64_t)(1e9 / rate / b.ns_per_tick);
-	floor_ns = lat_floor(&b);
-	EVR_EVENT("bench", "event3", EVR_U64("a", 0), EVR_U32("b", 0), EVR_STR("c", "abcdef")); /* site and lane */
+	lat_run(&ls->b, &ls->runs[C_ATTACHED][ls->done]);
+	kill(peer.pid, SIGSTOP);
+	if (waitpid(peer.pid, &st, WUNTRACED) != peer.pid || !WIFSTOPPED(st))
+		ls->stop_failed++;
+	lat_run(&ls->b, &ls->runs[C_STOPPED][ls->done]);
+	kill(peer.pid, SIGCONT);
+	if (!bench_seg_caught_up(ls->b.seg, LAT_CATCHUP_MS))
+		ls->behind++;
+	bench_consumer_peer_end(&peer, true, 5000, &rep);
+	ls->cons_records += rep.records;
+	ls->cons_cpu_s += rep.cpu_s;
+	lat_run(&ls->b, &ls->runs[C_ABSENT][ls->done]);
+	ls->done++;
+	return true;
+}
 
-	bench_load_start(&load);
-	for (unsigned r = 0; r < o.runs; r++) {
-		struct bench_proc peer;
-		struct bench_peer_report rep;
-		int st;
+static int lat_runs(struct bench_sub *s, void *ctx)
+{
+	struct lat_state *ls = ctx;
 
-		if (bench_consumer_peer_start(&peer, getpid(), handlers, cons_cpu, why, sizeof(why)) != 0) {
-			bench_table_note(&t, "stopped after %u rounds: %s", done, why);
-			break;
-		}
-		lat_run(&b, &runs[C_ATTACHED][done]);
-		kill(peer.pid, SIGSTOP);
-		if (waitpid(peer.pid, &st, WUNTRACED) != peer.pid || !WIFSTOPPED(st))
-			stop_failed++;
-		lat_run(&b, &runs[C_STOPPED][done]);
-		kill(peer.pid, SIGCONT);
-		if (!bench_seg_caught_up(b.seg, LAT_CATCHUP_MS))
-			behind++;
-		bench_consumer_peer_end(&peer, true, 5000, &rep);
-		cons_records += rep.records;
-		cons_cpu_s += rep.cpu_s;
-		lat_run(&b, &runs[C_ABSENT][done]);
-		done++;
-	}
-	others_s = bench_load_others(&load, &share);
-	sched_setaffinity(0, sizeof(old), &old);
+	bench_load_start(&ls->load);
+	for (unsigned r = 0; r < s->o.runs && lat_round(s, ls); r++)
+		;
+	ls->others_s = bench_load_others(&ls->load, &ls->share);
+	sched_setaffinity(0, sizeof(ls->old), &ls->old);
+	return -1;
+}
 
-	bench_table_column(&t, "p50", 1);
-	bench_table_column(&t, "p99", 1);
-	bench_table_column(&t, "p999", 1);
-	bench_table_column(&t, "dropped", 1);
-	bench_table_column(&t, "p99_ratio", 2);
-	for (unsigned c = 0; c < C_COUNT && done; c++) {
+/* A row per case: its runs' p50 as the row's figures, the medians of their p99 and p999, the slowest call. */
+static void lat_rows(struct bench_sub *s, struct lat_state *ls)
+{
+	for (unsigned c = 0; c < C_COUNT && ls->done; c++) {
 		double p50[BENCH_RUNS_MAX], p99[BENCH_RUNS_MAX], p999[BENCH_RUNS_MAX], drop[BENCH_RUNS_MAX], max = 0;
-		struct bench_stats s99, s999, sd;
 		struct bench_result *row;
 
-		for (unsigned r = 0; r < done; r++) {
-			p50[r] = runs[c][r].p50;
-			p99[r] = runs[c][r].p99;
-			p999[r] = runs[c][r].p999;
-			drop[r] = runs[c][r].dropped_pct;
-			max = runs[c][r].max > max ? runs[c][r].max : max;
+		for (unsigned r = 0; r < ls->done; r++) {
+			const struct lat_run *run = &ls->runs[c][r];
+
+			p50[r] = run->p50;
+			p99[r] = run->p99;
+			p999[r] = run->p999;
+			drop[r] = run->dropped_pct;
+			max = run->max > max ? run->max : max;
 		}
-		row = bench_table_add(&t, case_name[c], "evring", 1, "ns", p50, done);
+		row = bench_table_add(&s->t, case_name[c], "evring", 1, "ns", p50, ls->done);
 		if (!row)
 			continue;
-		bench_stats_of(&s99, p99, done);
-		bench_stats_of(&s999, p999, done);
-		bench_stats_of(&sd, drop, done);
 		bench_result_set(row, "p50", row->st.median);
-		bench_result_set(row, "p99", s99.median);
-		bench_result_set(row, "p999", s999.median);
+		bench_result_set(row, "p99", bench_median(p99, ls->done));
+		bench_result_set(row, "p999", bench_median(p999, ls->done));
 		bench_result_set_max(row, max);
-		bench_result_set(row, "dropped", sd.median);
+		bench_result_set(row, "dropped", bench_median(drop, ls->done));
 	}
-	if (done) {
-		const struct bench_result *a = bench_table_find(&t, case_name[C_ATTACHED], "evring", 1);
-		const struct bench_extra *a99 = NULL;
-		bool ok = true;
+}
 
-		for (unsigned k = 0; a && k < a->nextra; k++)
-			if (!strcmp(a->extra[k].key, "p99"))
-				a99 = &a->extra[k];
-		for (size_t i = 0; i < t.n && a99 && a99->value > 0; i++) {
-			struct bench_result *r = &t.rows[i];
-			for (unsigned k = 0; k < r->nextra; k++)
-				if (!strcmp(r->extra[k].key, "p99")) {
-					double ratio = r->extra[k].value / a99->value;
-					bench_result_set(r, "p99_ratio", ratio);
-					if (r != a && (ratio > LAT_TOLERANCE || r->st.median > a->st.median * LAT_TOLERANCE))
-						ok = false;
-				}
-		}
-		bench_table_note(&t,
-				 "target: stopped and absent consumer no slower than attached (p50 and p99 within %.0f%%): "
-				 "%s",
-				 (LAT_TOLERANCE - 1) * 100, bench_verdict(ok));
+/* Each row's p99 over the attached row's, and the target: nobody reading must not make a call slower. */
+static void lat_target(struct bench_table *t)
+{
+	const struct bench_result *a = bench_table_find(t, case_name[C_ATTACHED], "evring", 1);
+	const struct bench_extra *a99 = NULL;
+	bool ok = true;
+
+	for (unsigned k = 0; a && k < a->nextra; k++)
+		if (!strcmp(a->extra[k].key, "p99"))
+			a99 = &a->extra[k];
+	for (size_t i = 0; i < t->n && a99 && a99->value > 0; i++) {
+		struct bench_result *r = &t->rows[i];
+		for (unsigned k = 0; k < r->nextra; k++)
+			if (!strcmp(r->extra[k].key, "p99")) {
+				double ratio = r->extra[k].value / a99->value;
+				bench_result_set(r, "p99_ratio", ratio);
+				if (r != a && (ratio > LAT_TOLERANCE || r->st.median > a->st.median * LAT_TOLERANCE))
+					ok = false;
+			}
 	}
-	bench_table_note(&t,
+	bench_table_note(t, "target: stopped and absent consumer no slower than attached (p50 and p99 within %.0f%%): %s",
+			 (LAT_TOLERANCE - 1) * 100, bench_verdict(ok));
+}
+
+static void lat_report(struct bench_sub *s, void *ctx)
+{
+	struct lat_state *ls = ctx;
+	struct bench_table *t = &s->t;
+
+	bench_table_column(t, "p50", 1);
+	bench_table_column(t, "p99", 1);
+	bench_table_column(t, "p999", 1);
+	bench_table_column(t, "dropped", 1);
+	bench_table_column(t, "p99_ratio", 2);
+	lat_rows(s, ls);
+	if (ls->done)
+		lat_target(t);
+	bench_table_note(t,
 			 "1 thread pinned to CPU %d, %.0f calls/s, %.2f s a run, %u rounds; default segment (%u lanes of "
 			 "%" PRIu64 " KiB); consumer: `evring-bench attach` with stats, pinned to CPU %d",
-			 prod_cpu, rate, seconds, done, b.seg->lane_count, b.seg->lane_bytes >> 10, cons_cpu);
-	bench_table_note(&t,
+			 ls->prod_cpu, ls->rate, ls->seconds, ls->done, ls->b.seg->lane_count, ls->b.seg->lane_bytes >> 10,
+			 ls->cons_cpu);
+	bench_table_note(t,
 			 "each call timed alone between two %s reads (floor: %.1f ns, included); median/min: over the "
 			 "runs' p50; p50/p99/p999: medians over runs; max: slowest call of any run; dropped: %% of calls",
-			 bench_clock_name(b.kind), floor_ns);
-	bench_table_note(&t, "the attached consumer read %" PRIu64 " records using %.2f CPU-s in all", cons_records,
-			 cons_cpu_s);
-	if (stop_failed || behind)
-		bench_table_note(&t, "%u rounds where SIGSTOP was not confirmed, %u where the consumer had not caught up "
-				     "within %u ms before it was ended", stop_failed, behind, LAT_CATCHUP_MS);
-	if (others_s >= 0)
-		bench_table_note(&t, "other processes used %.1f CPU-s (%.0f%% of the CPU time) during the runs%s",
-				 others_s, 100 * share, share > 0.05 ? ": a busy machine, figures are disturbed" : "");
-	free(b.samples);
-	evr_close();
+			 bench_clock_name(ls->b.kind), ls->floor_ns);
+	bench_table_note(t, "the attached consumer read %" PRIu64 " records using %.2f CPU-s in all", ls->cons_records,
+			 ls->cons_cpu_s);
+	if (ls->stop_failed || ls->behind)
+		bench_table_note(t, "%u rounds where SIGSTOP was not confirmed, %u where the consumer had not caught up "
+				    "within %u ms before it was ended", ls->stop_failed, ls->behind, LAT_CATCHUP_MS);
+	bench_table_note_load(t, "other processes", ls->others_s, ls->share, ": a busy machine, figures are disturbed");
+}
 
-	if (o.json)
-		bench_print_json(stdout, &m, &t);
-	else
-		bench_print_text(stdout, &m, &t);
-	fflush(stdout);
-	bench_table_free(&t);
-	return done ? 0 : 1;
+/* No round at all (the consumer never started) is a failure. */
+static int lat_check(struct bench_sub *s, void *ctx)
+{
+	(void)s;
+	return ((struct lat_state *)ctx)->done ? 0 : 1;
+}
+
+static void lat_teardown(struct bench_sub *s, void *ctx, int status)
+{
+	struct lat_state *ls = ctx;
+
+	(void)s;
+	(void)status;
+	free(ls->b.samples);
+	evr_close();
+}
+
+static const struct bench_stages lat_stages = {
+	.own = lat_own,
+	.nown = sizeof(lat_own) / sizeof(lat_own[0]),
+	.usage = lat_usage,
+	.setup = lat_setup,
+	.run = lat_runs,
+	.report = lat_report,
+	.check = lat_check,
+	.teardown = lat_teardown,
+};
+
+int bench_latency_main(int argc, char **argv)
+{
+	return bench_sub_main(&lat_stages, &lat_state, argc, argv);
 }

@@ -143,154 +143,205 @@ static void loss_usage(FILE *f)
 	bench_opts_usage(f);
 }
 
-int bench_loss_main(int argc, char **argv)
-{
-	static struct loss_bench b;
-	static double loss[S_COUNT][BENCH_RUNS_MAX], rate[S_COUNT][BENCH_RUNS_MAX];
-	static const char *const sys_name[S_COUNT] = { "evring", "lttng_ust" };
-	uint64_t lost_total[S_COUNT] = { 0 }, calls_total[S_COUNT] = { 0 };
-	unsigned lost_runs[S_COUNT] = { 0 }, done[S_COUNT] = { 0 };
-	struct evr_config cfg = { .name = LOSS_NAME, .capture_content = 0 };
-	struct bench_table t = { 0 };
-	struct bench_machine m;
-	struct bench_opts o;
+/* ---- the stages ------------------------------------------------------- */
+
+static const char *const sys_name[S_COUNT] = { "evring", "lttng_ust" };
+
+/* The subcommand's state: the segment and its consumer, LTTng-UST's session, each system's runs. */
+static struct loss_state {
+	struct loss_bench b;
+	const char *opt_seconds; /* --seconds */
+	unsigned nseconds;
+	bool no_lttng;		 /* --no-lttng */
+	double seconds;
+	bool lttng;		 /* LTTng-UST is measured (from the next run on) */
+	bool behind;		 /* the consumer had not caught up before some evring run */
+	char lt_buffers[64];
 	struct bench_proc peer;
 	struct bench_peer_report rep;
+	double loss[S_COUNT][BENCH_RUNS_MAX], rate[S_COUNT][BENCH_RUNS_MAX]; /* per run: %, Mcalls/s */
+	uint64_t lost_total[S_COUNT], calls_total[S_COUNT];
+	unsigned lost_runs[S_COUNT], done[S_COUNT];
 	struct bench_load load;
-	char why[BENCH_NOTE_BYTES - 64], lt_buffers[64];
-	const char *opt_seconds = NULL;
-	unsigned nseconds = 0;
-	int rc;
-	bool no_lttng = false, lttng = false, behind = false;
-	const struct bench_own own[] = { { "--no-lttng", &no_lttng, NULL, NULL, 0 },
-					 { "--seconds", NULL, &opt_seconds, &nseconds, 1 } };
-	double seconds, others_s, share;
+	double others_s, share;
+} loss_state;
 
-	rc = bench_args(&o, argc, argv, own, 2, loss_usage);
-	if (rc >= 0)
-		return rc;
-	seconds = opt_seconds ? atof(opt_seconds) : o.quick ? LOSS_SECONDS_QUICK : LOSS_SECONDS;
-	if (!(seconds > 0 && seconds <= 60)) {
+static const struct bench_own loss_own[] = {
+	{ "--no-lttng", &loss_state.no_lttng, NULL, NULL, 0 },
+	{ "--seconds", NULL, &loss_state.opt_seconds, &loss_state.nseconds, 1 },
+};
+
+static int loss_setup(struct bench_sub *s, void *ctx)
+{
+	struct loss_state *ls = ctx;
+	struct evr_config cfg = { .name = LOSS_NAME, .capture_content = 0 };
+	char why[BENCH_NOTE_BYTES - 64];
+
+	ls->seconds = ls->opt_seconds ? atof(ls->opt_seconds) : s->o.quick ? LOSS_SECONDS_QUICK : LOSS_SECONDS;
+	if (!(ls->seconds > 0 && ls->seconds <= 60)) {
 		fprintf(stderr, "evring-bench loss: --seconds wants a number of seconds from 0 to 60\n");
 		return 2;
 	}
-	b.run_ns = (uint64_t)(seconds * 1e9);
+	ls->b.run_ns = (uint64_t)(ls->seconds * 1e9);
 	bench_cpus_init();
-	bench_machine_read(&m);
-
+	bench_machine_read(&s->m);
 	/* evring's defaults, whatever the environment says. */
 	unsetenv("EVRING_LANES");
 	unsetenv("EVRING_LANE_BYTES");
-	if (evr_open(&cfg) != 0 || !(b.seg = evr_segment_current())) {
+	if (evr_open(&cfg) != 0 || !(ls->b.seg = evr_segment_current())) {
 		fprintf(stderr, "evring-bench loss: cannot open the segment: %s\n", evr_last_error());
 		return 1;
 	}
-	if (bench_consumer_peer_start(&peer, getpid(), NULL, -1, why, sizeof(why)) != 0) {
+	if (bench_consumer_peer_start(&ls->peer, getpid(), NULL, -1, why, sizeof(why)) != 0) {
 		fprintf(stderr, "evring-bench loss: %s\n", why);
 		evr_close();
 		return 1;
 	}
-	if (no_lttng)
-		bench_table_note(&t, "LTTng-UST not measured: --no-lttng");
-	else if (bench_lttng_setup(&b.lt, &BENCH_LTTNG_DEFAULT, why, sizeof(why)) != 0)
-		bench_table_note(&t, "LTTng-UST not measured: %s", why);
+	if (ls->no_lttng)
+		bench_table_note(&s->t, "LTTng-UST not measured: --no-lttng");
+	else if (bench_lttng_setup(&ls->b.lt, &BENCH_LTTNG_DEFAULT, why, sizeof(why)) != 0)
+		bench_table_note(&s->t, "LTTng-UST not measured: %s", why);
 	else
-		lttng = true;
-	snprintf(lt_buffers, sizeof(lt_buffers), "%s", b.lt.buffers);
+		ls->lttng = true;
+	snprintf(ls->lt_buffers, sizeof(ls->lt_buffers), "%s", ls->b.lt.buffers);
+	return -1;
+}
 
-	bench_load_start(&load);
-	for (unsigned r = 0; r < o.runs; r++) {
+/* Counts a run of system sys: its loss, the rate it was offered, its totals. */
+static void loss_tally(struct loss_state *ls, unsigned sys, double mr, uint64_t lost, uint64_t calls)
+{
+	ls->loss[sys][ls->done[sys]] = calls ? 100.0 * (double)lost / (double)calls : 0;
+	ls->rate[sys][ls->done[sys]++] = mr;
+	ls->lost_total[sys] += lost;
+	ls->calls_total[sys] += calls;
+	ls->lost_runs[sys] += lost > 0;
+}
+
+/*
+ * LTTng-UST's run r: its discarded count is read as the session ends, for a
+ * new one for the next run, or at the teardown after the last.
+ */
+static void loss_lttng_run(struct bench_sub *s, struct loss_state *ls, unsigned r)
+{
+	char why[BENCH_NOTE_BYTES - 64];
+	uint64_t lost, calls;
+	double mr;
+	int rc = 0;
+
+	loss_run(&ls->b, S_LTTNG, &mr, &lost, &calls);
+	if (r + 1 < s->o.runs)
+		rc = bench_lttng_session_restart(&ls->b.lt, &BENCH_LTTNG_DEFAULT, why, sizeof(why));
+	else
+		bench_lttng_teardown(&ls->b.lt);
+	if (!ls->b.lt.discarded_known) {
+		bench_table_note(&s->t, "LTTng-UST: the discarded count of run %u could not be read", r + 1);
+		ls->lttng = false;
+		return;
+	}
+	loss_tally(ls, S_LTTNG, mr, ls->b.lt.discarded, calls);
+	if (rc) {
+		bench_table_note(&s->t, "LTTng-UST stopped after %u runs: %s", ls->done[S_LTTNG], why);
+		ls->lttng = false;
+	}
+}
+
+/* Runs alternate: evring (once its consumer has caught up), then LTTng-UST. */
+static int loss_runs(struct bench_sub *s, void *ctx)
+{
+	struct loss_state *ls = ctx;
+
+	bench_load_start(&ls->load);
+	for (unsigned r = 0; r < s->o.runs; r++) {
 		uint64_t lost, calls;
-		double pct, mr;
+		double mr;
 
-		if (!bench_seg_caught_up(b.seg, LOSS_CATCHUP_MS))
-			behind = true;
-		pct = loss_run(&b, S_EVRING, &mr, &lost, &calls);
-		loss[S_EVRING][done[S_EVRING]] = pct;
-		rate[S_EVRING][done[S_EVRING]++] = mr;
-		lost_total[S_EVRING] += lost;
-		calls_total[S_EVRING] += calls;
-		lost_runs[S_EVRING] += lost > 0;
-		if (!lttng)
-			continue;
-		loss_run(&b, S_LTTNG, &mr, &lost, &calls);
-		/* The discarded count is read as the session ends: a new one for the next run, or the teardown. */
-		rc = 0;
-		if (r + 1 < o.runs)
-			rc = bench_lttng_session_restart(&b.lt, &BENCH_LTTNG_DEFAULT, why, sizeof(why));
-		else
-			bench_lttng_teardown(&b.lt);
-		if (!b.lt.discarded_known) {
-			bench_table_note(&t, "LTTng-UST: the discarded count of run %u could not be read", r + 1);
-			lttng = false;
-			continue;
-		}
-		lost = b.lt.discarded;
-		loss[S_LTTNG][done[S_LTTNG]] = calls ? 100.0 * (double)lost / (double)calls : 0;
-		rate[S_LTTNG][done[S_LTTNG]++] = mr;
-		lost_total[S_LTTNG] += lost;
-		calls_total[S_LTTNG] += calls;
-		lost_runs[S_LTTNG] += lost > 0;
-		if (rc) {
-			bench_table_note(&t, "LTTng-UST stopped after %u runs: %s", done[S_LTTNG], why);
-			lttng = false;
-		}
+		if (!bench_seg_caught_up(ls->b.seg, LOSS_CATCHUP_MS))
+			ls->behind = true;
+		loss_run(&ls->b, S_EVRING, &mr, &lost, &calls);
+		loss_tally(ls, S_EVRING, mr, lost, calls);
+		if (ls->lttng)
+			loss_lttng_run(s, ls, r);
 	}
-	others_s = bench_load_others(&load, &share);
-	bench_consumer_peer_end(&peer, true, 5000, &rep);
+	ls->others_s = bench_load_others(&ls->load, &ls->share);
+	bench_consumer_peer_end(&ls->peer, true, 5000, &ls->rep);
+	return -1;
+}
 
-	bench_table_column(&t, "mrate", 2);
-	bench_table_column(&t, "lost_runs", 0);
-	bench_table_column(&t, "ratio", 2);
-	for (unsigned s = 0; s < S_COUNT; s++) {
-		struct bench_result *row;
-		struct bench_stats rs;
+/* LTTng-UST's ratio against evring. */
+static const struct bench_result *loss_base(const struct bench_table *t, const struct bench_result *r)
+{
+	return strcmp(r->system, "evring") ? bench_table_find(t, "loss", "evring", LOSS_THREADS) : NULL;
+}
 
-		if (!done[s])
-			continue;
-		row = bench_table_add(&t, "loss", sys_name[s], LOSS_THREADS, "%", loss[s], done[s]);
-		if (!row)
-			continue;
-		bench_stats_of(&rs, rate[s], done[s]);
-		bench_result_set(row, "mrate", rs.median);
-		bench_result_set_int(row, "lost_runs", lost_runs[s]);
-	}
-	{
-		const struct bench_result *e = bench_table_find(&t, "loss", "evring", LOSS_THREADS);
-		for (size_t i = 0; i < t.n; i++)
-			if (strcmp(t.rows[i].system, "evring") && e && e->st.median > 0)
-				bench_result_set(&t.rows[i], "ratio", t.rows[i].st.median / e->st.median);
-	}
-	bench_table_note(&t,
+static void loss_notes(struct bench_sub *s, const struct loss_state *ls)
+{
+	const struct evr_segment *seg = ls->b.seg;
+
+	bench_table_note(&s->t,
 			 "2 threads pinned to CPUs %d and %d write as fast as they can for %.2f s a run, %u runs per "
 			 "system, alternating; value: records lost, %% of calls",
-			 bench_cpu_of(0), bench_cpu_of(1), seconds, o.runs);
-	bench_table_note(&t,
+			 bench_cpu_of(0), bench_cpu_of(1), ls->seconds, s->o.runs);
+	bench_table_note(&s->t,
 			 "evring: default segment (%u lanes of %" PRIu64 " KiB), consumer `evring-bench attach` (no "
 			 "handler, not pinned) read %" PRIu64 " records, saw %" PRIu64 " reported lost, used %.2f CPU-s; "
 			 "%" PRIu64 " of %" PRIu64 " calls lost in all",
-			 b.seg->lane_count, b.seg->lane_bytes >> 10, rep.records, rep.lost, rep.cpu_s,
-			 lost_total[S_EVRING], calls_total[S_EVRING]);
-	if (done[S_LTTNG])
-		bench_table_note(&t,
+			 seg->lane_count, seg->lane_bytes >> 10, ls->rep.records, ls->rep.lost, ls->rep.cpu_s,
+			 ls->lost_total[S_EVRING], ls->calls_total[S_EVRING]);
+	if (ls->done[S_LTTNG])
+		bench_table_note(&s->t,
 				 "lttng_ust: per-user buffers %s per CPU (LTTng's default), discard mode, its consumer "
 				 "daemon writing the trace under $TMPDIR; lost = the session's discarded events; "
 				 "%" PRIu64 " of %" PRIu64 " calls lost in all",
-				 lt_buffers[0] ? lt_buffers : "of unknown size", lost_total[S_LTTNG], calls_total[S_LTTNG]);
-	if (behind)
-		bench_table_note(&t, "the consumer had not caught up within %u ms before some evring runs: they "
-				     "started with lanes partly full", LOSS_CATCHUP_MS);
-	if (others_s >= 0)
-		bench_table_note(&t, "other processes used %.1f CPU-s (%.0f%% of the CPU time) during the runs%s",
-				 others_s, 100 * share, share > 0.05 ? ": a busy machine, figures are disturbed" : "");
-	evr_close();
-	bench_lttng_teardown(&b.lt);
+				 ls->lt_buffers[0] ? ls->lt_buffers : "of unknown size", ls->lost_total[S_LTTNG],
+				 ls->calls_total[S_LTTNG]);
+	if (ls->behind)
+		bench_table_note(&s->t, "the consumer had not caught up within %u ms before some evring runs: they "
+					"started with lanes partly full", LOSS_CATCHUP_MS);
+	bench_table_note_load(&s->t, "other processes", ls->others_s, ls->share,
+			      ": a busy machine, figures are disturbed");
+}
 
-	if (o.json)
-		bench_print_json(stdout, &m, &t);
-	else
-		bench_print_text(stdout, &m, &t);
-	fflush(stdout);
-	bench_table_free(&t);
-	return 0;
+static void loss_report(struct bench_sub *s, void *ctx)
+{
+	struct loss_state *ls = ctx;
+
+	bench_table_column(&s->t, "mrate", 2);
+	bench_table_column(&s->t, "lost_runs", 0);
+	bench_table_column(&s->t, "ratio", 2);
+	for (unsigned sys = 0; sys < S_COUNT; sys++) {
+		struct bench_result *row;
+
+		if (!ls->done[sys])
+			continue;
+		row = bench_table_add(&s->t, "loss", sys_name[sys], LOSS_THREADS, "%", ls->loss[sys], ls->done[sys]);
+		if (!row)
+			continue;
+		bench_result_set(row, "mrate", bench_median(ls->rate[sys], ls->done[sys]));
+		bench_result_set_int(row, "lost_runs", ls->lost_runs[sys]);
+	}
+	bench_table_ratio(&s->t, "ratio", loss_base);
+	loss_notes(s, ls);
+}
+
+static void loss_teardown(struct bench_sub *s, void *ctx, int status)
+{
+	(void)s;
+	(void)status;
+	evr_close();
+	bench_lttng_teardown(&((struct loss_state *)ctx)->b.lt);
+}
+
+static const struct bench_stages loss_stages = {
+	.own = loss_own,
+	.nown = sizeof(loss_own) / sizeof(loss_own[0]),
+	.usage = loss_usage,
+	.setup = loss_setup,
+	.run = loss_runs,
+	.report = loss_report,
+	.teardown = loss_teardown,
+};
+
+int bench_loss_main(int argc, char **argv)
+{
+	return bench_sub_main(&loss_stages, &loss_state, argc, argv);
 }

@@ -327,49 +327,55 @@ static void attach_usage(FILE *f)
 		   "\"report records=N lost=N skipped=N cpu=S\".\n");
 }
 
-int bench_attach_main(int argc, char **argv)
-{
+/* attach's command line. */
+struct attach_args {
 	const char *handlers[PEER_HANDLERS_MAX];
-	struct evr_consumer_opts opts = { 0 };
-	struct evr_consumer_stats st;
-	struct evr_handler_stats hs[PEER_HANDLERS_MAX];
-	struct sigaction sa;
-	struct rusage ru;
-	unsigned nh = 0;
-	long pid = 0;
-	int cpu = -1, rc;
-	double seconds = 0;
-	uint64_t deadline, skipped = 0;
-	char err[512] = "";
-	FILE *devnull;
+	unsigned nh;
+	long pid;
+	int cpu;	/* -1: not pinned */
+	double seconds; /* 0: until the process exits */
+};
 
+/* Parses argv into *a. Returns -1 to go on, or the exit status (0 after --help). */
+static int attach_parse(struct attach_args *a, int argc, char **argv)
+{
+	memset(a, 0, sizeof(*a));
+	a->cpu = -1;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--handler") && i + 1 < argc && nh < PEER_HANDLERS_MAX) {
-			handlers[nh++] = argv[++i];
+		if (!strcmp(argv[i], "--handler") && i + 1 < argc && a->nh < PEER_HANDLERS_MAX) {
+			a->handlers[a->nh++] = argv[++i];
 		} else if (!strcmp(argv[i], "--cpu") && i + 1 < argc) {
-			cpu = atoi(argv[++i]);
+			a->cpu = atoi(argv[++i]);
 		} else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
-			seconds = atof(argv[++i]);
+			a->seconds = atof(argv[++i]);
 		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			attach_usage(stdout);
 			return 0;
-		} else if (!pid && argv[i][0] >= '1' && argv[i][0] <= '9') {
-			pid = strtol(argv[i], NULL, 10);
+		} else if (!a->pid && argv[i][0] >= '1' && argv[i][0] <= '9') {
+			a->pid = strtol(argv[i], NULL, 10);
 		} else {
 			fprintf(stderr, "evring-bench attach: unexpected argument '%s' (try --help)\n", argv[i]);
 			return 2;
 		}
 	}
-	if (pid <= 0) {
+	if (a->pid <= 0) {
 		attach_usage(stderr);
 		return 2;
 	}
-	if (cpu >= 0) {
+	return -1;
+}
+
+/* Pins this process when asked, and makes SIGTERM and SIGINT end the run. */
+static void attach_process(const struct attach_args *a)
+{
+	struct sigaction sa;
+
+	if (a->cpu >= 0) {
 		cpu_set_t set;
 		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
+		CPU_SET(a->cpu, &set);
 		if (sched_setaffinity(0, sizeof(set), &set) != 0)
-			fprintf(stderr, "evring-bench attach: cannot pin to CPU %d: %s (continuing unpinned)\n", cpu,
+			fprintf(stderr, "evring-bench attach: cannot pin to CPU %d: %s (continuing unpinned)\n", a->cpu,
 				strerror(errno));
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -377,53 +383,92 @@ int bench_attach_main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+}
 
-	devnull = fopen("/dev/null", "we");
+/*
+ * The consumer with its handlers (printing to devnull), attached to the
+ * process: its segment may not exist yet (a program that opens it at
+ * start-up), so attaching is tried for a while. 0, or 1 after a message
+ * (the consumer then closed).
+ */
+static int attach_open(const struct attach_args *a, FILE *devnull)
+{
+	struct evr_consumer_opts opts = { 0 };
+	char err[512] = "";
+	uint64_t deadline;
+	int rc;
+
 	opts.quiet = false;
 	attach_consumer = evr_consumer_new(&opts, err, sizeof(err));
 	if (!attach_consumer || !devnull) {
 		fprintf(stderr, "evring-bench attach: %s\n", err[0] ? err : "cannot open /dev/null");
 		return 1;
 	}
-	for (unsigned i = 0; i < nh; i++) {
-		rc = evr_consumer_add_builtin(attach_consumer, handlers[i], devnull, err, sizeof(err));
+	for (unsigned i = 0; i < a->nh; i++) {
+		rc = evr_consumer_add_builtin(attach_consumer, a->handlers[i], devnull, err, sizeof(err));
 		if (rc < 0) {
-			fprintf(stderr, "evring-bench attach: handler %s: %s\n", handlers[i], err[0] ? err : strerror(-rc));
+			fprintf(stderr, "evring-bench attach: handler %s: %s\n", a->handlers[i], err[0] ? err : strerror(-rc));
 			evr_consumer_close(attach_consumer);
 			return 1;
 		}
 	}
-	/* The segment may not exist yet (a program that opens it at start-up): try for a while. */
 	deadline = bench_now_ns() + (uint64_t)PEER_ATTACH_WAIT_MS * 1000000u;
 	for (;;) {
-		rc = evr_consumer_attach_pid(attach_consumer, (uint32_t)pid, 0, err, sizeof(err));
+		rc = evr_consumer_attach_pid(attach_consumer, (uint32_t)a->pid, 0, err, sizeof(err));
 		if (rc >= 0 || (rc != -ENOENT && rc != -EAGAIN) || bench_now_ns() >= deadline || attach_stop)
 			break;
 		nap_ms(10);
 	}
 	if (rc < 0) {
-		fprintf(stderr, "evring-bench attach: pid %ld: %s\n", pid, err[0] ? err : strerror(-rc));
+		fprintf(stderr, "evring-bench attach: pid %ld: %s\n", a->pid, err[0] ? err : strerror(-rc));
 		evr_consumer_close(attach_consumer);
 		return 1;
 	}
-	printf("attached\n");
-	fflush(stdout);
+	return 0;
+}
 
-	rc = evr_consumer_run(attach_consumer, seconds > 0 ? (uint64_t)(seconds * 1e9) : 0, &attach_stop);
-	if (rc < 0)
-		fprintf(stderr, "evring-bench attach: %s\n", strerror(-rc));
+/* After the run: the counters, then the consumer closed, then the report line (bench_consumer_peer_end reads it). */
+static void attach_report(void)
+{
+	struct evr_consumer_stats st;
+	struct evr_handler_stats hs[PEER_HANDLERS_MAX];
+	struct rusage ru;
+	uint64_t skipped = 0;
+	int n;
+
 	evr_consumer_stats(attach_consumer, &st);
-	rc = evr_consumer_handler_stats(attach_consumer, hs, PEER_HANDLERS_MAX);
-	for (int i = 0; i < rc; i++)
+	n = evr_consumer_handler_stats(attach_consumer, hs, PEER_HANDLERS_MAX);
+	for (int i = 0; i < n; i++)
 		skipped += hs[i].skipped;
 	evr_consumer_close(attach_consumer);
 	attach_consumer = NULL;
-	fclose(devnull);
 	getrusage(RUSAGE_SELF, &ru);
 	printf("report records=%" PRIu64 " lost=%" PRIu64 " skipped=%" PRIu64 " cpu=%.3f\n", st.records, st.lost,
 	       skipped,
 	       (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
 		       (double)ru.ru_stime.tv_usec / 1e6);
 	fflush(stdout);
+}
+
+int bench_attach_main(int argc, char **argv)
+{
+	struct attach_args a;
+	FILE *devnull;
+	int rc;
+
+	if ((rc = attach_parse(&a, argc, argv)) >= 0)
+		return rc;
+	attach_process(&a);
+	devnull = fopen("/dev/null", "we");
+	if (attach_open(&a, devnull) != 0)
+		return 1;
+	printf("attached\n");
+	fflush(stdout);
+
+	rc = evr_consumer_run(attach_consumer, a.seconds > 0 ? (uint64_t)(a.seconds * 1e9) : 0, &attach_stop);
+	if (rc < 0)
+		fprintf(stderr, "evring-bench attach: %s\n", strerror(-rc));
+	attach_report();
+	fclose(devnull);
 	return 0;
 }

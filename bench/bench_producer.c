@@ -8,7 +8,8 @@
  *   event3     EVR_EVENT(EVR_U64("a", i), EVR_U32("b", i), EVR_STR("c", "abcdef"))
  *   span       EVR_SPAN_BEGIN + EVR_SPAN_END, the pair
  *
- * and, in the same invocation, the same three-field event through its peers:
+ * and, in the same invocation, the same three-field event through its peers
+ * (bench_producer_peers.c):
  *
  *   noop       a call to an empty function (not inlined) with the same three
  *              arguments: the floor under any call that records something
@@ -56,10 +57,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,15 +66,13 @@
 #include <evring/evring.h>
 
 #include "bench.h"
-#include "bench_lttng.h"
+#include "bench_producer.h"
 
 #define PROD_CALLS 400000u	   /* per thread per run; see prod_calls_max */
 #define PROD_CALLS_QUICK 20000u
 #define PROD_DISABLED_MULT 16u	   /* the disabled site is cheap: more calls for a measurable run */
-#define PROD_THREADS_MAX 2u
 #define PROD_LANES (PROD_THREADS_MAX + 1) /* an exclusive lane per thread, and the shared lane */
 #define PROD_LANE_BYTES EVR_LANE_BYTES_MAX
-#define PROD_MRING_BYTES (64u << 20)
 #define PROD_NAME "evring-bench"
 
 /*
@@ -95,32 +92,6 @@
 #define TARGET_SCALING 1.15
 #define TARGET_DISABLED_NS 1.0
 #define TARGET_SPAN_CLOCKS 3.0
-
-enum prod_kind { K_CLOCK, K_DISABLED, K_EVENT0, K_EVENT3, K_SPAN, K_NOOP, K_MUTEX, K_FPRINTF, K_LTTNG4M, K_LTTNG };
-
-/* The in-process ring behind a mutex: the baseline a lock-free ring has to beat. */
-struct mring {
-	pthread_mutex_t lock;
-	uint8_t *buf;
-	uint64_t mask;	  /* bytes - 1 */
-	uint64_t tail;	  /* next position, absolute; under the lock */
-	uint64_t head;	  /* the consumer's position; moved between runs */
-	uint64_t records; /* committed; under the lock */
-	uint64_t lost;	  /* dropped for want of room; under the lock */
-	uint32_t clock_kind;
-};
-
-struct prod_bench {
-	struct evr_segment *seg;
-	struct evr_reader reader;
-	uint8_t *buf;	      /* the reader's copy of a body */
-	uint64_t calls;	      /* per thread in the run being made */
-	struct mring mr;
-	FILE *file;	      /* the fprintf peer's */
-	struct bench_lttng lt;
-	enum prod_kind lt_kind; /* the LTTng-UST case the running session serves */
-	volatile uint64_t sink[PROD_THREADS_MAX];
-};
 
 /* ---- evring workers --------------------------------------------------- */
 
@@ -178,190 +149,6 @@ static double clock_thread(struct bench_thread *t)
 		sum += evr_clock_read(kind);
 	t1 = bench_now_ns();
 	b->sink[t->index] = sum;
-	return (double)(t1 - t0) / (double)n;
-}
-
-/* ---- the no-op -------------------------------------------------------- */
-
-/* An empty call with event3's arguments; the asm keeps them (and the call) from being optimised away. */
-__attribute__((noinline)) static void noop_event3(uint64_t a, uint32_t b, const char *c)
-{
-	__asm__ volatile("" : : "r"(a), "r"(b), "r"(c) : "memory");
-}
-
-static double noop_thread(struct bench_thread *t)
-{
-	struct prod_bench *b = t->arg;
-	uint64_t n = b->calls, t0, t1;
-
-	bench_thread_ready(t);
-	t0 = bench_now_ns();
-	for (uint64_t i = 0; i < n; i++)
-		noop_event3(i, (uint32_t)i, "abcdef");
-	t1 = bench_now_ns();
-	return (double)(t1 - t0) / (double)n;
-}
-
-/* ---- the mutex ring --------------------------------------------------- */
-
-/* msgpack-c's packer writing into the ring; defined here so the encoder inlines as evring's does. */
-struct mring_enc {
-	uint8_t *p;
-};
-
-static inline int mring_enc_write(void *data, const char *buf, size_t len)
-{
-	struct mring_enc *e = data;
-
-	memcpy(e->p, buf, len);
-	e->p += len;
-	return 0;
-}
-
-/*
- * One event3 record: the timestamp (read before the lock, as cheap for the
- * baseline as it can be), then under the lock a reservation bounded like
- * evring's, the same msgpack body, and a release store of a length word.
- * Returns false when the ring was full (counted).
- */
-static inline bool mring_event3(struct mring *r, uint64_t a, uint32_t b, const char *c)
-{
-	const uint64_t bound = evr_rec_bytes(3 + 9 * 3 + 9 + 5 + EVR_STR_LIMIT + 6);
-	uint64_t ts = evr_clock_read(r->clock_kind), pos, off, pad, len;
-	struct mring_enc e;
-	msgpack_packer pk;
-
-	pthread_mutex_lock(&r->lock);
-	pos = r->tail;
-	off = pos & r->mask;
-	pad = off + bound > r->mask + 1 ? r->mask + 1 - off : 0; /* no record wraps: pad to the end */
-	if (pos + pad + bound - r->head > r->mask + 1) {
-		r->lost++;
-		pthread_mutex_unlock(&r->lock);
-		return false;
-	}
-	if (pad) {
-		evr_st_rel_64((uint64_t *)(void *)(r->buf + off), pad << 8 | EVR_REC_PAD);
-		pos += pad;
-		off = 0;
-	}
-	e.p = r->buf + off + EVR_WORD_BYTES;
-	msgpack_packer_init(&pk, &e, mring_enc_write);
-	msgpack_pack_array(&pk, 6);
-	msgpack_pack_uint64(&pk, ts);
-	msgpack_pack_uint64(&pk, 1); /* the site id */
-	msgpack_pack_uint64(&pk, 0); /* the span id */
-	msgpack_pack_uint64(&pk, a);
-	msgpack_pack_uint32(&pk, b);
-	msgpack_pack_str_with_body(&pk, c, strnlen(c, EVR_STR_LIMIT));
-	len = (uint64_t)(e.p - (r->buf + off));
-	evr_st_rel_64((uint64_t *)(void *)(r->buf + off), len << 8 | EVR_REC_EVENT);
-	r->tail = pos + ((len + 7) & ~(uint64_t)7);
-	r->records++;
-	pthread_mutex_unlock(&r->lock);
-	return true;
-}
-
-static double mutex_thread(struct bench_thread *t)
-{
-	struct prod_bench *b = t->arg;
-	uint64_t n = b->calls, t0, t1;
-
-	bench_thread_ready(t);
-	t0 = bench_now_ns();
-	for (uint64_t i = 0; i < n; i++)
-		mring_event3(&b->mr, i, (uint32_t)i, "abcdef");
-	t1 = bench_now_ns();
-	return (double)(t1 - t0) / (double)n;
-}
-
-static int mring_init(struct mring *r, uint32_t clock_kind)
-{
-	memset(r, 0, sizeof(*r));
-	r->buf = malloc(PROD_MRING_BYTES);
-	if (!r->buf)
-		return -ENOMEM;
-	memset(r->buf, 0, PROD_MRING_BYTES); /* faults every page in */
-	r->mask = PROD_MRING_BYTES - 1;
-	r->clock_kind = clock_kind;
-	pthread_mutex_init(&r->lock, NULL);
-	return 0;
-}
-
-/* The consumer's part, between runs: takes everything. Returns the records taken; *lost the drops. */
-static uint64_t mring_drain(struct mring *r, uint64_t *lost)
-{
-	uint64_t n;
-
-	pthread_mutex_lock(&r->lock);
-	r->head = r->tail;
-	n = r->records;
-	*lost = r->lost;
-	r->records = 0;
-	r->lost = 0;
-	pthread_mutex_unlock(&r->lock);
-	return n;
-}
-
-/* ---- fprintf ---------------------------------------------------------- */
-
-static double fprintf_thread(struct bench_thread *t)
-{
-	struct prod_bench *b = t->arg;
-	uint32_t kind = b->seg->clock_kind;
-	uint64_t n = b->calls, t0, t1;
-	FILE *f = b->file;
-
-	bench_thread_ready(t);
-	t0 = bench_now_ns();
-	for (uint64_t i = 0; i < n; i++)
-		fprintf(f, "%" PRIu64 " bench.event3 a=%" PRIu64 " b=%" PRIu32 " c=%s\n", evr_clock_read(kind), i,
-			(uint32_t)i, "abcdef");
-	t1 = bench_now_ns();
-	return (double)(t1 - t0) / (double)n;
-}
-
-/* A file under $TMPDIR (or /tmp), unlinked at once: it holds nothing after the bench. */
-static FILE *file_open(void)
-{
-	const char *dir = getenv("TMPDIR");
-	char path[512];
-	FILE *f;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/evring-bench-fprintf.XXXXXX", dir && *dir ? dir : "/tmp");
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	unlink(path);
-	f = fdopen(fd, "w");
-	if (!f)
-		close(fd);
-	return f;
-}
-
-/* Between runs: the lines written go (the file would grow with each run); 0 or -EIO. */
-static int file_reset(FILE *f)
-{
-	int bad = fflush(f) != 0 || ferror(f);
-
-	if (ftruncate(fileno(f), 0) != 0)
-		bad = 1;
-	rewind(f);
-	return bad ? -EIO : 0;
-}
-
-/* ---- LTTng-UST -------------------------------------------------------- */
-
-static double lttng_thread(struct bench_thread *t)
-{
-	struct prod_bench *b = t->arg;
-	uint64_t n = b->calls, t0, t1;
-
-	bench_thread_ready(t);
-	t0 = bench_now_ns();
-	b->lt.loop(n);
-	t1 = bench_now_ns();
 	return (double)(t1 - t0) / (double)n;
 }
 
@@ -464,11 +251,11 @@ static const struct prod_case {
 	{ "event0", "evring", K_EVENT0, event0_thread, 1 },
 	{ "event3", "evring", K_EVENT3, event3_thread, 1 },
 	{ "span", "evring", K_SPAN, span_thread, 2 },
-	{ "event3", "noop", K_NOOP, noop_thread, 0 },
-	{ "event3", "mutex_ring", K_MUTEX, mutex_thread, 0 },
-	{ "event3", "fprintf", K_FPRINTF, fprintf_thread, 0 },
-	{ "event3", "lttng_ust_4m8", K_LTTNG4M, lttng_thread, 0 },
-	{ "event3", "lttng_ust", K_LTTNG, lttng_thread, 0 },
+	{ "event3", "noop", K_NOOP, prod_noop_thread, 0 },
+	{ "event3", "mutex_ring", K_MUTEX, prod_mutex_thread, 0 },
+	{ "event3", "fprintf", K_FPRINTF, prod_fprintf_thread, 0 },
+	{ "event3", "lttng_ust_4m8", K_LTTNG4M, prod_lttng_thread, 0 },
+	{ "event3", "lttng_ust", K_LTTNG, prod_lttng_thread, 0 },
 };
 #define PROD_NCASES (sizeof(prod_cases) / sizeof(prod_cases[0]))
 
@@ -516,10 +303,10 @@ static double prod_run(struct prod_bench *b, const struct prod_case *c, unsigned
 	want = case_evring(c->kind) ? nthreads * (1 + calls * c->records) : 0;
 	if (c->kind == K_MUTEX) {
 		uint64_t mlost;
-		got = mring_drain(&b->mr, &mlost);
+		got = prod_mring_drain(&b->mr, &mlost);
 		want = nthreads * calls;
 		lost += mlost;
-	} else if (c->kind == K_FPRINTF && file_reset(b->file) != 0) {
+	} else if (c->kind == K_FPRINTF && prod_file_reset(b->file) != 0) {
 		tot->file_error = true;
 	}
 	*dropped += lost;
@@ -569,55 +356,233 @@ static const char *met(bool ok)
 	return bench_verdict(ok);
 }
 
-static void prod_print_notes(const struct prod_bench *b, const struct bench_opts *o, const struct bench_table *t,
-			     const double *clock_ns, uint64_t dropped)
-{
-	const struct bench_result *e1 = bench_table_find(t, "event3", "evring", 1);
-	const struct bench_result *e2 = bench_table_find(t, "event3", "evring", 2);
-	const struct bench_result *d1 = bench_table_find(t, "disabled", "evring", 1);
-	const struct bench_result *s1 = bench_table_find(t, "span", "evring", 1);
-	const struct bench_result *l1 = bench_table_find(t, "event3", "lttng_ust", 1);
+/* ---- the stages ------------------------------------------------------- */
 
-	printf("\n%" PRIu64 " calls per thread per run (disabled: %" PRIu64 "); %u timed runs per case after one "
-	       "warm-up round;\n2-thread rows give the mean of the threads' ns/call; ratio = median / evring event3 "
-	       "median, same threads;\nscaling = 2-thread median / 1-thread median.\n",
-	       b->calls, b->calls * PROD_DISABLED_MULT, o->runs);
-	printf("threads pinned: thread 0 on CPU %d, thread 1 on CPU %d.\n", bench_cpu_of(0), bench_cpu_of(1));
-	printf("mutex_ring: one ring for all threads, same msgpack body, timestamp read before the lock.\n"
-	       "fprintf: one FILE* for all threads (stdio locks it per call), default buffering, a file "
-	       "under $TMPDIR.\n");
-	if (o->runs < 5)
-		printf("note: %u runs; a measurement wants at least 5.\n", o->runs);
-	if (o->quick)
-		printf("note: --quick is a smoke test: its runs are too short to measure, and 2 threads barely "
-		       "overlap in them.\n");
-	printf("dropped in timed runs: %" PRIu64 "%s\n", dropped, dropped ? " (INVALID: the drop path was measured)" : "");
-	if (!e1 || dropped)
-		return;
-	printf("target: event3 <= %.1fx one clock read with 1 thread: %s (%.2f ns, %.2fx)\n", TARGET_EVENT3_CLOCKS,
-	       met(e1->st.median <= TARGET_EVENT3_CLOCKS * clock_ns[0]), e1->st.median, e1->st.median / clock_ns[0]);
-	if (e2 && e1->st.median > 0)
-		printf("target: event3 per-thread cost with 2 threads within %.2fx of 1 thread: %s (%.2fx)\n",
-		       TARGET_SCALING, met(e2->st.median <= TARGET_SCALING * e1->st.median), e2->st.median / e1->st.median);
-	printf("        the same scaling elsewhere:");
-	for (size_t i = 0; i < t->n; i++) {
-		const struct bench_result *r = &t->rows[i], *r1;
-		if (r->threads != 2 || !strcmp(r->bench, "event3"))
-			continue;
-		r1 = bench_table_find(t, r->bench, r->system, 1);
-		if (r1 && r1->st.median > 0)
-			printf(" %s %.2fx", r->bench, r->st.median / r1->st.median);
+/* The subcommand's state: what it measures with, the samples, and what the runs counted. */
+static struct prod_state {
+	struct prod_bench b;
+	bool no_lttng;	/* --no-lttng */
+	uint64_t calls; /* per thread per run, the disabled site's multiple aside */
+	double samples[PROD_NCASES][PROD_NTHREADS][BENCH_RUNS_MAX];
+	struct prod_totals tot;
+	uint64_t dropped; /* in timed runs, every evring and mutex_ring case */
+	/* LTTng-UST's two sessions: [0] 8 x 4 MiB, [1] default buffers */
+	bool lt_ran[2], lt_known[2];
+	uint64_t lt_discarded[2];
+	char lt_buffers[2][64];
+	double clock_ns[PROD_NTHREADS]; /* one segment clock read, median */
+	double instr[BENCH_COUNT_CASES];
+	bool counted;
+	char count_why[200];
+	struct bench_load load;
+	double others_s, others_share;
+} prod_state;
+
+static const struct bench_own prod_own[] = { { "--no-lttng", &prod_state.no_lttng, NULL, NULL, 0 } };
+
+/* LTTng-UST with 8 x 4 MiB, the first session; one note, in either view, when it is not measured. */
+static void prod_lttng_start(struct bench_sub *s, struct prod_state *ps)
+{
+	char why[BENCH_NOTE_BYTES - 64];
+
+	if (ps->no_lttng) {
+		memset(&ps->b.lt, 0, sizeof(ps->b.lt));
+		bench_table_note(&s->t, "LTTng-UST not measured: --no-lttng");
+	} else if (bench_lttng_setup(&ps->b.lt, &BENCH_LTTNG_4M8, why, sizeof(why)) != 0) {
+		bench_table_note(&s->t, "LTTng-UST not measured: %s", why);
+	} else {
+		ps->b.lt_kind = K_LTTNG4M;
+		ps->lt_ran[0] = true;
+		snprintf(ps->lt_buffers[0], sizeof(ps->lt_buffers[0]), "%s", ps->b.lt.buffers);
 	}
-	printf("; the %s read alone %.2fx\n", bench_clock_name(b->seg->clock_kind),
-	       clock_ns[0] > 0 ? clock_ns[1] / clock_ns[0] : NAN);
-	if (d1)
-		printf("target: disabled site <= %.0f ns: %s (%.2f ns)\n", TARGET_DISABLED_NS,
-		       met(d1->st.median <= TARGET_DISABLED_NS), d1->st.median);
-	if (s1)
-		printf("target: span pair <= %.1fx one clock read: %s (%.2f ns, %.2fx)\n", TARGET_SPAN_CLOCKS,
-		       met(s1->st.median <= TARGET_SPAN_CLOCKS * clock_ns[0]), s1->st.median, s1->st.median / clock_ns[0]);
-	if (l1 && e1->st.median > 0)
-		printf("LTTng-UST event3, 1 thread: %.2f ns, %.1fx evring's\n", l1->st.median, l1->st.median / e1->st.median);
+}
+
+static int prod_setup(struct bench_sub *s, void *ctx)
+{
+	struct prod_state *ps = ctx;
+	struct prod_bench *b = &ps->b;
+
+	ps->calls = s->o.records ? s->o.records : s->o.quick ? PROD_CALLS_QUICK : PROD_CALLS;
+	if (ps->calls > prod_calls_max()) {
+		fprintf(stderr,
+			"evring-bench producer: --records %" PRIu64 " would fill a lane or the mutex ring (at most "
+			"%" PRIu64 " calls per thread)\n",
+			ps->calls, prod_calls_max());
+		return 2;
+	}
+	/* Before anything else runs: the count is a child of its own, under callgrind. */
+	ps->counted = bench_count_measure(ps->instr, ps->count_why, sizeof(ps->count_why)) == 0;
+	bench_cpus_init();
+	bench_machine_read(&s->m);
+	if (prod_open(b))
+		return 1;
+	snprintf(s->m.segment_clock, sizeof(s->m.segment_clock), "%s", bench_clock_name(b->seg->clock_kind));
+	if (prod_mring_init(&b->mr, b->seg->clock_kind) != 0 || !(b->file = prod_file_open())) {
+		fprintf(stderr, "evring-bench producer: cannot set up the mutex ring or the fprintf file: %s\n",
+			strerror(errno ? errno : ENOMEM));
+		prod_close(b);
+		return 1;
+	}
+	prod_lttng_start(s, ps);
+	return -1;
+}
+
+/* Case i of a round: thread count i / PROD_NCASES, case i % PROD_NCASES; an LTTng-UST case only in its session. */
+static bool prod_round(void *ctx, unsigned i, unsigned r, bool timed)
+{
+	struct prod_state *ps = ctx;
+	unsigned ti = i / PROD_NCASES, c = i % PROD_NCASES;
+	const struct prod_case *pc = &prod_cases[c];
+	uint64_t warm_dropped = 0;
+	double v;
+
+	if (!case_on(&ps->b, pc))
+		return true;
+	v = prod_run(&ps->b, pc, prod_threads[ti], case_calls(pc->kind, ps->calls),
+		     timed ? &ps->tot.dropped[c][ti] : &warm_dropped, &ps->tot);
+	if (timed)
+		ps->samples[c][ti][r] = v;
+	return true;
+}
+
+/* LTTng-UST with its default buffers: thread count i, in the session restarted for it. */
+static bool prod_lttng_round(void *ctx, unsigned ti, unsigned r, bool timed)
+{
+	struct prod_state *ps = ctx;
+	uint64_t warm_dropped = 0;
+	double v = prod_run(&ps->b, &prod_cases[K_LTTNG], prod_threads[ti], ps->calls,
+			    timed ? &ps->tot.dropped[K_LTTNG][ti] : &warm_dropped, &ps->tot);
+
+	if (timed)
+		ps->samples[K_LTTNG][ti][r] = v;
+	return true;
+}
+
+/*
+ * LTTng-UST with its default buffers: a session of its own, after the
+ * others (the module stays registered; only the session changes). Then
+ * the sessions end, and with them their discarded counts are read.
+ */
+static void prod_lttng_finish(struct bench_sub *s, struct prod_state *ps)
+{
+	struct bench_lttng *lt = &ps->b.lt;
+	char why[BENCH_NOTE_BYTES - 64];
+
+	if (lt->on) {
+		if (bench_lttng_session_restart(lt, &BENCH_LTTNG_DEFAULT, why, sizeof(why)) != 0) {
+			bench_table_note(&s->t, "LTTng-UST with default buffers not measured: %s", why);
+		} else {
+			ps->b.lt_kind = K_LTTNG;
+			ps->lt_ran[1] = true;
+			snprintf(ps->lt_buffers[1], sizeof(ps->lt_buffers[1]), "%s", lt->buffers);
+			bench_rounds(PROD_NTHREADS, 1, s->o.runs, prod_lttng_round, ps);
+		}
+		/* The restart read the 4 MiB session's count. */
+		ps->lt_discarded[0] = lt->discarded;
+		ps->lt_known[0] = lt->discarded_known;
+	}
+	ps->b.calls = ps->calls;
+	ps->others_s = bench_load_others(&ps->load, &ps->others_share);
+	bench_lttng_teardown(lt);
+	if (ps->lt_ran[0] || ps->lt_ran[1]) {
+		unsigned last = ps->lt_ran[1] ? 1 : 0; /* the session the teardown ended */
+
+		ps->lt_discarded[last] = lt->discarded;
+		ps->lt_known[last] = lt->discarded_known;
+	}
+}
+
+static int prod_runs(struct bench_sub *s, void *ctx)
+{
+	struct prod_state *ps = ctx;
+	uint64_t d = 0;
+
+	memset(&ps->tot, 0, sizeof(ps->tot));
+	bench_load_start(&ps->load);
+	/* The disabled site's first use registers it (one record); then a consumer would turn it off. */
+	prod_run(&ps->b, &prod_cases[K_DISABLED], 1, 1, &d, &ps->tot);
+	ps->tot.mismatch = 0;
+	if (bench_site_disable(ps->b.seg, "bench", "disabled") < 1) {
+		fprintf(stderr, "evring-bench producer: the disabled site is not in the metadata area\n");
+		return 1;
+	}
+	/* Warm-up: every case once, untimed: sites register, caches and predictors settle. */
+	bench_rounds(PROD_NTHREADS * PROD_NCASES, 1, s->o.runs, prod_round, ps);
+	prod_lttng_finish(s, ps);
+	return -1;
+}
+
+/* Peers' ratios against evring's event3 with as many threads. */
+static const struct bench_result *prod_base(const struct bench_table *t, const struct bench_result *r)
+{
+	return strcmp(r->system, "evring") ? bench_table_find(t, "event3", "evring", r->threads) : NULL;
+}
+
+/* A row per case that ran and thread count (the clock's only in the notes), with its counts. */
+static void prod_rows(struct bench_sub *s, struct prod_state *ps)
+{
+	for (unsigned c = 0; c < PROD_NCASES; c++)
+		for (unsigned ti = 0; ti < PROD_NTHREADS; ti++) {
+			const struct prod_case *pc = &prod_cases[c];
+			struct bench_result *row;
+
+			if (pc->kind == K_CLOCK || !case_ran(ps->lt_ran, pc))
+				continue;
+			row = bench_table_add(&s->t, pc->bench, pc->system, prod_threads[ti], "ns", ps->samples[c][ti],
+					      s->o.runs);
+			if (!row)
+				continue;
+			if (!case_lttng(pc->kind) && pc->kind != K_NOOP) {
+				ps->dropped += ps->tot.dropped[c][ti];
+				bench_result_set_int(row, "dropped", ps->tot.dropped[c][ti]);
+			}
+			bench_result_set_int(row, "calls", case_calls(pc->kind, ps->calls));
+		}
+}
+
+/* Per row: ns in clock reads, instructions counted, 2-thread scaling. Last: every row must exist first. */
+static void prod_derived(struct bench_sub *s, struct prod_state *ps)
+{
+	struct bench_table *t = &s->t;
+
+	bench_table_ratio(t, "ratio", prod_base);
+	for (size_t i = 0; i < t->n; i++) {
+		struct bench_result *r = &t->rows[i];
+		const struct bench_result *one = bench_table_find(t, r->bench, r->system, 1);
+
+		if (ps->clock_ns[r->threads - 1] > 0)
+			bench_result_set(r, "clocks", r->st.median / ps->clock_ns[r->threads - 1]);
+		for (unsigned c = 0; ps->counted && c < BENCH_COUNT_CASES; c++)
+			if (!strcmp(r->system, "evring") && !strcmp(r->bench, bench_count_cases[c].name))
+				bench_result_set(r, "instr", ps->instr[c]);
+		if (r->threads == 2 && one && one->st.median > 0)
+			bench_result_set(r, "scaling", r->st.median / one->st.median);
+	}
+}
+
+/* How many events each LTTng-UST session discarded: a discarded event took the cheaper path. */
+static void prod_lttng_notes(struct bench_sub *s, const struct prod_state *ps)
+{
+	for (unsigned v = 0; v < 2; v++) {
+		const char *sys = v ? "lttng_ust" : "lttng_ust_4m8", *buf = ps->lt_buffers[v];
+		uint64_t total = 0;
+
+		if (!ps->lt_ran[v])
+			continue;
+		for (unsigned ti = 0; ti < PROD_NTHREADS; ti++)
+			total += (uint64_t)(s->o.runs + 1) * prod_threads[ti] * ps->calls; /* warm-up round included */
+		if (ps->lt_known[v])
+			bench_table_note(&s->t,
+					 "%s: user-space session in discard mode, per-user buffers %s per CPU (%s); "
+					 "%" PRIu64 " of %" PRIu64 " events discarded (%.1f%%)%s",
+					 sys, buf[0] ? buf : "unknown", v ? "LTTng's default" : "asked for",
+					 ps->lt_discarded[v], total, 100.0 * (double)ps->lt_discarded[v] / (double)total,
+					 ps->lt_discarded[v] ? ": its figure includes the cheaper discard path" : "");
+		else
+			bench_table_note(&s->t, "%s: user-space session in discard mode, per-user buffers %s per CPU; its "
+						"discarded count could not be read",
+					 sys, buf[0] ? buf : "unknown");
+	}
 }
 
 /* The targets as notes, for the JSON view (the text view prints them with prod_print_notes). */
@@ -640,246 +605,163 @@ static void prod_target_notes(struct bench_table *t, uint64_t dropped, double cl
 			 s1->st.median / clock_ns);
 }
 
-/* ---- main ------------------------------------------------------------- */
-
-int bench_producer_main(int argc, char **argv)
+static void prod_report(struct bench_sub *s, void *ctx)
 {
-	static struct prod_bench b;
-	static double samples[PROD_NCASES][PROD_NTHREADS][BENCH_RUNS_MAX];
-	struct prod_totals tot;
-	struct bench_table t = { 0 };
-	struct bench_machine m;
-	struct bench_opts o;
-	char why[BENCH_NOTE_BYTES - 64];
-	int rc;
-	bool no_lttng = false;
-	const struct bench_own own[] = { { "--no-lttng", &no_lttng, NULL, NULL, 0 } };
-	uint64_t calls, dropped = 0, lt_discarded[2] = { 0, 0 };
-	bool lt_ran[2] = { false, false }, lt_known[2] = { false, false }; /* [0] 4 MiB x 8, [1] default buffers */
-	char lt_buffers[2][64] = { "", "" };
-	double clock_ns[PROD_NTHREADS], others_s, others_share, instr[BENCH_COUNT_CASES];
-	char count_why[200];
-	bool counted;
-	struct bench_load load;
+	struct prod_state *ps = ctx;
+	struct bench_table *t = &s->t;
+	const double *clock_ns = ps->clock_ns;
 
-	rc = bench_args(&o, argc, argv, own, 1, prod_usage);
-	if (rc >= 0)
-		return rc;
-	calls = o.records ? o.records : o.quick ? PROD_CALLS_QUICK : PROD_CALLS;
-	if (calls > prod_calls_max()) {
-		fprintf(stderr,
-			"evring-bench producer: --records %" PRIu64 " would fill a lane or the mutex ring (at most "
-			"%" PRIu64 " calls per thread)\n",
-			calls, prod_calls_max());
-		return 2;
-	}
-	/* Before anything else runs: the count is a child of its own, under callgrind. */
-	counted = bench_count_measure(instr, count_why, sizeof(count_why)) == 0;
-	bench_cpus_init();
-	bench_machine_read(&m);
-	if (prod_open(&b))
-		return 1;
-	snprintf(m.segment_clock, sizeof(m.segment_clock), "%s", bench_clock_name(b.seg->clock_kind));
-	if (mring_init(&b.mr, b.seg->clock_kind) != 0 || !(b.file = file_open())) {
-		fprintf(stderr, "evring-bench producer: cannot set up the mutex ring or the fprintf file: %s\n",
-			strerror(errno ? errno : ENOMEM));
-		prod_close(&b);
-		return 1;
-	}
-
-	/* One line, in either view, when LTTng-UST is not measured: the table's note. */
-	if (no_lttng) {
-		memset(&b.lt, 0, sizeof(b.lt));
-		bench_table_note(&t, "LTTng-UST not measured: --no-lttng");
-	} else if (bench_lttng_setup(&b.lt, &BENCH_LTTNG_4M8, why, sizeof(why)) != 0) {
-		bench_table_note(&t, "LTTng-UST not measured: %s", why);
-	} else {
-		b.lt_kind = K_LTTNG4M;
-		lt_ran[0] = true;
-		snprintf(lt_buffers[0], sizeof(lt_buffers[0]), "%s", b.lt.buffers);
-	}
-
-	memset(&tot, 0, sizeof(tot));
-	bench_load_start(&load);
-	/* The disabled site's first use registers it (one record); then a consumer would turn it off. */
-	{
-		uint64_t d = 0;
-		prod_run(&b, &prod_cases[K_DISABLED], 1, 1, &d, &tot);
-		tot.mismatch = 0;
-		if (bench_site_disable(b.seg, "bench", "disabled") < 1) {
-			fprintf(stderr, "evring-bench producer: the disabled site is not in the metadata area\n");
-			bench_lttng_teardown(&b.lt);
-			prod_close(&b);
-			return 1;
-		}
-	}
-	/* Warm-up: every case once, untimed: sites register, caches and predictors settle. */
+	bench_table_column(t, "instr", 0);
+	bench_table_column(t, "clocks", 2);
+	bench_table_column(t, "ratio", 2);
+	bench_table_column(t, "scaling", 2);
+	bench_table_column(t, "dropped", 0);
+	bench_table_column(t, "calls", 0);
 	for (unsigned ti = 0; ti < PROD_NTHREADS; ti++)
-		for (unsigned c = 0; c < PROD_NCASES; c++) {
-			uint64_t d = 0;
-			if (case_on(&b, &prod_cases[c]))
-				prod_run(&b, &prod_cases[c], prod_threads[ti], case_calls(prod_cases[c].kind, calls), &d,
-					 &tot);
-		}
-	for (unsigned r = 0; r < o.runs; r++)
-		for (unsigned ti = 0; ti < PROD_NTHREADS; ti++)
-			for (unsigned c = 0; c < PROD_NCASES; c++)
-				if (case_on(&b, &prod_cases[c]))
-					samples[c][ti][r] = prod_run(&b, &prod_cases[c], prod_threads[ti],
-								     case_calls(prod_cases[c].kind, calls),
-								     &tot.dropped[c][ti], &tot);
-	/*
-	 * LTTng-UST with its default buffers: a session of its own, after the
-	 * others (the module stays registered; only the session changes).
-	 */
-	if (b.lt.on) {
-		const struct prod_case *lc = &prod_cases[K_LTTNG];
-
-		if (bench_lttng_session_restart(&b.lt, &BENCH_LTTNG_DEFAULT, why, sizeof(why)) != 0) {
-			bench_table_note(&t, "LTTng-UST with default buffers not measured: %s", why);
-		} else {
-			b.lt_kind = K_LTTNG;
-			lt_ran[1] = true;
-			snprintf(lt_buffers[1], sizeof(lt_buffers[1]), "%s", b.lt.buffers);
-			for (unsigned ti = 0; ti < PROD_NTHREADS; ti++) {
-				uint64_t d = 0;
-				prod_run(&b, lc, prod_threads[ti], calls, &d, &tot);
-			}
-			for (unsigned r = 0; r < o.runs; r++)
-				for (unsigned ti = 0; ti < PROD_NTHREADS; ti++)
-					samples[K_LTTNG][ti][r] =
-						prod_run(&b, lc, prod_threads[ti], calls, &tot.dropped[K_LTTNG][ti], &tot);
-		}
-		/* The restart read the 4 MiB session's count. */
-		lt_discarded[0] = b.lt.discarded;
-		lt_known[0] = b.lt.discarded_known;
-	}
-	b.calls = calls;
-	others_s = bench_load_others(&load, &others_share);
-	bench_lttng_teardown(&b.lt);
-	if (lt_ran[1]) {
-		lt_discarded[1] = b.lt.discarded;
-		lt_known[1] = b.lt.discarded_known;
-	} else if (lt_ran[0]) {
-		lt_discarded[0] = b.lt.discarded;
-		lt_known[0] = b.lt.discarded_known;
-	}
-
-	bench_table_column(&t, "instr", 0);
-	bench_table_column(&t, "clocks", 2);
-	bench_table_column(&t, "ratio", 2);
-	bench_table_column(&t, "scaling", 2);
-	bench_table_column(&t, "dropped", 0);
-	bench_table_column(&t, "calls", 0);
-	for (unsigned ti = 0; ti < PROD_NTHREADS; ti++) {
-		struct bench_stats cs;
-		bench_stats_of(&cs, samples[K_CLOCK][ti], o.runs);
-		clock_ns[ti] = cs.median;
-	}
-	for (unsigned c = 0; c < PROD_NCASES; c++)
-		for (unsigned ti = 0; ti < PROD_NTHREADS; ti++) {
-			const struct prod_case *pc = &prod_cases[c];
-			struct bench_result *row;
-
-			if (pc->kind == K_CLOCK || !case_ran(lt_ran, pc))
-				continue;
-			row = bench_table_add(&t, pc->bench, pc->system, prod_threads[ti], "ns", samples[c][ti], o.runs);
-			if (!row)
-				continue;
-			if (!case_lttng(pc->kind) && pc->kind != K_NOOP) {
-				dropped += tot.dropped[c][ti];
-				bench_result_set_int(row, "dropped", tot.dropped[c][ti]);
-			}
-			bench_result_set_int(row, "calls", case_calls(pc->kind, calls));
-		}
-	/* Ratios and scaling last: every row must exist first. */
-	for (size_t i = 0; i < t.n; i++) {
-		struct bench_result *r = &t.rows[i];
-		const struct bench_result *base = bench_table_find(&t, "event3", "evring", r->threads);
-		const struct bench_result *one = bench_table_find(&t, r->bench, r->system, 1);
-
-		if (strcmp(r->system, "evring") && base && base->st.median > 0)
-			bench_result_set(r, "ratio", r->st.median / base->st.median);
-		if (clock_ns[r->threads - 1] > 0)
-			bench_result_set(r, "clocks", r->st.median / clock_ns[r->threads - 1]);
-		for (unsigned c = 0; counted && c < BENCH_COUNT_CASES; c++)
-			if (!strcmp(r->system, "evring") && !strcmp(r->bench, bench_count_cases[c].name))
-				bench_result_set(r, "instr", instr[c]);
-		if (r->threads == 2 && one && one->st.median > 0)
-			bench_result_set(r, "scaling", r->st.median / one->st.median);
-	}
-	if (counted)
-		bench_table_note(&t, "instr: instructions per call, counted by callgrind on the TSC path (evring-bench count), "
-				     "which no host or load changes; clocks: median / one segment clock read, same run and threads");
+		ps->clock_ns[ti] = bench_median(ps->samples[K_CLOCK][ti], s->o.runs);
+	prod_rows(s, ps);
+	prod_derived(s, ps);
+	if (ps->counted)
+		bench_table_note(t, "instr: instructions per call, counted by callgrind on the TSC path (evring-bench count), "
+				    "which no host or load changes; clocks: median / one segment clock read, same run and threads");
 	else
-		bench_table_note(&t, "instructions not counted: %s", count_why);
-	bench_table_note(&t,
+		bench_table_note(t, "instructions not counted: %s", ps->count_why);
+	bench_table_note(t,
 			 "segment clock %s: one read alone costs %.2f ns on 1 thread, %.2f ns per thread on 2 "
 			 "(scaling %.2f); medians",
-			 bench_clock_name(b.seg->clock_kind), clock_ns[0], clock_ns[1],
+			 bench_clock_name(ps->b.seg->clock_kind), clock_ns[0], clock_ns[1],
 			 clock_ns[0] > 0 ? clock_ns[1] / clock_ns[0] : NAN);
-	if (others_s >= 0)
-		bench_table_note(&t,
-				 "other processes used %.1f CPU-s (%.0f%% of the CPU time) during the runs%s",
-				 others_s, 100 * others_share,
-				 others_share > 0.05 ? ": a busy machine, figures are disturbed, 2-thread ones most" : "");
-	for (unsigned v = 0; v < 2; v++) {
-		const char *sys = v ? "lttng_ust" : "lttng_ust_4m8";
-		uint64_t total = 0;
+	bench_table_note_load(t, "other processes", ps->others_s, ps->others_share,
+			      ": a busy machine, figures are disturbed, 2-thread ones most");
+	prod_lttng_notes(s, ps);
+	bench_table_note(t, "noop: an empty call (not inlined) with event3's arguments, no timestamp: the floor; "
+			    "ratio = peer median / evring event3 median, same threads");
+	if (s->o.json)
+		prod_target_notes(t, ps->dropped, clock_ns[0]);
+}
 
-		if (!lt_ran[v])
+/* The 2-thread scaling of every case but event3, and of the clock read alone. */
+static void prod_print_scaling(const struct bench_table *t, const struct prod_state *ps)
+{
+	const double *clock_ns = ps->clock_ns;
+
+	printf("        the same scaling elsewhere:");
+	for (size_t i = 0; i < t->n; i++) {
+		const struct bench_result *r = &t->rows[i], *r1;
+		if (r->threads != 2 || !strcmp(r->bench, "event3"))
 			continue;
-		for (unsigned ti = 0; ti < PROD_NTHREADS; ti++)
-			total += (uint64_t)(o.runs + 1) * prod_threads[ti] * calls; /* warm-up round included */
-		if (lt_known[v])
-			bench_table_note(&t,
-					 "%s: user-space session in discard mode, per-user buffers %s per CPU (%s); "
-					 "%" PRIu64 " of %" PRIu64 " events discarded (%.1f%%)%s",
-					 sys, lt_buffers[v][0] ? lt_buffers[v] : "unknown", v ? "LTTng's default" : "asked for",
-					 lt_discarded[v], total, 100.0 * (double)lt_discarded[v] / (double)total,
-					 lt_discarded[v] ? ": its figure includes the cheaper discard path" : "");
-		else
-			bench_table_note(&t, "%s: user-space session in discard mode, per-user buffers %s per CPU; its "
-					     "discarded count could not be read",
-					 sys, lt_buffers[v][0] ? lt_buffers[v] : "unknown");
+		r1 = bench_table_find(t, r->bench, r->system, 1);
+		if (r1 && r1->st.median > 0)
+			printf(" %s %.2fx", r->bench, r->st.median / r1->st.median);
 	}
-	bench_table_note(&t, "noop: an empty call (not inlined) with event3's arguments, no timestamp: the floor; "
-			     "ratio = peer median / evring event3 median, same threads");
+	printf("; the %s read alone %.2fx\n", bench_clock_name(ps->b.seg->clock_kind),
+	       clock_ns[0] > 0 ? clock_ns[1] / clock_ns[0] : NAN);
+}
 
-	if (o.json) {
-		prod_target_notes(&t, dropped, clock_ns[0]);
-		bench_print_json(stdout, &m, &t);
-	} else {
-		bench_print_text(stdout, &m, &t);
-		prod_print_notes(&b, &o, &t, clock_ns, dropped);
-	}
-	fflush(stdout);
+/* The text view's closing lines: how it was measured, what was dropped, the targets. */
+static void prod_print_notes(const struct bench_sub *s, void *ctx)
+{
+	const struct prod_state *ps = ctx;
+	const struct bench_opts *o = &s->o;
+	const struct bench_table *t = &s->t;
+	const double *clock_ns = ps->clock_ns;
+	const struct bench_result *e1 = bench_table_find(t, "event3", "evring", 1);
+	const struct bench_result *e2 = bench_table_find(t, "event3", "evring", 2);
+	const struct bench_result *d1 = bench_table_find(t, "disabled", "evring", 1);
+	const struct bench_result *s1 = bench_table_find(t, "span", "evring", 1);
+	const struct bench_result *l1 = bench_table_find(t, "event3", "lttng_ust", 1);
 
-	rc = 0;
-	if (dropped) {
+	printf("\n%" PRIu64 " calls per thread per run (disabled: %" PRIu64 "); %u timed runs per case after one "
+	       "warm-up round;\n2-thread rows give the mean of the threads' ns/call; ratio = median / evring event3 "
+	       "median, same threads;\nscaling = 2-thread median / 1-thread median.\n",
+	       ps->b.calls, ps->b.calls * PROD_DISABLED_MULT, o->runs);
+	printf("threads pinned: thread 0 on CPU %d, thread 1 on CPU %d.\n", bench_cpu_of(0), bench_cpu_of(1));
+	printf("mutex_ring: one ring for all threads, same msgpack body, timestamp read before the lock.\n"
+	       "fprintf: one FILE* for all threads (stdio locks it per call), default buffering, a file "
+	       "under $TMPDIR.\n");
+	if (o->runs < 5)
+		printf("note: %u runs; a measurement wants at least 5.\n", o->runs);
+	if (o->quick)
+		printf("note: --quick is a smoke test: its runs are too short to measure, and 2 threads barely "
+		       "overlap in them.\n");
+	printf("dropped in timed runs: %" PRIu64 "%s\n", ps->dropped,
+	       ps->dropped ? " (INVALID: the drop path was measured)" : "");
+	if (!e1 || ps->dropped)
+		return;
+	printf("target: event3 <= %.1fx one clock read with 1 thread: %s (%.2f ns, %.2fx)\n", TARGET_EVENT3_CLOCKS,
+	       met(e1->st.median <= TARGET_EVENT3_CLOCKS * clock_ns[0]), e1->st.median, e1->st.median / clock_ns[0]);
+	if (e2 && e1->st.median > 0)
+		printf("target: event3 per-thread cost with 2 threads within %.2fx of 1 thread: %s (%.2fx)\n",
+		       TARGET_SCALING, met(e2->st.median <= TARGET_SCALING * e1->st.median), e2->st.median / e1->st.median);
+	prod_print_scaling(t, ps);
+	if (d1)
+		printf("target: disabled site <= %.0f ns: %s (%.2f ns)\n", TARGET_DISABLED_NS,
+		       met(d1->st.median <= TARGET_DISABLED_NS), d1->st.median);
+	if (s1)
+		printf("target: span pair <= %.1fx one clock read: %s (%.2f ns, %.2fx)\n", TARGET_SPAN_CLOCKS,
+		       met(s1->st.median <= TARGET_SPAN_CLOCKS * clock_ns[0]), s1->st.median, s1->st.median / clock_ns[0]);
+	if (l1 && e1->st.median > 0)
+		printf("LTTng-UST event3, 1 thread: %.2f ns, %.1fx evring's\n", l1->st.median, l1->st.median / e1->st.median);
+}
+
+/* A record dropped or missing, a writer sent to the shared lane, a file not written: exit status 1. */
+static int prod_check(struct bench_sub *s, void *ctx)
+{
+	const struct prod_state *ps = ctx;
+	const struct prod_totals *tot = &ps->tot;
+	int rc = 0;
+
+	(void)s;
+	if (ps->dropped) {
 		fprintf(stderr, "evring-bench producer: %" PRIu64 " records dropped in timed runs: a ring filled\n",
-			dropped);
+			ps->dropped);
 		rc = 1;
 	}
-	if (tot.mismatch || tot.skipped) {
+	if (tot->mismatch || tot->skipped) {
 		fprintf(stderr,
 			"evring-bench producer: the drain's count differs from what was written by %" PRIu64
 			" records; %" PRIu64 " skipped\n",
-			tot.mismatch, tot.skipped);
+			tot->mismatch, tot->skipped);
 		rc = 1;
 	}
-	if (tot.fallbacks) {
+	if (tot->fallbacks) {
 		fprintf(stderr, "evring-bench producer: %" PRIu64 " writers found no exclusive lane free\n",
-			tot.fallbacks);
+			tot->fallbacks);
 		rc = 1;
 	}
-	if (tot.file_error) {
+	if (tot->file_error) {
 		fprintf(stderr, "evring-bench producer: writing the fprintf file failed\n");
 		rc = 1;
 	}
-	bench_table_free(&t);
-	fclose(b.file);
-	free(b.mr.buf);
-	prod_close(&b);
 	return rc;
+}
+
+/* After the runs LTTng-UST is already down; after a failed run this stops it. */
+static void prod_teardown(struct bench_sub *s, void *ctx, int status)
+{
+	struct prod_bench *b = &((struct prod_state *)ctx)->b;
+
+	(void)s;
+	(void)status;
+	bench_lttng_teardown(&b->lt);
+	fclose(b->file);
+	free(b->mr.buf);
+	prod_close(b);
+}
+
+static const struct bench_stages prod_stages = {
+	.own = prod_own,
+	.nown = sizeof(prod_own) / sizeof(prod_own[0]),
+	.usage = prod_usage,
+	.setup = prod_setup,
+	.run = prod_runs,
+	.report = prod_report,
+	.notes = prod_print_notes,
+	.check = prod_check,
+	.teardown = prod_teardown,
+};
+
+int bench_producer_main(int argc, char **argv)
+{
+	return bench_sub_main(&prod_stages, &prod_state, argc, argv);
 }

@@ -305,10 +305,92 @@ static void ring_usage(FILE *f)
 	bench_opts_usage(f);
 }
 
-/* The text view's closing lines: how it was measured, what was dropped, the target. */
-static void ring_print_notes(const struct ring_bench *b, const struct bench_opts *o, const struct bench_table *t,
-			     uint64_t dropped)
+/* ---- the stages ------------------------------------------------------- */
+
+/* The subcommand's state: the segment, what the runs measured and what they counted. */
+static struct ring_state {
+	struct ring_bench b;
+	struct ring_totals tot;
+	double samples[RING_NCASES][RING_NTHREADS][BENCH_RUNS_MAX];
+	uint64_t dropped; /* in timed runs, every case */
+} ring_state;
+
+static int ring_setup(struct bench_sub *s, void *ctx)
 {
+	struct ring_state *rs = ctx;
+	uint64_t max = ring_records_max(EVR_LANE_BYTES_MAX);
+
+	rs->b.records = s->o.records ? s->o.records : s->o.quick ? RING_RECORDS_QUICK : RING_RECORDS;
+	if (rs->b.records > max) {
+		fprintf(stderr,
+			"evring-bench ring: --records %" PRIu64 " would fill a lane (at most %" PRIu64
+			" records per thread)\n",
+			rs->b.records, max);
+		return 2;
+	}
+	bench_cpus_init();
+	bench_machine_read(&s->m);
+	if (ring_open(&rs->b))
+		return 1;
+	snprintf(s->m.segment_clock, sizeof(s->m.segment_clock), "%s", bench_clock_name(rs->b.seg.clock_kind));
+	memset(&rs->tot, 0, sizeof(rs->tot));
+	return -1;
+}
+
+/* Case i of a round: thread count i / RING_NCASES, case i % RING_NCASES (the order of the rows). */
+static bool ring_round(void *ctx, unsigned i, unsigned r, bool timed)
+{
+	struct ring_state *rs = ctx;
+	unsigned ti = i / RING_NCASES, c = i % RING_NCASES;
+	uint64_t warm_dropped = 0;
+	double v = ring_run(&rs->b, ring_cases[c].kind, ring_threads[ti],
+			    timed ? &rs->tot.dropped[c][ti] : &warm_dropped, &rs->tot);
+
+	if (timed)
+		rs->samples[c][ti][r] = v;
+	return !rs->tot.err;
+}
+
+/* Warm-up: every case once, untimed, so caches, branch predictors and clocks settle; then the timed rounds. */
+static int ring_runs(struct bench_sub *s, void *ctx)
+{
+	return bench_rounds(RING_NTHREADS * RING_NCASES, 1, s->o.runs, ring_round, ctx) ? -1 : 1;
+}
+
+/* Ratios against the 1-thread tsc_read. */
+static const struct bench_result *ring_base(const struct bench_table *t, const struct bench_result *r)
+{
+	return strcmp(r->bench, "tsc_read") ? bench_table_find(t, "tsc_read", "evring", 1) : NULL;
+}
+
+static void ring_report(struct bench_sub *s, void *ctx)
+{
+	struct ring_state *rs = ctx;
+
+	bench_table_column(&s->t, "ratio", 2);
+	bench_table_column(&s->t, "dropped", 0);
+	for (unsigned ti = 0; ti < RING_NTHREADS; ti++)
+		for (unsigned c = 0; c < RING_NCASES; c++) {
+			struct bench_result *row = bench_table_add(&s->t, ring_cases[c].bench, "evring", ring_threads[ti],
+								   "ns", rs->samples[c][ti], s->o.runs);
+			if (!row)
+				continue;
+			bench_result_set_int(row, "records", rs->b.records);
+			if (ring_cases[c].kind == RING_TSC)
+				continue;
+			rs->dropped += rs->tot.dropped[c][ti];
+			bench_result_set_int(row, "dropped", rs->tot.dropped[c][ti]);
+		}
+	bench_table_ratio(&s->t, "ratio", ring_base); /* last: every row must exist first */
+}
+
+/* The text view's closing lines: how it was measured, what was dropped, the target. */
+static void ring_print_notes(const struct bench_sub *s, void *ctx)
+{
+	const struct ring_state *rs = ctx;
+	const struct ring_bench *b = &rs->b;
+	const struct bench_opts *o = &s->o;
+	const struct bench_table *t = &s->t;
 	const struct bench_result *tsc = bench_table_find(t, "tsc_read", "evring", 1);
 	const struct bench_result *rec = bench_table_find(t, "record_exclusive", "evring", 1);
 	const struct bench_result *rec2 = bench_table_find(t, "record_exclusive", "evring", 2);
@@ -320,11 +402,11 @@ static void ring_print_notes(const struct ring_bench *b, const struct bench_opts
 	printf("threads pinned: thread 0 on CPU %d, thread 1 on CPU %d.\n", bench_cpu_of(0), bench_cpu_of(1));
 	if (o->runs < 5)
 		printf("note: %u runs; a measurement wants at least 5.\n", o->runs);
-	printf("dropped in timed runs: %" PRIu64 "%s\n", dropped,
-	       dropped ? " (INVALID: the drop path was measured)" : "");
+	printf("dropped in timed runs: %" PRIu64 "%s\n", rs->dropped,
+	       rs->dropped ? " (INVALID: the drop path was measured)" : "");
 	if (!tsc || !rec || !(tsc->st.median > 0))
 		return;
-	if (dropped) {
+	if (rs->dropped) {
 		printf("target: not judged, records were dropped\n");
 		return;
 	}
@@ -339,99 +421,47 @@ static void ring_print_notes(const struct ring_bench *b, const struct bench_opts
 		       bench_clock_name(b->seg.clock_kind));
 }
 
-int bench_ring_main(int argc, char **argv)
+/* A drop, or a record missing or damaged, makes the run invalid: exit status 1. */
+static int ring_check(struct bench_sub *s, void *ctx)
 {
-	static struct ring_bench b;
-	static double samples[RING_NCASES][RING_NTHREADS][BENCH_RUNS_MAX];
-	struct ring_totals tot;
-	struct bench_table t = { 0 };
-	struct bench_machine m;
-	struct bench_opts o;
-	uint64_t dropped = 0, max;
-	int rc;
+	const struct ring_state *rs = ctx;
+	const struct ring_totals *tot = &rs->tot;
+	int rc = 0;
 
-	rc = bench_opts_parse(&o, argc, argv);
-	if (rc) {
-		if (rc > 0)
-			ring_usage(stdout);
-		return rc > 0 ? 0 : 2;
-	}
-	max = ring_records_max(EVR_LANE_BYTES_MAX);
-	b.records = o.records ? o.records : o.quick ? RING_RECORDS_QUICK : RING_RECORDS;
-	if (b.records > max) {
-		fprintf(stderr,
-			"evring-bench ring: --records %" PRIu64 " would fill a lane (at most %" PRIu64
-			" records per thread)\n",
-			b.records, max);
-		return 2;
-	}
-	bench_cpus_init();
-	bench_machine_read(&m);
-	if (ring_open(&b))
-		return 1;
-	snprintf(m.segment_clock, sizeof(m.segment_clock), "%s", bench_clock_name(b.seg.clock_kind));
-
-	memset(&tot, 0, sizeof(tot));
-	/* Warm-up: every case once, untimed, so caches, branch predictors and clocks settle. */
-	for (unsigned ti = 0; ti < RING_NTHREADS && !tot.err; ti++)
-		for (unsigned c = 0; c < RING_NCASES && !tot.err; c++) {
-			uint64_t d = 0;
-			ring_run(&b, ring_cases[c].kind, ring_threads[ti], &d, &tot);
-		}
-	for (unsigned r = 0; r < o.runs && !tot.err; r++)
-		for (unsigned ti = 0; ti < RING_NTHREADS && !tot.err; ti++)
-			for (unsigned c = 0; c < RING_NCASES && !tot.err; c++)
-				samples[c][ti][r] = ring_run(&b, ring_cases[c].kind, ring_threads[ti],
-							     &tot.dropped[c][ti], &tot);
-	if (tot.err) {
-		ring_close(&b);
-		return 1;
-	}
-
-	bench_table_column(&t, "ratio", 2);
-	bench_table_column(&t, "dropped", 0);
-	for (unsigned ti = 0; ti < RING_NTHREADS; ti++)
-		for (unsigned c = 0; c < RING_NCASES; c++) {
-			struct bench_result *row = bench_table_add(&t, ring_cases[c].bench, "evring", ring_threads[ti],
-								   "ns", samples[c][ti], o.runs);
-			if (!row)
-				continue;
-			bench_result_set_int(row, "records", b.records);
-			if (ring_cases[c].kind == RING_TSC)
-				continue;
-			dropped += tot.dropped[c][ti];
-			bench_result_set_int(row, "dropped", tot.dropped[c][ti]);
-		}
-	/* Ratios last: every row must exist first, and the baseline is the 1-thread tsc_read. */
-	{
-		const struct bench_result *tsc = bench_table_find(&t, "tsc_read", "evring", 1);
-		for (size_t i = 0; tsc && i < t.n; i++)
-			if (strcmp(t.rows[i].bench, "tsc_read") && tsc->st.median > 0)
-				bench_result_set(&t.rows[i], "ratio", t.rows[i].st.median / tsc->st.median);
-	}
-
-	if (o.json) {
-		bench_print_json(stdout, &m, &t);
-	} else {
-		bench_print_text(stdout, &m, &t);
-		ring_print_notes(&b, &o, &t, dropped);
-	}
-	fflush(stdout);
-
-	rc = 0;
-	if (dropped) {
+	(void)s;
+	if (rs->dropped) {
 		fprintf(stderr, "evring-bench ring: %" PRIu64 " records dropped in timed runs: the lane filled\n",
-			dropped);
+			rs->dropped);
 		rc = 1;
 	}
-	if (tot.mismatch || tot.bad || tot.skipped) {
+	if (tot->mismatch || tot->bad || tot->skipped) {
 		fprintf(stderr,
 			"evring-bench ring: the drain's count differs from what was written by %" PRIu64
 			" records; %" PRIu64 " damaged, %" PRIu64 " skipped\n",
-			tot.mismatch, tot.bad, tot.skipped);
+			tot->mismatch, tot->bad, tot->skipped);
 		rc = 1;
 	}
-	bench_table_free(&t);
-	ring_close(&b);
 	return rc;
+}
+
+static void ring_teardown(struct bench_sub *s, void *ctx, int status)
+{
+	(void)s;
+	(void)status;
+	ring_close(&((struct ring_state *)ctx)->b);
+}
+
+static const struct bench_stages ring_stages = {
+	.usage = ring_usage,
+	.setup = ring_setup,
+	.run = ring_runs,
+	.report = ring_report,
+	.notes = ring_print_notes,
+	.check = ring_check,
+	.teardown = ring_teardown,
+};
+
+int bench_ring_main(int argc, char **argv)
+{
+	return bench_sub_main(&ring_stages, &ring_state, argc, argv);
 }

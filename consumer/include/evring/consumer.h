@@ -296,6 +296,18 @@ EVR_API int evr_consumer_add_handler(struct evr_consumer *c, const struct evr_ha
  */
 EVR_API int evr_consumer_add_builtin(struct evr_consumer *c, const char *spec, FILE *out, char *err, size_t errlen);
 
+/*
+ * Fills *h with the built-in handler a spec names (tail, debug, tokens,
+ * stats, jsonl[=PATH], chrome=PATH; not plugin=), as evr_consumer_add_builtin
+ * makes it, without adding it: the caller may then set its filters or its
+ * queue_len and pass it to evr_consumer_add_handler, which takes its ctx
+ * over. One never added is freed with h->destroy(h->ctx). Output of tail /
+ * debug / tokens / stats goes to out (NULL: stdout). Returns 0, or -EINVAL
+ * (a bad spec) or -errno (a file that cannot be opened, no memory) with err
+ * set. Any thread.
+ */
+EVR_API int evr_handler_builtin(const char *spec, FILE *out, struct evr_handler *h, char *err, size_t errlen);
+
 /* Stops and removes a handler: its queue is drained, on_close and destroy run. Any thread. */
 EVR_API int evr_consumer_remove_handler(struct evr_consumer *c, int id);
 

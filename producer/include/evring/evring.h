@@ -212,6 +212,14 @@ EVR_API void evr_thread_release(void);
 
 /* ---- internals reached by the inline code -------------------------------------------- */
 
+/*
+ * The private ABI tier, after liburcu's _ and __ prefixes: the evr__ symbols
+ * below, and evr__writer_commit_shared of <evring/ring.h> (evr_writer_publish
+ * calls it), are exported by libevring only because the macros and inline
+ * functions of this header reach them. They are not for applications and may
+ * change in any minor version; producer/libevring.map lists the tier.
+ */
+
 extern EVR_API uint32_t evr__gen;
 extern EVR_API uint32_t evr__flag_unregistered;
 extern EVR_API bool evr__content;
