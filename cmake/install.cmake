@@ -64,3 +64,11 @@ function(evr_install_package)
   install(FILES "${PROJECT_BINARY_DIR}/evringConfig.cmake" "${PROJECT_BINARY_DIR}/evringConfigVersion.cmake"
     DESTINATION "${dest}")
 endfunction()
+
+# After the libraries are installed, cmake/ldconfig.cmake (its comment says
+# when it runs ldconfig). Call last in the top-level CMakeLists.txt: install
+# rules run in the order they are declared, subdirectories' included.
+function(evr_install_ldconfig)
+  install(CODE "set(EVR_LIBDIR \"${CMAKE_INSTALL_LIBDIR}\")
+include(\"${PROJECT_SOURCE_DIR}/cmake/ldconfig.cmake\")")
+endfunction()

@@ -73,6 +73,10 @@ got=$(pkg-config --modversion evring evring-consumer | sort -u) || fail "pkg-con
 [ "$got" = "$version" ] || fail "pkg-config: version '$got', expected $version"
 got=$(pkg-config --variable=prefix evring)
 [ "$got" = "$prefix" ] || fail "pkg-config: evring.pc has prefix '$got', expected $prefix"
+# Users get evring's and its headers' flags, not a compiler's own macros
+# (ck's .pc adds -D__x86_64__, which evring must not pass on).
+cflags=$(pkg-config --cflags evring evring-consumer)
+case " $cflags " in *" -D__"*) fail "pkg-config --cflags evring evring-consumer passes on a compiler macro: $cflags" ;; esac
 # shellcheck disable=SC2046,SC2086 # flags are lists of words
 "$cc" $sanflags -Wall -Wextra -Werror -o "$tmp/app-pkgconfig" "$here/app/app.c" \
 	$(pkg-config --cflags --libs evring evring-consumer) ||
@@ -89,12 +93,14 @@ nm -D --defined-only "$tmp/slow_spans.so" | grep -q ' T evr_handler_entry_v1$' |
 
 # 3. find_package(evring).
 "$cmake" -S "$here/app" -B "$tmp/app-cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
-	-DCMAKE_C_FLAGS="$sanflags -Wall -Wextra -Werror" -DEVR_EXPECT_VERSION="$version" \
+	-DCMAKE_C_FLAGS="$sanflags -Wall -Wextra -Werror" -DEVR_EXPECT_VERSION="$version" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
 	>"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log" >&2; fail "find_package: configuring app/ failed"; }
 grep -q "found in $prefix/$libdir/cmake/evring" "$tmp/cmake.log" ||
 	{ cat "$tmp/cmake.log" >&2; fail "find_package: evring was not found in $prefix"; }
 "$cmake" --build "$tmp/app-cmake" >"$tmp/build.log" 2>&1 ||
 	{ cat "$tmp/build.log" >&2; fail "find_package: building app/ failed"; }
+grep -q -- '-D__' "$tmp/app-cmake/compile_commands.json" &&
+	fail "find_package: evring::evring passes on a compiler macro: $(grep -o -- '-D__[^ ]*' "$tmp/app-cmake/compile_commands.json" | sort -u)"
 run_app "$tmp/app-cmake/evring-install-app" find_package
 
 echo "install_out_of_tree: pkg-config and find_package builds against $prefix ran"
