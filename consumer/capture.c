@@ -312,10 +312,14 @@ int evr__capture_tick(struct evr_capture *cap, uint64_t mono_ns)
 
 int evr__capture_dead(struct evr_capture *cap, const struct evr_src *s, uint64_t dead_ns)
 {
-	msgpack_pack_array(&cap->pk, 3);
+	msgpack_pack_array(&cap->pk, 4);
 	pack_str(&cap->pk, "dead");
 	msgpack_pack_uint32(&cap->pk, s->pub.index);
 	msgpack_pack_uint64(&cap->pk, dead_ns);
+	if (s->exited)
+		msgpack_pack_true(&cap->pk);
+	else
+		msgpack_pack_false(&cap->pk);
 	return check(cap);
 }
 

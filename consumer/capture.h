@@ -14,7 +14,7 @@
 #include "rec.h"
 #include "source.h"
 
-#define CAPTURE_VERSION 1
+#define CAPTURE_VERSION 2 /* 2: a death says whether the process exited normally; 1 is read too */
 #define CAPTURE_ENTRY_MAX (1u << 20) /* far above any record (EVR_BODY_MAX) or metadata entry */
 
 struct evr_capture;

@@ -125,6 +125,7 @@ static void keep_current(struct evr_drain *d, struct evr_src *s, uint64_t now)
 		if (!evr_segment_owner_alive(&s->seg, (uint64_t)s->pub.pid << 32)) {
 			s->pub.dead = true;
 			s->dead_ns = now;
+			s->exited = evr_ld_acq_64(&s->seg.hdr->exited_real_ns) != 0;
 		}
 		evr_reader_reap(&s->reader); /* lanes of threads that died */
 		evr_st_64(&s->seg.hdr->consumer_heartbeat_ns, now);

@@ -206,11 +206,13 @@ static int replay_entry(struct replay *rp, const msgpack_object *o)
 	if (str_is(&a[0], "source"))
 		return replay_source(rp, a, n);
 	if (str_is(&a[0], "dead")) {
-		struct evr_src *s = n == 3 ? src_at(rp, a) : NULL;
+		/* ["dead", source, ns, exited]; version 1 has no exited. */
+		struct evr_src *s = n == 3 || n == 4 ? src_at(rp, a) : NULL;
 		uint64_t ns;
 
-		if (!s || !u64_at(a, 2, &ns))
+		if (!s || !u64_at(a, 2, &ns) || (n == 4 && a[3].type != MSGPACK_OBJECT_BOOLEAN))
 			return bad(rp, "a malformed death entry");
+		s->exited = n == 4 && a[3].via.boolean;
 		rp->sink->dead(rp->sink->arg, s, ns);
 		return 0;
 	}
@@ -233,8 +235,8 @@ static int replay_header(struct replay *rp, const msgpack_object *o)
 
 	if (!f || !str_is(f, "evring-capture"))
 		return bad(rp, "not an evring capture (no header map with format \"evring-capture\")");
-	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 != CAPTURE_VERSION) {
-		snprintf(rp->err, rp->errlen, "capture %s: version %llu, this evring reads version %d", rp->path,
+	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < 1 || v->via.u64 > CAPTURE_VERSION) {
+		snprintf(rp->err, rp->errlen, "capture %s: version %llu, this evring reads versions 1 to %d", rp->path,
 			 v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (unsigned long long)v->via.u64 : 0ull,
 			 CAPTURE_VERSION);
 		return -EPROTO;

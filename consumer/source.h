@@ -44,6 +44,7 @@ struct evr_src {
 	uint64_t next_liveness_ns; /* when to look at the producer's pid again */
 	uint64_t next_refine_ns;   /* when to refine the clock mapping */
 	uint64_t dead_ns;	   /* CLOCK_MONOTONIC when its death was seen */
+	bool exited;		   /* and it had ended normally (the header's exited_real_ns) */
 	bool drained_after_death;
 	struct evr_lane_state *lanes;
 	char program[64], cmdline[512], shm_name[128];

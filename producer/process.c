@@ -353,12 +353,27 @@ static void at_fork_child(void)
 	gen_next();
 }
 
+/*
+ * The process ends normally (exit, evr_close): says so in the header, so that
+ * a consumer closing spans still open tells "its end was lost, or never
+ * written, by a process that exited" from "the process died". A process
+ * that dies (a signal, _exit in a forked child) leaves 0.
+ */
+static void mark_exited(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	evr_st_rel_64(&evr__proc.seg.hdr->exited_real_ns, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+}
+
 static void at_exit(void)
 {
 	if (evr__proc.state != OPEN || evr__proc.seg.hdr->creator_pid != (uint32_t)getpid())
 		return;
 	if (evr__thread.gen == evr__gen)
 		evr_writer_flush_lost(&evr__thread.w);
+	mark_exited();
 	evr_segment_unlink(evr__proc.seg.shm_name);
 }
 
@@ -488,6 +503,7 @@ void evr_close(void)
 	if (evr__proc.state == OPEN) {
 		if (evr__thread.gen == evr__gen)
 			evr_writer_close(&evr__thread.w);
+		mark_exited();
 		evr_segment_unlink(evr__proc.seg.shm_name);
 		sites_reset();
 		threads_reopen();

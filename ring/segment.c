@@ -26,6 +26,7 @@ _Static_assert(offsetof(struct evr_seg_header, lane_count) == 80, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, lanes_offset) == 120, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, program) == 128, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, meta_used) == 192, "producer line");
+_Static_assert(offsetof(struct evr_seg_header, exited_real_ns) == 248, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, consumer_pid) == 256, "consumer line");
 _Static_assert(offsetof(struct evr_seg_header, records_skipped) == 288, "ABI");
 _Static_assert(sizeof(struct evr_lane) == EVR_LANE_ENTRY_BYTES, "lane entry is 128 bytes");

@@ -175,13 +175,21 @@ void evr_cli_summary(const char *cmd, struct evr_consumer *c)
 	int n;
 
 	evr_consumer_stats(c, &st);
+	/*
+	 * What was delivered first (events and spans: a replay of a capture
+	 * gives the same figures as the live run that wrote it), then the
+	 * records read, named by where from: a lane holds records a capture
+	 * does not keep as records (THREAD records, for one), so the two counts
+	 * differ with identical output.
+	 */
 	fprintf(stderr,
-		"evring %s: %llu records, %llu spans, %llu lost, %llu skipped, %llu handler timeouts"
-		" (%llu events, %llu late, %llu bad, %llu handler errors, %llu ring skips, %llu abandoned spans)\n",
-		cmd, (unsigned long long)st.records, (unsigned long long)st.spans_ended,
-		(unsigned long long)st.lost, (unsigned long long)st.handler_skipped,
-		(unsigned long long)st.handler_timeouts, (unsigned long long)st.events, (unsigned long long)st.late,
-		(unsigned long long)st.bad, (unsigned long long)st.handler_errors,
+		"evring %s: %llu events, %llu spans, %llu lost, %llu skipped, %llu handler timeouts"
+		" (%llu records read from %s, %llu late, %llu bad, %llu handler errors, %llu ring skips,"
+		" %llu abandoned spans)\n",
+		cmd, (unsigned long long)st.events, (unsigned long long)st.spans_ended, (unsigned long long)st.lost,
+		(unsigned long long)st.handler_skipped, (unsigned long long)st.handler_timeouts,
+		(unsigned long long)st.records, strcmp(cmd, "replay") ? "the lanes" : "the capture",
+		(unsigned long long)st.late, (unsigned long long)st.bad, (unsigned long long)st.handler_errors,
 		(unsigned long long)st.ring_skipped, (unsigned long long)st.spans_abandoned);
 	n = evr_consumer_handler_stats(c, hs, (int)(sizeof(hs) / sizeof(hs[0])));
 	for (int i = 0; i < n; i++)

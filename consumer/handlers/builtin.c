@@ -123,7 +123,8 @@ const char *evr__span_status_name(uint8_t status)
 
 const char *evr__span_flag_name(unsigned bit)
 {
-	static const char *const names[] = { "no_begin", "missing_parent", "evicted", "producer_died", "detached" };
+	static const char *const names[] = { "no_begin", "missing_parent", "evicted", "producer_died", "detached",
+						     "producer_exited" };
 
 	return bit < sizeof(names) / sizeof(names[0]) ? names[bit] : NULL;
 }

@@ -14,7 +14,7 @@
  * Indent 4 + 2 per level, children in the order the trace links them (start
  * order). Durations are milliseconds with three decimals. Marks after a span:
  * its event count when it had events, its status unless ok, each flag
- * ([no_begin] [missing_parent] [evicted] [producer_died] [detached]). A trace
+ * ([no_begin] [missing_parent] [evicted] [producer_died] [detached] [producer_exited]). A trace
  * delivered with spans missing says [incomplete] on its Trace line; spans
  * whose parent never came are printed as further roots after the root.
  * Losses get a line of their own ("!! 12 records lost ..."), since a trace

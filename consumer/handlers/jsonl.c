@@ -12,9 +12,10 @@
  *
  * (each on one line). The keys of §8 come first, in its order; extra keys
  * only ever follow them:
- *   - span "flags": ["no_begin","missing_parent","evicted","producer_died","detached"], only the set
- *     ones, only when any is (missing_parent is known only when the span's trace goes out, after
- *     the span was written: the consumer sets it on trace objects, so it shows in debug and chrome);
+ *   - span "flags": ["no_begin","evicted","producer_died","detached","producer_exited"], only the
+ *     set ones, only when any is; missing_parent is known only when the span's trace goes out,
+ *     after the span's line was written, so it comes on a line of its own then:
+ *     {"kind":"span_flags","trace_id","span_id","parent_id","pid","tid","flags":["missing_parent"]};
  *   - event "late": true, only when the merge delivered it after later records;
  *   - lost "first_ns" (when the first of the drops happened) and "lane".
  * Values: times are UTC nanoseconds since the epoch, as integers; ids are
@@ -322,6 +323,41 @@ static int jsonl_event(void *ctx, const struct evr_event *ev)
 	return end_line(j, false);
 }
 
+/*
+ * A flag known only once the span's trace goes out, after its line was
+ * written (missing_parent: its parent never arrived within the grace
+ * period): one "span_flags" line per such span, joined to its span line by
+ * span_id and pid. Traces with no such span write nothing.
+ */
+static int jsonl_trace_end(void *ctx, const struct evr_trace *tr)
+{
+	struct jsonl *j = ctx;
+	struct evr__jbuf *b = &j->jb;
+	int rc = 0;
+
+	if (!j->f)
+		return -EBADF; /* after on_close */
+	for (uint32_t i = 0; i < tr->nspans && rc == 0; i++) {
+		const struct evr_span_rec *sp = tr->spans[i];
+
+		if (!(sp->flags & EVR_SPAN_MISSING_PARENT))
+			continue;
+		evr__jb_lit(b, "{\"kind\":\"span_flags\",\"trace_id\":");
+		evr__jb_id(b, sp->trace_id);
+		evr__jb_lit(b, ",\"span_id\":");
+		evr__jb_id(b, sp->span_id);
+		evr__jb_lit(b, ",\"parent_id\":");
+		evr__jb_id(b, sp->parent_id);
+		evr__jb_lit(b, ",\"pid\":");
+		evr__jb_u64(b, sp->src ? sp->src->pid : 0);
+		evr__jb_lit(b, ",\"tid\":");
+		evr__jb_u64(b, sp->tid);
+		evr__jb_lit(b, ",\"flags\":[\"missing_parent\"]");
+		rc = end_line(j, false);
+	}
+	return rc;
+}
+
 static int jsonl_lost(void *ctx, const struct evr_lost *l)
 {
 	struct jsonl *j = ctx;
@@ -404,6 +440,7 @@ int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 	h->ctx = j;
 	h->on_event = jsonl_event;
 	h->on_span_end = jsonl_span_end;
+	h->on_trace_end = jsonl_trace_end;
 	h->on_lost = jsonl_lost;
 	h->on_end = jsonl_end;
 	h->destroy = jsonl_destroy;

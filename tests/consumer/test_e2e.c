@@ -27,7 +27,15 @@ struct child {
 	int go[2], ready[2];
 };
 
+/* As child_start, with pre run before the parent hears "ready" (before any attach). */
+static void child_start_pre(struct child *ch, const char *name, void (*pre)(void), void (*fn)(void), bool hang);
+
 static void child_start(struct child *ch, const char *name, void (*fn)(void), bool hang)
+{
+	child_start_pre(ch, name, NULL, fn, hang);
+}
+
+static void child_start_pre(struct child *ch, const char *name, void (*pre)(void), void (*fn)(void), bool hang)
 {
 	char b = 0;
 
@@ -41,6 +49,8 @@ static void child_start(struct child *ch, const char *name, void (*fn)(void), bo
 		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave its producer behind */
 		if (evr_open(&cfg) != 0)
 			_exit(2);
+		if (pre)
+			pre();
 		if (write(ch->ready[1], "r", 1) != 1 || read(ch->go[0], &b, 1) != 1)
 			_exit(3);
 		fn();
@@ -229,6 +239,113 @@ Test(e2e, producer_killed_mid_trace_abandons_its_open_spans)
 	snprintf(shm, sizeof(shm), "/evring.%d.e2ekill", (int)ch.pid);
 	cr_assert_eq(evr_segment_unlink(shm), 0);
 	unlink(path);
+}
+
+/* The flags of each span line of a jsonl file, in start order: "name status flag,flag" a line. */
+static char *span_flags(const char *path)
+{
+	static const char script[] = "import json,sys\n"
+				     "S=[json.loads(l) for l in open(sys.argv[1])]\n"
+				     "for s in sorted([s for s in S if s['kind']=='span'],key=lambda s:s['start_ns']):\n"
+				     "  print(s['name'],s['status'],','.join(s.get('flags',[])))\n"
+				     "for s in S:\n"
+				     "  if s['kind']=='span_flags': print('span_flags',s['span_id'],','.join(s['flags']))\n";
+	char cmd[512], *out = calloc(1, 8192);
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "python3 -c \"$EVR_FLAGS\" %s", path);
+	setenv("EVR_FLAGS", script, 1);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(out, 1, 8191, p);
+	out[n] = 0;
+	cr_assert_eq(pclose(p), 0, "the jsonl did not parse: %s", out);
+	return out;
+}
+
+/* Runs fn in a producer followed from its start (pre before the attach); the producer exits or is killed. */
+static char *run_to_end(const char *tag, void (*pre)(void), void (*fn)(void), bool killed,
+			struct evr_consumer_stats *st)
+{
+	struct child ch;
+	char err[256], path[64], spec[96];
+	struct evr_consumer *c;
+	char *got;
+
+	snprintf(path, sizeof(path), "/tmp/evr-e2e-%s-%d.jsonl", tag, (int)getpid());
+	unlink(path);
+	child_start_pre(&ch, tag, pre, fn, killed);
+	c = consumer();
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, 0, err, sizeof(err)), 0, "%s", err);
+	snprintf(spec, sizeof(spec), "jsonl=%s", path);
+	cr_assert_geq(evr_consumer_add_builtin(c, spec, NULL, err, sizeof(err)), 0, "%s", err);
+	child_go(&ch);
+	child_wait_done(&ch);
+	if (killed)
+		kill(ch.pid, SIGKILL);
+	child_reap(&ch, killed ? SIGKILL : 0);
+	cr_assert_eq(evr_consumer_run(c, 20000000000ull, NULL), 0, "run ends once the gone producer is read");
+	evr_consumer_stats(c, st);
+	evr_consumer_close(c);
+	got = span_flags(path);
+	if (killed) {
+		char shm[64];
+
+		snprintf(shm, sizeof(shm), "/evring.%d.%s", (int)ch.pid, tag);
+		evr_segment_unlink(shm); /* a killed producer leaves its segment */
+	}
+	unlink(path);
+	return got;
+}
+
+/*
+ * Spans left open by a process that exited normally are not said to be a
+ * death's: producer_exited (their ends lost or never written), while a
+ * killed process's are producer_died.
+ */
+Test(e2e, open_spans_of_an_exit_and_of_a_death_are_told_apart)
+{
+	struct evr_consumer_stats st;
+	char *got;
+
+	got = run_to_end("e2eexit", NULL, half_trace, false, &st);
+	cr_expect_str_eq(got, "query abandoned producer_exited\n"
+			      "llm.chat abandoned producer_exited\n");
+	cr_expect_eq(st.spans_abandoned, 2);
+	free(got);
+	got = run_to_end("e2edie", NULL, half_trace, true, &st);
+	cr_expect_str_eq(got, "query abandoned producer_died\n"
+			      "llm.chat abandoned producer_died\n");
+	cr_expect_eq(st.spans_abandoned, 2);
+	free(got);
+}
+
+/* A parent begun before the attach and never ended: its child's missing parent is written, after it. */
+static struct evr_span never_ended;
+static void begin_parent(void)
+{
+	never_ended = evr_query_start("begun before the attach");
+}
+static void child_of_unseen(void)
+{
+	struct evr_span t = evr_tool_call_start("search", "call-1", "{}");
+
+	evr_tool_call_end(&t, "found");
+}
+
+Test(e2e, a_missing_parent_is_written_to_jsonl)
+{
+	struct evr_consumer_stats st;
+	char *got;
+
+	got = run_to_end("e2eorph", begin_parent, child_of_unseen, false, &st);
+	/* The tool call's line, then the flag its trace brought, when it went out at the exit. */
+	cr_assert(strncmp(got, "function_call ok \nspan_flags ", 29) == 0, "%s", got);
+	cr_expect(strstr(got + 29, " missing_parent\n") != NULL && !strchr(strchr(got + 29, '\n') + 1, '\n'),
+		  "one span_flags line: %s", got);
+	cr_expect_eq(st.spans_orphaned, 1, "%s", got);
+	free(got);
 }
 
 /* A handler that counts, for the tests that do not need files. */

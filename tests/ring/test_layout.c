@@ -31,6 +31,7 @@ Test(layout, header_offsets_are_pinned)
 	cr_assert_eq(offsetof(struct evr_seg_header, program), 128);
 	/* Producer counters and the consumer slot sit on cache lines of their own. */
 	cr_assert_eq(offsetof(struct evr_seg_header, meta_used), 192);
+	cr_assert_eq(offsetof(struct evr_seg_header, exited_real_ns), 248);
 	cr_assert_eq(offsetof(struct evr_seg_header, consumer_pid), 256);
 	cr_assert_eq(offsetof(struct evr_seg_header, consumer_heartbeat_ns), 272);
 	cr_assert_eq(offsetof(struct evr_seg_header, records_skipped), 288);

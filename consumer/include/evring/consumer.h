@@ -134,6 +134,8 @@ enum evr_span_flags {
 	EVR_SPAN_EVICTED = 4u,	      /* closed as abandoned: too many open spans */
 	EVR_SPAN_PRODUCER_DIED = 8u,  /* closed as abandoned: its process died */
 	EVR_SPAN_DETACHED = 16u,      /* still open when the consumer detached */
+	EVR_SPAN_PRODUCER_EXITED = 32u, /* closed as abandoned: its process exited normally with it open
+					   (its end was lost to a full lane, or never written) */
 };
 
 /*

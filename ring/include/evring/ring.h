@@ -232,7 +232,8 @@ struct evr_seg_header {
 	uint64_t writer_oversize;     /* 224  records refused: larger than EVR_RECORD_MAX */
 	uint64_t writer_reentrant;    /* 232  records refused: emitted from a signal handler mid-record */
 	uint64_t creator_pidns;	      /* 240  inode of the creator's pid namespace (written once) */
-	uint8_t pad_producer[8];      /* 248 */
+	uint64_t exited_real_ns;      /* 248  CLOCK_REALTIME when it ended normally (exit, evr_close); 0 while
+					       running, or when it died (the consumer tells the two apart) */
 
 	/* 256: consumer side. */
 	uint64_t consumer_pid;	      /* 256  attached consumer, 0 when none (K1) */
