@@ -106,6 +106,27 @@ static bool parse_size(const char *s, uint64_t *out)
 	return true;
 }
 
+/*
+ * The metadata area's size: EVRING_META_BYTES, else the ring's default (0).
+ * Not in struct evr_config, whose size is part of the ABI. Returns 0 or
+ * -EINVAL with the error set.
+ */
+static int meta_bytes_from_env(uint64_t *out)
+{
+	const char *v = getenv("EVRING_META_BYTES");
+	uint64_t n;
+
+	*out = 0;
+	if (!v || !*v)
+		return 0;
+	if (!parse_size(v, &n) || n < 4096 || n > EVR_META_BYTES_MAX) {
+		set_error("EVRING_META_BYTES=%s: expected a size from 4K to %uM", v, EVR_META_BYTES_MAX >> 20);
+		return -EINVAL;
+	}
+	*out = n;
+	return 0;
+}
+
 /* Fills cfg's zero fields from the environment. Returns 0 or -EINVAL with the error set. */
 static int config_from_env(struct evr_config *cfg, char *name_buf, size_t name_len, bool *off)
 {
@@ -197,12 +218,16 @@ static void site_list(struct evr_site *s)
 }
 
 /*
- * Where a site's flag points while it cannot record: while no segment is
- * open, and when the metadata area had no room for it. Both read disabled;
- * the sites parked on them are listed, so the next open gives them another try.
+ * Where a site's flag points while it cannot record. flag_off, while no
+ * segment is open, reads disabled: such a call costs the disabled path and
+ * is not traced, so not lost. flag_full, when the metadata area had no room
+ * for its entry, reads enabled: each call then reaches evr__site_register
+ * (its head stays 0), which counts the records it could not write as lost
+ * (unregistered_lost). The sites parked on either are listed, so the next
+ * open gives them another try.
  */
 static uint32_t flag_off = EVR_SITE_DISABLED;
-static uint32_t flag_full = EVR_SITE_DISABLED;
+static uint32_t flag_full = 0;
 
 /* A site id as a record's head packs it, by msgpack-c (struct evr_site's head). */
 static uint64_t site_head_pack(uint64_t id)
@@ -215,6 +240,22 @@ static uint64_t site_head_pack(uint64_t id)
 	return head;
 }
 
+/*
+ * A call of a site that has no entry (the metadata area was full): what it
+ * would have written is lost, counted on this thread's lane as a full
+ * lane's drops, so that a LOST record reports it where every loss is seen.
+ * A span begin counts its end too, which is never written for a span not
+ * begun. Off the hot path: such a site's head stays 0.
+ */
+static void unregistered_lost(const struct evr_site *s)
+{
+	struct evr_thread *t = &evr__thread;
+
+	if (t->gen != evr__gen && !evr__thread_open(t))
+		return; /* no writer, so no lane to count it on: tracing is off or failing */
+	evr_writer_count_lost(&t->w, s->def->kind == EVR_SITE_SPAN_BEGIN ? 2 : 1);
+}
+
 uint64_t evr__site_register(struct evr_site *s)
 {
 	struct evr_meta_entry *e;
@@ -225,9 +266,14 @@ uint64_t evr__site_register(struct evr_site *s)
 		evr_st_rel_ptr((void **)&s->flag, &flag_off);
 		return 0;
 	}
+	if (evr_ld_acq_ptr((void *const *)&s->flag) == &flag_full) {
+		unregistered_lost(s); /* the area stays full until the next open: no retry */
+		return 0;
+	}
 	if (evr__meta_site(s->def, &id) != 0) {
 		site_list(s);
-		evr_st_rel_ptr((void **)&s->flag, &flag_full); /* counted in hdr.meta_dropped */
+		evr_st_rel_ptr((void **)&s->flag, &flag_full); /* the entry counted in hdr.meta_dropped */
+		unregistered_lost(s);
 		return 0;
 	}
 	/*
@@ -397,6 +443,8 @@ static int open_locked(const struct evr_config *in)
 	evr__proc.err[0] = 0;
 
 	rc = config_from_env(&cfg, name, sizeof(name), &off);
+	if (!rc && !off)
+		rc = meta_bytes_from_env(&scfg.meta_bytes);
 	if (rc || off) {
 		evr__proc.state = OFF;
 		return rc;

@@ -233,7 +233,7 @@ static bool fits(struct evr_writer *w, uint64_t end)
 	return end - w->head_cache <= size;
 }
 
-static void drop(struct evr_writer *w)
+static void drop_n(struct evr_writer *w, uint64_t n)
 {
 	struct evr_lane *l = w->lane;
 	uint64_t now = evr_clock_read(w->clock_kind);
@@ -245,17 +245,34 @@ static void drop(struct evr_writer *w)
 	 */
 	if (w->shared) {
 		uint64_t zero = 0;
-		evr_faa_64(&l->lost, 1);
+		evr_faa_64(&l->lost, n);
 		evr_cas_64(&l->lost_first_ts, &zero, now);
 		evr_st_64(&l->lost_last_ts, now);
-		evr_faa_64(&l->lost_pending, 1);
+		evr_faa_64(&l->lost_pending, n);
 	} else {
 		if (evr_ld_64(&l->lost_pending) == 0)
 			evr_st_64(&l->lost_first_ts, now);
 		evr_st_64(&l->lost_last_ts, now);
-		evr_st_64(&l->lost, l->lost + 1);
-		evr_st_64(&l->lost_pending, l->lost_pending + 1); /* bound() is 0 until the LOST record is out */
+		evr_st_64(&l->lost, l->lost + n);
+		evr_st_64(&l->lost_pending, l->lost_pending + n); /* bound() is 0 until the LOST record is out */
 	}
+}
+
+static void drop(struct evr_writer *w)
+{
+	drop_n(w, 1);
+}
+
+void evr_writer_count_lost(struct evr_writer *w, uint64_t n)
+{
+	if (!w->lane || n == 0)
+		return;
+	if (w->limit == EVR_WRITER_BUSY) {
+		evr_faa_64(&w->seg->hdr->writer_reentrant, n);
+		return;
+	}
+	drop_n(w, n);
+	refresh(w); /* lost_pending: the next record takes the slow path, which reports them */
 }
 
 /*

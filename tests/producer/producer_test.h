@@ -515,6 +515,7 @@ static inline void pt_env_clear(void)
 	unsetenv("EVRING_LANES");
 	unsetenv("EVRING_LANE_BYTES");
 	unsetenv("EVRING_CAPTURE_CONTENT");
+	unsetenv("EVRING_META_BYTES");
 }
 
 /* Opens this process's segment with a name, lane size (0: default) and content capture. */

@@ -78,6 +78,13 @@ Test(config, bad_lane_bytes_are_refused)
 	expect_refused("EVRING_LANE_BYTES", "-4096");
 }
 
+Test(config, bad_meta_bytes_are_refused)
+{
+	expect_refused("EVRING_META_BYTES", "2K");
+	expect_refused("EVRING_META_BYTES", "257M");
+	expect_refused("EVRING_META_BYTES", "lots");
+}
+
 Test(config, bad_switches_are_refused)
 {
 	expect_refused("EVRING", "maybe");
@@ -155,7 +162,10 @@ Test(config, settings_from_the_environment)
 	setenv("EVRING_LANES", "4", 1);
 	setenv("EVRING_LANE_BYTES", "64k", 1);
 	setenv("EVRING_CAPTURE_CONTENT", "1", 1);
+	setenv("EVRING_META_BYTES", "64K", 1);
 	cr_assert_eq(evr_open(NULL), 0, "%s", evr_last_error());
+	cr_assert_eq(evr_segment_current()->meta_bytes, 64u << 10);
+	unsetenv("EVRING_META_BYTES");
 	cr_assert(evr_enabled());
 	snprintf(shm, sizeof(shm), "/evring.%d.cfg-env", (int)getpid());
 	cr_assert_str_eq(evr_segment_current()->shm_name, shm);

@@ -100,6 +100,12 @@ Test(regression, span_ids_differ_across_fork_and_old_spans_stay_in_their_segment
 	evr_close();
 }
 
+/* One call site, called before and after the metadata area fills. */
+static void early_site(void)
+{
+	EVR_EVENT("app", "early_site");
+}
+
 Test(regression, site_parked_on_a_full_metadata_area_records_after_the_next_open)
 {
 	struct pt_log log = { 0 };
@@ -109,12 +115,26 @@ Test(regression, site_parked_on_a_full_metadata_area_records_after_the_next_open
 	pt_open("reg-full", 0, 0);
 	memset(path, 'd', sizeof(path) - 1);
 	path[sizeof(path) - 1] = 0;
+	early_site(); /* registered while there is room */
 	for (int i = 0; i < 100000 && rc == 0; i++)
 		rc = evr_dispatcher("filler", true); /* fill the metadata area */
 	cr_assert_eq(rc, -ENOSPC);
-	EVR_EVENT("app", "late_site");
+	/*
+	 * Every call of a site with no entry is lost, and counted as lost: an
+	 * event one record, a span begin two (its end is never written).
+	 */
+	for (int i = 0; i < 5; i++)
+		EVR_EVENT("app", "late_site");
+	for (int i = 0; i < 3; i++) {
+		struct evr_span s = EVR_SPAN_BEGIN("app", "late_span");
+		EVR_SPAN_END(s);
+	}
+	early_site(); /* the next record written reports them */
 	pt_read(&log);
 	cr_assert_eq(pt_count(&log, EVR_REC_EVENT, "late_site"), 0);
+	cr_assert_eq(pt_count(&log, EVR_REC_EVENT, "early_site"), 2);
+	cr_assert_eq(log.lost, 5 + 3 * 2, "lost %llu, expected 11", (unsigned long long)log.lost);
+	cr_assert_eq(log.lost_records, 1, "one LOST record reports them");
 	pt_log_free(&log);
 	pt_open("reg-full2", 0, 0);
 	EVR_EVENT("app", "late_site");

@@ -445,6 +445,16 @@ EVR_API int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint3
 EVR_API void evr_writer_close(struct evr_writer *w);
 
 /*
+ * Counts n records the caller could not write (a call site that could not
+ * register: the metadata area was full) as lost, as a full lane's drops: in
+ * the lane's lost and lost_pending, so that the next record reports them in
+ * a LOST record. Inside a record (a signal handler interrupted one) they are
+ * counted in hdr.writer_reentrant instead. Owner thread (exclusive lane);
+ * any thread on the shared lane.
+ */
+EVR_API void evr_writer_count_lost(struct evr_writer *w, uint64_t n);
+
+/*
  * Writes the pending LOST record now if there is room. Returns 1 written, 0
  * none due, -ENOSPC, or -EBUSY when called inside a record.
  */
