@@ -21,7 +21,8 @@
  */
 void evr__rcu_reader(void);
 
-enum evr_cb { EVR_CB_EVENT, EVR_CB_SPAN_BEGIN, EVR_CB_SPAN_END, EVR_CB_TRACE_END, EVR_CB_LOST };
+/* The callbacks; EVR_CB_SKIPPED is the hub's own (a gap it marks in a handler's queue), never offered. */
+enum evr_cb { EVR_CB_EVENT, EVR_CB_SPAN_BEGIN, EVR_CB_SPAN_END, EVR_CB_TRACE_END, EVR_CB_LOST, EVR_CB_SKIPPED };
 
 struct evr_hub *evr__hub_new(const struct evr_consumer_opts *o, struct evr_consumer_stats *st);
 
@@ -31,8 +32,10 @@ int evr__hub_remove(struct evr_hub *hub, int id);
 
 /*
  * Offers an object to every handler whose filters take it (each queue that
- * takes it holds a reference; a full queue or a stalled handler skips it and
- * counts). The caller keeps its own reference. Drain thread only.
+ * takes it holds a reference; a full queue or a stalled handler skips it,
+ * counts, and marks the gap for a handler with on_skipped; a loss is never
+ * skipped but held and merged until there is room). The caller keeps its
+ * own reference. Drain thread only.
  */
 void evr__hub_deliver(struct evr_hub *hub, enum evr_cb cb, const void *obj);
 

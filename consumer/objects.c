@@ -513,7 +513,36 @@ struct evr_lost *evr__lost_new(const struct evr_rec *r)
 	l->count = r->lost_count;
 	l->ts_ns = r->real_ns;
 	l->first_ns = r->lost_first_real_ns;
+	l->reports = 1;
 	return l;
+}
+
+struct evr_lost *evr__lost_copy(const struct evr_lost *from)
+{
+	struct evr_lost *l = obj_new(sizeof(*l), EVR_OBJ_LOST);
+
+	if (!l)
+		return NULL;
+	l->src = from->src;
+	l->tid = from->tid;
+	l->lane = from->lane;
+	l->count = from->count;
+	l->ts_ns = from->ts_ns;
+	l->first_ns = from->first_ns;
+	l->reports = from->reports ? from->reports : 1;
+	return l;
+}
+
+struct evr_skipped *evr__skipped_new(const struct evr_skipped *gap)
+{
+	struct evr_skipped *s = obj_new(sizeof(*s), EVR_OBJ_SKIPPED);
+
+	if (!s)
+		return NULL;
+	*s = *gap;
+	s->obj.refs = 1;
+	s->obj.kind = EVR_OBJ_SKIPPED;
+	return s;
 }
 
 void evr_obj_ref(const void *obj)

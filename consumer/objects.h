@@ -1,6 +1,6 @@
 /*
  * objects.h: the immutable, reference-counted objects handlers receive
- * (events, spans, traces, losses) and the fields blocks they carry
+ * (events, spans, traces, losses, gaps) and the fields blocks they carry
  * (objects.c). Built by decode and the span builder, read by the hub and the
  * handlers; any thread may drop the last reference.
  */
@@ -40,5 +40,9 @@ void evr__obj_ref_n(const void *obj, uint32_t n);
 struct evr_span_rec *evr__span_new(void);
 struct evr_trace *evr__trace_new(uint32_t nspans);
 struct evr_lost *evr__lost_new(const struct evr_rec *r);
+/* A loss of the hub's own, to add later reports into: a copy of `from` (one reference, the caller's). */
+struct evr_lost *evr__lost_copy(const struct evr_lost *from);
+/* A gap marker (the hub's), a copy of gap apart from its header. */
+struct evr_skipped *evr__skipped_new(const struct evr_skipped *gap);
 
 #endif /* EVR_CONSUMER_OBJECTS_H */

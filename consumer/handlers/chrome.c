@@ -10,6 +10,8 @@
  *   {"ph":"i","name":"llm.chat.in_progress","cat":"llm.chat","s":"t","ts":3600900000.000,"pid":4242,"tid":4243,
  *    "args":{"chunk.index":0,...,"span_id":"1f","trace_id":"1c"}},
  *   {"ph":"i","s":"p","name":"evring.lost","cat":"evring","ts":...,"pid":4242,"tid":4243,"args":{"count":12,...}},
+ *   {"ph":"i","s":"g","name":"evring.skipped","cat":"evring","ts":...,"pid":0,"tid":0,
+ *    "args":{"handler":"chrome","count":530,"first_ns":...,"last_ns":...,"events":500,...}},
  *   {"ph":"M","name":"thread_name","pid":4242,"tid":4243,"args":{"name":"worker-1"}}
  *   ],
  *   "displayTimeUnit":"ns","otherData":{"producer":"evring","base_utc_ns":1714561200000000000,
@@ -23,7 +25,9 @@
  * flag, known only then. A span still open when the consumer detaches never
  * reaches a trace: it is written from on_span_end, status "open", drawn up
  * to the latest time the file holds (it has no end). Events are
- * thread-scoped instants ("i", "s":"t"); losses process-scoped instants.
+ * thread-scoped instants ("i", "s":"t"); losses process-scoped instants;
+ * gaps (records the consumer skipped for this handler: struct evr_skipped)
+ * global instants at the first skipped record's time.
  * "cat" is the dispatcher ("evring" when unknown), "args" the begin and end
  * fields (as in jsonl) then the ids, the status, the span's event count when
  * non-zero, and "flags" when set. Spans of different traces that overlap on
@@ -340,6 +344,30 @@ static int chrome_lost(void *ctx, const struct evr_lost *l)
 	return finish(c);
 }
 
+/* A gap: a global instant at its first record's time. */
+static int chrome_skipped(void *ctx, const struct evr_skipped *g)
+{
+	struct chrome *c = ctx;
+	FILE *f = c->f;
+	uint64_t ts = g->first_ns ? g->first_ns : g->last_ns;
+
+	if (!f)
+		return -EBADF;
+	flockfile(f);
+	set_base(c, ts);
+	entry(c);
+	fputs_unlocked("\"ph\":\"i\",\"s\":\"g\",\"name\":\"evring.skipped\",\"cat\":\"evring\",\"ts\":", f);
+	us(f, ts < c->base_ns ? 0 : ts - c->base_ns);
+	fputs_unlocked(",\"pid\":0,\"tid\":0,\"args\":{\"handler\":", f);
+	evr__json_cstr(f, g->handler);
+	fprintf(f,
+		",\"count\":%" PRIu64 ",\"first_ns\":%" PRIu64 ",\"last_ns\":%" PRIu64 ",\"events\":%" PRIu64
+		",\"span_begins\":%" PRIu64 ",\"span_ends\":%" PRIu64 ",\"traces\":%" PRIu64 ",\"stalled\":%" PRIu64
+		"}}",
+		g->count, g->first_ns, g->last_ns, g->events, g->span_begins, g->span_ends, g->traces, g->stalled);
+	return finish(c);
+}
+
 /* Writes the closing part; 0, or the -errno of a write that failed (then the file is removed). */
 static int chrome_end(void *ctx)
 {
@@ -445,6 +473,7 @@ int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err
 	h->on_span_end = chrome_span_end;
 	h->on_trace_end = chrome_trace_end;
 	h->on_lost = chrome_lost;
+	h->on_skipped = chrome_skipped;
 	h->on_end = chrome_end;
 	h->destroy = chrome_destroy;
 	return 0;

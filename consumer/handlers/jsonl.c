@@ -9,6 +9,8 @@
  *   {"kind":"event","name":"llm.chat.in_progress","dispatcher":"llm.chat","ts_ns":1714564800100000000,
  *    "span_id":"1f","trace_id":"1c","pid":4242,"tid":4243,"fields":{"chunk.index":0}}
  *   {"kind":"lost","count":12,"ts_ns":1714564801000000000,"pid":4242,"tid":4243,"first_ns":...,"lane":3}
+ *   {"kind":"skipped","count":530,"handler":"jsonl","first_ns":1714564801000000000,"last_ns":...,
+ *    "events":500,"span_begins":0,"span_ends":30,"traces":0,"stalled":0}
  *
  * (each on one line). The keys of §8 come first, in its order; extra keys
  * only ever follow them:
@@ -17,7 +19,14 @@
  *     after the span's line was written, so it comes on a line of its own then:
  *     {"kind":"span_flags","trace_id","span_id","parent_id","pid","tid","flags":["missing_parent"]};
  *   - event "late": true, only when the merge delivered it after later records;
- *   - lost "first_ns" (when the first of the drops happened) and "lane".
+ *   - lost "first_ns" (when the first of the drops happened) and "lane"; "reports" when the
+ *     consumer added several LOST records into one (its queue was full: struct evr_lost);
+ * A "skipped" line is a gap: records the consumer did not hand this handler
+ * (its queue was full, or it was stalled past the timeout), written where
+ * they would have been: how many, which handler, the times of the first and
+ * the last, and how many of each callback (span_ends are span lines; events
+ * event lines; span_begins and traces are not written by jsonl) and of them
+ * how many while it was stalled. Losses are never in a gap.
  * Values: times are UTC nanoseconds since the epoch, as integers; ids are
  * lower-case hex strings, "0" meaning none (a root's parent_id, an event
  * outside any span); "status" is "ok", "dropped", "abandoned" or "open" (a
@@ -377,7 +386,40 @@ static int jsonl_lost(void *ctx, const struct evr_lost *l)
 	evr__jb_u64(b, l->first_ns);
 	evr__jb_lit(b, ",\"lane\":");
 	evr__jb_u64(b, l->lane);
+	if (l->reports > 1) {
+		evr__jb_lit(b, ",\"reports\":");
+		evr__jb_u64(b, l->reports);
+	}
 	/* A loss is worth seeing at once: flush as at a trace's end. */
+	return end_line(j, true);
+}
+
+static int jsonl_skipped(void *ctx, const struct evr_skipped *g)
+{
+	struct jsonl *j = ctx;
+	struct evr__jbuf *b = &j->jb;
+
+	if (!j->f)
+		return -EBADF; /* after on_close */
+	evr__jb_lit(b, "{\"kind\":\"skipped\",\"count\":");
+	evr__jb_u64(b, g->count);
+	evr__jb_lit(b, ",\"handler\":");
+	evr__jb_cstr(b, g->handler);
+	evr__jb_lit(b, ",\"first_ns\":");
+	evr__jb_u64(b, g->first_ns);
+	evr__jb_lit(b, ",\"last_ns\":");
+	evr__jb_u64(b, g->last_ns);
+	evr__jb_lit(b, ",\"events\":");
+	evr__jb_u64(b, g->events);
+	evr__jb_lit(b, ",\"span_begins\":");
+	evr__jb_u64(b, g->span_begins);
+	evr__jb_lit(b, ",\"span_ends\":");
+	evr__jb_u64(b, g->span_ends);
+	evr__jb_lit(b, ",\"traces\":");
+	evr__jb_u64(b, g->traces);
+	evr__jb_lit(b, ",\"stalled\":");
+	evr__jb_u64(b, g->stalled);
+	/* As a loss: worth seeing at once. */
 	return end_line(j, true);
 }
 
@@ -442,6 +484,7 @@ int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 	h->on_span_end = jsonl_span_end;
 	h->on_trace_end = jsonl_trace_end;
 	h->on_lost = jsonl_lost;
+	h->on_skipped = jsonl_skipped;
 	h->on_end = jsonl_end;
 	h->destroy = jsonl_destroy;
 	return 0;

@@ -9,7 +9,10 @@
  *     rcu_read_lock, walk the live list; per handler, per object:
  *       no callback for cb            -> nothing (not counted)
  *       its filters turn it away      -> filtered++
- *       stalled, or its queue is full -> skipped++ (and the consumer's handler_skipped)
+ *       stalled, or its queue is full -> a loss: held for it (MARKERS below);
+ *                                        else skipped++ (and the consumer's
+ *                                        handler_skipped), added to its gap
+ *       markers held and room again   -> the gap, then the held losses, first
  *       else write (cb | obj) after its ck_ring's tail, unpublished
  *     the references (k queues took an object: k - 1 more, one atomic add;
  *     the caller's own is the k-th), then per handler one publication of
@@ -26,6 +29,23 @@
  * futex wake of a handler that was asleep. No clock is read per record on
  * any thread.
  *
+ * MARKERS
+ * =======
+ * What a handler misses must show where it missed it, and a loss must reach
+ * it at all. While a handler's queue has no room (or it is stalled), the
+ * drain thread counts the records it skips into one gap (hub_handler.gap, a
+ * value: which callbacks, the times of the first and last) when the handler
+ * has on_skipped, and holds every loss (struct evr_lost) instead of skipping
+ * it: a copy of the hub's own per source (the producer's object is shared
+ * with other queues), later losses of that source added into it. Before anything is queued
+ * for the handler again, the gap (as an object, EVR_CB_SKIPPED) and then the
+ * held losses are; until all of them are in, later records are skipped into
+ * the next gap, so nothing overtakes a marker. evr__hub_kick (the end of a
+ * round) and flush queue markers that wait with no record behind them;
+ * remove and close queue the rest before the stop marker, waiting for room
+ * if they must (the stop marker goes in only after them), so on_close comes
+ * after every marker, unless the handler is abandoned in a stalled call.
+ *
  * QUEUES
  * ======
  * A handler's queue is a ck_ring (single producer, single consumer) of
@@ -33,8 +53,8 @@
  * least 8-byte aligned; the static asserts below hold that). The ring has
  * 2 x queue_len slots (4 at least; ck_ring keeps one free) and the drain
  * thread stops at queue_len entries, so capacity is exactly queue_len and
- * there is always a free slot for the stop marker that ends the handler's
- * thread. A handler thread spins about a microsecond (ck_backoff) when its
+ * there are free slots for the markers and the stop marker that ends the
+ * handler's thread (remove / close wait for room when there are not). A handler thread spins about a microsecond (ck_backoff) when its
  * queue is empty, then sleeps on a futex: sharing a CPU with the drain
  * thread, a longer spin only delays the thread it waits for. The drain
  * thread wakes it only if it was asleep (D / H below). The drain thread is the producer;
@@ -389,6 +409,137 @@ int evr__hub_add(struct evr_hub *hub, const struct evr_handler *h)
 	return id;
 }
 
+/* ---- markers (see MARKERS at the top) ------------------------------------------------------------ */
+
+static bool has_markers(const struct hub_handler *x)
+{
+	return x->gap.count || x->nheld;
+}
+
+/* The time a record carries, for a gap's first_ns / last_ns. */
+static uint64_t record_ns(unsigned cb, const void *obj)
+{
+	const struct evr_span_rec *sp = obj;
+	const struct evr_trace *tr = obj;
+
+	switch (cb) {
+	case EVR_CB_EVENT:
+		return ((const struct evr_event *)obj)->ts_ns;
+	case EVR_CB_SPAN_BEGIN:
+		return sp->start_ns;
+	case EVR_CB_SPAN_END:
+		return sp->end_ns ? sp->end_ns : sp->start_ns;
+	case EVR_CB_TRACE_END:
+		return tr->end_ns ? tr->end_ns : tr->start_ns;
+	default:
+		return 0;
+	}
+}
+
+/* A record skipped for x, counted into its gap. The producer (drain thread). */
+static void gap_add(struct hub_handler *x, unsigned cb, const void *obj, bool stalled)
+{
+	struct evr_skipped *g = &x->gap;
+	uint64_t t = record_ns(cb, obj);
+
+	if (g->count++ == 0)
+		g->first_ns = t;
+	g->last_ns = t;
+	g->stalled += stalled;
+	g->events += cb == EVR_CB_EVENT;
+	g->span_begins += cb == EVR_CB_SPAN_BEGIN;
+	g->span_ends += cb == EVR_CB_SPAN_END;
+	g->traces += cb == EVR_CB_TRACE_END;
+}
+
+/*
+ * A loss x's queue has no room for: added into the one held for its source,
+ * or held as a copy (the hub's own: the producer's object is shared with
+ * other queues, and later losses are added into it). Returns 0, or -ENOMEM
+ * (then it is skipped like a record). The producer.
+ */
+static int hold_lost(struct hub_handler *x, const struct evr_lost *l)
+{
+	struct evr_lost *c;
+
+	for (uint32_t k = 0; k < x->nheld; k++) {
+		struct evr_lost *h = x->held[k];
+
+		if (h->src != l->src)
+			continue;
+		h->count += l->count;
+		h->reports += l->reports ? l->reports : 1;
+		if (l->first_ns && (!h->first_ns || l->first_ns < h->first_ns))
+			h->first_ns = l->first_ns;
+		if (l->ts_ns > h->ts_ns)
+			h->ts_ns = l->ts_ns;
+		return 0;
+	}
+	if (x->nheld == x->held_cap) {
+		uint32_t n = x->held_cap ? 2 * x->held_cap : 4;
+		struct evr_lost **v = realloc(x->held, n * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		x->held = v;
+		x->held_cap = n;
+	}
+	if (!(c = evr__lost_copy(l)))
+		return -ENOMEM;
+	x->held[x->nheld++] = c;
+	return 0;
+}
+
+/*
+ * Puts x's markers (its gap, then its held losses) in up to `room` slots
+ * after the items pending; returns the room left, 0 while any marker is
+ * still out (nothing may overtake it). The producer.
+ */
+static uint32_t put_markers(struct hub_handler *x, uint32_t room)
+{
+	uint32_t k = 0;
+
+	if (x->gap.count && room) {
+		struct evr_skipped *g = evr__skipped_new(&x->gap);
+
+		if (!g)
+			return 0; /* no memory now: later records join the gap */
+		g->handler = x->h.name;
+		hq_put(&x->q, x->pending++, item_make(g, EVR_CB_SKIPPED));
+		memset(&x->gap, 0, sizeof(x->gap));
+		room--;
+	}
+	while (k < x->nheld && room) {
+		hq_put(&x->q, x->pending++, item_make(x->held[k++], EVR_CB_LOST));
+		room--;
+	}
+	if (k) {
+		memmove(x->held, x->held + k, (x->nheld - k) * sizeof(*x->held));
+		x->nheld -= k;
+	}
+	return has_markers(x) ? 0 : room;
+}
+
+/*
+ * Queues what markers x's room takes, with no record behind them, and
+ * publishes them (the drain thread, or flush on it). Returns whether any
+ * are still held.
+ */
+static bool send_markers(struct hub_handler *x)
+{
+	uint32_t used = hq_used(&x->q, 0), room = used < x->cap ? x->cap - used : 0;
+
+	x->pending = 0;
+	put_markers(x, room);
+	if (x->pending) {
+		hq_publish(&x->q, x->pending);
+		__atomic_store_n(&x->enq, x->enq + x->pending, __ATOMIC_RELAXED);
+		x->pending = 0;
+		x->unwoken = true;
+	}
+	return has_markers(x);
+}
+
 /* Wakes x, after the one fence a pass of wakes needs (D, pairs with H: the pushes before its sleeping word). */
 static void wake_fenced(struct hub_handler *x, bool *fenced)
 {
@@ -450,9 +601,15 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 			if (room == 0 && !stalled) {
 				used = hq_used(&x->q, x->pending);
 				room = used < x->cap ? x->cap - used : 0;
+				if (room && has_markers(x))
+					room = put_markers(x, room); /* before anything later */
 			}
 			if (room == 0) {
+				if (cb == EVR_CB_LOST && hold_lost(x, d[i].obj) == 0)
+					continue;
 				ns++;
+				if (x->h.on_skipped)
+					gap_add(x, cb, d[i].obj, stalled);
 				continue;
 			}
 			hq_put(&x->q, x->pending++, item_make(d[i].obj, cb)); /* cap entries in 2 x cap slots */
@@ -524,7 +681,11 @@ void evr__hub_deliver_many(struct evr_hub *hub, const struct evr_dlv *d, size_t 
 	sync_stats(hub);
 }
 
-/* Wakes the handlers given items since their last wake check, if they sleep. Drain thread only. */
+/*
+ * Queues the markers still held for handlers whose queue has room again, and
+ * wakes the handlers given items since their last wake check, if they sleep.
+ * Drain thread only.
+ */
 void evr__hub_kick(struct evr_hub *hub)
 {
 	bool fenced = false;
@@ -534,6 +695,8 @@ void evr__hub_kick(struct evr_hub *hub)
 	evr__rcu_reader();
 	rcu_read_lock();
 	for (struct hub_handler *x = live_first(hub); x; x = live_next(x)) {
+		if (has_markers(x) && !__atomic_load_n(&x->stalled, __ATOMIC_RELAXED))
+			send_markers(x); /* their room may have come back since the last record */
 		if (!x->unwoken)
 			continue;
 		wake_fenced(x, &fenced);
@@ -555,19 +718,54 @@ void evr__hub_deliver(struct evr_hub *hub, enum evr_cb cb, const void *obj)
 }
 
 /*
+ * remove / close, once x is out of the live list (they are its producer
+ * now): its markers, then the stop marker, as far as its queue has room
+ * (the stop marker only after every marker). Called again while
+ * x->stop_sent is false.
+ */
+static void retire_send(struct hub_handler *x)
+{
+	uint32_t room = hq_room(&x->q);
+
+	if (room == 0)
+		return;
+	x->pending = 0;
+	room = put_markers(x, room - 1); /* one slot kept for the stop marker */
+	if (room == 0 && x->gap.count && x->pending == 0 && hq_room(&x->q) > 1)
+		memset(&x->gap, 0, sizeof(x->gap)); /* room, but no memory for its object: it goes unmarked */
+	if (!has_markers(x)) {
+		hq_put(&x->q, x->pending++, ITEM_STOP);
+		x->stop_sent = true;
+	}
+	if (x->pending) {
+		hq_publish(&x->q, x->pending);
+		x->pending = 0;
+		hq_fence(); /* D */
+		wake(x);
+	}
+}
+
+/* Drops x's held losses (x is being abandoned: they will not be queued). */
+static void drop_held(struct evr_lost **held, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++)
+		evr_obj_unref(held[k]);
+	free(held);
+}
+
+/*
  * Stops the handlers on the list (already out of the live list, a grace
- * period passed): each drains its queue, runs on_close and destroy on its own
- * thread, under the watchdog. A handler stalled in a call (or overrunning it
- * with the watchdog busy) is abandoned instead of waited for.
+ * period passed): each drains its queue, takes its markers, runs on_close
+ * and destroy on its own thread, under the watchdog. A handler stalled in a
+ * call (or overrunning it with the watchdog busy) is abandoned instead of
+ * waited for.
  */
 static void retire(struct evr_hub *hub, struct hub_handler *list)
 {
 	for (struct hub_handler *x = list; x; x = x->retire_next) {
-		hq_put(&x->q, 0, ITEM_STOP); /* there is always a free slot: 2 x cap */
-		hq_publish(&x->q, 1);
-		hq_fence(); /* D */
-		wake(x);
+		x->stop_sent = false;
 		x->rt_state = 0;
+		retire_send(x);
 	}
 	while (list) {
 		for (struct hub_handler **pp = &list; *pp;) {
@@ -575,6 +773,10 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 			uint64_t s = __atomic_load_n(&x->state, __ATOMIC_ACQUIRE); /* pairs with F2, C2 */
 			bool gone = false, overrun = false;
 
+			if (!x->stop_sent && !(s & ST_STALLED)) {
+				retire_send(x);
+				s = __atomic_load_n(&x->state, __ATOMIC_ACQUIRE); /* pairs with F2, C2 */
+			}
 			if (s & ST_FINISHED) {
 				pthread_join(x->thread, NULL);
 				pthread_mutex_lock(&hub->lock);
@@ -600,7 +802,11 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 			if ((s & ST_IN_CALL) && ((s & ST_STALLED) || overrun)) {
 				struct hub_handler *next = x->retire_next;
 				pthread_t t = x->thread;
+				struct evr_lost **held = x->held; /* ours: taken out before A1, x may free itself */
+				uint32_t nheld = x->nheld, held_cap = x->held_cap;
 
+				x->held = NULL;
+				x->nheld = x->held_cap = 0;
 				pthread_mutex_lock(&hub->lock);
 				all_unlink(hub, x); /* before A1: once it wins, x may free itself */
 				gone = __atomic_compare_exchange_n(&x->state, &s, s | ST_ABANDONED, false,
@@ -608,7 +814,13 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 				if (!gone)
 					all_append(hub, x); /* it returned just now: wait on */
 				pthread_mutex_unlock(&hub->lock);
+				if (!gone) {
+					x->held = held;
+					x->nheld = nheld;
+					x->held_cap = held_cap;
+				}
 				if (gone) {
+					drop_held(held, nheld);
 					pthread_detach(t);
 					*pp = next;
 					continue;
@@ -666,14 +878,24 @@ void evr__hub_flush(struct evr_hub *hub)
 		uint64_t sum = 0, now;
 		bool busy = false;
 
+		bool fenced = false;
+
 		pthread_mutex_lock(&hub->lock);
 		for (struct hub_handler *x = hub->all; x; x = x->all_next) {
 			uint64_t done = __atomic_load_n(&x->done, __ATOMIC_ACQUIRE); /* pairs with F1 */
+			bool stalled = __atomic_load_n(&x->state, __ATOMIC_RELAXED) & ST_STALLED;
 
 			if (x->retiring)
 				continue;
+			/* Markers held with no record behind them: queued here (under the lock: remove waits). */
+			if (has_markers(x) && !stalled) {
+				if (send_markers(x))
+					busy = true;
+				if (x->unwoken)
+					wake_fenced(x, &fenced);
+			}
 			sum += done;
-			if (done != ld(&x->enq) && !(__atomic_load_n(&x->state, __ATOMIC_RELAXED) & ST_STALLED))
+			if (done != ld(&x->enq) && !stalled)
 				busy = true;
 		}
 		pthread_mutex_unlock(&hub->lock);

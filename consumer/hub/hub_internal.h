@@ -23,7 +23,20 @@
 
 #define DEFAULT_TIMEOUT_NS 5000000000ull /* aiconfig's CallbackManager */
 #define TIMEOUT_MAX_NS (1ull << 62)	     /* "never" (146 years): start + timeout cannot wrap */
-#define DEFAULT_QUEUE_LEN 4096u
+/*
+ * The default queue is sized by memory, not by a count of records: a record
+ * in a queue holds its object, and the object's blocks are what cost memory
+ * (the queue's own slots are 16 bytes a record: two pointers, as the ring
+ * has 2 x queue_len). An event is one pool block with its fields inside
+ * (128 to 1024 bytes, by its fields and strings), a span end one block and
+ * its begin and end fields blocks; 512 bytes is a fair figure for the
+ * records of an LLM application. 64 MiB of them per handler lets a handler
+ * that is slow but keeps up on average ride out the bursts of a busy
+ * producer; one that falls further behind, or overruns its timeout, skips.
+ */
+#define DEFAULT_QUEUE_BYTES (64u << 20)
+#define QUEUE_ITEM_BYTES 512u
+#define DEFAULT_QUEUE_LEN (DEFAULT_QUEUE_BYTES / QUEUE_ITEM_BYTES) /* 131072, a power of two */
 #define MAX_QUEUE_LEN (1u << 24)
 #define TICK_MAX_NS 10000000ull	     /* the watchdog looks at least every 10 ms */
 #define TICK_MIN_NS 1000000ull	     /* ... and at most every 1 ms */
@@ -40,8 +53,8 @@
 #define ERRORS_LOGGED 10	     /* then only at powers of two */
 #define REPORTS_PER_SCAN 8
 
-/* What a queue item or a supervised call is: enum evr_cb, then these. */
-enum { CALL_CLOSE = 5, CALL_DESTROY = 6 };
+/* What a queue item or a supervised call is: enum evr_cb, then these (calls, never queued). */
+enum { CALL_CLOSE = EVR_CB_SKIPPED + 1, CALL_DESTROY };
 
 /* state: the call sequence number above these flags; written as described under ORDERING. */
 #define ST_IN_CALL 1u
@@ -82,6 +95,15 @@ struct hub_handler {
 	struct hub_handler *batch_next;	 /* drain thread only: handlers with pending items */
 	uint32_t stalled;
 	uint32_t sleeping; /* futex word: 1 set by the handler (H), back to 0 by either side */
+
+	/*
+	 * Markers waiting for room (see MARKERS in hub.c): the drain thread's,
+	 * then (after the grace period) remove / close's. gap.count 0: none.
+	 */
+	struct evr_skipped gap;	 /* the gap being counted (a value; its object is made when queued) */
+	struct evr_lost **held;	 /* losses not yet queued, one per source, in the order first held */
+	uint32_t nheld, held_cap;
+	bool stop_sent;		 /* remove / close: the stop marker is queued */
 
 	/* Handler thread. */
 	_Alignas(64) uint64_t state;
@@ -200,6 +222,9 @@ static inline void describe(unsigned cb, const void *obj, struct desc *d)
 	case EVR_CB_LOST:
 		d->src = ((const struct evr_lost *)obj)->src;
 		d->name = "lost";
+		return;
+	case EVR_CB_SKIPPED:
+		d->name = "skipped";
 		return;
 	}
 	if (site) {

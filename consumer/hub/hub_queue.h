@@ -28,9 +28,10 @@
 #define ITEM_CB_MASK ((uintptr_t)7)
 #define ITEM_STOP ((void *)(uintptr_t)7) /* no object: ends the handler's thread */
 
-_Static_assert(EVR_CB_LOST < 7, "the callback must fit in the low bits of an object pointer");
+_Static_assert(EVR_CB_SKIPPED < 7, "the callback must fit in the low bits of an object pointer");
 _Static_assert(_Alignof(struct evr_event) >= 8 && _Alignof(struct evr_span_rec) >= 8 &&
-		       _Alignof(struct evr_trace) >= 8 && _Alignof(struct evr_lost) >= 8,
+		       _Alignof(struct evr_trace) >= 8 && _Alignof(struct evr_lost) >= 8 &&
+		       _Alignof(struct evr_skipped) >= 8,
 	       "objects must leave 3 low pointer bits for the callback");
 
 /* ---- the queue ------------------------------------------------------------------------------ */
@@ -64,6 +65,12 @@ static inline uint32_t hq_used(const struct hq *q, uint32_t pending)
 {
 	/* Q2: the handler's head; pairs with Q4 (what it read is done with). */
 	return q->ring.p_tail + pending - ck_pr_load_uint(&q->ring.c_head);
+}
+
+/* Free slots (ck_ring keeps one free), the stop marker's included. The producer. */
+static inline uint32_t hq_room(const struct hq *q)
+{
+	return q->ring.size - 1 - hq_used(q, 0);
 }
 
 /* Writes item i of the batch being built (not visible yet). The caller checked the room. */
@@ -132,6 +139,11 @@ static inline uint32_t hq_used(const struct hq *q, uint32_t pending)
 {
 	/* Q2, pairs with Q4. */
 	return __atomic_load_n(&q->p_tail, __ATOMIC_RELAXED) + pending - __atomic_load_n(&q->c_head, __ATOMIC_ACQUIRE);
+}
+
+static inline uint32_t hq_room(const struct hq *q)
+{
+	return q->mask - hq_used(q, 0);
 }
 
 static inline void hq_put(struct hq *q, uint32_t i, void *v)

@@ -18,7 +18,7 @@
 
 #include "hub_internal.h"
 
-/* Frees a handler's memory: its copy of the handler's names and filters, its queue. */
+/* Frees a handler's memory: its copy of the handler's names and filters, its queue, losses it held. */
 void evr__hub_hh_free(struct hub_handler *x)
 {
 	free((char *)x->h.name);
@@ -29,6 +29,9 @@ void evr__hub_hh_free(struct hub_handler *x)
 			free(v[i]);
 		free(v);
 	}
+	for (uint32_t k = 0; k < x->nheld; k++) /* losses never queued (a handler that never ran) */
+		evr_obj_unref(x->held[k]);
+	free(x->held);
 	free(x->q.buf);
 	free(x);
 }

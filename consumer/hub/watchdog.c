@@ -57,8 +57,9 @@
 #include "hub_internal.h"
 
 /* The calls by number: enum evr_cb, then CALL_CLOSE and CALL_DESTROY (hub_internal.h). */
-static const char *const call_names[] = { "on_event",	  "on_span_begin", "on_span_end", "on_trace_end",
-					  "on_lost",	  "on_close",	   "destroy" };
+static const char *const call_names[] = { "on_event", "on_span_begin", "on_span_end", "on_trace_end",
+					  "on_lost",  "on_skipped",    "on_close",    "destroy" };
+_Static_assert(sizeof(call_names) / sizeof(call_names[0]) == CALL_DESTROY + 1, "a name for every call");
 
 static void bump(uint64_t *p)
 {
@@ -93,6 +94,8 @@ static int invoke(const struct evr_handler *h, unsigned call, const void *obj)
 		return h->on_trace_end(h->ctx, obj);
 	case EVR_CB_LOST:
 		return h->on_lost(h->ctx, obj);
+	case EVR_CB_SKIPPED:
+		return h->on_skipped(h->ctx, obj);
 	case CALL_CLOSE:
 		if (h->on_end)
 			return h->on_end(h->ctx);
@@ -162,7 +165,7 @@ bool evr__hub_supervised(struct hub_handler *x, unsigned call, const void *obj, 
 	__atomic_store_n(&x->call_cb, call, __ATOMIC_RELEASE);				  /* C1 */
 	__atomic_store_n(&x->call_what, what, __ATOMIC_RELEASE);			  /* C1 */
 	__atomic_store_n(&x->state, seq << ST_SEQ_SHIFT | ST_IN_CALL, __ATOMIC_RELEASE); /* C2, pairs with W1 */
-	if (call < CALL_CLOSE)
+	if (call <= EVR_CB_LOST) /* records; a gap is not one */
 		bump(&x->delivered);
 	rc = invoke(&x->h, call, obj);
 	old = __atomic_exchange_n(&x->state, seq << ST_SEQ_SHIFT, __ATOMIC_ACQ_REL); /* C3, pairs with S1, A1 */

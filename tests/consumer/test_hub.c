@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1300,4 +1302,375 @@ Test(hub, objects_dropped_on_another_thread_come_back_for_reuse)
 	}
 	cr_log_info("%lu of %d blocks of the first round reused in the last", (unsigned long)reused, N);
 	cr_assert_gt(reused, N / 2, "blocks dropped on other threads are not reused");
+}
+
+/* ---- gaps and losses: markers in a handler's stream ------------------------------------------- */
+
+static struct evr_src src2 = { .pub = { .pid = 4343, .program = "test2" }, .dispatchers = disps, .dispatchers_n = 5 };
+
+static struct evr_lost *mk_lost_of(struct evr_src *s, uint64_t count, uint64_t ts)
+{
+	struct evr_rec r = { .src = s, .real_ns = ts, .lost_count = count, .lost_first_real_ns = ts - 1 };
+	struct evr_lost *l = evr__lost_new(&r);
+
+	cr_assert_not_null(l);
+	return l;
+}
+
+/*
+ * A handler whose first call (of any kind) waits for a gate, then writes
+ * what it gets into a log: "E<seq>", "S<count>:<first>-<last>", "L<pid>:<count>x<reports>", "C".
+ */
+static struct mark {
+	pthread_mutex_t mu;
+	sem_t entered, open;
+	bool passed;
+	char log[16384];
+	uint64_t events, skipped, skipped_events, gaps, lost, lost_calls, reports;
+	int closed;
+	bool marker_after_close;
+	char handler[32];
+} mark;
+
+static void mark_init(void)
+{
+	memset(&mark, 0, sizeof(mark));
+	pthread_mutex_init(&mark.mu, NULL);
+	sem_init(&mark.entered, 0, 0);
+	sem_init(&mark.open, 0, 0);
+}
+
+/* The gate, then the log line; returns with mark.mu held. */
+static void mark_enter(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void mark_enter(const char *fmt, ...)
+{
+	va_list ap;
+	size_t len;
+
+	if (!__atomic_load_n(&mark.passed, __ATOMIC_ACQUIRE)) {
+		sem_post(&mark.entered);
+		sem_wait(&mark.open);
+		__atomic_store_n(&mark.passed, true, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_lock(&mark.mu);
+	if (mark.closed)
+		mark.marker_after_close = true;
+	len = strlen(mark.log);
+	va_start(ap, fmt);
+	vsnprintf(mark.log + len, sizeof(mark.log) - len, fmt, ap);
+	va_end(ap);
+}
+
+static int mark_event(void *ctx, const struct evr_event *ev)
+{
+	(void)ctx;
+	mark_enter("E%llu ", (unsigned long long)ev->ts_ns);
+	mark.events++;
+	pthread_mutex_unlock(&mark.mu);
+	return 0;
+}
+
+static int mark_lost(void *ctx, const struct evr_lost *l)
+{
+	(void)ctx;
+	mark_enter("L%u:%llux%u ", l->src ? l->src->pid : 0, (unsigned long long)l->count, l->reports);
+	mark.lost += l->count;
+	mark.lost_calls++;
+	mark.reports += l->reports;
+	pthread_mutex_unlock(&mark.mu);
+	return 0;
+}
+
+static int mark_skipped(void *ctx, const struct evr_skipped *g)
+{
+	(void)ctx;
+	mark_enter("S%llu:%llu-%llu ", (unsigned long long)g->count, (unsigned long long)g->first_ns,
+		   (unsigned long long)g->last_ns);
+	mark.skipped += g->count;
+	mark.skipped_events += g->events;
+	mark.gaps++;
+	snprintf(mark.handler, sizeof(mark.handler), "%s", g->handler);
+	pthread_mutex_unlock(&mark.mu);
+	return 0;
+}
+
+static void mark_close(void *ctx)
+{
+	(void)ctx;
+	pthread_mutex_lock(&mark.mu);
+	mark.closed++;
+	strncat(mark.log, "C", sizeof(mark.log) - strlen(mark.log) - 1);
+	pthread_mutex_unlock(&mark.mu);
+}
+
+static struct evr_handler mark_handler(uint32_t queue_len)
+{
+	return (struct evr_handler){ .name = "marks",
+				     .ctx = &mark,
+				     .on_event = mark_event,
+				     .on_lost = mark_lost,
+				     .on_skipped = mark_skipped,
+				     .on_close = mark_close,
+				     .queue_len = queue_len };
+}
+
+static uint64_t delivered_of(struct evr_hub *hub, const char *name)
+{
+	return stats_of(hub, name).delivered;
+}
+
+/*
+ * A full queue's skips come to the handler as one gap, where they happened:
+ * after what was queued before them, before what is queued after them.
+ */
+Test(hub, gap_is_marked_where_it_happened)
+{
+	struct evr_consumer_opts o = { .timeout_ns = 10000 * MS, .quiet = true };
+	struct evr_consumer_stats cst = { 0 };
+	struct evr_hub *hub = evr__hub_new(&o, &cst);
+	struct evr_handler h;
+	char want[512] = "";
+	uint64_t t0;
+
+	mark_init();
+	h = mark_handler(8);
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&mark.entered, 5000));
+	for (uint64_t i = 1; i < 100; i++)
+		offer_event(hub, &s_chat, i);
+	cr_assert_eq(stats_of(hub, "marks").skipped, 91);
+	sem_post(&mark.open);
+	/* Its queue empties (all 9 records taken); the gap waits for the next record, which has room. */
+	t0 = now_ns();
+	while (delivered_of(hub, "marks") < 9 && now_ns() - t0 < 5000 * MS)
+		usleep(1000);
+	cr_assert_eq(delivered_of(hub, "marks"), 9);
+	for (uint64_t i = 100; i < 103; i++)
+		offer_event(hub, &s_chat, i);
+	evr__hub_flush(hub);
+	for (int i = 0; i < 9; i++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), "E%d ", i);
+	strcat(want, "S91:9-99 E100 E101 E102 ");
+	pthread_mutex_lock(&mark.mu);
+	cr_assert_str_eq(mark.log, want);
+	cr_assert_eq(mark.skipped_events, 91);
+	cr_assert_str_eq(mark.handler, "marks");
+	pthread_mutex_unlock(&mark.mu);
+	cr_assert_eq(stats_of(hub, "marks").delivered, 12, "a gap is not a record");
+	cr_assert_eq(cst.handler_skipped, 91);
+	evr__hub_close(hub);
+	cr_assert_eq(mark.closed, 1);
+	cr_assert_not(mark.marker_after_close);
+}
+
+/*
+ * A stream that ends in a gap: flush queues the gap with nothing behind
+ * it, and close runs on_close after it. A handler without on_skipped gets
+ * no marker (its skips are counted only).
+ */
+Test(hub, gap_at_the_end_comes_before_on_close)
+{
+	struct evr_consumer_opts o = { .timeout_ns = 10000 * MS, .quiet = true };
+	struct evr_hub *hub = evr__hub_new(&o, NULL);
+	struct evr_handler h;
+	struct rec plain;
+
+	mark_init();
+	h = mark_handler(4);
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&mark.entered, 5000));
+	for (uint64_t i = 1; i <= 20; i++)
+		offer_event(hub, &s_chat, i);
+	sem_post(&mark.open);
+	evr__hub_flush(hub);
+	pthread_mutex_lock(&mark.mu);
+	cr_assert_str_eq(mark.log, "E0 E1 E2 E3 E4 S16:5-20 ");
+	pthread_mutex_unlock(&mark.mu);
+	evr__hub_close(hub);
+	cr_assert_str_eq(mark.log, "E0 E1 E2 E3 E4 S16:5-20 C");
+
+	/* The same without on_skipped: nothing but the records. */
+	hub = evr__hub_new(&o, NULL);
+	rec_init(&plain);
+	gate_init(0);
+	h = (struct evr_handler){ .name = "plain", .ctx = &gate, .on_event = gate_event, .queue_len = 4 };
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&gate.entered, 5000));
+	for (uint64_t i = 1; i <= 20; i++)
+		offer_event(hub, &s_chat, i);
+	sem_post(&gate.open);
+	evr__hub_flush(hub);
+	cr_assert_eq(stats_of(hub, "plain").skipped, 16);
+	cr_assert_eq(stats_of(hub, "plain").delivered, 5);
+	evr__hub_close(hub);
+	cr_assert_eq(gate.n, 5);
+}
+
+/* Offers events 1..n behind a blocked handler, a loss of (i % 7 + 1) every tenth, sources alternating. */
+static uint64_t flood(struct evr_hub *hub, uint64_t n, uint64_t *lost_offered, uint64_t *events_offered)
+{
+	uint64_t k = 0;
+
+	for (uint64_t i = 1; i <= n; i++) {
+		if (i % 10 == 0) {
+			uint64_t count = i % 7 + 1;
+
+			offer(hub, EVR_CB_LOST, mk_lost_of(k++ % 2 ? &src2 : &src, count, i));
+			*lost_offered += count;
+		} else {
+			offer_event(hub, &s_chat, i);
+			++*events_offered;
+		}
+	}
+	return k;
+}
+
+/*
+ * Losses are never skipped: with the queue full they are held, one per
+ * source with the later ones added in, and queued (after the gap) as soon
+ * as there is room. The handler sees every lost record and every skip.
+ */
+Test(hub, losses_are_never_dropped_and_totals_match)
+{
+	struct evr_consumer_opts o = { .timeout_ns = 10000 * MS, .quiet = true };
+	struct evr_consumer_stats cst = { 0 };
+	struct evr_hub *hub = evr__hub_new(&o, &cst);
+	struct evr_handler h;
+	uint64_t lost = 0, events = 0, reports;
+
+	mark_init();
+	h = mark_handler(8);
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&mark.entered, 5000));
+	reports = flood(hub, 1000, &lost, &events);
+	/* 8 events queued behind the call; every other event skipped; no loss skipped. */
+	cr_assert_eq(stats_of(hub, "marks").skipped, events - 8);
+	cr_assert_eq(cst.handler_skipped, events - 8);
+	sem_post(&mark.open);
+	evr__hub_close(hub);
+	cr_assert_eq(mark.closed, 1);
+	cr_assert_not(mark.marker_after_close);
+	cr_assert_eq(mark.lost, lost, "lost %llu of %llu", (unsigned long long)mark.lost, (unsigned long long)lost);
+	cr_assert_eq(mark.reports, reports);
+	cr_assert_eq(mark.lost_calls, 2, "one merged loss per source");
+	cr_assert_eq(mark.skipped, cst.handler_skipped);
+	cr_assert_eq(mark.events, 9);
+	cr_assert(strstr(mark.log, "E8 S"), "log: %s", mark.log);
+	cr_assert(strstr(mark.log, " L4242:"), "log: %s", mark.log);
+	cr_assert(strstr(mark.log, " L4343:"), "log: %s", mark.log);
+	cr_assert_eq(mark.events + mark.skipped, events + 1);
+}
+
+/*
+ * A loss that finds room is queued as it comes, in order with the records
+ * (a merged one only when the queue was full); records after a held loss
+ * wait behind it.
+ */
+Test(hub, held_loss_goes_before_later_records)
+{
+	struct evr_consumer_opts o = { .timeout_ns = 10000 * MS, .quiet = true };
+	struct evr_hub *hub = evr__hub_new(&o, NULL);
+	struct evr_handler h;
+	uint64_t t0;
+
+	mark_init();
+	h = mark_handler(2);
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&mark.entered, 5000));
+	offer_event(hub, &s_chat, 1);
+	offer_event(hub, &s_chat, 2);
+	offer(hub, EVR_CB_LOST, mk_lost_of(&src, 5, 3)); /* full: held */
+	offer(hub, EVR_CB_LOST, mk_lost_of(&src, 6, 4)); /* added in */
+	sem_post(&mark.open);
+	t0 = now_ns();
+	while (delivered_of(hub, "marks") < 3 && now_ns() - t0 < 5000 * MS)
+		usleep(1000);
+	offer_event(hub, &s_chat, 5);
+	offer(hub, EVR_CB_LOST, mk_lost_of(&src, 1, 6));
+	evr__hub_flush(hub);
+	pthread_mutex_lock(&mark.mu);
+	cr_assert_str_eq(mark.log, "E0 E1 E2 L4242:11x2 E5 L4242:1x1 ");
+	pthread_mutex_unlock(&mark.mu);
+	evr__hub_close(hub);
+}
+
+static void *remove_thread(void *arg)
+{
+	struct evr_hub **hub = arg;
+
+	return (void *)(intptr_t)evr__hub_remove(hub[0], 1);
+}
+
+/*
+ * remove: the handler's markers go in before the stop marker, waiting for
+ * room when a queue of one has none, so on_close comes after all of them.
+ */
+Test(hub, remove_queues_held_markers_before_on_close)
+{
+	struct evr_consumer_opts o = { .timeout_ns = 10000 * MS, .quiet = true };
+	struct evr_consumer_stats cst = { 0 };
+	struct evr_hub *hub = evr__hub_new(&o, &cst);
+	struct evr_handler h;
+	uint64_t lost = 0, events = 0, reports;
+	pthread_t t;
+	void *rc;
+
+	mark_init();
+	h = mark_handler(1);
+	cr_assert_eq(evr__hub_add(hub, &h), 1);
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&mark.entered, 5000));
+	reports = flood(hub, 200, &lost, &events);
+	cr_assert_eq(pthread_create(&t, NULL, remove_thread, &hub), 0);
+	usleep(20000); /* remove is waiting for room for the markers */
+	sem_post(&mark.open);
+	pthread_join(t, &rc);
+	cr_assert_eq((intptr_t)rc, 0);
+	cr_assert_eq(mark.closed, 1);
+	cr_assert_not(mark.marker_after_close);
+	cr_assert_eq(mark.lost, lost);
+	cr_assert_eq(mark.reports, reports);
+	cr_assert_eq(mark.skipped, cst.handler_skipped);
+	cr_assert_eq(mark.skipped, events - 1);
+	cr_assert_str_eq(mark.log + strlen(mark.log) - 1, "C");
+	evr__hub_close(hub);
+}
+
+/*
+ * The default queue is sized by memory: a handler held up for a moment does
+ * not skip a burst of a hundred thousand records.
+ */
+Test(hub, default_queue_holds_a_burst)
+{
+	enum { N = 100000, B = 1000 };
+	struct evr_consumer_opts o = { .timeout_ns = 60000 * MS, .quiet = true };
+	struct evr_consumer_stats cst = { 0 };
+	struct evr_hub *hub = evr__hub_new(&o, &cst);
+	struct evr_handler h;
+	static struct evr_dlv d[B];
+
+	mark_init();
+	h = mark_handler(0);
+	cr_assert_gt(evr__hub_add(hub, &h), 0);
+	offer_event(hub, &s_chat, 0);
+	cr_assert(sem_wait_ms(&mark.entered, 5000));
+	for (uint64_t i = 1; i <= N; i += B) {
+		for (uint64_t k = 0; k < B; k++)
+			d[k] = (struct evr_dlv){ EVR_CB_EVENT, mk_event(&s_chat, i + k) };
+		evr__hub_deliver_many(hub, d, B);
+	}
+	evr__hub_kick(hub);
+	cr_assert_eq(stats_of(hub, "marks").skipped, 0);
+	cr_assert_eq(cst.handler_skipped, 0);
+	sem_post(&mark.open);
+	evr__hub_flush(hub);
+	cr_assert_eq(stats_of(hub, "marks").delivered, N + 1);
+	cr_assert_eq(mark.events, N + 1);
+	cr_assert_eq(mark.gaps, 0);
+	evr__hub_close(hub);
 }

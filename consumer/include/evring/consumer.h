@@ -108,7 +108,7 @@ struct evr_obj {
 	uint32_t refs;
 	uint8_t kind; /* enum evr_obj_kind */
 };
-enum evr_obj_kind { EVR_OBJ_EVENT = 1, EVR_OBJ_SPAN = 2, EVR_OBJ_TRACE = 3, EVR_OBJ_LOST = 4 };
+enum evr_obj_kind { EVR_OBJ_EVENT = 1, EVR_OBJ_SPAN = 2, EVR_OBJ_TRACE = 3, EVR_OBJ_LOST = 4, EVR_OBJ_SKIPPED = 5 };
 
 /* Keeps an object past the callback that received it; drop it with evr_obj_unref. */
 EVR_API void evr_obj_ref(const void *obj);
@@ -172,14 +172,42 @@ struct evr_trace {
 	uint32_t *next_sibling;	  /* index+1 of the next sibling, 0 for none */
 };
 
+/*
+ * Records a producer dropped (its LOST record). A loss is never skipped: when
+ * a handler's queue is full (or the handler is stalled), the losses of one
+ * source are added up into one object, queued for that handler as soon as
+ * its queue has room, before anything later (and before on_close at the
+ * end). Such a merged loss has reports > 1: count is the sum, first_ns the
+ * earliest, ts_ns the latest, tid and lane are those of its first report.
+ */
 struct evr_lost {
 	struct evr_obj obj;
 	const struct evr_source *src;
 	uint32_t tid, lane;
 	uint64_t count;
 	uint64_t ts_ns, first_ns; /* when reported, when the first drop happened */
+	uint32_t reports;	  /* LOST records it stands for: 1, or more when merged (above) */
 };
 
+/*
+ * A gap in one handler's stream: records the consumer offered it but did not
+ * queue, because its queue was full or it was stalled in a call that overran
+ * the timeout (the handler's `skipped` counter, and the consumer's
+ * handler_skipped). Consecutive skips make one gap; on_skipped receives it
+ * where the gap was, before the first record queued after it (and before
+ * on_close when the stream ends in one). Losses are never part of a gap (see
+ * struct evr_lost). Times are those the records carry: an event's ts_ns, a
+ * span begin's start_ns, a span end's or a trace's end_ns (start_ns when it
+ * has none).
+ */
+struct evr_skipped {
+	struct evr_obj obj;
+	const char *handler; /* the handler whose queue skipped them (its name) */
+	uint64_t count;	     /* records skipped in this gap */
+	uint64_t events, span_begins, span_ends, traces; /* count, by the callback they were for */
+	uint64_t stalled;			     /* of count, skipped while it was stalled (the rest: queue full) */
+	uint64_t first_ns, last_ns;		     /* the times of the first and the last record skipped */
+};
 /* ---- handlers ----------------------------------------------------------- */
 
 /*
@@ -210,7 +238,12 @@ struct evr_handler {
 	const char *dispatcher;
 	const char *const *ignore_begin;
 	const char *const *ignore_end;
-	uint32_t queue_len; /* its queue's capacity (a power of two; 0: 4096) */
+	/*
+	 * Its queue's capacity in records: a power of two up to 2^24, or 0 for
+	 * the default, sized by memory: 64 MiB of queued records at 512 bytes
+	 * each (an object and its fields blocks), so 131072.
+	 */
+	uint32_t queue_len;
 
 	/*
 	 * Called instead of on_close when set: the same call, returning 0, or a
@@ -220,6 +253,15 @@ struct evr_handler {
 	 * handler that leaves it NULL is unchanged.
 	 */
 	int (*on_end)(void *ctx);
+
+	/*
+	 * Called where records meant for this handler were skipped (struct
+	 * evr_skipped: how many, which, when), in order with its other
+	 * callbacks, so an output can show the gap where it is. Appended to the
+	 * struct: a handler that leaves it NULL is unchanged (its skips are
+	 * counted only).
+	 */
+	int (*on_skipped)(void *ctx, const struct evr_skipped *s);
 };
 
 /* Why a handler call is reported: it overran the timeout, or returned an error. */
@@ -234,9 +276,9 @@ struct evr_handler_error {
 
 struct evr_handler_stats {
 	const char *name;
-	uint64_t delivered; /* callbacks run */
+	uint64_t delivered; /* callbacks run for records (on_event .. on_lost; a merged loss is one) */
 	uint64_t filtered;  /* records its filters turned away */
-	uint64_t skipped;   /* records not delivered: its queue was full or it was stalled */
+	uint64_t skipped;   /* records not delivered: its queue was full or it was stalled (never losses) */
 	uint64_t errors;    /* callbacks that returned non-zero */
 	uint64_t timeouts;  /* callbacks that overran the timeout */
 	bool stalled;	    /* inside a call that overran, now */
