@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -514,4 +515,269 @@ Test(e2e, attach_errors_are_clear)
 	cr_assert(strstr(err, "no evring segment"), "%s", err);
 	cr_assert_eq(evr_consumer_attach_name(c, "no-such-program-xyz", 0, err, sizeof(err)), -ENOENT);
 	evr_consumer_close(c);
+}
+
+/* ---- gaps and losses in the files ----------------------------------------------------------------- */
+
+/*
+ * A built-in handler behind a gate: its first call waits until the test
+ * opens it, so its queue fills and it skips, as a handler does that is
+ * descheduled or stuck in a slow write.
+ */
+struct held {
+	struct evr_handler in;
+	sem_t entered, open;
+	int passed;
+};
+
+static void held_gate(struct held *w)
+{
+	if (!__atomic_load_n(&w->passed, __ATOMIC_ACQUIRE)) {
+		sem_post(&w->entered);
+		sem_wait(&w->open);
+		__atomic_store_n(&w->passed, 1, __ATOMIC_RELEASE);
+	}
+}
+static int held_event(void *ctx, const struct evr_event *ev)
+{
+	struct held *w = ctx;
+	held_gate(w);
+	return w->in.on_event(w->in.ctx, ev);
+}
+static int held_span_end(void *ctx, const struct evr_span_rec *sp)
+{
+	struct held *w = ctx;
+	held_gate(w);
+	return w->in.on_span_end(w->in.ctx, sp);
+}
+static int held_trace_end(void *ctx, const struct evr_trace *tr)
+{
+	struct held *w = ctx;
+	held_gate(w);
+	return w->in.on_trace_end(w->in.ctx, tr);
+}
+static int held_lost(void *ctx, const struct evr_lost *l)
+{
+	struct held *w = ctx;
+	held_gate(w);
+	return w->in.on_lost(w->in.ctx, l);
+}
+static int held_skipped(void *ctx, const struct evr_skipped *s)
+{
+	struct held *w = ctx;
+	held_gate(w);
+	return w->in.on_skipped(w->in.ctx, s);
+}
+static int held_end(void *ctx)
+{
+	struct held *w = ctx;
+	return w->in.on_end(w->in.ctx);
+}
+static void held_destroy(void *ctx)
+{
+	struct held *w = ctx;
+	w->in.destroy(w->in.ctx);
+}
+
+static void add_held(struct evr_consumer *c, const char *spec, struct held *w, uint32_t queue_len)
+{
+	char err[256];
+	struct evr_handler h;
+
+	memset(w, 0, sizeof(*w));
+	sem_init(&w->entered, 0, 0);
+	sem_init(&w->open, 0, 0);
+	cr_assert_eq(evr_handler_builtin(spec, NULL, &w->in, err, sizeof(err)), 0, "%s", err);
+	cr_assert(w->in.on_skipped && w->in.on_lost && w->in.on_end, "%s marks gaps and losses", spec);
+	h = (struct evr_handler){
+		.name = w->in.name,
+		.ctx = w,
+		.on_event = w->in.on_event ? held_event : NULL,
+		.on_span_end = w->in.on_span_end ? held_span_end : NULL,
+		.on_trace_end = w->in.on_trace_end ? held_trace_end : NULL,
+		.on_lost = held_lost,
+		.on_skipped = held_skipped,
+		.on_end = held_end,
+		.destroy = held_destroy,
+		.queue_len = queue_len,
+	};
+	cr_assert_geq(evr_consumer_add_handler(c, &h), 0);
+}
+
+static int gap_mid[2], gap_more[2]; /* producer -> test: written; test -> producer: go on */
+
+#define GAP_BURST 3000u
+#define GAP_MORE 100u
+
+static void gap_step(void)
+{
+	char b = 0;
+
+	if (write(gap_mid[1], "m", 1) != 1 || read(gap_more[0], &b, 1) != 1)
+		_exit(5);
+}
+
+/*
+ * One event (the handlers take it and are held up in its call), a burst
+ * that overflows a 4 KiB lane, then (once the consumer has read it) more:
+ * a LOST record and events.
+ */
+static void flood_then_more(void)
+{
+	EVR_EVENT("app", "flood", EVR_U32("i", 0));
+	gap_step();
+	for (uint32_t i = 1; i < GAP_BURST; i++)
+		EVR_EVENT("app", "flood", EVR_U32("i", i));
+	gap_step();
+	for (uint32_t i = 0; i < GAP_MORE; i++)
+		EVR_EVENT("app", "more", EVR_U32("i", i));
+}
+
+/* Polls until the two handlers are in their first call. */
+static void poll_until_held(struct evr_consumer *c, struct held *a, struct held *b)
+{
+	int got = 0;
+
+	for (int i = 0; i < 5000 && got < 2; i++) {
+		evr_consumer_poll(c);
+		got += sem_trywait(&a->entered) == 0;
+		got += sem_trywait(&b->entered) == 0;
+		usleep(1000);
+	}
+	cr_assert_eq(got, 2, "the handlers did not get the first event");
+}
+
+/*
+ * What the two files say, per file: "lost skipped events skipped_events gaps
+ * ok". ok: walking the file, each event is the next one delivered (the
+ * burst's first ones, then the later ones, in order) once the events of the
+ * gaps before it are counted, and the loss comes after the whole burst.
+ */
+static void read_gap_files(const char *jsonl, const char *chrome, uint64_t v[2][6])
+{
+	static const char script[] =
+		"import json,sys\n"
+		"def walk(items):\n"
+		"  ev=[x for x in items if x[0]=='E']; sk=[x for x in items if x[0]=='S']\n"
+		"  total=len(ev)+sum(x[1] for x in sk); burst=total-int(sys.argv[3])\n"
+		"  want=[('flood',i) for i in range(burst)]+[('more',i) for i in range(total-burst)]\n"
+		"  p=0; ok=1\n"
+		"  for x in items:\n"
+		"    if x[0]=='E':\n"
+		"      ok&=p<len(want) and (x[1],x[2])==want[p]; p+=1\n"
+		"    elif x[0]=='S': p+=x[1]\n"
+		"    else: ok&=p>=burst\n"
+		"  ok&=p==total\n"
+		"  print(sum(x[1] for x in items if x[0]=='L'),sum(x[2] for x in sk),len(ev),sum(x[1] for x in sk),len(sk),ok)\n"
+		"def jl(o):\n"
+		"  k=o['kind']\n"
+		"  if k=='event': return ('E',o['name'],o['fields']['i'])\n"
+		"  if k=='skipped': return ('S',o['events'],o['count'])\n"
+		"  if k=='lost': return ('L',o['count'])\n"
+		"walk([jl(json.loads(l)) for l in open(sys.argv[1])])\n"
+		"def ch(e):\n"
+		"  if e.get('name')=='evring.skipped':\n"
+		"    assert e['ph']=='i' and e['s']=='g' and e['args']['handler']=='chrome'\n"
+		"    return ('S',e['args']['events'],e['args']['count'])\n"
+		"  if e.get('name')=='evring.lost': return ('L',e['args']['count'])\n"
+		"  if e.get('cat')=='app' and e['ph']=='i': return ('E',e['name'],e['args']['i'])\n"
+		"walk([x for x in map(ch,json.load(open(sys.argv[2]))['traceEvents']) if x])\n";
+	char cmd[512];
+	FILE *p;
+	unsigned long long x[12];
+
+	snprintf(cmd, sizeof(cmd), "python3 -c \"$EVR_GAPS\" %s %s %u", jsonl, chrome, GAP_MORE);
+	setenv("EVR_GAPS", script, 1);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_eq(fscanf(p, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &x[0], &x[1], &x[2],
+			    &x[3], &x[4], &x[5], &x[6], &x[7], &x[8], &x[9], &x[10], &x[11]),
+		     12, "the files did not parse");
+	cr_assert_eq(pclose(p), 0);
+	for (int i = 0; i < 12; i++)
+		v[i / 6][i % 6] = x[i];
+}
+
+/*
+ * A producer floods its lane while the consumer's jsonl and chrome handlers
+ * are held up: their queues overflow and the lane drops records. Every gap
+ * and every loss is in both files, where it happened, and their sums are
+ * the consumer's counters: nothing is missing without a line that says so.
+ */
+Test(e2e, gaps_and_losses_are_in_the_files, .timeout = 60)
+{
+	struct evr_consumer_opts o = { .merge_window_ns = 1000000, .orphan_grace_ns = 50000000,
+				       .timeout_ns = 60000000000ull, .quiet = true };
+	static struct held hj, hc;
+	struct evr_handler_stats hs[2];
+	struct evr_consumer_stats st;
+	struct evr_consumer *c;
+	struct child ch;
+	char err[256], jpath[64], cpath[64], spec[96], b = 0;
+	uint64_t v[2][6];
+
+	snprintf(jpath, sizeof(jpath), "/tmp/evr-e2e-gap-%d.jsonl", (int)getpid());
+	snprintf(cpath, sizeof(cpath), "/tmp/evr-e2e-gap-%d.json", (int)getpid());
+	unlink(jpath);
+	cr_assert_eq(pipe(gap_mid), 0);
+	cr_assert_eq(pipe(gap_more), 0);
+	setenv("EVRING_LANE_BYTES", "4096", 1);
+	child_start(&ch, "e2egap", flood_then_more, false);
+	unsetenv("EVRING_LANE_BYTES");
+	c = evr_consumer_new(&o, err, sizeof(err));
+	cr_assert_not_null(c, "%s", err);
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)), 0, "%s",
+		      err);
+	snprintf(spec, sizeof(spec), "jsonl=%s", jpath);
+	add_held(c, spec, &hj, 16);
+	snprintf(spec, sizeof(spec), "chrome=%s", cpath);
+	add_held(c, spec, &hc, 16);
+	child_go(&ch);
+	cr_assert_eq(read(gap_mid[0], &b, 1), 1);
+	poll_until_held(c, &hj, &hc);
+	cr_assert_eq(write(gap_more[1], "c", 1), 1);
+	cr_assert_eq(read(gap_mid[0], &b, 1), 1);
+	/* The burst's records out of the lane and through the merge: the queues fill, the rest is skipped. */
+	for (int i = 0; i < 50; i++) {
+		evr_consumer_poll(c);
+		usleep(2000);
+	}
+	/* The loss comes with the next records, to queues still full. */
+	cr_assert_eq(write(gap_more[1], "c", 1), 1);
+	cr_assert_eq(evr_consumer_run(c, 20000000000ull, NULL), 0);
+	child_reap(&ch, 0);
+	sem_post(&hj.open);
+	sem_post(&hc.open);
+	evr_consumer_finish(c);
+	evr_consumer_stats(c, &st);
+	cr_assert_eq(evr_consumer_handler_stats(c, hs, 2), 2);
+	cr_assert_str_eq(hs[0].name, "jsonl"); /* names live as long as their handlers */
+	cr_assert_str_eq(hs[1].name, "chrome");
+	evr_consumer_close(c);
+
+	cr_log_info("events %llu lost %llu; jsonl skipped %llu, chrome skipped %llu", (unsigned long long)st.events,
+		    (unsigned long long)st.lost, (unsigned long long)hs[0].skipped, (unsigned long long)hs[1].skipped);
+	cr_assert_gt(st.lost, 0, "the 4 KiB lane dropped records");
+	cr_assert_eq(st.events + st.lost, GAP_BURST + GAP_MORE);
+	cr_assert_gt(hs[0].skipped, 0);
+	cr_assert_gt(hs[1].skipped, 0);
+	cr_assert_eq(st.handler_skipped, hs[0].skipped + hs[1].skipped);
+	read_gap_files(jpath, cpath, v);
+	for (int f = 0; f < 2; f++) {
+		const char *name = f ? "chrome" : "jsonl";
+
+		cr_assert_eq(v[f][0], st.lost, "%s: lost %llu, the consumer counted %llu", name,
+			     (unsigned long long)v[f][0], (unsigned long long)st.lost);
+		cr_assert_eq(v[f][1], hs[f].skipped, "%s: skipped %llu, its queue skipped %llu", name,
+			     (unsigned long long)v[f][1], (unsigned long long)hs[f].skipped);
+		cr_assert_eq(v[f][2] + v[f][3], st.events, "%s: every event is written or in a gap", name);
+		cr_assert_gt(v[f][4], 0, "%s: a gap", name);
+		cr_assert_eq(v[f][5], 1, "%s: an event, gap or loss out of place", name);
+	}
+	unlink(jpath);
+	unlink(cpath);
+	close(gap_mid[0]);
+	close(gap_mid[1]);
+	close(gap_more[0]);
+	close(gap_more[1]);
 }
