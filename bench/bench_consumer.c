@@ -53,9 +53,9 @@
  * whole run (evr_handler_builtin with queue_len set, then
  * evr_consumer_add_handler), so the figure is the rate at which the
  * handler finishes everything; a record skipped there makes the measurement
- * invalid (exit status 1). The "_q4096" rows use the default queue (4096
- * objects), as `evring attach` does: a handler slower than the drain then
- * skips records, which is reported (skipped), not an error.
+ * invalid (exit status 1). The "_q4096" rows use a queue of 4096 objects
+ * (the default, sized by memory, holds 131072): a handler slower than the
+ * drain then skips records, which is reported (skipped), not an error.
  *
  * Checked on every run: the consumer counted exactly the events, span
  * begins and span ends written, nothing bad, lost or skipped by the ring
@@ -535,7 +535,7 @@ static void cons_notes(struct bench_table *t, const struct cons_state *st, size_
 			 drain_cpu);
 	bench_table_note(t, "timed: first poll until the last record left the span builder and the handler began "
 			    "its last callback; close not timed. ratio = median / none median, same bench");
-	bench_table_note(t, "queue: handler queue (sized to a run, or the default 4096); d_cpu, h_cpu: CPU-s of "
+	bench_table_note(t, "queue: handler queue (sized to a run, or 4096); d_cpu, h_cpu: CPU-s of "
 			    "the drain thread, of the other consumer threads, per wall-s; lag_ms: handler done after "
 			    "drain");
 	if (late)

@@ -24,9 +24,10 @@
  * A "skipped" line is a gap: records the consumer did not hand this handler
  * (its queue was full, or it was stalled past the timeout), written where
  * they would have been: how many, which handler, the times of the first and
- * the last, and how many of each callback (span_ends are span lines; events
- * event lines; span_begins and traces are not written by jsonl) and of them
- * how many while it was stalled. Losses are never in a gap.
+ * the last, and how many of each callback (span_ends are span lines, events
+ * event lines, traces the trace ends whose span_flags lines are missing;
+ * jsonl takes no span_begins) and of them how many while it was stalled.
+ * Losses are never in a gap.
  * Values: times are UTC nanoseconds since the epoch, as integers; ids are
  * lower-case hex strings, "0" meaning none (a root's parent_id, an event
  * outside any span); "status" is "ok", "dropped", "abandoned" or "open" (a
