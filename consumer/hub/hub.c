@@ -37,14 +37,17 @@
  * value: which callbacks, the times of the first and last) when the handler
  * has on_skipped, and holds every loss (struct evr_lost) instead of skipping
  * it: a copy of the hub's own per source (the producer's object is shared
- * with other queues), later losses of that source added into it. Before anything is queued
- * for the handler again, the gap (as an object, EVR_CB_SKIPPED) and then the
- * held losses are; until all of them are in, later records are skipped into
- * the next gap, so nothing overtakes a marker. evr__hub_kick (the end of a
- * round) and flush queue markers that wait with no record behind them;
- * remove and close queue the rest before the stop marker, waiting for room
- * if they must (the stop marker goes in only after them), so on_close comes
- * after every marker, unless the handler is abandoned in a stalled call.
+ * with other queues), later losses of that source added into it. Before
+ * anything is queued for the handler again, the gap (as an object,
+ * EVR_CB_SKIPPED) and then the held losses are; until all of them are in,
+ * later records are skipped into the next gap, so nothing overtakes a
+ * marker. The gap is counted in the handler's drain-thread fields and its
+ * object made only when it is queued: a skip allocates nothing.
+ * evr__hub_kick (the end of a round) and flush queue markers that wait with
+ * no record behind them; remove and close queue the rest before the stop
+ * marker, waiting for room if they must (the stop marker goes in only after
+ * them), so on_close comes after every marker, unless the handler is
+ * abandoned in a stalled call.
  *
  * QUEUES
  * ======
@@ -54,9 +57,10 @@
  * 2 x queue_len slots (4 at least; ck_ring keeps one free) and the drain
  * thread stops at queue_len entries, so capacity is exactly queue_len and
  * there are free slots for the markers and the stop marker that ends the
- * handler's thread (remove / close wait for room when there are not). A handler thread spins about a microsecond (ck_backoff) when its
- * queue is empty, then sleeps on a futex: sharing a CPU with the drain
- * thread, a longer spin only delays the thread it waits for. The drain
+ * handler's thread (remove / close wait for room when there are not). A
+ * handler thread spins about a microsecond (ck_backoff) when its queue is
+ * empty, then sleeps on a futex: sharing a CPU with the drain thread, a
+ * longer spin only delays the thread it waits for. The drain
  * thread wakes it only if it was asleep (D / H below). The drain thread is the producer;
  * evr__hub_remove / close become the producer only after the handler has left
  * the live list and a grace period has passed (no deliver can still see it).
@@ -876,9 +880,7 @@ void evr__hub_flush(struct evr_hub *hub)
 		return;
 	for (;;) {
 		uint64_t sum = 0, now;
-		bool busy = false;
-
-		bool fenced = false;
+		bool busy = false, fenced = false;
 
 		pthread_mutex_lock(&hub->lock);
 		for (struct hub_handler *x = hub->all; x; x = x->all_next) {
