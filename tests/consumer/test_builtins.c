@@ -868,6 +868,47 @@ Test(jsonl, spans_events_and_losses_field_by_field)
 	jfree(&d);
 }
 
+/* A gap (struct evr_skipped) and a loss the hub added several reports into, as jsonl writes them. */
+Test(jsonl, gap_and_merged_loss_field_by_field)
+{
+	const char *path = tmp_path("gap.jsonl");
+	char spec[160];
+	struct evr_handler h;
+	struct evr_skipped g = { .handler = "jsonl", .count = 530, .events = 500, .span_ends = 30, .stalled = 12,
+				 .first_ns = T0 + 1, .last_ns = T0 + 2 * MS };
+	struct evr_lost *l = mk_lost(&src_a, 101, 40, T0 + 3 * MS, T0);
+	struct jdoc d;
+
+	snprintf(spec, sizeof(spec), "jsonl=%s", path);
+	h = make(spec, NULL);
+	cr_assert_not_null(h.on_skipped);
+	cr_assert_eq(h.on_skipped(h.ctx, &g), 0);
+	l->reports = 3;
+	feed_lost(&h, l);
+	finish(&h);
+
+	d = jparse("lines", path);
+	EXPECT(&d, -1, "count", "", "2");
+	EXPECT(&d, 0, "object", "",
+	       "[\"kind\", \"count\", \"handler\", \"first_ns\", \"last_ns\", \"events\", \"span_begins\", "
+	       "\"span_ends\", \"traces\", \"stalled\"]");
+	EXPECT(&d, 0, "string", "/kind", "\"skipped\"");
+	EXPECT(&d, 0, "int", "/count", "530");
+	EXPECT(&d, 0, "string", "/handler", "\"jsonl\"");
+	EXPECT(&d, 0, "int", "/first_ns", "1714564800000000001");
+	EXPECT(&d, 0, "int", "/last_ns", "1714564800002000000");
+	EXPECT(&d, 0, "int", "/events", "500");
+	EXPECT(&d, 0, "int", "/span_begins", "0");
+	EXPECT(&d, 0, "int", "/span_ends", "30");
+	EXPECT(&d, 0, "int", "/traces", "0");
+	EXPECT(&d, 0, "int", "/stalled", "12");
+	EXPECT(&d, 1, "object", "",
+	       "[\"kind\", \"count\", \"ts_ns\", \"pid\", \"tid\", \"first_ns\", \"lane\", \"reports\"]");
+	EXPECT(&d, 1, "int", "/count", "40");
+	EXPECT(&d, 1, "int", "/reports", "3");
+	jfree(&d);
+}
+
 Test(jsonl, hostile_names_and_values_stay_one_valid_line_each)
 {
 	const char *path = tmp_path("hostile.jsonl");
