@@ -81,13 +81,13 @@ static void tr_destroy(void *ctx)
 }
 
 /*
- * The length of the path in "PATH.so[:ARG]": up to a ':' that follows ".so"
- * (or ".so.1.2"), so an argument may hold colons and slashes; without ".so"
- * the first ':' ends the path.
+ * The length of the path in "PATH.so[,OPTION][:ARG]": up to a ':' or ','
+ * that follows ".so" (or ".so.1.2"), so an argument may hold colons and
+ * slashes; without ".so" the first ':' or ',' ends the path.
  */
-static size_t path_len(const char *spec)
+size_t evr__plugin_path_len(const char *spec)
 {
-	const char *colon = strchr(spec, ':');
+	size_t end = strcspn(spec, ":,");
 
 	for (const char *p = strstr(spec, ".so"); p; p = strstr(p + 1, ".so")) {
 		const char *q = p + 3;
@@ -95,10 +95,10 @@ static size_t path_len(const char *spec)
 		while (q[0] == '.' && isdigit((unsigned char)q[1]))
 			for (q++; isdigit((unsigned char)*q); q++)
 				;
-		if (*q == ':' || *q == 0)
+		if (*q == ':' || *q == ',' || *q == 0)
 			return (size_t)(q - spec);
 	}
-	return colon ? (size_t)(colon - spec) : strlen(spec);
+	return end;
 }
 
 /* The base name of path without its ".so...", for a plug-in that names no handler. */
@@ -136,9 +136,13 @@ int evr__plugin_handler(const char *spec, struct evr_handler *h, char *err, size
 	int rc;
 
 	memset(h, 0, sizeof(*h));
-	n = spec ? path_len(spec) : 0;
+	n = spec ? evr__plugin_path_len(spec) : 0;
 	if (!n) {
 		snprintf(err, errlen, "plugin: no shared object given (plugin=PATH.so[:ARG])");
+		return -EINVAL;
+	}
+	if (spec[n] == ',') {
+		snprintf(err, errlen, "plugin %s: options (,isolate) are taken by evr_consumer_add_builtin", spec);
 		return -EINVAL;
 	}
 	arg = spec[n] == ':' ? spec + n + 1 : NULL;
@@ -202,3 +206,4 @@ fail:
 	free(path);
 	return rc;
 }
+

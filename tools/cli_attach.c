@@ -178,6 +178,10 @@ static void on_handler_error(void *arg, const struct evr_handler_error *e)
 	}
 	if (evr_cli_output_closed)
 		return;
+	if (e->message) { /* an isolated plug-in's process: counted in the summary as crashes, not a failure */
+		fprintf(stderr, "evring %s: handler \"%s\": %s\n", fails.cmd, e->handler, e->message);
+		return;
+	}
 	n = __atomic_add_fetch(&fails.failures, 1, __ATOMIC_RELAXED);
 	if (n > 8 && (n & (n - 1)))
 		return;

@@ -182,6 +182,8 @@ struct evr_lost {
 
 /* ---- handlers ----------------------------------------------------------- */
 
+struct evr_handler_stats;
+
 /*
  * A handler: callbacks (any may be NULL) and filters. Callbacks run on the
  * handler's own thread, one at a time, each under the consumer's timeout.
@@ -220,6 +222,15 @@ struct evr_handler {
 	 * handler that leaves it NULL is unchanged.
 	 */
 	int (*on_end)(void *ctx);
+
+	/*
+	 * Adds counters the handler keeps itself to its evr_handler_stats
+	 * (an isolated plug-in: its process's crashes, and the records
+	 * skipped while it was down). Called by evr_consumer_handler_stats
+	 * while the handler is live, from that caller's thread: it reads
+	 * ctx with atomic loads only. NULL: none. Appended to the struct.
+	 */
+	void (*stats)(void *ctx, struct evr_handler_stats *st);
 };
 
 /* Why a handler call is reported: it overran the timeout, or returned an error. */
@@ -228,8 +239,14 @@ struct evr_handler_error {
 	const char *callback; /* "on_event", "on_span_end", ... */
 	const char *what;     /* the event or span name */
 	uint64_t elapsed_ns;
-	int rc;		      /* the callback's return; 0 for a timeout */
+	int rc;		      /* the callback's return; 0 for a timeout; -ECHILD: an isolated plug-in's process */
 	bool timeout;
+	/*
+	 * NULL, or the whole report as a sentence: an isolated plug-in's
+	 * process died (how: a signal, an exit status, killed hung) and is
+	 * restarted, or restarts ran out for the minute. Appended.
+	 */
+	const char *message;
 };
 
 struct evr_handler_stats {
@@ -240,6 +257,7 @@ struct evr_handler_stats {
 	uint64_t errors;    /* callbacks that returned non-zero */
 	uint64_t timeouts;  /* callbacks that overran the timeout */
 	bool stalled;	    /* inside a call that overran, now */
+	uint64_t crashes;   /* an isolated plug-in's process died or was killed hung (then restarted) */
 };
 
 /* The versioned entry point of a handler plug-in (a shared object). */
