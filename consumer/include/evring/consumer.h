@@ -310,9 +310,23 @@ EVR_API int evr_consumer_add_handler(struct evr_consumer *c, const struct evr_ha
 
 /*
  * Adds a built-in handler from a spec: tail, debug, tokens, stats,
- * jsonl[=PATH] (default evring.log), chrome=PATH; or plugin=PATH.so[:ARG],
- * a shared object exporting EVR_HANDLER_ENTRY. Output of tail / debug /
- * tokens / stats goes to out (NULL: stdout). Returns the id or -errno.
+ * jsonl[=PATH] (default evring.log), chrome=PATH; or
+ * plugin=PATH.so[,isolate][:ARG], a shared object exporting
+ * EVR_HANDLER_ENTRY. Output of tail / debug / tokens / stats goes to out
+ * (NULL: stdout). Returns the id or -errno.
+ *
+ * A plug-in is loaded into this process and shares its fate: one that
+ * faults, aborts or calls exit() ends the process, with no on_close for
+ * the other handlers. With ",isolate" it runs in a child process instead
+ * (evring-plugin-host: $EVRING_PLUGIN_HOST, else beside the running
+ * program, else where evring installed it, else on PATH), started with
+ * posix_spawn and fed each object over a socketpair; this process reaps
+ * it. Its death (a signal, an exit, or killed once it overran timeout_ns
+ * by an eighth) is reported to on_error (rc -ECHILD, message saying how
+ * and on which callback and record) and on the log unless quiet, counted
+ * in evr_handler_stats.crashes, and the child started again at the next
+ * record, at most 5 times in any minute; records meanwhile are counted as
+ * skipped. -ECHILD also when the host program cannot run.
  */
 EVR_API int evr_consumer_add_builtin(struct evr_consumer *c, const char *spec, FILE *out, char *err, size_t errlen);
 
