@@ -336,6 +336,40 @@ static void *get_obj(struct host *h, unsigned cb, const msgpack_object *o)
 	return NULL;
 }
 
+/* Frees the sources and sites (after the plug-in's destroy: nothing refers to them any more). */
+static void host_free(struct host *h)
+{
+	for (uint32_t i = 0; i < h->sites.cap; i++) {
+		struct evr_site_info *si;
+
+		if (!h->sites.slots || (!h->sites.slots[i].a && !h->sites.slots[i].b))
+			continue;
+		si = (struct evr_site_info *)(uintptr_t)h->sites.slots[i].v;
+		for (uint32_t f = 0; si && si->field_names && f < si->nfields; f++)
+			free((char *)si->field_names[f]);
+		if (si) {
+			free((void *)si->field_names);
+			free((void *)si->field_types);
+			free((void *)si->field_content);
+			free((char *)si->name);
+			free((char *)si->dispatcher);
+			free((char *)si->file);
+			free((char *)si->func);
+			free(si);
+		}
+	}
+	evr__pairmap_free(&h->sites);
+	for (uint32_t i = 0; i < h->nsrc; i++)
+		if (h->srcs[i]) {
+			free((char *)h->srcs[i]->pub.program);
+			free((char *)h->srcs[i]->pub.cmdline);
+			free((char *)h->srcs[i]->pub.shm_name);
+			free(h->srcs[i]);
+		}
+	free(h->srcs);
+	msgpack_sbuffer_destroy(&h->sb);
+}
+
 /* ---- the loop ---------------------------------------------------------------------------------------------------- */
 
 static int send_frame(struct host *h)
@@ -519,7 +553,7 @@ int evr__plugin_host_run(int fd, const char *spec)
 		rc = serve_one(&h);
 	if (h.h.destroy)
 		h.h.destroy(h.h.ctx); /* also unloads the plug-in */
-	msgpack_sbuffer_destroy(&h.sb);
+	host_free(&h);
 	fflush(NULL);
 	if (rc < 0 && rc != -EPIPE)
 		fprintf(stderr, "evring-plugin-host %s: %s\n", spec, rc == -EBADMSG ? "malformed call" : strerror(-rc));
