@@ -70,6 +70,20 @@ static void tr_close(void *ctx)
 	p->in.on_close(p->in.ctx);
 }
 
+static int tr_end(void *ctx)
+{
+	struct plugin *p = ctx;
+
+	return p->in.on_end(p->in.ctx);
+}
+
+static void tr_stats(void *ctx, struct evr_handler_stats *st)
+{
+	struct plugin *p = ctx;
+
+	p->in.stats(p->in.ctx, st);
+}
+
 static void tr_destroy(void *ctx)
 {
 	struct plugin *p = ctx;
@@ -196,6 +210,8 @@ int evr__plugin_handler(const char *spec, struct evr_handler *h, char *err, size
 	h->on_trace_end = p->in.on_trace_end ? tr_trace_end : NULL;
 	h->on_lost = p->in.on_lost ? tr_lost : NULL;
 	h->on_close = p->in.on_close ? tr_close : NULL;
+	h->on_end = p->in.on_end ? tr_end : NULL; /* every callback of ctx goes through the plug-in's own ctx */
+	h->stats = p->in.stats ? tr_stats : NULL;
 	h->destroy = tr_destroy; /* always: it unloads the object */
 	free(path);
 	return 0;

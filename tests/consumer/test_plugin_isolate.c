@@ -193,7 +193,8 @@ Test(plugin_isolate, same_items_same_content)
 		  iso.on_end && iso.stats);
 	drive(&in);
 	drive(&iso);
-	in.on_close(in.ctx);
+	cr_assert_not_null(in.on_end);
+	cr_expect_eq(in.on_end(in.ctx), 0);
 	cr_expect_eq(iso.on_end(iso.ctx), 0);
 	iso.stats(iso.ctx, &st);
 	cr_expect_eq(st.crashes, 0);

@@ -197,6 +197,13 @@ static void crash_close(void *ctx)
 	fflush(c->f);
 }
 
+/* The hub calls on_end instead of on_close when both are set: a plug-in's on_end must get its own ctx. */
+static int crash_end_stream(void *ctx)
+{
+	crash_close(ctx);
+	return 0;
+}
+
 static void crash_destroy(void *ctx)
 {
 	struct crash *c = ctx;
@@ -243,6 +250,7 @@ int crash_entry(const char *arg, struct evr_handler *out, char *err, size_t errl
 	out->on_trace_end = crash_trace;
 	out->on_lost = crash_lost;
 	out->on_close = crash_close;
+	out->on_end = crash_end_stream;
 	out->destroy = crash_destroy;
 	return 0;
 }
