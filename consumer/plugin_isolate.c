@@ -61,6 +61,8 @@ extern char **environ;
 #define HELLO_TIMEOUT_NS 10000000000ull /* loading the plug-in and its entry point */
 #define KILL_GRACE_MIN_NS 50000000ull	/* past the timeout before a hung child is killed */
 #define EXIT_WAIT_NS 2000000000ull	/* destroy: how long the child may take to end after EOF */
+#define WAIT_MAX_NS (1ull << 62)	/* a timeout of "never" (the hub's TIMEOUT_MAX_NS): now + it cannot wrap */
+#define POLL_MAX_NS 3600000000000ull	/* one poll() at most an hour, in an int of milliseconds */
 
 struct iso {
 	char *spec; /* "PATH.so[:ARG]", as the host takes it */
@@ -148,7 +150,7 @@ static int wait_readable(int fd, uint64_t timeout_ns)
 
 		if (now >= end)
 			return -ETIMEDOUT;
-		rc = poll(&p, 1, (int)((end - now + 999999) / 1000000));
+		rc = poll(&p, 1, (int)((end - now > POLL_MAX_NS ? POLL_MAX_NS : end - now + 999999) / 1000000));
 		if (rc > 0)
 			return 0;
 		if (rc < 0 && errno != EINTR)
@@ -733,7 +735,7 @@ int evr__plugin_isolated(const char *spec, const struct evr_consumer_opts *o, st
 	s->log = o->quiet ? NULL : o->log;
 	s->on_error = o->on_error;
 	s->on_error_arg = o->on_error_arg;
-	s->wait_ns = timeout_ns + grace;
+	s->wait_ns = timeout_ns >= WAIT_MAX_NS - grace ? WAIT_MAX_NS : timeout_ns + grace;
 	msgpack_sbuffer_init(&s->sb);
 	msgpack_packer_init(&s->pk, &s->sb, msgpack_sbuffer_write);
 	find_host(s->host, sizeof(s->host));
