@@ -366,7 +366,7 @@ int evr_consumer_add_builtin(struct evr_consumer *c, const char *spec, FILE *out
 
 	memset(&h, 0, sizeof(h));
 	if (!strncmp(spec, "plugin=", 7))
-		rc = evr__plugin_handler(spec + 7, &h, err, errlen);
+		rc = evr__plugin_from_spec(spec + 7, &c->o, &h, err, errlen);
 	else
 		rc = evr__builtin_handler(spec, out, &h, err, errlen);
 	if (rc)

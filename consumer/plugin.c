@@ -63,11 +63,32 @@ static int tr_lost(void *ctx, const struct evr_lost *l)
 	return p->in.on_lost(p->in.ctx, l);
 }
 
+static int tr_skipped(void *ctx, const struct evr_skipped *sk)
+{
+	struct plugin *p = ctx;
+
+	return p->in.on_skipped(p->in.ctx, sk);
+}
+
 static void tr_close(void *ctx)
 {
 	struct plugin *p = ctx;
 
 	p->in.on_close(p->in.ctx);
+}
+
+static int tr_end(void *ctx)
+{
+	struct plugin *p = ctx;
+
+	return p->in.on_end(p->in.ctx);
+}
+
+static void tr_stats(void *ctx, struct evr_handler_stats *st)
+{
+	struct plugin *p = ctx;
+
+	p->in.stats(p->in.ctx, st);
 }
 
 static void tr_destroy(void *ctx)
@@ -81,13 +102,13 @@ static void tr_destroy(void *ctx)
 }
 
 /*
- * The length of the path in "PATH.so[:ARG]": up to a ':' that follows ".so"
- * (or ".so.1.2"), so an argument may hold colons and slashes; without ".so"
- * the first ':' ends the path.
+ * The length of the path in "PATH.so[,OPTION][:ARG]": up to a ':' or ','
+ * that follows ".so" (or ".so.1.2"), so an argument may hold colons and
+ * slashes; without ".so" the first ':' or ',' ends the path.
  */
-static size_t path_len(const char *spec)
+size_t evr__plugin_path_len(const char *spec)
 {
-	const char *colon = strchr(spec, ':');
+	size_t end = strcspn(spec, ":,");
 
 	for (const char *p = strstr(spec, ".so"); p; p = strstr(p + 1, ".so")) {
 		const char *q = p + 3;
@@ -95,10 +116,10 @@ static size_t path_len(const char *spec)
 		while (q[0] == '.' && isdigit((unsigned char)q[1]))
 			for (q++; isdigit((unsigned char)*q); q++)
 				;
-		if (*q == ':' || *q == 0)
+		if (*q == ':' || *q == ',' || *q == 0)
 			return (size_t)(q - spec);
 	}
-	return colon ? (size_t)(colon - spec) : strlen(spec);
+	return end;
 }
 
 /* The base name of path without its ".so...", for a plug-in that names no handler. */
@@ -136,9 +157,13 @@ int evr__plugin_handler(const char *spec, struct evr_handler *h, char *err, size
 	int rc;
 
 	memset(h, 0, sizeof(*h));
-	n = spec ? path_len(spec) : 0;
+	n = spec ? evr__plugin_path_len(spec) : 0;
 	if (!n) {
 		snprintf(err, errlen, "plugin: no shared object given (plugin=PATH.so[:ARG])");
+		return -EINVAL;
+	}
+	if (spec[n] == ',') {
+		snprintf(err, errlen, "plugin %s: options (,isolate) are taken by evr_consumer_add_builtin", spec);
 		return -EINVAL;
 	}
 	arg = spec[n] == ':' ? spec + n + 1 : NULL;
@@ -191,7 +216,10 @@ int evr__plugin_handler(const char *spec, struct evr_handler *h, char *err, size
 	h->on_span_end = p->in.on_span_end ? tr_span_end : NULL;
 	h->on_trace_end = p->in.on_trace_end ? tr_trace_end : NULL;
 	h->on_lost = p->in.on_lost ? tr_lost : NULL;
+	h->on_skipped = p->in.on_skipped ? tr_skipped : NULL;
 	h->on_close = p->in.on_close ? tr_close : NULL;
+	h->on_end = p->in.on_end ? tr_end : NULL; /* every callback of ctx goes through the plug-in's own ctx */
+	h->stats = p->in.stats ? tr_stats : NULL;
 	h->destroy = tr_destroy; /* always: it unloads the object */
 	free(path);
 	return 0;
@@ -202,3 +230,4 @@ fail:
 	free(path);
 	return rc;
 }
+

@@ -1,7 +1,7 @@
 /*
  * cli_attach.c: `evring attach`, `evring record` and `evring replay`: a
  * consumer over live processes or over a capture file, with handlers given
- * as -H specs (the built-ins of <evring/consumer.h> and plugin=PATH.so[:ARG]).
+ * as -H specs (the built-ins of <evring/consumer.h> and plugin=PATH.so[,isolate][:ARG]).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,9 +35,10 @@ static const struct option run_options[] = {
 
 static const char handler_help[] =
 	"  -H, --handler SPEC   a handler (repeatable): tail, debug, tokens, stats, jsonl[=PATH]\n"
-	"                       (default PATH evring.log), chrome=PATH, plugin=PATH.so[:ARG]\n"
+	"                       (default PATH evring.log), chrome=PATH, plugin=PATH.so[,isolate][:ARG]\n"
 	"                       (a PATH.so without '/' is taken from the current directory if there,\n"
-	"                       else from the library path)\n";
+	"                       else from the library path; ,isolate runs it in a process of its own,\n"
+	"                       restarted when it crashes, so a crash does not end the run)\n";
 
 static const char run_help[] =
 	"  The run exits 9 when a handler failed (returned errors, timed out, or could not write\n"
@@ -178,6 +179,10 @@ static void on_handler_error(void *arg, const struct evr_handler_error *e)
 	}
 	if (evr_cli_output_closed)
 		return;
+	if (e->message) { /* an isolated plug-in's process: counted in the summary as crashes, not a failure */
+		fprintf(stderr, "evring %s: handler \"%s\": %s\n", fails.cmd, e->handler, e->message);
+		return;
+	}
 	n = __atomic_add_fetch(&fails.failures, 1, __ATOMIC_RELAXED);
 	if (n > 8 && (n & (n - 1)))
 		return;

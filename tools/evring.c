@@ -193,12 +193,13 @@ void evr_cli_summary(const char *cmd, struct evr_consumer *c)
 		(unsigned long long)st.ring_skipped, (unsigned long long)st.spans_abandoned);
 	n = evr_consumer_handler_stats(c, hs, (int)(sizeof(hs) / sizeof(hs[0])));
 	for (int i = 0; i < n; i++)
-		if (hs[i].skipped || hs[i].errors || hs[i].timeouts)
+		if (hs[i].skipped || hs[i].errors || hs[i].timeouts || hs[i].crashes)
 			fprintf(stderr,
-				"evring %s: handler %s: %llu delivered, %llu skipped (queue full or stalled), %llu errors, "
-				"%llu timeouts\n",
+				"evring %s: handler %s: %llu delivered, %llu skipped (queue full, stalled, or its "
+				"plug-in process down), %llu errors, %llu timeouts, %llu crashes\n",
 				cmd, hs[i].name, (unsigned long long)hs[i].delivered, (unsigned long long)hs[i].skipped,
-				(unsigned long long)hs[i].errors, (unsigned long long)hs[i].timeouts);
+				(unsigned long long)hs[i].errors, (unsigned long long)hs[i].timeouts,
+				(unsigned long long)hs[i].crashes);
 }
 
 static const struct {

@@ -981,6 +981,8 @@ int evr__hub_stats(struct evr_hub *hub, struct evr_handler_stats *out, int n)
 			.timeouts = ld(&x->timeouts),
 			.stalled = (__atomic_load_n(&x->state, __ATOMIC_RELAXED) & ST_STALLED) != 0,
 		};
+		if (x->h.stats) /* not retiring: destroy has not run */
+			x->h.stats(x->h.ctx, &out[i - 1]);
 	}
 	pthread_mutex_unlock(&hub->lock);
 	sync_stats(hub);

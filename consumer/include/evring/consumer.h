@@ -210,6 +210,8 @@ struct evr_skipped {
 };
 /* ---- handlers ----------------------------------------------------------- */
 
+struct evr_handler_stats;
+
 /*
  * A handler: callbacks (any may be NULL) and filters. Callbacks run on the
  * handler's own thread, one at a time, each under the consumer's timeout.
@@ -262,6 +264,15 @@ struct evr_handler {
 	 * counted only).
 	 */
 	int (*on_skipped)(void *ctx, const struct evr_skipped *s);
+
+	/*
+	 * Adds counters the handler keeps itself to its evr_handler_stats
+	 * (an isolated plug-in: its process's crashes, and the records
+	 * skipped while it was down). Called by evr_consumer_handler_stats
+	 * while the handler is live, from that caller's thread: it reads
+	 * ctx with atomic loads only. NULL: none. Appended to the struct.
+	 */
+	void (*stats)(void *ctx, struct evr_handler_stats *st);
 };
 
 /* Why a handler call is reported: it overran the timeout, or returned an error. */
@@ -270,8 +281,14 @@ struct evr_handler_error {
 	const char *callback; /* "on_event", "on_span_end", ... */
 	const char *what;     /* the event or span name */
 	uint64_t elapsed_ns;
-	int rc;		      /* the callback's return; 0 for a timeout */
+	int rc;		      /* the callback's return; 0 for a timeout; -ECHILD: an isolated plug-in's process */
 	bool timeout;
+	/*
+	 * NULL, or the whole report as a sentence: an isolated plug-in's
+	 * process died (how: a signal, an exit status, killed hung) and is
+	 * restarted, or restarts ran out for the minute. Appended.
+	 */
+	const char *message;
 };
 
 struct evr_handler_stats {
@@ -282,6 +299,7 @@ struct evr_handler_stats {
 	uint64_t errors;    /* callbacks that returned non-zero */
 	uint64_t timeouts;  /* callbacks that overran the timeout */
 	bool stalled;	    /* inside a call that overran, now */
+	uint64_t crashes;   /* an isolated plug-in's process died or was killed hung (then restarted) */
 };
 
 /* The versioned entry point of a handler plug-in (a shared object). */
@@ -334,9 +352,23 @@ EVR_API int evr_consumer_add_handler(struct evr_consumer *c, const struct evr_ha
 
 /*
  * Adds a built-in handler from a spec: tail, debug, tokens, stats,
- * jsonl[=PATH] (default evring.log), chrome=PATH; or plugin=PATH.so[:ARG],
- * a shared object exporting EVR_HANDLER_ENTRY. Output of tail / debug /
- * tokens / stats goes to out (NULL: stdout). Returns the id or -errno.
+ * jsonl[=PATH] (default evring.log), chrome=PATH; or
+ * plugin=PATH.so[,isolate][:ARG], a shared object exporting
+ * EVR_HANDLER_ENTRY. Output of tail / debug / tokens / stats goes to out
+ * (NULL: stdout). Returns the id or -errno.
+ *
+ * A plug-in is loaded into this process and shares its fate: one that
+ * faults, aborts or calls exit() ends the process, with no on_close for
+ * the other handlers. With ",isolate" it runs in a child process instead
+ * (evring-plugin-host: $EVRING_PLUGIN_HOST, else beside the running
+ * program, else where evring installed it, else on PATH), started with
+ * posix_spawn and fed each object over a socketpair; this process reaps
+ * it. Its death (a signal, an exit, or killed once it overran timeout_ns
+ * by an eighth) is reported to on_error (rc -ECHILD, message saying how
+ * and on which callback and record) and on the log unless quiet, counted
+ * in evr_handler_stats.crashes, and the child started again at the next
+ * record, at most 5 times in any minute; records meanwhile are counted as
+ * skipped. -ECHILD also when the host program cannot run.
  */
 EVR_API int evr_consumer_add_builtin(struct evr_consumer *c, const char *spec, FILE *out, char *err, size_t errlen);
 
