@@ -28,7 +28,8 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 	int rc;
 
 	memset(s, 0, sizeof(*s));
-	rc = evr_segment_open(&s->seg, shm_name, err, errlen);
+	rc = evr_segment_open_flags(&s->seg, shm_name,
+				    flags & EVR_ATTACH_ALLOW_WRITABLE ? EVR_SEGMENT_ALLOW_WRITABLE : 0, err, errlen);
 	if (rc)
 		return rc;
 	rc = evr_consumer_slot_claim(&s->seg, (uint32_t)getpid(), &holder);

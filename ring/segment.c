@@ -255,6 +255,11 @@ int evr_segment_validate(const void *base, uint64_t bytes, char *err, size_t err
 
 int evr_segment_open(struct evr_segment *seg, const char *shm_name, char *err, size_t errlen)
 {
+	return evr_segment_open_flags(seg, shm_name, 0, err, errlen);
+}
+
+int evr_segment_open_flags(struct evr_segment *seg, const char *shm_name, unsigned flags, char *err, size_t errlen)
+{
 	struct evr_seg_header copy;
 	struct stat st;
 	uint8_t *base;
@@ -277,6 +282,14 @@ int evr_segment_open(struct evr_segment *seg, const char *shm_name, char *err, s
 		close(fd);
 		return fail(err, errlen, -EACCES, "segment %s is owned by uid %u, not by this user (uid %u)",
 			    shm_name, (unsigned)st.st_uid, (unsigned)geteuid());
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(flags & EVR_SEGMENT_ALLOW_WRITABLE)) {
+		close(fd);
+		return fail(err, errlen, -EACCES,
+			    "segment %s has mode %04o: users other than its owner may write it, and so shrink or "
+			    "rewrite it under this consumer; refused (evring producers create 0600; --allow-writable "
+			    "attaches anyway)",
+			    shm_name, (unsigned)(st.st_mode & 07777));
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size < (off_t)EVR_HEADER_BYTES) {
 		close(fd);

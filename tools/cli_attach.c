@@ -24,12 +24,13 @@ struct run_opts {
 	const char *output; /* record: -o */
 };
 
-enum { OPT_DURATION = 256, OPT_TIMEOUT, OPT_FROM, OPT_FILTER };
+enum { OPT_DURATION = 256, OPT_TIMEOUT, OPT_FROM, OPT_FILTER, OPT_ALLOW_WRITABLE };
 
 static const struct option run_options[] = {
 	{ "handler", required_argument, NULL, 'H' },  { "duration", required_argument, NULL, OPT_DURATION },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT }, { "from", required_argument, NULL, OPT_FROM },
 	{ "filter", required_argument, NULL, OPT_FILTER },    { "output", required_argument, NULL, 'o' },
+	{ "allow-writable", no_argument, NULL, OPT_ALLOW_WRITABLE },
 	{ "help", no_argument, NULL, 'h' },		      { NULL, 0, NULL, 0 }
 };
 
@@ -48,7 +49,7 @@ static void attach_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: evring attach PID|NAME... [-H SPEC]... [--duration S] [--timeout-ms N]\n"
-		"                     [--from now|oldest] [--filter DISPATCHER]\n"
+		"                     [--from now|oldest] [--filter DISPATCHER] [--allow-writable]\n"
 		"  Attaches to live processes and runs the handlers until every process exits, SIGINT,\n"
 		"  or the duration ends; then prints a one-line summary on stderr. Default handler: tail.\n"
 		"  NAME: a segment name (/evring.PID.NAME or PID.NAME) or a program name (all its processes).\n"
@@ -57,6 +58,7 @@ static void attach_usage(FILE *f)
 		"  --timeout-ms N       per handler call timeout (default 5000)\n"
 		"  --from now|oldest    start with what is written from now (default) or read what the lanes still hold\n"
 		"  --filter DISPATCHER  only records of this dispatcher and those below it that propagate\n"
+		"  --allow-writable     attach to a segment others may write (refused otherwise, exit 5)\n"
 		"%s"
 		"examples:\n"
 		"  evring attach 1234                               a line per event and span end, as they come\n"
@@ -70,7 +72,7 @@ static void record_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: evring record PID|NAME... -o FILE [--duration S] [-H SPEC]... [--from now|oldest]\n"
-		"                     [--filter DISPATCHER] [--timeout-ms N]\n"
+		"                     [--filter DISPATCHER] [--timeout-ms N] [--allow-writable]\n"
 		"  Writes a capture file (a msgpack stream: a header, the metadata, every record in the\n"
 		"  order it was delivered) until the processes exit, SIGINT, or the duration ends.\n"
 		"  Handlers given with -H run live as well. `evring replay FILE` runs handlers over it.\n"
@@ -81,6 +83,7 @@ static void record_usage(FILE *f)
 		"  --from now|oldest    start with what is written from now (default) or read what the lanes still hold\n"
 		"  --filter DISPATCHER  handlers see only this dispatcher and those below it that propagate;\n"
 		"                       the capture keeps every record\n"
+		"  --allow-writable     record a segment others may write (refused otherwise, exit 5)\n"
 		"%s"
 		"examples:\n"
 		"  evring record 1234 -o run.evr --duration 60      a minute of one process, decoded later\n"
@@ -154,6 +157,9 @@ static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, voi
 			break;
 		case OPT_FILTER:
 			o->filter = optarg;
+			break;
+		case OPT_ALLOW_WRITABLE:
+			o->flags |= EVR_ATTACH_ALLOW_WRITABLE;
 			break;
 		case 'h':
 			usage(stdout);

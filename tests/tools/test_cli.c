@@ -806,6 +806,33 @@ Test(cli, another_users_segment_is_refused)
 	evr_segment_unlink(target);
 }
 
+/*
+ * A segment others may write is refused (they could shrink or rewrite it under
+ * the consumer), naming its mode, unless --allow-writable says otherwise.
+ */
+Test(cli, a_segment_others_may_write_is_refused)
+{
+	pid_t d = DEMO("--rate", "200");
+	char seg[96];
+	struct run *r;
+
+	snprintf(seg, sizeof(seg), "/dev/shm/evring.%d.evring-demo", (int)d);
+	cr_assert_eq(chmod(seg, 0666), 0);
+	r = CLI("attach", str_pid(d), "-H", "stats", "--duration", "0.2");
+	cr_expect_eq(r->status, 5, "%s", r->err);
+	cr_expect(strstr(r->err, "mode 0666") != NULL, "%s", r->err);
+	one_error_line(r, "attach", "");
+	r = CLI("record", str_pid(d), "-o", "/dev/null", "--duration", "0.2");
+	cr_expect_eq(r->status, 5, "%s", r->err);
+	r = CLI("attach", str_pid(d), "-H", "stats", "--duration", "0.3", "--allow-writable");
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	cr_expect_gt(summary_num(r->err, "events,"), 0, "%s", r->err);
+	cr_assert_eq(chmod(seg, 0620), 0);
+	r = CLI("attach", str_pid(d), "-H", "stats", "--duration", "0.2");
+	cr_expect_eq(r->status, 5, "group-writable is refused too: %s", r->err);
+	demo_stop(d);
+}
+
 /* ---- the first hour's findings: closed output, failed handlers, option errors ------------- */
 
 /* `evring attach PID | head`: the reader goes away, the run ends at once, quietly, status 0. */

@@ -330,7 +330,13 @@ struct evr_consumer;
 /* Returns NULL with err set (bad options, no memory). */
 EVR_API struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char *err, size_t errlen);
 
-enum evr_attach_flags { EVR_ATTACH_FROM_OLDEST = 1u };
+/*
+ * FROM_OLDEST: read what the lanes still hold from before the attach.
+ * ALLOW_WRITABLE: attach to a segment whose mode lets its group or others
+ * write it (refused otherwise, -EACCES: they could shrink or rewrite it
+ * under the consumer).
+ */
+enum evr_attach_flags { EVR_ATTACH_FROM_OLDEST = 1u, EVR_ATTACH_ALLOW_WRITABLE = 2u };
 
 /*
  * Attaches to every segment of a live process (by pid), or to one segment by

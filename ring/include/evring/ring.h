@@ -318,11 +318,18 @@ EVR_API int evr_segment_create(struct evr_segment *seg, const char *shm_name,
 
 /*
  * Opens and maps an existing segment for reading and consuming, after checking
- * the object's owner (-EACCES when another uid owns it) and validating the
- * header (see evr_segment_validate). Errors: -ENOENT, -EACCES, -EPROTO (another
- * ABI major), -EBADMSG (invalid header), -EAGAIN (still being created).
+ * the object's owner (-EACCES when another uid owns it), its mode (-EACCES
+ * when its group or others may write it: they could shrink or rewrite it
+ * under the consumer; producers create 0600) and validating the header (see
+ * evr_segment_validate). Errors: -ENOENT, -EACCES, -EPROTO (another ABI
+ * major), -EBADMSG (invalid header), -EAGAIN (still being created).
  */
 EVR_API int evr_segment_open(struct evr_segment *seg, const char *shm_name, char *err, size_t errlen);
+
+/* evr_segment_open's checks, but with EVR_SEGMENT_ALLOW_WRITABLE a mode others may write is accepted. */
+enum evr_segment_open_flags { EVR_SEGMENT_ALLOW_WRITABLE = 1u };
+EVR_API int evr_segment_open_flags(struct evr_segment *seg, const char *shm_name, unsigned flags, char *err,
+				   size_t errlen);
 
 /*
  * Checks a header against the size of the mapping that holds it: magic, ABI,
