@@ -110,10 +110,20 @@ static bool program_is(const char *file, const char *name)
 
 int evr__shm_each(uint32_t pid, const char *name, int (*fn)(void *arg, const char *shm, uint32_t pid), void *arg)
 {
-	DIR *d = opendir("/dev/shm");
+	struct evr_reclaim_policy reclaim;
 	struct dirent *e;
 	int found = 0, rc = 0;
+	char err[EVR_ERR_MAX];
+	DIR *d;
 
+	/* Bounds what dead processes left, sparing the one asked for: it may be read after its death. */
+	if (evr_reclaim_policy_from_env(&reclaim, err, sizeof(err)) == 0) {
+		reclaim.spare_pid = pid;
+		evr_segment_reclaim(&reclaim, NULL);
+	} else {
+		fprintf(stderr, "evring: %s; nothing reclaimed\n", err);
+	}
+	d = opendir("/dev/shm");
 	if (!d)
 		return -errno;
 	while (rc == 0 && (e = readdir(d)) != NULL) {
