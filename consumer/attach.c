@@ -68,6 +68,9 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 	s->pub.shm_name = s->shm_name;
 	s->pub.dead = !evr_segment_owner_alive(&s->seg, (uint64_t)s->pub.pid << 32);
 	s->exited = s->pub.dead && evr_ld_acq_64(&s->seg.hdr->exited_real_ns) != 0;
+	/* Read after its death (the flight recorder): its spans still open end as abandoned, as for a death seen live. */
+	if (s->pub.dead)
+		s->dead_ns = evr_clock_monotonic_ns();
 	return 0;
 }
 
