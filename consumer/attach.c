@@ -69,6 +69,9 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 	s->pub.shm_name = s->shm_name;
 	s->pub.dead = !evr_segment_owner_alive(&s->seg, (uint64_t)s->pub.pid << 32);
 	s->exited = s->pub.dead && evr_ld_acq_64(&s->seg.hdr->exited_real_ns) != 0;
+	/* Read after its death (the flight recorder): its spans still open end as abandoned, as for a death seen live. */
+	if (s->pub.dead)
+		s->dead_ns = evr_clock_monotonic_ns();
 	return 0;
 }
 
@@ -111,10 +114,20 @@ static bool program_is(const char *file, const char *name)
 
 int evr__shm_each(uint32_t pid, const char *name, int (*fn)(void *arg, const char *shm, uint32_t pid), void *arg)
 {
-	DIR *d = opendir("/dev/shm");
+	struct evr_reclaim_policy reclaim;
 	struct dirent *e;
 	int found = 0, rc = 0;
+	char err[EVR_ERR_MAX];
+	DIR *d;
 
+	/* Bounds what dead processes left, sparing the one asked for: it may be read after its death. */
+	if (evr_reclaim_policy_from_env(&reclaim, err, sizeof(err)) == 0) {
+		reclaim.spare_pid = pid;
+		evr_segment_reclaim(&reclaim, NULL);
+	} else {
+		fprintf(stderr, "evring: %s; nothing reclaimed\n", err);
+	}
+	d = opendir("/dev/shm");
 	if (!d)
 		return -errno;
 	while (rc == 0 && (e = readdir(d)) != NULL) {

@@ -415,7 +415,8 @@ static void mark_exited(void)
 
 static void at_exit(void)
 {
-	if (evr__proc.state != OPEN || evr__proc.seg.hdr->creator_pid != (uint32_t)getpid())
+	/* The segment's name and creator are the ones kept here, not the header's, which anyone may overwrite. */
+	if (evr__proc.state != OPEN || evr__proc.pid != (uint32_t)getpid())
 		return;
 	if (evr__thread.gen == evr__gen)
 		evr_writer_flush_lost(&evr__thread.w);
@@ -435,6 +436,7 @@ static int open_locked(const struct evr_config *in)
 {
 	struct evr_config cfg = *in;
 	struct evr_segment_config scfg = { 0 };
+	struct evr_reclaim_policy reclaim;
 	char name[EVR_NAME_MAX + 1], shm[128], err[EVR_ERR_MAX];
 	bool off;
 	int rc;
@@ -445,6 +447,10 @@ static int open_locked(const struct evr_config *in)
 	rc = config_from_env(&cfg, name, sizeof(name), &off);
 	if (!rc && !off)
 		rc = meta_bytes_from_env(&scfg.meta_bytes);
+	if (!rc && !off && evr_reclaim_policy_from_env(&reclaim, err, sizeof(err)) != 0) {
+		set_error("%s", err);
+		rc = -EINVAL;
+	}
 	if (rc || off) {
 		evr__proc.state = OFF;
 		return rc;
@@ -468,6 +474,9 @@ static int open_locked(const struct evr_config *in)
 		evr__proc.state = OFF;
 		return rc;
 	}
+	/* Bounds what dead processes of this name left, keeping the newest for reading after their death. */
+	reclaim.name = cfg.name;
+	evr_segment_reclaim(&reclaim, NULL);
 	evr__content = cfg.capture_content > 0;
 	evr__clock_kind = evr__proc.seg.clock_kind;
 	if (cfg.name != open_name)

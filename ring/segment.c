@@ -29,6 +29,7 @@ _Static_assert(offsetof(struct evr_seg_header, meta_used) == 192, "producer line
 _Static_assert(offsetof(struct evr_seg_header, exited_real_ns) == 248, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, consumer_pid) == 256, "consumer line");
 _Static_assert(offsetof(struct evr_seg_header, records_skipped) == 288, "ABI");
+_Static_assert(offsetof(struct evr_seg_header, creator_start_ticks) == 296, "ABI");
 _Static_assert(sizeof(struct evr_lane) == EVR_LANE_ENTRY_BYTES, "lane entry is 128 bytes");
 _Static_assert(offsetof(struct evr_lane, tail) == 8, "ABI");
 _Static_assert(offsetof(struct evr_lane, lost_pending) == 32, "ABI");
@@ -160,6 +161,7 @@ int evr_segment_create(struct evr_segment *seg, const char *shm_name, const stru
 	h->creator_uid = (uint32_t)geteuid();
 	h->creator_pidns = evr_pidns();
 	h->start_real_ns = evr_clock_realtime_ns();
+	h->creator_start_ticks = evr_proc_start_ticks(0);
 	evr_clock_calibrate(cfg && cfg->clock_kind ? cfg->clock_kind : evr_clock_detect(), &cal, 2000000);
 	h->clock_kind = cal.kind;
 	h->clock_anchor_ticks = cal.anchor_ticks;

@@ -88,6 +88,23 @@ out:
 
 /* ---- claiming and freeing lanes --------------------------------------- */
 
+/*
+ * The consumer's head as the writer may use it. The head is the consumer's
+ * to write and may hold anything. A head a consumer could have published lies
+ * at most a lane behind pos (where the writer writes next) and not past it:
+ * every record before it was written. Anything else is taken as "nothing read
+ * since the lane was last full", so the record does not fit and is dropped
+ * and counted, never written over what may be unread, until the consumer
+ * publishes a head that makes sense. Before the first lap ends nothing can be
+ * overwritten, so there it is 0.
+ */
+static uint64_t trusted_head(uint64_t head, uint64_t pos, uint64_t size)
+{
+	if (pos - head <= size)
+		return head;
+	return pos >= size ? pos - size : 0;
+}
+
 /* base for tail's lap: where the fast path and the one-call commit find tail's record. */
 static void rebase(struct evr_writer *w)
 {
@@ -143,9 +160,9 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 			continue; /* C1 above: the CAS is a full barrier, so the last owner's fields are ours */
 		w->lane = lane;
 		w->data = evr_segment_lane_data(seg, idx);
-		/* The last owner's fields, ordered by C1 after its C2 (or the reader's C3). */
-		w->tail = evr_ld_64(&lane->tail);
-		w->head_cache = evr_ld_acq_64(&lane->head); /* W1 */
+		/* The last owner's fields, ordered by C1 after its C2 (or the reader's C3, so 8-aligned here). */
+		w->tail = (evr_ld_64(&lane->tail) + 7) & ~(uint64_t)7;
+		w->head_cache = trusted_head(evr_ld_acq_64(&lane->head), w->tail, seg->lane_bytes); /* W1 */
 		w->thread_pending = true;
 		refresh(w);
 		evr_st_32(&lane->claims, lane->claims + 1);
@@ -156,7 +173,7 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 		evr_faa_64(&seg->hdr->lane_fallbacks, 1);
 	w->lane = &seg->lanes[exclusive];
 	w->data = evr_segment_lane_data(seg, exclusive);
-	w->head_cache = evr_ld_acq_64(&w->lane->head); /* W1 */
+	w->head_cache = trusted_head(evr_ld_acq_64(&w->lane->head), evr_ld_64(&w->lane->tail), seg->lane_bytes); /* W1 */
 	w->shared = true;
 	refresh(w);
 	return 0;
@@ -222,14 +239,18 @@ static void make_plan(struct plan *p, uint64_t pos, uint64_t size, bool with_los
 	p->end = p->rec_at + need;
 }
 
-/* True when [.., end) fits before the consumer's head, re-reading it (W1) if the cache says no. */
-static bool fits(struct evr_writer *w, uint64_t end)
+/*
+ * True when [pos, end) fits before the consumer's head, re-reading it (W1) if
+ * the cache says no. The cache only ever holds a trusted head (trusted_head),
+ * at most a lane behind the tail, so the fast path's limit (bound) is sound.
+ */
+static bool fits(struct evr_writer *w, uint64_t pos, uint64_t end)
 {
 	uint64_t size = w->mask + 1;
 
-	if (end - w->head_cache <= size)
+	if (end - w->head_cache <= size && pos - w->head_cache <= size)
 		return true;
-	w->head_cache = evr_ld_acq_64(&w->lane->head); /* W1, pairs with R3 */
+	w->head_cache = trusted_head(evr_ld_acq_64(&w->lane->head), pos, size); /* W1, pairs with R3 */
 	return end - w->head_cache <= size;
 }
 
@@ -288,7 +309,7 @@ static void put_thread(struct evr_writer *w)
 	struct evr_mpbuf b;
 	msgpack_packer pk;
 
-	if (!fits(w, at + bytes))
+	if (!fits(w, w->tail, at + bytes))
 		return; /* still due: the lane is full, and the record after it is dropped and counted */
 	put_pad(w, w->tail, pad);
 	b = (struct evr_mpbuf){ w->data + (at & w->mask) + EVR_WORD_BYTES, 0, THREAD_BODY_MAX, false };
@@ -321,7 +342,7 @@ static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 	pending = evr_ld_64(&l->lost_pending);
 
 	make_plan(&p, w->tail, size, pending != 0, need);
-	if (!fits(w, p.end)) {
+	if (!fits(w, p.pos, p.end)) {
 		if (!quiet)
 			drop(w);
 		return NULL;
@@ -349,7 +370,14 @@ static void *reserve_shared(struct evr_writer *w, uint64_t need, bool quiet)
 	for (;;) {
 		pending = evr_ld_64(&l->lost_pending);
 		make_plan(&p, pos, size, pending != 0, need);
-		if (!fits(w, p.end)) {
+		if (!fits(w, p.pos, p.end)) {
+			uint64_t now = evr_ld_64(&l->tail);
+
+			/* Other writers moved the tail on since pos was read: try again from theirs. */
+			if (now != pos && now - pos <= size) {
+				pos = now;
+				continue;
+			}
 			if (!quiet)
 				drop(w);
 			return NULL;

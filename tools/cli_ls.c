@@ -4,7 +4,9 @@
  *
  * Segments live in /dev/shm as evring.<pid>.<name>. A segment whose creator
  * is gone is stale: `ls` lists it as such and `ls --clean` removes it (only a
- * segment this user owns, and only once its creator is seen dead).
+ * segment this user owns unless --all-users, and only once its creator is
+ * seen dead). Before it lists, `ls` reclaims the oldest dead segments beyond
+ * the EVRING_KEEP_DEAD bound (evr_segment_reclaim), as a producer does.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -14,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <evring/ring.h>
 
@@ -23,6 +27,7 @@
 struct seg_info {
 	char shm[300];
 	uint32_t pid;
+	uid_t uid;	/* the file's owner */
 	int open_rc;	/* 0, or why it could not be read */
 	char err[256];
 	char program[65];
@@ -69,9 +74,13 @@ static void seg_read(struct seg_info *si, const struct evr_segment *seg)
 static void seg_inspect(const char *file, uint32_t pid, struct seg_info *si)
 {
 	struct evr_segment seg;
+	char path[320];
+	struct stat st;
 
 	memset(si, 0, sizeof(*si));
 	snprintf(si->shm, sizeof(si->shm), "/%s", file);
+	snprintf(path, sizeof(path), "/dev/shm/%s", file);
+	si->uid = lstat(path, &st) == 0 ? st.st_uid : (uid_t)-1;
 	si->pid = pid;
 	si->open_rc = evr_segment_open(&seg, si->shm, si->err, sizeof(si->err));
 	if (si->open_rc == 0) {
@@ -171,26 +180,33 @@ static const char *state_of(const struct seg_info *si)
 
 static void ls_usage(FILE *f)
 {
-	fprintf(f, "usage: evring ls [--json] [--clean]\n"
+	fprintf(f, "usage: evring ls [--json] [--clean [--all-users]]\n"
 		   "  Lists the evring segments on this machine: pid, program, exclusive lanes in use,\n"
 		   "  records written, records lost, the attached consumer's pid, and the state\n"
 		   "  (live; stale: its process is gone; other-user, other-abi, creating, invalid).\n"
 		   "  --json   one JSON array\n"
 		   "  --clean  remove the stale segments this user owns\n"
+		   "  --all-users  with --clean: also other users' stale segments (root may remove them)\n"
+		   "  Before listing, the dead processes' segments beyond EVRING_KEEP_DEAD (default %u a name)\n"
+		   "  and EVRING_KEEP_DEAD_BYTES (default %lluM) are removed, oldest first (this user's only).\n"
 		   "examples:\n"
 		   "  evring ls                the segments, a line each\n"
 		   "  evring ls --json | jq .  the same for a script\n"
-		   "  evring ls --clean        remove what killed processes left in /dev/shm\n");
+		   "  evring ls --clean        remove what killed processes left in /dev/shm\n",
+		EVR_KEEP_DEAD_DEFAULT, (unsigned long long)(EVR_KEEP_DEAD_BYTES_DEFAULT >> 20));
 }
 
 int evr_cmd_ls(int argc, char **argv)
 {
 	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
 					      { "clean", no_argument, NULL, 'c' },
+					      { "all-users", no_argument, NULL, 'a' },
 					      { "help", no_argument, NULL, 'h' },
 					      { NULL, 0, NULL, 0 } };
-	bool json = false, clean = false;
+	bool json = false, clean = false, all_users = false;
+	struct evr_reclaim_policy reclaim;
 	struct seg_info *v = NULL;
+	char err[EVR_ERR_MAX];
 	int n, ch, status = EVR_EXIT_OK;
 
 	optind = 0; /* a full reset of getopt, as for a new program */
@@ -199,6 +215,8 @@ int evr_cmd_ls(int argc, char **argv)
 			json = true;
 		else if (ch == 'c')
 			clean = true;
+		else if (ch == 'a')
+			all_users = true;
 		else if (ch == 'h') {
 			ls_usage(stdout);
 			return EVR_EXIT_OK;
@@ -208,6 +226,11 @@ int evr_cmd_ls(int argc, char **argv)
 	}
 	if (optind < argc)
 		return evr_cli_fail("ls", EVR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+	if (all_users && !clean)
+		return evr_cli_fail("ls", EVR_EXIT_USAGE, "--all-users goes with --clean");
+	if (evr_reclaim_policy_from_env(&reclaim, err, sizeof(err)) != 0)
+		return evr_cli_fail("ls", EVR_EXIT_USAGE, "%s", err);
+	evr_segment_reclaim(&reclaim, NULL);
 	n = seg_list(0, NULL, &v);
 	if (n < 0)
 		return evr_cli_fail("ls", EVR_EXIT_FAIL, "cannot read /dev/shm: %s", strerror(-n));
@@ -220,7 +243,7 @@ int evr_cmd_ls(int argc, char **argv)
 		struct seg_info *si = &v[i];
 		bool removed = false;
 
-		if (clean && si->stale && si->open_rc != -EACCES) {
+		if (clean && si->stale && (all_users || (si->uid == geteuid() && si->open_rc != -EACCES))) {
 			int rc = evr_segment_unlink(si->shm);
 			if (rc == 0)
 				removed = true;

@@ -1,7 +1,7 @@
 /*
  * evring: the command-line tool. One binary, a subcommand per job:
  *
- *   evring ls [--json] [--clean]             live segments on this machine
+ *   evring ls [--json] [--clean [--all-users]] live segments on this machine
  *   evring attach PID|NAME... [-H h[=arg]]   run handlers over live processes
  *   evring record PID|NAME -o FILE           write a capture file
  *   evring replay FILE [-H h[=arg]]          run handlers over a capture

@@ -781,3 +781,97 @@ Test(e2e, gaps_and_losses_are_in_the_files, .timeout = 60)
 	close(gap_more[0]);
 	close(gap_more[1]);
 }
+
+/*
+ * The flight recorder: a producer killed with SIGKILL while no consumer is
+ * attached leaves its segment, and a consumer attaching afterwards from the
+ * oldest record reads what its lanes still hold. Its lane fills (nobody
+ * reads), so of FR_EVENTS events the first ones are there, in order, and the
+ * rest are counted lost: delivered + lost == written. Its two open spans come
+ * out closed as abandoned, the producer having died.
+ */
+#define FR_EVENTS 6000u
+
+struct fr_seen {
+	uint64_t events, next_i, out_of_order, begins, abandoned_died;
+	struct counts n;
+};
+
+static int fr_event(void *ctx, const struct evr_event *ev)
+{
+	struct fr_seen *s = ctx;
+
+	s->events++;
+	if (ev->fields->n != 1 || ev->fields->f[0].v.type != EVR_V_U64 || ev->fields->f[0].v.u != s->next_i)
+		s->out_of_order++;
+	s->next_i++;
+	return 0;
+}
+static int fr_begin(void *ctx, const struct evr_span_rec *sp)
+{
+	(void)sp;
+	((struct fr_seen *)ctx)->begins++;
+	return 0;
+}
+static int fr_end(void *ctx, const struct evr_span_rec *sp)
+{
+	if (sp->status == EVR_SPAN_ABANDONED && (sp->flags & EVR_SPAN_PRODUCER_DIED))
+		((struct fr_seen *)ctx)->abandoned_died++;
+	return 0;
+}
+static int fr_lost(void *ctx, const struct evr_lost *l)
+{
+	((struct fr_seen *)ctx)->n.lost += l->count;
+	return 0;
+}
+
+static void fr_workload(void)
+{
+	struct evr_span q = EVR_SPAN_BEGIN("app", "fr_outer");
+	struct evr_span c = EVR_SPAN_BEGIN("app", "fr_inner");
+
+	for (uint32_t i = 0; i < FR_EVENTS; i++)
+		EVR_EVENT("app", "fr_tick", EVR_U32("i", i));
+	(void)q;
+	(void)c;
+}
+
+Test(e2e, flight_recorder_reads_a_killed_producer_with_no_consumer)
+{
+	struct fr_seen seen = { 0 };
+	struct evr_handler h = { .name = "fr", .ctx = &seen, .on_event = fr_event, .on_span_begin = fr_begin,
+				 .on_span_end = fr_end, .on_lost = fr_lost, .queue_len = 1u << 16 };
+	struct evr_consumer_stats st;
+	struct evr_consumer *c;
+	struct child ch;
+	char err[256], shm[64];
+
+	setenv("EVRING_LANE_BYTES", "65536", 1); /* smaller than what it writes: the lane fills */
+	child_start(&ch, "e2efr", fr_workload, true);
+	unsetenv("EVRING_LANE_BYTES");
+	child_go(&ch);
+	child_wait_done(&ch);
+	kill(ch.pid, SIGKILL);
+	child_reap(&ch, SIGKILL);
+	snprintf(shm, sizeof(shm), "/evring.%d.e2efr", (int)ch.pid);
+
+	c = consumer();
+	cr_assert_geq(evr_consumer_add_handler(c, &h), 0);
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)), 0,
+		      "the dead producer's segment: %s", err);
+	cr_assert_eq(evr_consumer_run(c, 20000000000ull, NULL), 0, "run ends once the dead producer is read");
+	evr_consumer_stats(c, &st);
+	evr_consumer_close(c);
+
+	cr_assert_eq(seen.begins, 2, "both span begins are in the lane");
+	cr_assert_eq(seen.abandoned_died, 2, "its open spans close as abandoned by a death");
+	cr_assert_eq(st.spans_abandoned, 2);
+	cr_assert_gt(seen.events, 1000, "the lane's records are there: %llu", (unsigned long long)seen.events);
+	cr_assert_lt(seen.events, FR_EVENTS, "the lane filled");
+	cr_assert_eq(seen.out_of_order, 0, "the first events, in order");
+	cr_assert_eq(seen.events + seen.n.lost, FR_EVENTS, "delivered %llu + lost %llu != written %u",
+		     (unsigned long long)seen.events, (unsigned long long)seen.n.lost, FR_EVENTS);
+	cr_assert_eq(st.lost, seen.n.lost);
+	cr_assert_eq(st.bad, 0);
+	cr_assert_eq(evr_segment_unlink(shm), 0, "the segment stayed after the death");
+}

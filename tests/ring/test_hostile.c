@@ -1560,3 +1560,139 @@ Test(hostile, random_lanes_live, .fini = unlink_created, .timeout = TEST_TIMEOUT
 	evr_reader_fini(&r);
 	guarded_free(&g);
 }
+
+/* ---- (f) the producer against a hostile consumer ------------------------ */
+
+/*
+ * The consumer's fields (each lane's head and skipped count, the header's
+ * consumer slot) are the consumer's to write, so the producer trusts none of
+ * them: a head past what was written, far behind it or all ones must not let
+ * it write over unread records, outside its lane, or stall; each record it
+ * cannot place is dropped and counted, and it goes on once the head makes
+ * sense again.
+ */
+static bool put_seq(struct evr_writer *w, uint64_t seq)
+{
+	uint8_t body[sizeof(struct test_body) + 16];
+	uint32_t len = test_body_fill(body, 7, seq, 16);
+
+	return evr_writer_write(w, EVR_REC_EVENT, body, len);
+}
+
+/* Garbage in every byte a consumer may write, the lanes' heads aside. */
+static void scribble_consumer_fields(struct evr_segment *seg, uint8_t fill)
+{
+	memset(&seg->hdr->consumer_pid, fill, EVR_HEADER_BYTES - offsetof(struct evr_seg_header, consumer_pid) -
+						      sizeof(seg->hdr->pad_consumer) - 8);
+	for (uint32_t i = 0; i < seg->lane_count; i++) {
+		memset(&seg->lanes[i].skipped, fill, 8);
+		memset(seg->lanes[i].pad_consumer, fill, sizeof(seg->lanes[i].pad_consumer));
+	}
+}
+
+static void hostile_heads(struct evr_segment *seg, struct evr_writer *w, uint32_t lane)
+{
+	struct evr_lane *l = &seg->lanes[lane];
+	uint64_t size = seg->lane_bytes, seq = 0;
+	size_t total = (size_t)seg->lane_count * size;
+	uint8_t *before = malloc(total);
+
+	cr_assert_not_null(before);
+	for (int round = 0; round < 4; round++) {
+		uint64_t tail, records, lost;
+		const uint64_t bad[] = { 0, 8, size, size + 8, 3 * size, (uint64_t)1 << 40, UINT64_MAX, UINT64_MAX - size,
+					 (uint64_t)1 << 63, 5 };
+		int written = 0;
+
+		/* The consumer read everything so far, then nothing: the lane fills, and the next record is dropped. */
+		evr_st_rel_64(&l->head, evr_ld_64(&l->tail));
+		while (put_seq(w, seq++))
+			cr_assert_lt(++written, 100000, "round %d: the lane never filled", round);
+		cr_assert_gt(written, 0, "round %d: nothing fit in an empty lane", round);
+		tail = evr_ld_64(&l->tail);
+		records = evr_ld_64(&l->records);
+		lost = evr_ld_64(&l->lost);
+		memcpy(before, seg->data, total);
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			/* Relative to the tail: past it, far behind it, and absolute garbage. */
+			uint64_t heads[] = { tail + bad[i], tail - size - 8 - bad[i], bad[i] };
+
+			for (size_t k = 0; k < 3; k++) {
+				if (heads[k] <= tail && tail - heads[k] <= size)
+					continue; /* a head a consumer could really have published */
+				evr_st_rel_64(&l->head, heads[k]);
+				scribble_consumer_fields(seg, (uint8_t)(0x5a + i + k));
+				for (int n = 0; n < 20; n++)
+					cr_assert(!put_seq(w, seq++), "round %d: head %#llx (tail %#llx) let a record in",
+						  round, (unsigned long long)heads[k], (unsigned long long)tail);
+			}
+		}
+		cr_assert(memcmp(before, seg->data, total) == 0, "round %d: a hostile head let the writer overwrite data",
+			  round);
+		cr_assert_eq(evr_ld_64(&l->records), records, "round %d", round);
+		cr_assert_eq(evr_ld_64(&l->tail), tail, "round %d", round);
+		cr_assert_gt(evr_ld_64(&l->lost), lost, "round %d: the refused records were not counted", round);
+		/* Every refused record is counted: written + lost is all that was tried. */
+		cr_assert_eq(evr_ld_64(&l->records) + evr_ld_64(&l->lost), seq, "round %d: %llu + %llu != %llu tried",
+			     round, (unsigned long long)evr_ld_64(&l->records), (unsigned long long)evr_ld_64(&l->lost),
+			     (unsigned long long)seq);
+	}
+	/* A head that makes sense again: the writer goes on, first with the LOST record for what it dropped. */
+	evr_st_rel_64(&l->head, evr_ld_64(&l->tail));
+	cr_assert(put_seq(w, seq++), "the writer did not recover");
+	cr_assert_eq(evr_ld_64(&l->lost_pending), 0, "the drops were reported");
+	free(before);
+}
+
+Test(hostile, producer_ignores_hostile_heads_exclusive, .fini = unlink_created, .timeout = TEST_TIMEOUT_S)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+
+	make_segment(&seg, "heads-x", 3, EVR_LANE_BYTES_MIN, META_SMALL);
+	cr_assert_eq(evr_writer_open(&w, &seg, (uint32_t)getpid(), 2, 0), 0); /* tid 2: lane 0 */
+	cr_assert(!w.shared);
+	cr_assert_eq(w.lane, &seg.lanes[0]);
+	evr_writer_skip_thread_record(&w);
+	hostile_heads(&seg, &w, 0);
+	evr_writer_close(&w);
+	test_segment_destroy(&seg);
+}
+
+Test(hostile, producer_ignores_hostile_heads_shared, .fini = unlink_created, .timeout = TEST_TIMEOUT_S)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+
+	make_segment(&seg, "heads-s", 3, EVR_LANE_BYTES_MIN, META_SMALL);
+	cr_assert_eq(evr_writer_open(&w, &seg, (uint32_t)getpid(), 2, EVR_WRITER_FORCE_SHARED), 0);
+	cr_assert(w.shared);
+	hostile_heads(&seg, &w, evr_segment_shared_lane(&seg));
+	evr_writer_close(&w);
+	test_segment_destroy(&seg);
+}
+
+/* A writer that opens a lane whose head is garbage from the start never trusts it. */
+Test(hostile, producer_opens_a_lane_with_a_hostile_head, .fini = unlink_created, .timeout = TEST_TIMEOUT_S)
+{
+	struct evr_segment seg;
+	struct evr_writer w;
+	uint64_t tried = 0, size;
+
+	make_segment(&seg, "heads-o", 3, EVR_LANE_BYTES_MIN, META_SMALL);
+	size = seg.lane_bytes;
+	/* An earlier owner wrote three laps; the consumer's head is all ones. */
+	evr_st_64(&seg.lanes[0].tail, 3 * size);
+	evr_st_64(&seg.lanes[0].head, UINT64_MAX);
+	cr_assert_eq(evr_writer_open(&w, &seg, (uint32_t)getpid(), 2, 0), 0);
+	cr_assert_eq(w.lane, &seg.lanes[0]);
+	evr_writer_skip_thread_record(&w);
+	for (int i = 0; i < 1000; i++)
+		cr_assert(!put_seq(&w, tried++), "record %d went in over a head of all ones", i);
+	cr_assert_eq(evr_ld_64(&seg.lanes[0].lost), tried);
+	cr_assert_eq(evr_ld_64(&seg.lanes[0].tail), 3 * size);
+	evr_st_rel_64(&seg.lanes[0].head, 3 * size);
+	cr_assert(put_seq(&w, tried++));
+	evr_writer_close(&w);
+	test_segment_destroy(&seg);
+}

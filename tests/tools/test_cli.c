@@ -258,6 +258,9 @@ Test(cli, usage_errors_exit_2)
 	cr_expect_eq(r->status, 2);
 	r = CLI("ls", "extra");
 	cr_expect_eq(r->status, 2);
+	r = CLI("ls", "--all-users");
+	cr_expect_eq(r->status, 2);
+	one_error_line(r, "ls", "--all-users goes with --clean");
 	r = CLI("attach", "1", "-H", "nosuchhandler");
 	cr_expect_eq(r->status, 2, "an unknown handler is a usage error: %s", r->err);
 }

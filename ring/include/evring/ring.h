@@ -241,7 +241,10 @@ struct evr_seg_header {
 	uint64_t consumer_heartbeat_ns; /* 272  CLOCK_MONOTONIC of the consumer's last drain */
 	uint64_t lanes_reclaimed;     /* 280  lanes freed after their owner died */
 	uint64_t records_skipped;     /* 288  bad or stuck records stepped over */
-	uint8_t pad_consumer[EVR_HEADER_BYTES - 296];
+	uint64_t creator_start_ticks; /* 296  the creator's start time, field 22 of /proc/<pid>/stat (clock
+					       ticks since boot), written once before the magic; 0 unknown. A live
+					       process with the creator's pid and another start time reused the pid */
+	uint8_t pad_consumer[EVR_HEADER_BYTES - 304];
 };
 
 /*
@@ -764,6 +767,55 @@ EVR_API bool evr_segment_owner_alive(const struct evr_segment *seg, uint64_t own
 
 /* The inode of this process's pid namespace (0 when /proc cannot tell). */
 EVR_API uint64_t evr_pidns(void);
+
+/*
+ * Field 22 of /proc/<pid>/stat (pid 0: this process): when it started, in
+ * clock ticks since boot. 0 when it cannot be read (the process is gone).
+ */
+EVR_API uint64_t evr_proc_start_ticks(uint32_t pid);
+
+/* ---- reclaiming the segments of dead processes ------------------------ */
+
+/*
+ * A producer that dies (a signal, _exit in a forked child) leaves its segment
+ * in /dev/shm for a consumer to read after the death. evr_segment_reclaim
+ * bounds what is left: among the segments of one name (the part after
+ * "evring.<pid>."), those whose creator is dead (its pid is gone or a zombie,
+ * or was reused by a process with another start time) are kept newest first
+ * (by creation time) while at most keep_count of them and keep_bytes in all,
+ * and the older ones are unlinked. Never reclaimed: another user's segment,
+ * one whose creator lives, one of another pid namespace (its pids are not ours
+ * to check), one with a live consumer attached, one whose header is not an
+ * evring header, and spare_pid's.
+ */
+struct evr_reclaim_policy {
+	uint32_t keep_count; /* dead segments kept per name */
+	uint64_t keep_bytes; /* their bytes in all, per name */
+	const char *name;    /* only this name; NULL: every name, each bounded on its own */
+	uint32_t spare_pid;  /* never reclaim this pid's segments (0: none) */
+	const char *dir;     /* where the shm objects are; NULL: /dev/shm */
+};
+
+struct evr_reclaim_stats {
+	uint32_t dead;	      /* dead segments seen */
+	uint32_t removed;     /* of those, unlinked */
+	uint64_t removed_bytes;
+	uint32_t errors;      /* unlinks that failed (besides one already gone) */
+};
+
+#define EVR_KEEP_DEAD_DEFAULT 8u
+#define EVR_KEEP_DEAD_BYTES_DEFAULT (256ull << 20)
+
+/*
+ * The policy from EVRING_KEEP_DEAD (a count, 0 or more) and
+ * EVRING_KEEP_DEAD_BYTES (a size, with K, M or G), else the defaults above.
+ * Returns 0, or -EINVAL with err saying which setting is wrong (the policy
+ * then holds the defaults).
+ */
+EVR_API int evr_reclaim_policy_from_env(struct evr_reclaim_policy *p, char *err, size_t errlen);
+
+/* Applies p once over the directory. Returns 0 or -errno of opendir; *st (may be NULL) says what was done. */
+EVR_API int evr_segment_reclaim(const struct evr_reclaim_policy *p, struct evr_reclaim_stats *st);
 
 /* ---- consumer slot ---------------------------------------------------- */
 
