@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <msgpack.h>
 
@@ -157,12 +158,21 @@ int evr__decode_thread(struct evr_decoder *d, struct evr_src *s, const struct ev
 	return 0;
 }
 
+bool evr__lost_plausible(uint64_t count)
+{
+	struct timespec ts;
+
+	if (count == 0 || clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+		return false;
+	return count <= (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* [ts, count, first_ts]: drops the writer reported. */
 static int decode_lost(struct evr_src *s, const struct evr_record *r, struct evr_rec *out)
 {
 	uint64_t ts, count, first;
 
-	if (evr_lost_decode(r->body, r->body_len, &ts, &count, &first) != 0)
+	if (evr_lost_decode(r->body, r->body_len, &ts, &count, &first) != 0 || !evr__lost_plausible(count))
 		return -EBADMSG;
 	memset(out, 0, sizeof(*out));
 	out->type = EVR_REC_LOST;

@@ -9,6 +9,7 @@
 #ifndef EVR_CONSUMER_DECODE_H
 #define EVR_CONSUMER_DECODE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <msgpack.h>
@@ -29,6 +30,16 @@ void evr__decoder_fini(struct evr_decoder *d);
 int evr__decode(struct evr_decoder *d, struct evr_src *s, const struct evr_record *r, struct evr_rec *out);
 
 /* A THREAD record ([ts, tid]): the records of its exclusive lane from here on are tid's. Returns 0 or -EBADMSG. */
+/*
+ * Whether a count of records dropped, read from the segment (a LOST record,
+ * or a dead producer's lane counters), is one a lane could have dropped: at
+ * least 1, and at most one record a nanosecond since the machine booted (a
+ * drop reads the clock and counts with an atomic store or add: none takes
+ * under a nanosecond). A count beyond it is a corrupt or hostile segment's,
+ * counted as bad rather than added to what was lost.
+ */
+bool evr__lost_plausible(uint64_t count);
+
 int evr__decode_thread(struct evr_decoder *d, struct evr_src *s, const struct evr_record *r);
 
 /* A site's values (n msgpack objects, as a record body holds them) as a fields block, or NULL when they do not fit the site. */

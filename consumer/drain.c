@@ -93,8 +93,14 @@ static void report_pending_loss(struct evr_drain *d, struct evr_src *s, uint32_t
 	uint64_t pending = evr_ld_64(&l->lost_pending), first = evr_ld_64(&l->lost_first_ts);
 	struct evr_rec *r;
 
-	if (pending == 0 || pending > evr_ld_64(&l->lost) || !(r = evr__rec_alloc(d->recs)))
-		return; /* none, or a count the lane's own total contradicts */
+	if (pending == 0)
+		return;
+	if (pending > evr_ld_64(&l->lost) || !evr__lost_plausible(pending)) {
+		d->st->bad++; /* a count the lane's own total contradicts, or more than it could have dropped */
+		return;
+	}
+	if (!(r = evr__rec_alloc(d->recs)))
+		return;
 	memset(r, 0, sizeof(*r));
 	r->type = EVR_REC_LOST;
 	r->src = s;

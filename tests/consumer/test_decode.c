@@ -299,3 +299,27 @@ Test(decode, bodies_that_do_not_match_their_site_are_refused)
 	}
 	fixture_close(&f);
 }
+
+/* A LOST record's count is believed only when a lane could have dropped that many (one a ns since boot). */
+Test(decode, lost_counts_no_lane_could_have_dropped_are_refused)
+{
+	static const uint64_t counts[] = { 12, 0, 10584391872832293435ull, 18446744073709551600ull };
+	struct fixture f;
+	struct evr_record rec = { 0 };
+	struct evr_rec out;
+	uint8_t body[64];
+
+	fixture_open(&f, "dec-lost");
+	EVR_EVENT("app", "one");
+	fixture_attach(&f);
+	for (unsigned k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+		rec.type = EVR_REC_LOST;
+		rec.body = body;
+		rec.body_len = evr_lost_encode(body, 1000, counts[k], 900);
+		cr_assert_eq(evr__decode(&f.dec, &f.src, &rec, &out), k == 0 ? 0 : -EBADMSG, "count %llu",
+			     (unsigned long long)counts[k]);
+		if (k == 0)
+			cr_assert_eq(out.lost_count, 12);
+	}
+	fixture_close(&f);
+}

@@ -875,3 +875,53 @@ Test(e2e, flight_recorder_reads_a_killed_producer_with_no_consumer)
 	cr_assert_eq(st.bad, 0);
 	cr_assert_eq(evr_segment_unlink(shm), 0, "the segment stayed after the death");
 }
+
+/*
+ * A dead producer's lane counters are hostile input too: a pending count its
+ * lane's total contradicts, or more than a lane could drop, is counted bad
+ * and not reported as lost.
+ */
+static void few_events(void)
+{
+	for (uint32_t i = 0; i < 10; i++)
+		EVR_EVENT("app", "few", EVR_U32("i", i));
+}
+
+Test(e2e, hostile_lane_loss_counters_of_a_dead_producer_are_counted_bad)
+{
+	static const uint64_t pending[][2] = { { 18446744073709551600ull, 18446744073709551615ull },
+					       { 10584391872832293435ull, 10584391872832293435ull },
+					       { 50, 7 } };
+	for (unsigned k = 0; k < 3; k++) {
+		struct evr_consumer_stats st;
+		struct evr_segment seg;
+		struct evr_consumer *c;
+		struct child ch;
+		char err[256], shm[64];
+		uint32_t lanes;
+
+		child_start(&ch, "e2ebadlost", few_events, true);
+		child_go(&ch);
+		child_wait_done(&ch);
+		kill(ch.pid, SIGKILL);
+		child_reap(&ch, SIGKILL);
+		snprintf(shm, sizeof(shm), "/evring.%d.e2ebadlost", (int)ch.pid);
+		cr_assert_eq(evr_segment_open(&seg, shm, err, sizeof(err)), 0, "%s", err);
+		lanes = seg.lane_count;
+		for (uint32_t l = 0; l < lanes; l++) {
+			seg.lanes[l].lost_pending = pending[k][0];
+			seg.lanes[l].lost = pending[k][1];
+		}
+		evr_segment_close(&seg);
+		c = consumer();
+		cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)),
+			      0, "%s", err);
+		cr_assert_eq(evr_consumer_run(c, 20000000000ull, NULL), 0);
+		evr_consumer_stats(c, &st);
+		evr_consumer_close(c);
+		evr_segment_unlink(shm);
+		cr_expect_eq(st.events, 10, "case %u", k);
+		cr_expect_eq(st.lost, 0, "case %u: %llu lost", k, (unsigned long long)st.lost);
+		cr_expect_eq(st.bad, lanes, "case %u: every lane's counters counted bad", k);
+	}
+}
