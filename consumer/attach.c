@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "attach.h"
+#include "fault.h"
 
 int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsigned flags, char *err,
 		  size_t errlen)
@@ -32,6 +33,7 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 				    flags & EVR_ATTACH_ALLOW_WRITABLE ? EVR_SEGMENT_ALLOW_WRITABLE : 0, err, errlen);
 	if (rc)
 		return rc;
+	s->fault = evr__fault_watch(s->seg.base, s->seg.bytes); /* -ENOSPC: unwatched, as before */
 	rc = evr_consumer_slot_claim(&s->seg, (uint32_t)getpid(), &holder);
 	if (rc) {
 		snprintf(err, errlen, "segment %s already has a consumer: pid %u (one consumer per segment)", shm_name,
@@ -77,10 +79,12 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 
 void evr__src_close(struct evr_src *s)
 {
-	if (s->slot_held)
+	if (s->slot_held && !s->faulted)
 		evr_consumer_slot_release(&s->seg, (uint32_t)getpid());
 	s->slot_held = false;
 	evr_reader_fini(&s->reader);
+	evr__fault_unwatch(s->fault);
+	s->fault = 0;
 	evr_segment_close(&s->seg);
 	evr__src_tables_free(s);
 	free(s->lanes);

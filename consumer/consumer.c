@@ -166,6 +166,11 @@ static void deliver(struct evr_consumer *c, struct evr_rec *r)
 /* A dead producer's spans still open end as abandoned (once: dead_ns is cleared). */
 static void deliver_death(struct evr_consumer *c, struct evr_src *s)
 {
+	if (s->faulted && !c->o.quiet)
+		fprintf(stderr,
+			"evring: segment %s (pid %u) shrank under the consumer (SIGBUS at offset %llu of %llu bytes): "
+			"detached, its open spans closed; the other segments go on\n",
+			s->shm_name, s->pub.pid, (unsigned long long)s->fault_offset, (unsigned long long)s->seg.bytes);
 	if (c->cap) {
 		capture_clock(c);
 		evr__capture_dead(c->cap, s, s->dead_ns);

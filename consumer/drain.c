@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "drain.h"
+#include "fault.h"
 
 #define LIVENESS_NS 100000000ull /* look at producers' pids every 100 ms */
 #define REFINE_NS 1000000000ull	 /* refine the clock mapping every second */
@@ -153,6 +154,23 @@ uint32_t evr__drain_source(struct evr_drain *d, struct evr_src *s, uint64_t now)
 	for (uint32_t l = 0; l < s->seg.lane_count; l++) {
 		total += drain_lane(d, s, l, now, &full);
 		more |= full;
+	}
+	if (evr__fault_taken(s->fault, &s->fault_offset)) {
+		/*
+		 * The segment shrank under us: what was read before the fault is
+		 * delivered, the rest is gone (its pages now read zeros). Detached
+		 * as a death, so its open spans close and the others go on.
+		 */
+		s->faulted = true;
+		d->st->segments_faulted++;
+		if (!s->pub.dead) {
+			s->pub.dead = true;
+			s->dead_ns = now;
+		}
+		for (uint32_t l = 0; l < s->seg.lane_count; l++)
+			evr__merge_idle(d->merge, s->pub.index, l, UINT64_MAX);
+		s->drained_after_death = true;
+		return total;
 	}
 	if (s->pub.dead && !more) {
 		/* Everything the dead process committed has been read: its lanes are done. */

@@ -45,6 +45,9 @@ struct evr_src {
 	uint64_t next_refine_ns;   /* when to refine the clock mapping */
 	uint64_t dead_ns;	   /* CLOCK_MONOTONIC when its death was seen */
 	bool exited;		   /* and it had ended normally (the header's exited_real_ns) */
+	int fault;		   /* its mapping's slot in the SIGBUS watch (fault.h), <= 0: none */
+	bool faulted;		   /* detached: its segment shrank under the consumer */
+	uint64_t fault_offset;	   /* where the first SIGBUS hit, from the segment's start */
 	bool drained_after_death;
 	struct evr_lane_state *lanes;
 	char program[64], cmdline[512], shm_name[128];

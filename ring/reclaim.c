@@ -227,7 +227,8 @@ int evr_segment_reclaim(const struct evr_reclaim_policy *p, struct evr_reclaim_s
 	}
 	for (size_t i = 0; i < nv; i++)
 		v[i].name = strchr(v[i].file + 7, '.') + 1;
-	qsort(v, nv, sizeof(*v), dead_cmp);
+	if (nv) /* qsort wants an array, even of none */
+		qsort(v, nv, sizeof(*v), dead_cmp);
 	st->dead = (uint32_t)nv;
 	for (size_t i = 0, first = 0; i < nv; i++) {
 		if (i == 0 || strcmp(v[i].name, v[first].name) != 0) {

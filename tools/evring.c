@@ -185,12 +185,13 @@ void evr_cli_summary(const char *cmd, struct evr_consumer *c)
 	fprintf(stderr,
 		"evring %s: %llu events, %llu spans, %llu lost, %llu skipped, %llu handler timeouts"
 		" (%llu records read from %s, %llu late, %llu bad, %llu handler errors, %llu ring skips,"
-		" %llu abandoned spans)\n",
+		" %llu abandoned spans, %llu segments faulted)\n",
 		cmd, (unsigned long long)st.events, (unsigned long long)st.spans_ended, (unsigned long long)st.lost,
 		(unsigned long long)st.handler_skipped, (unsigned long long)st.handler_timeouts,
 		(unsigned long long)st.records, strcmp(cmd, "replay") ? "the lanes" : "the capture",
 		(unsigned long long)st.late, (unsigned long long)st.bad, (unsigned long long)st.handler_errors,
-		(unsigned long long)st.ring_skipped, (unsigned long long)st.spans_abandoned);
+		(unsigned long long)st.ring_skipped, (unsigned long long)st.spans_abandoned,
+		(unsigned long long)st.segments_faulted);
 	n = evr_consumer_handler_stats(c, hs, (int)(sizeof(hs) / sizeof(hs[0])));
 	for (int i = 0; i < n; i++)
 		if (hs[i].skipped || hs[i].errors || hs[i].timeouts || hs[i].crashes)

@@ -8,11 +8,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -923,5 +926,98 @@ Test(e2e, hostile_lane_loss_counters_of_a_dead_producer_are_counted_bad)
 		cr_expect_eq(st.events, 10, "case %u", k);
 		cr_expect_eq(st.lost, 0, "case %u: %llu lost", k, (unsigned long long)st.lost);
 		cr_expect_eq(st.bad, lanes, "case %u: every lane's counters counted bad", k);
+	}
+}
+
+/*
+ * A segment that shrinks under the consumer (another process truncates it)
+ * is detached with its error and counted; the consumer goes on with the
+ * other two, which keep delivering.
+ */
+static void forever(void)
+{
+	for (uint32_t i = 0;; i++) {
+		EVR_EVENT("app", "tick", EVR_U32("i", i));
+		if ((i & 1023) == 0)
+			usleep(1000);
+	}
+}
+
+struct per_src {
+	uint64_t events[3];
+};
+static int per_src_event(void *ctx, const struct evr_event *ev)
+{
+	__atomic_add_fetch(&((struct per_src *)ctx)->events[ev->src->index % 3], 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void poll_for_ms(struct evr_consumer *c, int ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		evr_consumer_poll(c);
+		usleep(1000);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
+Test(e2e, a_segment_shrunk_under_the_consumer_is_detached_and_the_others_go_on, .timeout = 60)
+{
+	static const off_t sizes[] = { 8192, 0 };
+
+	for (unsigned k = 0; k < 2; k++) {
+		static struct per_src seen;
+		struct evr_handler h = { .name = "per-src", .ctx = &seen, .on_event = per_src_event,
+					 .queue_len = 1u << 16 };
+		struct evr_consumer_stats st;
+		struct child ch[3];
+		struct evr_consumer *c;
+		char err[256], name[32], shm[64];
+		uint64_t before[3];
+		pid_t cut;
+		int status;
+
+		memset(&seen, 0, sizeof(seen));
+		c = consumer();
+		for (int i = 0; i < 3; i++) {
+			snprintf(name, sizeof(name), "e2ecut%d", i);
+			child_start(&ch[i], name, forever, true);
+			cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch[i].pid, 0, err, sizeof(err)), 0, "%s", err);
+		}
+		cr_assert_geq(evr_consumer_add_handler(c, &h), 0);
+		for (int i = 0; i < 3; i++)
+			child_go(&ch[i]);
+		poll_for_ms(c, 200);
+		/* Another process shrinks the middle one's segment. */
+		snprintf(shm, sizeof(shm), "/evring.%d.e2ecut1", (int)ch[1].pid);
+		cut = fork();
+		cr_assert_geq(cut, 0);
+		if (cut == 0) {
+			int fd = shm_open(shm, O_RDWR, 0);
+
+			_exit(fd >= 0 && ftruncate(fd, sizes[k]) == 0 ? 0 : 1);
+		}
+		cr_assert_eq(waitpid(cut, &status, 0), cut);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the segment was truncated");
+		poll_for_ms(c, 300);
+		for (int i = 0; i < 3; i++)
+			before[i] = __atomic_load_n(&seen.events[i], __ATOMIC_RELAXED);
+		poll_for_ms(c, 300);
+		evr_consumer_stats(c, &st);
+		cr_expect_eq(st.segments_faulted, 1, "size %lld: the shrunk segment was detached",
+			     (long long)sizes[k]);
+		for (int i = 0; i < 3; i += 2)
+			cr_expect_gt(__atomic_load_n(&seen.events[i], __ATOMIC_RELAXED), before[i],
+				     "size %lld: segment %d goes on", (long long)sizes[k], i);
+		for (int i = 0; i < 3; i++) {
+			kill(ch[i].pid, SIGKILL);
+			waitpid(ch[i].pid, &status, 0); /* the shrunk one's producer may have died of SIGBUS first */
+			snprintf(shm, sizeof(shm), "/evring.%d.e2ecut%d", (int)ch[i].pid, i);
+			evr_segment_unlink(shm);
+		}
+		evr_consumer_close(c);
 	}
 }

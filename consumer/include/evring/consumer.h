@@ -416,6 +416,7 @@ struct evr_consumer_stats {
 	uint64_t spans_no_begin, spans_orphaned, spans_abandoned, spans_evicted;
 	uint64_t open_spans;
 	uint64_t handler_skipped, handler_timeouts, handler_errors;
+	uint64_t segments_faulted; /* segments detached: shrunk under the consumer (SIGBUS), the rest went on */
 };
 EVR_API void evr_consumer_stats(struct evr_consumer *c, struct evr_consumer_stats *st);
 
