@@ -124,6 +124,23 @@ static void half_trace(void)
 	(void)q;
 }
 
+/* What a Python script prints over a jsonl file (its first argument); the caller frees it. */
+static char *run_script(const char *script, const char *path)
+{
+	char cmd[512], *out = calloc(1, 8192);
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "python3 -c \"$EVR_SCRIPT\" %s", path);
+	setenv("EVR_SCRIPT", script, 1);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(out, 1, 8191, p);
+	out[n] = 0;
+	cr_assert_eq(pclose(p), 0, "the jsonl did not parse: %s", out);
+	return out;
+}
+
 /*
  * The trees in a jsonl file, one line per span in start order:
  * "depth name status events [key=value ...]" for a few stable fields.
@@ -147,18 +164,7 @@ static char *trees(const char *path)
 		"for s in sorted(S,key=lambda s:(s['start_ns'],depth(s))):\n"
 		"  f=' '.join('%s=%s'%(k,s['fields'][k]) for k in keys if k in s['fields'])\n"
 		"  print(depth(s),s['name'],s['status'],E.get(s['span_id'],0),f)\n";
-	char cmd[512], *out = calloc(1, 8192);
-	FILE *p;
-	size_t n;
-
-	snprintf(cmd, sizeof(cmd), "python3 -c \"$EVR_TREES\" %s", path);
-	setenv("EVR_TREES", script, 1);
-	p = popen(cmd, "r");
-	cr_assert_not_null(p);
-	n = fread(out, 1, 8191, p);
-	out[n] = 0;
-	cr_assert_eq(pclose(p), 0, "the jsonl did not parse: %s", out);
-	return out;
+	return run_script(script, path);
 }
 
 static struct evr_consumer *consumer(void)
@@ -254,18 +260,7 @@ static char *span_flags(const char *path)
 				     "  print(s['name'],s['status'],','.join(s.get('flags',[])))\n"
 				     "for s in S:\n"
 				     "  if s['kind']=='span_flags': print('span_flags',s['span_id'],','.join(s['flags']))\n";
-	char cmd[512], *out = calloc(1, 8192);
-	FILE *p;
-	size_t n;
-
-	snprintf(cmd, sizeof(cmd), "python3 -c \"$EVR_FLAGS\" %s", path);
-	setenv("EVR_FLAGS", script, 1);
-	p = popen(cmd, "r");
-	cr_assert_not_null(p);
-	n = fread(out, 1, 8191, p);
-	out[n] = 0;
-	cr_assert_eq(pclose(p), 0, "the jsonl did not parse: %s", out);
-	return out;
+	return run_script(script, path);
 }
 
 /* Runs fn in a producer followed from its start (pre before the attach); the producer exits or is killed. */
