@@ -147,10 +147,11 @@
 
 /*
  * The hub's files: hub.c (this one: the registry, delivery, flush, close,
- * stats), hub_queue.h (the queues and the futex), hub_thread.c (a handler's
- * thread and memory), watchdog.c (supervised calls, the watchdog thread), and
- * hub_internal.h (what they share). Calls go hub.c -> hub_thread.c ->
- * watchdog.c, never back.
+ * stats), hub_markers.c (gaps and held losses, MARKERS above), hub_queue.h
+ * (the queues and the futex), hub_thread.c (a handler's thread and memory),
+ * watchdog.c (supervised calls, the watchdog thread), and hub_internal.h
+ * (what they share). Calls go hub.c -> hub_markers.c, and hub.c ->
+ * hub_thread.c -> watchdog.c, never back.
  */
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
@@ -413,137 +414,6 @@ int evr__hub_add(struct evr_hub *hub, const struct evr_handler *h)
 	return id;
 }
 
-/* ---- markers (see MARKERS at the top) ------------------------------------------------------------ */
-
-static bool has_markers(const struct hub_handler *x)
-{
-	return x->gap.count || x->nheld;
-}
-
-/* The time a record carries, for a gap's first_ns / last_ns. */
-static uint64_t record_ns(unsigned cb, const void *obj)
-{
-	const struct evr_span_rec *sp = obj;
-	const struct evr_trace *tr = obj;
-
-	switch (cb) {
-	case EVR_CB_EVENT:
-		return ((const struct evr_event *)obj)->ts_ns;
-	case EVR_CB_SPAN_BEGIN:
-		return sp->start_ns;
-	case EVR_CB_SPAN_END:
-		return sp->end_ns ? sp->end_ns : sp->start_ns;
-	case EVR_CB_TRACE_END:
-		return tr->end_ns ? tr->end_ns : tr->start_ns;
-	default:
-		return 0;
-	}
-}
-
-/* A record skipped for x, counted into its gap. The producer (drain thread). */
-static void gap_add(struct hub_handler *x, unsigned cb, const void *obj, bool stalled)
-{
-	struct evr_skipped *g = &x->gap;
-	uint64_t t = record_ns(cb, obj);
-
-	if (g->count++ == 0)
-		g->first_ns = t;
-	g->last_ns = t;
-	g->stalled += stalled;
-	g->events += cb == EVR_CB_EVENT;
-	g->span_begins += cb == EVR_CB_SPAN_BEGIN;
-	g->span_ends += cb == EVR_CB_SPAN_END;
-	g->traces += cb == EVR_CB_TRACE_END;
-}
-
-/*
- * A loss x's queue has no room for: added into the one held for its source,
- * or held as a copy (the hub's own: the producer's object is shared with
- * other queues, and later losses are added into it). Returns 0, or -ENOMEM
- * (then it is skipped like a record). The producer.
- */
-static int hold_lost(struct hub_handler *x, const struct evr_lost *l)
-{
-	struct evr_lost *c;
-
-	for (uint32_t k = 0; k < x->nheld; k++) {
-		struct evr_lost *h = x->held[k];
-
-		if (h->src != l->src)
-			continue;
-		h->count += l->count;
-		h->reports += l->reports ? l->reports : 1;
-		if (l->first_ns && (!h->first_ns || l->first_ns < h->first_ns))
-			h->first_ns = l->first_ns;
-		if (l->ts_ns > h->ts_ns)
-			h->ts_ns = l->ts_ns;
-		return 0;
-	}
-	if (x->nheld == x->held_cap) {
-		uint32_t n = x->held_cap ? 2 * x->held_cap : 4;
-		struct evr_lost **v = realloc(x->held, n * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		x->held = v;
-		x->held_cap = n;
-	}
-	if (!(c = evr__lost_copy(l)))
-		return -ENOMEM;
-	x->held[x->nheld++] = c;
-	return 0;
-}
-
-/*
- * Puts x's markers (its gap, then its held losses) in up to `room` slots
- * after the items pending; returns the room left, 0 while any marker is
- * still out (nothing may overtake it). The producer.
- */
-static uint32_t put_markers(struct hub_handler *x, uint32_t room)
-{
-	uint32_t k = 0;
-
-	if (x->gap.count && room) {
-		struct evr_skipped *g = evr__skipped_new(&x->gap);
-
-		if (!g)
-			return 0; /* no memory now: later records join the gap */
-		g->handler = x->h.name;
-		hq_put(&x->q, x->pending++, item_make(g, EVR_CB_SKIPPED));
-		memset(&x->gap, 0, sizeof(x->gap));
-		room--;
-	}
-	while (k < x->nheld && room) {
-		hq_put(&x->q, x->pending++, item_make(x->held[k++], EVR_CB_LOST));
-		room--;
-	}
-	if (k) {
-		memmove(x->held, x->held + k, (x->nheld - k) * sizeof(*x->held));
-		x->nheld -= k;
-	}
-	return has_markers(x) ? 0 : room;
-}
-
-/*
- * Queues what markers x's room takes, with no record behind them, and
- * publishes them (the drain thread, or flush on it). Returns whether any
- * are still held.
- */
-static bool send_markers(struct hub_handler *x)
-{
-	uint32_t used = hq_used(&x->q, 0), room = used < x->cap ? x->cap - used : 0;
-
-	x->pending = 0;
-	put_markers(x, room);
-	if (x->pending) {
-		hq_publish(&x->q, x->pending);
-		__atomic_store_n(&x->enq, x->enq + x->pending, __ATOMIC_RELAXED);
-		x->pending = 0;
-		x->unwoken = true;
-	}
-	return has_markers(x);
-}
-
 /* Wakes x, after the one fence a pass of wakes needs (D, pairs with H: the pushes before its sleeping word). */
 static void wake_fenced(struct hub_handler *x, bool *fenced)
 {
@@ -605,15 +475,15 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 			if (room == 0 && !stalled) {
 				used = hq_used(&x->q, x->pending);
 				room = used < x->cap ? x->cap - used : 0;
-				if (room && has_markers(x))
-					room = put_markers(x, room); /* before anything later */
+				if (room && evr__hub_has_markers(x))
+					room = evr__hub_put_markers(x, room); /* before anything later */
 			}
 			if (room == 0) {
-				if (cb == EVR_CB_LOST && hold_lost(x, d[i].obj) == 0)
+				if (cb == EVR_CB_LOST && evr__hub_hold_lost(x, d[i].obj) == 0)
 					continue;
 				ns++;
 				if (x->h.on_skipped)
-					gap_add(x, cb, d[i].obj, stalled);
+					evr__hub_gap_add(x, cb, d[i].obj, stalled);
 				continue;
 			}
 			hq_put(&x->q, x->pending++, item_make(d[i].obj, cb)); /* cap entries in 2 x cap slots */
@@ -699,8 +569,8 @@ void evr__hub_kick(struct evr_hub *hub)
 	evr__rcu_reader();
 	rcu_read_lock();
 	for (struct hub_handler *x = live_first(hub); x; x = live_next(x)) {
-		if (has_markers(x) && !__atomic_load_n(&x->stalled, __ATOMIC_RELAXED))
-			send_markers(x); /* their room may have come back since the last record */
+		if (evr__hub_has_markers(x) && !__atomic_load_n(&x->stalled, __ATOMIC_RELAXED))
+			evr__hub_send_markers(x); /* their room may have come back since the last record */
 		if (!x->unwoken)
 			continue;
 		wake_fenced(x, &fenced);
@@ -734,10 +604,10 @@ static void retire_send(struct hub_handler *x)
 	if (room == 0)
 		return;
 	x->pending = 0;
-	room = put_markers(x, room - 1); /* one slot kept for the stop marker */
+	room = evr__hub_put_markers(x, room - 1); /* one slot kept for the stop marker */
 	if (room == 0 && x->gap.count && x->pending == 0 && hq_room(&x->q) > 1)
 		memset(&x->gap, 0, sizeof(x->gap)); /* room, but no memory for its object: it goes unmarked */
-	if (!has_markers(x)) {
+	if (!evr__hub_has_markers(x)) {
 		hq_put(&x->q, x->pending++, ITEM_STOP);
 		x->stop_sent = true;
 	}
@@ -747,14 +617,6 @@ static void retire_send(struct hub_handler *x)
 		hq_fence(); /* D */
 		wake(x);
 	}
-}
-
-/* Drops x's held losses (x is being abandoned: they will not be queued). */
-static void drop_held(struct evr_lost **held, uint32_t n)
-{
-	for (uint32_t k = 0; k < n; k++)
-		evr_obj_unref(held[k]);
-	free(held);
 }
 
 /*
@@ -824,7 +686,7 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 					x->held_cap = held_cap;
 				}
 				if (gone) {
-					drop_held(held, nheld);
+					evr__hub_drop_held(held, nheld);
 					pthread_detach(t);
 					*pp = next;
 					continue;
@@ -890,8 +752,8 @@ void evr__hub_flush(struct evr_hub *hub)
 			if (x->retiring)
 				continue;
 			/* Markers held with no record behind them: queued here (under the lock: remove waits). */
-			if (has_markers(x) && !stalled) {
-				if (send_markers(x))
+			if (evr__hub_has_markers(x) && !stalled) {
+				if (evr__hub_send_markers(x))
 					busy = true;
 				if (x->unwoken)
 					wake_fenced(x, &fenced);

@@ -298,4 +298,12 @@ bool evr__hub_supervised(struct hub_handler *x, unsigned call, const void *obj, 
 /* The watchdog thread (watchdog.c); arg is the hub. */
 void *evr__hub_watchdog_main(void *arg);
 
+/* Markers (hub_markers.c; MARKERS in hub.c): the drain thread, or remove / close as x's producer. */
+bool evr__hub_has_markers(const struct hub_handler *x);		 /* a gap or a loss still held */
+void evr__hub_gap_add(struct hub_handler *x, unsigned cb, const void *obj, bool stalled); /* a skip */
+int evr__hub_hold_lost(struct hub_handler *x, const struct evr_lost *l); /* 0, or -ENOMEM: skip it */
+uint32_t evr__hub_put_markers(struct hub_handler *x, uint32_t room); /* room left; 0 while any is out */
+bool evr__hub_send_markers(struct hub_handler *x); /* queued and published what fits; any still held? */
+void evr__hub_drop_held(struct evr_lost **held, uint32_t n); /* x abandoned: its held losses go */
+
 #endif
