@@ -189,8 +189,14 @@ static void on_event(struct evr_spans *sp, struct evr_rec *r)
 		__atomic_store_n(&n->events, n->events + 1, __ATOMIC_RELAXED);
 	ev = evr__event_new(r, n ? n->trace_id : 0);
 	sp->st->events++;
-	if (ev)
-		sp_deliver(sp, EVR_CB_EVENT, ev);
+	if (!ev)
+		return;
+	/* A span not known yet (begun before the attach, its begin lost): its end will name the trace. */
+	if (!n && r->span_id && sp_held_add(sp, r->src->pub.index, r->span_id, ev, r->mono_ns))
+		return;
+	if (!n && r->span_id)
+		sp->st->events_trace_unknown++;
+	sp_deliver(sp, EVR_CB_EVENT, ev);
 }
 
 /* Puts an open node on sp->open in begin order; a late begin walks back from the young end. */
@@ -277,6 +283,7 @@ static void on_end(struct evr_spans *sp, struct evr_rec *r)
 		node_insert(sp, n, t);
 		sp->st->spans_no_begin++;
 	}
+	sp_held_release(sp, r->src->pub.index, r->span_id, n->trace_id); /* its events first, now with its trace */
 	e.fields = r->fields;
 	r->fields = NULL;
 	node_end(sp, n, &e);

@@ -438,6 +438,7 @@ void evr__spans_free(struct evr_spans *sp)
 	if (!sp)
 		return;
 	evr__spans_round_end(sp);
+	sp_held_free(sp);
 	memset(sp->ev_cache, 0, sizeof(sp->ev_cache));
 	CDS_INIT_LIST_HEAD(&dead);
 	if (sp->traces) {

@@ -127,6 +127,8 @@ struct evr_spans {
 	struct sp_node **scratch;
 	uint8_t *mark;
 	size_t scratch_cap;
+	/* Events of spans not known yet, until their end names the trace (spans_held.c); NULL: none yet. */
+	struct sp_held *held;
 };
 
 struct sp_key {
@@ -170,6 +172,19 @@ void sp_rcu_leave(struct evr_spans *sp, bool entered);
 
 /* Queues an object for the hub, taking over the caller's reference. */
 void sp_deliver(struct evr_spans *sp, enum evr_cb cb, const void *obj);
+
+/*
+ * Events of a span the builder does not know (spans_held.c). add: holds ev
+ * (its reference) for (src, span_id); false when a bound or memory says no
+ * (the caller delivers it with trace id 0, counted). release: the span ended
+ * with trace_id: its held events go out with it, before the end. expire:
+ * those held past their age go out with trace id 0 (all of them with all,
+ * or those of one source with only). free: drops what is held.
+ */
+bool sp_held_add(struct evr_spans *sp, uint32_t src, uint64_t span_id, struct evr_event *ev, uint64_t mono);
+void sp_held_release(struct evr_spans *sp, uint32_t src, uint64_t span_id, uint64_t trace_id);
+void sp_held_expire(struct evr_spans *sp, const struct evr_src *only, bool all);
+void sp_held_free(struct evr_spans *sp);
 
 /* The pending trace of (src, id), created empty when there is none. NULL without memory. */
 struct sp_trace *sp_trace_get(struct evr_spans *sp, const struct evr_src *src, uint64_t id);

@@ -23,6 +23,7 @@ void evr__spans_tick(struct evr_spans *sp, uint64_t now_mono_ns)
 	bool reg = sp_rcu_enter(sp);
 
 	clock_advance(sp, now_mono_ns);
+	sp_held_expire(sp, NULL, false);
 	while (!cds_list_empty(&sp->idle)) {
 		struct sp_trace *t = cds_list_first_entry(&sp->idle, struct sp_trace, in_idle);
 
@@ -41,6 +42,7 @@ void evr__spans_source_dead(struct evr_spans *sp, const struct evr_src *src, uin
 	bool reg = sp_rcu_enter(sp);
 
 	clock_advance(sp, now_mono_ns);
+	sp_held_expire(sp, src, false); /* no end will name their trace now */
 	/*
 	 * Closing a node may sp_deliver its trace, which frees only ended nodes:
 	 * the next open node, saved by the _safe walk, stays valid.
@@ -65,6 +67,7 @@ void evr__spans_detach(struct evr_spans *sp, uint64_t now_mono_ns)
 	bool reg = sp_rcu_enter(sp);
 
 	clock_advance(sp, now_mono_ns);
+	sp_held_expire(sp, NULL, true); /* no end will name their trace now */
 	/* Still open: they may yet end, so they go out as they are, not as ended. */
 	cds_list_for_each_entry_safe(n, ntmp, &sp->open, in_open) {
 		struct evr_span_rec *o = sp_span_obj(n);

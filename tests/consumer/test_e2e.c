@@ -1016,3 +1016,55 @@ Test(e2e, a_segment_shrunk_under_the_consumer_is_detached_and_the_others_go_on, 
 		evr_consumer_close(c);
 	}
 }
+
+/*
+ * Events in a span begun before the attach carry that span's trace id, which
+ * only its end tells: they are held until it comes, and none is unknown.
+ */
+static struct evr_span begun_before;
+static void begin_before_attach(void)
+{
+	begun_before = evr_query_start("begun before the attach");
+}
+static void events_then_end(void)
+{
+	for (uint32_t i = 0; i < 5; i++)
+		EVR_EVENT("app", "inside", EVR_U32("i", i));
+	evr_query_end(&begun_before, "done");
+}
+
+Test(e2e, events_of_a_span_begun_before_the_attach_carry_its_trace_id)
+{
+	static const char script[] = "import json,sys\n"
+				     "S=[json.loads(l) for l in open(sys.argv[1])]\n"
+				     "sp=[s for s in S if s['kind']=='span']\n"
+				     "ev=[s for s in S if s['kind']=='event']\n"
+				     "assert len(sp)==1 and len(ev)==5, (len(sp), len(ev))\n"
+				     "print(sum(e['trace_id']==sp[0]['trace_id'] and e['trace_id']!='0' for e in ev),\n"
+				     "      [s['kind'] for s in S].index('span'))\n";
+	struct evr_consumer_stats st;
+	struct child ch;
+	char err[256], path[64], spec[96];
+	struct evr_consumer *c;
+	char *got;
+
+	snprintf(path, sizeof(path), "/tmp/evr-e2e-held-%d.jsonl", (int)getpid());
+	unlink(path);
+	child_start_pre(&ch, "e2eheld", begin_before_attach, events_then_end, false);
+	c = consumer();
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, 0, err, sizeof(err)), 0, "%s", err);
+	snprintf(spec, sizeof(spec), "jsonl=%s", path);
+	cr_assert_geq(evr_consumer_add_builtin(c, spec, NULL, err, sizeof(err)), 0, "%s", err);
+	child_go(&ch);
+	child_wait_done(&ch);
+	child_reap(&ch, 0);
+	cr_assert_eq(evr_consumer_run(c, 20000000000ull, NULL), 0);
+	evr_consumer_stats(c, &st);
+	evr_consumer_close(c);
+	got = run_script(script, path);
+	/* All five events with the span's trace, written before the span's line. */
+	cr_expect_str_eq(got, "5 5\n");
+	cr_expect_eq(st.events_trace_unknown, 0);
+	free(got);
+	unlink(path);
+}

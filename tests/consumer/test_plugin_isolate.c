@@ -177,9 +177,9 @@ static void setup(void)
 	setenv("ASAN_OPTIONS", asan, 1);
 }
 
-TestSuite(plugin_isolate, .init = setup, .timeout = 120);
+/* Per test, not TestSuite: the ThreadSanitizer build's runner (tests/tsan_shim) takes the options so. */
 
-Test(plugin_isolate, same_items_same_content)
+Test(plugin_isolate, same_items_same_content, .init = setup, .timeout = 120)
 {
 	char dir[] = "/tmp/evr-iso-XXXXXX", a[128], b[128], spec[512], err[256];
 	struct evr_handler in, iso;
@@ -218,7 +218,7 @@ Test(plugin_isolate, same_items_same_content)
 	cr_expect_eq(unlink(a) | unlink(b) | rmdir(dir), 0);
 }
 
-Test(plugin_isolate, a_crash_is_counted_reported_and_restarted)
+Test(plugin_isolate, a_crash_is_counted_reported_and_restarted, .init = setup, .timeout = 120)
 {
 	char dir[] = "/tmp/evr-iso-XXXXXX", a[128], spec[512], err[256];
 	struct evr_handler iso;
@@ -250,7 +250,7 @@ Test(plugin_isolate, a_crash_is_counted_reported_and_restarted)
 	cr_expect_eq(unlink(a) | rmdir(dir), 0);
 }
 
-Test(plugin_isolate, load_errors_come_back)
+Test(plugin_isolate, load_errors_come_back, .init = setup, .timeout = 120)
 {
 	char spec[512], err[256];
 	struct evr_handler h;

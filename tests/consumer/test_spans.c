@@ -680,12 +680,24 @@ Test(spans, events_outside_known_spans_carry_no_trace)
 
 	event(sp, 0, 0, 0);
 	event(sp, 0, 42, 1);
-	cr_assert_eq(count(EVR_CB_EVENT), 2);
+	/* Outside any span: at once. In span 42, never seen: held until its end names the trace. */
+	cr_assert_eq(count(EVR_CB_EVENT), 1);
 	cr_assert_eq(((const struct evr_event *)nth(EVR_CB_EVENT, 0))->trace_id, 0);
-	cr_assert_eq(((const struct evr_event *)nth(EVR_CB_EVENT, 1))->trace_id, 0);
+	end(sp, 0, 42, 0, 7, 1, 2);
+	cr_assert_eq(count(EVR_CB_EVENT), 2);
+	cr_assert_eq(((const struct evr_event *)nth(EVR_CB_EVENT, 1))->trace_id, 7, "the end named its trace");
 	cr_assert_eq(((const struct evr_event *)nth(EVR_CB_EVENT, 1))->span_id, 42);
 	cr_assert_eq(((const struct evr_event *)nth(EVR_CB_EVENT, 1))->fields->f[0].v.u, 42);
 	cr_assert_eq(st.events, 2);
+	cr_assert_eq(st.events_trace_unknown, 0);
+	/* A span that never ends: its events go out with trace 0 at the detach, counted. */
+	event(sp, 0, 43, 3);
+	event(sp, 0, 43, 4);
+	cr_assert_eq(count(EVR_CB_EVENT), 2);
+	evr__spans_detach(sp, 5000);
+	cr_assert_eq(count(EVR_CB_EVENT), 4);
+	cr_assert_eq(((const struct evr_event *)nth(EVR_CB_EVENT, 3))->trace_id, 0);
+	cr_assert_eq(st.events_trace_unknown, 2);
 	finish(sp);
 }
 

@@ -7,6 +7,8 @@
  * nothing outside its own lane, and count every record it could not place:
  * written + lost == emitted.
  */
+#include <sched.h>
+
 #include "producer_test.h"
 
 #define EMITS 200000u
@@ -52,7 +54,7 @@ static void *scribble(void *p)
 				off += (sizeof(*e) + len + 7) & ~(uint64_t)7;
 			}
 		}
-		s->rounds++;
+		__atomic_store_n(&s->rounds, s->rounds + 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -94,6 +96,9 @@ static void hostile_run(bool flags)
 	records0 = evr_ld_64(&seg->lanes[s.lane].records);
 	lost0 = evr_ld_64(&seg->lanes[s.lane].lost);
 	cr_assert_eq(pthread_create(&t, NULL, scribble, &s), 0);
+	/* The garbage must overlap the writes, however the two threads are scheduled on a busy machine. */
+	while (__atomic_load_n(&s.rounds, __ATOMIC_RELAXED) == 0)
+		sched_yield();
 	for (uint32_t i = 0; i < EMITS; i++)
 		EVR_EVENT("app", "tick", EVR_U32("i", i));
 	__atomic_store_n(&s.stop, 1, __ATOMIC_RELEASE);
@@ -113,7 +118,8 @@ static void hostile_run(bool flags)
 	else
 		cr_assert_eq(written + lost, EMITS, "%llu written + %llu lost != %u emitted", (unsigned long long)written,
 			     (unsigned long long)lost, EMITS);
-	cr_assert_gt(lost, 0, "garbage heads must have cost records");
+	if (!flags) /* with flags set the site is disabled as often as not: it may drop nothing */
+		cr_assert_gt(lost, 0, "garbage heads must have cost records");
 
 	/* A consumer that makes sense again: the producer goes on, its drops reported in a LOST record. */
 	for (uint32_t l = 0; l < seg->lane_count; l++) {

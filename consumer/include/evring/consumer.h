@@ -417,6 +417,7 @@ struct evr_consumer_stats {
 	uint64_t open_spans;
 	uint64_t handler_skipped, handler_timeouts, handler_errors;
 	uint64_t segments_faulted; /* segments detached: shrunk under the consumer (SIGBUS), the rest went on */
+	uint64_t events_trace_unknown; /* events in a span never seen to begin or end: delivered with trace_id 0 */
 };
 EVR_API void evr_consumer_stats(struct evr_consumer *c, struct evr_consumer_stats *st);
 
