@@ -43,7 +43,7 @@
 #include "bench.h"
 
 #define RING_BODY 32u			  /* body bytes per record */
-#define RING_RECORDS 800000u		  /* per thread per run; see ring_records_max */
+#define RING_RECORDS 640000u		  /* per thread per run; see ring_records_max */
 #define RING_RECORDS_QUICK 100000u
 #define RING_THREADS_MAX 2u
 #define RING_LANES (RING_THREADS_MAX + 1) /* an exclusive lane per thread, and the shared lane */
@@ -147,8 +147,10 @@ static double record_thread(struct bench_thread *t)
 /* The most records per thread per run for which every thread's records fit in one lane. */
 static uint64_t ring_records_max(uint64_t lane_bytes)
 {
-	/* A record never wraps, so one PAD record (< one record) may precede the wrap. */
-	return (lane_bytes - evr_rec_bytes(RING_BODY)) / (RING_THREADS_MAX * evr_rec_bytes(RING_BODY));
+	/* A record never wraps, so one PAD record (< one record) may precede the wrap. The shared lane's carry a tid. */
+	uint64_t rec = evr_rec_bytes(RING_BODY) + EVR_TID_BYTES;
+
+	return (lane_bytes - rec) / (RING_THREADS_MAX * rec);
 }
 
 /*

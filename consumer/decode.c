@@ -178,7 +178,7 @@ static int decode_lost(struct evr_src *s, const struct evr_record *r, struct evr
 	out->type = EVR_REC_LOST;
 	out->src = s;
 	out->lane = r->lane;
-	out->tid = s->lanes[r->lane].tid;
+	out->tid = r->tid ? r->tid : s->lanes[r->lane].tid; /* the shared lane's records name theirs */
 	out->mono_ns = evr_clock_to_mono_ns(&s->clock, ts);
 	out->real_ns = evr_clock_to_real_ns(&s->clock, ts);
 	out->lost_count = count;
@@ -252,6 +252,6 @@ int evr__decode(struct evr_decoder *d, struct evr_src *s, const struct evr_recor
 		out->fields = NULL;
 		return -EBADMSG;
 	}
-	out->tid = s->lanes[r->lane].tid;
+	out->tid = r->tid ? r->tid : s->lanes[r->lane].tid; /* the shared lane's records name theirs */
 	return 0;
 }

@@ -39,6 +39,9 @@ static bool word_plausible(const struct evr_reader *r, uint64_t pos, uint64_t w)
 		return false;
 	if (type >= 1 && type <= EVR_REC_DELIVERABLE_MAX)
 		return type == EVR_REC_PAD || bytes <= EVR_RECORD_MAX;
+	if ((type & ~(uint32_t)EVR_REC_TID) >= 1 && (type & ~(uint32_t)EVR_REC_TID) <= EVR_REC_DELIVERABLE_MAX &&
+	    type != (EVR_REC_PAD | EVR_REC_TID))
+		return bytes >= EVR_WORD_BYTES + EVR_TID_BYTES && bytes <= EVR_RECORD_MAX + EVR_TID_BYTES;
 	return type == EVR_REC_BUSY || type == EVR_REC_SKIPPED || type == EVR_REC_ABANDONED;
 }
 
@@ -274,6 +277,16 @@ int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec,
 		}
 		if (pos - c->deliver_from > UINT64_MAX / 2)
 			continue; /* written before a "from now" attach */
+		rec->tid = 0;
+		if (type & EVR_REC_TID) {
+			/* The writer's tid in the last 8 bytes (word_plausible: there are 16 at least). */
+			uint64_t tid;
+
+			bytes -= EVR_TID_BYTES;
+			memcpy(&tid, evr_segment_lane_data(r->seg, lane) + off + bytes, sizeof(tid));
+			type &= ~(uint32_t)EVR_REC_TID;
+			rec->tid = tid <= UINT32_MAX ? (uint32_t)tid : 0; /* a tid no thread has is no tid */
+		}
 		/* R2: a private copy, so the body cannot change under the decoder. */
 		memcpy(buf, evr_segment_lane_data(r->seg, lane) + off + EVR_WORD_BYTES, bytes - EVR_WORD_BYTES);
 		rec->type = type;

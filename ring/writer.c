@@ -431,11 +431,12 @@ struct evr_resv evr_writer_reserve_slow(struct evr_writer *w, uint32_t body_len,
 		r.limit = 0;
 		return r;
 	}
-	if (body_len > EVR_BODY_MAX || evr_rec_bytes(body_len) > (w->mask + 1) / 2) {
+	if (body_len > EVR_BODY_MAX || evr_rec_bytes(body_len) + EVR_TID_BYTES > (w->mask + 1) / 2) {
 		evr_faa_64(&w->seg->hdr->writer_oversize, 1);
 		drop(w);
 	} else {
-		r.body = w->shared ? reserve_shared(w, evr_rec_bytes(body_len), false)
+		/* On the shared lane the record ends with its writer's tid. */
+		r.body = w->shared ? reserve_shared(w, evr_rec_bytes(body_len) + EVR_TID_BYTES, false)
 				   : reserve_exclusive(w, evr_rec_bytes(body_len), false);
 		r.pos = w->shared ? w->resv_pos : w->tail;
 	}
@@ -449,8 +450,20 @@ void evr__writer_commit_shared(struct evr_writer *w, uint32_t body_len, uint32_t
 	uint64_t busy = evr_rec_word(pos, w->salt, reserved, EVR_REC_BUSY);
 	uint64_t *word = word_at(w, pos);
 
-	if (need > reserved)
-		need = reserved; /* a caller bug; never let the record outgrow its room */
+	if (type != EVR_REC_PAD) {
+		/* The writer's tid after the body: the records of this lane are many threads'. */
+		uint64_t tid = (uint32_t)w->owner;
+
+		need += EVR_TID_BYTES;
+		if (need > reserved)
+			need = reserved; /* a caller bug; never let the record outgrow its room */
+		if (need >= 2 * EVR_WORD_BYTES) {
+			memcpy(w->data + ((pos + need - EVR_TID_BYTES) & w->mask), &tid, sizeof(tid));
+			type |= EVR_REC_TID;
+		}
+	} else if (need > reserved) {
+		need = reserved;
+	}
 	put_pad(w, pos + need, reserved - need);
 	/* S3, pairs with R1 (publishes the body) and races with R4. */
 	if (evr_cas_64(word, &busy, evr_rec_word(pos, w->salt, need, type))) {

@@ -19,7 +19,8 @@
  *   └─ synthesize                  the answer
  *
  * and two events in the query span: evring's trace.tags and app's request
- * (request.id, user.tier). Prompts, documents and completions are content
+ * (request.id, user.tier, request.max_tokens, thread.id: the worker that serves
+ * it, the OpenTelemetry attribute). Prompts, documents and completions are content
  * fields, written only with EVRING_CAPTURE_CONTENT=1.
  *
  * The model's compute is a deterministic CPU loop of --work-us per token,
@@ -99,6 +100,7 @@ struct worker {
 	uint64_t rng;  /* xorshift64 state */
 	uint64_t sink; /* the compute loop's result, kept so it is not optimised away */
 	uint32_t index;
+	uint32_t tid; /* the worker's thread id, in its requests' "request" event (thread.id) */
 	pthread_t thread;
 } __attribute__((aligned(128)));
 
@@ -303,7 +305,7 @@ static void serve(struct worker *w, uint64_t seq)
 	struct evr_span q = evr_query_start(questions[qi]);
 	evr_trace_tags(session, user);
 	EVR_EVENT("app", "request", EVR_U64("request.id", req_id), EVR_STR("user.tier", tier),
-		  EVR_U32("request.max_tokens", opts.tokens));
+		  EVR_U32("request.max_tokens", opts.tokens), EVR_U32("thread.id", w->tid));
 
 	struct evr_span r = evr_retrieve_start("docs-v3", questions[qi], DEMO_TOP_K);
 	struct evr_span e = evr_embedding_start("bge-small-en-v1.5", 1);
@@ -374,6 +376,7 @@ static void *worker_main(void *arg)
 	const uint64_t period = opts.rate > 0 ? (uint64_t)(1e9 * opts.threads / opts.rate) : 0;
 	uint64_t next = start_ns + period * w->index / opts.threads;
 
+	w->tid = (uint32_t)gettid();
 	for (uint64_t seq = 1; !__atomic_load_n(&stopping, __ATOMIC_RELAXED); seq++) {
 		if (period) {
 			sleep_until(next);

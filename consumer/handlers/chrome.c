@@ -30,9 +30,15 @@
  * global instants at the first skipped record's time.
  * "cat" is the dispatcher ("evring" when unknown), "args" the begin and end
  * fields (as in jsonl) then the ids, the status, the span's event count when
- * non-zero, and "flags" when set. Spans of different traces that overlap on
- * one thread (interleaved async work) do not nest; the Trace Event Format
- * has no way to show those as "X" events, and viewers may misplace them.
+ * non-zero, and "flags" when set.
+ *
+ * Tracks. Each (pid, tid) is a track, and its "X" events never partly
+ * overlap: a span that would (spans of traces interleaved on one thread,
+ * a child that outlives its parent) is written as a nestable async pair
+ * instead, "b" at its start and "e" at its end with "id2":{"local":span_id},
+ * on the same pid and tid, its args on the "b" with "evring.async":true
+ * (track_fits says when; otherData.async_spans counts them). Its tid is
+ * always the thread that wrote it, shared lane included.
  *
  * Time. "ts" and "dur" are microseconds with three decimals (exact
  * nanoseconds), as the format requires whatever displayTimeUnit says. They
@@ -75,9 +81,23 @@
 #define CHROME_BUF (64u << 10)
 #define BASE_MARGIN_NS 3600000000000ull
 
+#define TRACK_KEEP 128u /* intervals a thread's track remembers to check the next span against */
+
+struct chrome_iv {
+	uint64_t start, end;
+};
+
+/*
+ * A (pid, tid) track: the latest complete events written on it, and below
+ * `horizon` the time no longer checkable (every interval forgotten ended by
+ * then). See track_fits.
+ */
 struct chrome_thread {
 	const struct evr_source *src;
 	uint32_t tid;
+	uint32_t niv;
+	uint64_t horizon;
+	struct chrome_iv *iv; /* TRACK_KEEP, allocated with the first span */
 };
 
 struct chrome {
@@ -88,8 +108,9 @@ struct chrome {
 	uint64_t base_ns;
 	uint64_t last_ns; /* the latest time written: where a span still open is drawn to */
 	uint64_t clamped;
+	uint64_t async;		     /* spans written as async b/e pairs: they did not nest on their thread */
 	struct evr__pairmap procs;   /* (pid + 1, 0) */
-	struct evr__pairmap threads; /* (source pointer, tid + 1) */
+	struct evr__pairmap threads; /* (source pointer, tid + 1) -> index in tl */
 	struct chrome_thread *tl;    /* threads in the order first seen */
 	uint32_t ntl, captl;
 	struct evr__walk walk;
@@ -121,8 +142,8 @@ static void us(FILE *f, uint64_t ns)
 	fwrite_unlocked(buf, 1, (size_t)n, f);
 }
 
-/* The entries every record starts with: pid, tid and the process's name the first time. */
-static int see(struct chrome *c, const struct evr_source *src, uint32_t tid)
+/* The entries every record starts with: pid, tid and the process's name the first time. *th: its track. */
+static int see(struct chrome *c, const struct evr_source *src, uint32_t tid, struct chrome_thread **th)
 {
 	uint32_t pid = src ? src->pid : 0;
 	bool added;
@@ -145,20 +166,74 @@ static int see(struct chrome *c, const struct evr_source *src, uint32_t tid)
 	v = evr__pairmap_put(&c->threads, (uint64_t)(uintptr_t)src, (uint64_t)tid + 1, &added);
 	if (!v)
 		return -ENOMEM;
-	if (added) {
-		if (c->ntl == c->captl) {
-			uint32_t cap = c->captl ? c->captl * 2 : 16;
-			struct chrome_thread *tl = realloc(c->tl, cap * sizeof(*tl));
-
-			if (!tl) {
-				evr__pairmap_remove(&c->threads, (uint64_t)(uintptr_t)src, (uint64_t)tid + 1, NULL);
-				return -ENOMEM;
-			}
-			c->tl = tl;
-			c->captl = cap;
-		}
-		c->tl[c->ntl++] = (struct chrome_thread){ src, tid };
+	if (!added) {
+		if (th)
+			*th = &c->tl[*v];
+		return 0;
 	}
+	if (c->ntl == c->captl) {
+		uint32_t cap = c->captl ? c->captl * 2 : 16;
+		struct chrome_thread *tl = realloc(c->tl, cap * sizeof(*tl));
+
+		if (!tl) {
+			evr__pairmap_remove(&c->threads, (uint64_t)(uintptr_t)src, (uint64_t)tid + 1, NULL);
+			return -ENOMEM;
+		}
+		c->tl = tl;
+		c->captl = cap;
+	}
+	*v = c->ntl;
+	c->tl[c->ntl++] = (struct chrome_thread){ .src = src, .tid = tid };
+	if (th)
+		*th = &c->tl[*v];
+	return 0;
+}
+
+/*
+ * True when [start, end] can be a complete event on track t: it nests in,
+ * contains, or misses every complete event written there. Viewers stack
+ * "X" events of a track by containment, and one that partly overlaps
+ * another is drawn under the wrong parent (Perfetto) or not at all; such a
+ * span (async work interleaved on one thread, a child that outlives its
+ * parent) is written as an async pair instead. The track keeps its latest
+ * TRACK_KEEP intervals; the one that ends first is forgotten to make room,
+ * and a span that starts before the end of a forgotten one cannot be
+ * checked, so it goes async too. Spans arrive in about the order they end,
+ * so what is forgotten is what ended longest ago.
+ */
+static bool track_fits(const struct chrome_thread *t, uint64_t start, uint64_t end)
+{
+	if (start < t->horizon)
+		return false;
+	for (uint32_t i = 0; i < t->niv; i++) {
+		const struct chrome_iv *o = &t->iv[i];
+		bool apart = o->end <= start || end <= o->start;
+		bool nested = (o->start <= start && end <= o->end) || (start <= o->start && o->end <= end);
+
+		if (!apart && !nested)
+			return false;
+	}
+	return true;
+}
+
+/* Remembers [start, end] on track t. Returns -ENOMEM, or 0. */
+static int track_add(struct chrome_thread *t, uint64_t start, uint64_t end)
+{
+	uint32_t at = t->niv;
+
+	if (!t->iv && !(t->iv = malloc(TRACK_KEEP * sizeof(*t->iv))))
+		return -ENOMEM;
+	if (t->niv == TRACK_KEEP) {
+		at = 0;
+		for (uint32_t i = 1; i < t->niv; i++)
+			if (t->iv[i].end < t->iv[at].end)
+				at = i;
+		if (t->iv[at].end > t->horizon)
+			t->horizon = t->iv[at].end;
+	} else {
+		t->niv++;
+	}
+	t->iv[at] = (struct chrome_iv){ start, end };
 	return 0;
 }
 
@@ -181,12 +256,23 @@ static int finish(struct chrome *c)
 	return rc;
 }
 
-/* One complete event; the caller holds the FILE's lock. */
+/* An async begin or end of span sp at ns: its id is the span's, scoped to its process. */
+static void async_head(struct chrome *c, const char *ph, const struct evr_span_rec *sp, uint64_t ns)
+{
+	head(c, ph, sp->site, "(unknown span)");
+	fputs_unlocked(",\"id2\":{\"local\":", c->f);
+	evr__json_id(c->f, sp->span_id);
+	fputs_unlocked("},\"ts\":", c->f);
+	us(c->f, ns - c->base_ns);
+}
+
+/* One span: a complete event, or an async pair where it would not nest; the caller holds the FILE's lock. */
 static int write_span(struct chrome *c, const struct evr_span_rec *sp)
 {
 	FILE *f = c->f;
 	uint64_t start = sp->start_ns, end = sp->end_ns;
-	bool first = true, clamped = false, any = false;
+	bool first = true, clamped = false, any = false, complete;
+	struct chrome_thread *t;
 	int rc;
 
 	/* A span still open has no end: draw it to the latest thing seen. */
@@ -197,7 +283,7 @@ static int write_span(struct chrome *c, const struct evr_span_rec *sp)
 	if (end > c->last_ns)
 		c->last_ns = end;
 	set_base(c, start);
-	if ((rc = see(c, sp->src, sp->tid)))
+	if ((rc = see(c, sp->src, sp->tid, &t)))
 		return rc;
 	if (start < c->base_ns) {
 		clamped = true;
@@ -206,12 +292,20 @@ static int write_span(struct chrome *c, const struct evr_span_rec *sp)
 		if (end < start)
 			end = start;
 	}
+	complete = track_fits(t, start, end);
+	if (complete && (rc = track_add(t, start, end)))
+		return rc;
 	entry(c);
-	head(c, "X", sp->site, "(unknown span)");
-	fputs_unlocked(",\"ts\":", f);
-	us(f, start - c->base_ns);
-	fputs_unlocked(",\"dur\":", f);
-	us(f, end - start);
+	if (complete) {
+		head(c, "X", sp->site, "(unknown span)");
+		fputs_unlocked(",\"ts\":", f);
+		us(f, start - c->base_ns);
+		fputs_unlocked(",\"dur\":", f);
+		us(f, end - start);
+	} else {
+		c->async++;
+		async_head(c, "b", sp, start);
+	}
 	fprintf(f, ",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{", sp->src ? sp->src->pid : 0, sp->tid);
 	evr__json_fields(f, sp->begin_fields, sp->end_fields, &first);
 	fputs_unlocked(first ? "\"span_id\":" : ",\"span_id\":", f);
@@ -235,7 +329,14 @@ static int write_span(struct chrome *c, const struct evr_span_rec *sp)
 		putc_unlocked(']', f);
 	if (clamped)
 		fputs_unlocked(",\"evring.clamped\":true", f);
+	if (!complete)
+		fputs_unlocked(",\"evring.async\":true", f);
 	fputs_unlocked("}}", f);
+	if (!complete) {
+		entry(c);
+		async_head(c, "e", sp, end);
+		fprintf(f, ",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{}}", sp->src ? sp->src->pid : 0, sp->tid);
+	}
 	return 0;
 }
 
@@ -294,7 +395,7 @@ static int chrome_event(void *ctx, const struct evr_event *ev)
 	set_base(c, ts);
 	if (ts > c->last_ns)
 		c->last_ns = ts;
-	if ((rc = see(c, ev->src, ev->tid))) {
+	if ((rc = see(c, ev->src, ev->tid, NULL))) {
 		funlockfile(f);
 		return rc;
 	}
@@ -330,7 +431,7 @@ static int chrome_lost(void *ctx, const struct evr_lost *l)
 	set_base(c, l->ts_ns);
 	if (l->ts_ns > c->last_ns)
 		c->last_ns = l->ts_ns;
-	if ((rc = see(c, l->src, l->tid))) {
+	if ((rc = see(c, l->src, l->tid, NULL))) {
 		funlockfile(f);
 		return rc;
 	}
@@ -406,6 +507,8 @@ static int chrome_end(void *ctx)
 		fputs_unlocked("null,\"base_utc\":null", f);
 	fputs_unlocked(",\"clamped\":", f);
 	evr__json_u64(f, c->clamped);
+	fputs_unlocked(",\"async_spans\":", f);
+	evr__json_u64(f, c->async);
 	fputs_unlocked("}}\n", f);
 	rc = evr__out_status(f);
 	funlockfile(f);
@@ -431,6 +534,8 @@ static void chrome_destroy(void *ctx)
 	chrome_close(c);
 	evr__pairmap_free(&c->procs);
 	evr__pairmap_free(&c->threads);
+	for (uint32_t i = 0; i < c->ntl; i++)
+		free(c->tl[i].iv);
 	free(c->tl);
 	evr__walk_free(&c->walk);
 	free(c->path);

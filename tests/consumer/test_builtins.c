@@ -1063,7 +1063,7 @@ Test(chrome, trace_event_format_read_back)
 	char spec[160];
 	struct evr_handler h;
 	struct jdoc d;
-	int n, i, q, y, c, counts[3] = { 0 };
+	int n, i, q, y, c, counts[4] = { 0 };
 	struct evr_span_rec *spans[4] = {
 		SPAN(.src = &src_a, .site = &site_query, .id = 0x1e, .trace = 0x1c, .start = T0, .end = T0 + 400 * MS,
 		     .tid = 101),
@@ -1078,7 +1078,11 @@ Test(chrome, trace_event_format_read_back)
 		     .end_f = FIELDS(U("gen_ai.usage.output_tokens", 34))),
 	};
 	static const int32_t parent[4] = { -1, 0, 0, 1 };
-	/* Began two hours before the first record (before the consumer attached): clamped to the base. */
+	/*
+	 * Began two hours before the first record (before the consumer attached):
+	 * clamped to the base. It ends inside query, on query's thread: as a
+	 * complete event it would partly overlap query, so it is an async pair.
+	 */
 	struct evr_span_rec *old[1] = { SPAN(.src = &src_a, .site = &site_op, .id = 0x30, .trace = 0x30,
 					 .start = T0 - 7200000 * MS, .end = T0 + 1 * MS, .tid = 101,
 					 .flags = EVR_SPAN_NO_BEGIN) };
@@ -1111,12 +1115,13 @@ Test(chrome, trace_event_format_read_back)
 	EXPECT(&d, 0, "int", "/otherData/base_utc_ns", "1714561200000000000");
 	EXPECT(&d, 0, "string", "/otherData/base_utc", "\"2024-05-01T11:00:00.000000000Z\"");
 	EXPECT(&d, 0, "int", "/otherData/clamped", "1");
+	EXPECT(&d, 0, "int", "/otherData/async_spans", "1");
 	n = atoi(jval(&d, 0, "array", "/traceEvents"));
-	/* 2 processes + 3 threads named, 6 spans, 2 events, 1 loss. */
-	cr_assert_eq(n, 14, "%d entries:\n%s", n, d.text);
+	/* 2 processes + 3 threads named, 5 complete spans and an async pair, 2 events, 1 loss. */
+	cr_assert_eq(n, 15, "%d entries:\n%s", n, d.text);
 	for (i = 0; i < n; i++) {
 		const char *ph = jval(&d, 0, "string", "/traceEvents/%d/ph", i);
-		counts[!strcmp(ph, "\"M\"") ? 0 : !strcmp(ph, "\"X\"") ? 1 : 2]++;
+		counts[!strcmp(ph, "\"M\"") ? 0 : !strcmp(ph, "\"X\"") ? 1 : !strcmp(ph, "\"i\"") ? 2 : 3]++;
 		if (!strcmp(ph, "\"i\"")) {
 			char p[48];
 			snprintf(p, sizeof(p), "/traceEvents/%d/dur", i);
@@ -1124,8 +1129,9 @@ Test(chrome, trace_event_format_read_back)
 		}
 	}
 	cr_expect_eq(counts[0], 5);
-	cr_expect_eq(counts[1], 6);
+	cr_expect_eq(counts[1], 5);
 	cr_expect_eq(counts[2], 3);
+	cr_expect_eq(counts[3], 2);
 
 	/* Metadata: the program, "pid N" without one, the thread's name or "tid N". */
 	i = find_entry(&d, n, "M", "process_name", 4242, -1);
@@ -1176,12 +1182,20 @@ Test(chrome, trace_event_format_read_back)
 	i = find_entry(&d, n, "X", "retrieve", 4242, 102);
 	cr_assert_geq(i, 0);
 	cr_expect(jnum(&d, "/traceEvents/%d/dur", i) == 10000.0);
-	i = find_entry(&d, n, "X", "op", 4242, 101);
+	cr_expect_lt(find_entry(&d, n, "X", "op", -1, -1), 0, "op would partly overlap query on tid 101");
+	i = find_entry(&d, n, "b", "op", 4242, 101);
 	cr_assert_geq(i, 0);
 	cr_expect(jnum(&d, "/traceEvents/%d/ts", i) == 0.0);
-	cr_expect(jnum(&d, "/traceEvents/%d/dur", i) == us_from(T0 + 1 * MS, base));
+	cr_expect_str_eq(jval(&d, 0, "string", "/traceEvents/%d/cat", i), "\"app\"");
+	cr_expect_str_eq(jval(&d, 0, "string", "/traceEvents/%d/id2/local", i), "\"30\"");
 	cr_expect_str_eq(jval(&d, 0, "bool", "/traceEvents/%d/args/evring.clamped", i), "true");
+	cr_expect_str_eq(jval(&d, 0, "bool", "/traceEvents/%d/args/evring.async", i), "true");
 	cr_expect_str_eq(jval(&d, 0, "string", "/traceEvents/%d/args/flags/0", i), "\"no_begin\"");
+	q = find_entry(&d, n, "e", "op", 4242, 101);
+	cr_assert_gt(q, i, "the async end follows its begin");
+	cr_expect(jnum(&d, "/traceEvents/%d/ts", q) == us_from(T0 + 1 * MS, base));
+	cr_expect_str_eq(jval(&d, 0, "string", "/traceEvents/%d/id2/local", q), "\"30\"");
+	cr_expect_str_eq(jval(&d, 0, "string", "/traceEvents/%d/cat", q), "\"app\"");
 	i = find_entry(&d, n, "X", "function_call", 4242, 101);
 	cr_assert_geq(i, 0);
 	cr_expect_str_eq(jval(&d, 0, "string", "/traceEvents/%d/args/status", i), "\"open\"");
@@ -1227,6 +1241,91 @@ Test(chrome, valid_json_when_empty_or_removed_without_close)
 	h.destroy(h.ctx);
 	d = jparse("doc", p2);
 	EXPECT(&d, 0, "array", "/traceEvents", "3");
+	jfree(&d);
+}
+
+/*
+ * No two complete events of one (pid, tid) track partly overlap, whatever
+ * order traces end in: spans of traces interleaved on one thread, and spans
+ * that start before what the track can still check, become async pairs.
+ */
+Test(chrome, spans_that_would_partly_overlap_on_a_thread_are_async)
+{
+	const char *path = tmp_path("overlap.json");
+	static const int32_t root[1] = { -1 };
+	char spec[160], p[64];
+	struct evr_handler h;
+	struct jdoc d;
+	int n, x = 0, b = 0, e = 0;
+	uint64_t id = 0x100;
+	/* [start, end] in ms after T0, one trace each, all on tid 5; want[k]: written as "X". */
+	static const struct {
+		uint64_t start, end;
+		bool x;
+	} spans[] = {
+		{ 0, 100, true },   /* a request */
+		{ 10, 20, true },   /* nested in it */
+		{ 50, 150, false }, /* another trace's span, interleaved: partly overlaps the first */
+		{ 150, 200, true }, /* after the first: the async one is not on the track */
+		{ 0, 200, true },   /* contains everything so far */
+		{ 190, 250, false }, /* starts inside [150, 200] and [0, 200], ends after them */
+	};
+	const size_t nspans = sizeof(spans) / sizeof(spans[0]);
+
+	snprintf(spec, sizeof(spec), "chrome=%s", path);
+	h = make(spec, NULL);
+	for (size_t k = 0; k < nspans; k++, id++) {
+		struct evr_span_rec *sp[1] = { SPAN(.src = &src_a, .site = &site_op, .id = id, .trace = id,
+						    .start = T0 + spans[k].start * MS, .end = T0 + spans[k].end * MS,
+						    .tid = 5) };
+		struct evr_trace *tr = mk_trace(1, 0, root, sp);
+
+		cr_assert_eq(h.on_trace_end(h.ctx, tr), 0);
+		evr_obj_unref(tr);
+	}
+	/* 300 short spans in a row: the track forgets the oldest; then one that starts before them all. */
+	for (uint64_t k = 0; k < 300; k++, id++) {
+		struct evr_span_rec *sp[1] = { SPAN(.src = &src_a, .site = &site_op, .id = id, .trace = id,
+						    .start = T0 + (1000 + 10 * k) * MS,
+						    .end = T0 + (1005 + 10 * k) * MS, .tid = 5) };
+		struct evr_trace *tr = mk_trace(1, 0, root, sp);
+
+		cr_assert_eq(h.on_trace_end(h.ctx, tr), 0);
+		evr_obj_unref(tr);
+	}
+	{
+		struct evr_span_rec *sp[1] = { SPAN(.src = &src_a, .site = &site_op, .id = 0x99, .trace = 0x99,
+						    .start = T0 + 1000 * MS, .end = T0 + 9000 * MS, .tid = 5) };
+		struct evr_trace *tr = mk_trace(1, 0, root, sp);
+
+		cr_assert_eq(h.on_trace_end(h.ctx, tr), 0);
+		evr_obj_unref(tr);
+	}
+	finish(&h);
+
+	d = jparse("doc", path);
+	n = atoi(jval(&d, 0, "array", "/traceEvents"));
+	for (int i = 0; i < n; i++) {
+		const char *ph = jval(&d, 0, "string", "/traceEvents/%d/ph", i);
+		uint64_t sid;
+
+		if (!strcmp(ph, "\"M\""))
+			continue;
+		snprintf(p, sizeof(p), "/traceEvents/%d/args/span_id", i);
+		sid = jhas(&d, 0, p) ? strtoull(jval(&d, 0, "string", p) + 1, NULL, 16) : 0;
+		x += !strcmp(ph, "\"X\"");
+		b += !strcmp(ph, "\"b\"");
+		e += !strcmp(ph, "\"e\"");
+		if (sid >= 0x100 && sid < 0x100 + nspans)
+			cr_expect_eq(!strcmp(ph, "\"X\""), spans[sid - 0x100].x, "span %zu written as %s",
+				     (size_t)(sid - 0x100), ph);
+		if (sid == 0x99)
+			cr_expect_str_eq(ph, "\"b\"", "a span older than what the track remembers is not checkable");
+	}
+	cr_expect_eq(x, 4 + 300);
+	cr_expect_eq(b, 3);
+	cr_expect_eq(e, 3);
+	EXPECT(&d, 0, "int", "/otherData/async_spans", "3");
 	jfree(&d);
 }
 

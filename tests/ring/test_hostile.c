@@ -218,8 +218,8 @@ Test(hostile, validate_refuses_bad_headers, .fini = unlink_created, .timeout = T
 	HDR_CASE(-EBADMSG, "magic", memcpy(h->magic, "EVRINX\0\0", 8));
 	HDR_CASE(-EBADMSG, "magic", memcpy(h->magic, "evring\0\0", 8));
 	HDR_CASE(-EBADMSG, "magic", h->magic[7] = 1);
-	HDR_CASE(-EPROTO, "2.0", h->abi_major = 2);
-	HDR_CASE(-EPROTO, "1.0", h->abi_major = 2);
+	HDR_CASE(-EPROTO, "2.0", (h->abi_major = 2, h->abi_minor = 0));
+	HDR_CASE(-EPROTO, "supports 1.", h->abi_major = 2);
 	HDR_CASE(-EPROTO, "2.7", (h->abi_major = 2, h->abi_minor = 7));
 	HDR_CASE(-EPROTO, "0.0", (h->abi_major = 0, h->abi_minor = 0));
 	HDR_CASE(-EPROTO, "65535", h->abi_major = 0xffff);
@@ -363,6 +363,7 @@ static void open_corrupted(enum corruption what, int expect, const char *needle)
 		break;
 	case C_ABI:
 		seg.hdr->abi_major = 2;
+		seg.hdr->abi_minor = 0;
 		break;
 	case C_SIZE:
 		seg.hdr->segment_bytes = bytes * 2;
@@ -449,6 +450,7 @@ struct fuzz_totals {
 static const uint32_t fuzz_types[] = {
 	EVR_REC_EVENT, EVR_REC_SPAN_BEGIN, EVR_REC_SPAN_END, EVR_REC_LOST, EVR_REC_PAD, 6, EVR_REC_USER_FIRST,
 	EVR_REC_DELIVERABLE_MAX, 0, 64, 0x7f, EVR_REC_BUSY, EVR_REC_SKIPPED, EVR_REC_ABANDONED, 0x83, 0xff,
+	EVR_REC_EVENT | EVR_REC_TID, EVR_REC_SPAN_END | EVR_REC_TID, EVR_REC_PAD | EVR_REC_TID,
 };
 
 static uint64_t pick_owner(uint64_t *s, const struct owners *o)
@@ -640,6 +642,10 @@ static void craft(struct evr_segment *seg, const struct evr_reader *r, uint32_t 
 		plausible = bytes >= EVR_WORD_BYTES && bytes <= room;
 		if (type >= 1 && type <= EVR_REC_DELIVERABLE_MAX)
 			plausible = plausible && (type == EVR_REC_PAD || bytes <= EVR_RECORD_MAX);
+		else if ((type & EVR_REC_TID) && type != (EVR_REC_TID | EVR_REC_PAD) && (type & ~EVR_REC_TID) >= 1 &&
+			 (type & ~EVR_REC_TID) <= EVR_REC_DELIVERABLE_MAX)
+			plausible = plausible && bytes >= EVR_WORD_BYTES + EVR_TID_BYTES &&
+				    bytes <= EVR_RECORD_MAX + EVR_TID_BYTES;
 		else
 			plausible = plausible && (type == EVR_REC_SKIPPED || type == EVR_REC_ABANDONED ||
 						  (type == EVR_REC_BUSY && shared));
@@ -686,7 +692,7 @@ static void craft(struct evr_segment *seg, const struct evr_reader *r, uint32_t 
 static void check_record(const struct evr_segment *seg, uint32_t lane, const struct evr_record *rec,
 			 const uint8_t *buf, struct lane_expect *e, uint64_t seed)
 {
-	uint64_t off = rec->pos & (seg->lane_bytes - 1), w;
+	uint64_t off = rec->pos & (seg->lane_bytes - 1), w, tid_bytes;
 	const uint8_t *at = evr_segment_lane_data(seg, lane) + off;
 	unsigned long long sd = (unsigned long long)seed;
 
@@ -704,8 +710,17 @@ static void check_record(const struct evr_segment *seg, uint32_t lane, const str
 	memcpy(&w, at, sizeof(w));
 	cr_assert_eq(evr_word_tag(w), evr_rec_tag(rec->pos, seg->salt), "seed %llu: delivered a word with a wrong tag",
 		     sd);
-	cr_assert_eq(evr_word_bytes(w), (uint64_t)rec->body_len + EVR_WORD_BYTES, "seed %llu", sd);
-	cr_assert_eq(evr_word_type(w), rec->type, "seed %llu", sd);
+	tid_bytes = evr_word_type(w) & EVR_REC_TID ? EVR_TID_BYTES : 0;
+	cr_assert_eq(evr_word_bytes(w), (uint64_t)rec->body_len + EVR_WORD_BYTES + tid_bytes, "seed %llu", sd);
+	cr_assert_eq(evr_word_type(w) & ~(uint32_t)EVR_REC_TID, rec->type, "seed %llu", sd);
+	if (tid_bytes) {
+		uint64_t tid;
+
+		memcpy(&tid, at + EVR_WORD_BYTES + rec->body_len, sizeof(tid));
+		cr_assert_eq(rec->tid, tid <= UINT32_MAX ? tid : 0, "seed %llu: the trailer's tid", sd);
+	} else {
+		cr_assert_eq(rec->tid, 0, "seed %llu: a tid without a trailer", sd);
+	}
 	cr_assert(memcmp(buf, at + EVR_WORD_BYTES, rec->body_len) == 0, "seed %llu: body differs from the lane's",
 		  sd);
 	if (!e->seen) {
@@ -713,8 +728,8 @@ static void check_record(const struct evr_segment *seg, uint32_t lane, const str
 		if (e->first == FIRST_RECORD) {
 			cr_assert_eq(rec->pos, e->pos, "seed %llu lane %u: the crafted record at %llu was not first", sd,
 				     lane, (unsigned long long)e->pos);
-			cr_assert_eq(rec->type, e->type, "seed %llu", sd);
-			cr_assert_eq((uint64_t)rec->body_len + EVR_WORD_BYTES, e->bytes, "seed %llu", sd);
+			cr_assert_eq(rec->type, e->type & ~(uint32_t)EVR_REC_TID, "seed %llu", sd);
+			cr_assert_eq((uint64_t)rec->body_len + EVR_WORD_BYTES + tid_bytes, e->bytes, "seed %llu", sd);
 		}
 		if (e->first == FIRST_PAD || e->first == FIRST_BAD || e->first == FIRST_STUCK)
 			cr_assert_neq(rec->pos, e->pos, "seed %llu lane %u: delivered a record it had to skip", sd, lane);

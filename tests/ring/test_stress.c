@@ -23,6 +23,7 @@ struct run {
 	uint64_t per_writer;
 	uint64_t written[MAX_WRITERS];
 	uint64_t dropped[MAX_WRITERS];
+	uint32_t tids[MAX_WRITERS]; /* stored before the writer's first record, which publishes it */
 	int done;
 };
 
@@ -39,7 +40,8 @@ static void *writer_main(void *p)
 	uint8_t body[128];
 	uint64_t rnd = test_mix(a->id + 1);
 
-	cr_assert_eq(evr_writer_open(&w, &run->seg, getpid(), test_tid(), run->flags), 0);
+	run->tids[a->id] = (uint32_t)test_tid();
+	cr_assert_eq(evr_writer_open(&w, &run->seg, getpid(), run->tids[a->id], run->flags), 0);
 	for (uint64_t seq = 0; seq < run->per_writer; seq++) {
 		rnd = test_mix(rnd);
 		/* Sizes vary so records straddle lane ends; now and then a pause lets the reader catch up. */
@@ -137,6 +139,12 @@ static void drain(struct run *run, struct evr_reader *r, uint64_t *got)
 				cr_assert(test_body_ok(rec.body, rec.body_len), "torn record on lane %u at %llu", l,
 					  (unsigned long long)rec.pos);
 				cr_assert_lt(b->writer, run->writers);
+				/* The shared lane's records name their writer; the others leave it to THREAD records. */
+				if (l == evr_segment_shared_lane(&run->seg))
+					cr_assert_eq(rec.tid, run->tids[b->writer], "writer %u's record names tid %u",
+						     b->writer, rec.tid);
+				else
+					cr_assert_eq(rec.tid, 0);
 				cr_assert(last[b->writer][l] == UINT64_MAX || b->seq > last[b->writer][l],
 					  "writer %u: seq %llu after %llu on lane %u (duplicate or reordered)", b->writer,
 					  (unsigned long long)b->seq, (unsigned long long)last[b->writer][l], l);

@@ -14,6 +14,8 @@ for want in "Trace: query" "|_llm.chat" "[dropped]" "llama-3-8b-instruct" "p99_m
 	" 0 lost, 0 skipped, 0 handler timeouts" "Chrome trace written to $work/evring-trace.json"; do
 	grep -qF -- "$want" out.txt || { cat out.txt; echo "check_demo: no '$want' in the demo's output" >&2; exit 1; }
 done
+python3 -B "$src/tests/tools/check_trace_events.py" "$work/evring-trace.json" ||
+	{ echo "check_demo: the Chrome trace is not strict Trace Event Format" >&2; exit 1; }
 python3 - "$work/evring-trace.json" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))

@@ -65,7 +65,11 @@
  * dropped, when the first of them was), so the loss appears in the stream
  * where it happened. On an exclusive lane a thread's first record is preceded
  * by a THREAD record, [ts, tid]: a lane passes from thread to thread and its
- * records carry no thread id of their own.
+ * records carry no thread id of their own. On the shared lane, where the
+ * writers of neighbouring records differ, each record names its own: its
+ * type has EVR_REC_TID set and its last 8 bytes, after the body's padding,
+ * hold the writer's tid (a little-endian uint64). The trailer is written
+ * before the commit CAS (S3) and costs nothing on the exclusive lanes.
  *
  * ORDERING
  * ========
@@ -154,7 +158,7 @@ extern "C" {
 
 #define EVR_MAGIC "EVRING\0\0"
 #define EVR_ABI_MAJOR 1
-#define EVR_ABI_MINOR 0
+#define EVR_ABI_MINOR 1 /* 1: shared-lane records carry their writer's tid (EVR_REC_TID) */
 
 #define EVR_HEADER_BYTES 4096u
 #define EVR_LANE_ENTRY_BYTES 128u
@@ -164,6 +168,7 @@ extern "C" {
 #define EVR_LANE_BYTES_MAX (64u << 20) /* record size field: 24 bits of 8-byte units */
 #define EVR_RECORD_MAX 65536u	       /* a whole record, commit word included */
 #define EVR_BODY_MAX (EVR_RECORD_MAX - EVR_WORD_BYTES)
+#define EVR_TID_BYTES 8u /* the trailer of an EVR_REC_TID record; not counted in EVR_RECORD_MAX */
 #define EVR_META_BYTES_MAX (256u << 20)
 #define EVR_META_FIRST 64u /* offset of the first metadata entry: id 0 means none */
 #define EVR_NAME_MAX 63u
@@ -173,7 +178,11 @@ extern "C" {
 #define EVR_DEFAULT_LANE_BYTES (1u << 20)
 #define EVR_DEFAULT_META_BYTES (1u << 20)
 
-/* Record types (bits 56-63 of a commit word). 1-63 are records a reader delivers. */
+/*
+ * Record types (bits 56-63 of a commit word). 1-63 are records a reader
+ * delivers; with EVR_REC_TID added, the same records ending with an 8-byte
+ * trailer naming the thread that wrote them (the shared lane's).
+ */
 enum evr_rec_type {
 	EVR_REC_EVENT = 1,
 	EVR_REC_SPAN_BEGIN = 2,
@@ -183,6 +192,7 @@ enum evr_rec_type {
 	EVR_REC_THREAD = 6, /* [ts, tid]: the lane's records from here on are this thread's */
 	EVR_REC_USER_FIRST = 16, /* 16-63: free for other record kinds */
 	EVR_REC_DELIVERABLE_MAX = 63,
+	EVR_REC_TID = 0x40,	  /* flag on a deliverable type: the record ends with its writer's tid */
 	EVR_REC_BUSY = 0x80,	  /* shared lane: reserved, body being written */
 	EVR_REC_SKIPPED = 0x81,	  /* shared lane: the reader gave up waiting (R4) */
 	EVR_REC_ABANDONED = 0x82, /* shared lane: the writer saw it was skipped (S4) */
@@ -693,9 +703,10 @@ EVR_API int evr_meta_read(const struct evr_segment *seg, uint64_t id, struct evr
 /* ---- reader (consumer side) ------------------------------------------- */
 
 struct evr_record {
-	uint32_t type;
+	uint32_t type; /* 1-63, EVR_REC_TID taken off */
 	uint32_t lane;
 	uint32_t body_len;
+	uint32_t tid; /* the writer's, from an EVR_REC_TID trailer; 0: the lane's THREAD record says */
 	uint64_t pos;
 	const uint8_t *body; /* the caller's buffer: a private copy */
 };
