@@ -24,13 +24,16 @@ build: deps
 		{ tail -n 40 $(BUILD)/build.log >&2; echo "evring: the build failed; the whole log: $(BUILD)/build.log" >&2; exit 1; }
 	@grep -A3 ': warning:' $(BUILD)/build.log >&2 || true
 
+# `install-deps.sh test` adds Node.js and npm (the OTLP tests' receiver) when missing.
 test: build
+	@sh tools/install-deps.sh test
 	cd $(BUILD) && ctest --output-on-failure
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over every test.
 test-asan: deps
 	@$(call configure,$(BUILD)-asan,-DEVR_SANITIZE=address)
 	@cmake --build $(BUILD)-asan -j$(JOBS)
+	@sh tools/install-deps.sh test
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure
 

@@ -15,9 +15,25 @@ fi
 # can, LTTng-UST, the peer the suite measures against. The suite runs
 # without it and says so, so failing to install it is not an error.
 OPTIONAL=""
+OPTIONAL_FOR=""
 if [ "${1:-}" = bench ]; then
 	PKGS="$PKGS gnuplot-nox"
 	OPTIONAL="liblttng-ust-dev lttng-tools"
+	OPTIONAL_FOR="the benchmarks will say LTTng-UST was not measured"
+fi
+# `install-deps.sh test` (make test): Node.js >= 18 and npm for the OTLP
+# exporter's tests, whose peer is an OTLP/HTTP receiver in Node.js
+# (tests/otlp/receiver.js). Debian 12's nodejs is 18. Only when no node >= 18
+# is on PATH: one installed otherwise (NodeSource's, say, with its own npm)
+# is kept, and npm alone is added when only it is missing.
+if [ "${1:-}" = test ]; then
+	if ! command -v node >/dev/null 2>&1 ||
+		! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' >/dev/null 2>&1; then
+		OPTIONAL="nodejs npm"
+	elif ! command -v npm >/dev/null 2>&1; then
+		OPTIONAL="npm"
+	fi
+	OPTIONAL_FOR="the OTLP exporter's tests need node >= 18 and npm"
 fi
 
 missing=""
@@ -46,10 +62,10 @@ if [ -n "$optional_missing" ]; then
 		if ! apt-get install -y -qq --no-install-recommends $optional_missing >/dev/null 2>&1; then
 			apt-get update -qq >/dev/null 2>&1 || true
 			apt-get install -y -qq --no-install-recommends $optional_missing >/dev/null 2>&1 ||
-				echo "evring: could not install$optional_missing: the benchmarks will say LTTng-UST was not measured" >&2
+				echo "evring: could not install$optional_missing: $OPTIONAL_FOR" >&2
 		fi
 	else
-		echo "evring: cannot install$optional_missing here (not root, or no apt-get): the benchmarks will say LTTng-UST was not measured" >&2
+		echo "evring: cannot install$optional_missing here (not root, or no apt-get): $OPTIONAL_FOR" >&2
 	fi
 fi
 [ -z "$missing" ] && exit 0
