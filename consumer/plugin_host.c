@@ -10,7 +10,8 @@
  * a plug-in that keeps one with evr_obj_ref and drops it later with
  * evr_obj_unref works as it does in the consumer. Sources and sites live
  * until the process ends, one per source index and per (source, site id),
- * so their pointers are stable as in the consumer.
+ * so their pointers are stable as in the consumer; so do the handler names
+ * gaps carry (one copy of each).
  *
  * The frames come from the consumer that started this process, but they are
  * still checked: a malformed one ends the process with status 2 (the
@@ -35,12 +36,19 @@
 #include "plugin_wire.h"
 #include "source.h"
 
+/* A handler name a gap carried: kept until the process ends, as the consumer's lives as long as its handler. */
+struct gap_name {
+	struct gap_name *next;
+	char s[];
+};
+
 struct host {
 	int fd;
 	struct evr_handler h;
 	struct evr_src **srcs; /* by source index */
 	uint32_t nsrc;
 	struct evr__pairmap sites; /* (source index + 1, site id) -> struct evr_site_info * */
+	struct gap_name *gap_names; /* in practice one: the wrapper's handler's */
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	bool bad; /* a frame did not have the shape plugin_wire.h gives it */
@@ -167,6 +175,34 @@ static const struct evr_site_info *get_site(struct host *h, const struct evr_src
 	}
 	*slot = (uint64_t)(uintptr_t)si;
 	return si;
+}
+
+/*
+ * The stable copy of a gap's handler name: NULL for nil, the copy kept from an
+ * earlier gap when it is the same name. A name that is neither a string nor
+ * nil makes the frame bad.
+ */
+static const char *get_gap_name(struct host *h, const msgpack_object *o)
+{
+	struct gap_name *n;
+
+	if (o->type == MSGPACK_OBJECT_NIL)
+		return NULL;
+	if (o->type != MSGPACK_OBJECT_STR) {
+		h->bad = true;
+		return NULL;
+	}
+	for (n = h->gap_names; n; n = n->next)
+		if (strlen(n->s) == o->via.str.size && !memcmp(n->s, o->via.str.ptr, o->via.str.size))
+			return n->s;
+	n = malloc(sizeof(*n) + o->via.str.size + 1);
+	if (!n)
+		return NULL;
+	memcpy(n->s, o->via.str.ptr, o->via.str.size);
+	n->s[o->via.str.size] = 0;
+	n->next = h->gap_names;
+	h->gap_names = n;
+	return n->s;
 }
 
 static struct evr_fields *get_fields(struct host *h, const msgpack_object *o)
@@ -331,6 +367,22 @@ static void *get_obj(struct host *h, unsigned cb, const msgpack_object *o)
 		r.lost_first_real_ns = u64(at(h, o, 5));
 		return r.src && !h->bad ? evr__lost_new(&r) : NULL;
 	}
+	case EVR_WIRE_SKIPPED: {
+		const msgpack_object *name = at(h, o, 0);
+		struct evr_skipped g = { .handler = get_gap_name(h, name) };
+
+		if (name->type == MSGPACK_OBJECT_STR && !g.handler)
+			return NULL; /* no memory for the name */
+		g.count = u64(at(h, o, 1));
+		g.events = u64(at(h, o, 2));
+		g.span_begins = u64(at(h, o, 3));
+		g.span_ends = u64(at(h, o, 4));
+		g.traces = u64(at(h, o, 5));
+		g.stalled = u64(at(h, o, 6));
+		g.first_ns = u64(at(h, o, 7));
+		g.last_ns = u64(at(h, o, 8));
+		return h->bad ? NULL : evr__skipped_new(&g);
+	}
 	}
 	h->bad = true;
 	return NULL;
@@ -367,6 +419,12 @@ static void host_free(struct host *h)
 			free(h->srcs[i]);
 		}
 	free(h->srcs);
+	while (h->gap_names) {
+		struct gap_name *n = h->gap_names;
+
+		h->gap_names = n->next;
+		free(n);
+	}
 	msgpack_sbuffer_destroy(&h->sb);
 }
 
@@ -423,6 +481,8 @@ static int call(struct host *h, unsigned cb, void *obj)
 		return p->on_trace_end ? p->on_trace_end(p->ctx, obj) : 0;
 	case EVR_CB_LOST:
 		return p->on_lost ? p->on_lost(p->ctx, obj) : 0;
+	case EVR_WIRE_SKIPPED:
+		return p->on_skipped ? p->on_skipped(p->ctx, obj) : 0;
 	}
 	return -EINVAL;
 }
@@ -540,6 +600,7 @@ int evr__plugin_host_run(int fd, const char *spec)
 	cbs |= h.h.on_trace_end ? 1u << EVR_CB_TRACE_END : 0;
 	cbs |= h.h.on_lost ? 1u << EVR_CB_LOST : 0;
 	cbs |= h.h.on_end || h.h.on_close ? 1u << EVR_WIRE_CLOSE : 0;
+	cbs |= h.h.on_skipped ? 1u << EVR_WIRE_SKIPPED : 0;
 	msgpack_pack_array(&h.pk, 7);
 	msgpack_pack_int(&h.pk, 0);
 	pack_str(&h.pk, h.h.name);

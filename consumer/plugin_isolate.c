@@ -20,7 +20,9 @@
  * and counted (evr_handler_stats.crashes), and started again at the next
  * item: at most RESTARTS_PER_MIN times in any minute, so a plug-in that
  * crashes at once does not spin. While it is down, items are counted as
- * skipped (evr_handler_stats.skipped) rather than delivered.
+ * skipped (evr_handler_stats.skipped) rather than delivered; a gap the hub
+ * hands on then (on_skipped) does not reach the plug-in, and adds nothing
+ * to that count: its records are in the hub's already.
  *
  * The child is started with posix_spawn (exec of evring-plugin-host): the
  * consumer is multi-threaded, and after a bare fork only async-signal-safe
@@ -35,6 +37,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <poll.h>
@@ -85,6 +88,7 @@ struct iso {
 	uint32_t cbs, queue_len;
 
 	uint64_t crashes, skipped_down; /* relaxed: the handler thread writes, stats reads */
+	char what[48];			/* a gap's item name for a report ("skipped gap of N"); the handler thread's */
 };
 
 static uint64_t now_ns(void)
@@ -505,24 +509,47 @@ static void pack_obj(msgpack_packer *pk, unsigned cb, const void *obj)
 		msgpack_pack_uint64(pk, l->first_ns);
 		break;
 	}
+	case EVR_WIRE_SKIPPED: {
+		const struct evr_skipped *g = obj;
+
+		msgpack_pack_array(pk, 9);
+		pack_str(pk, g->handler);
+		msgpack_pack_uint64(pk, g->count);
+		msgpack_pack_uint64(pk, g->events);
+		msgpack_pack_uint64(pk, g->span_begins);
+		msgpack_pack_uint64(pk, g->span_ends);
+		msgpack_pack_uint64(pk, g->traces);
+		msgpack_pack_uint64(pk, g->stalled);
+		msgpack_pack_uint64(pk, g->first_ns);
+		msgpack_pack_uint64(pk, g->last_ns);
+		break;
+	}
 	}
 }
 
 /* ---- calls ----------------------------------------------------------------------------------------------------- */
 
+/* By wire call: enum evr_cb up to EVR_CB_LOST, then EVR_WIRE_CLOSE and EVR_WIRE_SKIPPED. */
 static const char *const cb_names[] = { "on_event", "on_span_begin", "on_span_end", "on_trace_end", "on_lost",
-					"on_close" };
+					"on_close", "on_skipped" };
+_Static_assert(sizeof(cb_names) / sizeof(cb_names[0]) == EVR_WIRE_SKIPPED + 1 && EVR_WIRE_CLOSE == EVR_CB_LOST + 1,
+	       "a name for every call");
 
-static const char *item_name(unsigned cb, const void *obj)
+/* What a report names: a site's name, or what the item is (a gap's name is in s->what, until the next). */
+static const char *item_name(struct iso *s, unsigned cb, const void *obj)
 {
 	const struct evr_site_info *si = NULL;
 
-	if (cb == EVR_CB_EVENT)
+	if (cb == EVR_CB_EVENT) {
 		si = ((const struct evr_event *)obj)->site;
-	else if (cb == EVR_CB_SPAN_BEGIN || cb == EVR_CB_SPAN_END)
+	} else if (cb == EVR_CB_SPAN_BEGIN || cb == EVR_CB_SPAN_END) {
 		si = ((const struct evr_span_rec *)obj)->site;
-	else
+	} else if (cb == EVR_WIRE_SKIPPED) {
+		snprintf(s->what, sizeof(s->what), "skipped gap of %" PRIu64, ((const struct evr_skipped *)obj)->count);
+		return s->what;
+	} else {
 		return cb == EVR_CB_TRACE_END ? "trace" : cb == EVR_CB_LOST ? "lost" : "";
+	}
 	return si && si->name ? si->name : "?";
 }
 
@@ -541,7 +568,7 @@ static void report(struct iso *s, unsigned cb, const void *obj, int rc, const ch
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	e.what = cb == EVR_WIRE_CLOSE || !obj ? "" : item_name(cb, obj);
+	e.what = cb == EVR_WIRE_CLOSE || !obj ? "" : item_name(s, cb, obj);
 	e.message = msg;
 	if (s->log) {
 		fprintf(s->log, "evring: handler %s: %s\n", s->name, msg);
@@ -568,7 +595,7 @@ static void child_died(struct iso *s, unsigned cb, const void *obj, bool hung)
 	else
 		snprintf(how, sizeof(how), "ended (wait status %#x)", st);
 	report(s, cb, obj, -ECHILD, "plug-in process %d %s in %s '%s'; it is restarted at the next record", (int)pid,
-	       how, cb_names[cb], cb == EVR_WIRE_CLOSE ? "" : item_name(cb, obj));
+	       how, cb_names[cb], cb == EVR_WIRE_CLOSE ? "" : item_name(s, cb, obj));
 }
 
 /* Brings the child up if it is down and the restart budget allows: true when it is up. */
@@ -607,7 +634,8 @@ static int iso_call(struct iso *s, unsigned cb, const void *obj)
 	int rc;
 
 	if (!child_up(s, cb, obj)) {
-		bump(&s->skipped_down);
+		if (cb <= EVR_CB_LOST) /* records; a gap's are the hub's count already, and the close is none */
+			bump(&s->skipped_down);
 		return 0;
 	}
 	msgpack_sbuffer_clear(&s->sb);
@@ -675,6 +703,12 @@ static int iso_trace_end(void *ctx, const struct evr_trace *tr)
 static int iso_lost(void *ctx, const struct evr_lost *l)
 {
 	return iso_call(ctx, EVR_CB_LOST, l);
+}
+
+/* A gap the hub marked for this handler: the plug-in shows it as it would in-process. */
+static int iso_skipped(void *ctx, const struct evr_skipped *g)
+{
+	return iso_call(ctx, EVR_WIRE_SKIPPED, g);
 }
 
 /* The stream ended: the child runs on_end / on_close (a child down is started for it, within the budget). */
@@ -752,6 +786,8 @@ int evr__plugin_isolated(const char *spec, const struct evr_consumer_opts *o, st
 	h->on_trace_end = s->cbs & 1u << EVR_CB_TRACE_END ? iso_trace_end : NULL;
 	h->on_lost = s->cbs & 1u << EVR_CB_LOST ? iso_lost : NULL;
 	h->on_end = s->cbs & 1u << EVR_WIRE_CLOSE ? iso_end : NULL;
+	/* Only when the plug-in has one: without, the hub keeps no gaps for it (its skips are counted only). */
+	h->on_skipped = s->cbs & 1u << EVR_WIRE_SKIPPED ? iso_skipped : NULL;
 	h->destroy = iso_destroy;
 	h->stats = iso_stats;
 	h->dispatcher = s->dispatcher;

@@ -9,11 +9,12 @@
  * waits for its reply, so the item a process died on is always known:
  *
  *   host -> consumer, once at start:
- *     [0, name, callbacks (bit enum evr_cb, bit 5: on_close/on_end), dispatcher | nil,
- *      [ignore_begin...], [ignore_end...], queue_len]
+ *     [0, name, callbacks (bit enum evr_cb up to EVR_CB_LOST, bit 5: on_close/on_end, bit 6: on_skipped),
+ *      dispatcher | nil, [ignore_begin...], [ignore_end...], queue_len]
  *     [-errno, message]                   the plug-in could not be loaded
  *   consumer -> host, a call:
- *     [cb, object]                        cb: enum evr_cb; object as below
+ *     [cb, object]                        cb: enum evr_cb up to EVR_CB_LOST; object as below
+ *     [6, skipped]                        on_skipped: a gap in the handler's stream
  *     [5]                                 the stream ended: on_end or on_close
  *   host -> consumer, its reply:
  *     [rc]                                the callback's return
@@ -29,12 +30,16 @@
  *   trace   [source, trace_id, root, start_ns, end_ns, incomplete, [span...], [parent...],
  *            [first_child...], [next_sibling...]]
  *   lost    [source, tid, lane, count, ts_ns, first_ns]
+ *   skipped [handler | nil, count, events, span_begins, span_ends, traces, stalled, first_ns, last_ns]
  *
- * The host keeps one evr_source per source index and one evr_site_info per
- * (source, site id), so a plug-in that keys on those pointers sees them
- * stable, as in the consumer. Both sides are evring built together: the
- * protocol has no version of its own (the wrapper runs the host installed
- * beside it).
+ * on_skipped is 6, not enum evr_cb's EVR_CB_SKIPPED: that is 5, which the
+ * close took on the wire before gaps were forwarded.
+ *
+ * The host keeps one evr_source per source index, one evr_site_info per
+ * (source, site id) and one copy of each handler name a gap carries, so a
+ * plug-in that keys on those pointers (or keeps a gap) sees them stable, as
+ * in the consumer. Both sides are evring built together: the protocol has no
+ * version of its own (the wrapper runs the host installed beside it).
  */
 #ifndef EVR_CONSUMER_PLUGIN_WIRE_H
 #define EVR_CONSUMER_PLUGIN_WIRE_H
@@ -45,7 +50,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define EVR_WIRE_CLOSE 5	      /* the call after enum evr_cb's: the stream ended */
+#define EVR_WIRE_CLOSE 5	      /* the call after EVR_CB_LOST: the stream ended */
+#define EVR_WIRE_SKIPPED 6	      /* on_skipped (EVR_CB_SKIPPED's 5 is the close's here) */
 #define EVR_WIRE_FRAME_MAX (64u << 20) /* a frame past this is refused (a trace of many spans fits) */
 #define EVR_WIRE_HOST_FD 3	      /* the host's end of the socketpair */
 

@@ -5,10 +5,11 @@
  * event with every value type (a truncated string, negative and huge
  * integers, doubles, booleans, content fields), span begins and ends, a
  * trace with its tree, a loss, and the same object twice (the site and
- * source pointers a plug-in may key on stay stable). Driven callback by
- * callback on hand-built objects; evr_test_plugin's lines are compared.
- * Then a crash in on_lost and in on_trace_end: counted, reported to
- * on_error with the callback and -ECHILD, and the next call restarts it.
+ * source pointers a plug-in may key on stay stable), and a gap (on_skipped)
+ * with every count and time as given. Driven callback by callback on
+ * hand-built objects; evr_crash_plugin's lines are compared. Then crashes
+ * in on_event and in on_skipped: counted, reported to on_error with the
+ * callback, the item and -ECHILD, and the next call restarts it.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -80,6 +81,28 @@ static struct evr_span_rec *span(struct evr_src *s, uint64_t id, uint64_t parent
 	return sp;
 }
 
+/* A gap as the hub hands it on: every count distinct, a time at each end of the range. */
+static const struct evr_skipped gap = {
+	.handler = "crash", .count = 7, .events = 3, .span_begins = 1, .span_ends = 2, .traces = 1, .stalled = 4,
+	.first_ns = 1700000000000000001ull, .last_ns = UINT64_MAX,
+};
+#define GAP_LINE                                                                                                  \
+	"skipped handler=crash n=7 ev=3 begin=1 end=2 tr=1 stalled=4 t=1700000000000000001-18446744073709551615\n"
+
+/* The gap g through h's on_skipped, as the hub calls it (an object of its own). */
+static int skip(struct evr_handler *h, const struct evr_skipped *g)
+{
+	struct evr_skipped *o;
+	int rc;
+
+	cr_assert_not_null(h->on_skipped, "handler %s takes no gaps", h->name);
+	o = evr__skipped_new(g);
+	cr_assert_not_null(o);
+	rc = h->on_skipped(h->ctx, o);
+	evr_obj_unref(o);
+	return rc;
+}
+
 /* Every callback of h once or more, on the same objects each time this is called. */
 static void drive(struct evr_handler *h)
 {
@@ -131,6 +154,7 @@ static void drive(struct evr_handler *h)
 	s->pub.dead = true;
 	l = evr__lost_new(&r);
 	cr_assert_eq(h->on_lost(h->ctx, l), 0);
+	cr_assert_eq(skip(h, &gap), 0);
 	evr_obj_unref(ev);
 	evr_obj_unref(b);
 	evr_obj_unref(e);
@@ -196,7 +220,7 @@ Test(plugin_isolate, same_items_same_content, .init = setup, .timeout = 120)
 	cr_expect_str_eq(iso.name, "crash");
 	cr_expect_null(iso.dispatcher);
 	cr_assert(iso.on_event && iso.on_span_begin && iso.on_span_end && iso.on_trace_end && iso.on_lost &&
-		  iso.on_end && iso.stats);
+		  iso.on_skipped && iso.on_end && iso.stats);
 	drive(&in);
 	drive(&iso);
 	cr_assert_not_null(in.on_end);
@@ -211,6 +235,7 @@ Test(plugin_isolate, same_items_same_content, .init = setup, .timeout = 120)
 	cr_expect_gt(strlen(x), 500);
 	cr_expect(strstr(x, "prompt(c):5:15t'a prompt cut he'") != NULL, "%s", x);
 	cr_expect(strstr(x, "\nlost src=0:1234:app:1 tid=8 lane=3 n=12") != NULL, "%s", x);
+	cr_expect(strstr(x, "\n" GAP_LINE "close\n") != NULL, "%s", x);
 	cr_expect_str_eq(y, x, "isolated:\n%s\nin-process:\n%s", y, x);
 	cr_expect_eq(nerrors, 0);
 	free(x);
@@ -242,10 +267,93 @@ Test(plugin_isolate, a_crash_is_counted_reported_and_restarted, .init = setup, .
 	cr_expect_eq(st.skipped, 0);
 	iso.destroy(iso.ctx);
 	x = slurp(a);
-	/* The third process got the span, the trace and the loss, then on_close. */
+	/* The third process got the span, the trace, the loss and the gap, then on_close. */
 	cr_expect(!strncmp(x, "begin src=", 10) && strstr(x, "\ntrace src=") && strstr(x, "\nlost src=") &&
-		  strstr(x, "\nclose\n"), "%s", x);
+		  strstr(x, "\n" GAP_LINE "close\n"), "%s", x);
 	cr_expect_null(strstr(x, "event "), "%s", x);
+	free(x);
+	cr_expect_eq(unlink(a) | rmdir(dir), 0);
+}
+
+/*
+ * Regression: the isolated wrapper took no on_skipped, so an isolated
+ * plug-in never saw its gaps (a jsonl or chrome plug-in's file showed none)
+ * where the same plug-in in-process did. Each gap reaches the child as given,
+ * in order with the other calls: counts and times at their extremes, and a
+ * gap of a handler without a name.
+ */
+Test(plugin_isolate, a_gap_reaches_the_isolated_plugin_as_given, .init = setup, .timeout = 120)
+{
+	char dir[] = "/tmp/evr-iso-XXXXXX", a[128], b[128], spec[512], err[256];
+	const struct evr_skipped zero = { 0 };
+	const struct evr_skipped big = {
+		.handler = "a \"handler\" named \xc3\xa9", .count = UINT64_MAX, .events = UINT64_MAX - 1,
+		.span_begins = 1ull << 32, .span_ends = 255, .traces = 65536, .stalled = UINT64_MAX, .first_ns = 1,
+	};
+	struct evr_handler in, iso;
+	char *x, *y;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(a, sizeof(a), "%s/in.txt", dir);
+	snprintf(b, sizeof(b), "%s/iso.txt", dir);
+	snprintf(spec, sizeof(spec), "%s:%s", EVR_CRASH_PLUGIN, a);
+	cr_assert_eq(evr__plugin_from_spec(spec, &opts, &in, err, sizeof(err)), 0, "%s", err);
+	snprintf(spec, sizeof(spec), "%s,isolate:%s", EVR_CRASH_PLUGIN, b);
+	cr_assert_eq(evr__plugin_from_spec(spec, &opts, &iso, err, sizeof(err)), 0, "%s", err);
+	cr_assert_not_null(in.on_skipped);
+	cr_assert_not_null(iso.on_skipped, "the isolated wrapper hands no gaps to its plug-in");
+	for (int i = 0; i < 2; i++) {
+		struct evr_handler *h = i ? &iso : &in;
+
+		cr_expect_eq(skip(h, &gap), 0);
+		cr_expect_eq(skip(h, &big), 0);
+		cr_expect_eq(skip(h, &zero), 0);
+		cr_expect_eq(h->on_end(h->ctx), 0);
+		h->destroy(h->ctx);
+	}
+	x = slurp(a);
+	y = slurp(b);
+	cr_expect_str_eq(y,
+			 GAP_LINE
+			 "skipped handler=a \"handler\" named \xc3\xa9 n=18446744073709551615 ev=18446744073709551614 "
+			 "begin=4294967296 end=255 tr=65536 stalled=18446744073709551615 t=1-0\n"
+			 "skipped handler=- n=0 ev=0 begin=0 end=0 tr=0 stalled=0 t=0-0\n"
+			 "close\n",
+			 "isolated:\n%s", y);
+	cr_expect_str_eq(y, x, "isolated:\n%s\nin-process:\n%s", y, x);
+	cr_expect_eq(nerrors, 0);
+	free(x);
+	free(y);
+	cr_expect_eq(unlink(a) | unlink(b) | rmdir(dir), 0);
+}
+
+/* A child that dies in on_skipped is reported with the gap it was given; the gap's records stay the hub's count. */
+Test(plugin_isolate, a_crash_in_on_skipped_names_the_gap, .init = setup, .timeout = 120)
+{
+	char dir[] = "/tmp/evr-iso-XXXXXX", a[128], spec[512], err[256];
+	struct evr_handler iso;
+	struct evr_handler_stats st = { .delivered = 100 };
+	char *x;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(a, sizeof(a), "%s/iso.txt", dir);
+	snprintf(spec, sizeof(spec), "%s,isolate:%s:gapsegv:0", EVR_CRASH_PLUGIN, a);
+	cr_assert_eq(evr__plugin_from_spec(spec, &opts, &iso, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(skip(&iso, &gap), 0, "a crash is the wrapper's report, not the callback's error");
+	cr_expect_eq(nerrors, 1);
+	cr_expect_eq(last_error.rc, -ECHILD);
+	cr_expect_str_eq(last_error.callback, "on_skipped");
+	cr_expect_str_eq(last_error.what, "skipped gap of 7");
+	cr_expect(strstr(last_message, "killed by signal 11 (") != NULL, "%s", last_message);
+	cr_expect(strstr(last_message, " in on_skipped 'skipped gap of 7'") != NULL, "%s", last_message);
+	cr_expect_eq(iso.on_end(iso.ctx), 0, "the restarted process ends the stream");
+	iso.stats(iso.ctx, &st);
+	cr_expect_eq(st.crashes, 1);
+	cr_expect_eq(st.skipped, 0, "a gap is no record: nothing more skipped");
+	cr_expect_eq(st.delivered, 100);
+	iso.destroy(iso.ctx);
+	x = slurp(a);
+	cr_expect_str_eq(x, "close\n");
 	free(x);
 	cr_expect_eq(unlink(a) | rmdir(dir), 0);
 }

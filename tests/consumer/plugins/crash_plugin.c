@@ -4,7 +4,8 @@
  * and can misbehave on a chosen event. ARG: "OUT" or "OUT:MODE:N", MODE one
  * of segv, abort, exit (status 3) or hang, done at the Nth event this process
  * receives, once: before it misbehaves it creates OUT.done, and a process
- * that finds OUT.done (a restarted one) behaves. OUT is appended to and
+ * that finds OUT.done (a restarted one) behaves. MODE gapsegv faults in
+ * every on_skipped instead (N unused: give 0). OUT is appended to and
  * flushed at each line, so what a process wrote before it died is there.
  */
 #include <errno.h>
@@ -189,6 +190,20 @@ static int crash_lost(void *ctx, const struct evr_lost *l)
 	return 0;
 }
 
+static int crash_skipped(void *ctx, const struct evr_skipped *g)
+{
+	struct crash *c = ctx;
+
+	if (!strcmp(c->mode, "gapsegv"))
+		segfault();
+	fprintf(c->f, "skipped handler=%s n=%" PRIu64 " ev=%" PRIu64 " begin=%" PRIu64 " end=%" PRIu64 " tr=%" PRIu64
+		      " stalled=%" PRIu64 " t=%" PRIu64 "-%" PRIu64 "\n",
+		g->handler ? g->handler : "-", g->count, g->events, g->span_begins, g->span_ends, g->traces, g->stalled,
+		g->first_ns, g->last_ns);
+	fflush(c->f);
+	return 0;
+}
+
 static void crash_close(void *ctx)
 {
 	struct crash *c = ctx;
@@ -249,6 +264,7 @@ int crash_entry(const char *arg, struct evr_handler *out, char *err, size_t errl
 	out->on_span_end = crash_end;
 	out->on_trace_end = crash_trace;
 	out->on_lost = crash_lost;
+	out->on_skipped = crash_skipped;
 	out->on_close = crash_close;
 	out->on_end = crash_end_stream;
 	out->destroy = crash_destroy;
