@@ -65,6 +65,7 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 		 s->seg.hdr->program);
 	snprintf(s->shm_name, sizeof(s->shm_name), "%s", shm_name);
 	s->pub.pid = s->seg.hdr->creator_pid;
+	s->trace_id_high = evr__src_trace_id_high(s->seg.hdr->trace_id_high, s->pub.pid, s->seg.hdr->start_real_ns);
 	s->pub.index = index;
 	s->pub.program = s->program;
 	s->pub.cmdline = s->cmdline;

@@ -6,7 +6,7 @@
  * one array per entry, its first element a string naming the kind:
  *
  *   {"format": "evring-capture", "version": 1, "created_ns": UTC ns}
- *   ["source", {"index", "pid", "program", "cmdline", "shm"}]
+ *   ["source", {"index", "pid", "program", "cmdline", "shm", "trace_id_high"}]
  *   ["meta",   source, kind, id, {payload}]          a segment metadata entry as the
  *                                                   producer wrote it (site, dispatcher,
  *                                                   thread, process: ring.h, evr_meta_kind)
@@ -208,8 +208,9 @@ int evr__capture_source(struct evr_capture *cap, struct evr_src *s)
 	cap->srcs[cap->nsrc] = (struct cap_src){ s, 0 };
 	msgpack_pack_array(pk, 2);
 	pack_str(pk, "source");
-	msgpack_pack_map(pk, 5);
+	msgpack_pack_map(pk, 6);
 	pack_kv_u64(pk, "index", s->pub.index);
+	pack_kv_u64(pk, "trace_id_high", s->trace_id_high);
 	pack_kv_u64(pk, "pid", s->pub.pid);
 	pack_kv_str(pk, "program", s->pub.program);
 	pack_kv_str(pk, "cmdline", s->pub.cmdline);

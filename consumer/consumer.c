@@ -501,6 +501,13 @@ void evr_consumer_finish(struct evr_consumer *c)
 	c->st.open_spans = evr__spans_open(c->spans);
 }
 
+void evr_consumer_end(struct evr_consumer *c)
+{
+	evr_consumer_finish(c);
+	evr__hub_end(c->hub);
+	evr__hub_stats(c->hub, NULL, 0); /* errors of the handlers' last calls (on_end) into c->st */
+}
+
 void evr_consumer_close(struct evr_consumer *c)
 {
 	if (!c)

@@ -68,6 +68,13 @@ void evr__hub_flush(struct evr_hub *hub);
 /* Stops every handler: drain, on_close, destroy; stalled ones are abandoned. Frees the hub. */
 void evr__hub_close(struct evr_hub *hub);
 
+/*
+ * Ends every handler (flush, drain, on_close, destroy) and keeps their final
+ * counters, which evr__hub_stats returns after the live handlers' until
+ * close. Drain thread.
+ */
+void evr__hub_end(struct evr_hub *hub);
+
 int evr__hub_stats(struct evr_hub *hub, struct evr_handler_stats *out, int n);
 
 #endif /* EVR_CONSUMER_HUB_H */

@@ -83,6 +83,10 @@ static int replay_source(struct replay *rp, const msgpack_object *a, uint32_t n)
 	s->pub.program = s->program;
 	s->pub.cmdline = s->cmdline;
 	s->pub.shm_name = s->shm_name;
+	/* Captures before it have none: derived as for a segment without one (no start time: 0). */
+	v = map_at(m, "trace_id_high");
+	s->trace_id_high = evr__src_trace_id_high(v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0,
+						  s->pub.pid, 0);
 	rc = rp->sink->source(rp->sink->arg, s); /* the sink owns s from here */
 	if (rc < 0)
 		return rc;

@@ -416,3 +416,13 @@ const struct evr_site_info *evr__src_site_find(struct evr_src *s, uint64_t id, s
 	}
 	return si;
 }
+
+uint64_t evr__src_trace_id_high(uint64_t from_header, uint32_t pid, uint64_t start_real_ns)
+{
+	uint64_t h;
+
+	if (from_header)
+		return from_header;
+	h = evr_mix64(start_real_ns ^ evr_mix64(pid));
+	return h ? h : 1;
+}

@@ -50,8 +50,15 @@ struct evr_src {
 	uint64_t fault_offset;	   /* where the first SIGBUS hit, from the segment's start */
 	bool drained_after_death;
 	struct evr_lane_state *lanes;
+	uint64_t trace_id_high; /* the high half of its traces' 16-byte ids (OTLP): never 0 */
 	char program[64], cmdline[512], shm_name[128];
 };
+
+/*
+ * A segment's trace_id_high, or for a segment without one (before ABI 1.1)
+ * one derived from what identifies its process: the same for every reader.
+ */
+uint64_t evr__src_trace_id_high(uint64_t from_header, uint32_t pid, uint64_t start_real_ns);
 
 /* Per lane: the thread whose records are being read (from EVR_REC_THREAD records). */
 struct evr_lane_state {

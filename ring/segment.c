@@ -30,6 +30,7 @@ _Static_assert(offsetof(struct evr_seg_header, exited_real_ns) == 248, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, consumer_pid) == 256, "consumer line");
 _Static_assert(offsetof(struct evr_seg_header, records_skipped) == 288, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, creator_start_ticks) == 296, "ABI");
+_Static_assert(offsetof(struct evr_seg_header, trace_id_high) == 304, "ABI");
 _Static_assert(sizeof(struct evr_lane) == EVR_LANE_ENTRY_BYTES, "lane entry is 128 bytes");
 _Static_assert(offsetof(struct evr_lane, tail) == 8, "ABI");
 _Static_assert(offsetof(struct evr_lane, lost_pending) == 32, "ABI");
@@ -171,6 +172,11 @@ int evr_segment_create(struct evr_segment *seg, const char *shm_name, const stru
 	if (getrandom(&salt, sizeof(salt), GRND_NONBLOCK) != sizeof(salt))
 		salt = (uint32_t)(cal.anchor_ticks ^ ((uint64_t)getpid() << 16));
 	h->tag_salt = salt;
+	/* Unique across processes and hosts in practice: 64 random bits. Never 0 (0: a segment without one). */
+	if (getrandom(&h->trace_id_high, sizeof(h->trace_id_high), GRND_NONBLOCK) != sizeof(h->trace_id_high))
+		h->trace_id_high = evr_mix64(cal.anchor_ticks ^ h->start_real_ns ^ ((uint64_t)getpid() << 32));
+	if (h->trace_id_high == 0)
+		h->trace_id_high = 1;
 	h->lane_count = lanes;
 	h->lane_entry_bytes = EVR_LANE_ENTRY_BYTES;
 	h->lane_bytes = lane_bytes;

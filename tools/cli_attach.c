@@ -39,7 +39,10 @@ static const char handler_help[] =
 	"                       (default PATH evring.log), chrome=PATH, plugin=PATH.so[,isolate][:ARG]\n"
 	"                       (a PATH.so without '/' is taken from the current directory if there,\n"
 	"                       else from the library path; ,isolate runs it in a process of its own,\n"
-	"                       restarted when it crashes, so a crash does not end the run)\n";
+	"                       restarted when it crashes, so a crash does not end the run),\n"
+	"                       otlp[=URL][,encoding=json][,compression=gzip][,timeout=MS][,queue=MIB]\n"
+	"                       [,flush=MS][,service=NAME] (OTLP/HTTP to a Collector; default URL\n"
+	"                       $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318)\n";
 
 static const char run_help[] =
 	"  The run exits 9 when a handler failed (returned errors, timed out, or could not write\n"
@@ -303,7 +306,7 @@ int evr_cmd_attach(int argc, char **argv)
 	status = attach_all("attach", c, argc, argv, o.flags);
 	if (!status)
 		status = run_live("attach", c, &o);
-	evr_consumer_finish(c); /* the last records delivered: the summary is final */
+	evr_consumer_end(c); /* the last records delivered, the handlers ended: the summary is final */
 	if (!status && !evr_cli_output_closed)
 		evr_cli_summary("attach", c);
 	return finish("attach", c, status);
@@ -331,7 +334,7 @@ int evr_cmd_record(int argc, char **argv)
 		status = run_live("record", c, &o);
 	if (!status && (rc = evr_consumer_capture_end(c)) != 0)
 		status = evr_cli_fail("record", EVR_EXIT_FAIL, "cannot write capture %s: %s", o.output, strerror(-rc));
-	evr_consumer_finish(c);
+	evr_consumer_end(c); /* handlers ended (an exporter flushed): the summary is final */
 	if (!status && !evr_cli_output_closed) {
 		evr_cli_summary("record", c);
 		fprintf(stderr, "evring record: capture written to %s\n", o.output);
@@ -359,7 +362,7 @@ int evr_cmd_replay(int argc, char **argv)
 	rc = evr_consumer_replay(c, argv[optind], err, sizeof(err));
 	if (rc < 0)
 		status = evr_cli_fail("replay", evr_cli_exit_of(rc == -ENOENT ? -EIO : rc), "%s", err);
-	evr_consumer_finish(c);
+	evr_consumer_end(c); /* handlers ended (an exporter flushed): the summary is final */
 	evr_consumer_stats(c, &st);
 	if (st.records && !evr_cli_output_closed) /* what came before a bad entry was delivered: say how much */
 		evr_cli_summary("replay", c);

@@ -118,6 +118,21 @@ static double pct_ms(const uint64_t *v, size_t n, double p)
 	return (double)v[k < n ? k : n - 1] / 1e6;
 }
 
+/* A line per handler that exports (-H otlp=...): what became of what it sent, all time. */
+static void draw_exports(struct evr_consumer *c)
+{
+	struct evr_handler_stats hs[64];
+	int n = evr_consumer_handler_stats(c, hs, (int)(sizeof(hs) / sizeof(hs[0])));
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(hs[i].name, "top") && (hs[i].exported || hs[i].export_retries || hs[i].export_dropped ||
+						  hs[i].export_failed || !strcmp(hs[i].name, "otlp")))
+			printf("%s: exported %" PRIu64 "  retried %" PRIu64 "  dropped %" PRIu64 "  failed %" PRIu64
+			       "  skipped %" PRIu64 "\n",
+			       hs[i].name, hs[i].exported, hs[i].export_retries, hs[i].export_dropped, hs[i].export_failed,
+			       hs[i].skipped);
+}
+
 static void draw(struct top *t, struct evr_consumer *c, double secs, uint64_t prev_records, bool clear,
 		 const char *target)
 {
@@ -149,12 +164,13 @@ static void draw(struct top *t, struct evr_consumer *c, double secs, uint64_t pr
 	       "  open spans %" PRIu64 "  handler timeouts %" PRIu64 "\n",
 	       (double)(st.records - prev_records) / secs, st.lost, st.handler_skipped + st.ring_skipped, st.late,
 	       st.bad, st.open_spans, st.handler_timeouts);
+	draw_exports(c);
 	fflush(stdout);
 }
 
 static void top_usage(FILE *f)
 {
-	fprintf(f, "usage: evring top PID|NAME... [--once] [--interval-ms N] [--duration S]\n"
+	fprintf(f, "usage: evring top PID|NAME... [--once] [--interval-ms N] [--duration S] [-H SPEC]...\n"
 		   "  A live table, refreshed each interval (default 1000 ms): per span name, spans ended\n"
 		   "  per second, p50 / p99 latency in ms over the interval, errors (dropped or abandoned\n"
 		   "  spans), output tokens per second; then records read per second and the lost,\n"
@@ -162,10 +178,13 @@ static void top_usage(FILE *f)
 		   "  --once           print one frame after one interval and exit (for scripts)\n"
 		   "  --interval-ms N  refresh every N ms, 10 to 3600000 (default 1000)\n"
 		   "  --duration S     stop after S seconds (fractions allowed)\n"
+		   "  -H, --handler SPEC  a handler run beside the table, as attach's (otlp=URL: a line\n"
+		   "                   per frame says what it exported, retried, dropped and failed)\n"
 		   "examples:\n"
 		   "  evring top 1234                    a live view of one process\n"
 		   "  evring top my-server               every my-server process, merged\n"
-		   "  evring top 1234 --once > frame.txt one frame, for a script\n");
+		   "  evring top 1234 --once > frame.txt one frame, for a script\n"
+		   "  evring top my-server -H otlp=http://127.0.0.1:4318  watch, and send to a Collector\n");
 }
 
 static uint64_t mono_ns(void)
@@ -182,6 +201,7 @@ int evr_cmd_top(int argc, char **argv)
 	static const struct option opts[] = { { "once", no_argument, NULL, '1' },
 					      { "interval-ms", required_argument, NULL, OPT_INTERVAL },
 					      { "duration", required_argument, NULL, OPT_DURATION },
+					      { "handler", required_argument, NULL, 'H' },
 					      { "help", no_argument, NULL, 'h' },
 					      { NULL, 0, NULL, 0 } };
 	uint64_t interval_ns = 1000000000ull, duration_ns = 0, v, start, records = 0;
@@ -191,12 +211,19 @@ int evr_cmd_top(int argc, char **argv)
 	struct top *t;
 	static volatile int stop; /* static: a signal handler may still write it after the loop */
 	char err[512] = "";
-	int ch, status = EVR_EXIT_OK;
+	const char *specs[16];
+	int ch, status = EVR_EXIT_OK, nspecs = 0;
 
 	optind = 0; /* a full reset of getopt, as for a new program */
-	while ((ch = evr_cli_getopt("top", argc, argv, "h", opts)) != -1) {
+	while ((ch = evr_cli_getopt("top", argc, argv, "hH:", opts)) != -1) {
 		if (ch == '1')
 			once = true;
+		else if (ch == 'H') {
+			if (nspecs == (int)(sizeof(specs) / sizeof(specs[0])))
+				return evr_cli_fail("top", EVR_EXIT_USAGE, "at most %d handlers",
+						    (int)(sizeof(specs) / sizeof(specs[0])));
+			specs[nspecs++] = optarg;
+		}
 		else if (ch == OPT_INTERVAL) {
 			if (!evr_cli_uint(optarg, 3600000, &v) || v < 10)
 				return evr_cli_fail("top", EVR_EXIT_USAGE, "--interval-ms wants 10..3600000, not '%s'",
@@ -225,6 +252,9 @@ int evr_cmd_top(int argc, char **argv)
 	h.ctx = t;
 	for (int i = optind; i < argc && !status; i++)
 		status = evr_cli_attach("top", c, argv[i], 0);
+	for (int i = 0; i < nspecs && !status; i++)
+		if (evr_consumer_add_builtin(c, specs[i], stdout, err, sizeof(err)) < 0)
+			status = evr_cli_fail("top", EVR_EXIT_USAGE, "%s", err);
 	if (!status && evr_consumer_add_handler(c, &h) < 0) {
 		top_destroy(t);
 		status = evr_cli_fail("top", EVR_EXIT_FAIL, "cannot start the top handler");

@@ -21,7 +21,8 @@
  * and two events in the query span: evring's trace.tags and app's request
  * (request.id, user.tier, request.max_tokens, thread.id: the worker that serves
  * it, the OpenTelemetry attribute). Prompts, documents and completions are content
- * fields, written only with EVRING_CAPTURE_CONTENT=1.
+ * fields, written only with EVRING_CAPTURE_CONTENT=1. After each request, outside
+ * any span, app's request.served (request.seq, worker).
  *
  * The model's compute is a deterministic CPU loop of --work-us per token,
  * calibrated once at start-up, never a sleep: the time tracing takes comes
@@ -388,6 +389,8 @@ static void *worker_main(void *arg)
 				next = now;
 		}
 		serve(w, seq);
+		/* Outside any span: the server's own log of the request (an OTLP log record, not a span event). */
+		EVR_EVENT("app", "request.served", EVR_U64("request.seq", seq), EVR_U32("worker", w->index));
 		__atomic_store_n(&w->requests, w->requests + 1, __ATOMIC_RELAXED);
 	}
 	return NULL;

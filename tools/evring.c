@@ -201,6 +201,14 @@ void evr_cli_summary(const char *cmd, struct evr_consumer *c)
 				cmd, hs[i].name, (unsigned long long)hs[i].delivered, (unsigned long long)hs[i].skipped,
 				(unsigned long long)hs[i].errors, (unsigned long long)hs[i].timeouts,
 				(unsigned long long)hs[i].crashes);
+	for (int i = 0; i < n; i++)
+		if (hs[i].exported || hs[i].export_retries || hs[i].export_dropped || hs[i].export_failed)
+			fprintf(stderr,
+				"evring %s: handler %s: %llu exported, %llu requests retried, %llu dropped unsent, "
+				"%llu failed\n",
+				cmd, hs[i].name, (unsigned long long)hs[i].exported,
+				(unsigned long long)hs[i].export_retries, (unsigned long long)hs[i].export_dropped,
+				(unsigned long long)hs[i].export_failed);
 }
 
 static const struct {

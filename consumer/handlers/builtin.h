@@ -12,6 +12,7 @@
  *             time to first token and inter-token latency of streamed spans
  *   jsonl.c   DESIGN.md §8, one object per line
  *   chrome.c  Trace Event Format JSON (Perfetto UI, chrome://tracing)
+ *   otlp.c    OpenTelemetry spans and logs over OTLP/HTTP (otlp_json.c, otlp_export.c)
  *   json.c    the JSON writer they all print values with
  *
  * Threads: a handler's callbacks run on its own thread, one at a time, so a
@@ -37,6 +38,7 @@ int evr__tokens_new(const char *arg, FILE *out, struct evr_handler *h, char *err
 int evr__stats_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
 int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
 int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
+int evr__otlp_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
 
 /* Writes "<what>: <msg>" into err (if any); returns rc. */
 int evr__builtin_err(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

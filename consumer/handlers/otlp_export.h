@@ -61,7 +61,12 @@ struct evr_otlp_export_config {
 	uint64_t max_elapsed_ms; /* a job's retries give up after this long; 0: 60000 */
 	size_t queue_bytes;	 /* the queue's cap, sum of jobs' bytes; 0: 64 MiB */
 	uint64_t tick_ms;	 /* how often tick runs; 0: 100 */
-	void (*tick)(void *arg, uint64_t now_ns); /* CLOCK_MONOTONIC; NULL: none */
+	/*
+	 * CLOCK_MONOTONIC; NULL: none. On the export thread, while it idles, waits
+	 * between attempts and waits on a request; never under the exporter's lock,
+	 * so it may call submit (not flush or free).
+	 */
+	void (*tick)(void *arg, uint64_t now_ns);
 	void *tick_arg;
 	const char *user_agent; /* NULL: "evring/VERSION" */
 };
@@ -70,8 +75,12 @@ struct evr_otlp_export_config {
 struct evr_otlp_export_stats {
 	uint64_t exported[2]; /* items the receiver accepted */
 	uint64_t rejected[2]; /* items a partial success said it rejected */
-	uint64_t dropped[2];  /* items never sent: the queue was full, or still queued at the flush's deadline */
-	uint64_t failed[2];   /* items whose request failed for good (a 4xx, out of retries or time) */
+	uint64_t dropped[2];  /* items never sent: the queue was full, or still queued at flush's deadline or free */
+	/*
+	 * items whose request failed for good: a status not retried, out of time,
+	 * encode or gzip failed, cut short by flush's deadline or by free
+	 */
+	uint64_t failed[2];
 	uint64_t requests;    /* HTTP requests made, retries included */
 	uint64_t retries;     /* requests that were retries */
 	uint64_t bytes_sent;  /* request bodies, after compression */
@@ -82,26 +91,38 @@ struct evr_otlp_export_stats {
 
 struct evr_otlp_exporter;
 
-/* Starts the export thread. Returns NULL with err set (bad URL, libcurl could not start). */
+/*
+ * Starts the export thread. Returns NULL with err set (a URL that is not
+ * http or https, a malformed headers list, libcurl could not start, out of
+ * memory).
+ */
 struct evr_otlp_exporter *evr__otlp_export_new(const struct evr_otlp_export_config *cfg, char *err, size_t errlen);
 
 /*
  * Queues a job, or drops it (frees it, counts its items dropped) when the
  * queue would pass its cap. Never blocks on the network. Returns 0 queued,
- * -ENOBUFS dropped.
+ * -ENOBUFS dropped (also once free has begun), -EINVAL for a signal that is
+ * neither (freed, counted nowhere). Any thread, tick included.
  */
 int evr__otlp_export_submit(struct evr_otlp_exporter *x, struct evr_otlp_job *j);
 
 /*
  * Waits until every job queued so far is sent or given up on, or until
  * deadline_ns (CLOCK_MONOTONIC) passes: then what is still queued is dropped
- * and counted, and a request in flight is cut short. Returns 0, or -ETIMEDOUT.
+ * and counted, and a request in flight is cut short (its items failed); the
+ * counters are final for those jobs when it returns. Returns 0, -ETIMEDOUT,
+ * or -EDEADLK on the export thread (from tick). Any other thread, but not
+ * while holding a lock that tick or a job's free takes.
  */
 int evr__otlp_export_flush(struct evr_otlp_exporter *x, uint64_t deadline_ns);
 
 void evr__otlp_export_stats(struct evr_otlp_exporter *x, struct evr_otlp_export_stats *out);
 
-/* Stops the thread (after flush, or dropping what is queued) and frees everything. */
+/*
+ * Stops the thread and frees everything: what is queued is dropped, a
+ * request in flight cut short (flush first to send them). Not from tick, not
+ * while holding a lock that tick takes, not while another thread may submit.
+ */
 void evr__otlp_export_free(struct evr_otlp_exporter *x);
 
 #endif /* EVR_CONSUMER_OTLP_EXPORT_H */

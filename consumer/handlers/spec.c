@@ -20,9 +20,10 @@ static const struct builtin {
 	{ "tail", ARG_NONE, evr__tail_new },	 { "debug", ARG_NONE, evr__debug_new },
 	{ "tokens", ARG_NONE, evr__tokens_new }, { "stats", ARG_NONE, evr__stats_new },
 	{ "jsonl", ARG_OPTIONAL, evr__jsonl_new }, { "chrome", ARG_REQUIRED, evr__chrome_new },
+	{ "otlp", ARG_OPTIONAL, evr__otlp_new },
 };
 
-#define BUILTIN_LIST "tail, debug, tokens, stats, jsonl[=PATH], chrome=PATH"
+#define BUILTIN_LIST "tail, debug, tokens, stats, jsonl[=PATH], chrome=PATH, otlp[=URL][,OPTION=VALUE...]"
 
 int evr__builtin_handler(const char *spec, FILE *out, struct evr_handler *h, char *err, size_t errlen)
 {
@@ -35,6 +36,11 @@ int evr__builtin_handler(const char *spec, FILE *out, struct evr_handler *h, cha
 	eq = strchr(spec, '=');
 	nlen = eq ? (size_t)(eq - spec) : strlen(spec);
 	arg = eq ? eq + 1 : NULL;
+	/* otlp's options may follow its name without a URL: "otlp,encoding=json". */
+	if (!strncmp(spec, "otlp,", 5)) {
+		nlen = 4;
+		arg = spec + 5;
+	}
 	for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
 		const struct builtin *b = &builtins[i];
 

@@ -124,6 +124,10 @@ struct hub_handler {
 
 	/* remove / close while retiring it (one thread at a time). */
 	uint64_t rt_state, rt_since;
+
+	/* Its counters after on_close, before destroy (its thread, then F2 publishes them). */
+	struct evr_handler_stats final;
+	bool has_final;
 };
 
 struct evr_hub {
@@ -140,6 +144,10 @@ struct evr_hub {
 	struct hub_handler *live; /* RCU list: R1 / R2 */
 	struct hub_handler *all;
 	int next_id;
+	/* The final counters of handlers that ended (evr__hub_end), names owned here. */
+	struct evr_handler_stats *ended;
+	int nended;
+	bool keep_ended;
 
 	/* Totals for st: atomic adds from handler threads (errors) and the watchdog (timeouts). */
 	uint64_t errors, timeouts;
@@ -284,6 +292,8 @@ static inline bool takes(const struct hub_handler *x, unsigned cb, const struct 
 
 /* Frees x and the copies it owns (hub_thread.c). */
 void evr__hub_hh_free(struct hub_handler *x);
+/* x's hub counters (delivered .. stalled), its own stats callback not run. Any thread. */
+void evr__hub_counters(struct hub_handler *x, struct evr_handler_stats *out);
 
 /* A handler's thread (hub_thread.c); arg is its struct hub_handler. */
 void *evr__hub_handler_main(void *arg);

@@ -131,6 +131,11 @@ void *evr__hub_handler_main(void *arg)
 		orphan_exit(x, CALL_CLOSE);
 		return NULL;
 	}
+	/* Final counters, with what the handler's own end did (an exporter's last flush). */
+	evr__hub_counters(x, &x->final);
+	if (x->h.stats)
+		x->h.stats(x->h.ctx, &x->final);
+	x->has_final = true;
 	if (x->h.destroy && !evr__hub_supervised(x, CALL_DESTROY, NULL, "")) {
 		orphan_exit(x, CALL_DESTROY);
 		return NULL;

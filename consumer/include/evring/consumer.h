@@ -300,6 +300,13 @@ struct evr_handler_stats {
 	uint64_t timeouts;  /* callbacks that overran the timeout */
 	bool stalled;	    /* inside a call that overran, now */
 	uint64_t crashes;   /* an isolated plug-in's process died or was killed hung (then restarted) */
+	/*
+	 * An exporting handler's (otlp): items (spans, log records) the
+	 * receiver accepted; requests retried; items dropped unsent (its queue
+	 * was full, or still queued at the end's deadline); items that failed
+	 * for good (refused by the receiver, or out of retries). Appended.
+	 */
+	uint64_t exported, export_retries, export_dropped, export_failed;
 };
 
 /* The versioned entry point of a handler plug-in (a shared object). */
@@ -470,6 +477,17 @@ EVR_API void evr_consumer_stop(struct evr_consumer *c);
  * evr_consumer_close calls it when it has not run.
  */
 EVR_API void evr_consumer_finish(struct evr_consumer *c);
+
+/*
+ * Finishes the stream (evr_consumer_finish), then ends every handler now as
+ * evr_consumer_close would (drains its queue, runs on_end / on_close, then
+ * destroy), keeping each one's final counters: evr_consumer_handler_stats
+ * returns them, after those of handlers added since, until
+ * evr_consumer_close. Its counters include what a handler's own end did
+ * (the otlp handler's last flush): a summary printed after it is final.
+ * Drain thread.
+ */
+EVR_API void evr_consumer_end(struct evr_consumer *c);
 
 /*
  * Finishes the stream (evr_consumer_finish), drains every handler's queue,

@@ -158,7 +158,7 @@ extern "C" {
 
 #define EVR_MAGIC "EVRING\0\0"
 #define EVR_ABI_MAJOR 1
-#define EVR_ABI_MINOR 1 /* 1: shared-lane records carry their writer's tid (EVR_REC_TID) */
+#define EVR_ABI_MINOR 1 /* 1: shared-lane records carry their writer's tid (EVR_REC_TID); trace_id_high */
 
 #define EVR_HEADER_BYTES 4096u
 #define EVR_LANE_ENTRY_BYTES 128u
@@ -254,7 +254,10 @@ struct evr_seg_header {
 	uint64_t creator_start_ticks; /* 296  the creator's start time, field 22 of /proc/<pid>/stat (clock
 					       ticks since boot), written once before the magic; 0 unknown. A live
 					       process with the creator's pid and another start time reused the pid */
-	uint8_t pad_consumer[EVR_HEADER_BYTES - 304];
+	uint64_t trace_id_high;	      /* 304  random, drawn at creation, written once before the magic: the
+					       high half of the 16-byte trace ids evring's traces take in OTLP
+					       (the low half is evring's trace id); 0 in segments before ABI 1.1 */
+	uint8_t pad_consumer[EVR_HEADER_BYTES - 312];
 };
 
 /*
@@ -378,6 +381,16 @@ static inline uint8_t *evr_segment_lane_data(const struct evr_segment *seg, uint
 static inline uint32_t evr_segment_shared_lane(const struct evr_segment *seg)
 {
 	return seg->lane_count - 1;
+}
+
+/* A 64-bit mix (splitmix64's finaliser): distinct inputs, well-spread outputs. */
+static inline uint64_t evr_mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
 }
 
 /* ---- records ---------------------------------------------------------- */
