@@ -58,6 +58,7 @@
 #define OTLP_HELD_MAX 65536u
 #define OTLP_HELD_NS 30000000000ull
 #define OTLP_FLUSH_MS 3000u
+#define OTLP_TAGGED_MAX 4096u /* traces whose tags are remembered for their later deliveries */
 #define OTLP_DEFAULT_ENDPOINT "http://localhost:4318"
 #define OTLP_SCOPE "evring"
 #define ARENA_CHUNK (64u << 10)
@@ -291,6 +292,7 @@ struct otlp_res {
 struct bgroup {
 	const struct evr_source *src;
 	otlp_resource *resource;
+	struct kvlist rkv; /* its attributes: evring.lost is added when the batch goes */
 	void **items; /* otlp_span * or otlp_log * */
 	size_t n;
 };
@@ -319,6 +321,14 @@ struct held_list {
 	uint64_t since_ns; /* CLOCK_MONOTONIC of the first */
 };
 
+/* A trace's tags, kept for spans of it delivered later (a trace id can be delivered more than once). */
+struct tagged {
+	const struct evr_source *src;
+	uint64_t trace_id;
+	struct evr__arena arena;
+	struct kvlist kv;
+};
+
 struct otlp {
 	struct evr_otlp_exporter *x;
 	pthread_mutex_t lock; /* cur[], res[] lost_pending: the handler's thread and the exporter's tick */
@@ -337,6 +347,10 @@ struct otlp {
 	uint32_t nheld, capheld;
 	uint32_t held_events;
 	uint64_t next_age_ns;
+
+	struct evr__pairmap tagged_idx; /* (source, trace id) -> index + 1 in tagged */
+	struct tagged *tagged;		/* OTLP_TAGGED_MAX, a ring: the oldest goes first */
+	uint32_t ntagged, next_tagged;
 
 	/* Counters of what the handler turned into OTLP (the exporter counts what became of it). */
 	uint64_t spans, events_in_spans, logs, lost, skipped;
@@ -519,6 +533,17 @@ static void submit(struct otlp *o, int s)
 	if (!b)
 		return;
 	o->cur[s] = NULL;
+	/* Each source's losses since its last batch, on its resource in this one. */
+	for (uint32_t i = 0; i < b->ngroups; i++) {
+		struct bgroup *g = &b->groups[i];
+		struct otlp_res *r = res_of(o, g->src);
+
+		if (!r || !r->lost_pending || kv_int(&b->arena, &g->rkv, "evring.lost", (int64_t)r->lost_pending))
+			continue;
+		r->lost_pending = 0;
+		g->resource->attributes = g->rkv.kv;
+		g->resource->n_attributes = g->rkv.n;
+	}
 	b->job.bytes = b->arena.bytes + sizeof(*b);
 	evr__otlp_export_submit(o->x, &b->job); /* counted there when dropped */
 }
@@ -565,15 +590,11 @@ static void **slot(struct otlp *o, int s, const struct evr_source *src, struct e
 		for (size_t i = 0; i < r->kv.n; i++)
 			if (kv_copy(&b->arena, &kv, r->kv.kv[i]->key, r->kv.kv[i]->value))
 				return NULL;
-		if (r->lost_pending) {
-			if (kv_int(&b->arena, &kv, "evring.lost", (int64_t)r->lost_pending))
-				return NULL;
-			r->lost_pending = 0;
-		}
 		if (o->skipped && s == EVR_OTLP_TRACES) {
 			if (kv_int(&b->arena, &kv, "evring.skipped", (int64_t)o->skipped))
 				return NULL;
 		}
+		g->rkv = kv;
 		g->resource->attributes = kv.kv;
 		g->resource->n_attributes = kv.n;
 		b->ngroups++;
@@ -936,13 +957,44 @@ static int otlp_event(void *ctx, const struct evr_event *ev)
 	return rc;
 }
 
+/*
+ * The tags kept for (src, trace id); with add, a new entry when there is
+ * none (the oldest entry goes when all OTLP_TAGGED_MAX are taken). NULL:
+ * none, or no memory.
+ */
+static struct tagged *tagged_of(struct otlp *o, const struct evr_source *src, uint64_t trace_id, bool add)
+{
+	uint64_t *v = evr__pairmap_get(&o->tagged_idx, (uint64_t)(uintptr_t)src, trace_id);
+	bool added;
+	struct tagged *t;
+
+	if (v)
+		return &o->tagged[*v - 1];
+	if (!add || (!o->tagged && !(o->tagged = calloc(OTLP_TAGGED_MAX, sizeof(*o->tagged)))))
+		return NULL;
+	t = &o->tagged[o->next_tagged];
+	if (o->ntagged == OTLP_TAGGED_MAX) { /* the oldest makes room */
+		evr__pairmap_remove(&o->tagged_idx, (uint64_t)(uintptr_t)t->src, t->trace_id, NULL);
+		evr__arena_free(&t->arena);
+	} else {
+		o->ntagged++;
+	}
+	*t = (struct tagged){ .src = src, .trace_id = trace_id };
+	if (!(v = evr__pairmap_put(&o->tagged_idx, (uint64_t)(uintptr_t)src, trace_id, &added))) {
+		o->ntagged--;
+		return NULL;
+	}
+	*v = o->next_tagged + 1;
+	o->next_tagged = (o->next_tagged + 1) % OTLP_TAGGED_MAX;
+	return t;
+}
+
 /* The spans of a trace, with their events and the trace's tags on each. */
 static int otlp_trace_end(void *ctx, const struct evr_trace *tr)
 {
 	struct otlp *o = ctx;
 	struct held_ev **evs = calloc(tr->nspans ? tr->nspans : 1, sizeof(*evs));
-	struct evr__arena tag_arena = { 0 };
-	struct kvlist tags = { NULL, 0, 0 };
+	struct tagged *t = NULL;
 	uint64_t now = real_ns();
 	int rc = 0;
 
@@ -954,18 +1006,19 @@ static int otlp_trace_end(void *ctx, const struct evr_trace *tr)
 			continue;
 		evs[i] = held_take(o, tr->src, tr->spans[i]->span_id);
 		for (struct held_ev *e = evs[i]; e && !rc; e = e->next)
-			if (is_tags(e->ev))
-				rc = kv_fields(&tag_arena, &tags, e->ev->fields);
+			if (is_tags(e->ev) && (t || (t = tagged_of(o, tr->src, tr->trace_id, true))))
+				rc = kv_fields(&t->arena, &t->kv, e->ev->fields);
 	}
+	if (!t)
+		t = tagged_of(o, tr->src, tr->trace_id, false); /* tags an earlier delivery of the trace had */
 	pthread_mutex_lock(&o->lock);
 	for (uint32_t i = 0; i < tr->nspans && !rc; i++)
 		if (tr->spans[i])
-			rc = add_span(o, tr->spans[i], &tags, evs[i], now);
+			rc = add_span(o, tr->spans[i], t ? &t->kv : NULL, evs[i], now);
 	pthread_mutex_unlock(&o->lock);
 	for (uint32_t i = 0; i < tr->nspans; i++)
 		held_free(evs[i]);
 	free(evs);
-	evr__arena_free(&tag_arena);
 	return rc;
 }
 
@@ -1012,6 +1065,42 @@ static int otlp_skipped(void *ctx, const struct evr_skipped *g)
 	return 0;
 }
 
+/* True when a batch filling holds items of src. Called under o->lock. */
+static bool has_group(struct otlp *o, const struct evr_source *src)
+{
+	for (int s = 0; s < 2; s++)
+		for (uint32_t i = 0; o->cur[s] && i < o->cur[s]->ngroups; i++)
+			if (o->cur[s]->groups[i].src == src)
+				return true;
+	return false;
+}
+
+/* A log record "evring.lost" (WARN) for r's source, the count on it. Called under o->lock. */
+static int add_lost_log(struct otlp *o, struct otlp_res *r)
+{
+	struct evr__arena *a;
+	void **slotp = slot(o, EVR_OTLP_LOGS, r->src, &a);
+	struct kvlist kv = { NULL, 0, 0 };
+	otlp_log *l;
+
+	if (!slotp || !(l = evr__arena_alloc(a, sizeof(*l))))
+		return -ENOMEM;
+	*l = (otlp_log)OPENTELEMETRY__PROTO__LOGS__V1__LOG_RECORD__INIT;
+	*slotp = l;
+	l->time_unix_nano = l->observed_time_unix_nano = real_ns();
+	l->severity_number = OPENTELEMETRY__PROTO__LOGS__V1__SEVERITY_NUMBER__SEVERITY_NUMBER_WARN;
+	l->severity_text = (char *)"WARN";
+	l->event_name = (char *)"evring.lost";
+	if (!(l->body = any_new(a)) || kv_int(a, &kv, "evring.lost", (int64_t)r->lost_pending))
+		return -ENOMEM;
+	l->body->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
+	l->body->string_value = (char *)"evring.lost";
+	l->attributes = kv.kv;
+	l->n_attributes = kv.n;
+	o->logs++;
+	return 0;
+}
+
 /* The end of the stream: what is held and filling goes, then a flush within flush=MS. */
 static int otlp_end(void *ctx)
 {
@@ -1021,6 +1110,10 @@ static int otlp_end(void *ctx)
 
 	held_expire(o, mono_ns(), true);
 	pthread_mutex_lock(&o->lock);
+	/* Losses no batch took yet: a log record carries them out (its resource says evring.lost). */
+	for (uint32_t i = 0; i < o->nres; i++)
+		if (o->res[i].lost_pending && !has_group(o, o->res[i].src))
+			add_lost_log(o, &o->res[i]);
 	submit(o, EVR_OTLP_TRACES);
 	submit(o, EVR_OTLP_LOGS);
 	pthread_mutex_unlock(&o->lock);
@@ -1059,6 +1152,10 @@ static void otlp_destroy(void *ctx)
 	}
 	free(o->held);
 	evr__pairmap_free(&o->held_idx);
+	for (uint32_t i = 0; o->tagged && i < o->ntagged; i++)
+		evr__arena_free(&o->tagged[i].arena);
+	free(o->tagged);
+	evr__pairmap_free(&o->tagged_idx);
 	free(o->res);
 	evr__arena_free(&o->res_arena);
 	evr__walk_free(&o->walk);

@@ -13,11 +13,15 @@
 #      exactly, the rest arrive, exit 9); answering slowly with a 1 MiB queue
 #      (batches dropped, counted exactly; the replay's drain not held up);
 #      killed mid-run (what it did not take counted).
-#   sh check_otlp.sh EVRING EVRING_DEMO NODE_DIR
+#   4. otlp_edges: every field type, bytes that are not UTF-8, a dropped span's
+#      error message, events outside spans, LOST records (evring.lost on the
+#      resource, the count exact), a span left open at exit (abandoned).
+#   sh check_otlp.sh EVRING EVRING_DEMO NODE_DIR OTLP_EDGES
 set -eu
 cli=$1
 demo=$2
 node_dir=$3
+edges=$4
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 pids=""
@@ -98,10 +102,80 @@ for enc in protobuf json; do
 	done
 done
 
+# ---- 4. edge cases -------------------------------------------------------------------
+start_receiver edges
+EVRING_LANE_BYTES=4096 EVRING_NAME=otlpedges "$edges" edges.ready edges.go >edges.log 2>&1 &
+epid=$!
+pids="$pids $epid"
+n=0
+while [ ! -e edges.ready ]; do
+	n=$((n + 1))
+	[ $n -lt 300 ] && kill -0 "$epid" 2>/dev/null || { cat edges.log >&2; fail "otlp_edges did not start"; }
+	sleep 0.02
+done
+( sleep 0.5 && touch edges.go ) &
+"$cli" attach "$epid" --from oldest -H jsonl=edges-evring.jsonl -H "otlp=http://127.0.0.1:$(port edges)" \
+	2>edges.out || { cat edges.out >&2; fail "attach to otlp_edges failed"; }
+wait "$epid" || true
+stop_receiver edges
+python3 -B "$here/compare.py" --otlp edges.jsonl --jsonl edges-evring.jsonl --program otlp_edges --min-spans 4 ||
+	fail "the edge cases as decoded differ from their jsonl"
+python3 - edges.jsonl <<'PY' || fail "an edge case was not sent as it should be"
+import json, sys
+spans, lost = {}, 0
+for line in open(sys.argv[1]):
+    l = json.loads(line)
+    key = "resourceSpans" if l["path"] == "/v1/traces" else "resourceLogs"
+    for r in l["request"][key]:
+        for kv in r["resource"]["attributes"]:
+            if kv["key"] == "evring.lost":
+                lost += int(kv["value"]["intValue"])
+        for ss in r.get("scopeSpans", []):
+            for s in ss["spans"]:
+                spans[s["name"]] = s
+assert lost > 0, "no evring.lost on any resource"
+a = {kv["key"]: kv["value"] for kv in spans["edge.request"]["attributes"]}
+assert a["big"] == {"stringValue": "18446744073709551615"}, a["big"]
+assert a["neg"] == {"intValue": "-5"} and a["score"] == {"doubleValue": 3.25} and a["cached"] == {"boolValue": True}, a
+assert a["bad.utf8"]["stringValue"].startswith("a\ufffd"), a["bad.utf8"]
+assert a["session.id"] == {"stringValue": "session-7"} and a["user.id"] == {"stringValue": "user-9"}, a
+f = spans["function_call"]
+assert f["status"] == {"code": 2, "message": "search backend: connection refused"}, f["status"]
+fa = {kv["key"]: kv["value"] for kv in f["attributes"]}
+assert fa["openinference.span.kind"] == {"stringValue": "TOOL"} and fa["session.id"] == {"stringValue": "session-7"}, fa
+assert [e["name"] for e in f.get("events", [])] == ["tool.retry"], f.get("events")
+o = spans["edge.open"]
+assert o["status"]["code"] == 2 and o["status"]["message"].startswith("abandoned"), o["status"]
+print("edges: ok, %d records counted lost" % lost)
+PY
+
+# ---- the exporter's environment ------------------------------------------------------
+start_receiver envvars
+OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(port envvars)" OTEL_SERVICE_NAME=svc-x \
+	OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod%2Ceu, team = llm" \
+	OTEL_EXPORTER_OTLP_HEADERS="api-key=secret%20x,x-tenant=t1" OTEL_EXPORTER_OTLP_PROTOCOL=http/json \
+	"$cli" replay run.evcap -H otlp 2>envvars.out || { cat envvars.out >&2; fail "replay with OTEL_* variables failed"; }
+stop_receiver envvars
+python3 - envvars.jsonl <<'PY' || fail "the OTEL_* variables were not followed"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert lines and all(l["encoding"] == "json" for l in lines), "OTEL_EXPORTER_OTLP_PROTOCOL=http/json"
+for l in lines:
+    h = l["headers"]
+    assert h.get("api-key") == "secret x" and h.get("x-tenant") == "t1", h
+    key = "resourceSpans" if l["path"] == "/v1/traces" else "resourceLogs"
+    for r in l["request"][key]:
+        a = {kv["key"]: kv["value"] for kv in r["resource"]["attributes"]}
+        assert a["service.name"] == {"stringValue": "svc-x"}, a["service.name"]
+        assert a["deployment.environment"] == {"stringValue": "prod,eu"}, a
+        assert a["team"] == {"stringValue": "llm"}, a
+        assert a["telemetry.sdk.name"] == {"stringValue": "evring"}, a
+PY
+
 # ---- 3. faults --------------------------------------------------------------------
 # Absent at start: the replay's flush waits for it; nothing is lost.
 free_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$cli" replay run.evcap -H "otlp=http://127.0.0.1:$free_port,flush=20000" 2>absent.out &
+"$cli" replay run.evcap --timeout-ms 30000 -H "otlp=http://127.0.0.1:$free_port,flush=20000" 2>absent.out &
 rpid=$!
 sleep 1.5
 start_receiver absent --port "$free_port"
@@ -112,7 +186,7 @@ python3 -B "$here/compare.py" --otlp absent.jsonl --otlp-other live.jsonl || fai
 
 # 503 with Retry-After for 2 s: retried, nothing lost.
 start_receiver busy --fail-503-for 2
-"$cli" replay run.evcap -H "otlp=http://127.0.0.1:$(port busy),flush=20000" 2>busy.out ||
+"$cli" replay run.evcap --timeout-ms 30000 -H "otlp=http://127.0.0.1:$(port busy),flush=20000" 2>busy.out ||
 	{ cat busy.out >&2; fail "the replay to a 503 receiver failed"; }
 stop_receiver busy
 python3 -B "$here/compare.py" --otlp busy.jsonl --otlp-other live.jsonl || fail "503s lost spans"

@@ -75,8 +75,11 @@ def json_typed(v):
     return ("other", v)
 
 
+resources_seen = []
+
+
 def load_otlp(path, p):
-    spans, logs, resources = {}, [], {}
+    spans, logs = {}, []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             rec = json.loads(line)
@@ -84,6 +87,7 @@ def load_otlp(path, p):
             if rec["path"] == "/v1/traces":
                 for rs in req.get("resourceSpans") or []:
                     res = attrs((rs.get("resource") or {}).get("attributes"))
+                    resources_seen.append(res)
                     for ss in rs.get("scopeSpans") or []:
                         for s in ss.get("spans") or []:
                             key = s["spanId"].lower()
@@ -94,9 +98,12 @@ def load_otlp(path, p):
             elif rec["path"] == "/v1/logs":
                 for rl in req.get("resourceLogs") or []:
                     res = attrs((rl.get("resource") or {}).get("attributes"))
+                    resources_seen.append(res)
                     for sl in rl.get("scopeLogs") or []:
                         for lr in sl.get("logRecords") or []:
-                            logs.append((lr, res))
+                            # The carrier of losses no batch took (its count is on the resource).
+                            if (lr.get("body") or {}).get("stringValue") != "evring.lost":
+                                logs.append((lr, res))
     return spans, logs
 
 
@@ -122,6 +129,12 @@ def compare_jsonl(spans, logs, jsonl, program, p):
                 jspans.append(o)
             elif o.get("kind") == "event":
                 jevents.append(o)
+    jlost = 0
+    with open(jsonl) as f:
+        for line in f:
+            o = json.loads(line)
+            if o.get("kind") == "lost":
+                jlost += o["count"]
     tags = collections.defaultdict(dict)
     by_span = collections.defaultdict(list)
     outside = []
@@ -191,6 +204,9 @@ def compare_jsonl(spans, logs, jsonl, program, p):
             if ge["name"] != we["name"] or int(ge["timeUnixNano"]) != we["ts_ns"]:
                 p.add("%s: got %r at %s, jsonl at %d" % (ew, ge["name"], ge["timeUnixNano"], we["ts_ns"]))
             check_fields(ew, attrs(ge.get("attributes")), we.get("fields") or {}, p)
+    lost = sum(v[1] for res in resources_seen for k, v in res.items() if k == "evring.lost")
+    if lost != jlost:
+        p.add("evring.lost on the resources adds up to %d, the jsonl file counts %d lost" % (lost, jlost))
     if matched != len(spans):
         p.add("%d spans received, %d in the jsonl file" % (len(spans), len(jspans)))
     for pid, hs in highs.items():
