@@ -31,10 +31,11 @@
  *                              ExportLogsPartialSuccess.rejected_log_records,
  *                              or OTLP/JSON partialSuccess.rejectedSpans /
  *                              rejectedLogRecords) counted rejected instead
- *   429, 502, 503, 504,        retried after Retry-After (delta-seconds or an
- *   no response (connection      HTTP-date) when the response has one, else
- *   refused or reset, timeout)   after a full-jitter backoff: random in
- *                                [0, b], b = 100 ms doubling to 5 s
+ *   429, 502, 503, 504,        retried: after Retry-After (delta-seconds or
+ *   no response (connection      an HTTP-date; at least 100 ms) when the
+ *   refused or reset, timeout)   response has one, else after a full-jitter
+ *                                backoff: random in [0, b], b = 100 ms
+ *                                doubling to 5 s
  *   anything else (400, 401, 404, 413, a redirect, a URL curl refuses)
  *                              failed at once
  * A job is given up (failed) when its next attempt would start more than
@@ -400,10 +401,13 @@ static void run_job(struct evr_otlp_exporter *x, struct evr_otlp_job *j)
 		}
 		if (!evr__otlp_retryable(rc, status))
 			goto failed;
-		if (x->resp.has_retry_after)
+		if (x->resp.has_retry_after) {
 			wait = x->resp.retry_after_ns < x->max_elapsed_ns ? x->resp.retry_after_ns : x->max_elapsed_ns;
-		else
+			if (wait < BACKOFF_MIN_NS) /* "Retry-After: 0" each time: 10 requests a second, not a spin */
+				wait = BACKOFF_MIN_NS;
+		} else {
 			wait = jitter(x, backoff);
+		}
 		backoff = backoff * 2 < BACKOFF_MAX_NS ? backoff * 2 : BACKOFF_MAX_NS;
 		now = mono_ns();
 		if (now + wait - first > x->max_elapsed_ns) /* the next attempt would start too late: give up now */
