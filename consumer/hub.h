@@ -69,9 +69,11 @@ void evr__hub_flush(struct evr_hub *hub);
 void evr__hub_close(struct evr_hub *hub);
 
 /*
- * Ends every handler (flush, drain, on_close, destroy) and keeps their final
- * counters, which evr__hub_stats returns after the live handlers' until
- * close. Drain thread.
+ * Has every handler that is not stalled run on_end / on_close now, after
+ * what is queued for it, and waits for them (a stalled one, or one that
+ * overruns, is not waited for). Their ctx stays: their stats callbacks
+ * still run (an exporter's counters after its last flush); close then runs
+ * only destroy. Nothing may be delivered after it. Drain thread.
  */
 void evr__hub_end(struct evr_hub *hub);
 

@@ -619,36 +619,6 @@ static void retire_send(struct hub_handler *x)
 	}
 }
 
-void evr__hub_counters(struct hub_handler *x, struct evr_handler_stats *out)
-{
-	*out = (struct evr_handler_stats){
-		.name = x->h.name,
-		.delivered = ld(&x->delivered),
-		.filtered = ld(&x->filtered),
-		.skipped = ld(&x->skipped),
-		.errors = ld(&x->errors),
-		.timeouts = ld(&x->timeouts),
-		.stalled = (__atomic_load_n(&x->state, __ATOMIC_RELAXED) & ST_STALLED) != 0,
-	};
-}
-
-/* Keeps x's final counters (evr__hub_end): called before x is freed, under hub->lock. */
-static void keep_final(struct evr_hub *hub, struct hub_handler *x)
-{
-	struct evr_handler_stats *t;
-	char *name;
-
-	if (!hub->keep_ended || !x->has_final || !(name = strdup(x->h.name ? x->h.name : "")))
-		return;
-	if (!(t = realloc(hub->ended, (size_t)(hub->nended + 1) * sizeof(*t)))) {
-		free(name);
-		return;
-	}
-	hub->ended = t;
-	t[hub->nended] = x->final;
-	t[hub->nended++].name = name;
-}
-
 /*
  * Stops the handlers on the list (already out of the live list, a grace
  * period passed): each drains its queue, takes its markers, runs on_close
@@ -676,7 +646,6 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 			if (s & ST_FINISHED) {
 				pthread_join(x->thread, NULL);
 				pthread_mutex_lock(&hub->lock);
-				keep_final(hub, x);
 				all_unlink(hub, x);
 				pthread_mutex_unlock(&hub->lock);
 				*pp = x->retire_next;
@@ -808,33 +777,40 @@ void evr__hub_flush(struct evr_hub *hub)
 	sync_stats(hub);
 }
 
-/*
- * Flushes, then ends every handler as close does, keeping each one's final
- * counters (after on_close, so an exporter's last flush is in them) for
- * evr__hub_stats. The hub stays usable: close then has no handler to stop.
- */
 void evr__hub_end(struct evr_hub *hub)
 {
-	struct hub_handler *list = NULL, **tail = &list;
+	uint64_t since;
 
 	if (!hub)
 		return;
 	evr__hub_flush(hub);
-	pthread_mutex_lock(&hub->lock);
-	hub->keep_ended = true;
-	for (struct hub_handler *x = hub->all; x; x = x->all_next)
-		if (!x->retiring) {
-			x->retiring = true;
-			x->retire_next = NULL;
-			*tail = x;
-			tail = &x->retire_next;
+	since = mono_ns();
+	for (;;) {
+		bool waiting = false, fenced = false;
+
+		pthread_mutex_lock(&hub->lock);
+		for (struct hub_handler *x = hub->all; x; x = x->all_next) {
+			bool stalled = __atomic_load_n(&x->state, __ATOMIC_RELAXED) & ST_STALLED;
+
+			if (x->retiring || stalled || __atomic_load_n(&x->ended, __ATOMIC_ACQUIRE)) /* E2 */
+				continue;
+			if (!x->end_sent) {
+				if (hq_room(&x->q) == 0) {
+					waiting = true;
+					continue;
+				}
+				hq_put(&x->q, 0, ITEM_END);
+				hq_publish(&x->q, 1);
+				x->end_sent = true;
+				wake_fenced(x, &fenced);
+			}
+			waiting = true;
 		}
-	__atomic_store_n(&hub->live, NULL, __ATOMIC_RELEASE); /* R1 */
-	pthread_mutex_unlock(&hub->lock);
-	if (list) {
-		synchronize_rcu();
-		(void)__atomic_load_n(&hub->rd_epoch, __ATOMIC_ACQUIRE); /* R4, pairs with R3 */
-		retire(hub, list);
+		pthread_mutex_unlock(&hub->lock);
+		/* A handler still inside its own end past the timeout and a second: the watchdog has it. */
+		if (!waiting || mono_ns() - since > 2 * hub->timeout_ns + 1000000000ull)
+			break;
+		nap(FLUSH_POLL_NS);
 	}
 	sync_stats(hub);
 }
@@ -877,15 +853,11 @@ void evr__hub_close(struct evr_hub *hub)
 	pthread_cond_destroy(&hub->wd_cond);
 	pthread_mutex_destroy(&hub->wd_lock);
 	pthread_mutex_destroy(&hub->lock);
-	for (int k = 0; k < hub->nended; k++)
-		free((char *)hub->ended[k].name);
-	free(hub->ended);
 	free(hub);
 }
 
 /*
- * Per-handler counters, in the order the handlers were added (then those
- * of handlers ended by evr__hub_end, final); name stays
+ * Per-handler counters, in the order the handlers were added; name stays
  * valid until the handler is removed. Also brings the consumer's handler_*
  * totals up to date (out may be NULL with n 0 for just that). Returns how
  * many were written (at most n). Drain thread.
@@ -900,12 +872,18 @@ int evr__hub_stats(struct evr_hub *hub, struct evr_handler_stats *out, int n)
 	for (struct hub_handler *x = hub->all; x && i < n; x = x->all_next) {
 		if (x->retiring)
 			continue;
-		evr__hub_counters(x, &out[i++]);
+		out[i++] = (struct evr_handler_stats){
+			.name = x->h.name,
+			.delivered = ld(&x->delivered),
+			.filtered = ld(&x->filtered),
+			.skipped = ld(&x->skipped),
+			.errors = ld(&x->errors),
+			.timeouts = ld(&x->timeouts),
+			.stalled = (__atomic_load_n(&x->state, __ATOMIC_RELAXED) & ST_STALLED) != 0,
+		};
 		if (x->h.stats) /* not retiring: destroy has not run */
 			x->h.stats(x->h.ctx, &out[i - 1]);
 	}
-	for (int k = 0; k < hub->nended && i < n; k++)
-		out[i++] = hub->ended[k];
 	pthread_mutex_unlock(&hub->lock);
 	sync_stats(hub);
 	return i;

@@ -125,9 +125,9 @@ struct hub_handler {
 	/* remove / close while retiring it (one thread at a time). */
 	uint64_t rt_state, rt_since;
 
-	/* Its counters after on_close, before destroy (its thread, then F2 publishes them). */
-	struct evr_handler_stats final;
-	bool has_final;
+	/* Its thread ran on_end / on_close at ITEM_END (E1); the drain thread waits for it (E2). */
+	bool ended;
+	bool end_sent; /* drain thread */
 };
 
 struct evr_hub {
@@ -144,10 +144,6 @@ struct evr_hub {
 	struct hub_handler *live; /* RCU list: R1 / R2 */
 	struct hub_handler *all;
 	int next_id;
-	/* The final counters of handlers that ended (evr__hub_end), names owned here. */
-	struct evr_handler_stats *ended;
-	int nended;
-	bool keep_ended;
 
 	/* Totals for st: atomic adds from handler threads (errors) and the watchdog (timeouts). */
 	uint64_t errors, timeouts;
@@ -292,8 +288,6 @@ static inline bool takes(const struct hub_handler *x, unsigned cb, const struct 
 
 /* Frees x and the copies it owns (hub_thread.c). */
 void evr__hub_hh_free(struct hub_handler *x);
-/* x's hub counters (delivered .. stalled), its own stats callback not run. Any thread. */
-void evr__hub_counters(struct hub_handler *x, struct evr_handler_stats *out);
 
 /* A handler's thread (hub_thread.c); arg is its struct hub_handler. */
 void *evr__hub_handler_main(void *arg);

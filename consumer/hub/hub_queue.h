@@ -27,6 +27,7 @@
 
 #define ITEM_CB_MASK ((uintptr_t)7)
 #define ITEM_STOP ((void *)(uintptr_t)7) /* no object: ends the handler's thread */
+#define ITEM_END ((void *)(uintptr_t)6)	 /* no object: run on_end / on_close now (evr__hub_end) */
 
 _Static_assert(EVR_CB_SKIPPED < 7, "the callback must fit in the low bits of an object pointer");
 _Static_assert(_Alignof(struct evr_event) >= 8 && _Alignof(struct evr_span_rec) >= 8 &&

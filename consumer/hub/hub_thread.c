@@ -65,7 +65,7 @@ static void orphan_exit(struct hub_handler *x, unsigned call)
 
 	while ((n = hq_pop_many(&x->q, it, POP_BATCH)) != 0)
 		for (uint32_t i = 0; i < n; i++)
-			if (it[i] != ITEM_STOP)
+			if (it[i] != ITEM_STOP && it[i] != ITEM_END)
 				evr_obj_unref(item_obj(it[i]));
 	if (call != CALL_DESTROY && x->h.destroy)
 		x->h.destroy(x->h.ctx);
@@ -81,7 +81,7 @@ static void prefetch_obj(void *it)
 {
 	const char *o = item_obj(it);
 
-	if (it == ITEM_STOP)
+	if (it == ITEM_STOP || it == ITEM_END)
 		return;
 	__builtin_prefetch(o);
 	__builtin_prefetch(o + 64);
@@ -112,6 +112,19 @@ void *evr__hub_handler_main(void *arg)
 				stop = true;
 				break;
 			}
+			if (it[i] == ITEM_END) {
+				/* The stream has ended (evr__hub_end): the handler ends now, its ctx kept for its stats. */
+				if ((x->h.on_close || x->h.on_end) && !x->ended &&
+				    !evr__hub_supervised(x, CALL_CLOSE, NULL, "")) {
+					while (++i < n)
+						if (it[i] != ITEM_STOP && it[i] != ITEM_END)
+							evr_obj_unref(item_obj(it[i]));
+					orphan_exit(x, CALL_CLOSE);
+					return NULL;
+				}
+				__atomic_store_n(&x->ended, true, __ATOMIC_RELEASE); /* E1, pairs with E2 */
+				continue;
+			}
 			describe(item_cb(it[i]), item_obj(it[i]), &d);
 			bool kept = evr__hub_supervised(x, item_cb(it[i]), item_obj(it[i]), d.name);
 			evr_obj_unref(item_obj(it[i]));
@@ -119,7 +132,7 @@ void *evr__hub_handler_main(void *arg)
 				unsigned cb = item_cb(it[i]);
 
 				while (++i < n)
-					if (it[i] != ITEM_STOP)
+					if (it[i] != ITEM_STOP && it[i] != ITEM_END)
 						evr_obj_unref(item_obj(it[i]));
 				orphan_exit(x, cb);
 				return NULL;
@@ -127,15 +140,10 @@ void *evr__hub_handler_main(void *arg)
 		}
 		__atomic_store_n(&x->done, x->done + i, __ATOMIC_RELEASE); /* F1 */
 	}
-	if ((x->h.on_close || x->h.on_end) && !evr__hub_supervised(x, CALL_CLOSE, NULL, "")) {
+	if ((x->h.on_close || x->h.on_end) && !x->ended && !evr__hub_supervised(x, CALL_CLOSE, NULL, "")) {
 		orphan_exit(x, CALL_CLOSE);
 		return NULL;
 	}
-	/* Final counters, with what the handler's own end did (an exporter's last flush). */
-	evr__hub_counters(x, &x->final);
-	if (x->h.stats)
-		x->h.stats(x->h.ctx, &x->final);
-	x->has_final = true;
 	if (x->h.destroy && !evr__hub_supervised(x, CALL_DESTROY, NULL, "")) {
 		orphan_exit(x, CALL_DESTROY);
 		return NULL;

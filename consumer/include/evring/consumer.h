@@ -479,13 +479,13 @@ EVR_API void evr_consumer_stop(struct evr_consumer *c);
 EVR_API void evr_consumer_finish(struct evr_consumer *c);
 
 /*
- * Finishes the stream (evr_consumer_finish), then ends every handler now as
- * evr_consumer_close would (drains its queue, runs on_end / on_close, then
- * destroy), keeping each one's final counters: evr_consumer_handler_stats
- * returns them, after those of handlers added since, until
- * evr_consumer_close. Its counters include what a handler's own end did
- * (the otlp handler's last flush): a summary printed after it is final.
- * Drain thread.
+ * Finishes the stream (evr_consumer_finish), then has every handler that is
+ * not stalled run on_end / on_close now, after everything queued for it,
+ * and waits for them. Their ctx stays until evr_consumer_close (which then
+ * runs only destroy), so evr_consumer_handler_stats still asks them: its
+ * counters include what a handler's own end did (the otlp handler's last
+ * flush), and a summary printed after it is final. Nothing is delivered
+ * after it. Drain thread.
  */
 EVR_API void evr_consumer_end(struct evr_consumer *c);
 
