@@ -80,12 +80,17 @@ demo: build
 # where it can, LTTng-UST (the peer measured against); without it the suite
 # says that LTTng-UST was not measured and runs the rest. About 5 minutes;
 # bench-quick, a smoke run of under a minute, writes to $(BUILD)/bench-quick.
+# The otlp benchmarks send to the tests' OTLP receiver (Node.js): its npm
+# packages are installed as for the tests; without them those rows say they
+# were not measured.
 bench:
 	@sh tools/install-deps.sh bench
 	@$(MAKE) --no-print-directory build
+	@sh tests/otlp/install.sh $(BUILD)/otlp-node || true
 	$(BUILD)/bench/evring-bench all --out bench/results
 
 bench-quick: build
+	@sh tests/otlp/install.sh $(BUILD)/otlp-node || true
 	$(BUILD)/bench/evring-bench all --quick --out $(BUILD)/bench-quick
 
 clean:

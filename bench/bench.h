@@ -102,7 +102,7 @@ void bench_stats_of(struct bench_stats *s, const double *v, unsigned n);
 
 /* ---- the results table ------------------------------------------------ */
 
-#define BENCH_EXTRA_MAX 8
+#define BENCH_EXTRA_MAX 10
 #define BENCH_KEY_MAX 24
 
 struct bench_extra {
@@ -322,6 +322,9 @@ int bench_proc_line(struct bench_proc *p, char *line, size_t len, unsigned timeo
  */
 int bench_proc_stop(struct bench_proc *p, int sig, unsigned timeout_ms);
 
+/* The CPU seconds a running child has used so far, every thread (/proc/PID/stat); -1: unreadable. */
+double bench_proc_cpu_s(pid_t pid);
+
 /* This program's own path (/proc/self/exe), for starting evring-bench attach. */
 const char *bench_self_exe(void);
 
@@ -344,6 +347,32 @@ struct bench_peer_report {
 	double cpu_s;
 };
 int bench_consumer_peer_end(struct bench_proc *p, bool stop, unsigned timeout_ms, struct bench_peer_report *r);
+
+/*
+ * The OTLP/HTTP receiver of the tests (tests/otlp/receiver.js, Node.js),
+ * which the benchmarks of the otlp handler send to: started with --discard
+ * (every request decoded by OpenTelemetry's generated code and counted,
+ * nothing written), on an ephemeral port of 127.0.0.1, pinned to cpu. The
+ * script is the source tree's (EVR_BENCH_OTLP_RECEIVER, set by CMake), its
+ * npm packages those tests/otlp/install.sh put in $EVRING_OTLP_NODE_DIR, else
+ * in the build tree's otlp-node (EVR_BENCH_OTLP_NODE). Returns 0 with port
+ * set once it listens, or -1 with why (node missing, the packages not
+ * installed: the caller notes "not measured" and goes on).
+ */
+struct bench_otlp_rx {
+	struct bench_proc p;
+	char dir[64]; /* a temporary directory: its port and summary files */
+	unsigned port;
+};
+int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, char *why, size_t whylen);
+
+/* What it decoded and accepted, from its --summary: requests, spans, log records, request bytes (as sent). */
+struct bench_otlp_rx_summary {
+	uint64_t requests, spans, logs, invalid, bytes;
+};
+
+/* Stops it (SIGTERM: it answers what is under way first) and reads its summary. 0, or -1 with why. */
+int bench_otlp_rx_stop(struct bench_otlp_rx *r, struct bench_otlp_rx_summary *s, char *why, size_t whylen);
 
 /* ---- sites and the producer's cases ----------------------------------- */
 
@@ -473,5 +502,6 @@ int bench_demo_main(int argc, char **argv);
 int bench_attach_main(int argc, char **argv);
 int bench_all_main(int argc, char **argv);
 int bench_count_main(int argc, char **argv);
+int bench_otlp_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */

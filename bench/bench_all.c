@@ -18,6 +18,7 @@
  *   latency   hot-path latency percentiles: consumer attached, stopped, absent
  *   consumer  consumer throughput, one CPU
  *   demo      evring-demo's requests per second: tracing off, on, consumed
+ *   otlp      the otlp handler: spans per CPU-second mapped, encoded and sent
  *
  * Then it writes, with --out DIR, DIR/latest.json (every row, the shape of
  * bench.h, every note prefixed by its benchmark), DIR/latest.md (a table per
@@ -70,8 +71,10 @@ static const struct all_section sections[] = {
 	{ "loss", bench_loss_main, "Loss: records lost at full speed, consumer attached", ",", true },
 	{ "latency", bench_latency_main, "Never blocks: hot-path latency, consumer attached, stopped, absent", ",",
 	  false },
-	{ "consumer", bench_consumer_main, "Consumer throughput, one core", ",d_cpu,h_cpu,lag_ms,queue,", false },
+	{ "consumer", bench_consumer_main, "Consumer throughput, one core", ",d_cpu,h_cpu,lag_ms,queue,tail_cpu,",
+	  false },
 	{ "demo", bench_demo_main, "Real overhead: evring-demo", ",", false },
+	{ "otlp", bench_otlp_main, "OTLP export: spans per CPU-second, one core", ",", false },
 };
 #define ALL_NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -206,6 +209,8 @@ static const char *md_col(const char *key)
 		{ "p99_ratio", "p99 / attached" }, { "mrate", "offered Mrec/s" }, { "lost_runs", "runs with loss" },
 		{ "ns_rec", "ns/rec" },	    { "skipped", "skipped" },	    { "vs_off", "vs off" },
 		{ "overhead", "overhead %" }, { "lost", "lost %" },	    { "cons_cpu", "consumer CPU-s/s" },
+		{ "vs_stats", "vs stats" },   { "wall", "wall kspan/s" },   { "us_span", "CPU us/span" },
+		{ "map_cpu", "mapping share" }, { "B_span", "bytes/span" },
 	};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcmp(names[i].key, key))
@@ -358,7 +363,7 @@ static void md_write(FILE *f, const struct bench_machine *m, const struct all_re
 		for (unsigned i = 0; i < res[s].t.nnotes; i++) {
 			const char *n = res[s].t.notes[i];
 			if (!strncmp(n, "target:", 7) || strstr(n, "LTTng-UST not measured") ||
-			    strstr(n, "evring-demo unavailable")) {
+			    strstr(n, "evring-demo unavailable") || strstr(n, "not measured: ")) {
 				fprintf(f, "- %s: %s\n", sections[s].name, n);
 			}
 		}

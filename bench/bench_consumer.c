@@ -14,6 +14,23 @@
  *              offered to an empty handler list)
  *     stats    the built-in "stats" handler, its table printed to /dev/null
  *     jsonl    the built-in "jsonl=/dev/null" handler
+ *     otlp     the built-in "otlp" handler (mix only), sending OTLP/HTTP
+ *              (protobuf) to the tests' receiver (node tests/otlp/receiver.js
+ *              --discard, started once for the subcommand, pinned to the
+ *              producer's CPU, which with threads=2 the handler's threads
+ *              share: there is no third CPU on a 2-CPU machine): its
+ *              callbacks map spans and their events into protobuf-c
+ *              messages, its own export thread encodes and sends them. Its
+ *              runs are a quarter of the others' (375 000 records: 37 500
+ *              spans with 300 000 span events): a whole run's batches wait
+ *              in its export queue when the export thread gets little CPU
+ *              (about 1 GB for a full run), and the receiver, a Node.js
+ *              process that decodes every request, needs seconds for them.
+ *              Its export queue, like its handler queue, holds a whole run
+ *              (queue=1024 MiB). Without node or the receiver's npm packages
+ *              its rows are left out and a note says why. Not run on the
+ *              events bench: a run's events would all be log records, which
+ *              would take the receiver tens of seconds a run
  *   threads  the CPUs the consumer may use. 1: the drain thread and every
  *              other thread of the consumer (handler, watchdog) pinned to
  *              one CPU; 2: the drain thread pinned to that CPU, the others
@@ -22,12 +39,16 @@
  *
  * Each row: records per second in millions (Mrec/s; median, min, max over
  * the runs) and its inverse at the median (ns_rec); ratio: the median over
- * the "none" median of the same bench; queue: the handler's queue length;
+ * the "none" median of the same bench; vs_stats (otlp rows): the median over
+ * the "stats" median of the same bench and threads (the issue's target: the
+ * drain rate with otlp within 15% of stats'; a rate against a rate, of runs
+ * of different sizes); queue: the handler's queue length;
  * skipped: records its queue had no room for, over all timed runs; d_cpu and
  * h_cpu: CPU seconds of the drain thread and of the consumer's other threads
- * (handler, watchdog) per wall second of a run (median), which says where
- * the time went and whether a second CPU was used; lag_ms: how long after
- * the drain thread's last record the handler began its last callback.
+ * (handler, watchdog, otlp's export thread) per wall second of a run
+ * (median), which says where the time went and whether a second CPU was
+ * used; lag_ms: how long after the drain thread's last record the handler
+ * began its last callback.
  * `--case events/stats/1` (repeatable) runs only the cases named, for
  * profiling one at a time.
  *
@@ -57,10 +78,22 @@
  * (the default, sized by memory, holds 131072): a handler slower than the
  * drain then skips records, which is reported (skipped), not an error.
  *
+ * The otlp rows: the export thread is a thread of the consumer like the
+ * handler's (pinned with it for threads=1, so it takes its CPU time from
+ * the measured CPU while the run is timed), and the timed part ends, as for
+ * every handler, when the handler began its last callback: what the export
+ * thread still has to send then is not timed. Before the next run the bench
+ * waits (not timed) until the exporter has finished everything (its last
+ * batch waits for the handler's 1 s tick), so no run inherits another's
+ * sending; tail_cpu: the CPU seconds the consumer used in that wait (the
+ * export work the timed part left), median.
+ *
  * Checked on every run: the consumer counted exactly the events, span
  * begins and span ends written, nothing bad, lost or skipped by the ring
- * reader, no handler error or timeout. Any of those makes the exit status 1.
- * Timings never do.
+ * reader, no handler error or timeout; for otlp, every span built was
+ * exported (none dropped or failed) and, at the end, the receiver accepted
+ * exactly the spans the handlers exported. Any of those makes the exit
+ * status 1. Timings never do.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -93,6 +126,12 @@
 #define CONS_DEFAULT_QUEUE 4096u
 #define CONS_NAME "evr-bench-cons"
 #define CONS_TARGET_MRECS 5.0	 /* the target, small events; reported, never enforced */
+#define CONS_TARGET_OTLP 0.85	 /* the otlp handler's: the drain rate within 15% of stats' */
+/* Its export queue, like its handler queue, holds a whole run: about 250 MB of batches at the mix's worst. */
+#define CONS_OTLP_SPEC "otlp=http://127.0.0.1:%u,queue=1024,flush=60000"
+#define CONS_OTLP_SPEC_TEXT "otlp=http://127.0.0.1:PORT,queue=1024,flush=60000"
+#define CONS_OTLP_SHARE 4u /* its runs are a quarter of the others' */
+#define CONS_OTLP_WAIT_NS (120ull * 1000000000ull) /* the exporter finishing a run's spans, at most */
 
 /* Upper bounds of one record in a lane (commit word + body, 8-byte rounded): lane sizing. */
 #define CONS_REC_EVENT 64u  /* [ts, site, span, n, "gpt-4o"]: 8 + 1 + 27 + 9 + 7 = 52 */
@@ -229,18 +268,22 @@ static const struct cons_case {
 	const char *spec; /* the built-in handler; NULL: none */
 	unsigned cpus;	  /* 1: all consumer threads on the drain CPU; 2: handlers unpinned */
 	bool sized;	  /* the handler's queue holds a whole run */
+	bool otlp;	  /* spec is CONS_OTLP_SPEC, with the receiver's port */
 } cons_cases[] = {
-	{ "events", "none", P_EVENTS, NULL, 1, false },
-	{ "events", "stats", P_EVENTS, "stats", 1, true },
-	{ "events", "stats", P_EVENTS, "stats", 2, true },
-	{ "events", "stats_q4096", P_EVENTS, "stats", 1, false },
-	{ "events", "stats_q4096", P_EVENTS, "stats", 2, false },
-	{ "events", "jsonl", P_EVENTS, "jsonl=/dev/null", 1, true },
-	{ "events", "jsonl", P_EVENTS, "jsonl=/dev/null", 2, true },
-	{ "mix", "none", P_MIX, NULL, 1, false },
-	{ "mix", "stats", P_MIX, "stats", 1, true },
-	{ "mix", "jsonl", P_MIX, "jsonl=/dev/null", 1, true },
-	{ "mix", "jsonl", P_MIX, "jsonl=/dev/null", 2, true },
+	{ "events", "none", P_EVENTS, NULL, 1, false, false },
+	{ "events", "stats", P_EVENTS, "stats", 1, true, false },
+	{ "events", "stats", P_EVENTS, "stats", 2, true, false },
+	{ "events", "stats_q4096", P_EVENTS, "stats", 1, false, false },
+	{ "events", "stats_q4096", P_EVENTS, "stats", 2, false, false },
+	{ "events", "jsonl", P_EVENTS, "jsonl=/dev/null", 1, true, false },
+	{ "events", "jsonl", P_EVENTS, "jsonl=/dev/null", 2, true, false },
+	{ "mix", "none", P_MIX, NULL, 1, false, false },
+	{ "mix", "stats", P_MIX, "stats", 1, true, false },
+	{ "mix", "stats", P_MIX, "stats", 2, true, false },
+	{ "mix", "jsonl", P_MIX, "jsonl=/dev/null", 1, true, false },
+	{ "mix", "jsonl", P_MIX, "jsonl=/dev/null", 2, true, false },
+	{ "mix", "otlp", P_MIX, CONS_OTLP_SPEC, 1, true, true },
+	{ "mix", "otlp", P_MIX, CONS_OTLP_SPEC, 2, true, true },
 };
 #define CONS_NCASES (sizeof(cons_cases) / sizeof(cons_cases[0]))
 
@@ -260,6 +303,11 @@ struct cons_state {
 	double lag_ms[BENCH_RUNS_MAX];	/* from the drain's end to the handler's last call */
 	uint64_t skipped;		/* handler skips in timed runs */
 	uint64_t late;			/* merge: records delivered late, timed runs */
+	uint64_t otlp_due;		/* otlp: spans built so far, warm-up included */
+	uint64_t otlp_exported;		/* of them, what its counters say the receiver accepted */
+	uint64_t otlp_dropped, otlp_failed; /* and what they say it did not send, or that failed */
+	double tail_cpu[BENCH_RUNS_MAX]; /* otlp: consumer CPU-s while the exporter finished */
+	pid_t rx_pid;			/* otlp: its receiver, whose CPU time is not "other processes'" */
 };
 
 /* The bytes a lane needs for one fill, rounded up to the power of two a lane must be. 0: too many. */
@@ -352,11 +400,11 @@ static void prod_stop(struct cons_state *s, bool kill_it)
  * case places its threads (the watchdog and handler threads inherit it), then
  * attached to the case's producer. Returns 0 or -1 after a message.
  */
-static int cons_open(struct cons_state *s, int drain_cpu, FILE *devnull)
+static int cons_open(struct cons_state *s, int drain_cpu, FILE *devnull, unsigned otlp_port)
 {
 	const struct cons_case *cc = s->cc;
 	struct evr_consumer_opts opts = { 0 };
-	char err[256] = "";
+	char err[256] = "", spec[128];
 	int rc;
 
 	if (pin_self(cc->cpus == 1 ? drain_cpu : -1) != 0)
@@ -367,7 +415,11 @@ static int cons_open(struct cons_state *s, int drain_cpu, FILE *devnull)
 	if (cc->spec) {
 		struct evr_handler h;
 
-		rc = evr_handler_builtin(cc->spec, devnull, &h, err, sizeof(err));
+		if (cc->otlp)
+			snprintf(spec, sizeof(spec), CONS_OTLP_SPEC, otlp_port);
+		else
+			snprintf(spec, sizeof(spec), "%s", cc->spec);
+		rc = evr_handler_builtin(spec, devnull, &h, err, sizeof(err));
 		if (rc)
 			goto fail;
 		h.queue_len = CONS_DEFAULT_QUEUE;
@@ -381,7 +433,7 @@ static int cons_open(struct cons_state *s, int drain_cpu, FILE *devnull)
 		if (rc < 0) {
 			if (h.destroy)
 				h.destroy(h.ctx);
-			snprintf(err, sizeof(err), "cannot add handler %s: %s", cc->spec, strerror(-rc));
+			snprintf(err, sizeof(err), "cannot add handler %s: %s", spec, strerror(-rc));
 			goto fail;
 		}
 	}
@@ -413,10 +465,52 @@ static uint64_t cpu_ns(clockid_t id)
 
 struct cons_check {
 	uint64_t miscount, bad, lost, ring_skipped, herrors, htimeouts, sized_skips;
+	uint64_t otlp_miscount; /* runs after which the otlp handler had not exported every span built */
 	bool stuck;
 	double others_s, wall_s; /* other processes' CPU time during the timed parts, and their length */
 	bool others_unknown;
 };
+
+/*
+ * After an otlp run (not timed): waits until the exporter has finished with
+ * every span built so far (its last batch goes at the handler's 1 s tick),
+ * and counts what it did not export. Returns the consumer's CPU seconds in
+ * the wait, or -1 when it did not finish in time (ck->stuck).
+ */
+static double cons_otlp_settle(struct cons_state *s, struct cons_check *ck)
+{
+	struct evr_handler_stats hs;
+	uint64_t t0 = bench_now_ns(), p0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+
+	s->otlp_due += s->begins; /* every span of the mix ends in a trace; its events are span events */
+	for (;;) {
+		struct timespec nap = { 0, 1000000 };
+
+		memset(&hs, 0, sizeof(hs));
+		if (evr_consumer_handler_stats(s->c, &hs, 1) != 1) {
+			ck->stuck = true;
+			return -1;
+		}
+		if (hs.exported + hs.export_dropped + hs.export_failed >= s->otlp_due)
+			break;
+		if (bench_now_ns() - t0 > CONS_OTLP_WAIT_NS) {
+			fprintf(stderr,
+				"evring-bench consumer: the otlp handler's exporter sent %" PRIu64 " of %" PRIu64
+				" spans in %llu s\n",
+				hs.exported, s->otlp_due, (unsigned long long)(CONS_OTLP_WAIT_NS / 1000000000ull));
+			ck->stuck = true;
+			return -1;
+		}
+		nanosleep(&nap, NULL);
+	}
+	/* The handler's counters, since it was added: what is not exported by now never will be. */
+	if (hs.exported != s->otlp_due)
+		ck->otlp_miscount++;
+	s->otlp_exported = hs.exported;
+	s->otlp_dropped = hs.export_dropped;
+	s->otlp_failed = hs.export_failed;
+	return (double)(cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - p0) / 1e9;
+}
 
 /*
  * One run: fill, settle, then the timed drain and the wait for the handler.
@@ -429,7 +523,7 @@ static double cons_run(struct cons_state *s, unsigned run, bool timed, struct co
 	struct timespec settle = { 0, CONS_SETTLE_NS };
 	struct bench_load load;
 	uint64_t t0, t_drain, t1, p0, m0, p1, m1, due;
-	double others, share;
+	double others, share, tail = 0, rx0, rx1;
 	int nh;
 
 	if (prod_fill(s) != 0) {
@@ -439,6 +533,7 @@ static double cons_run(struct cons_state *s, unsigned run, bool timed, struct co
 	nanosleep(&settle, NULL);
 	evr_consumer_stats(s->c, &st0);
 
+	rx0 = s->rx_pid ? bench_proc_cpu_s(s->rx_pid) : 0;
 	bench_load_start(&load);
 	p0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
 	m0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
@@ -468,6 +563,9 @@ static double cons_run(struct cons_state *s, unsigned run, bool timed, struct co
 	m1 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
 	p1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
 	others = bench_load_others(&load, &share);
+	rx1 = s->rx_pid ? bench_proc_cpu_s(s->rx_pid) : 0;
+	if (others >= 0 && rx0 >= 0 && rx1 >= rx0) /* the receiver decoding what the exporter sent */
+		others = others > rx1 - rx0 ? others - (rx1 - rx0) : 0;
 
 	evr_consumer_stats(s->c, &st);
 	if (st.events - st0.events != s->events || st.spans_begun - st0.spans_begun != s->begins ||
@@ -478,8 +576,11 @@ static double cons_run(struct cons_state *s, unsigned run, bool timed, struct co
 	ck->ring_skipped += st.ring_skipped - st0.ring_skipped;
 	ck->herrors += st.handler_errors - st0.handler_errors;
 	ck->htimeouts += st.handler_timeouts - st0.handler_timeouts;
+	if (s->cc->otlp && (tail = cons_otlp_settle(s, ck)) < 0)
+		return 0;
 	if (!timed)
 		return 0;
+	s->tail_cpu[run] = tail;
 	if (s->cc->sized)
 		ck->sized_skips += st.handler_skipped - st0.handler_skipped;
 	s->skipped += st.handler_skipped - st0.handler_skipped;
@@ -503,7 +604,9 @@ static void cons_usage(FILE *f)
 		   "Records per second (millions) one consumer drains, decodes, merges, builds into spans and\n"
 		   "hands to a handler, its drain thread pinned to one CPU; the records are written before\n"
 		   "the timed part by a producer process (4 threads, 4 lanes, interleaved) that then sleeps.\n"
-		   "Handlers: none, stats, jsonl=/dev/null. Records per run: %u (--quick: %u).\n\n"
+		   "Handlers: none, stats, jsonl=/dev/null, and otlp (mix only) sending to node\n"
+		   "tests/otlp/receiver.js --discard when node and its npm packages are installed\n"
+		   "(sh tests/otlp/install.sh BUILD/otlp-node). Records per run: %u (--quick: %u).\n\n"
 		   "  --case B/S/T   run only this case (e.g. events/stats/1; repeatable): for profiling\n\n",
 		CONS_RECORDS, CONS_RECORDS_QUICK);
 	bench_opts_usage(f);
@@ -558,6 +661,9 @@ static void cons_notes(struct bench_table *t, const struct cons_state *st, size_
 
 /* ---- the stages ------------------------------------------------------- */
 
+struct cons_bench;
+static void cons_otlp_notes(struct bench_table *t, const struct cons_bench *cb);
+
 /* The subcommand's state: one producer, consumer and tally per case selected, and the checks. */
 static struct cons_bench {
 	struct cons_state st[CONS_NCASES];
@@ -568,6 +674,10 @@ static struct cons_bench {
 	int drain_cpu, prod_cpu;
 	FILE *devnull;			  /* where the handlers print */
 	struct cons_check ck;
+	struct bench_otlp_rx rx;	  /* the otlp rows' receiver; rx.p.pid 0: none */
+	struct bench_otlp_rx_summary rx_sum;
+	bool rx_bad;			  /* its summary disagrees with the handlers' counters */
+	char rx_why[BENCH_NOTE_BYTES - 64];
 } cons_bench;
 
 static const struct bench_own cons_own[] = { { "--case", NULL, cons_bench.cases, &cons_bench.ncases, CONS_NCASES } };
@@ -597,23 +707,31 @@ static int cons_select(const struct cons_bench *cb, bool *want, bool *some)
 	return 0;
 }
 
+/* The otlp rows' turns per producer thread: a share of the others', at least one. */
+static uint64_t cons_otlp_turns(uint64_t turns)
+{
+	return turns / CONS_OTLP_SHARE ? turns / CONS_OTLP_SHARE : 1;
+}
+
 /* Every selected case's producer, while this process has no other thread to fork with. */
 static int cons_start_producers(struct cons_bench *cb, const bool *want, bool some)
 {
 	for (size_t k = 0; k < CONS_NCASES; k++) {
 		struct cons_state *s = &cb->st[cb->n];
 		const struct cons_turn *tu = &cons_turns[cons_cases[k].pat];
+		uint64_t turns;
 		int rc;
 
 		if (some && !want[k])
 			continue;
 		cb->n++;
 		s->cc = &cons_cases[k];
-		s->events = cb->turns * CONS_PTHREADS * tu->events;
-		s->begins = cb->turns * CONS_PTHREADS * tu->begins;
-		s->ends = cb->turns * CONS_PTHREADS * tu->ends;
+		turns = cons_cases[k].otlp ? cons_otlp_turns(cb->turns) : cb->turns;
+		s->events = turns * CONS_PTHREADS * tu->events;
+		s->begins = turns * CONS_PTHREADS * tu->begins;
+		s->ends = turns * CONS_PTHREADS * tu->ends;
 		s->records = s->events + s->begins + s->ends;
-		rc = prod_start(s, cb->turns, cons_lane_bytes(s->cc->pat, cb->turns), cb->prod_cpu);
+		rc = prod_start(s, turns, cons_lane_bytes(s->cc->pat, turns), cb->prod_cpu);
 		if (rc) {
 			fprintf(stderr, "evring-bench consumer: cannot start a producer: %s\n", strerror(-rc));
 			return -1;
@@ -634,13 +752,36 @@ static int cons_open_all(struct bench_sub *s, struct cons_bench *cb, const bool 
 		fprintf(stderr, "evring-bench consumer: /dev/null: %s\n", strerror(errno));
 		goto fail;
 	}
-	for (size_t i = 0; i < cb->n; i++)
-		if (cons_open(&cb->st[i], cb->drain_cpu, cb->devnull) != 0)
+	for (size_t i = 0; i < cb->n; i++) {
+		if (cons_open(&cb->st[i], cb->drain_cpu, cb->devnull, cb->rx.port) != 0)
 			goto fail;
+		if (cb->st[i].cc->otlp)
+			cb->st[i].rx_pid = cb->rx.p.pid;
+	}
 	return -1;
 fail:
 	cons_teardown(s, cb, 1);
 	return 1;
+}
+
+/*
+ * The otlp rows' receiver, when a case selected needs it: pinned to the
+ * producer's CPU (the producer sleeps while the consumer is timed). Without
+ * it those cases are dropped from the selection, with a note.
+ */
+static void cons_otlp_receiver(struct bench_sub *s, struct cons_bench *cb, bool *want, bool *some)
+{
+	char why[BENCH_NOTE_BYTES - 64];
+	bool need = false;
+
+	for (size_t k = 0; k < CONS_NCASES; k++)
+		need |= cons_cases[k].otlp && (!*some || want[k]);
+	if (!need || bench_otlp_rx_start(&cb->rx, cb->prod_cpu, why, sizeof(why)) == 0)
+		return;
+	bench_table_note(&s->t, "otlp rows not measured: %s", why);
+	for (size_t k = 0; k < CONS_NCASES; k++)
+		want[k] = !cons_cases[k].otlp && (!*some || want[k]);
+	*some = true; /* an empty selection now runs nothing, not everything */
 }
 
 static int cons_setup(struct bench_sub *s, void *ctx)
@@ -666,6 +807,7 @@ static int cons_setup(struct bench_sub *s, void *ctx)
 	cb->drain_cpu = bench_cpu_of(0);
 	cb->prod_cpu = bench_cpu_of(1);
 	bench_machine_read(&s->m);
+	cons_otlp_receiver(s, cb, want, &some);
 	return cons_open_all(s, cb, want, some);
 }
 
@@ -680,22 +822,93 @@ static bool cons_round(void *ctx, unsigned i, unsigned r, bool timed)
 	return !cb->ck.stuck;
 }
 
+/* The receiver stopped: it must have accepted what the otlp handlers counted exported, and nothing else. */
+static void cons_otlp_rx_check(struct cons_bench *cb)
+{
+	uint64_t exported = 0;
+	char why[BENCH_NOTE_BYTES - 128];
+
+	if (!cb->rx.p.pid)
+		return;
+	for (size_t i = 0; i < cb->n; i++)
+		exported += cb->st[i].otlp_exported;
+	if (bench_otlp_rx_stop(&cb->rx, &cb->rx_sum, why, sizeof(why)) != 0) {
+		cb->rx_bad = true;
+		snprintf(cb->rx_why, sizeof(cb->rx_why), "%s", why);
+	} else if (cb->rx_sum.spans != exported || cb->rx_sum.logs || cb->rx_sum.invalid) {
+		cb->rx_bad = true;
+		snprintf(cb->rx_why, sizeof(cb->rx_why),
+			 "the OTLP receiver accepted %" PRIu64 " spans and %" PRIu64 " log records (%" PRIu64
+			 " invalid requests); the otlp handlers exported %" PRIu64 " spans",
+			 cb->rx_sum.spans, cb->rx_sum.logs, cb->rx_sum.invalid, exported);
+	}
+}
+
 static int cons_runs(struct bench_sub *s, void *ctx)
 {
 	struct cons_bench *cb = ctx;
 
-	if (bench_rounds((unsigned)cb->n, CONS_WARMUP, s->o.runs, cons_round, cb))
+	if (bench_rounds((unsigned)cb->n, CONS_WARMUP, s->o.runs, cons_round, cb)) {
+		cons_otlp_rx_check(cb);
 		return -1;
+	}
 	fprintf(stderr, "evring-bench consumer: a run did not complete (producer gone, or records missing "
 			"for %llu s)\n",
 		(unsigned long long)(CONS_RUN_LIMIT_NS / 1000000000ull));
 	return 1;
 }
 
+/* The otlp rows against stats: same bench, same threads (else one CPU). */
+static const struct bench_result *cons_stats_base(const struct bench_table *t, const struct bench_result *r)
+{
+	const struct bench_result *b;
+
+	if (strcmp(r->system, "otlp"))
+		return NULL;
+	b = bench_table_find(t, r->bench, "stats", r->threads);
+	return b ? b : bench_table_find(t, r->bench, "stats", 1);
+}
+
 /* A handler's ratio against no handler, same bench, one CPU. */
 static const struct bench_result *cons_base(const struct bench_table *t, const struct bench_result *r)
 {
 	return strcmp(r->system, "none") ? bench_table_find(t, r->bench, "none", 1) : NULL;
+}
+
+/* What the otlp rows are, and their target against stats. */
+static void cons_otlp_notes(struct bench_table *t, const struct cons_bench *cb)
+{
+	const struct bench_result *o1 = bench_table_find(t, "mix", "otlp", 1);
+	const struct bench_result *o2 = bench_table_find(t, "mix", "otlp", 2);
+	const struct bench_result *s1 = bench_table_find(t, "mix", "stats", 1);
+	const struct bench_result *s2 = bench_table_find(t, "mix", "stats", 2);
+	char detail[160] = "";
+	size_t dl = 0;
+
+	if (!o1 && !o2)
+		return;
+	bench_table_note(t,
+			 "otlp: " CONS_OTLP_SPEC_TEXT " (protobuf, no gzip) to node receiver.js --discard on CPU %d "
+			 "(shared with the handler when threads=2), which accepted %" PRIu64 " spans in all; %" PRIu64
+			 " records a run (a quarter); its export thread placed as the handler's; tail_cpu: consumer "
+			 "CPU-s after the timed part until the exporter had sent the run (not timed)",
+			 cb->prod_cpu, cb->rx_sum.spans, cons_otlp_turns(cb->turns) * CONS_PTHREADS * CONS_TURN);
+	for (unsigned n = 1; n <= 2; n++) {
+		const struct bench_result *o = n == 1 ? o1 : o2, *b = n == 1 ? s1 : s2;
+		double vs;
+
+		if (!o || !(b = b ? b : s1) || b->st.median <= 0)
+			continue;
+		vs = o->st.median / b->st.median;
+		dl += (size_t)snprintf(detail + dl, sizeof(detail) - dl, "%s%u CPU%s %s (%.2f)", dl ? ", " : "", n,
+				       n == 1 ? "" : "s", bench_verdict(vs >= CONS_TARGET_OTLP), vs);
+		if (dl >= sizeof(detail))
+			dl = sizeof(detail) - 1;
+	}
+	if (dl)
+		bench_table_note(t,
+				 "target: the mix's drain rate with otlp within 15%% of stats' (vs_stats >= %.2f): %s",
+				 CONS_TARGET_OTLP, detail);
 }
 
 static void cons_report(struct bench_sub *s, void *ctx)
@@ -705,11 +918,13 @@ static void cons_report(struct bench_sub *s, void *ctx)
 
 	bench_table_column(t, "ns_rec", 1);
 	bench_table_column(t, "ratio", 2);
+	bench_table_column(t, "vs_stats", 2);
 	bench_table_column(t, "queue", 0);
 	bench_table_column(t, "skipped", 0);
 	bench_table_column(t, "d_cpu", 2);
 	bench_table_column(t, "h_cpu", 2);
 	bench_table_column(t, "lag_ms", 2);
+	bench_table_column(t, "tail_cpu", 3);
 	for (size_t i = 0; i < cb->n; i++) {
 		struct cons_state *cs = &cb->st[i];
 		struct bench_result *row =
@@ -725,9 +940,13 @@ static void cons_report(struct bench_sub *s, void *ctx)
 			bench_result_set_int(row, "skipped", cs->skipped);
 			bench_result_set(row, "lag_ms", bench_median(cs->lag_ms, s->o.runs));
 		}
+		if (cs->cc->otlp)
+			bench_result_set(row, "tail_cpu", bench_median(cs->tail_cpu, s->o.runs));
 	}
 	bench_table_ratio(t, "ratio", cons_base);
+	bench_table_ratio(t, "vs_stats", cons_stats_base);
 	cons_notes(t, cb->st, cb->n, cb->records, cb->drain_cpu, cb->prod_cpu, &cb->ck);
+	cons_otlp_notes(t, cb);
 	if (s->o.runs < 5)
 		bench_table_note(t, "%u runs; a measurement wants at least 5%s", s->o.runs,
 				 s->o.quick ? " (and --quick runs are too short to measure)" : "");
@@ -736,7 +955,8 @@ static void cons_report(struct bench_sub *s, void *ctx)
 /* A miscount, a bad, lost or skipped record, a handler error, or a skip a sized queue should not make: 1. */
 static int cons_check(struct bench_sub *s, void *ctx)
 {
-	const struct cons_check *ck = &((struct cons_bench *)ctx)->ck;
+	const struct cons_bench *cb = ctx;
+	const struct cons_check *ck = &cb->ck;
 	int rc = 0;
 
 	(void)s;
@@ -750,6 +970,21 @@ static int cons_check(struct bench_sub *s, void *ctx)
 	if (ck->herrors || ck->htimeouts) {
 		fprintf(stderr, "evring-bench consumer: handler errors %" PRIu64 ", timeouts %" PRIu64 "\n",
 			ck->herrors, ck->htimeouts);
+		rc = 1;
+	}
+	for (size_t i = 0; i < cb->n; i++) {
+		const struct cons_state *cs = &cb->st[i];
+
+		if (cs->cc->otlp && (ck->otlp_miscount || cs->otlp_dropped || cs->otlp_failed)) {
+			fprintf(stderr,
+				"evring-bench consumer: mix/otlp/%u: %" PRIu64 " spans built, %" PRIu64
+				" exported, %" PRIu64 " dropped, %" PRIu64 " failed\n",
+				cs->cc->cpus, cs->otlp_due, cs->otlp_exported, cs->otlp_dropped, cs->otlp_failed);
+			rc = 1;
+		}
+	}
+	if (cb->rx_bad) {
+		fprintf(stderr, "evring-bench consumer: %s\n", cb->rx_why);
 		rc = 1;
 	}
 	if (ck->sized_skips) {
@@ -774,6 +1009,12 @@ static void cons_teardown(struct bench_sub *s, void *ctx, int status)
 		prod_stop(&cb->st[i], status != 0);
 	}
 	pin_self(-1);
+	if (cb->rx.p.pid) {
+		struct bench_otlp_rx_summary sm;
+		char why[128];
+
+		bench_otlp_rx_stop(&cb->rx, &sm, why, sizeof(why));
+	}
 	if (cb->devnull)
 		fclose(cb->devnull);
 	cb->devnull = NULL;

@@ -243,6 +243,152 @@ int bench_proc_stop(struct bench_proc *p, int sig, unsigned timeout_ms)
 	return st;
 }
 
+/* ---- the OTLP receiver ------------------------------------------------ */
+
+#define RX_START_MS 20000u /* node loads protobufjs and the generated code first */
+
+/* The number after "key": in a JSON object's text; 0 when absent. */
+static uint64_t rx_json_u64(const char *text, const char *key)
+{
+	char pat[48];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(text, pat);
+	return p ? strtoull(p + strlen(pat), NULL, 10) : 0;
+}
+
+static void rx_clean(struct bench_otlp_rx *r)
+{
+	char path[96];
+
+	if (!r->dir[0])
+		return;
+	snprintf(path, sizeof(path), "%s/port", r->dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/summary", r->dir);
+	unlink(path);
+	rmdir(r->dir);
+	r->dir[0] = '\0';
+}
+
+int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, char *why, size_t whylen)
+{
+#ifdef EVR_BENCH_OTLP_RECEIVER
+	const char *script = EVR_BENCH_OTLP_RECEIVER;
+#else
+	const char *script = NULL;
+#endif
+	const char *modules = getenv("EVRING_OTLP_NODE_DIR");
+	char portf[96], summf[96], line[512] = "", last[512] = "";
+	char *argv[] = { "node", (char *)script, "--modules", NULL, "--port-file", portf, "--summary", summf,
+			 "--discard", NULL };
+	int lr;
+
+	memset(r, 0, sizeof(*r));
+	r->p.out = -1;
+#ifdef EVR_BENCH_OTLP_NODE
+	if (!modules || !*modules)
+		modules = EVR_BENCH_OTLP_NODE;
+#endif
+	if (!script || access(script, R_OK) != 0) {
+		snprintf(why, whylen, "no OTLP receiver (tests/otlp/receiver.js of the source tree) at %s",
+			 script ? script : "(not built from a source tree)");
+		return -1;
+	}
+	if (!modules || !*modules) {
+		snprintf(why, whylen, "no directory for the receiver's npm packages (set EVRING_OTLP_NODE_DIR)");
+		return -1;
+	}
+	argv[3] = (char *)modules;
+	snprintf(r->dir, sizeof(r->dir), "/tmp/evr-bench-otlp.XXXXXX");
+	if (!mkdtemp(r->dir)) {
+		snprintf(why, whylen, "cannot make a temporary directory: %s", strerror(errno));
+		r->dir[0] = '\0';
+		return -1;
+	}
+	snprintf(portf, sizeof(portf), "%s/port", r->dir);
+	snprintf(summf, sizeof(summf), "%s/summary", r->dir);
+	if (bench_proc_start(&r->p, argv, NULL, cpu, true, why, whylen) != 0) {
+		rx_clean(r);
+		return -1;
+	}
+	/* It says "receiver: listening on 127.0.0.1:PORT" on stderr once it listens, or why it cannot. */
+	while ((lr = bench_proc_line(&r->p, line, sizeof(line), RX_START_MS)) == 1) {
+		const char *p = strstr(line, "listening on 127.0.0.1:");
+
+		if (p) {
+			r->port = (unsigned)strtoul(p + strlen("listening on 127.0.0.1:"), NULL, 10);
+			if (r->port)
+				return 0;
+		}
+		if (!strncmp(last, "receiver: ", 10))
+			continue; /* its own message says why; what follows is a stack */
+		snprintf(last, sizeof(last), "%s", line);
+	}
+	snprintf(why, whylen, "the OTLP receiver (node %s) did not start: %s%s", script,
+		 last[0] ? last : lr ? "no answer in 20 s" : "it exited",
+		 strstr(last, "cannot load") ? " (sh tests/otlp/install.sh DIR installs them)" : "");
+	bench_proc_stop(&r->p, SIGKILL, 2000);
+	rx_clean(r);
+	return -1;
+}
+
+int bench_otlp_rx_stop(struct bench_otlp_rx *r, struct bench_otlp_rx_summary *s, char *why, size_t whylen)
+{
+	char path[96], text[1024];
+	FILE *f;
+	size_t n;
+	int st, rc = -1;
+
+	memset(s, 0, sizeof(*s));
+	if (!r->p.pid) {
+		snprintf(why, whylen, "the OTLP receiver was not running");
+		rx_clean(r);
+		return -1;
+	}
+	st = bench_proc_stop(&r->p, SIGTERM, 10000);
+	snprintf(path, sizeof(path), "%s/summary", r->dir);
+	f = fopen(path, "re");
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !f) {
+		snprintf(why, whylen, "the OTLP receiver %s", !f ? "wrote no summary" : "did not exit cleanly");
+	} else {
+		n = fread(text, 1, sizeof(text) - 1, f);
+		text[n] = '\0';
+		s->requests = rx_json_u64(text, "requests");
+		s->spans = rx_json_u64(text, "spans");
+		s->logs = rx_json_u64(text, "logs");
+		s->invalid = rx_json_u64(text, "invalid");
+		s->bytes = rx_json_u64(text, "bytes");
+		rc = 0;
+	}
+	if (f)
+		fclose(f);
+	rx_clean(r);
+	return rc;
+}
+
+double bench_proc_cpu_s(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long utime, stime;
+	long hz = sysconf(_SC_CLK_TCK);
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if (hz <= 0 || !(f = fopen(path, "re")))
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* After the command's closing parenthesis: state (field 3) ... utime (14), stime (15). */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+		return -1;
+	return (double)(utime + stime) / (double)hz;
+}
+
 /* ---- the consumer peer, from the benchmark's side --------------------- */
 
 int bench_consumer_peer_start(struct bench_proc *p, pid_t pid, const char *const *handlers, int cpu, char *why,

@@ -5,7 +5,8 @@ benchmark's unit, the machine facts the README prints (cpu, cores,
 clocksource, kernel), every hot-path case and peer on 1 and 2 threads with
 "ratio" on every peer row, the loss rows, the three latency rows with p50 <=
 p99 <= p999 <= max, consumer and demo rows or a note saying why there are
-none, and the suite's own note. Exits 1 with one line per problem.
+none, the otlp rows or the note saying why they were not measured, and the
+suite's own note. Exits 1 with one line per problem.
 
     check_all_json.py latest.json [latest.md]
 """
@@ -20,9 +21,11 @@ UNITS = {  # bench -> unit
     "latency_attached": "ns", "latency_stopped": "ns", "latency_absent": "ns",
     "events": "Mrec/s", "mix": "Mrec/s",
     "demo": "req/s", "demo_records": "rec/s",
+    "otlp": "kspan/s",
 }
 SYSTEMS = {"evring", "noop", "mutex_ring", "fprintf", "lttng_ust", "lttng_ust_4m8",
-           "none", "stats", "stats_q4096", "jsonl", "off", "on", "consumer"}
+           "none", "stats", "stats_q4096", "jsonl", "otlp", "off", "on", "consumer",
+           "protobuf", "protobuf_gzip", "json", "json_gzip"}
 HOT = {"disabled", "event0", "event3", "span"}
 LATENCY = ("latency_attached", "latency_stopped", "latency_absent")
 
@@ -79,6 +82,8 @@ def whole(doc, seen, bad):
         bad.append("no consumer rows")
     if not any(k[0] == "demo" for k in seen) and not noted("evring-demo unavailable"):
         bad.append("no demo rows and no note saying why")
+    if not any(k[0] == "otlp" for k in seen) and not noted("OTLP export not measured"):
+        bad.append("no otlp rows and no note saying why")
     if not noted("suite: `evring-bench all"):
         bad.append("no suite note")
 

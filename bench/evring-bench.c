@@ -35,12 +35,15 @@ static const struct bench_cmd cmds[] = {
 	  "valgrind's callgrind; --check fails past the targets" },
 	{ "consumer", bench_consumer_main,
 	  "records per second one consumer drains, decodes, merges, builds into spans and hands to a "
-	  "handler (none, stats, jsonl), drain thread on one CPU" },
+	  "handler (none, stats, jsonl, otlp), drain thread on one CPU" },
 	{ "loss", bench_loss_main,
 	  "records lost when 2 threads write as fast as they can with a consumer attached, against "
 	  "LTTng-UST with default buffers" },
 	{ "latency", bench_latency_main,
 	  "hot-path latency percentiles with the consumer attached, stopped (SIGSTOP) and absent" },
+	{ "otlp", bench_otlp_main,
+	  "spans per CPU-second the otlp handler maps, encodes (protobuf, JSON; gzip or not) and sends "
+	  "over OTLP/HTTP, one CPU, to a Node.js receiver on the other" },
 	{ "demo", bench_demo_main,
 	  "evring-demo's requests per second with tracing off, on, and on with a consumer; records per "
 	  "second produced" },

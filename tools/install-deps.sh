@@ -26,14 +26,19 @@ fi
 # (tests/otlp/receiver.js). Debian 12's nodejs is 18. Only when no node >= 18
 # is on PATH: one installed otherwise (NodeSource's, say, with its own npm)
 # is kept, and npm alone is added when only it is missing.
-if [ "${1:-}" = test ]; then
+# `install-deps.sh bench` too: the otlp benchmarks send to that receiver.
+if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
 	if ! command -v node >/dev/null 2>&1 ||
 		! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' >/dev/null 2>&1; then
-		OPTIONAL="nodejs npm"
+		OPTIONAL="$OPTIONAL nodejs npm"
 	elif ! command -v npm >/dev/null 2>&1; then
-		OPTIONAL="npm"
+		OPTIONAL="$OPTIONAL npm"
 	fi
-	OPTIONAL_FOR="the OTLP exporter's tests need node >= 18 and npm"
+	if [ "$1" = bench ]; then
+		OPTIONAL_FOR="the benchmarks will say LTTng-UST or the OTLP export was not measured"
+	else
+		OPTIONAL_FOR="the OTLP exporter's tests need node >= 18 and npm"
+	fi
 fi
 
 missing=""
