@@ -801,6 +801,8 @@ void evr__hub_end(struct evr_hub *hub)
 				}
 				hq_put(&x->q, 0, ITEM_END);
 				hq_publish(&x->q, 1);
+				/* Counted as an item, as its thread counts it done: flush compares the two. */
+				__atomic_store_n(&x->enq, x->enq + 1, __ATOMIC_RELAXED);
 				x->end_sent = true;
 				wake_fenced(x, &fenced);
 			}
