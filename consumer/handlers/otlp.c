@@ -354,7 +354,6 @@ struct otlp {
 
 	/* Counters of what the handler turned into OTLP (the exporter counts what became of it). */
 	uint64_t spans, events_in_spans, logs, lost, skipped;
-	struct evr__walk walk;
 	char *traces_url, *logs_url, *headers;
 };
 
@@ -1158,7 +1157,6 @@ static void otlp_destroy(void *ctx)
 	evr__pairmap_free(&o->tagged_idx);
 	free(o->res);
 	evr__arena_free(&o->res_arena);
-	evr__walk_free(&o->walk);
 	pthread_mutex_destroy(&o->lock);
 	free(o->service);
 	free(o->traces_url);
@@ -1324,10 +1322,6 @@ int evr__otlp_new(const char *arg, FILE *out, struct evr_handler *h, char *err, 
 					      tok, v);
 			goto fail;
 		}
-	}
-	if (strncmp(endpoint ? endpoint : "http:", "http:", 5) && strncmp(endpoint, "https:", 6)) {
-		rc = evr__builtin_err(err, errlen, -EINVAL, "otlp: '%s' is not an http:// or https:// URL", endpoint);
-		goto fail;
 	}
 	/* A signal's own endpoint is used as it is; the general one gets /v1/traces and /v1/logs. */
 	o->traces_url = (v = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) && !(arg && strstr(arg, "://"))
