@@ -51,6 +51,7 @@
 
 #include "builtin.h"
 #include "otlp_export.h"
+#include "evring/packed.pb-c.h"
 #include "otlp_internal.h"
 
 #define OTLP_BATCH_MAX 512u
@@ -61,221 +62,16 @@
 #define OTLP_TAGGED_MAX 4096u /* traces whose tags are remembered for their later deliveries */
 #define OTLP_DEFAULT_ENDPOINT "http://localhost:4318"
 #define OTLP_SCOPE "evring"
-#define ARENA_CHUNK (64u << 10)
 
-/* ---- the arena ---------------------------------------------------------------- */
-
-struct evr__arena_chunk {
-	struct evr__arena_chunk *next;
-	size_t size;
-	_Alignas(16) unsigned char mem[];
-};
-
-void *evr__arena_alloc(struct evr__arena *a, size_t n)
+/* An attribute whose value is a string literal (not copied). 0 or -ENOMEM. */
+static int kv_lit(struct evr__arena *a, struct evr__kvlist *l, const char *key, const char *lit)
 {
-	void *p;
+	otlp_any *v = evr__kv_put(a, l, key, true);
 
-	n = (n + 15) & ~(size_t)15;
-	if (!a->head || a->used + n > a->cap) {
-		size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
-		struct evr__arena_chunk *c = malloc(sizeof(*c) + size);
-
-		if (!c)
-			return NULL;
-		c->next = a->head;
-		c->size = size;
-		a->head = c;
-		a->used = 0;
-		a->cap = size;
-		a->bytes += sizeof(*c) + size;
-	}
-	p = a->head->mem + a->used;
-	a->used += n;
-	memset(p, 0, n);
-	return p;
-}
-
-/* A copy that is valid UTF-8 (protobuf's strings must be): a bad byte becomes U+FFFD. */
-static char *arena_utf8(struct evr__arena *a, const char *s, size_t len)
-{
-	char *out = evr__arena_alloc(a, len * 3 + 1), *o = out;
-	const unsigned char *u = (const unsigned char *)s;
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len;) {
-		unsigned c = u[i];
-		size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-		bool ok = n && i + n <= len && c != 0;
-
-		for (size_t k = 1; ok && k < n; k++)
-			ok = (u[i + k] & 0xc0) == 0x80;
-		/* No overlong forms, surrogates or code points past U+10FFFF. */
-		if (ok && n == 3)
-			ok = !(c == 0xe0 && u[i + 1] < 0xa0) && !(c == 0xed && u[i + 1] >= 0xa0);
-		if (ok && n == 4)
-			ok = !(c == 0xf0 && u[i + 1] < 0x90) && !(c == 0xf4 && u[i + 1] >= 0x90);
-		if (!ok) {
-			memcpy(o, "\xef\xbf\xbd", 3);
-			o += 3;
-			i++;
-			continue;
-		}
-		memcpy(o, s + i, n);
-		o += n;
-		i += n;
-	}
-	*o = 0;
-	return out;
-}
-
-char *evr__arena_strdup(struct evr__arena *a, const char *s)
-{
-	return arena_utf8(a, s ? s : "", s ? strlen(s) : 0);
-}
-
-void evr__arena_free(struct evr__arena *a)
-{
-	while (a->head) {
-		struct evr__arena_chunk *c = a->head;
-
-		a->head = c->next;
-		free(c);
-	}
-	a->used = a->cap = a->bytes = 0;
-}
-
-/* ---- attributes ------------------------------------------------------------------ */
-
-/* A growing attribute list in an arena; a key put twice keeps its later value. */
-struct kvlist {
-	otlp_kv **kv;
-	size_t n, cap;
-};
-
-static otlp_any *any_new(struct evr__arena *a)
-{
-	otlp_any *v = evr__arena_alloc(a, sizeof(*v));
-
-	if (v)
-		*v = (otlp_any)OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__INIT;
-	return v;
-}
-
-static otlp_any *kv_put(struct evr__arena *a, struct kvlist *l, const char *key)
-{
-	otlp_kv *kv;
-
-	for (size_t i = 0; i < l->n; i++)
-		if (!strcmp(l->kv[i]->key, key)) {
-			otlp_any *v = any_new(a);
-			if (v)
-				l->kv[i]->value = v;
-			return v;
-		}
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 16;
-		otlp_kv **kvs = evr__arena_alloc(a, cap * sizeof(*kvs));
-
-		if (!kvs)
-			return NULL;
-		if (l->n)
-			memcpy(kvs, l->kv, l->n * sizeof(*kvs));
-		l->kv = kvs;
-		l->cap = cap;
-	}
-	if (!(kv = evr__arena_alloc(a, sizeof(*kv))))
-		return NULL;
-	*kv = (otlp_kv)OPENTELEMETRY__PROTO__COMMON__V1__KEY_VALUE__INIT;
-	if (!(kv->key = evr__arena_strdup(a, key)) || !(kv->value = any_new(a)))
-		return NULL;
-	l->kv[l->n++] = kv;
-	return kv->value;
-}
-
-static int kv_str(struct evr__arena *a, struct kvlist *l, const char *key, const char *s)
-{
-	otlp_any *v = kv_put(a, l, key);
-
-	if (!v || !(v->string_value = evr__arena_strdup(a, s)))
+	if (!v)
 		return -ENOMEM;
 	v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-	return 0;
-}
-
-static int kv_int(struct evr__arena *a, struct kvlist *l, const char *key, int64_t i)
-{
-	otlp_any *v = kv_put(a, l, key);
-
-	if (!v)
-		return -ENOMEM;
-	v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-	v->int_value = i;
-	return 0;
-}
-
-/* A copy of value v under key, its strings copied into a (v is a scalar or a string). */
-static int kv_copy(struct evr__arena *a, struct kvlist *l, const char *key, const otlp_any *v)
-{
-	otlp_any *c = kv_put(a, l, key);
-
-	if (!c)
-		return -ENOMEM;
-	*c = *v;
-	if (v->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE &&
-	    !(c->string_value = evr__arena_strdup(a, v->string_value)))
-		return -ENOMEM;
-	return 0;
-}
-
-/* A decoded field's value, typed. */
-static int kv_value(struct evr__arena *a, struct kvlist *l, const char *key, const struct evr_value *in)
-{
-	otlp_any *v = kv_put(a, l, key);
-	char num[24];
-
-	if (!v)
-		return -ENOMEM;
-	switch (in->type) {
-	case EVR_V_BOOL:
-		v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE;
-		v->bool_value = in->b;
-		break;
-	case EVR_V_I64:
-		v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-		v->int_value = in->i;
-		break;
-	case EVR_V_U64:
-		if (in->u <= INT64_MAX) {
-			v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-			v->int_value = (int64_t)in->u;
-		} else { /* OTLP's integers are signed: past them, the exact decimal text */
-			snprintf(num, sizeof(num), "%" PRIu64, in->u);
-			v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-			if (!(v->string_value = evr__arena_strdup(a, num)))
-				return -ENOMEM;
-		}
-		break;
-	case EVR_V_F64:
-		v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE;
-		v->double_value = in->f;
-		break;
-	case EVR_V_STR:
-		v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-		if (!(v->string_value = arena_utf8(a, in->s ? in->s : "", in->s ? in->len : 0)))
-			return -ENOMEM;
-		break;
-	default: /* nil: an empty AnyValue */
-		break;
-	}
-	return 0;
-}
-
-static int kv_fields(struct evr__arena *a, struct kvlist *l, const struct evr_fields *f)
-{
-	for (uint32_t i = 0; f && i < f->n; i++)
-		if (f->f[i].name && kv_value(a, l, f->f[i].name, &f->f[i].v))
-			return -ENOMEM;
+	v->string_value = (char *)lit;
 	return 0;
 }
 
@@ -284,7 +80,7 @@ static int kv_fields(struct evr__arena *a, struct kvlist *l, const struct evr_fi
 /* One source's resource attributes, built once; its losses not yet reported. */
 struct otlp_res {
 	const struct evr_source *src;
-	struct kvlist kv;
+	struct evr__kvlist kv;
 	uint64_t lost_pending;
 };
 
@@ -292,7 +88,7 @@ struct otlp_res {
 struct bgroup {
 	const struct evr_source *src;
 	otlp_resource *resource;
-	struct kvlist rkv; /* its attributes: evring.lost is added when the batch goes */
+	struct evr__kvlist rkv; /* its attributes: evring.lost is added when the batch goes */
 	void **items; /* otlp_span * or otlp_log * */
 	size_t n;
 };
@@ -326,7 +122,7 @@ struct tagged {
 	const struct evr_source *src;
 	uint64_t trace_id;
 	struct evr__arena arena;
-	struct kvlist kv;
+	struct evr__kvlist kv;
 };
 
 struct otlp {
@@ -335,8 +131,9 @@ struct otlp {
 	struct batch *cur[2]; /* the batch filling, per signal */
 	struct otlp_res *res;
 	uint32_t nres;
-	struct evr__arena res_arena; /* the resources' attributes: they outlive every batch */
-	struct kvlist extra;	     /* OTEL_RESOURCE_ATTRIBUTES */
+	struct evr__arena res_arena; /* the resources' attributes: they outlive every batch, which shares them */
+	struct evr__arena_pool *pool; /* the batches' arena chunks, reused */
+	struct evr__kvlist extra;	     /* OTEL_RESOURCE_ATTRIBUTES */
 	char *service;		     /* OTEL_SERVICE_NAME or service=; NULL: the program */
 	char host[256];
 	uint64_t flush_ms;
@@ -420,14 +217,14 @@ static struct otlp_res *res_of(struct otlp *o, const struct evr_source *src)
 	memset(r, 0, sizeof(*r));
 	r->src = src;
 	snprintf(pid, sizeof(pid), "%" PRIu32, src ? src->pid : 0);
-	if (kv_str(a, &r->kv, "service.name",
+	if (evr__kv_str(a, &r->kv, "service.name",
 		   o->service ? o->service : src && src->program && *src->program ? src->program : "unknown_service") ||
-	    kv_int(a, &r->kv, "process.pid", src ? src->pid : 0) ||
-	    (src && src->cmdline && *src->cmdline && kv_str(a, &r->kv, "process.command_line", src->cmdline)) ||
-	    (src && src->program && *src->program && kv_str(a, &r->kv, "process.executable.name", src->program)) ||
-	    kv_str(a, &r->kv, "host.name", o->host) || kv_str(a, &r->kv, "telemetry.sdk.name", "evring") ||
-	    kv_str(a, &r->kv, "telemetry.sdk.language", "c") ||
-	    kv_str(a, &r->kv, "telemetry.sdk.version", EVR_VERSION))
+	    evr__kv_int(a, &r->kv, "process.pid", src ? src->pid : 0) ||
+	    (src && src->cmdline && *src->cmdline && evr__kv_str(a, &r->kv, "process.command_line", src->cmdline)) ||
+	    (src && src->program && *src->program && evr__kv_str(a, &r->kv, "process.executable.name", src->program)) ||
+	    evr__kv_str(a, &r->kv, "host.name", o->host) || evr__kv_str(a, &r->kv, "telemetry.sdk.name", "evring") ||
+	    evr__kv_str(a, &r->kv, "telemetry.sdk.language", "c") ||
+	    evr__kv_str(a, &r->kv, "telemetry.sdk.version", EVR_VERSION))
 		return NULL;
 	/* OTEL_RESOURCE_ATTRIBUTES: the user's, after evring's (service.name there yields to OTEL_SERVICE_NAME). */
 	for (size_t i = 0; i < o->extra.n; i++) {
@@ -435,7 +232,7 @@ static struct otlp_res *res_of(struct otlp *o, const struct evr_source *src)
 
 		if (!strcmp(kv->key, "service.name") && (o->service || !src))
 			continue;
-		if (kv_str(a, &r->kv, kv->key, kv->value->string_value))
+		if (evr__kv_str(a, &r->kv, kv->key, kv->value->string_value))
 			return NULL;
 	}
 	o->nres++;
@@ -452,28 +249,28 @@ static void batch_free(struct evr_otlp_job *j)
 	free(b);
 }
 
-static int batch_encode(struct evr_otlp_job *j, bool json, uint8_t **out, size_t *len)
+/* The batch as OTLP/JSON, from the messages as they are. */
+static int encode_json(struct batch *b, const otlp_scope *scope, uint8_t **out, size_t *len)
 {
-	struct batch *b = (struct batch *)j;
 	void *rs[8];
 	otlp_trace_req treq = OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
 	otlp_logs_req lreq = OPENTELEMETRY__PROTO__COLLECTOR__LOGS__V1__EXPORT_LOGS_SERVICE_REQUEST__INIT;
-	otlp_scope scope = OPENTELEMETRY__PROTO__COMMON__V1__INSTRUMENTATION_SCOPE__INIT;
 	otlp_rspans rsp[8];
 	otlp_sspans ssp[8];
 	otlp_sspans *sspp[8];
 	otlp_rlogs rlg[8];
 	otlp_slogs slg[8];
 	otlp_slogs *slgp[8];
-	const ProtobufCMessage *msg;
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f;
+	int rc;
 
-	scope.name = (char *)OTLP_SCOPE;
-	scope.version = (char *)EVR_VERSION;
 	for (uint32_t g = 0; g < b->ngroups; g++) {
-		if (j->signal == EVR_OTLP_TRACES) {
+		if (b->job.signal == EVR_OTLP_TRACES) {
 			rsp[g] = (otlp_rspans)OPENTELEMETRY__PROTO__TRACE__V1__RESOURCE_SPANS__INIT;
 			ssp[g] = (otlp_sspans)OPENTELEMETRY__PROTO__TRACE__V1__SCOPE_SPANS__INIT;
-			ssp[g].scope = &scope;
+			ssp[g].scope = (otlp_scope *)scope;
 			ssp[g].n_spans = b->groups[g].n;
 			ssp[g].spans = (otlp_span **)b->groups[g].items;
 			sspp[g] = &ssp[g];
@@ -484,7 +281,7 @@ static int batch_encode(struct evr_otlp_job *j, bool json, uint8_t **out, size_t
 		} else {
 			rlg[g] = (otlp_rlogs)OPENTELEMETRY__PROTO__LOGS__V1__RESOURCE_LOGS__INIT;
 			slg[g] = (otlp_slogs)OPENTELEMETRY__PROTO__LOGS__V1__SCOPE_LOGS__INIT;
-			slg[g].scope = &scope;
+			slg[g].scope = (otlp_scope *)scope;
 			slg[g].n_log_records = b->groups[g].n;
 			slg[g].log_records = (otlp_log **)b->groups[g].items;
 			slgp[g] = &slg[g];
@@ -497,31 +294,99 @@ static int batch_encode(struct evr_otlp_job *j, bool json, uint8_t **out, size_t
 	treq.n_resource_spans = lreq.n_resource_logs = b->ngroups;
 	treq.resource_spans = (otlp_rspans **)rs;
 	lreq.resource_logs = (otlp_rlogs **)rs;
-	msg = j->signal == EVR_OTLP_TRACES ? &treq.base : &lreq.base;
-	if (json) {
-		char *buf = NULL;
-		size_t n = 0;
-		FILE *f = open_memstream(&buf, &n);
-		int rc;
-
-		if (!f)
-			return -ENOMEM;
-		rc = j->signal == EVR_OTLP_TRACES ? evr__otlp_json_traces(f, &treq) : evr__otlp_json_logs(f, &lreq);
-		if (fclose(f) != 0 && !rc)
-			rc = -ENOMEM;
-		if (rc) {
-			free(buf);
-			return rc;
-		}
-		*out = (uint8_t *)buf;
-		*len = n;
-		return 0;
-	}
-	*len = protobuf_c_message_get_packed_size(msg);
-	if (!(*out = malloc(*len ? *len : 1)))
+	if (!(f = open_memstream(&buf, &n)))
 		return -ENOMEM;
-	protobuf_c_message_pack(msg, *out);
+	rc = b->job.signal == EVR_OTLP_TRACES ? evr__otlp_json_traces(f, &treq) : evr__otlp_json_logs(f, &lreq);
+	if (fclose(f) != 0 && !rc)
+		rc = -ENOMEM;
+	if (rc) {
+		free(buf);
+		return rc;
+	}
+	*out = (uint8_t *)buf;
+	*len = n;
 	return 0;
+}
+
+/*
+ * The batch as protobuf: each span (or log record) packed on its own, then
+ * the request around those bytes (consumer/otlp/evring/packed.proto: the
+ * same bytes on the wire, each message sized fewer times).
+ */
+static int encode_protobuf(struct batch *b, const otlp_scope *scope, uint8_t **out, size_t *len)
+{
+	Evring__Otlp__PackedResourceSpans rsp[8], *rspp[8];
+	Evring__Otlp__PackedScopeSpans ssp[8], *sspp[8];
+	Evring__Otlp__PackedResourceLogs rlg[8], *rlgp[8];
+	Evring__Otlp__PackedScopeLogs slg[8], *slgp[8];
+	Evring__Otlp__PackedTraceRequest treq = EVRING__OTLP__PACKED_TRACE_REQUEST__INIT;
+	Evring__Otlp__PackedLogsRequest lreq = EVRING__OTLP__PACKED_LOGS_REQUEST__INIT;
+	ProtobufCBinaryData *bins = malloc((b->job.items ? b->job.items : 1) * sizeof(*bins));
+	uint8_t *packed = NULL;
+	size_t total = 0, k = 0;
+	const ProtobufCMessage *req;
+
+	if (!bins)
+		return -ENOMEM;
+	for (uint32_t g = 0; g < b->ngroups; g++)
+		for (size_t i = 0; i < b->groups[g].n; i++, k++)
+			total += bins[k].len = protobuf_c_message_get_packed_size(b->groups[g].items[i]);
+	if (!(packed = malloc(total ? total : 1))) {
+		free(bins);
+		return -ENOMEM;
+	}
+	total = k = 0;
+	for (uint32_t g = 0; g < b->ngroups; g++) {
+		ProtobufCBinaryData *first = &bins[k];
+
+		for (size_t i = 0; i < b->groups[g].n; i++, k++) {
+			bins[k].data = packed + total;
+			total += protobuf_c_message_pack(b->groups[g].items[i], bins[k].data);
+		}
+		if (b->job.signal == EVR_OTLP_TRACES) {
+			ssp[g] = (Evring__Otlp__PackedScopeSpans)EVRING__OTLP__PACKED_SCOPE_SPANS__INIT;
+			ssp[g].scope = (otlp_scope *)scope;
+			ssp[g].n_spans = b->groups[g].n;
+			ssp[g].spans = first;
+			sspp[g] = &ssp[g];
+			rsp[g] = (Evring__Otlp__PackedResourceSpans)EVRING__OTLP__PACKED_RESOURCE_SPANS__INIT;
+			rsp[g].resource = b->groups[g].resource;
+			rsp[g].n_scope_spans = 1;
+			rsp[g].scope_spans = &sspp[g];
+			rspp[g] = &rsp[g];
+		} else {
+			slg[g] = (Evring__Otlp__PackedScopeLogs)EVRING__OTLP__PACKED_SCOPE_LOGS__INIT;
+			slg[g].scope = (otlp_scope *)scope;
+			slg[g].n_log_records = b->groups[g].n;
+			slg[g].log_records = first;
+			slgp[g] = &slg[g];
+			rlg[g] = (Evring__Otlp__PackedResourceLogs)EVRING__OTLP__PACKED_RESOURCE_LOGS__INIT;
+			rlg[g].resource = b->groups[g].resource;
+			rlg[g].n_scope_logs = 1;
+			rlg[g].scope_logs = &slgp[g];
+			rlgp[g] = &rlg[g];
+		}
+	}
+	treq.n_resource_spans = lreq.n_resource_logs = b->ngroups;
+	treq.resource_spans = rspp;
+	lreq.resource_logs = rlgp;
+	req = b->job.signal == EVR_OTLP_TRACES ? &treq.base : &lreq.base;
+	*len = protobuf_c_message_get_packed_size(req);
+	if ((*out = malloc(*len ? *len : 1)))
+		protobuf_c_message_pack(req, *out);
+	free(packed);
+	free(bins);
+	return *out ? 0 : -ENOMEM;
+}
+
+static int batch_encode(struct evr_otlp_job *j, bool json, uint8_t **out, size_t *len)
+{
+	struct batch *b = (struct batch *)j;
+	otlp_scope scope = OPENTELEMETRY__PROTO__COMMON__V1__INSTRUMENTATION_SCOPE__INIT;
+
+	scope.name = (char *)OTLP_SCOPE;
+	scope.version = (char *)EVR_VERSION;
+	return json ? encode_json(b, &scope, out, len) : encode_protobuf(b, &scope, out, len);
 }
 
 /* Hands the batch filling for signal s to the exporter. Called under o->lock. */
@@ -537,7 +402,7 @@ static void submit(struct otlp *o, int s)
 		struct bgroup *g = &b->groups[i];
 		struct otlp_res *r = res_of(o, g->src);
 
-		if (!r || !r->lost_pending || kv_int(&b->arena, &g->rkv, "evring.lost", (int64_t)r->lost_pending))
+		if (!r || !r->lost_pending || evr__kv_int(&b->arena, &g->rkv, "evring.lost", (int64_t)r->lost_pending))
 			continue;
 		r->lost_pending = 0;
 		g->resource->attributes = g->rkv.kv;
@@ -568,6 +433,7 @@ static void **slot(struct otlp *o, int s, const struct evr_source *src, struct e
 		if (!(b = calloc(1, sizeof(*b))))
 			return NULL;
 		b->o = o;
+		b->arena.pool = o->pool;
 		b->job.signal = (enum evr_otlp_signal)s;
 		b->job.encode = batch_encode;
 		b->job.free = batch_free;
@@ -576,7 +442,7 @@ static void **slot(struct otlp *o, int s, const struct evr_source *src, struct e
 	}
 	if (!g) {
 		struct otlp_res *r = res_of(o, src);
-		struct kvlist kv;
+		struct evr__kvlist kv;
 
 		g = &b->groups[b->ngroups];
 		g->src = src;
@@ -585,12 +451,12 @@ static void **slot(struct otlp *o, int s, const struct evr_source *src, struct e
 			return NULL;
 		*g->resource = (otlp_resource)OPENTELEMETRY__PROTO__RESOURCE__V1__RESOURCE__INIT;
 		/* The source's attributes, and its losses since its last batch. */
-		kv = (struct kvlist){ NULL, 0, 0 };
+		kv = (struct evr__kvlist){ NULL, 0, 0, 0 };
 		for (size_t i = 0; i < r->kv.n; i++)
-			if (kv_copy(&b->arena, &kv, r->kv.kv[i]->key, r->kv.kv[i]->value))
+			if (evr__kv_share(&b->arena, &kv, r->kv.kv[i]))
 				return NULL;
 		if (o->skipped && s == EVR_OTLP_TRACES) {
-			if (kv_int(&b->arena, &kv, "evring.skipped", (int64_t)o->skipped))
+			if (evr__kv_int(&b->arena, &kv, "evring.skipped", (int64_t)o->skipped))
 				return NULL;
 		}
 		g->rkv = kv;
@@ -644,16 +510,16 @@ static const char *span_kind(const char *name)
 	return "CHAIN";
 }
 
-static int kv_site(struct evr__arena *a, struct kvlist *l, const struct evr_site_info *site, uint32_t tid)
+static int kv_site(struct evr__arena *a, struct evr__kvlist *l, const struct evr_site_info *site, uint32_t tid)
 {
 	const char *disp = evr__site_dispatcher(site);
 
-	if ((disp && *disp && kv_str(a, l, "evring.dispatcher", disp)) || (tid && kv_int(a, l, "thread.id", tid)))
+	if ((disp && *disp && evr__kv_str(a, l, "evring.dispatcher", disp)) || (tid && evr__kv_int(a, l, "thread.id", tid)))
 		return -ENOMEM;
-	if (site && site->func && *site->func && kv_str(a, l, "code.function", site->func))
+	if (site && site->func && *site->func && evr__kv_str(a, l, "code.function", site->func))
 		return -ENOMEM;
 	if (site && site->file && *site->file &&
-	    (kv_str(a, l, "code.filepath", site->file) || kv_int(a, l, "code.lineno", site->line)))
+	    (evr__kv_str(a, l, "code.filepath", site->file) || evr__kv_int(a, l, "code.lineno", site->line)))
 		return -ENOMEM;
 	return 0;
 }
@@ -671,7 +537,7 @@ static int add_log(struct otlp *o, const struct evr_event *ev)
 	struct evr__arena *a;
 	void **slotp = slot(o, EVR_OTLP_LOGS, ev->src, &a);
 	const char *name = evr__site_name(ev->site);
-	struct kvlist kv = { NULL, 0, 0 };
+	struct evr__kvlist kv = { NULL, 0, 0, 0 };
 	otlp_log *l;
 
 	if (!slotp || !(l = evr__arena_alloc(a, sizeof(*l))))
@@ -685,11 +551,11 @@ static int add_log(struct otlp *o, const struct evr_event *ev)
 	l->severity_text = l->severity_number == OPENTELEMETRY__PROTO__LOGS__V1__SEVERITY_NUMBER__SEVERITY_NUMBER_ERROR
 				   ? (char *)"ERROR"
 				   : (char *)"INFO";
-	if (!(l->event_name = evr__arena_strdup(a, name ? name : "(unknown event)")) || !(l->body = any_new(a)) ||
-	    !(l->body->string_value = evr__arena_strdup(a, l->event_name)))
+	if (!(l->event_name = evr__arena_strdup(a, name ? name : "(unknown event)")) || !(l->body = evr__otlp_any_new(a)) ||
+	    !(l->body->string_value = l->event_name))
 		return -ENOMEM;
 	l->body->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-	if (kv_fields(a, &kv, ev->fields) || kv_site(a, &kv, ev->site, ev->tid))
+	if (evr__kv_fields(a, &kv, ev->fields) || kv_site(a, &kv, ev->site, ev->tid))
 		return -ENOMEM;
 	l->attributes = kv.kv;
 	l->n_attributes = kv.n;
@@ -819,13 +685,13 @@ static const char *error_message(const struct evr_span_rec *sp)
 }
 
 /* One span, its held events, and the trace's tags. Called under o->lock. */
-static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct kvlist *tags, struct held_ev *evs,
+static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct evr__kvlist *tags, struct held_ev *evs,
 		    uint64_t end_now)
 {
 	struct evr__arena *a;
 	void **slotp = slot(o, EVR_OTLP_TRACES, sp->src, &a);
 	const char *name = evr__site_name(sp->site);
-	struct kvlist kv = { NULL, 0, 0 };
+	struct evr__kvlist kv = { NULL, 0, 0, 0 };
 	uint32_t nev = 0, k = 0;
 	otlp_span *s;
 	char why[96];
@@ -847,17 +713,17 @@ static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct 
 	s->end_time_unix_nano = sp->status == EVR_SPAN_OPEN || !sp->end_ns ? end_now : sp->end_ns;
 	if (s->end_time_unix_nano < s->start_time_unix_nano)
 		s->end_time_unix_nano = s->start_time_unix_nano;
-	if (kv_fields(a, &kv, sp->begin_fields) || kv_fields(a, &kv, sp->end_fields))
+	if (evr__kv_fields(a, &kv, sp->begin_fields) || evr__kv_fields(a, &kv, sp->end_fields))
 		return -ENOMEM;
 	for (size_t i = 0; tags && i < tags->n; i++)
-		if (kv_copy(a, &kv, tags->kv[i]->key, tags->kv[i]->value))
+		if (evr__kv_copy(a, &kv, tags->kv[i]))
 			return -ENOMEM;
-	if (kv_str(a, &kv, "openinference.span.kind", span_kind(name)) || kv_site(a, &kv, sp->site, sp->tid))
+	if (kv_lit(a, &kv, "openinference.span.kind", span_kind(name)) || kv_site(a, &kv, sp->site, sp->tid))
 		return -ENOMEM;
-	if (sp->status != EVR_SPAN_OK && kv_str(a, &kv, "evring.span.status", evr__span_status_name(sp->status)))
+	if (sp->status != EVR_SPAN_OK && kv_lit(a, &kv, "evring.span.status", evr__span_status_name(sp->status)))
 		return -ENOMEM;
 	if (sp->flags) {
-		otlp_any *v = kv_put(a, &kv, "evring.span.flags");
+		otlp_any *v = evr__kv_put(a, &kv, "evring.span.flags", true);
 		otlp_array *arr = evr__arena_alloc(a, sizeof(*arr));
 		uint32_t n = 0;
 
@@ -869,8 +735,8 @@ static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct 
 		for (unsigned bit = 0; evr__span_flag_name(bit) && bit < 32; bit++) {
 			if (!(sp->flags & (1u << bit)))
 				continue;
-			if (!(arr->values[n] = any_new(a)) ||
-			    !(arr->values[n]->string_value = evr__arena_strdup(a, evr__span_flag_name(bit))))
+			if (!(arr->values[n] = evr__otlp_any_new(a)) ||
+			    !(arr->values[n]->string_value = (char *)evr__span_flag_name(bit)))
 				return -ENOMEM;
 			arr->values[n++]->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
 		}
@@ -905,7 +771,7 @@ static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct 
 		return -ENOMEM;
 	for (struct held_ev *e = evs; e; e = e->next) {
 		const struct evr_event *ev = e->ev;
-		struct kvlist ekv = { NULL, 0, 0 };
+		struct evr__kvlist ekv = { NULL, 0, 0, 0 };
 		const char *ename = evr__site_name(ev->site);
 		otlp_sevent *oe;
 
@@ -916,8 +782,8 @@ static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct 
 		*oe = (otlp_sevent)OPENTELEMETRY__PROTO__TRACE__V1__SPAN__EVENT__INIT;
 		oe->time_unix_nano = ev->ts_ns;
 		if (!(oe->name = evr__arena_strdup(a, ename ? ename : "(unknown event)")) ||
-		    kv_fields(a, &ekv, ev->fields) ||
-		    (evr__site_dispatcher(ev->site) && kv_str(a, &ekv, "evring.dispatcher", evr__site_dispatcher(ev->site))))
+		    evr__kv_fields(a, &ekv, ev->fields) ||
+		    (evr__site_dispatcher(ev->site) && evr__kv_str(a, &ekv, "evring.dispatcher", evr__site_dispatcher(ev->site))))
 			return -ENOMEM;
 		oe->attributes = ekv.kv;
 		oe->n_attributes = ekv.n;
@@ -1006,7 +872,7 @@ static int otlp_trace_end(void *ctx, const struct evr_trace *tr)
 		evs[i] = held_take(o, tr->src, tr->spans[i]->span_id);
 		for (struct held_ev *e = evs[i]; e && !rc; e = e->next)
 			if (is_tags(e->ev) && (t || (t = tagged_of(o, tr->src, tr->trace_id, true))))
-				rc = kv_fields(&t->arena, &t->kv, e->ev->fields);
+				rc = evr__kv_fields(&t->arena, &t->kv, e->ev->fields);
 	}
 	if (!t)
 		t = tagged_of(o, tr->src, tr->trace_id, false); /* tags an earlier delivery of the trace had */
@@ -1079,7 +945,7 @@ static int add_lost_log(struct otlp *o, struct otlp_res *r)
 {
 	struct evr__arena *a;
 	void **slotp = slot(o, EVR_OTLP_LOGS, r->src, &a);
-	struct kvlist kv = { NULL, 0, 0 };
+	struct evr__kvlist kv = { NULL, 0, 0, 0 };
 	otlp_log *l;
 
 	if (!slotp || !(l = evr__arena_alloc(a, sizeof(*l))))
@@ -1090,7 +956,7 @@ static int add_lost_log(struct otlp *o, struct otlp_res *r)
 	l->severity_number = OPENTELEMETRY__PROTO__LOGS__V1__SEVERITY_NUMBER__SEVERITY_NUMBER_WARN;
 	l->severity_text = (char *)"WARN";
 	l->event_name = (char *)"evring.lost";
-	if (!(l->body = any_new(a)) || kv_int(a, &kv, "evring.lost", (int64_t)r->lost_pending))
+	if (!(l->body = evr__otlp_any_new(a)) || evr__kv_int(a, &kv, "evring.lost", (int64_t)r->lost_pending))
 		return -ENOMEM;
 	l->body->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
 	l->body->string_value = (char *)"evring.lost";
@@ -1157,6 +1023,7 @@ static void otlp_destroy(void *ctx)
 	evr__pairmap_free(&o->tagged_idx);
 	free(o->res);
 	evr__arena_free(&o->res_arena);
+	evr__arena_pool_free(o->pool); /* every batch is freed: the exporter's and those filling */
 	pthread_mutex_destroy(&o->lock);
 	free(o->service);
 	free(o->traces_url);
@@ -1204,27 +1071,31 @@ static char *trim(char *s)
 static int resource_env(struct otlp *o, const char *env, char *err, size_t errlen)
 {
 	char *copy = strdup(env), *save = NULL;
+	int rc = 0;
 
 	if (!copy)
 		return -ENOMEM;
 	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(tok, '='), *k, *v;
+		otlp_any *val;
 
 		if (!eq) {
-			free(copy);
-			return evr__builtin_err(err, errlen, -EINVAL, "otlp: OTEL_RESOURCE_ATTRIBUTES: '%s' is not key=value",
-						tok);
+			rc = evr__builtin_err(err, errlen, -EINVAL, "otlp: OTEL_RESOURCE_ATTRIBUTES: '%s' is not key=value",
+					      tok);
+			break;
 		}
 		*eq = 0;
 		k = trim(tok);
 		v = trim(eq + 1);
-		if (!*k || pct_decode(v) || kv_str(&o->res_arena, &o->extra, k, v)) {
-			free(copy);
-			return evr__builtin_err(err, errlen, -EINVAL, "otlp: OTEL_RESOURCE_ATTRIBUTES: bad entry '%s'", k);
+		if (!*k || pct_decode(v) || !(val = evr__kv_put(&o->res_arena, &o->extra, k, false)) ||
+		    !(val->string_value = evr__arena_strdup(&o->res_arena, v))) {
+			rc = evr__builtin_err(err, errlen, -EINVAL, "otlp: OTEL_RESOURCE_ATTRIBUTES: bad entry '%s'", k);
+			break;
 		}
+		val->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
 	}
-	free(copy);
-	return 0;
+	free(copy); /* after the message: it quotes the entry */
+	return rc;
 }
 
 static char *join(const char *base, const char *path)
@@ -1265,6 +1136,10 @@ int evr__otlp_new(const char *arg, FILE *out, struct evr_handler *h, char *err, 
 	}
 	pthread_mutex_init(&o->lock, NULL);
 	o->flush_ms = OTLP_FLUSH_MS;
+	if (!(o->pool = evr__arena_pool_new())) {
+		rc = evr__builtin_err(err, errlen, -ENOMEM, "otlp: out of memory");
+		goto fail;
+	}
 	if (gethostname(o->host, sizeof(o->host) - 1) != 0)
 		snprintf(o->host, sizeof(o->host), "unknown");
 

@@ -9,7 +9,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
+
+#include <evring/consumer.h>
 
 #include "opentelemetry/proto/collector/logs/v1/logs_service.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
@@ -33,16 +36,55 @@ typedef Opentelemetry__Proto__Collector__Logs__V1__ExportLogsServiceRequest otlp
 /*
  * A bump allocator: a batch's messages, strings and arrays live in its
  * arena and go with it in one free. Chunks of 64 KiB (a larger request gets
- * a chunk of its own).
+ * a chunk of its own); with a pool, freed chunks of that size go to the
+ * pool and the next arena takes them from there (otlp_attrs.c).
  */
+struct evr__arena_pool;
 struct evr__arena {
 	struct evr__arena_chunk *head;
-	size_t used, cap; /* in head */
-	size_t bytes;	  /* all chunks: what the batch holds against the export queue's cap */
+	unsigned char *mem; /* head's memory */
+	size_t used, cap;   /* in head */
+	size_t bytes;	    /* all chunks: what the batch holds against the export queue's cap */
+	struct evr__arena_pool *pool; /* NULL: chunks are freed */
 };
-void *evr__arena_alloc(struct evr__arena *a, size_t n); /* zeroed, 16-aligned; NULL: no memory */
+void *evr__arena_grow(struct evr__arena *a, size_t n);
+
+/* n bytes, 8-aligned, not zeroed; NULL: no memory. */
+static inline void *evr__arena_alloc(struct evr__arena *a, size_t n)
+{
+	void *p;
+
+	n = (n + 7) & ~(size_t)7;
+	if (!a->mem || a->used + n > a->cap)
+		return evr__arena_grow(a, n);
+	p = a->mem + a->used;
+	a->used += n;
+	return p;
+}
+char *evr__arena_utf8(struct evr__arena *a, const char *s, size_t len); /* valid UTF-8: a bad byte becomes U+FFFD */
 char *evr__arena_strdup(struct evr__arena *a, const char *s);
 void evr__arena_free(struct evr__arena *a);
+struct evr__arena_pool *evr__arena_pool_new(void);
+void evr__arena_pool_free(struct evr__arena_pool *p); /* after every arena that used it is freed */
+
+/*
+ * An attribute list in an arena; a key put twice keeps its later value.
+ * keys: a bit per key fingerprint, so most puts compare no string.
+ */
+struct evr__kvlist {
+	otlp_kv **kv;
+	size_t n, cap;
+	uint64_t keys;
+};
+otlp_any *evr__otlp_any_new(struct evr__arena *a);
+/* The value of a new entry for key (literal: the key outlives the arena, not copied). NULL: no memory. */
+otlp_any *evr__kv_put(struct evr__arena *a, struct evr__kvlist *l, const char *key, bool literal);
+/* 0 or -ENOMEM. */
+int evr__kv_str(struct evr__arena *a, struct evr__kvlist *l, const char *key, const char *s); /* key: a literal */
+int evr__kv_int(struct evr__arena *a, struct evr__kvlist *l, const char *key, int64_t i);     /* key: a literal */
+int evr__kv_copy(struct evr__arena *a, struct evr__kvlist *l, const otlp_kv *kv); /* a copy of kv (a scalar or a string) */
+int evr__kv_share(struct evr__arena *a, struct evr__kvlist *l, otlp_kv *kv); /* kv itself: it outlives a */
+int evr__kv_fields(struct evr__arena *a, struct evr__kvlist *l, const struct evr_fields *f); /* typed */
 
 /* Writes an export request as OTLP/JSON (the protobuf JSON mapping OTLP/HTTP specifies). 0 or -EIO. */
 int evr__otlp_json_traces(FILE *f, const otlp_trace_req *req);
