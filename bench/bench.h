@@ -364,7 +364,8 @@ struct bench_otlp_rx {
 	char dir[64]; /* a temporary directory: its port and summary files */
 	unsigned port;
 };
-int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, char *why, size_t whylen);
+/* count_only: --count-only, protobuf requests' spans counted, not decoded. */
+int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, bool count_only, char *why, size_t whylen);
 
 /* What it decoded and accepted, from its --summary: requests, spans, log records, request bytes (as sent). */
 struct bench_otlp_rx_summary {

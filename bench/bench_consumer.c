@@ -776,7 +776,7 @@ static void cons_otlp_receiver(struct bench_sub *s, struct cons_bench *cb, bool 
 
 	for (size_t k = 0; k < CONS_NCASES; k++)
 		need |= cons_cases[k].otlp && (!*some || want[k]);
-	if (!need || bench_otlp_rx_start(&cb->rx, cb->prod_cpu, why, sizeof(why)) == 0)
+	if (!need || bench_otlp_rx_start(&cb->rx, cb->prod_cpu, true, why, sizeof(why)) == 0)
 		return;
 	bench_table_note(&s->t, "otlp rows not measured: %s", why);
 	for (size_t k = 0; k < CONS_NCASES; k++)

@@ -647,7 +647,7 @@ static int otlp_setup(struct bench_sub *s, void *ctx)
 	os->rx_cpu = bench_cpu_of(1);
 	/* The receivers first (fork and exec, pinned to the other CPU), then this process on its CPU. */
 	for (size_t c = 0; c < os->nsel; c++) {
-		if (bench_otlp_rx_start(&os->rx[c], os->rx_cpu, why, sizeof(why)) != 0) {
+		if (bench_otlp_rx_start(&os->rx[c], os->rx_cpu, false, why, sizeof(why)) != 0) {
 			bench_table_note(&s->t, "OTLP export not measured: %s", why);
 			otlp_teardown(s, os, 0);
 			return -1; /* on to an empty table, and exit 0 */

@@ -272,7 +272,7 @@ static void rx_clean(struct bench_otlp_rx *r)
 	r->dir[0] = '\0';
 }
 
-int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, char *why, size_t whylen)
+int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, bool count_only, char *why, size_t whylen)
 {
 #ifdef EVR_BENCH_OTLP_RECEIVER
 	const char *script = EVR_BENCH_OTLP_RECEIVER;
@@ -282,7 +282,7 @@ int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, char *why, size_t whyl
 	const char *modules = getenv("EVRING_OTLP_NODE_DIR");
 	char portf[96], summf[96], line[512] = "", last[512] = "";
 	char *argv[] = { "node", (char *)script, "--modules", NULL, "--port-file", portf, "--summary", summf,
-			 "--discard", NULL };
+			 "--discard", NULL, NULL };
 	int lr;
 
 	memset(r, 0, sizeof(*r));
@@ -301,6 +301,8 @@ int bench_otlp_rx_start(struct bench_otlp_rx *r, int cpu, char *why, size_t whyl
 		return -1;
 	}
 	argv[3] = (char *)modules;
+	if (count_only)
+		argv[9] = "--count-only";
 	snprintf(r->dir, sizeof(r->dir), "/tmp/evr-bench-otlp.XXXXXX");
 	if (!mkdtemp(r->dir)) {
 		snprintf(why, whylen, "cannot make a temporary directory: %s", strerror(errno));

@@ -51,7 +51,6 @@
 
 #include "builtin.h"
 #include "otlp_export.h"
-#include "evring/packed.pb-c.h"
 #include "otlp_internal.h"
 
 #define OTLP_BATCH_MAX 512u
@@ -59,7 +58,6 @@
 #define OTLP_HELD_MAX 65536u
 #define OTLP_HELD_NS 30000000000ull
 #define OTLP_FLUSH_MS 3000u
-#define OTLP_TAGGED_MAX 4096u /* traces whose tags are remembered for their later deliveries */
 #define OTLP_DEFAULT_ENDPOINT "http://localhost:4318"
 #define OTLP_SCOPE "evring"
 
@@ -105,26 +103,6 @@ struct batch {
 	uint64_t created_ns;
 };
 
-/* Events held for their span's trace. */
-struct held_ev {
-	const struct evr_event *ev; /* a reference */
-	struct held_ev *next;
-};
-struct held_list {
-	struct held_ev *head, *tail;
-	const struct evr_source *src;
-	uint64_t span_id;
-	uint64_t since_ns; /* CLOCK_MONOTONIC of the first */
-};
-
-/* A trace's tags, kept for spans of it delivered later (a trace id can be delivered more than once). */
-struct tagged {
-	const struct evr_source *src;
-	uint64_t trace_id;
-	struct evr__arena arena;
-	struct evr__kvlist kv;
-};
-
 struct otlp {
 	struct evr_otlp_exporter *x;
 	pthread_mutex_t lock; /* cur[], res[] lost_pending: the handler's thread and the exporter's tick */
@@ -139,15 +117,11 @@ struct otlp {
 	uint64_t flush_ms;
 	bool json;
 
-	struct evr__pairmap held_idx; /* (source, span id) -> index + 1 in held */
-	struct held_list *held;
-	uint32_t nheld, capheld;
-	uint32_t held_events;
+	struct evr__held held;
+	struct evr__held_ev **evs; /* a trace's spans' events, while it is mapped */
+	uint32_t capevs;
 	uint64_t next_age_ns;
-
-	struct evr__pairmap tagged_idx; /* (source, trace id) -> index + 1 in tagged */
-	struct tagged *tagged;		/* OTLP_TAGGED_MAX, a ring: the oldest goes first */
-	uint32_t ntagged, next_tagged;
+	struct evr__tags tags;
 
 	/* Counters of what the handler turned into OTLP (the exporter counts what became of it). */
 	uint64_t spans, events_in_spans, logs, lost, skipped;
@@ -249,8 +223,8 @@ static void batch_free(struct evr_otlp_job *j)
 	free(b);
 }
 
-/* The batch as OTLP/JSON, from the messages as they are. */
-static int encode_json(struct batch *b, const otlp_scope *scope, uint8_t **out, size_t *len)
+/* The batch as one export request: OTLP/JSON, or protobuf packed by protobuf-c. */
+static int encode(struct batch *b, const otlp_scope *scope, bool json, uint8_t **out, size_t *len)
 {
 	void *rs[8];
 	otlp_trace_req treq = OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
@@ -294,6 +268,15 @@ static int encode_json(struct batch *b, const otlp_scope *scope, uint8_t **out, 
 	treq.n_resource_spans = lreq.n_resource_logs = b->ngroups;
 	treq.resource_spans = (otlp_rspans **)rs;
 	lreq.resource_logs = (otlp_rlogs **)rs;
+	if (!json) {
+		const ProtobufCMessage *req = b->job.signal == EVR_OTLP_TRACES ? &treq.base : &lreq.base;
+
+		*len = protobuf_c_message_get_packed_size(req);
+		if (!(*out = malloc(*len ? *len : 1)))
+			return -ENOMEM;
+		protobuf_c_message_pack(req, *out);
+		return 0;
+	}
 	if (!(f = open_memstream(&buf, &n)))
 		return -ENOMEM;
 	rc = b->job.signal == EVR_OTLP_TRACES ? evr__otlp_json_traces(f, &treq) : evr__otlp_json_logs(f, &lreq);
@@ -308,77 +291,6 @@ static int encode_json(struct batch *b, const otlp_scope *scope, uint8_t **out, 
 	return 0;
 }
 
-/*
- * The batch as protobuf: each span (or log record) packed on its own, then
- * the request around those bytes (consumer/otlp/evring/packed.proto: the
- * same bytes on the wire, each message sized fewer times).
- */
-static int encode_protobuf(struct batch *b, const otlp_scope *scope, uint8_t **out, size_t *len)
-{
-	Evring__Otlp__PackedResourceSpans rsp[8], *rspp[8];
-	Evring__Otlp__PackedScopeSpans ssp[8], *sspp[8];
-	Evring__Otlp__PackedResourceLogs rlg[8], *rlgp[8];
-	Evring__Otlp__PackedScopeLogs slg[8], *slgp[8];
-	Evring__Otlp__PackedTraceRequest treq = EVRING__OTLP__PACKED_TRACE_REQUEST__INIT;
-	Evring__Otlp__PackedLogsRequest lreq = EVRING__OTLP__PACKED_LOGS_REQUEST__INIT;
-	ProtobufCBinaryData *bins = malloc((b->job.items ? b->job.items : 1) * sizeof(*bins));
-	uint8_t *packed = NULL;
-	size_t total = 0, k = 0;
-	const ProtobufCMessage *req;
-
-	if (!bins)
-		return -ENOMEM;
-	for (uint32_t g = 0; g < b->ngroups; g++)
-		for (size_t i = 0; i < b->groups[g].n; i++, k++)
-			total += bins[k].len = protobuf_c_message_get_packed_size(b->groups[g].items[i]);
-	if (!(packed = malloc(total ? total : 1))) {
-		free(bins);
-		return -ENOMEM;
-	}
-	total = k = 0;
-	for (uint32_t g = 0; g < b->ngroups; g++) {
-		ProtobufCBinaryData *first = &bins[k];
-
-		for (size_t i = 0; i < b->groups[g].n; i++, k++) {
-			bins[k].data = packed + total;
-			total += protobuf_c_message_pack(b->groups[g].items[i], bins[k].data);
-		}
-		if (b->job.signal == EVR_OTLP_TRACES) {
-			ssp[g] = (Evring__Otlp__PackedScopeSpans)EVRING__OTLP__PACKED_SCOPE_SPANS__INIT;
-			ssp[g].scope = (otlp_scope *)scope;
-			ssp[g].n_spans = b->groups[g].n;
-			ssp[g].spans = first;
-			sspp[g] = &ssp[g];
-			rsp[g] = (Evring__Otlp__PackedResourceSpans)EVRING__OTLP__PACKED_RESOURCE_SPANS__INIT;
-			rsp[g].resource = b->groups[g].resource;
-			rsp[g].n_scope_spans = 1;
-			rsp[g].scope_spans = &sspp[g];
-			rspp[g] = &rsp[g];
-		} else {
-			slg[g] = (Evring__Otlp__PackedScopeLogs)EVRING__OTLP__PACKED_SCOPE_LOGS__INIT;
-			slg[g].scope = (otlp_scope *)scope;
-			slg[g].n_log_records = b->groups[g].n;
-			slg[g].log_records = first;
-			slgp[g] = &slg[g];
-			rlg[g] = (Evring__Otlp__PackedResourceLogs)EVRING__OTLP__PACKED_RESOURCE_LOGS__INIT;
-			rlg[g].resource = b->groups[g].resource;
-			rlg[g].n_scope_logs = 1;
-			rlg[g].scope_logs = &slgp[g];
-			rlgp[g] = &rlg[g];
-		}
-	}
-	treq.n_resource_spans = lreq.n_resource_logs = b->ngroups;
-	treq.resource_spans = rspp;
-	lreq.resource_logs = rlgp;
-	req = b->job.signal == EVR_OTLP_TRACES ? &treq.base : &lreq.base;
-	*len = protobuf_c_message_get_packed_size(req);
-	if ((*out = malloc(*len ? *len : 1)))
-		protobuf_c_message_pack(req, *out);
-	free(packed);
-	free(bins);
-	return *out ? 0 : -ENOMEM;
-}
-
 static int batch_encode(struct evr_otlp_job *j, bool json, uint8_t **out, size_t *len)
 {
 	struct batch *b = (struct batch *)j;
@@ -386,7 +298,7 @@ static int batch_encode(struct evr_otlp_job *j, bool json, uint8_t **out, size_t
 
 	scope.name = (char *)OTLP_SCOPE;
 	scope.version = (char *)EVR_VERSION;
-	return json ? encode_json(b, &scope, out, len) : encode_protobuf(b, &scope, out, len);
+	return encode(b, &scope, json, out, len);
 }
 
 /* Hands the batch filling for signal s to the exporter. Called under o->lock. */
@@ -524,13 +436,6 @@ static int kv_site(struct evr__arena *a, struct evr__kvlist *l, const struct evr
 	return 0;
 }
 
-static bool is_tags(const struct evr_event *ev)
-{
-	const char *name = evr__site_name(ev->site), *disp = evr__site_dispatcher(ev->site);
-
-	return name && disp && !strcmp(name, "trace.tags") && !strcmp(disp, "evring");
-}
-
 /* A log record for ev (outside any span, or its span never reached a trace). Called under o->lock. */
 static int add_log(struct otlp *o, const struct evr_event *ev)
 {
@@ -572,99 +477,19 @@ static int add_log(struct otlp *o, const struct evr_event *ev)
 
 /* ---- held events -------------------------------------------------------------------------- */
 
-/* Takes the events held for (src, span) out of the table: the caller frees the list. */
-static struct held_ev *held_take(struct otlp *o, const struct evr_source *src, uint64_t span_id)
-{
-	uint64_t idx;
-	struct held_list *h;
-	struct held_ev *e;
-
-	if (!evr__pairmap_remove(&o->held_idx, (uint64_t)(uintptr_t)src, span_id, &idx))
-		return NULL;
-	h = &o->held[idx - 1];
-	e = h->head;
-	for (struct held_ev *p = e; p; p = p->next)
-		o->held_events--;
-	h->head = h->tail = NULL;
-	h->src = NULL;
-	return e;
-}
-
-static void held_free(struct held_ev *e)
-{
-	while (e) {
-		struct held_ev *n = e->next;
-
-		evr_obj_unref(e->ev);
-		free(e);
-		e = n;
-	}
-}
-
 /* Events that waited too long for their span (or all, at the end) go out as log records. */
 static void held_expire(struct otlp *o, uint64_t now, bool all)
 {
-	for (uint32_t i = 0; i < o->nheld; i++) {
-		struct held_list *h = &o->held[i];
-		struct held_ev *e;
+	uint32_t cur = 0;
+	struct evr__held_ev *e;
 
-		if (!h->head || (!all && now - h->since_ns < OTLP_HELD_NS))
-			continue;
-		e = held_take(o, h->src, h->span_id);
+	while ((e = evr__held_take_old(&o->held, all ? UINT64_MAX : now > OTLP_HELD_NS ? now - OTLP_HELD_NS : 0, &cur))) {
 		pthread_mutex_lock(&o->lock);
-		for (struct held_ev *p = e; p; p = p->next)
+		for (struct evr__held_ev *p = e; p; p = p->next)
 			add_log(o, p->ev);
 		pthread_mutex_unlock(&o->lock);
-		held_free(e);
+		evr__held_release(&o->held, e);
 	}
-}
-
-static int held_add(struct otlp *o, const struct evr_event *ev)
-{
-	bool added_now;
-	uint64_t *v = evr__pairmap_put(&o->held_idx, (uint64_t)(uintptr_t)ev->src, ev->span_id, &added_now);
-	struct held_ev *e;
-	struct held_list *h;
-
-	if (!v || !(e = malloc(sizeof(*e)))) {
-		if (v && added_now)
-			evr__pairmap_remove(&o->held_idx, (uint64_t)(uintptr_t)ev->src, ev->span_id, NULL);
-		return -ENOMEM;
-	}
-	if (added_now) {
-		uint32_t i = 0;
-
-		while (i < o->nheld && o->held[i].head)
-			i++;
-		if (i == o->nheld) {
-			if (o->nheld == o->capheld) {
-				uint32_t cap = o->capheld ? o->capheld * 2 : 64;
-				struct held_list *t = realloc(o->held, cap * sizeof(*t));
-
-				if (!t) {
-					free(e);
-					evr__pairmap_remove(&o->held_idx, (uint64_t)(uintptr_t)ev->src, ev->span_id, NULL);
-					return -ENOMEM;
-				}
-				o->held = t;
-				o->capheld = cap;
-			}
-			o->nheld++;
-		}
-		o->held[i] = (struct held_list){ NULL, NULL, ev->src, ev->span_id, mono_ns() };
-		*v = i + 1;
-	}
-	h = &o->held[*v - 1];
-	evr_obj_ref(ev);
-	e->ev = ev;
-	e->next = NULL;
-	if (h->tail)
-		h->tail->next = e;
-	else
-		h->head = e;
-	h->tail = e;
-	o->held_events++;
-	return 0;
 }
 
 /* ---- spans ----------------------------------------------------------------------------------- */
@@ -685,7 +510,7 @@ static const char *error_message(const struct evr_span_rec *sp)
 }
 
 /* One span, its held events, and the trace's tags. Called under o->lock. */
-static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct evr__kvlist *tags, struct held_ev *evs,
+static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct evr__kvlist *tags, struct evr__held_ev *evs,
 		    uint64_t end_now)
 {
 	struct evr__arena *a;
@@ -765,17 +590,17 @@ static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct 
 			return -ENOMEM;
 	}
 
-	for (struct held_ev *e = evs; e; e = e->next)
-		nev += !is_tags(e->ev);
+	for (struct evr__held_ev *e = evs; e; e = e->next)
+		nev += !e->tags;
 	if (nev && !(s->events = evr__arena_alloc(a, nev * sizeof(*s->events))))
 		return -ENOMEM;
-	for (struct held_ev *e = evs; e; e = e->next) {
+	for (struct evr__held_ev *e = evs; e; e = e->next) {
 		const struct evr_event *ev = e->ev;
 		struct evr__kvlist ekv = { NULL, 0, 0, 0 };
 		const char *ename = evr__site_name(ev->site);
 		otlp_sevent *oe;
 
-		if (is_tags(ev))
+		if (e->tags)
 			continue;
 		if (!(oe = evr__arena_alloc(a, sizeof(*oe))))
 			return -ENOMEM;
@@ -798,10 +623,9 @@ static int add_span(struct otlp *o, const struct evr_span_rec *sp, const struct 
 
 /* ---- callbacks -------------------------------------------------------------------------------- */
 
-static void age(struct otlp *o)
+/* Once a second: events held too long go out as log records. */
+static void age(struct otlp *o, uint64_t now)
 {
-	uint64_t now = mono_ns();
-
 	if (now < o->next_age_ns)
 		return;
 	o->next_age_ns = now + 1000000000u;
@@ -811,10 +635,11 @@ static void age(struct otlp *o)
 static int otlp_event(void *ctx, const struct evr_event *ev)
 {
 	struct otlp *o = ctx;
+	uint64_t now = mono_ns();
 	int rc;
 
-	age(o);
-	if (ev->span_id && o->held_events < OTLP_HELD_MAX && held_add(o, ev) == 0)
+	age(o, now);
+	if (ev->span_id && o->held.events < OTLP_HELD_MAX && evr__held_add(&o->held, ev, now) == 0)
 		return 0;
 	pthread_mutex_lock(&o->lock);
 	rc = add_log(o, ev);
@@ -822,68 +647,38 @@ static int otlp_event(void *ctx, const struct evr_event *ev)
 	return rc;
 }
 
-/*
- * The tags kept for (src, trace id); with add, a new entry when there is
- * none (the oldest entry goes when all OTLP_TAGGED_MAX are taken). NULL:
- * none, or no memory.
- */
-static struct tagged *tagged_of(struct otlp *o, const struct evr_source *src, uint64_t trace_id, bool add)
-{
-	uint64_t *v = evr__pairmap_get(&o->tagged_idx, (uint64_t)(uintptr_t)src, trace_id);
-	bool added;
-	struct tagged *t;
-
-	if (v)
-		return &o->tagged[*v - 1];
-	if (!add || (!o->tagged && !(o->tagged = calloc(OTLP_TAGGED_MAX, sizeof(*o->tagged)))))
-		return NULL;
-	t = &o->tagged[o->next_tagged];
-	if (o->ntagged == OTLP_TAGGED_MAX) { /* the oldest makes room */
-		evr__pairmap_remove(&o->tagged_idx, (uint64_t)(uintptr_t)t->src, t->trace_id, NULL);
-		evr__arena_free(&t->arena);
-	} else {
-		o->ntagged++;
-	}
-	*t = (struct tagged){ .src = src, .trace_id = trace_id };
-	if (!(v = evr__pairmap_put(&o->tagged_idx, (uint64_t)(uintptr_t)src, trace_id, &added))) {
-		o->ntagged--;
-		return NULL;
-	}
-	*v = o->next_tagged + 1;
-	o->next_tagged = (o->next_tagged + 1) % OTLP_TAGGED_MAX;
-	return t;
-}
-
 /* The spans of a trace, with their events and the trace's tags on each. */
 static int otlp_trace_end(void *ctx, const struct evr_trace *tr)
 {
 	struct otlp *o = ctx;
-	struct held_ev **evs = calloc(tr->nspans ? tr->nspans : 1, sizeof(*evs));
-	struct tagged *t = NULL;
+	struct evr__tagged *t = NULL;
 	uint64_t now = real_ns();
 	int rc = 0;
 
-	if (!evs)
-		return -ENOMEM;
-	age(o);
+	if (tr->nspans > o->capevs) {
+		struct evr__held_ev **evs = realloc(o->evs, tr->nspans * sizeof(*evs));
+
+		if (!evs)
+			return -ENOMEM;
+		o->evs = evs;
+		o->capevs = tr->nspans;
+	}
+	age(o, mono_ns());
 	for (uint32_t i = 0; i < tr->nspans; i++) {
-		if (!tr->spans[i])
-			continue;
-		evs[i] = held_take(o, tr->src, tr->spans[i]->span_id);
-		for (struct held_ev *e = evs[i]; e && !rc; e = e->next)
-			if (is_tags(e->ev) && (t || (t = tagged_of(o, tr->src, tr->trace_id, true))))
+		o->evs[i] = tr->spans[i] ? evr__held_take(&o->held, tr->src, tr->spans[i]->span_id) : NULL;
+		for (struct evr__held_ev *e = o->evs[i]; e && !rc; e = e->next)
+			if (e->tags && (t || (t = evr__tags_of(&o->tags, tr->src, tr->trace_id, true))))
 				rc = evr__kv_fields(&t->arena, &t->kv, e->ev->fields);
 	}
 	if (!t)
-		t = tagged_of(o, tr->src, tr->trace_id, false); /* tags an earlier delivery of the trace had */
+		t = evr__tags_of(&o->tags, tr->src, tr->trace_id, false); /* tags an earlier delivery of the trace had */
 	pthread_mutex_lock(&o->lock);
 	for (uint32_t i = 0; i < tr->nspans && !rc; i++)
 		if (tr->spans[i])
-			rc = add_span(o, tr->spans[i], t ? &t->kv : NULL, evs[i], now);
+			rc = add_span(o, tr->spans[i], t ? &t->kv : NULL, o->evs[i], now);
 	pthread_mutex_unlock(&o->lock);
 	for (uint32_t i = 0; i < tr->nspans; i++)
-		held_free(evs[i]);
-	free(evs);
+		evr__held_release(&o->held, o->evs[i]);
 	return rc;
 }
 
@@ -891,16 +686,16 @@ static int otlp_trace_end(void *ctx, const struct evr_trace *tr)
 static int otlp_span_end(void *ctx, const struct evr_span_rec *sp)
 {
 	struct otlp *o = ctx;
-	struct held_ev *evs;
+	struct evr__held_ev *evs;
 	int rc;
 
 	if (sp->status != EVR_SPAN_OPEN)
 		return 0;
-	evs = held_take(o, sp->src, sp->span_id);
+	evs = evr__held_take(&o->held, sp->src, sp->span_id);
 	pthread_mutex_lock(&o->lock);
 	rc = add_span(o, sp, NULL, evs, real_ns());
 	pthread_mutex_unlock(&o->lock);
-	held_free(evs);
+	evr__held_release(&o->held, evs);
 	return rc;
 }
 
@@ -1011,16 +806,9 @@ static void otlp_destroy(void *ctx)
 	for (int s = 0; s < 2; s++)
 		if (o->cur[s])
 			batch_free(&o->cur[s]->job);
-	for (uint32_t i = 0; i < o->nheld; i++) {
-		held_free(o->held[i].head);
-		o->held[i].head = NULL;
-	}
-	free(o->held);
-	evr__pairmap_free(&o->held_idx);
-	for (uint32_t i = 0; o->tagged && i < o->ntagged; i++)
-		evr__arena_free(&o->tagged[i].arena);
-	free(o->tagged);
-	evr__pairmap_free(&o->tagged_idx);
+	evr__held_free(&o->held);
+	free(o->evs);
+	evr__tags_free(&o->tags);
 	free(o->res);
 	evr__arena_free(&o->res_arena);
 	evr__arena_pool_free(o->pool); /* every batch is freed: the exporter's and those filling */

@@ -34,7 +34,7 @@
 #include "otlp_internal.h"
 
 #define ARENA_CHUNK (64u << 10)
-#define POOL_MAX 64u /* chunks a pool keeps: 4 MiB, a few batches */
+#define POOL_MAX 128u /* chunks a pool keeps: 8 MiB, a dozen batches of 512 spans */
 
 /* ---- the arena ---------------------------------------------------------------- */
 

@@ -14,6 +14,8 @@
 
 #include <evring/consumer.h>
 
+#include "builtin.h"
+
 #include "opentelemetry/proto/collector/logs/v1/logs_service.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
@@ -85,6 +87,50 @@ int evr__kv_int(struct evr__arena *a, struct evr__kvlist *l, const char *key, in
 int evr__kv_copy(struct evr__arena *a, struct evr__kvlist *l, const otlp_kv *kv); /* a copy of kv (a scalar or a string) */
 int evr__kv_share(struct evr__arena *a, struct evr__kvlist *l, otlp_kv *kv); /* kv itself: it outlives a */
 int evr__kv_fields(struct evr__arena *a, struct evr__kvlist *l, const struct evr_fields *f); /* typed */
+
+/*
+ * Events held for their span's trace (otlp_held.c), on the handler's thread
+ * only. A list of them is taken whole: by its span (the trace arrived), or
+ * because it waited too long; released entries are recycled.
+ */
+struct evr__held_ev {
+	const struct evr_event *ev; /* a reference, dropped at release */
+	struct evr__held_ev *next;
+	bool tags; /* the trace's tags (evr_trace_tags), not a span event */
+};
+struct evr__held_list;
+struct evr__held {
+	struct evr__pairmap idx; /* (source, span id) -> index + 1 in lists */
+	struct evr__held_list *lists;
+	uint32_t n, cap;
+	uint32_t *free, nfree; /* free slots of lists */
+	uint32_t events;       /* held now */
+	struct evr__held_ev *spare;
+};
+bool evr__otlp_is_tags(const struct evr_event *ev);
+int evr__held_add(struct evr__held *h, const struct evr_event *ev, uint64_t now_ns); /* 0 or -ENOMEM */
+struct evr__held_ev *evr__held_take(struct evr__held *h, const struct evr_source *src, uint64_t span_id);
+/* The next list (from *cursor, 0 at first) whose first event is older than before_ns; NULL: none left. */
+struct evr__held_ev *evr__held_take_old(struct evr__held *h, uint64_t before_ns, uint32_t *cursor);
+void evr__held_release(struct evr__held *h, struct evr__held_ev *list);
+void evr__held_free(struct evr__held *h);
+
+/* Tags of traces delivered, kept for spans of them delivered later: a ring, the oldest goes first. */
+#define EVR_OTLP_TAGGED_MAX 4096u
+struct evr__tagged {
+	const struct evr_source *src;
+	uint64_t trace_id;
+	struct evr__arena arena;
+	struct evr__kvlist kv;
+};
+struct evr__tags {
+	struct evr__pairmap idx; /* (source, trace id) -> index + 1 in ring */
+	struct evr__tagged *ring;
+	uint32_t n, next;
+};
+/* The entry of (src, trace id); with add, a new one when there is none. NULL: none, or no memory. */
+struct evr__tagged *evr__tags_of(struct evr__tags *t, const struct evr_source *src, uint64_t trace_id, bool add);
+void evr__tags_free(struct evr__tags *t);
 
 /* Writes an export request as OTLP/JSON (the protobuf JSON mapping OTLP/HTTP specifies). 0 or -EIO. */
 int evr__otlp_json_traces(FILE *f, const otlp_trace_req *req);

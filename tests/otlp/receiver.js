@@ -38,6 +38,10 @@ const USAGE = `usage: node receiver.js --port-file PATH --out PATH [options]
   --summary PATH          at exit, write {"requests","spans","logs","faults_503",
                           "faults_429","rejected_400","invalid",...} as JSON
   --discard               decode and count, but write nothing to --out (benchmarks)
+  --count-only            with --discard: protobuf bodies are not decoded, their spans and log
+                          records only counted (protobufjs's Reader walks the length prefixes of
+                          the request's three outer levels); the discarding peer of evring-bench
+                          consumer, whose CPU the consumer's threads share
   --fsync                 fsync --out after each line (it is always written before answering)
   --fail-503-for SECONDS  answer 503 (Retry-After) to every request for SECONDS after start
   --fail-429-count N      answer 429 (Retry-After) to the first N requests (after the 503s)
@@ -58,7 +62,7 @@ function die(msg, code) {
 
 // ---------------------------------------------------------------- options
 const opt = {
-	portFile: null, out: null, port: 0, modules: null, summary: null, discard: false,
+	portFile: null, out: null, port: 0, modules: null, summary: null, discard: false, countOnly: false,
 	fsync: false, fail503For: 0, fail429Count: 0, retryAfter: 1, reject400Every: 0,
 	slowMs: 0, partialReject: 0, maxBody: 64 * 1024 * 1024, exitAfter: 0,
 };
@@ -78,6 +82,7 @@ const opt = {
 		case '--modules': opt.modules = v(); break;
 		case '--summary': opt.summary = v(); break;
 		case '--discard': opt.discard = true; break;
+		case '--count-only': opt.countOnly = true; break;
 		case '--fsync': opt.fsync = true; break;
 		case '--fail-503-for': opt.fail503For = num(k, v()); break;
 		case '--fail-429-count': opt.fail429Count = num(k, v()); break;
@@ -93,6 +98,7 @@ const opt = {
 	}
 	if (!opt.portFile) die(`--port-file is required\n${USAGE}`);
 	if (!opt.out && !opt.discard) die(`--out is required (or --discard)\n${USAGE}`);
+	if (opt.countOnly && !opt.discard) die(`--count-only goes with --discard\n${USAGE}`);
 }
 
 // ---------------------------------------------------------------- the generated code
@@ -411,6 +417,15 @@ function handle(req, body) {
 		try { raw = zlib.gunzipSync(body, { maxOutputLength: opt.maxBody }); } catch (e) { return invalid(fail(400, 3, `the gzip body does not inflate: ${e.message}`)); }
 	}
 
+	if (opt.countOnly && encoding === 'protobuf') {
+		let items;
+		try { items = countItems(raw); } catch (e) { return invalid(fail(400, 3, `${route.reqName} (protobuf): ${e.message}`)); }
+		stats.requests++;
+		stats.bytes += body.length;
+		if (route.kind === 'traces') stats.spans += items; else stats.logs += items;
+		return { status: 200, headers: { 'Content-Type': 'application/x-protobuf' }, body: Buffer.alloc(0) };
+	}
+
 	let msg;
 	unknown = new Map();
 	try {
@@ -457,6 +472,30 @@ function handle(req, body) {
 		return { status: 200, headers: { 'Content-Type': 'application/x-protobuf' }, body: Buffer.from(route.Resp.encode(route.Resp.fromObject(resp)).finish()) };
 	}
 	return { status: 200, headers: { 'Content-Type': 'application/json' }, body: Buffer.from(JSON.stringify(resp)) };
+}
+
+// --count-only: the spans (or log records) of a request, field 2 of field 2 of
+// field 1 (resource_spans / scope_spans / spans, resource_logs / scope_logs /
+// log_records), each skipped whole; a length past the buffer throws.
+function countItems(buf) {
+	const level = (r, end, path, depth) => {
+		let n = 0;
+		while (r.pos < end) {
+			const tag = r.uint32();
+			const field = tag >>> 3;
+			if (field === path[depth] && (tag & 7) === 2) {
+				const len = r.uint32();
+				if (r.pos + len > end) throw new Error('a length runs past its message');
+				if (depth === path.length - 1) { n++; r.pos += len; } else n += level(r, r.pos + len, path, depth + 1);
+			} else {
+				r.skipType(tag & 7);
+			}
+		}
+		if (r.pos !== end) throw new Error('a field runs past its message');
+		return n;
+	};
+	const r = pb.Reader.create(buf);
+	return level(r, buf.length, [1, 2, 2], 0);
 }
 
 function invalid(r) {
