@@ -102,7 +102,7 @@ void bench_stats_of(struct bench_stats *s, const double *v, unsigned n);
 
 /* ---- the results table ------------------------------------------------ */
 
-#define BENCH_EXTRA_MAX 10
+#define BENCH_EXTRA_MAX 12
 #define BENCH_KEY_MAX 24
 
 struct bench_extra {
@@ -151,6 +151,8 @@ struct bench_result *bench_table_add(struct bench_table *t, const char *bench, c
 /* Sets an extra field on a row (replacing one of the same key). */
 void bench_result_set(struct bench_result *r, const char *key, double value);
 void bench_result_set_int(struct bench_result *r, const char *key, uint64_t value);
+/* An extra field's value: false when the row has none of that key. */
+bool bench_result_get(const struct bench_result *r, const char *key, double *value);
 
 /*
  * Adds a one-line note (printf format) to the table: the JSON view lists the

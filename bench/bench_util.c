@@ -228,6 +228,16 @@ void bench_result_set_int(struct bench_result *r, const char *key, uint64_t valu
 	set_extra(r, key, (double)value, true);
 }
 
+bool bench_result_get(const struct bench_result *r, const char *key, double *value)
+{
+	for (unsigned i = 0; i < r->nextra; i++)
+		if (!strcmp(r->extra[i].key, key)) {
+			*value = r->extra[i].value;
+			return true;
+		}
+	return false;
+}
+
 void bench_result_set_max(struct bench_result *r, double max)
 {
 	r->st.max = max;

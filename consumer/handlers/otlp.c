@@ -51,6 +51,7 @@
 
 #include "builtin.h"
 #include "otlp_export.h"
+#include "otlp_http.h"
 #include "otlp_internal.h"
 
 #define OTLP_BATCH_MAX 512u
@@ -822,27 +823,6 @@ static void otlp_destroy(void *ctx)
 
 /* ---- options ------------------------------------------------------------------------------------ */
 
-static int pct_decode(char *s)
-{
-	char *o = s;
-
-	for (char *p = s; *p; p++) {
-		if (*p == '%' && p[1] && p[2]) {
-			char hex[3] = { p[1], p[2], 0 }, *end;
-			long v = strtol(hex, &end, 16);
-
-			if (*end)
-				return -EINVAL;
-			*o++ = (char)v;
-			p += 2;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = 0;
-	return 0;
-}
-
 static char *trim(char *s)
 {
 	char *e;
@@ -866,6 +846,7 @@ static int resource_env(struct otlp *o, const char *env, char *err, size_t errle
 	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(tok, '='), *k, *v;
 		otlp_any *val;
+		long dl;
 
 		if (!eq) {
 			rc = evr__builtin_err(err, errlen, -EINVAL, "otlp: OTEL_RESOURCE_ATTRIBUTES: '%s' is not key=value",
@@ -875,7 +856,9 @@ static int resource_env(struct otlp *o, const char *env, char *err, size_t errle
 		*eq = 0;
 		k = trim(tok);
 		v = trim(eq + 1);
-		if (!*k || pct_decode(v) || !(val = evr__kv_put(&o->res_arena, &o->extra, k, false)) ||
+		if ((dl = evr__otlp_pct_decode(v, v + strlen(v), v)) >= 0)
+			v[dl] = 0;
+		if (!*k || dl < 0 || !(val = evr__kv_put(&o->res_arena, &o->extra, k, false)) ||
 		    !(val->string_value = evr__arena_strdup(&o->res_arena, v))) {
 			rc = evr__builtin_err(err, errlen, -EINVAL, "otlp: OTEL_RESOURCE_ATTRIBUTES: bad entry '%s'", k);
 			break;

@@ -50,12 +50,35 @@ static int hexval(char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+long evr__otlp_pct_decode(const char *p, const char *end, char *out)
+{
+	long n = 0;
+
+	for (const char *q = p; q < end; q++) {
+		char c = *q;
+
+		if (c == '%') {
+			int hi = end - q > 2 ? hexval(q[1]) : -1, lo = hi >= 0 ? hexval(q[2]) : -1;
+
+			if (hi < 0 || lo < 0)
+				return -EINVAL;
+			c = (char)(hi << 4 | lo);
+			q += 2;
+		}
+		if (!c)
+			return -EILSEQ;
+		out[n++] = c;
+	}
+	return n;
+}
+
 /* One member [p, end), already trimmed, onto the list as "key: value". Returns 0 or -errno with err set. */
 static int add_header(struct curl_slist **list, const char *p, const char *end, char *err, size_t errlen)
 {
 	const char *eq = memchr(p, '=', (size_t)(end - p)), *ke, *v;
 	struct curl_slist *l;
 	size_t klen, n;
+	long dl;
 	char *line;
 
 	if (!eq)
@@ -85,27 +108,19 @@ static int add_header(struct curl_slist **list, const char *p, const char *end, 
 	line[n++] = v == end ? ';' : ':'; /* curl sends "key;" as an empty header, and "key:" not at all */
 	if (v != end)
 		line[n++] = ' ';
-	for (const char *q = v; q < end; q++) {
-		char c = *q;
-
-		if (c == '%') {
-			int hi = end - q > 2 ? hexval(q[1]) : -1, lo = hi >= 0 ? hexval(q[2]) : -1;
-
-			if (hi < 0 || lo < 0) {
-				free(line);
-				return evr__builtin_err(err, errlen, -EINVAL,
-							"otlp: headers: a bad %%-escape in '%.*s'", (int)(end - p), p);
-			}
-			c = (char)(hi << 4 | lo);
-			q += 2;
-		}
-		if (c == '\r' || c == '\n' || c == 0) { /* it would end the header, or the string */
-			free(line);
-			return evr__builtin_err(err, errlen, -EINVAL, "otlp: headers: the value of '%.*s' holds %s",
-						(int)klen, p, c ? "a line break" : "a NUL");
-		}
-		line[n++] = c;
+	dl = evr__otlp_pct_decode(v, end, line + n);
+	for (long i = 0; i < dl; i++)
+		if (line[n + i] == '\r' || line[n + i] == '\n')
+			dl = -EILSEQ; /* it would end the header */
+	if (dl < 0) {
+		free(line);
+		if (dl == -EINVAL)
+			return evr__builtin_err(err, errlen, -EINVAL, "otlp: headers: a bad %%-escape in '%.*s'",
+						(int)(end - p), p);
+		return evr__builtin_err(err, errlen, -EINVAL, "otlp: headers: the value of '%.*s' holds a line break or a NUL",
+					(int)klen, p);
 	}
+	n += (size_t)dl;
 	line[n] = 0;
 	l = curl_slist_append(*list, line);
 	free(line);

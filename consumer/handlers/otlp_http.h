@@ -30,6 +30,14 @@
 int evr__otlp_headers_build(struct curl_slist **list, bool json, bool gzip, const char *user, char *err,
 			    size_t errlen);
 
+/*
+ * Percent-decodes [p, end) into out (room for end - p bytes), as
+ * OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES encode values.
+ * Returns the decoded length, -EINVAL for a '%' not followed by two hex
+ * digits, -EILSEQ for a NUL (a C string would end there).
+ */
+long evr__otlp_pct_decode(const char *p, const char *end, char *out);
+
 /* 0 when url is an http or https URL with a host; else -EINVAL (err names what: "traces", "logs") or -ENOMEM. */
 int evr__otlp_url_check(const char *what, const char *url, char *err, size_t errlen);
 

@@ -38,6 +38,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <evring/consumer.h>
+
 #include "handlers/otlp_export.h"
 #include "handlers/otlp_http.h"
 
@@ -944,4 +946,51 @@ Test(otlp_export, retried_outcomes, .timeout = 30)
 	cr_assert(evr__otlp_retryable(CURLE_RECV_ERROR, 0));
 	cr_assert_not(evr__otlp_retryable(CURLE_URL_MALFORMAT, 0));
 	cr_assert_not(evr__otlp_retryable(CURLE_UNSUPPORTED_PROTOCOL, 0));
+}
+
+Test(otlp_export, percent_decoding, .timeout = 30)
+{
+	static const struct {
+		const char *in, *out;
+		long rc;
+	} cases[] = {
+		{ "plain", "plain", 5 },     { "a%2Cb%3d", "a,b=", 4 }, { "%41%42", "AB", 2 }, { "", "", 0 },
+		{ "%zz", NULL, -EINVAL },    { "ab%4", NULL, -EINVAL }, { "%", NULL, -EINVAL }, { "%-1", NULL, -EINVAL },
+		{ "a%00b", NULL, -EILSEQ },
+	};
+	char out[32];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		long rc = evr__otlp_pct_decode(cases[i].in, cases[i].in + strlen(cases[i].in), out);
+
+		cr_assert_eq(rc, cases[i].rc, "'%s': %ld", cases[i].in, rc);
+		if (rc >= 0)
+			cr_assert_eq(memcmp(out, cases[i].out, (size_t)rc), 0, "'%s'", cases[i].in);
+	}
+}
+
+/* Regression: the message of a bad OTEL_RESOURCE_ATTRIBUTES entry quoted it after its memory was freed. */
+Test(otlp_export, bad_resource_attributes_are_named, .timeout = 30)
+{
+	static const struct {
+		const char *env, *says;
+	} cases[] = {
+		{ "team=llm,novalue", "'novalue' is not key=value" },
+		{ "team=llm,zone=eu%zz", "bad entry 'zone'" },
+		{ " =x", "bad entry ''" },
+	};
+	struct evr_handler h;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		setenv("OTEL_RESOURCE_ATTRIBUTES", cases[i].env, 1);
+		err[0] = 0;
+		cr_assert_lt(evr_handler_builtin("otlp=http://127.0.0.1:1", NULL, &h, err, sizeof(err)), 0, "'%s' accepted",
+			     cases[i].env);
+		cr_assert_not_null(strstr(err, cases[i].says), "'%s': %s", cases[i].env, err);
+	}
+	setenv("OTEL_RESOURCE_ATTRIBUTES", "team=llm, zone = eu%2Cwest", 1);
+	cr_assert_eq(evr_handler_builtin("otlp=http://127.0.0.1:1", NULL, &h, err, sizeof(err)), 0, "%s", err);
+	h.destroy(h.ctx);
+	unsetenv("OTEL_RESOURCE_ATTRIBUTES");
 }
