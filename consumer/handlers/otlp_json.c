@@ -59,8 +59,6 @@ static void kvs(FILE *f, bool *first, const char *k, otlp_kv *const *a, size_t n
 
 static void any(FILE *f, const otlp_any *v)
 {
-	bool first = true;
-
 	if (!v) {
 		fputs_unlocked("{}", f);
 		return;
@@ -95,14 +93,8 @@ static void any(FILE *f, const otlp_any *v)
 		}
 		fputs_unlocked("]}", f);
 		break;
-	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE:
-		fputs_unlocked("\"kvlistValue\":{", f);
-		if (v->kvlist_value)
-			kvs(f, &first, "values", v->kvlist_value->values, v->kvlist_value->n_values);
-		putc_unlocked('}', f);
-		break;
 	default:
-		break; /* evring sends no bytes values; an empty AnyValue is {} */
+		break; /* an empty AnyValue is {} */
 	}
 	putc_unlocked('}', f);
 }
@@ -116,10 +108,6 @@ static void resource(FILE *f, bool *first, const otlp_resource *r)
 	key(f, first, "resource");
 	putc_unlocked('{', f);
 	kvs(f, &inner, "attributes", r->attributes, r->n_attributes);
-	if (r->dropped_attributes_count) {
-		key(f, &inner, "droppedAttributesCount");
-		fprintf(f, "%" PRIu32, r->dropped_attributes_count);
-	}
 	putc_unlocked('}', f);
 }
 
@@ -139,7 +127,6 @@ static void scope(FILE *f, bool *first, const otlp_scope *s)
 		key(f, &inner, "version");
 		evr__json_cstr(f, s->version);
 	}
-	kvs(f, &inner, "attributes", s->attributes, s->n_attributes);
 	putc_unlocked('}', f);
 }
 
@@ -155,10 +142,6 @@ static void span(FILE *f, const otlp_span *s)
 	if (s->parent_span_id.len) {
 		key(f, &first, "parentSpanId");
 		hex(f, &s->parent_span_id);
-	}
-	if (s->flags) {
-		key(f, &first, "flags");
-		fprintf(f, "%" PRIu32, s->flags);
 	}
 	key(f, &first, "name");
 	evr__json_cstr(f, s->name);
@@ -185,10 +168,6 @@ static void span(FILE *f, const otlp_span *s)
 			putc_unlocked('}', f);
 		}
 		putc_unlocked(']', f);
-	}
-	if (s->dropped_events_count) {
-		key(f, &first, "droppedEventsCount");
-		fprintf(f, "%" PRIu32, s->dropped_events_count);
 	}
 	if (s->status) {
 		bool sf = true;
