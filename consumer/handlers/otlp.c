@@ -907,10 +907,6 @@ int evr__otlp_new(const char *arg, FILE *out, struct evr_handler *h, char *err, 
 	}
 	pthread_mutex_init(&o->lock, NULL);
 	o->flush_ms = OTLP_FLUSH_MS;
-	if (!(o->pool = evr__arena_pool_new())) {
-		rc = evr__builtin_err(err, errlen, -ENOMEM, "otlp: out of memory");
-		goto fail;
-	}
 	if (gethostname(o->host, sizeof(o->host) - 1) != 0)
 		snprintf(o->host, sizeof(o->host), "unknown");
 
@@ -987,6 +983,10 @@ int evr__otlp_new(const char *arg, FILE *out, struct evr_handler *h, char *err, 
 	cfg.headers = o->headers;
 	cfg.timeout_ms = timeout_ms;
 	cfg.queue_bytes = (size_t)queue_mib << 20;
+	if (!(o->pool = evr__arena_pool_new(cfg.queue_bytes))) {
+		rc = evr__builtin_err(err, errlen, -ENOMEM, "otlp: out of memory");
+		goto fail;
+	}
 	cfg.tick = otlp_tick;
 	cfg.tick_arg = o;
 	if (!(o->x = evr__otlp_export_new(&cfg, err, errlen))) {

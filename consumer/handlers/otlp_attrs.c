@@ -11,7 +11,12 @@
  *   - an arena's memory is never zeroed (every message is assigned its
  *     INIT value, every array filled as far as it is counted), and its
  *     chunks go back to a pool when the batch is freed, for the next batch:
- *     no page faults and no malloc on the mapping's path once it runs;
+ *     no page faults and no malloc on the mapping's path once it runs. The
+ *     pool keeps as much as the export queue may hold (queue=MIB): what a
+ *     burst took stays for the next one, never more than the cap the
+ *     batches had anyway. Returned to the kernel and taken again, that
+ *     memory cost the drain thread a quarter of its rate on the other CPU
+ *     (page faults; evring-bench consumer, mix/otlp/2);
  *   - a string is checked for UTF-8 a word at a time and copied in one
  *     memcpy when it is plain ASCII (nearly always); only one with another
  *     byte takes the byte-by-byte path that replaces what is not UTF-8;
@@ -34,7 +39,7 @@
 #include "otlp_internal.h"
 
 #define ARENA_CHUNK (64u << 10)
-#define POOL_MAX 128u /* chunks a pool keeps: 8 MiB, a dozen batches of 512 spans */
+#define POOL_MIN 16u /* chunks a pool may keep whatever its cap: 1 MiB */
 
 /* ---- the arena ---------------------------------------------------------------- */
 
@@ -48,15 +53,18 @@ struct evr__arena_chunk {
 struct evr__arena_pool {
 	pthread_mutex_t lock; /* the handler's thread takes, the exporter's gives back */
 	struct evr__arena_chunk *free;
-	uint32_t n;
+	uint32_t n, max;
 };
 
-struct evr__arena_pool *evr__arena_pool_new(void)
+struct evr__arena_pool *evr__arena_pool_new(size_t max_bytes)
 {
 	struct evr__arena_pool *p = calloc(1, sizeof(*p));
+	size_t max = max_bytes / (sizeof(struct evr__arena_chunk) + ARENA_CHUNK);
 
-	if (p)
-		pthread_mutex_init(&p->lock, NULL);
+	if (!p)
+		return NULL;
+	pthread_mutex_init(&p->lock, NULL);
+	p->max = max < POOL_MIN ? POOL_MIN : max > UINT32_MAX ? UINT32_MAX : (uint32_t)max;
 	return p;
 }
 
@@ -108,7 +116,7 @@ void evr__arena_free(struct evr__arena *a)
 		a->head = c->next;
 		if (a->pool && c->size == ARENA_CHUNK) {
 			pthread_mutex_lock(&a->pool->lock);
-			if ((kept = a->pool->n < POOL_MAX)) {
+			if ((kept = a->pool->n < a->pool->max)) {
 				c->next = a->pool->free;
 				a->pool->free = c;
 				a->pool->n++;

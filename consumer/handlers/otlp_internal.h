@@ -66,7 +66,7 @@ static inline void *evr__arena_alloc(struct evr__arena *a, size_t n)
 char *evr__arena_utf8(struct evr__arena *a, const char *s, size_t len); /* valid UTF-8: a bad byte becomes U+FFFD */
 char *evr__arena_strdup(struct evr__arena *a, const char *s);
 void evr__arena_free(struct evr__arena *a);
-struct evr__arena_pool *evr__arena_pool_new(void);
+struct evr__arena_pool *evr__arena_pool_new(size_t max_bytes); /* keeps freed chunks up to max_bytes */
 void evr__arena_pool_free(struct evr__arena_pool *p); /* after every arena that used it is freed */
 
 /*
