@@ -94,7 +94,7 @@ static void reconcile(struct run *run, struct evr_reader *r, const uint64_t *got
 			at += snprintf(why + at, sizeof(why) - (size_t)at,
 				       " lane %u: tail %llu read %llu head %llu records %llu lost %llu pending %llu;", l,
 				       (unsigned long long)run->seg.lanes[l].tail, (unsigned long long)r->cur[l].pos,
-				       (unsigned long long)run->seg.lanes[l].head, (unsigned long long)run->seg.lanes[l].records,
+				       (unsigned long long)evr_segment_head(&run->seg, r->slot, l), (unsigned long long)run->seg.lanes[l].records,
 				       (unsigned long long)run->seg.lanes[l].lost,
 				       (unsigned long long)run->seg.lanes[l].lost_pending);
 		for (unsigned i = 0; i < run->writers && at > 0 && (size_t)at < sizeof(why); i++)

@@ -157,8 +157,19 @@ extern "C" {
 #endif
 
 #define EVR_MAGIC "EVRING\0\0"
-#define EVR_ABI_MAJOR 1
-#define EVR_ABI_MINOR 1 /* 1: shared-lane records carry their writer's tid (EVR_REC_TID); trace_id_high */
+/*
+ * 2.0: several consumers (the slot table at 384 and the slot-lane area); the
+ * single slot at 256 and struct evr_lane.head are retired. A major step, not
+ * a minor one, because readers of 1.x check only the major: a 1.x consumer
+ * would accept a 1.2 segment, take a slot no producer honours any more and
+ * write heads nobody reads. With major 2 it refuses the segment and names
+ * both versions ("segment ABI version 2.0, this reader supports 1.1"). From
+ * 2.0 on, abi_minor_required lets a later minor step refuse older readers
+ * the same way without a major step.
+ * 1.1 (history): shared-lane records carry their writer's tid (EVR_REC_TID); trace_id_high.
+ */
+#define EVR_ABI_MAJOR 2
+#define EVR_ABI_MINOR 0
 
 #define EVR_HEADER_BYTES 4096u
 #define EVR_LANE_ENTRY_BYTES 128u
@@ -173,6 +184,13 @@ extern "C" {
 #define EVR_META_FIRST 64u /* offset of the first metadata entry: id 0 means none */
 #define EVR_NAME_MAX 63u
 #define EVR_ERR_MAX 256u
+
+#define EVR_CONSUMER_SLOTS 8u	       /* consumer slots in a segment this library creates */
+#define EVR_CONSUMER_SLOTS_MAX 32u     /* what a reader accepts ((4096 - 384) / 64 would fit 58) */
+#define EVR_SLOT_TABLE_OFFSET 384u     /* the slot table in the header */
+#define EVR_SLOT_LANE_BYTES 64u	       /* one cache line per (slot, lane) */
+#define EVR_STALE_NS_DEFAULT 1000000000ull /* a consumer silent this long no longer holds lanes back */
+#define EVR_HEAD_EVICTED 1u	       /* bit 0 of a slot-lane head: a producer pushed it (E2) */
 
 #define EVR_DEFAULT_LANES 16u
 #define EVR_DEFAULT_LANE_BYTES (1u << 20)
@@ -246,9 +264,9 @@ struct evr_seg_header {
 					       running, or when it died (the consumer tells the two apart) */
 
 	/* 256: consumer side. */
-	uint64_t consumer_pid;	      /* 256  attached consumer, 0 when none (K1) */
-	uint64_t consumer_epoch;      /* 264  bumped at each attach */
-	uint64_t consumer_heartbeat_ns; /* 272  CLOCK_MONOTONIC of the consumer's last drain */
+	uint64_t consumer_pid;	      /* 256  retired in 2.0 (the slot of 1.x): always 0, see slots[] */
+	uint64_t consumer_epoch;      /* 264  bumped at each claim of any slot (K1) */
+	uint64_t consumer_heartbeat_ns; /* 272  retired in 2.0: always 0, see slots[].heartbeat_ns */
 	uint64_t lanes_reclaimed;     /* 280  lanes freed after their owner died */
 	uint64_t records_skipped;     /* 288  bad or stuck records stepped over */
 	uint64_t creator_start_ticks; /* 296  the creator's start time, field 22 of /proc/<pid>/stat (clock
@@ -257,7 +275,40 @@ struct evr_seg_header {
 	uint64_t trace_id_high;	      /* 304  random, drawn at creation, written once before the magic: the
 					       high half of the 16-byte trace ids evring's traces take in OTLP
 					       (the low half is evring's trace id); 0 in segments before ABI 1.1 */
-	uint8_t pad_consumer[EVR_HEADER_BYTES - 312];
+	/* 312: several consumers (2.0), written once by the creator before the magic. */
+	uint32_t consumer_slots;      /* 312  entries in slots[], 1..EVR_CONSUMER_SLOTS_MAX */
+	uint16_t abi_minor_required;  /* 316  readers of this major older than this minor must refuse */
+	uint16_t pad_316;
+	uint64_t stale_ns;	      /* 320  a slot whose heartbeat is older holds no lane back */
+	uint64_t stale_ticks;	      /* 328  the same bound in segment clock ticks (what producers compare) */
+	uint64_t slot_lanes_offset;   /* 336  consumer_slots x lane_count struct evr_slot_lane, slot-major */
+	uint8_t pad_344[EVR_SLOT_TABLE_OFFSET - 344];
+	struct evr_consumer_slot {    /* 384 + 64 k: slot k's line, written by its consumer */
+		uint64_t pid;	      /*  0  holder, 0 when free (K1) */
+		uint64_t start_ticks; /*  8  the holder's start, field 22 of /proc/<pid>/stat: a reused pid differs */
+		uint64_t heartbeat_ns;/* 16  CLOCK_MONOTONIC of its last drain pass (for tools) */
+		uint64_t heartbeat_ticks; /* 24  the segment clock at that pass: what producers judge staleness by (K2) */
+		uint64_t epoch;	      /* 32  bumped at each claim of this slot */
+		uint64_t attached_real_ns; /* 40  CLOCK_REALTIME of the claim */
+		uint64_t pad[2];
+	} slots[EVR_CONSUMER_SLOTS_MAX];
+	uint8_t pad_consumer[EVR_HEADER_BYTES - EVR_SLOT_TABLE_OFFSET - EVR_CONSUMER_SLOTS_MAX * 64];
+};
+
+/*
+ * Slot k's line for lane i, at slot_lanes_offset + (k * lane_count + i) * 64:
+ * a cache line of its own, so consumers never share a line with each other
+ * or with a lane's producer fields. head and count_from are the consumer's;
+ * evicting, evicted and evictions are written by producers only while they
+ * push a stale slot's head (E1-E3).
+ */
+struct evr_slot_lane {
+	uint64_t head;	     /*  0  consumer (R3, a CAS); a producer pushing it sets EVR_HEAD_EVICTED (E2) */
+	uint64_t count_from; /*  8  consumer, at the claim: a push counts only records at or after it */
+	uint64_t evicted;    /* 16  producers (E3): records pushed past unread, all time */
+	uint64_t evicting;   /* 24  producers (E1): 1 while one of them pushes this head */
+	uint64_t evictions;  /* 32  producers: pushes */
+	uint64_t pad[3];
 };
 
 /*
@@ -275,7 +326,7 @@ struct evr_lane {
 	uint64_t lost_last_ts;	/*  48  clock ticks of the last pending drop */
 	uint32_t claims;	/*  56  times the lane was claimed */
 	uint32_t kind;		/*  60  EVR_LANE_EXCLUSIVE or EVR_LANE_SHARED */
-	uint64_t head;		/*  64  consumer: records before this are read (R3) */
+	uint64_t head;		/*  64  retired in 2.0 (1.x's consumer head): see struct evr_slot_lane */
 	uint64_t skipped;	/*  72  consumer: records stepped over on this lane */
 	uint8_t pad_consumer[48];
 };
@@ -297,6 +348,9 @@ struct evr_segment {
 	uint64_t bytes;
 	struct evr_seg_header *hdr;
 	struct evr_lane *lanes;
+	struct evr_slot_lane *slot_lanes; /* consumer_slots x lane_count */
+	uint32_t slots;			  /* consumer_slots */
+	uint64_t stale_ticks;
 	uint8_t *meta;
 	uint8_t *data;
 	uint32_t lane_count;
@@ -315,6 +369,7 @@ struct evr_segment_config {
 	uint64_t meta_bytes; /* 0: EVR_DEFAULT_META_BYTES */
 	uint32_t clock_kind; /* 0: evr_clock_detect() */
 	const char *program; /* stored in the header; NULL: none */
+	uint64_t stale_ns;   /* a consumer silent this long stops holding lanes back; 0: EVR_STALE_NS_DEFAULT */
 };
 
 /*
@@ -381,6 +436,16 @@ static inline uint8_t *evr_segment_lane_data(const struct evr_segment *seg, uint
 static inline uint32_t evr_segment_shared_lane(const struct evr_segment *seg)
 {
 	return seg->lane_count - 1;
+}
+/* Slot k's line for lane i (k < seg->slots, i < seg->lane_count). */
+static inline struct evr_slot_lane *evr_segment_slot_lane(const struct evr_segment *seg, uint32_t k, uint32_t i)
+{
+	return &seg->slot_lanes[(uint64_t)k * seg->lane_count + i];
+}
+/* Where slot k has read lane i up to, the EVR_HEAD_EVICTED bit taken off. */
+static inline uint64_t evr_segment_head(const struct evr_segment *seg, uint32_t k, uint32_t i)
+{
+	return evr_ld_acq_64(&evr_segment_slot_lane(seg, k, i)->head) & ~(uint64_t)EVR_HEAD_EVICTED;
 }
 
 /* A 64-bit mix (splitmix64's finaliser): distinct inputs, well-spread outputs. */
@@ -733,6 +798,8 @@ struct evr_reader_stats {
 	uint64_t skipped_stuck;	  /* shared-lane reservations given up on (R4) */
 	uint64_t skipped_dead;	  /* unpublished records of dead writers */
 	uint64_t reclaimed;	  /* lanes freed after their owner died */
+	uint64_t overrun;	  /* records a producer pushed this reader's stale head past, unread (in lost too) */
+	uint64_t overruns;	  /* times it found its head pushed */
 };
 
 struct evr_cursor {
@@ -743,6 +810,9 @@ struct evr_cursor {
 	uint64_t wait_since;   /* CLOCK_MONOTONIC ns it started waiting there */
 	uint64_t deliver_from; /* records before this were written before a "from now" attach */
 	uint32_t gap_polls;    /* polls that found nothing since the writers' tail was last read */
+	uint64_t evict_seen;   /* the slot-lane's evicted count already accounted for */
+	int64_t overrun_due;   /* pushed past unread and not yet reported in a LOST record */
+	uint32_t log_n;	       /* records returned since the head was last published (their positions: log) */
 };
 
 struct evr_reader {
@@ -750,9 +820,13 @@ struct evr_reader {
 	struct evr_cursor *cur;
 	uint64_t stuck_timeout_ns; /* shared-lane BUSY and unexplained gaps; default 1 s */
 	struct evr_reader_stats stats;
+	uint32_t slot;		   /* whose heads it reads and publishes */
+	bool claimed;		   /* a claimed slot: heads go out by CAS (R3), pushes are taken (R7, R8) */
+	struct evr_read_log *log;  /* claimed: per lane, what was returned since the last R3 */
 };
 
 enum evr_reader_flags { EVR_READ_FROM_OLDEST = 1u };
+#define EVR_READ_LOG 32u /* records a claimed reader returns before it publishes its head */
 
 /*
  * Starts reading every lane: from now (the lanes' tails, published as the new
@@ -760,6 +834,20 @@ enum evr_reader_flags { EVR_READ_FROM_OLDEST = 1u };
  * the lanes still hold. Returns 0 or -ENOMEM.
  */
 EVR_API int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flags);
+
+/*
+ * Starts reading every lane as the holder of slot (evr_consumer_slot_claim,
+ * which placed its heads): from where the claim put them. Heads go out with
+ * a CAS (R3) at each release, and after EVR_READ_LOG records. Each record is
+ * checked after its copy (R8): when a producer has pushed the head past
+ * unread records (the slot was stale, E2), the reader resumes where it was
+ * pushed to and hands the count over as a LOST record, less what it had
+ * itself returned in between. Returns 0, -EINVAL or -ENOMEM.
+ */
+EVR_API int evr_reader_init_slot(struct evr_reader *r, struct evr_segment *seg, uint32_t slot);
+
+/* Stores the slot's heartbeat (K2): now on CLOCK_MONOTONIC and on the segment clock. */
+EVR_API void evr_reader_heartbeat(struct evr_reader *r);
 EVR_API void evr_reader_fini(struct evr_reader *r);
 
 /*
@@ -844,11 +932,38 @@ EVR_API int evr_segment_reclaim(const struct evr_reclaim_policy *p, struct evr_r
 /* ---- consumer slot ---------------------------------------------------- */
 
 /*
- * Takes the segment's consumer slot for pid (K1), taking it over from a
- * holder that is no longer alive. Returns 0, or -EBUSY with *holder set.
+ * Takes a free consumer slot for pid (K1), or takes over one whose holder is
+ * gone (its pid dead, or reused by a process with another start time), and
+ * returns its index. Its heads start at the lanes' tails, or with
+ * EVR_SLOT_FROM_OLDEST where the slot's last holder left them (what it left
+ * unread: a reader that takes over a dead one's slot goes on from there). A pid that already holds a slot gets that one back, unless
+ * EVR_SLOT_ANOTHER (a second reader in one process). Errors: -EBUSY when
+ * every slot is held by a live process, with the first nholders holders'
+ * pids in holders (may be NULL) and their count in *nheld.
  */
+enum evr_slot_flags { EVR_SLOT_FROM_OLDEST = 1u, EVR_SLOT_ANOTHER = 2u };
+EVR_API int evr_consumer_slot_claim_flags(struct evr_segment *seg, uint32_t pid, unsigned flags, uint32_t *holders,
+					  uint32_t nholders, uint32_t *nheld);
+
+/* evr_consumer_slot_claim_flags(seg, pid, 0, holder, 1, NULL): a slot index, or -EBUSY with *holder the first holder. */
 EVR_API int evr_consumer_slot_claim(struct evr_segment *seg, uint32_t pid, uint32_t *holder);
+
+/* Frees every slot pid holds. */
 EVR_API void evr_consumer_slot_release(struct evr_segment *seg, uint32_t pid);
+
+/* Frees slot k if pid holds it. */
+EVR_API void evr_consumer_slot_release_one(struct evr_segment *seg, uint32_t k, uint32_t pid);
+
+/* What a slot says of its holder, for tools. */
+struct evr_slot_info {
+	uint32_t pid;		  /* 0: free */
+	bool alive;		  /* the holder lives (and is the process that claimed: same start time) */
+	bool stale;		  /* its heartbeat is older than the segment's bound: it holds no lane back */
+	uint64_t heartbeat_age_ns; /* since its last heartbeat (CLOCK_MONOTONIC) */
+	uint64_t epoch;
+	uint64_t evicted;	  /* records pushed past unread, all lanes */
+};
+EVR_API void evr_consumer_slot_info(const struct evr_segment *seg, uint32_t k, struct evr_slot_info *out);
 
 #ifdef __cplusplus
 }
