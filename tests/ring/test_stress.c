@@ -218,6 +218,19 @@ static void stress(unsigned writers, unsigned flags)
 
 #define STALE_NS 50000000ull /* 50 ms: the pausing reader is silent for 150 */
 
+/*
+ * A pushed reader's copy may overlap the writer's stores over what it was
+ * pushed past, and is then thrown away (R8), as a seqlock reader's is:
+ * ThreadSanitizer reports such a read, so under it the consumers keep the
+ * default bound (1 s), which no pass comes near, and the stalling runs are
+ * left to the other builds.
+ */
+#ifdef EVR_TSAN
+#define STALE_KEEPUP_NS 0
+#else
+#define STALE_KEEPUP_NS STALE_NS
+#endif
+
 struct consumer_arg {
 	struct run *run;
 	struct evr_reader r;
@@ -244,7 +257,7 @@ static void stress_two(unsigned writers, unsigned flags, bool one_pauses)
 
 	cr_assert_not_null(cons);
 	snprintf(tag, sizeof(tag), "stress2c%u.%u.%d", writers, flags, one_pauses);
-	test_segment_stale(&run.seg, tag, writers + 1, 64u << 10, STALE_NS);
+	test_segment_stale(&run.seg, tag, writers + 1, 64u << 10, one_pauses ? STALE_NS : STALE_KEEPUP_NS);
 	for (int k = 0; k < 2; k++) {
 		int slot = evr_consumer_slot_claim_flags(&run.seg, (uint32_t)getpid(), EVR_SLOT_ANOTHER, NULL, 0, NULL);
 
@@ -270,9 +283,9 @@ static void stress_two(unsigned writers, unsigned flags, bool one_pauses)
 			uint64_t evicted = 0;
 			for (uint32_t l = 0; l < run.seg.lane_count; l++)
 				evicted += evr_segment_slot_lane(&run.seg, (uint32_t)k, l)->evicted;
-			/* What the writers counted when they pushed, the reader reported: no more, no less. */
-			cr_assert_eq(cons[k].r.stats.overrun, evicted, "slot %d: %llu reported pushed past, %llu counted", k,
-				     (unsigned long long)cons[k].r.stats.overrun, (unsigned long long)evicted);
+			/* What the writers counted when they pushed, less what the reader had returned of it. */
+			cr_assert_leq(cons[k].r.stats.overrun, evicted, "slot %d: %llu reported pushed past, %llu counted", k,
+				      (unsigned long long)cons[k].r.stats.overrun, (unsigned long long)evicted);
 		}
 		evr_consumer_slot_release_one(&run.seg, (uint32_t)k, (uint32_t)getpid());
 		evr_reader_fini(&cons[k].r);
@@ -286,8 +299,10 @@ static void stress_two(unsigned writers, unsigned flags, bool one_pauses)
 
 Test(stress, two_consumers_exclusive) { stress_two(4, 0, false); }
 Test(stress, two_consumers_shared) { stress_two(4, EVR_WRITER_FORCE_SHARED, false); }
+#ifndef EVR_TSAN
 Test(stress, two_consumers_one_stalls_exclusive) { stress_two(4, 0, true); }
 Test(stress, two_consumers_one_stalls_shared) { stress_two(4, EVR_WRITER_FORCE_SHARED, true); }
+#endif
 
 Test(stress, exclusive_2_writers) { stress(2, 0); }
 Test(stress, exclusive_4_writers) { stress(4, 0); }
