@@ -38,7 +38,7 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 					   flags & EVR_ATTACH_FROM_OLDEST ? EVR_SLOT_FROM_OLDEST : 0, holders,
 					   EVR_CONSUMER_SLOTS_MAX, &nheld);
 	if (rc < 0) {
-		int at = snprintf(err, errlen, "segment %s: all %u consumer slots held, by pid", shm_name, s->seg.slots);
+		int at = snprintf(err, errlen, "segment %s: all %u consumer slots held, by pids", shm_name, s->seg.slots);
 
 		for (uint32_t i = 0; i < nheld && i < EVR_CONSUMER_SLOTS_MAX && at > 0 && (size_t)at < errlen; i++)
 			at += snprintf(err + at, errlen - (size_t)at, "%s %u", i ? "," : "", holders[i]);
