@@ -338,11 +338,12 @@ int evr_cmd_ls(int argc, char **argv)
 static void stats_usage(FILE *f)
 {
 	fprintf(f, "usage: evring stats PID|NAME [--json]\n"
-		   "  Prints the counters of the process's segments, read-only: it does not take the\n"
-		   "  consumer slot, so it works while a consumer is attached: the header's counters\n"
+		   "  Prints the counters of the process's segments, read-only: it takes no consumer\n"
+		   "  slot, so it works while consumers are attached: the header's counters\n"
 		   "  (lane claims and fallbacks to the shared lane, records refused as oversize or\n"
 		   "  reentrant, metadata refused, lanes reclaimed, records skipped) and per lane its\n"
-		   "  owner, records, lost, pending loss, head and tail.\n"
+		   "  owner, records, lost, pending loss, unread bytes (behind the slowest live\n"
+		   "  consumer) and skipped; then a line per consumer slot held.\n"
 		   "  NAME: a segment name (/evring.PID.NAME or PID.NAME) or a program name.\n"
 		   "  --json   one JSON array, an object per segment\n"
 		   "examples:\n"

@@ -9,11 +9,16 @@
  * checked by a reader against the size of its own mapping before use.
  *
  *   0        struct evr_seg_header (4096 bytes). Written once by the creator,
- *            except the producer counters (line at 192) and the consumer slot
- *            (line at 256). The magic is stored last, with release, so a reader
- *            never sees a half-built header under a valid magic.
+ *            except the producer counters (line at 192), the consumer line at
+ *            256 and the consumer slot table at 384 (a line per slot, each
+ *            written by its holder). The magic is stored last, with release,
+ *            so a reader never sees a half-built header under a valid magic.
  *   4096     lane table: lane_count x struct evr_lane (128 bytes). Bytes 0-63
- *            are written by the lane's producer, bytes 64-127 by the consumer.
+ *            are written by the lane's producer; 64-127 held 1.x's consumer
+ *            head, retired (its skipped counter stays).
+ *   slot_lanes_offset  consumer_slots x lane_count struct evr_slot_lane, slot
+ *            major, 64 bytes each: slot k's head on lane i on a line of its
+ *            own, so no two consumers and no producer share one.
  *   meta_offset   metadata area: append-only entries (struct evr_meta_entry
  *            followed by a payload), never overwritten, so a consumer that
  *            attaches late still reads every definition.
@@ -58,8 +63,9 @@
  * that was handed back to other writers.
  *
  * Free space is pos + size - head <= lane_bytes, compared by unsigned
- * difference. A writer caches the consumer's head and re-reads it only when
- * the cached value says the record does not fit. When it still does not fit
+ * difference, where head is the lowest of the live consumers' heads (SEVERAL
+ * CONSUMERS below). A writer caches it and re-reads the heads only when the
+ * cached value says the record does not fit. When it still does not fit
  * the record is dropped and counted; the next record that fits is preceded by
  * a LOST record, [ts, count, first_ts] (when it was written, how many were
  * dropped, when the first of them was), so the loss appears in the stream
@@ -71,14 +77,61 @@
  * hold the writer's tid (a little-endian uint64). The trailer is written
  * before the commit CAS (S3) and costs nothing on the exclusive lanes.
  *
+ * SEVERAL CONSUMERS
+ * =================
+ * A segment has consumer_slots slots (EVR_CONSUMER_SLOTS, 8). A consumer
+ * claims one (K1: a CAS of its pid from 0, or from a holder that is gone:
+ * its pid dead, or alive with another start time than the slot recorded,
+ * which is a reused pid), and reads every lane from its own heads. It stores
+ * a heartbeat (K2) on each drain pass: the segment clock, which producers
+ * compare against their own read of it, and CLOCK_MONOTONIC for tools.
+ *
+ * A writer whose cached room runs out computes the lowest head over the
+ * claimed slots (W1). A slot whose heartbeat is older than the segment's
+ * bound (stale_ticks, from the producer's config, 1 s by default) holds the
+ * lane back only until it is in the way: then the writer pushes its head (E1
+ * to E3). With no slot claimed, slot 0's heads bound the lane: a reader that
+ * claims nothing (tests, tools) reads as 1.x's one consumer did, and what the
+ * last consumer left unread stays until a consumer comes back.
+ *
+ * THE PUSH, AND EXACT LOSS. The pushing writer takes the slot-lane's flag
+ * (E1, a try-CAS: a writer that finds it taken does not wait, it keeps the
+ * head), checks the slot stale again under it, walks the committed records
+ * from the slot's head to its own position, counting what a reader would
+ * have taken (a record; a LOST record for its count; PAD and THREAD for
+ * nothing; nothing before the slot's count_from, where its holder attached),
+ * stopping at anything it must not write over (a shared-lane reservation
+ * BUSY or SKIPPED) or cannot read as a record. Then E2 CASes the head from
+ * what it read to where the walk stopped, with EVR_HEAD_EVICTED (bit 0) set,
+ * and E3 adds the count to the slot-lane's evicted. Only then does it write
+ * over what it pushed past. The fast path is untouched: all of this is in
+ * the slow path's W1, when the cached room runs out.
+ *
+ * The reader publishes its head with a CAS from the value it last published
+ * (R3), at each release and after EVR_READ_LOG records returned, and after
+ * copying each record loads its head again (R8). Both see a push: a flagged
+ * head. The push counted everything from the reader's published head to the
+ * pushed one; the reader keeps a log of the records it returned since it
+ * last published (position, count) and takes back those below the pushed
+ * head (it returned them), drops the record it just copied if the push went
+ * past it (the copy may be torn: the writer may be writing over it), clears
+ * the flag (R7, a CAS: a newer push sets it again) and goes on from the
+ * pushed head. The difference between E3's count and what it took back is
+ * handed to the caller as a LOST record [now, count, now]: for each consumer,
+ * records delivered + lost == records written since it attached, exactly.
+ * A consumer's copy that a push overlapped is a read racing a write, thrown
+ * away as a seqlock's reader throws away such a read; ThreadSanitizer builds
+ * copy with an uninstrumented loop.
+ *
  * ORDERING
  * ========
  * Each atomic access in ring/ carries one of these labels.
  *
  *   producer (exclusive)                       consumer
  *   --------------------                       --------
- *   W1  head = load-acquire(lane.head)         R1  w = load-acquire(commit word)
- *       only when the cached head is short         tag(w) != tag(pos): nothing yet
+ *   W1  head = min load-acquire(slot-lane.head)  R1  w = load-acquire(commit word)
+ *       over the live slots, only when the         tag(w) != tag(pos): nothing yet
+ *       cached head is short
  *       -- pairs with R3: the consumer has         -- pairs with W2 / S3
  *       finished reading what it released      R2  copy the body out (plain loads)
  *   write body (plain stores)                  R3  store-release(lane.head, pos)
@@ -112,6 +165,25 @@
  *                                              F3  producer: load-acquire(site.head) --
  *                                                  pairs with F0: the entry is published
  *
+ *   several consumers (slots.c, reader.c)
+ *   -------------------------------------
+ *   K1  CAS(slot.pid, 0 or gone holder, me); the claim's heartbeat (K2) goes
+ *       before it, so no writer takes a just-claimed slot for stale
+ *   K2  store(slot.heartbeat_ticks, segment clock) relaxed, at each pass; the
+ *       claim follows it with a full fence and reads E1 (a Dekker pair with
+ *       E1 + K2 in the writer: a push either sees the claim or is waited for)
+ *   E1  writer: CAS(slot-lane.evicting, 0, 1); store-release(evicting, 0) at
+ *       the end -- one pusher at a time; the claim waits for it to clear
+ *   E2  writer: CAS(slot-lane.head, h, to | EVICTED) -- races with R3: one of
+ *       a publish and a push from h wins; before any store over [h, to)
+ *   E3  writer: store(slot-lane.evicted, + count) under E1; released by E1
+ *   E4  writer: load-acquire(commit word) while walking, pairs with W2 / S3
+ *   R3  claimed reader: CAS(slot-lane.head, published, pos), pairs with W1,
+ *       races with E2 (a bare reader: store-release, as in 1.x)
+ *   R7  reader: CAS(head, to | EVICTED, to): the push taken
+ *   R8  reader: after R2, load-acquire(head) (and an acquire fence): the copy
+ *       was whole unless a push went past it
+ *
  *   lane ownership                             metadata
  *   --------------                             --------
  *   C1  CAS(lane.owner, 0, pid:tid) acquire    M1  faa(hdr.meta_used, size) reserves
@@ -119,8 +191,8 @@
  *       last owner's tail and lost fields          -- publishes the entry to M3
  *   C2  store-release(lane.owner, 0) at        M3  load-acquire(entry.commit)
  *       thread exit, after tail and lost
- *   C3  reader reclaim of a dead owner:        consumer slot
- *       store tail, CAS(owner, dead, 0)        K1  CAS(hdr.consumer_pid, 0 or dead, me)
+ *   C3  reader reclaim of a dead owner:
+ *       store tail, CAS(owner, dead, 0)
  *
  * A writer that dies inside a record leaves its commit word unpublished. On an
  * exclusive lane the reader sees the owning thread is gone, reads what was
@@ -136,8 +208,9 @@
  *   evr_segment_create / close / unlink      any thread, not concurrently on one segment
  *   evr_writer_open / reserve / commit / close   the thread that owns the writer
  *   evr_meta_append                           any thread, concurrently
- *   evr_reader_*                              one reader thread per segment
- *   evr_consumer_slot_*                       any process; the slot arbitrates
+ *   evr_reader_*                              one thread per reader; several readers
+ *                                             per segment, each in its own slot
+ *   evr_consumer_slot_*                       any process; K1 arbitrates
  */
 #ifndef EVRING_RING_H
 #define EVRING_RING_H
