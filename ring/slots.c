@@ -112,8 +112,9 @@ static uint64_t evict(struct evr_segment *seg, uint32_t k, uint32_t lane, uint64
 	h = raw & ~(uint64_t)EVR_HEAD_EVICTED;
 	if (!evr_cas_64(&sl->evicting, &zero, 1)) /* E1: one pusher at a time; the others go on without */
 		return h;
-	/* K2 again, after E1: pairs with the claim's heartbeat store and fence (a Dekker pair). */
-	if (evr_ld_64(&s->pid) == 0 || !is_stale(now, evr_ld_64(&s->heartbeat_ticks), seg->stale_ticks))
+	/* K2 again, after E1, seq_cst: pairs with the claim's seq_cst heartbeat and E1 load (a Dekker pair). */
+	if (evr_ld_64(&s->pid) == 0 ||
+	    !is_stale(now, __atomic_load_n(&s->heartbeat_ticks, __ATOMIC_SEQ_CST), seg->stale_ticks))
 		goto out;
 	raw = evr_ld_acq_64(&sl->head); /* W1 */
 	h = raw & ~(uint64_t)EVR_HEAD_EVICTED;
@@ -205,7 +206,7 @@ static void place_heads(struct evr_segment *seg, uint32_t k, unsigned flags)
 				start = h;
 		}
 		/* A push that began before the claim (the slot was stale) ends before the heads are placed. */
-		while (evr_ld_acq_64(&sl->evicting) != 0) { /* E1 */
+		while (__atomic_load_n(&sl->evicting, __ATOMIC_SEQ_CST) != 0) { /* E1, the claim's side of the pair */
 			uint64_t now = evr_clock_monotonic_ns();
 			if (!deadline)
 				deadline = now + EVICTING_WAIT_NS;
@@ -253,8 +254,14 @@ int evr_consumer_slot_claim_flags(struct evr_segment *seg, uint32_t pid, unsigne
 			continue;
 		}
 		evr_st_64(&s->start_ticks, evr_proc_start_ticks(0));
-		heartbeat(seg, k); /* K2 again, then a full fence before E1 is read: pairs with evict()'s E1 and K2 */
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		heartbeat(seg, k);
+		/*
+		 * K2 once more as a seq_cst exchange, and E1 read seq_cst in
+		 * place_heads: with evict()'s seq_cst E1 CAS and K2 load, a Dekker
+		 * pair. A push either sees this heartbeat and backs off, or took
+		 * E1 first and is waited for.
+		 */
+		evr_fas_64(&s->heartbeat_ticks, evr_clock_read(seg->clock_kind));
 		place_heads(seg, k, flags);
 		evr_st_64(&s->attached_real_ns, evr_clock_realtime_ns());
 		evr_faa_64(&s->epoch, 1);
