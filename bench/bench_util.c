@@ -748,8 +748,10 @@ bool bench_seg_caught_up(const struct evr_segment *seg, unsigned timeout_ms)
 	for (;;) {
 		bool behind = false;
 
-		for (uint32_t i = 0; i < seg->lane_count && !behind; i++)
-			behind = evr_ld_acq_64(&seg->lanes[i].head) != evr_ld_acq_64(&seg->lanes[i].tail);
+		/* Every claimed slot has read every lane to its tail. */
+		for (uint32_t k = 0; k < seg->slots && !behind; k++)
+			for (uint32_t i = 0; evr_ld_64(&seg->hdr->slots[k].pid) && i < seg->lane_count && !behind; i++)
+				behind = evr_segment_head(seg, k, i) != evr_ld_acq_64(&seg->lanes[i].tail);
 		if (!behind)
 			return true;
 		if (bench_now_ns() > deadline)

@@ -4,8 +4,8 @@
  *
  * A process's segments are the shm objects /dev/shm/evring.<pid>.<name>; it
  * has one, or more if it opened several. Opening validates the header
- * against the object's size, refuses another user's segment, and takes the
- * consumer slot, which the previous holder keeps while it lives.
+ * against the object's size, refuses another user's segment, and takes a
+ * consumer slot (one of several: each holder keeps its own while it lives).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -25,7 +25,7 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 		  size_t errlen)
 {
 	struct evr_clock_calib cal;
-	uint32_t holder = 0;
+	uint32_t holders[EVR_CONSUMER_SLOTS_MAX], nheld = 0;
 	int rc;
 
 	memset(s, 0, sizeof(*s));
@@ -34,15 +34,20 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 	if (rc)
 		return rc;
 	s->fault = evr__fault_watch(s->seg.base, s->seg.bytes); /* -ENOSPC: unwatched, as before */
-	rc = evr_consumer_slot_claim(&s->seg, (uint32_t)getpid(), &holder);
-	if (rc) {
-		snprintf(err, errlen, "segment %s already has a consumer: pid %u (one consumer per segment)", shm_name,
-			 holder);
+	rc = evr_consumer_slot_claim_flags(&s->seg, (uint32_t)getpid(),
+					   flags & EVR_ATTACH_FROM_OLDEST ? EVR_SLOT_FROM_OLDEST : 0, holders,
+					   EVR_CONSUMER_SLOTS_MAX, &nheld);
+	if (rc < 0) {
+		int at = snprintf(err, errlen, "segment %s: all %u consumer slots held, by pids", shm_name, s->seg.slots);
+
+		for (uint32_t i = 0; i < nheld && i < EVR_CONSUMER_SLOTS_MAX && at > 0 && (size_t)at < errlen; i++)
+			at += snprintf(err + at, errlen - (size_t)at, "%s %u", i ? "," : "", holders[i]);
 		evr_segment_close(&s->seg);
 		return rc;
 	}
 	s->slot_held = true;
-	rc = evr_reader_init(&s->reader, &s->seg, flags & EVR_ATTACH_FROM_OLDEST ? EVR_READ_FROM_OLDEST : 0);
+	s->slot = (uint32_t)rc;
+	rc = evr_reader_init_slot(&s->reader, &s->seg, s->slot);
 	s->lanes = calloc(s->seg.lane_count, sizeof(*s->lanes));
 	if (rc || !s->lanes) {
 		snprintf(err, errlen, "out of memory attaching to %s", shm_name);
@@ -81,7 +86,7 @@ int evr__src_open(struct evr_src *s, const char *shm_name, uint32_t index, unsig
 void evr__src_close(struct evr_src *s)
 {
 	if (s->slot_held && !s->faulted)
-		evr_consumer_slot_release(&s->seg, (uint32_t)getpid());
+		evr_consumer_slot_release_one(&s->seg, s->slot, (uint32_t)getpid());
 	s->slot_held = false;
 	evr_reader_fini(&s->reader);
 	evr__fault_unwatch(s->fault);

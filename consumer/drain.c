@@ -122,7 +122,11 @@ uint64_t evr__drain_skips(const struct evr_src *s)
 	return r->skipped_bad + r->skipped_stuck + r->skipped_dead;
 }
 
-/* New metadata, the producer's liveness, dead threads' lanes, the heartbeat, the clock mapping. */
+/*
+ * New metadata, the producer's liveness, dead threads' lanes, the clock
+ * mapping. The slot's heartbeat goes out with each pass's release of lane 0
+ * (evr_reader_release).
+ */
 static void keep_current(struct evr_drain *d, struct evr_src *s, uint64_t now)
 {
 	if (evr_ld_64(&s->seg.hdr->meta_used) != s->meta_cursor)
@@ -135,7 +139,6 @@ static void keep_current(struct evr_drain *d, struct evr_src *s, uint64_t now)
 			s->exited = evr_ld_acq_64(&s->seg.hdr->exited_real_ns) != 0;
 		}
 		evr_reader_reap(&s->reader); /* lanes of threads that died */
-		evr_st_64(&s->seg.hdr->consumer_heartbeat_ns, now);
 	}
 	if (now >= s->next_refine_ns) {
 		s->next_refine_ns = now + REFINE_NS;

@@ -32,6 +32,7 @@ struct evr_src {
 	struct evr_clock_map clock;
 	uint64_t meta_cursor;
 	bool slot_held;
+	uint32_t slot;		   /* the consumer slot it holds (when slot_held) */
 
 	/* Sites by id: open addressing, power-of-two capacity. */
 	struct evr_site_info **sites;

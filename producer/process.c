@@ -127,6 +127,37 @@ static int meta_bytes_from_env(uint64_t *out)
 	return 0;
 }
 
+/*
+ * How long a consumer may stay silent before it stops holding lanes back:
+ * EVRING_CONSUMER_STALE, a time with ms or s (a bare number is ms), 10 ms to
+ * 1 hour; else the ring's default (0: 1 s). Not in struct evr_config, whose
+ * size is part of the ABI. Returns 0 or -EINVAL with the error set.
+ */
+static int stale_from_env(uint64_t *out)
+{
+	const char *v = getenv("EVRING_CONSUMER_STALE");
+	unsigned long long n;
+	char *end;
+
+	*out = 0;
+	if (!v || !*v)
+		return 0;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (!errno && end != v && *v != '-' && (!strcmp(end, "") || !strcmp(end, "ms")))
+		n *= 1000000ull;
+	else if (!errno && end != v && *v != '-' && !strcmp(end, "s"))
+		n *= 1000000000ull;
+	else
+		n = 0;
+	if (n < 10000000ull || n > 3600000000000ull) {
+		set_error("EVRING_CONSUMER_STALE=%s: expected a time from 10ms to 3600s", v);
+		return -EINVAL;
+	}
+	*out = n;
+	return 0;
+}
+
 /* Fills cfg's zero fields from the environment. Returns 0 or -EINVAL with the error set. */
 static int config_from_env(struct evr_config *cfg, char *name_buf, size_t name_len, bool *off)
 {
@@ -447,6 +478,8 @@ static int open_locked(const struct evr_config *in)
 	rc = config_from_env(&cfg, name, sizeof(name), &off);
 	if (!rc && !off)
 		rc = meta_bytes_from_env(&scfg.meta_bytes);
+	if (!rc && !off)
+		rc = stale_from_env(&scfg.stale_ns);
 	if (!rc && !off && evr_reclaim_policy_from_env(&reclaim, err, sizeof(err)) != 0) {
 		set_error("%s", err);
 		rc = -EINVAL;

@@ -14,8 +14,33 @@
 
 #include <evring/ring.h>
 
+#include "slots.h"
+
 #define STEPS_PER_CALL 4096 /* bounds one call against a writer that only pads */
 #define GAP_POLLS 64	    /* empty polls between looks at the writers' cache line */
+
+/*
+ * R2's copy. A claimed slot's copy may race with a writer that pushed the
+ * slot's head (E2) and writes over what it pushed past: R8 then finds the
+ * push and the copy is thrown away, as a seqlock's reader throws away a read
+ * that overlapped a write. ThreadSanitizer cannot know that, so under it the
+ * copy is a plain loop it does not instrument; elsewhere, memcpy.
+ */
+#ifdef EVR_TSAN
+__attribute__((no_sanitize_thread, noinline)) static void copy_body(void *dst, const void *src, size_t n)
+{
+	volatile const uint8_t *s = src;
+	uint8_t *d = dst;
+
+	for (size_t i = 0; i < n; i++)
+		d[i] = s[i];
+}
+#else
+static inline void copy_body(void *dst, const void *src, size_t n)
+{
+	memcpy(dst, src, n);
+}
+#endif
 
 static bool is_shared(const struct evr_reader *r, uint32_t lane)
 {
@@ -45,6 +70,17 @@ static bool word_plausible(const struct evr_reader *r, uint64_t pos, uint64_t w)
 	return type == EVR_REC_BUSY || type == EVR_REC_SKIPPED || type == EVR_REC_ABANDONED;
 }
 
+/* What a claimed reader returned on a lane since its head was last published: where, and how many records each stood for. */
+struct evr_read_log {
+	uint64_t pos[EVR_READ_LOG];
+	uint64_t items[EVR_READ_LOG];
+};
+
+static struct evr_slot_lane *my_line(const struct evr_reader *r, uint32_t lane)
+{
+	return evr_segment_slot_lane(r->seg, r->slot, lane);
+}
+
 int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flags)
 {
 	memset(r, 0, sizeof(*r));
@@ -56,7 +92,8 @@ int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flag
 	for (uint32_t i = 0; i < seg->lane_count; i++) {
 		struct evr_lane *l = &seg->lanes[i];
 		struct evr_cursor *c = &r->cur[i];
-		uint64_t head = evr_ld_64(&l->head), tail = evr_ld_64(&l->tail); /* R6; head is ours (R3) */
+		/* R6; head is ours (R3): slot 0's, which bounds the writers while no slot is claimed. */
+		uint64_t head = evr_ld_64(&my_line(r, i)->head) & ~(uint64_t)EVR_HEAD_EVICTED, tail = evr_ld_64(&l->tail);
 
 		/*
 		 * "From now" still starts at the head and walks up to the tail seen
@@ -77,10 +114,145 @@ int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flag
 	return 0;
 }
 
+int evr_reader_init_slot(struct evr_reader *r, struct evr_segment *seg, uint32_t slot)
+{
+	if (slot >= seg->slots)
+		return -EINVAL;
+	memset(r, 0, sizeof(*r));
+	r->cur = calloc(seg->lane_count, sizeof(*r->cur));
+	if (!r->cur)
+		return -ENOMEM;
+	r->log = calloc(seg->lane_count, sizeof(*r->log));
+	if (!r->log) {
+		free(r->cur);
+		r->cur = NULL;
+		return -ENOMEM;
+	}
+	r->seg = seg;
+	r->slot = slot;
+	r->claimed = true;
+	r->stuck_timeout_ns = 1000000000u;
+	for (uint32_t i = 0; i < seg->lane_count; i++) {
+		struct evr_slot_lane *sl = my_line(r, i);
+		struct evr_cursor *c = &r->cur[i];
+		uint64_t head = evr_ld_acq_64(&sl->head), tail = evr_ld_64(&seg->lanes[i].tail) & ~(uint64_t)7; /* R6 */
+
+		/* The claim placed the head (a push since is taken as it stands). Off the grid or the lane: the tail. */
+		head &= ~(uint64_t)EVR_HEAD_EVICTED;
+		if (tail - head > seg->lane_bytes || (head & 7))
+			head = tail;
+		evr_st_rel_64(&sl->head, head); /* R3 */
+		c->pos = c->published = c->deliver_from = head;
+		c->held = UINT64_MAX;
+		c->wait_pos = UINT64_MAX;
+		c->evict_seen = evr_ld_64(&sl->evicted); /* E3's count so far: the last holder's */
+	}
+	evr_reader_heartbeat(r);
+	return 0;
+}
+
+void evr_reader_heartbeat(struct evr_reader *r)
+{
+	if (r->claimed)
+		evr__slot_heartbeat(r->seg, r->slot);
+}
+
+/* Forgets the log's entries before `to`: published, or pushed past. Returns the records they stood for. */
+static uint64_t log_cut(struct evr_reader *r, uint32_t lane, uint64_t to)
+{
+	struct evr_read_log *g = &r->log[lane];
+	struct evr_cursor *c = &r->cur[lane];
+	uint64_t items = 0;
+	uint32_t keep = 0;
+
+	for (uint32_t i = 0; i < c->log_n; i++) {
+		if (to - g->pos[i] - 1 < UINT64_MAX / 2) { /* pos < to */
+			items += g->items[i];
+			continue;
+		}
+		g->pos[keep] = g->pos[i];
+		g->items[keep++] = g->items[i];
+	}
+	c->log_n = keep;
+	return items;
+}
+
+/*
+ * The slot's head v, flagged EVR_HEAD_EVICTED: a writer pushed it (E2) past
+ * records not yet published as read, and counts them (E3) from the head the
+ * reader had published. Acknowledges the push (R7: a CAS takes the flag
+ * off; a later push sets it again), takes back what the reader itself had
+ * returned before where it was pushed to (the log: those were counted too),
+ * and moves the cursor there unless it already stands further. Returns
+ * true when a push was taken.
+ */
+static bool take_push(struct evr_reader *r, uint32_t lane, uint64_t v)
+{
+	struct evr_slot_lane *sl = my_line(r, lane);
+	struct evr_cursor *c = &r->cur[lane];
+	uint64_t to;
+
+	if (!(v & EVR_HEAD_EVICTED))
+		return false;
+	/* R7, pairs with E2; on a failure v is a newer push. */
+	while (!evr_cas_64(&sl->head, &v, v & ~(uint64_t)EVR_HEAD_EVICTED))
+		if (!(v & EVR_HEAD_EVICTED))
+			break;
+	to = v & ~(uint64_t)EVR_HEAD_EVICTED;
+	c->overrun_due -= (int64_t)log_cut(r, lane, to);
+	c->published = to;
+	if (c->pos - to > UINT64_MAX / 2) /* behind where it was pushed to */
+		c->pos = to;
+	if (c->held != UINT64_MAX && c->held - to > UINT64_MAX / 2)
+		c->held = UINT64_MAX;
+	c->wait_pos = UINT64_MAX;
+	r->stats.overruns++;
+	return true;
+}
+
+/* E3's count since last looked at: what the writers pushed past on this lane. */
+static void take_evicted(struct evr_reader *r, uint32_t lane)
+{
+	struct evr_cursor *c = &r->cur[lane];
+	uint64_t n = evr_ld_acq_64(&my_line(r, lane)->evicted); /* pairs with E1's release */
+
+	if (n != c->evict_seen) {
+		c->overrun_due += (int64_t)(n - c->evict_seen);
+		c->evict_seen = n;
+	}
+}
+
+/*
+ * R3 for a claimed slot: publishes pub with a CAS from the head last
+ * published. Returns false when a writer pushed the head first (E2 won):
+ * the push is taken instead.
+ */
+static bool publish(struct evr_reader *r, uint32_t lane, uint64_t pub)
+{
+	struct evr_cursor *c = &r->cur[lane];
+	uint64_t v = c->published;
+
+	/* R3, pairs with W1 and races with E2: exactly one of them moves the head from what it was. */
+	if (evr_cas_64(&my_line(r, lane)->head, &v, pub)) {
+		c->published = pub;
+		log_cut(r, lane, pub);
+		return true;
+	}
+	if (take_push(r, lane, v))
+		return false;
+	/* Neither ours nor a push (a hostile writer of this line): the head is ours to set. */
+	evr_st_rel_64(&my_line(r, lane)->head, pub);
+	c->published = pub;
+	log_cut(r, lane, pub);
+	return true;
+}
+
 void evr_reader_fini(struct evr_reader *r)
 {
 	free(r->cur);
+	free(r->log);
 	r->cur = NULL;
+	r->log = NULL;
 }
 
 static void count_skip(struct evr_reader *r, uint32_t lane, uint64_t *stat)
@@ -220,6 +392,37 @@ static bool on_busy(struct evr_reader *r, uint32_t lane, struct evr_cursor *c, u
 	return true;
 }
 
+/* Notes a record returned at pos, standing for items records (what a push's walk counts for it). */
+static void log_add(struct evr_reader *r, uint32_t lane, uint64_t pos, uint64_t items)
+{
+	struct evr_cursor *c = &r->cur[lane];
+
+	if (!r->claimed || c->log_n == EVR_READ_LOG)
+		return; /* full: the next call publishes first (never fuller than that) */
+	r->log[lane].pos[c->log_n] = pos;
+	r->log[lane].items[c->log_n++] = items;
+}
+
+/* A LOST record for what writers pushed this reader's head past (the body a producer's LOST record has). */
+static int overrun_record(struct evr_reader *r, uint32_t lane, struct evr_record *rec, void *buf)
+{
+	struct evr_cursor *c = &r->cur[lane];
+	uint64_t now = evr_clock_read(r->seg->clock_kind), n = (uint64_t)c->overrun_due;
+
+	rec->type = EVR_REC_LOST;
+	rec->lane = lane;
+	rec->tid = 0;
+	rec->pos = c->pos;
+	rec->body_len = evr_lost_encode(buf, now, n, now);
+	rec->body = buf;
+	c->overrun_due = 0;
+	r->stats.overrun += n;
+	r->stats.delivered++;
+	r->stats.lost_records++;
+	r->stats.lost += n;
+	return 1;
+}
+
 int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec, void *buf, size_t cap)
 {
 	struct evr_cursor *c;
@@ -229,6 +432,13 @@ int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec,
 		return -EINVAL;
 	c = &r->cur[lane];
 	size = r->seg->lane_bytes;
+	if (r->claimed) {
+		if (!take_push(r, lane, evr_ld_acq_64(&my_line(r, lane)->head)) && c->log_n == EVR_READ_LOG)
+			publish(r, lane, c->held != UINT64_MAX ? c->held : c->pos); /* R3: all returned so far */
+		take_evicted(r, lane);
+		if (c->overrun_due > 0)
+			return overrun_record(r, lane, rec, buf);
+	}
 	for (int step = 0; step < STEPS_PER_CALL; step++) {
 		uint64_t pos = c->pos, off = pos & (size - 1);
 		uint64_t w = evr_ld_acq_64(word_at(r, lane, pos)); /* R1, pairs with W2 / S3 */
@@ -283,12 +493,37 @@ int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec,
 			uint64_t tid;
 
 			bytes -= EVR_TID_BYTES;
-			memcpy(&tid, evr_segment_lane_data(r->seg, lane) + off + bytes, sizeof(tid));
+			copy_body(&tid, evr_segment_lane_data(r->seg, lane) + off + bytes, sizeof(tid));
 			type &= ~(uint32_t)EVR_REC_TID;
 			rec->tid = tid <= UINT32_MAX ? (uint32_t)tid : 0; /* a tid no thread has is no tid */
 		}
 		/* R2: a private copy, so the body cannot change under the decoder. */
-		memcpy(buf, evr_segment_lane_data(r->seg, lane) + off + EVR_WORD_BYTES, bytes - EVR_WORD_BYTES);
+		copy_body(buf, evr_segment_lane_data(r->seg, lane) + off + EVR_WORD_BYTES, bytes - EVR_WORD_BYTES);
+		/*
+		 * A claimed slot confirms the record with R3: a CAS of its head past
+		 * it. When a writer pushed the head first (E2, the slot was stale),
+		 * the body may be torn and the writer counted the record: it is
+		 * dropped here and reported with the push's count, unless the push
+		 * stopped at or before it (the writer wrote nothing over it then).
+		 */
+		/*
+		 * R8: a claimed slot's head, after the copy. A writer pushes it
+		 * (E2) before it writes over what it pushed past: unflagged, the
+		 * copy is whole. Flagged and pushed past pos, the body may be torn
+		 * and the writer counted the record: it is not returned.
+		 */
+		if (r->claimed) {
+#ifndef EVR_TSAN
+			__atomic_thread_fence(__ATOMIC_ACQUIRE); /* the copy's loads before the head's */
+#endif
+			if (take_push(r, lane, evr_ld_acq_64(&my_line(r, lane)->head)) &&
+			    pos - c->published > UINT64_MAX / 2) {
+				take_evicted(r, lane);
+				if (c->overrun_due > 0)
+					return overrun_record(r, lane, rec, buf);
+				continue;
+			}
+		}
 		rec->type = type;
 		rec->lane = lane;
 		rec->pos = pos;
@@ -305,6 +540,9 @@ int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_record *rec,
 				count_skip(r, lane, &r->stats.skipped_bad);
 				continue;
 			}
+			log_add(r, lane, pos, count);
+		} else {
+			log_add(r, lane, pos, type == EVR_REC_THREAD ? 0 : 1);
 		}
 		return 1;
 	}
@@ -323,8 +561,19 @@ void evr_reader_release(struct evr_reader *r, uint32_t lane)
 			c->held = UINT64_MAX;
 	}
 	pub = c->held != UINT64_MAX ? c->held : c->pos;
+	if (r->claimed) {
+		if (pub != c->published && !publish(r, lane, pub)) {
+			pub = c->held != UINT64_MAX ? c->held : c->pos; /* after the push */
+			if (pub != c->published)
+				publish(r, lane, pub);
+		}
+		take_evicted(r, lane);
+		if (lane == 0)
+			evr_reader_heartbeat(r); /* K2: once a pass over the lanes */
+		return;
+	}
 	if (pub != c->published) {
-		evr_st_rel_64(&r->seg->lanes[lane].head, pub); /* R3, pairs with W1 */
+		evr_st_rel_64(&my_line(r, lane)->head, pub); /* R3, pairs with W1 */
 		c->published = pub;
 	}
 }

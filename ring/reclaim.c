@@ -175,7 +175,11 @@ static bool is_dead(int dirfd, const char *file, uint32_t pid, uint64_t pidns, s
 		}
 	}
 	if (h.consumer_pid != 0 && (h.consumer_pid > UINT32_MAX || evr_owner_alive(h.consumer_pid << 32)))
-		return false; /* someone is reading it */
+		return false; /* someone is reading it (a 1.x segment's one slot) */
+	if (h.abi_major == EVR_ABI_MAJOR)
+		for (uint32_t k = 0; k < h.consumer_slots && k < EVR_CONSUMER_SLOTS_MAX; k++)
+			if (h.slots[k].pid != 0 && (h.slots[k].pid > UINT32_MAX || evr_owner_alive(h.slots[k].pid << 32)))
+				return false; /* someone is reading it */
 	d->created = h.start_real_ns;
 	d->bytes = (uint64_t)st.st_size;
 	return true;

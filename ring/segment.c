@@ -31,6 +31,13 @@ _Static_assert(offsetof(struct evr_seg_header, consumer_pid) == 256, "consumer l
 _Static_assert(offsetof(struct evr_seg_header, records_skipped) == 288, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, creator_start_ticks) == 296, "ABI");
 _Static_assert(offsetof(struct evr_seg_header, trace_id_high) == 304, "ABI");
+_Static_assert(offsetof(struct evr_seg_header, consumer_slots) == 312, "ABI 2.0");
+_Static_assert(offsetof(struct evr_seg_header, stale_ns) == 320, "ABI 2.0");
+_Static_assert(offsetof(struct evr_seg_header, slot_lanes_offset) == 336, "ABI 2.0");
+_Static_assert(offsetof(struct evr_seg_header, slots) == EVR_SLOT_TABLE_OFFSET, "ABI 2.0: slot table");
+_Static_assert(sizeof(struct evr_consumer_slot) == 64, "a slot is a cache line");
+_Static_assert(sizeof(struct evr_slot_lane) == EVR_SLOT_LANE_BYTES, "a slot-lane is a cache line");
+_Static_assert(offsetof(struct evr_slot_lane, evicted) == 16, "ABI 2.0");
 _Static_assert(sizeof(struct evr_lane) == EVR_LANE_ENTRY_BYTES, "lane entry is 128 bytes");
 _Static_assert(offsetof(struct evr_lane, tail) == 8, "ABI");
 _Static_assert(offsetof(struct evr_lane, lost_pending) == 32, "ABI");
@@ -70,7 +77,7 @@ int evr_segment_name(char *buf, size_t len, pid_t pid, const char *name)
 }
 
 struct layout {
-	uint64_t meta_offset, lanes_offset, total;
+	uint64_t slot_lanes_offset, meta_offset, lanes_offset, total;
 };
 
 static int plan(const struct evr_segment_config *cfg, uint32_t *lanes, uint64_t *lane_bytes,
@@ -90,7 +97,8 @@ static int plan(const struct evr_segment_config *cfg, uint32_t *lanes, uint64_t 
 		return fail(err, errlen, -EINVAL, "metadata bytes=%llu: must be in 4096..%u",
 			    (unsigned long long)*meta_bytes, EVR_META_BYTES_MAX);
 	*meta_bytes = align_up(*meta_bytes, 4096);
-	l->meta_offset = EVR_HEADER_BYTES + align_up((uint64_t)*lanes * EVR_LANE_ENTRY_BYTES, 4096);
+	l->slot_lanes_offset = EVR_HEADER_BYTES + align_up((uint64_t)*lanes * EVR_LANE_ENTRY_BYTES, 4096);
+	l->meta_offset = l->slot_lanes_offset + align_up((uint64_t)EVR_CONSUMER_SLOTS * *lanes * EVR_SLOT_LANE_BYTES, 4096);
 	l->lanes_offset = l->meta_offset + *meta_bytes;
 	l->total = l->lanes_offset + (uint64_t)*lanes * *lane_bytes;
 	return 0;
@@ -108,6 +116,9 @@ static void map_fields(struct evr_segment *seg, uint8_t *base, uint64_t bytes, c
 	seg->bytes = bytes;
 	seg->hdr = (struct evr_seg_header *)(void *)base;
 	seg->lanes = (struct evr_lane *)(void *)(base + h->lane_table_offset);
+	seg->slot_lanes = (struct evr_slot_lane *)(void *)(base + h->slot_lanes_offset);
+	seg->slots = h->consumer_slots;
+	seg->stale_ticks = h->stale_ticks;
 	seg->meta = base + h->meta_offset;
 	seg->data = base + h->lanes_offset;
 	seg->lane_count = h->lane_count;
@@ -122,7 +133,7 @@ int evr_segment_create(struct evr_segment *seg, const char *shm_name, const stru
 {
 	uint32_t lanes, salt = 0;
 	uint64_t lane_bytes, meta_bytes;
-	struct layout l = { 0, 0, 0 };
+	struct layout l = { 0, 0, 0, 0 };
 	struct evr_clock_calib cal;
 	struct evr_seg_header *h;
 	uint8_t *base;
@@ -184,6 +195,12 @@ int evr_segment_create(struct evr_segment *seg, const char *shm_name, const stru
 	h->meta_offset = l.meta_offset;
 	h->meta_bytes = meta_bytes;
 	h->lanes_offset = l.lanes_offset;
+	h->consumer_slots = EVR_CONSUMER_SLOTS;
+	h->abi_minor_required = 0;
+	h->slot_lanes_offset = l.slot_lanes_offset;
+	h->stale_ns = cfg && cfg->stale_ns ? cfg->stale_ns : EVR_STALE_NS_DEFAULT;
+	/* In ticks of the segment clock, which producers read anyway: ns << 32 / (ns per tick << 32). */
+	h->stale_ticks = (uint64_t)(((unsigned __int128)h->stale_ns << EVR_CLOCK_SHIFT) / cal.mult);
 	if (cfg && cfg->program)
 		snprintf(h->program, sizeof(h->program), "%s", cfg->program);
 	h->meta_used = EVR_META_FIRST;
@@ -223,6 +240,11 @@ int evr_segment_validate(const void *base, uint64_t bytes, char *err, size_t err
 	if (h->abi_major != EVR_ABI_MAJOR)
 		return fail(err, errlen, -EPROTO, "segment ABI version %u.%u, this reader supports %u.%u",
 			    h->abi_major, h->abi_minor, EVR_ABI_MAJOR, EVR_ABI_MINOR);
+	if (h->abi_minor_required > EVR_ABI_MINOR)
+		return fail(err, errlen, -EPROTO,
+			    "segment ABI version %u.%u needs a reader of %u.%u or later, this reader supports %u.%u",
+			    h->abi_major, h->abi_minor, h->abi_major, h->abi_minor_required, EVR_ABI_MAJOR,
+			    EVR_ABI_MINOR);
 	if (h->header_bytes != EVR_HEADER_BYTES)
 		return fail(err, errlen, -EBADMSG, "header size %u, expected %u", h->header_bytes, EVR_HEADER_BYTES);
 	if (h->segment_bytes != bytes)
@@ -245,6 +267,15 @@ int evr_segment_validate(const void *base, uint64_t bytes, char *err, size_t err
 	    h->meta_bytes > bytes - h->meta_offset)
 		return fail(err, errlen, -EBADMSG, "metadata area %llu+%llu is outside the segment or overlaps",
 			    (unsigned long long)h->meta_offset, (unsigned long long)h->meta_bytes);
+	if (h->consumer_slots < 1 || h->consumer_slots > EVR_CONSUMER_SLOTS_MAX)
+		return fail(err, errlen, -EBADMSG, "%u consumer slots, out of range 1..%u", h->consumer_slots,
+			    EVR_CONSUMER_SLOTS_MAX);
+	/* Slot-lanes: after the lane table, before the metadata, on cache lines (both factors bounded: no overflow). */
+	if (h->slot_lanes_offset < table_end || (h->slot_lanes_offset & (EVR_SLOT_LANE_BYTES - 1)) ||
+	    h->slot_lanes_offset > h->meta_offset ||
+	    (uint64_t)h->consumer_slots * h->lane_count * EVR_SLOT_LANE_BYTES > h->meta_offset - h->slot_lanes_offset)
+		return fail(err, errlen, -EBADMSG, "consumer slot lanes at %llu are outside the segment or overlap",
+			    (unsigned long long)h->slot_lanes_offset);
 	meta_end = h->meta_offset + h->meta_bytes;
 	if (meta_end > bytes || h->lanes_offset < meta_end || (h->lanes_offset & 7) || h->lanes_offset > bytes)
 		return fail(err, errlen, -EBADMSG, "lane data at %llu is outside the segment or overlaps",
@@ -451,38 +482,7 @@ int evr_meta_read(const struct evr_segment *seg, uint64_t id, struct evr_meta_vi
 	return 1;
 }
 
-/* ---- consumer slot ---------------------------------------------------- */
-
-int evr_consumer_slot_claim(struct evr_segment *seg, uint32_t pid, uint32_t *holder)
-{
-	uint64_t seen = 0;
-
-	for (int tries = 0; tries < 8; tries++) {
-		if (evr_cas_64(&seg->hdr->consumer_pid, &seen, pid)) { /* K1 */
-			evr_faa_64(&seg->hdr->consumer_epoch, 1);
-			evr_st_64(&seg->hdr->consumer_heartbeat_ns, evr_clock_monotonic_ns());
-			return 0;
-		}
-		if (seen == pid)
-			return 0;
-		if (seen > UINT32_MAX || evr_segment_owner_alive(seg, seen << 32)) {
-			if (holder)
-				*holder = (uint32_t)seen;
-			return -EBUSY;
-		}
-		/* The holder died: take the slot over with the same CAS from its pid. */
-	}
-	if (holder)
-		*holder = (uint32_t)seen;
-	return -EBUSY;
-}
-
-void evr_consumer_slot_release(struct evr_segment *seg, uint32_t pid)
-{
-	uint64_t expect = pid;
-
-	evr_cas_64(&seg->hdr->consumer_pid, &expect, 0);
-}
+/* ---- processes -------------------------------------------------------- */
 
 uint64_t evr_pidns(void)
 {

@@ -12,6 +12,8 @@
 
 #include <evring/ring.h>
 
+#include "slots.h"
+
 #define LOST_BODY_MAX 32u
 #define THREAD_BODY_MAX 16u /* [ts, tid]: 1 + 9 + 5 */
 
@@ -88,23 +90,6 @@ out:
 
 /* ---- claiming and freeing lanes --------------------------------------- */
 
-/*
- * The consumer's head as the writer may use it. The head is the consumer's
- * to write and may hold anything. A head a consumer could have published lies
- * at most a lane behind pos (where the writer writes next) and not past it:
- * every record before it was written. Anything else is taken as "nothing read
- * since the lane was last full", so the record does not fit and is dropped
- * and counted, never written over what may be unread, until the consumer
- * publishes a head that makes sense. Before the first lap ends nothing can be
- * overwritten, so there it is 0.
- */
-static uint64_t trusted_head(uint64_t head, uint64_t pos, uint64_t size)
-{
-	if (pos - head <= size)
-		return head;
-	return pos >= size ? pos - size : 0;
-}
-
 /* base for tail's lap: where the fast path and the one-call commit find tail's record. */
 static void rebase(struct evr_writer *w)
 {
@@ -162,7 +147,7 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 		w->data = evr_segment_lane_data(seg, idx);
 		/* The last owner's fields, ordered by C1 after its C2 (or the reader's C3, so 8-aligned here). */
 		w->tail = (evr_ld_64(&lane->tail) + 7) & ~(uint64_t)7;
-		w->head_cache = trusted_head(evr_ld_acq_64(&lane->head), w->tail, seg->lane_bytes); /* W1 */
+		w->head_cache = evr__slots_head(seg, idx, w->tail, w->tail); /* W1 */
 		w->thread_pending = true;
 		refresh(w);
 		evr_st_32(&lane->claims, lane->claims + 1);
@@ -173,7 +158,10 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 		evr_faa_64(&seg->hdr->lane_fallbacks, 1);
 	w->lane = &seg->lanes[exclusive];
 	w->data = evr_segment_lane_data(seg, exclusive);
-	w->head_cache = trusted_head(evr_ld_acq_64(&w->lane->head), evr_ld_64(&w->lane->tail), seg->lane_bytes); /* W1 */
+	{
+		uint64_t tail = evr_ld_64(&w->lane->tail);
+		w->head_cache = evr__slots_head(seg, exclusive, tail, tail); /* W1 */
+	}
 	w->shared = true;
 	refresh(w);
 	return 0;
@@ -250,7 +238,8 @@ static bool fits(struct evr_writer *w, uint64_t pos, uint64_t end)
 
 	if (end - w->head_cache <= size && pos - w->head_cache <= size)
 		return true;
-	w->head_cache = trusted_head(evr_ld_acq_64(&w->lane->head), pos, size); /* W1, pairs with R3 */
+	/* W1, pairs with R3: the lowest head of the slots holding the lane back (stale ones pushed, E1-E3). */
+	w->head_cache = evr__slots_head(w->seg, (uint32_t)(w->lane - w->seg->lanes), pos, end);
 	return end - w->head_cache <= size;
 }
 

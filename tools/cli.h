@@ -24,7 +24,7 @@ enum evr_exit {
 	EVR_EXIT_NO_SEGMENT = 4, /* the process (or name) has no evring segment */
 	EVR_EXIT_ACCESS = 5,	 /* permission denied (another user's segment) */
 	EVR_EXIT_ABI = 6,	 /* the segment speaks another ABI version */
-	EVR_EXIT_BUSY = 7,	 /* another consumer holds the segment */
+	EVR_EXIT_BUSY = 7,	 /* every consumer slot of the segment is held by a live process */
 	EVR_EXIT_BAD_INPUT = 8,	 /* a segment or capture file that failed validation */
 	EVR_EXIT_HANDLER = 9,	 /* the run went on, but a handler failed: errors, timeouts, output not written */
 };

@@ -1,6 +1,6 @@
 /*
  * cli_ls.c: `evring ls` and `evring stats`, which read segments' counters
- * without taking the consumer slot and without writing a byte to them.
+ * and consumer slots without taking a slot and without writing a byte to them.
  *
  * Segments live in /dev/shm as evring.<pid>.<name>. A segment whose creator
  * is gone is stale: `ls` lists it as such and `ls --clean` removes it (only a
@@ -33,24 +33,18 @@ struct seg_info {
 	char program[65];
 	uint32_t lanes, lanes_in_use;
 	uint64_t records, lost, skipped;
-	uint32_t consumer_pid;
+	uint32_t consumer_pid;	/* the first live consumer's, for scripts of one consumer */
 	bool consumer_alive;
 	bool stale;
+	uint32_t nslots;
+	struct evr_slot_info slots[EVR_CONSUMER_SLOTS_MAX]; /* pid 0: free */
 };
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* Reads the counters of an open segment (everything through evr_ld_64: the producers write them). */
 static void seg_read(struct seg_info *si, const struct evr_segment *seg)
 {
 	const struct evr_seg_header *h = seg->hdr;
-	uint64_t cpid;
 
 	snprintf(si->program, sizeof(si->program), "%.*s", (int)strnlen(h->program, sizeof(h->program)),
 		 h->program);
@@ -64,9 +58,14 @@ static void seg_read(struct seg_info *si, const struct evr_segment *seg)
 		si->lost += evr_ld_64(&l->lost);
 		si->skipped += evr_ld_64(&l->skipped);
 	}
-	cpid = evr_ld_64(&h->consumer_pid);
-	si->consumer_pid = (uint32_t)cpid;
-	si->consumer_alive = cpid && evr_owner_alive(cpid << 32);
+	si->nslots = seg->slots;
+	for (uint32_t k = 0; k < seg->slots; k++) {
+		evr_consumer_slot_info(seg, k, &si->slots[k]);
+		if (!si->consumer_alive && si->slots[k].pid && si->slots[k].alive) {
+			si->consumer_pid = si->slots[k].pid;
+			si->consumer_alive = true;
+		}
+	}
 	si->stale = !evr_segment_owner_alive(seg, (uint64_t)si->pid << 32);
 }
 
@@ -178,12 +177,52 @@ static const char *state_of(const struct seg_info *si)
 	}
 }
 
+/* A consumer's state: live, stale (silent past the segment's bound: it holds no lane back) or dead. */
+static const char *consumer_state(const struct evr_slot_info *c)
+{
+	return !c->alive ? "dead" : c->stale ? "stale" : "live";
+}
+
+static void json_consumers(FILE *f, const struct seg_info *si)
+{
+	bool first = true;
+
+	fputs(",\"consumers\":[", f);
+	for (uint32_t k = 0; k < si->nslots; k++) {
+		const struct evr_slot_info *c = &si->slots[k];
+
+		if (!c->pid)
+			continue;
+		fprintf(f, "%s{\"slot\":%u,\"pid\":%u,\"state\":\"%s\",\"heartbeat_age_ms\":%llu,\"pushed_past\":%llu}",
+			first ? "" : ",", k, c->pid, consumer_state(c), (unsigned long long)(c->heartbeat_age_ns / 1000000),
+			(unsigned long long)c->evicted);
+		first = false;
+	}
+	fprintf(f, "],\"consumer_slots\":%u", si->nslots);
+}
+
+/* A line per held slot under the segment's line. */
+static void text_consumers(FILE *f, const struct seg_info *si)
+{
+	for (uint32_t k = 0; k < si->nslots; k++) {
+		const struct evr_slot_info *c = &si->slots[k];
+
+		if (c->pid)
+			fprintf(f, "  consumer slot %u: pid %u, %s, heartbeat %llu ms ago, %llu records pushed past\n", k,
+				c->pid, consumer_state(c), (unsigned long long)(c->heartbeat_age_ns / 1000000),
+				(unsigned long long)c->evicted);
+	}
+}
+
 static void ls_usage(FILE *f)
 {
 	fprintf(f, "usage: evring ls [--json] [--clean [--all-users]]\n"
 		   "  Lists the evring segments on this machine: pid, program, exclusive lanes in use,\n"
-		   "  records written, records lost, the attached consumer's pid, and the state\n"
+		   "  records written, records lost, its live consumers' pids, and the state\n"
 		   "  (live; stale: its process is gone; other-user, other-abi, creating, invalid).\n"
+		   "  Under each segment, a line per consumer slot held: pid, live / stale (silent\n"
+		   "  past the segment's bound, 1 s by default: it holds no lane back) / dead, the\n"
+		   "  age of its heartbeat, and the records writers pushed its head past.\n"
 		   "  --json   one JSON array\n"
 		   "  --clean  remove the stale segments this user owns\n"
 		   "  --all-users  with --clean: also other users' stale segments (root may remove them)\n"
@@ -238,7 +277,7 @@ int evr_cmd_ls(int argc, char **argv)
 		fputc('[', stdout);
 	else
 		printf("%-8s %-16s %-32s %7s %12s %10s %9s %s\n", "PID", "PROGRAM", "SEGMENT", "LANES", "RECORDS",
-		       "LOST", "CONSUMER", "STATE");
+		       "LOST", "CONSUMERS", "STATE");
 	for (int i = 0; i < n; i++) {
 		struct seg_info *si = &v[i];
 		bool removed = false;
@@ -264,19 +303,26 @@ int evr_cmd_ls(int argc, char **argv)
 			if (si->open_rc) {
 				printf(",\"error\":");
 				json_str(stdout, si->err);
+			} else {
+				json_consumers(stdout, si);
 			}
 			fputc('}', stdout);
 		} else {
-			char lanes[32], cons[16];
+			char lanes[32], cons[32];
 
 			snprintf(lanes, sizeof(lanes), "%u/%u", si->lanes_in_use, si->lanes ? si->lanes - 1 : 0);
-			if (si->consumer_pid && si->consumer_alive)
-				snprintf(cons, sizeof(cons), "%u", si->consumer_pid);
+			uint32_t live = 0;
+
+			for (uint32_t k = 0; k < si->nslots; k++)
+				live += si->slots[k].pid && si->slots[k].alive && !si->slots[k].stale;
+			if (live)
+				snprintf(cons, sizeof(cons), "%u/%u", live, si->nslots);
 			else
 				snprintf(cons, sizeof(cons), "-");
 			printf("%-8u %-16s %-32s %7s %12llu %10llu %9s %s%s\n", si->pid,
 			       si->program[0] ? si->program : "?", si->shm, lanes, (unsigned long long)si->records,
 			       (unsigned long long)si->lost, cons, state_of(si), removed ? " (removed)" : "");
+			text_consumers(stdout, si);
 		}
 	}
 	if (json)
@@ -292,11 +338,12 @@ int evr_cmd_ls(int argc, char **argv)
 static void stats_usage(FILE *f)
 {
 	fprintf(f, "usage: evring stats PID|NAME [--json]\n"
-		   "  Prints the counters of the process's segments, read-only: it does not take the\n"
-		   "  consumer slot, so it works while a consumer is attached: the header's counters\n"
+		   "  Prints the counters of the process's segments, read-only: it takes no consumer\n"
+		   "  slot, so it works while consumers are attached: the header's counters\n"
 		   "  (lane claims and fallbacks to the shared lane, records refused as oversize or\n"
 		   "  reentrant, metadata refused, lanes reclaimed, records skipped) and per lane its\n"
-		   "  owner, records, lost, pending loss, head and tail.\n"
+		   "  owner, records, lost, pending loss, unread bytes (behind the slowest live\n"
+		   "  consumer) and skipped; then a line per consumer slot held.\n"
 		   "  NAME: a segment name (/evring.PID.NAME or PID.NAME) or a program name.\n"
 		   "  --json   one JSON array, an object per segment\n"
 		   "examples:\n"
@@ -343,7 +390,11 @@ static int resolve(const char *cmd, const char *target, struct seg_info **v, int
 static void print_stats(const struct evr_segment *seg, const struct seg_info *si, bool json, bool first)
 {
 	const struct evr_seg_header *h = seg->hdr;
-	uint64_t hb = evr_ld_64(&h->consumer_heartbeat_ns), now = mono_ns();
+	uint64_t age = 0;
+
+	for (uint32_t k = 0; k < si->nslots; k++)
+		if (si->slots[k].pid && si->slots[k].pid == si->consumer_pid)
+			age = si->slots[k].heartbeat_age_ns / 1000000;
 	const struct {
 		const char *name;
 		uint64_t v;
@@ -365,7 +416,8 @@ static void print_stats(const struct evr_segment *seg, const struct seg_info *si
 		{ "meta_dropped", evr_ld_64(&h->meta_dropped) },
 		{ "consumer_pid", si->consumer_alive ? si->consumer_pid : 0 },
 		{ "consumer_epoch", evr_ld_64(&h->consumer_epoch) },
-		{ "consumer_heartbeat_age_ms", hb && now > hb ? (now - hb) / 1000000 : 0 },
+		{ "consumer_heartbeat_age_ms", age },
+		{ "consumer_slots", si->nslots },
 	};
 	size_t nc = sizeof(c) / sizeof(c[0]);
 
@@ -377,18 +429,29 @@ static void print_stats(const struct evr_segment *seg, const struct seg_info *si
 		printf(",\"state\":\"%s\"", state_of(si));
 		for (size_t i = 0; i < nc; i++)
 			printf(",\"%s\":%llu", c[i].name, (unsigned long long)c[i].v);
+		json_consumers(stdout, si);
 		printf(",\"lanes_detail\":[");
 	} else {
 		printf("%s %s (pid %u, %s)\n", si->shm, si->program, si->pid, state_of(si));
 		for (size_t i = 0; i < nc; i++)
 			printf("  %-26s %llu\n", c[i].name, (unsigned long long)c[i].v);
+		text_consumers(stdout, si);
 		printf("  %-6s %-8s %-10s %12s %10s %10s %12s %10s\n", "LANE", "KIND", "OWNER_TID", "RECORDS", "LOST",
 		       "PENDING", "UNREAD_B", "SKIPPED");
 	}
 	for (uint32_t i = 0, k = 0; i < seg->lane_count; i++) {
 		const struct evr_lane *l = &seg->lanes[i];
 		uint64_t owner = evr_ld_64(&l->owner), rec = evr_ld_64(&l->records), tail = evr_ld_64(&l->tail);
-		uint64_t head = evr_ld_64(&l->head), unread = tail > head ? tail - head : 0;
+		uint64_t head = tail, unread;
+
+		/* Unread: behind the tail by the slowest live consumer's head (none: nothing is waiting). */
+		for (uint32_t s = 0; s < seg->slots; s++) {
+			uint64_t hk = evr_segment_head(seg, s, i);
+			if (si->slots[s].pid && si->slots[s].alive && !si->slots[s].stale && tail - hk <= seg->lane_bytes &&
+			    tail - hk > tail - head)
+				head = hk;
+		}
+		unread = tail - head;
 		bool shared = i + 1 == seg->lane_count;
 
 		if (!owner && !rec && !shared)

@@ -174,7 +174,7 @@ static void top_usage(FILE *f)
 		   "  A live table, refreshed each interval (default 1000 ms): per span name, spans ended\n"
 		   "  per second, p50 / p99 latency in ms over the interval, errors (dropped or abandoned\n"
 		   "  spans), output tokens per second; then records read per second and the lost,\n"
-		   "  skipped, late and bad counts. Takes the consumer slot, like attach.\n"
+		   "  skipped, late and bad counts. Takes a consumer slot, like attach.\n"
 		   "  --once           print one frame after one interval and exit (for scripts)\n"
 		   "  --interval-ms N  refresh every N ms, 10 to 3600000 (default 1000)\n"
 		   "  --duration S     stop after S seconds (fractions allowed)\n"

@@ -9,7 +9,7 @@
  *   evring top PID|NAME [--once]             a live table per span name
  *
  * Exit statuses: see cli.h (0 ok, 2 usage, 3 no such process, 4 no segment,
- * 5 permission denied, 6 ABI version, 7 consumer slot held, 8 bad input,
+ * 5 permission denied, 6 ABI version, 7 all consumer slots held, 8 bad input,
  * 9 a handler failed).
  */
 #define _GNU_SOURCE
@@ -235,7 +235,7 @@ static void usage(FILE *f)
 		   "  evring attach 1234 -H stats --duration 10  a latency table for ten seconds\n"
 		   "  evring top my-server                       a live view of every my-server process\n"
 		   "\nexit status: 0 ok, 1 failure, 2 usage, 3 no such process, 4 no evring segment,\n"
-		   "             5 permission denied, 6 other ABI version, 7 consumer slot held, 8 bad input,\n"
+		   "             5 permission denied, 6 other ABI version, 7 all consumer slots held, 8 bad input,\n"
 		   "             9 a handler failed (errors, timeouts, output it could not write)\n");
 }
 

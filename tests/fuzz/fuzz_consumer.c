@@ -377,7 +377,7 @@ static void fuzz_segment(const uint8_t *data, size_t len, uint8_t mode)
 		goto out;
 
 	/* As evr__src_open: take the consumer slot (a hostile holder pid included), let it go at the end. */
-	s->slot_held = evr_consumer_slot_claim(&s->seg, (uint32_t)getpid(), &holder) == 0;
+	s->slot_held = evr_consumer_slot_claim(&s->seg, (uint32_t)getpid(), &holder) >= 0;
 	evr__src_meta_refresh(s, &st);
 	for (int round = 0; round < 2; round++) {
 		for (uint32_t l = 0; l < s->seg.lane_count; l++)

@@ -216,6 +216,8 @@ static void seg_snapshot(const struct evr_segment *seg, const char *name, uint8_
 			lanes[i].owner = (uint64_t)FUZZ_FAKE_PID << 32 | (uint32_t)lanes[i].owner;
 	h->creator_pid = FUZZ_FAKE_PID;
 	h->consumer_pid = 0;
+	for (uint32_t k = 0; k < EVR_CONSUMER_SLOTS_MAX; k++)
+		h->slots[k].pid = 0;
 	write_file(name, mode, copy, seg->bytes, NULL, 0);
 	free(copy);
 }

@@ -513,6 +513,7 @@ static inline void pt_env_clear(void)
 	unsetenv("EVRING");
 	unsetenv("EVRING_NAME");
 	unsetenv("EVRING_LANES");
+	unsetenv("EVRING_CONSUMER_STALE");
 	unsetenv("EVRING_LANE_BYTES");
 	unsetenv("EVRING_CAPTURE_CONTENT");
 	unsetenv("EVRING_META_BYTES");

@@ -85,6 +85,15 @@ Test(config, bad_meta_bytes_are_refused)
 	expect_refused("EVRING_META_BYTES", "lots");
 }
 
+Test(config, bad_consumer_stale_is_refused)
+{
+	expect_refused("EVRING_CONSUMER_STALE", "5ms");
+	expect_refused("EVRING_CONSUMER_STALE", "2h");
+	expect_refused("EVRING_CONSUMER_STALE", "soon");
+	expect_refused("EVRING_CONSUMER_STALE", "-1s");
+	expect_refused("EVRING_CONSUMER_STALE", "3601s");
+}
+
 Test(config, bad_switches_are_refused)
 {
 	expect_refused("EVRING", "maybe");
@@ -163,9 +172,12 @@ Test(config, settings_from_the_environment)
 	setenv("EVRING_LANE_BYTES", "64k", 1);
 	setenv("EVRING_CAPTURE_CONTENT", "1", 1);
 	setenv("EVRING_META_BYTES", "64K", 1);
+	setenv("EVRING_CONSUMER_STALE", "250ms", 1);
 	cr_assert_eq(evr_open(NULL), 0, "%s", evr_last_error());
 	cr_assert_eq(evr_segment_current()->meta_bytes, 64u << 10);
+	cr_assert_eq(evr_segment_current()->hdr->stale_ns, 250000000ull);
 	unsetenv("EVRING_META_BYTES");
+	unsetenv("EVRING_CONSUMER_STALE");
 	cr_assert(evr_enabled());
 	snprintf(shm, sizeof(shm), "/evring.%d.cfg-env", (int)getpid());
 	cr_assert_str_eq(evr_segment_current()->shm_name, shm);

@@ -33,7 +33,7 @@ static void *scribble(void *p)
 					   3, (uint64_t)1 << 63, tail + 3, tail /* a real "all read" now and then */ };
 
 		for (uint32_t l = 0; l < seg->lane_count; l++)
-			evr_st_rel_64(&seg->lanes[l].head, heads[(i + l) % (sizeof(heads) / sizeof(heads[0]))]);
+			evr_st_rel_64(&evr_segment_slot_lane(seg, 0, l)->head, heads[(i + l) % (sizeof(heads) / sizeof(heads[0]))]);
 		evr_st_64(&seg->hdr->consumer_pid, i * 0x9e3779b97f4a7c15ull);
 		evr_st_64(&seg->hdr->consumer_epoch, ~i);
 		evr_st_64(&seg->hdr->consumer_heartbeat_ns, UINT64_MAX - i);
@@ -123,7 +123,7 @@ static void hostile_run(bool flags)
 
 	/* A consumer that makes sense again: the producer goes on, its drops reported in a LOST record. */
 	for (uint32_t l = 0; l < seg->lane_count; l++) {
-		evr_st_rel_64(&seg->lanes[l].head, evr_ld_64(&seg->lanes[l].tail));
+		evr_st_rel_64(&evr_segment_slot_lane(seg, 0, l)->head, evr_ld_64(&seg->lanes[l].tail));
 		evr_st_64(&seg->lanes[l].skipped, 0);
 	}
 	if (flags) {

@@ -25,9 +25,12 @@ static inline uint32_t test_tid(void)
 }
 
 /* Creates a fresh segment with a name unique to this process and tag; unlinks any leftover first. */
-static inline void test_segment(struct evr_segment *seg, const char *tag, uint32_t lanes, uint64_t lane_bytes)
+/* A segment whose consumers go stale after stale_ns (0: the default). */
+static inline void test_segment_stale(struct evr_segment *seg, const char *tag, uint32_t lanes, uint64_t lane_bytes,
+				      uint64_t stale_ns)
 {
-	struct evr_segment_config cfg = { .lanes = lanes, .lane_bytes = lane_bytes, .program = "evring-test" };
+	struct evr_segment_config cfg = { .lanes = lanes, .lane_bytes = lane_bytes, .program = "evring-test",
+					  .stale_ns = stale_ns };
 	char name[128], err[EVR_ERR_MAX];
 	int rc;
 
@@ -35,6 +38,11 @@ static inline void test_segment(struct evr_segment *seg, const char *tag, uint32
 	evr_segment_unlink(name);
 	rc = evr_segment_create(seg, name, &cfg, err, sizeof(err));
 	cr_assert_eq(rc, 0, "create %s: %s", name, err);
+}
+
+static inline void test_segment(struct evr_segment *seg, const char *tag, uint32_t lanes, uint64_t lane_bytes)
+{
+	test_segment_stale(seg, tag, lanes, lane_bytes, 0);
 }
 
 static inline void test_segment_destroy(struct evr_segment *seg)

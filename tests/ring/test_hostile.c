@@ -123,6 +123,7 @@ static void guarded_copy(struct guarded *g, const struct evr_segment *src)
 	g->seg.base = base;
 	g->seg.hdr = (struct evr_seg_header *)(void *)base;
 	g->seg.lanes = (struct evr_lane *)(void *)(base + ((uint8_t *)src->lanes - src->base));
+	g->seg.slot_lanes = (struct evr_slot_lane *)(void *)(base + ((uint8_t *)src->slot_lanes - src->base));
 	g->seg.meta = base + (src->meta - src->base);
 	g->seg.data = base + (src->data - src->base);
 	g->seg.creator = false;
@@ -218,13 +219,26 @@ Test(hostile, validate_refuses_bad_headers, .fini = unlink_created, .timeout = T
 	HDR_CASE(-EBADMSG, "magic", memcpy(h->magic, "EVRINX\0\0", 8));
 	HDR_CASE(-EBADMSG, "magic", memcpy(h->magic, "evring\0\0", 8));
 	HDR_CASE(-EBADMSG, "magic", h->magic[7] = 1);
-	HDR_CASE(-EPROTO, "2.0", (h->abi_major = 2, h->abi_minor = 0));
-	HDR_CASE(-EPROTO, "supports 1.", h->abi_major = 2);
-	HDR_CASE(-EPROTO, "2.7", (h->abi_major = 2, h->abi_minor = 7));
+	HDR_CASE(-EPROTO, "3.0", (h->abi_major = 3, h->abi_minor = 0));
+	HDR_CASE(-EPROTO, "supports 2.", h->abi_major = 3);
+	HDR_CASE(-EPROTO, "3.7", (h->abi_major = 3, h->abi_minor = 7));
+	/* A 1.x segment (one consumer slot, heads in the lane table) is refused by name, as 1.x refuses 2.0. */
+	HDR_CASE(-EPROTO, "1.1, this reader supports 2.0", (h->abi_major = 1, h->abi_minor = 1));
 	HDR_CASE(-EPROTO, "0.0", (h->abi_major = 0, h->abi_minor = 0));
 	HDR_CASE(-EPROTO, "65535", h->abi_major = 0xffff);
-	/* A newer minor only appends fields: still readable. */
+	/* A newer minor only appends fields: still readable, unless it says this reader is too old for it. */
 	HDR_CASE(0, NULL, h->abi_minor = EVR_ABI_MINOR + 9);
+	HDR_CASE(-EPROTO, "needs a reader of 2.3 or later, this reader supports 2.0",
+		 (h->abi_minor = 3, h->abi_minor_required = 3));
+	HDR_CASE(0, NULL, (h->abi_minor = 3, h->abi_minor_required = EVR_ABI_MINOR));
+
+	/* The consumer slots and their lines. */
+	HDR_CASE(-EBADMSG, "consumer slots", h->consumer_slots = 0);
+	HDR_CASE(-EBADMSG, "consumer slots", h->consumer_slots = EVR_CONSUMER_SLOTS_MAX + 1);
+	HDR_CASE(-EBADMSG, "slot lanes", h->slot_lanes_offset = EVR_HEADER_BYTES);
+	HDR_CASE(-EBADMSG, "slot lanes", h->slot_lanes_offset += 8);
+	HDR_CASE(-EBADMSG, "slot lanes", h->slot_lanes_offset = h->meta_offset);
+	HDR_CASE(-EBADMSG, "slot lanes", h->slot_lanes_offset = UINT64_MAX - 63);
 
 	/* Sizes. */
 	HDR_CASE(-EBADMSG, "header size", h->header_bytes = 2 * EVR_HEADER_BYTES);
@@ -272,7 +286,9 @@ Test(hostile, validate_refuses_bad_headers, .fini = unlink_created, .timeout = T
 	HDR_CASE(-EBADMSG, "lane data", h->lanes_offset += 4);
 	HDR_CASE(-EBADMSG, "do not fit", h->lanes_offset += 8);
 	/* A tight but consistent layout is accepted: the checks are not just "equals what create wrote". */
-	HDR_CASE(0, NULL, h->meta_offset = EVR_HEADER_BYTES + 2 * EVR_LANE_ENTRY_BYTES);
+	HDR_CASE(0, NULL,
+		 (h->slot_lanes_offset = EVR_HEADER_BYTES + (uint64_t)h->lane_count * EVR_LANE_ENTRY_BYTES,
+		  h->meta_offset = h->slot_lanes_offset + (uint64_t)h->consumer_slots * h->lane_count * EVR_SLOT_LANE_BYTES));
 
 	/* Clock. */
 	HDR_CASE(-EBADMSG, "clock kind", h->clock_kind = 0);
@@ -362,7 +378,7 @@ static void open_corrupted(enum corruption what, int expect, const char *needle)
 		memcpy(seg.hdr->magic, "NOTRING!", 8);
 		break;
 	case C_ABI:
-		seg.hdr->abi_major = 2;
+		seg.hdr->abi_major = 3;
 		seg.hdr->abi_minor = 0;
 		break;
 	case C_SIZE:
@@ -409,7 +425,7 @@ Test(hostile, open_refuses_corrupt_objects, .fini = unlink_created, .timeout = T
 	/* The control case first: the same steps with no damage open and map. */
 	open_corrupted(C_NONE, 0, NULL);
 	open_corrupted(C_MAGIC, -EBADMSG, "magic");
-	open_corrupted(C_ABI, -EPROTO, "2.0");
+	open_corrupted(C_ABI, -EPROTO, "3.0");
 	open_corrupted(C_SIZE, -EBADMSG, "header says");
 	open_corrupted(C_LANES, -EBADMSG, "lane count");
 	open_corrupted(C_UNPUBLISHED, -EAGAIN, "being created");
@@ -518,7 +534,7 @@ static void fuzz_table(struct evr_segment *seg, uint64_t *s, const struct owners
 			fill_random(s, l, sizeof(*l));
 		} else {
 			l->owner = pick_owner(s, o);
-			l->head = head;
+			evr_segment_slot_lane(seg, 0, i)->head = head;
 			l->tail = pick_tail(s, head, seg->lane_bytes);
 			l->records = rnd(s);
 			l->lost = rnd(s);
@@ -1119,7 +1135,7 @@ Test(hostile, accepted_records_survive_garbage, .fini = unlink_created, .timeout
 	write_records(&w, 9, 10, 3, NULL);
 	read_lane(&r, lane, &got);
 	expect_seqs(&got, skip4, 12, "records after the damage");
-	cr_assert_eq(seg.lanes[lane].head, w.tail, "the reader must have released everything");
+	cr_assert_eq(evr_segment_head(&seg, 0, lane), w.tail, "the reader must have released everything");
 	evr_writer_close(&w);
 	evr_reader_fini(&r);
 	test_segment_destroy(&seg);
@@ -1159,7 +1175,7 @@ Test(hostile, stalled_shared_reservation, .fini = unlink_created, .timeout = TES
 	expect_seqs(&got, want, 5, "records around a stalled reservation");
 	cr_assert_eq(r.stats.skipped_stuck, 1);
 	cr_assert_eq(r.cur[shared].held, at);
-	cr_assert_eq(seg.lanes[shared].head, at, "the stalled writer's room was handed back while it may still write");
+	cr_assert_eq(evr_segment_head(&seg, 0, shared), at, "the stalled writer's room was handed back while it may still write");
 
 	/* The writer wakes: its commit loses to the skip, it says so and counts the record lost. */
 	memcpy(p, body, sizeof(body));
@@ -1170,7 +1186,7 @@ Test(hostile, stalled_shared_reservation, .fini = unlink_created, .timeout = TES
 	expect_seqs(&got, want, 6, "records after the stalled writer woke");
 	cr_assert_eq(got.lost, 1, "the abandoned record must be reported lost once");
 	cr_assert_eq(r.cur[shared].held, UINT64_MAX);
-	cr_assert_eq(seg.lanes[shared].head, r.cur[shared].pos);
+	cr_assert_eq(evr_segment_head(&seg, 0, shared), r.cur[shared].pos);
 	evr_reader_fini(&r);
 	test_segment_destroy(&seg);
 }
@@ -1503,7 +1519,7 @@ static void *live_mutator(void *p)
 			__atomic_store_n(&lane->owner, pick_owner(&s, &a->owners), __ATOMIC_RELAXED);
 			break;
 		case 6:
-			__atomic_store_n(&lane->head, rnd(&s), __ATOMIC_RELAXED);
+			__atomic_store_n(&evr_segment_slot_lane(seg, 0, l)->head, rnd(&s), __ATOMIC_RELAXED);
 			break;
 		default: {
 			uint64_t off = below(&s, seg->lane_bytes);
@@ -1594,11 +1610,23 @@ static bool put_seq(struct evr_writer *w, uint64_t seq)
 	return evr_writer_write(w, EVR_REC_EVENT, body, len);
 }
 
-/* Garbage in every byte a consumer may write, the lanes' heads aside. */
+/*
+ * Garbage in every byte a consumer may write, the heads aside: the retired
+ * slot of 1.x and the fields beside it, every slot's line but its pid (a
+ * claimed slot gone stale holds nothing back by design: test_slots), and
+ * every slot-lane line but slot 0's head.
+ */
 static void scribble_consumer_fields(struct evr_segment *seg, uint8_t fill)
 {
-	memset(&seg->hdr->consumer_pid, fill, EVR_HEADER_BYTES - offsetof(struct evr_seg_header, consumer_pid) -
-						      sizeof(seg->hdr->pad_consumer) - 8);
+	memset(&seg->hdr->consumer_pid, fill, offsetof(struct evr_seg_header, trace_id_high) -
+						      offsetof(struct evr_seg_header, consumer_pid));
+	for (uint32_t k = 0; k < EVR_CONSUMER_SLOTS_MAX; k++)
+		memset(&seg->hdr->slots[k].start_ticks, fill, sizeof(seg->hdr->slots[k]) - 8);
+	for (uint32_t k = 0; k < seg->slots; k++)
+		for (uint32_t i = 0; i < seg->lane_count; i++) {
+			struct evr_slot_lane *sl = evr_segment_slot_lane(seg, k, i);
+			memset(k ? (void *)sl : (void *)&sl->count_from, fill, k ? sizeof(*sl) : sizeof(*sl) - 8);
+		}
 	for (uint32_t i = 0; i < seg->lane_count; i++) {
 		memset(&seg->lanes[i].skipped, fill, 8);
 		memset(seg->lanes[i].pad_consumer, fill, sizeof(seg->lanes[i].pad_consumer));
@@ -1608,6 +1636,7 @@ static void scribble_consumer_fields(struct evr_segment *seg, uint8_t fill)
 static void hostile_heads(struct evr_segment *seg, struct evr_writer *w, uint32_t lane)
 {
 	struct evr_lane *l = &seg->lanes[lane];
+	uint64_t *hp = &evr_segment_slot_lane(seg, 0, lane)->head; /* slot 0's: no slot claimed */
 	uint64_t size = seg->lane_bytes, seq = 0;
 	size_t total = (size_t)seg->lane_count * size;
 	uint8_t *before = malloc(total);
@@ -1620,7 +1649,7 @@ static void hostile_heads(struct evr_segment *seg, struct evr_writer *w, uint32_
 		int written = 0;
 
 		/* The consumer read everything so far, then nothing: the lane fills, and the next record is dropped. */
-		evr_st_rel_64(&l->head, evr_ld_64(&l->tail));
+		evr_st_rel_64(hp, evr_ld_64(&l->tail));
 		while (put_seq(w, seq++))
 			cr_assert_lt(++written, 100000, "round %d: the lane never filled", round);
 		cr_assert_gt(written, 0, "round %d: nothing fit in an empty lane", round);
@@ -1635,7 +1664,7 @@ static void hostile_heads(struct evr_segment *seg, struct evr_writer *w, uint32_
 			for (size_t k = 0; k < 3; k++) {
 				if (heads[k] <= tail && tail - heads[k] <= size)
 					continue; /* a head a consumer could really have published */
-				evr_st_rel_64(&l->head, heads[k]);
+				evr_st_rel_64(hp, heads[k]);
 				scribble_consumer_fields(seg, (uint8_t)(0x5a + i + k));
 				for (int n = 0; n < 20; n++)
 					cr_assert(!put_seq(w, seq++), "round %d: head %#llx (tail %#llx) let a record in",
@@ -1653,7 +1682,7 @@ static void hostile_heads(struct evr_segment *seg, struct evr_writer *w, uint32_
 			     (unsigned long long)seq);
 	}
 	/* A head that makes sense again: the writer goes on, first with the LOST record for what it dropped. */
-	evr_st_rel_64(&l->head, evr_ld_64(&l->tail));
+	evr_st_rel_64(hp, evr_ld_64(&l->tail));
 	cr_assert(put_seq(w, seq++), "the writer did not recover");
 	cr_assert_eq(evr_ld_64(&l->lost_pending), 0, "the drops were reported");
 	free(before);
@@ -1698,7 +1727,7 @@ Test(hostile, producer_opens_a_lane_with_a_hostile_head, .fini = unlink_created,
 	size = seg.lane_bytes;
 	/* An earlier owner wrote three laps; the consumer's head is all ones. */
 	evr_st_64(&seg.lanes[0].tail, 3 * size);
-	evr_st_64(&seg.lanes[0].head, UINT64_MAX);
+	evr_st_64(&evr_segment_slot_lane(&seg, 0, 0)->head, UINT64_MAX);
 	cr_assert_eq(evr_writer_open(&w, &seg, (uint32_t)getpid(), 2, 0), 0);
 	cr_assert_eq(w.lane, &seg.lanes[0]);
 	evr_writer_skip_thread_record(&w);
@@ -1706,7 +1735,7 @@ Test(hostile, producer_opens_a_lane_with_a_hostile_head, .fini = unlink_created,
 		cr_assert(!put_seq(&w, tried++), "record %d went in over a head of all ones", i);
 	cr_assert_eq(evr_ld_64(&seg.lanes[0].lost), tried);
 	cr_assert_eq(evr_ld_64(&seg.lanes[0].tail), 3 * size);
-	evr_st_rel_64(&seg.lanes[0].head, 3 * size);
+	evr_st_rel_64(&evr_segment_slot_lane(&seg, 0, 0)->head, 3 * size);
 	cr_assert(put_seq(&w, tried++));
 	evr_writer_close(&w);
 	test_segment_destroy(&seg);

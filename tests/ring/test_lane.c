@@ -359,14 +359,14 @@ Test(lane, stuck_shared_reservation_is_skipped_after_timeout)
 	cr_assert_eq(r.stats.skipped_stuck, 1);
 	cr_assert_eq(seg.lanes[shared].skipped, 1);
 	evr_reader_release(&r, shared);
-	cr_assert_eq(seg.lanes[shared].head, a_pos, "A's room is not handed back while A may write into it");
+	cr_assert_eq(evr_segment_head(&seg, 0, shared), a_pos, "A's room is not handed back while A may write into it");
 
 	/* A wakes up, finds itself skipped, hands the room back and counts the loss. */
 	memset(a_body, 0x5a, 32);
 	evr_writer_commit(&a, 32, EVR_REC_EVENT);
 	cr_assert_eq(seg.lanes[shared].lost_pending, 1);
 	evr_reader_release(&r, shared);
-	cr_assert_eq(seg.lanes[shared].head, r.cur[shared].pos);
+	cr_assert_eq(evr_segment_head(&seg, 0, shared), r.cur[shared].pos);
 
 	/* The loss reaches the stream with the next record. */
 	cr_assert(put(&b, 2, 2, 0));
@@ -434,38 +434,62 @@ Test(lane, reader_from_now_skips_history_from_oldest_reads_it)
 	test_segment_destroy(&seg);
 }
 
-Test(lane, consumer_slot_is_exclusive_and_taken_over_from_the_dead)
+Test(lane, consumer_slots_are_several_and_taken_over_from_the_dead)
 {
 	struct evr_segment seg;
-	uint32_t holder = 0;
+	uint32_t holder = 0, holders[EVR_CONSUMER_SLOTS_MAX], nheld = 0;
 	pid_t child;
+	int status;
 
 	test_segment(&seg, "slot", 2, 4096);
+	cr_assert_eq(seg.slots, EVR_CONSUMER_SLOTS);
+	cr_assert_geq(seg.slots, 4u, "a segment takes at least 4 consumers");
 	cr_assert_eq(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), &holder), 0);
 	cr_assert_eq(seg.hdr->consumer_epoch, 1);
+	cr_assert_eq(seg.hdr->slots[0].start_ticks, evr_proc_start_ticks(0));
+	/* The same pid gets its slot back; EVR_SLOT_ANOTHER gives it a second one. */
+	cr_assert_eq(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), &holder), 0);
+	cr_assert_eq(evr_consumer_slot_claim_flags(&seg, (uint32_t)getpid(), EVR_SLOT_ANOTHER, NULL, 0, NULL), 1);
 
+	/* Other processes take the next slots while they are free. */
+	for (uint32_t k = 2; k < seg.slots; k++) {
+		cr_assert_eq(evr_consumer_slot_claim_flags(&seg, (uint32_t)getpid(), EVR_SLOT_ANOTHER, NULL, 0, NULL),
+			     (int)k);
+	}
 	child = fork();
 	if (child == 0) {
-		uint32_t h = 0;
-		/* A second consumer is refused and told who holds the slot. */
-		int rc = evr_consumer_slot_claim(&seg, (uint32_t)getpid(), &h);
-		_exit(rc == -EBUSY && h == (uint32_t)getppid() ? 0 : 1);
+		uint32_t h[EVR_CONSUMER_SLOTS_MAX], n = 0;
+		/* Every slot held by a live process: refused, and told who holds them. */
+		int rc = evr_consumer_slot_claim_flags(&seg, (uint32_t)getpid(), 0, h, EVR_CONSUMER_SLOTS_MAX, &n);
+		_exit(rc == -EBUSY && n == seg.slots && h[0] == (uint32_t)getppid() ? 0 : 1);
 	}
-	int status;
 	waitpid(child, &status, 0);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert_eq(evr_consumer_slot_claim_flags(&seg, 1, 0, holders, EVR_CONSUMER_SLOTS_MAX, &nheld), -EBUSY);
+	cr_assert_eq(nheld, seg.slots);
 
-	/* The holder dies (a reaped child stands for it): the slot is taken over. */
-	evr_consumer_slot_release(&seg, (uint32_t)getpid());
+	/* Slot 3's holder dies (a reaped child stands for it): the next claim takes it over. */
+	evr_consumer_slot_release_one(&seg, 3, (uint32_t)getpid());
 	child = fork();
 	if (child == 0)
-		_exit(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), NULL) == 0 ? 0 : 1);
+		_exit(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), NULL) == 3 ? 0 : 1);
 	waitpid(child, &status, 0);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	cr_assert_eq(seg.hdr->consumer_pid, (uint64_t)child);
-	cr_assert_eq(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), &holder), 0);
-	cr_assert_eq(seg.hdr->consumer_pid, (uint64_t)getpid());
-	cr_assert_eq(seg.hdr->consumer_epoch, 3);
+	cr_assert_eq(seg.hdr->slots[3].pid, (uint64_t)child);
+	cr_assert_eq(evr_consumer_slot_claim_flags(&seg, (uint32_t)getpid(), EVR_SLOT_ANOTHER, NULL, 0, NULL), 3);
+	cr_assert_eq(seg.hdr->slots[3].pid, (uint64_t)getpid());
+	cr_assert_eq(seg.hdr->slots[3].epoch, 3);
+
+	/* A live pid with another start time is a reused pid: its slot is taken over too. */
+	seg.hdr->slots[5].start_ticks ^= 1;
+	child = fork();
+	if (child == 0)
+		_exit(evr_consumer_slot_claim(&seg, (uint32_t)getpid(), NULL) == 5 ? 0 : 1);
+	waitpid(child, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a slot whose holder's start time differs is taken");
+	evr_consumer_slot_release(&seg, (uint32_t)getpid());
+	for (uint32_t k = 0; k < seg.slots; k++)
+		cr_assert(k == 5 || seg.hdr->slots[k].pid == 0, "slot %u still held after release", k);
 	test_segment_destroy(&seg);
 }
 

@@ -35,6 +35,35 @@ Test(layout, header_offsets_are_pinned)
 	cr_assert_eq(offsetof(struct evr_seg_header, consumer_pid), 256);
 	cr_assert_eq(offsetof(struct evr_seg_header, consumer_heartbeat_ns), 272);
 	cr_assert_eq(offsetof(struct evr_seg_header, records_skipped), 288);
+	/* ABI 2.0: appended, the slot table on lines of its own. */
+	cr_assert_eq(offsetof(struct evr_seg_header, consumer_slots), 312);
+	cr_assert_eq(offsetof(struct evr_seg_header, abi_minor_required), 316);
+	cr_assert_eq(offsetof(struct evr_seg_header, stale_ns), 320);
+	cr_assert_eq(offsetof(struct evr_seg_header, stale_ticks), 328);
+	cr_assert_eq(offsetof(struct evr_seg_header, slot_lanes_offset), 336);
+	cr_assert_eq(offsetof(struct evr_seg_header, slots), 384);
+	cr_assert_eq(sizeof(struct evr_consumer_slot), 64);
+	cr_assert_eq(offsetof(struct evr_consumer_slot, heartbeat_ticks), 24);
+	cr_assert_eq(sizeof(struct evr_slot_lane), 64);
+	cr_assert_eq(offsetof(struct evr_slot_lane, evicted), 16);
+}
+
+Test(layout, slot_lanes_are_lines_of_their_own)
+{
+	struct evr_segment seg;
+
+	test_segment(&seg, "layout-slots", 5, EVR_LANE_BYTES_MIN);
+	cr_assert_eq(seg.slots, EVR_CONSUMER_SLOTS);
+	cr_assert_geq(seg.slots, 4u);
+	cr_assert_eq(seg.hdr->abi_major, 2);
+	cr_assert_eq(seg.hdr->stale_ns, EVR_STALE_NS_DEFAULT);
+	cr_assert_gt(seg.hdr->stale_ticks, 0);
+	/* After the lane table, before the metadata, each line 64-aligned and apart from the others. */
+	cr_assert_geq(seg.hdr->slot_lanes_offset, EVR_HEADER_BYTES + 5u * EVR_LANE_ENTRY_BYTES);
+	cr_assert_leq(seg.hdr->slot_lanes_offset + (uint64_t)seg.slots * 5 * 64, seg.hdr->meta_offset);
+	cr_assert_eq(((uintptr_t)evr_segment_slot_lane(&seg, 0, 0)) % 64, 0);
+	cr_assert_eq((uint8_t *)evr_segment_slot_lane(&seg, 1, 0) - (uint8_t *)evr_segment_slot_lane(&seg, 0, 4), 64);
+	test_segment_destroy(&seg);
 }
 
 Test(layout, lane_entry_keeps_the_two_sides_on_separate_lines)

@@ -3,7 +3,7 @@
  * binary against real evring-demo processes. Every subcommand, `top --once`
  * parsed, record -> replay giving the same jsonl as the live run, and every
  * error with its one line and its exit status: no such process, no segment,
- * permission denied, another ABI version, the consumer slot held, a bad
+ * permission denied, another ABI version, every consumer slot held, a bad
  * segment, a bad capture, bad usage.
  */
 #define _GNU_SOURCE
@@ -694,25 +694,48 @@ Test(cli, no_such_process_and_no_segment)
 	cr_expect_eq(r->status, 4, "%s", r->err);
 }
 
-Test(cli, consumer_slot_held_names_the_holder)
+Test(cli, all_consumer_slots_held_names_the_holders)
 {
 	pid_t d = DEMO("--rate", "200");
-	char out[128], err[128], holder[32];
+	char out[128], err[128], holder[32], shm[128], e[EVR_ERR_MAX], msg[64];
 	struct run first, *r;
+	struct evr_segment seg;
 	pid_t a;
+	int n = 0;
 
 	start_cli((const char *const[]){ "attach", str_pid(d), "-H", "stats", "--duration", "3", NULL }, &a, out, err,
 		  sizeof(out));
 	sleep_ms(1000);
+	/* A second consumer attaches beside the first: a segment takes several. */
+	r = CLI("attach", str_pid(d), "--duration", "0.2", "-H", "stats");
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	r = CLI("ls", "--json");
+	cr_expect(strstr(r->out, "\"consumers\":[{\"slot\":0") != NULL, "%s", r->out);
+	r = CLI("ls");
+	snprintf(holder, sizeof(holder), "pid %d, live", (int)a);
+	cr_expect(strstr(r->out, holder) != NULL, "ls names the consumer: %s", r->out);
+
+	/* This process takes every other slot: the next consumer is refused, told who holds them. */
+	cr_assert_gt(evr_segment_name(shm, sizeof(shm), d, "evring-demo"), 0);
+	cr_assert_eq(evr_segment_open(&seg, shm, e, sizeof(e)), 0, "%s", e);
+	while (evr_consumer_slot_claim_flags(&seg, (uint32_t)getpid(), EVR_SLOT_ANOTHER, NULL, 0, NULL) >= 0)
+		n++;
+	cr_assert_eq(n, (int)seg.slots - 1);
 	r = CLI("attach", str_pid(d), "--duration", "0.2");
 	cr_expect_eq(r->status, 7, "%s", r->err);
-	snprintf(holder, sizeof(holder), "pid %d", (int)a);
-	one_error_line(r, "attach", holder);
+	snprintf(msg, sizeof(msg), "all %u consumer slots held", seg.slots);
+	one_error_line(r, "attach", msg);
+	snprintf(holder, sizeof(holder), "pids %d,", (int)a);
+	cr_expect(strstr(r->err, holder) != NULL, "%s", r->err);
+	snprintf(holder, sizeof(holder), " %d", (int)getpid());
+	cr_expect(strstr(r->err, holder) != NULL, "%s", r->err);
 	r = CLI("record", str_pid(d), "-o", "/dev/null", "--duration", "0.2");
 	cr_expect_eq(r->status, 7, "%s", r->err);
+	evr_consumer_slot_release(&seg, (uint32_t)getpid());
+	evr_segment_close(&seg);
 	collect(&first, a, out, err);
 	cr_expect_eq(first.status, 0, "%s", first.err);
-	/* Once it has gone, the slot is free again. */
+	/* Once they have gone, the slots are free again. */
 	r = CLI("attach", str_pid(d), "--duration", "0.2", "-H", "stats");
 	cr_expect_eq(r->status, 0, "%s", r->err);
 	demo_stop(d);

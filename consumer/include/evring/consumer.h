@@ -349,9 +349,10 @@ enum evr_attach_flags { EVR_ATTACH_FROM_OLDEST = 1u, EVR_ATTACH_ALLOW_WRITABLE =
  * Attaches to every segment of a live process (by pid), or to one segment by
  * name: its shm name ("/evring.<pid>.<name>"), or "<pid>.<name>". Validates
  * the segment (hostile input), refuses one owned by another user, and takes
- * its consumer slot. Returns the source index, or -ENOENT (no such process /
- * no segment), -ESRCH (process gone), -EACCES, -EPROTO (ABI; err names both
- * versions), -EBUSY (slot held; err names the holder's pid), -EBADMSG.
+ * one of its consumer slots (a segment takes several consumers at once).
+ * Returns the source index, or -ENOENT (no such process / no segment),
+ * -ESRCH (process gone), -EACCES, -EPROTO (ABI; err names both versions),
+ * -EBUSY (every slot held by a live process; err names their pids), -EBADMSG.
  */
 EVR_API int evr_consumer_attach_pid(struct evr_consumer *c, uint32_t pid, unsigned flags, char *err, size_t errlen);
 EVR_API int evr_consumer_attach_name(struct evr_consumer *c, const char *name, unsigned flags, char *err,

@@ -9,11 +9,16 @@
  * checked by a reader against the size of its own mapping before use.
  *
  *   0        struct evr_seg_header (4096 bytes). Written once by the creator,
- *            except the producer counters (line at 192) and the consumer slot
- *            (line at 256). The magic is stored last, with release, so a reader
- *            never sees a half-built header under a valid magic.
+ *            except the producer counters (line at 192), the consumer line at
+ *            256 and the consumer slot table at 384 (a line per slot, each
+ *            written by its holder). The magic is stored last, with release,
+ *            so a reader never sees a half-built header under a valid magic.
  *   4096     lane table: lane_count x struct evr_lane (128 bytes). Bytes 0-63
- *            are written by the lane's producer, bytes 64-127 by the consumer.
+ *            are written by the lane's producer; 64-127 held 1.x's consumer
+ *            head, retired (its skipped counter stays).
+ *   slot_lanes_offset  consumer_slots x lane_count struct evr_slot_lane, slot
+ *            major, 64 bytes each: slot k's head on lane i on a line of its
+ *            own, so no two consumers and no producer share one.
  *   meta_offset   metadata area: append-only entries (struct evr_meta_entry
  *            followed by a payload), never overwritten, so a consumer that
  *            attaches late still reads every definition.
@@ -58,8 +63,9 @@
  * that was handed back to other writers.
  *
  * Free space is pos + size - head <= lane_bytes, compared by unsigned
- * difference. A writer caches the consumer's head and re-reads it only when
- * the cached value says the record does not fit. When it still does not fit
+ * difference, where head is the lowest of the live consumers' heads (SEVERAL
+ * CONSUMERS below). A writer caches it and re-reads the heads only when the
+ * cached value says the record does not fit. When it still does not fit
  * the record is dropped and counted; the next record that fits is preceded by
  * a LOST record, [ts, count, first_ts] (when it was written, how many were
  * dropped, when the first of them was), so the loss appears in the stream
@@ -71,14 +77,61 @@
  * hold the writer's tid (a little-endian uint64). The trailer is written
  * before the commit CAS (S3) and costs nothing on the exclusive lanes.
  *
+ * SEVERAL CONSUMERS
+ * =================
+ * A segment has consumer_slots slots (EVR_CONSUMER_SLOTS, 8). A consumer
+ * claims one (K1: a CAS of its pid from 0, or from a holder that is gone:
+ * its pid dead, or alive with another start time than the slot recorded,
+ * which is a reused pid), and reads every lane from its own heads. It stores
+ * a heartbeat (K2) on each drain pass: the segment clock, which producers
+ * compare against their own read of it, and CLOCK_MONOTONIC for tools.
+ *
+ * A writer whose cached room runs out computes the lowest head over the
+ * claimed slots (W1). A slot whose heartbeat is older than the segment's
+ * bound (stale_ticks, from the producer's config, 1 s by default) holds the
+ * lane back only until it is in the way: then the writer pushes its head (E1
+ * to E3). With no slot claimed, slot 0's heads bound the lane: a reader that
+ * claims nothing (tests, tools) reads as 1.x's one consumer did, and what the
+ * last consumer left unread stays until a consumer comes back.
+ *
+ * THE PUSH, AND EXACT LOSS. The pushing writer takes the slot-lane's flag
+ * (E1, a try-CAS: a writer that finds it taken does not wait, it keeps the
+ * head), checks the slot stale again under it, walks the committed records
+ * from the slot's head to its own position, counting what a reader would
+ * have taken (a record; a LOST record for its count; PAD and THREAD for
+ * nothing; nothing before the slot's count_from, where its holder attached),
+ * stopping at anything it must not write over (a shared-lane reservation
+ * BUSY or SKIPPED) or cannot read as a record. Then E2 CASes the head from
+ * what it read to where the walk stopped, with EVR_HEAD_EVICTED (bit 0) set,
+ * and E3 adds the count to the slot-lane's evicted. Only then does it write
+ * over what it pushed past. The fast path is untouched: all of this is in
+ * the slow path's W1, when the cached room runs out.
+ *
+ * The reader publishes its head with a CAS from the value it last published
+ * (R3), at each release and after EVR_READ_LOG records returned, and after
+ * copying each record loads its head again (R8). Both see a push: a flagged
+ * head. The push counted everything from the reader's published head to the
+ * pushed one; the reader keeps a log of the records it returned since it
+ * last published (position, count) and takes back those below the pushed
+ * head (it returned them), drops the record it just copied if the push went
+ * past it (the copy may be torn: the writer may be writing over it), clears
+ * the flag (R7, a CAS: a newer push sets it again) and goes on from the
+ * pushed head. The difference between E3's count and what it took back is
+ * handed to the caller as a LOST record [now, count, now]: for each consumer,
+ * records delivered + lost == records written since it attached, exactly.
+ * A consumer's copy that a push overlapped is a read racing a write, thrown
+ * away as a seqlock's reader throws away such a read; ThreadSanitizer builds
+ * copy with an uninstrumented loop.
+ *
  * ORDERING
  * ========
  * Each atomic access in ring/ carries one of these labels.
  *
  *   producer (exclusive)                       consumer
  *   --------------------                       --------
- *   W1  head = load-acquire(lane.head)         R1  w = load-acquire(commit word)
- *       only when the cached head is short         tag(w) != tag(pos): nothing yet
+ *   W1  head = min load-acquire(slot-lane.head)  R1  w = load-acquire(commit word)
+ *       over the live slots, only when the         tag(w) != tag(pos): nothing yet
+ *       cached head is short
  *       -- pairs with R3: the consumer has         -- pairs with W2 / S3
  *       finished reading what it released      R2  copy the body out (plain loads)
  *   write body (plain stores)                  R3  store-release(lane.head, pos)
@@ -112,6 +165,25 @@
  *                                              F3  producer: load-acquire(site.head) --
  *                                                  pairs with F0: the entry is published
  *
+ *   several consumers (slots.c, reader.c)
+ *   -------------------------------------
+ *   K1  CAS(slot.pid, 0 or gone holder, me); the claim's heartbeat (K2) goes
+ *       before it, so no writer takes a just-claimed slot for stale
+ *   K2  store(slot.heartbeat_ticks, segment clock) relaxed, at each pass; the
+ *       claim follows it with a full fence and reads E1 (a Dekker pair with
+ *       E1 + K2 in the writer: a push either sees the claim or is waited for)
+ *   E1  writer: CAS(slot-lane.evicting, 0, 1); store-release(evicting, 0) at
+ *       the end -- one pusher at a time; the claim waits for it to clear
+ *   E2  writer: CAS(slot-lane.head, h, to | EVICTED) -- races with R3: one of
+ *       a publish and a push from h wins; before any store over [h, to)
+ *   E3  writer: store(slot-lane.evicted, + count) under E1; released by E1
+ *   E4  writer: load-acquire(commit word) while walking, pairs with W2 / S3
+ *   R3  claimed reader: CAS(slot-lane.head, published, pos), pairs with W1,
+ *       races with E2 (a bare reader: store-release, as in 1.x)
+ *   R7  reader: CAS(head, to | EVICTED, to): the push taken
+ *   R8  reader: after R2, load-acquire(head) (and an acquire fence): the copy
+ *       was whole unless a push went past it
+ *
  *   lane ownership                             metadata
  *   --------------                             --------
  *   C1  CAS(lane.owner, 0, pid:tid) acquire    M1  faa(hdr.meta_used, size) reserves
@@ -119,8 +191,8 @@
  *       last owner's tail and lost fields          -- publishes the entry to M3
  *   C2  store-release(lane.owner, 0) at        M3  load-acquire(entry.commit)
  *       thread exit, after tail and lost
- *   C3  reader reclaim of a dead owner:        consumer slot
- *       store tail, CAS(owner, dead, 0)        K1  CAS(hdr.consumer_pid, 0 or dead, me)
+ *   C3  reader reclaim of a dead owner:
+ *       store tail, CAS(owner, dead, 0)
  *
  * A writer that dies inside a record leaves its commit word unpublished. On an
  * exclusive lane the reader sees the owning thread is gone, reads what was
@@ -136,8 +208,9 @@
  *   evr_segment_create / close / unlink      any thread, not concurrently on one segment
  *   evr_writer_open / reserve / commit / close   the thread that owns the writer
  *   evr_meta_append                           any thread, concurrently
- *   evr_reader_*                              one reader thread per segment
- *   evr_consumer_slot_*                       any process; the slot arbitrates
+ *   evr_reader_*                              one thread per reader; several readers
+ *                                             per segment, each in its own slot
+ *   evr_consumer_slot_*                       any process; K1 arbitrates
  */
 #ifndef EVRING_RING_H
 #define EVRING_RING_H
@@ -157,8 +230,19 @@ extern "C" {
 #endif
 
 #define EVR_MAGIC "EVRING\0\0"
-#define EVR_ABI_MAJOR 1
-#define EVR_ABI_MINOR 1 /* 1: shared-lane records carry their writer's tid (EVR_REC_TID); trace_id_high */
+/*
+ * 2.0: several consumers (the slot table at 384 and the slot-lane area); the
+ * single slot at 256 and struct evr_lane.head are retired. A major step, not
+ * a minor one, because readers of 1.x check only the major: a 1.x consumer
+ * would accept a 1.2 segment, take a slot no producer honours any more and
+ * write heads nobody reads. With major 2 it refuses the segment and names
+ * both versions ("segment ABI version 2.0, this reader supports 1.1"). From
+ * 2.0 on, abi_minor_required lets a later minor step refuse older readers
+ * the same way without a major step.
+ * 1.1 (history): shared-lane records carry their writer's tid (EVR_REC_TID); trace_id_high.
+ */
+#define EVR_ABI_MAJOR 2
+#define EVR_ABI_MINOR 0
 
 #define EVR_HEADER_BYTES 4096u
 #define EVR_LANE_ENTRY_BYTES 128u
@@ -173,6 +257,13 @@ extern "C" {
 #define EVR_META_FIRST 64u /* offset of the first metadata entry: id 0 means none */
 #define EVR_NAME_MAX 63u
 #define EVR_ERR_MAX 256u
+
+#define EVR_CONSUMER_SLOTS 8u	       /* consumer slots in a segment this library creates */
+#define EVR_CONSUMER_SLOTS_MAX 32u     /* what a reader accepts ((4096 - 384) / 64 would fit 58) */
+#define EVR_SLOT_TABLE_OFFSET 384u     /* the slot table in the header */
+#define EVR_SLOT_LANE_BYTES 64u	       /* one cache line per (slot, lane) */
+#define EVR_STALE_NS_DEFAULT 1000000000ull /* a consumer silent this long no longer holds lanes back */
+#define EVR_HEAD_EVICTED 1u	       /* bit 0 of a slot-lane head: a producer pushed it (E2) */
 
 #define EVR_DEFAULT_LANES 16u
 #define EVR_DEFAULT_LANE_BYTES (1u << 20)
@@ -246,9 +337,9 @@ struct evr_seg_header {
 					       running, or when it died (the consumer tells the two apart) */
 
 	/* 256: consumer side. */
-	uint64_t consumer_pid;	      /* 256  attached consumer, 0 when none (K1) */
-	uint64_t consumer_epoch;      /* 264  bumped at each attach */
-	uint64_t consumer_heartbeat_ns; /* 272  CLOCK_MONOTONIC of the consumer's last drain */
+	uint64_t consumer_pid;	      /* 256  retired in 2.0 (the slot of 1.x): always 0, see slots[] */
+	uint64_t consumer_epoch;      /* 264  bumped at each claim of any slot (K1) */
+	uint64_t consumer_heartbeat_ns; /* 272  retired in 2.0: always 0, see slots[].heartbeat_ns */
 	uint64_t lanes_reclaimed;     /* 280  lanes freed after their owner died */
 	uint64_t records_skipped;     /* 288  bad or stuck records stepped over */
 	uint64_t creator_start_ticks; /* 296  the creator's start time, field 22 of /proc/<pid>/stat (clock
@@ -257,7 +348,40 @@ struct evr_seg_header {
 	uint64_t trace_id_high;	      /* 304  random, drawn at creation, written once before the magic: the
 					       high half of the 16-byte trace ids evring's traces take in OTLP
 					       (the low half is evring's trace id); 0 in segments before ABI 1.1 */
-	uint8_t pad_consumer[EVR_HEADER_BYTES - 312];
+	/* 312: several consumers (2.0), written once by the creator before the magic. */
+	uint32_t consumer_slots;      /* 312  entries in slots[], 1..EVR_CONSUMER_SLOTS_MAX */
+	uint16_t abi_minor_required;  /* 316  readers of this major older than this minor must refuse */
+	uint16_t pad_316;
+	uint64_t stale_ns;	      /* 320  a slot whose heartbeat is older holds no lane back */
+	uint64_t stale_ticks;	      /* 328  the same bound in segment clock ticks (what producers compare) */
+	uint64_t slot_lanes_offset;   /* 336  consumer_slots x lane_count struct evr_slot_lane, slot-major */
+	uint8_t pad_344[EVR_SLOT_TABLE_OFFSET - 344];
+	struct evr_consumer_slot {    /* 384 + 64 k: slot k's line, written by its consumer */
+		uint64_t pid;	      /*  0  holder, 0 when free (K1) */
+		uint64_t start_ticks; /*  8  the holder's start, field 22 of /proc/<pid>/stat: a reused pid differs */
+		uint64_t heartbeat_ns;/* 16  CLOCK_MONOTONIC of its last drain pass (for tools) */
+		uint64_t heartbeat_ticks; /* 24  the segment clock at that pass: what producers judge staleness by (K2) */
+		uint64_t epoch;	      /* 32  bumped at each claim of this slot */
+		uint64_t attached_real_ns; /* 40  CLOCK_REALTIME of the claim */
+		uint64_t pad[2];
+	} slots[EVR_CONSUMER_SLOTS_MAX];
+	uint8_t pad_consumer[EVR_HEADER_BYTES - EVR_SLOT_TABLE_OFFSET - EVR_CONSUMER_SLOTS_MAX * 64];
+};
+
+/*
+ * Slot k's line for lane i, at slot_lanes_offset + (k * lane_count + i) * 64:
+ * a cache line of its own, so consumers never share a line with each other
+ * or with a lane's producer fields. head and count_from are the consumer's;
+ * evicting, evicted and evictions are written by producers only while they
+ * push a stale slot's head (E1-E3).
+ */
+struct evr_slot_lane {
+	uint64_t head;	     /*  0  consumer (R3, a CAS); a producer pushing it sets EVR_HEAD_EVICTED (E2) */
+	uint64_t count_from; /*  8  consumer, at the claim: a push counts only records at or after it */
+	uint64_t evicted;    /* 16  producers (E3): records pushed past unread, all time */
+	uint64_t evicting;   /* 24  producers (E1): 1 while one of them pushes this head */
+	uint64_t evictions;  /* 32  producers: pushes */
+	uint64_t pad[3];
 };
 
 /*
@@ -275,7 +399,7 @@ struct evr_lane {
 	uint64_t lost_last_ts;	/*  48  clock ticks of the last pending drop */
 	uint32_t claims;	/*  56  times the lane was claimed */
 	uint32_t kind;		/*  60  EVR_LANE_EXCLUSIVE or EVR_LANE_SHARED */
-	uint64_t head;		/*  64  consumer: records before this are read (R3) */
+	uint64_t head;		/*  64  retired in 2.0 (1.x's consumer head): see struct evr_slot_lane */
 	uint64_t skipped;	/*  72  consumer: records stepped over on this lane */
 	uint8_t pad_consumer[48];
 };
@@ -297,6 +421,9 @@ struct evr_segment {
 	uint64_t bytes;
 	struct evr_seg_header *hdr;
 	struct evr_lane *lanes;
+	struct evr_slot_lane *slot_lanes; /* consumer_slots x lane_count */
+	uint32_t slots;			  /* consumer_slots */
+	uint64_t stale_ticks;
 	uint8_t *meta;
 	uint8_t *data;
 	uint32_t lane_count;
@@ -315,6 +442,7 @@ struct evr_segment_config {
 	uint64_t meta_bytes; /* 0: EVR_DEFAULT_META_BYTES */
 	uint32_t clock_kind; /* 0: evr_clock_detect() */
 	const char *program; /* stored in the header; NULL: none */
+	uint64_t stale_ns;   /* a consumer silent this long stops holding lanes back; 0: EVR_STALE_NS_DEFAULT */
 };
 
 /*
@@ -381,6 +509,16 @@ static inline uint8_t *evr_segment_lane_data(const struct evr_segment *seg, uint
 static inline uint32_t evr_segment_shared_lane(const struct evr_segment *seg)
 {
 	return seg->lane_count - 1;
+}
+/* Slot k's line for lane i (k < seg->slots, i < seg->lane_count). */
+static inline struct evr_slot_lane *evr_segment_slot_lane(const struct evr_segment *seg, uint32_t k, uint32_t i)
+{
+	return &seg->slot_lanes[(uint64_t)k * seg->lane_count + i];
+}
+/* Where slot k has read lane i up to, the EVR_HEAD_EVICTED bit taken off. */
+static inline uint64_t evr_segment_head(const struct evr_segment *seg, uint32_t k, uint32_t i)
+{
+	return evr_ld_acq_64(&evr_segment_slot_lane(seg, k, i)->head) & ~(uint64_t)EVR_HEAD_EVICTED;
 }
 
 /* A 64-bit mix (splitmix64's finaliser): distinct inputs, well-spread outputs. */
@@ -733,6 +871,8 @@ struct evr_reader_stats {
 	uint64_t skipped_stuck;	  /* shared-lane reservations given up on (R4) */
 	uint64_t skipped_dead;	  /* unpublished records of dead writers */
 	uint64_t reclaimed;	  /* lanes freed after their owner died */
+	uint64_t overrun;	  /* records a producer pushed this reader's stale head past, unread (in lost too) */
+	uint64_t overruns;	  /* times it found its head pushed */
 };
 
 struct evr_cursor {
@@ -743,6 +883,9 @@ struct evr_cursor {
 	uint64_t wait_since;   /* CLOCK_MONOTONIC ns it started waiting there */
 	uint64_t deliver_from; /* records before this were written before a "from now" attach */
 	uint32_t gap_polls;    /* polls that found nothing since the writers' tail was last read */
+	uint64_t evict_seen;   /* the slot-lane's evicted count already accounted for */
+	int64_t overrun_due;   /* pushed past unread and not yet reported in a LOST record */
+	uint32_t log_n;	       /* records returned since the head was last published (their positions: log) */
 };
 
 struct evr_reader {
@@ -750,9 +893,13 @@ struct evr_reader {
 	struct evr_cursor *cur;
 	uint64_t stuck_timeout_ns; /* shared-lane BUSY and unexplained gaps; default 1 s */
 	struct evr_reader_stats stats;
+	uint32_t slot;		   /* whose heads it reads and publishes */
+	bool claimed;		   /* a claimed slot: heads go out by CAS (R3), pushes are taken (R7, R8) */
+	struct evr_read_log *log;  /* claimed: per lane, what was returned since the last R3 */
 };
 
 enum evr_reader_flags { EVR_READ_FROM_OLDEST = 1u };
+#define EVR_READ_LOG 32u /* records a claimed reader returns before it publishes its head */
 
 /*
  * Starts reading every lane: from now (the lanes' tails, published as the new
@@ -760,6 +907,20 @@ enum evr_reader_flags { EVR_READ_FROM_OLDEST = 1u };
  * the lanes still hold. Returns 0 or -ENOMEM.
  */
 EVR_API int evr_reader_init(struct evr_reader *r, struct evr_segment *seg, unsigned flags);
+
+/*
+ * Starts reading every lane as the holder of slot (evr_consumer_slot_claim,
+ * which placed its heads): from where the claim put them. Heads go out with
+ * a CAS (R3) at each release, and after EVR_READ_LOG records. Each record is
+ * checked after its copy (R8): when a producer has pushed the head past
+ * unread records (the slot was stale, E2), the reader resumes where it was
+ * pushed to and hands the count over as a LOST record, less what it had
+ * itself returned in between. Returns 0, -EINVAL or -ENOMEM.
+ */
+EVR_API int evr_reader_init_slot(struct evr_reader *r, struct evr_segment *seg, uint32_t slot);
+
+/* Stores the slot's heartbeat (K2): now on CLOCK_MONOTONIC and on the segment clock. */
+EVR_API void evr_reader_heartbeat(struct evr_reader *r);
 EVR_API void evr_reader_fini(struct evr_reader *r);
 
 /*
@@ -844,11 +1005,38 @@ EVR_API int evr_segment_reclaim(const struct evr_reclaim_policy *p, struct evr_r
 /* ---- consumer slot ---------------------------------------------------- */
 
 /*
- * Takes the segment's consumer slot for pid (K1), taking it over from a
- * holder that is no longer alive. Returns 0, or -EBUSY with *holder set.
+ * Takes a free consumer slot for pid (K1), or takes over one whose holder is
+ * gone (its pid dead, or reused by a process with another start time), and
+ * returns its index. Its heads start at the lanes' tails, or with
+ * EVR_SLOT_FROM_OLDEST where the slot's last holder left them (what it left
+ * unread: a reader that takes over a dead one's slot goes on from there). A pid that already holds a slot gets that one back, unless
+ * EVR_SLOT_ANOTHER (a second reader in one process). Errors: -EBUSY when
+ * every slot is held by a live process, with the first nholders holders'
+ * pids in holders (may be NULL) and their count in *nheld.
  */
+enum evr_slot_flags { EVR_SLOT_FROM_OLDEST = 1u, EVR_SLOT_ANOTHER = 2u };
+EVR_API int evr_consumer_slot_claim_flags(struct evr_segment *seg, uint32_t pid, unsigned flags, uint32_t *holders,
+					  uint32_t nholders, uint32_t *nheld);
+
+/* evr_consumer_slot_claim_flags(seg, pid, 0, holder, 1, NULL): a slot index, or -EBUSY with *holder the first holder. */
 EVR_API int evr_consumer_slot_claim(struct evr_segment *seg, uint32_t pid, uint32_t *holder);
+
+/* Frees every slot pid holds. */
 EVR_API void evr_consumer_slot_release(struct evr_segment *seg, uint32_t pid);
+
+/* Frees slot k if pid holds it. */
+EVR_API void evr_consumer_slot_release_one(struct evr_segment *seg, uint32_t k, uint32_t pid);
+
+/* What a slot says of its holder, for tools. */
+struct evr_slot_info {
+	uint32_t pid;		  /* 0: free */
+	bool alive;		  /* the holder lives (and is the process that claimed: same start time) */
+	bool stale;		  /* its heartbeat is older than the segment's bound: it holds no lane back */
+	uint64_t heartbeat_age_ns; /* since its last heartbeat (CLOCK_MONOTONIC) */
+	uint64_t epoch;
+	uint64_t evicted;	  /* records pushed past unread, all lanes */
+};
+EVR_API void evr_consumer_slot_info(const struct evr_segment *seg, uint32_t k, struct evr_slot_info *out);
 
 #ifdef __cplusplus
 }
