@@ -240,8 +240,9 @@ static void seg_try(struct agent *a, struct seg *s, uint64_t now)
 	}
 	if (rc == 1 || rc == 0) {
 		s->ino = st.st_ino;
-		if (geteuid() != 0 && st.st_uid != geteuid()) {
-			s->state = SEG_DONE; /* another user's: the consumer would refuse it, and it is not ours to report */
+		if (st.st_uid != geteuid()) {
+			/* Another user's: the ring refuses it (even to root), and it is not ours to report. */
+			s->state = SEG_DONE;
 			return;
 		}
 	}
