@@ -645,8 +645,16 @@ void evr_consumer_close(struct evr_consumer *c)
 	if (c->hub)
 		evr__hub_close(c->hub);
 	for (uint32_t i = 0; i < c->nsrc; i++) {
-		evr__src_close(c->srcs[i]);
-		free(c->srcs[i]);
+		struct evr_src *s = c->srcs[i];
+
+		evr__src_close(s);
+		/*
+		 * Its end marker not let go: a handler abandoned in a stalled call
+		 * still holds it and will mark it released when the call returns.
+		 * The struct stays for that store (a leak, as the handler's own).
+		 */
+		if (!s->end_sent || __atomic_load_n(&s->released, __ATOMIC_ACQUIRE))
+			free(s);
 	}
 	free(c->srcs);
 	evr__merge_free(c->merge);
