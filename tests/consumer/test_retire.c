@@ -71,7 +71,13 @@ static void child_start(struct child *ch, const char *name, int events, int span
 			for (;;)
 				pause();
 		}
-		exit(0);
+		/*
+		 * A normal end (its exit mark, its segment unlinked) without the
+		 * exit handlers of a fork of this multi-threaded test (LeakSanitizer
+		 * there reads the parent's threads' memory as leaked, or hangs).
+		 */
+		evr_close();
+		_exit(0);
 	}
 	cr_assert_eq(read(ch->ready[0], &b, 1), 1, "the producer could not open its segment");
 	close(ch->go[0]);
@@ -444,17 +450,28 @@ Test(retire, jsonl_rotates_by_age_and_flushes_when_idle)
 		usleep(20000);
 	}
 	cr_assert_eq(lines_of(path, &whole), 10, "flushed when idle");
-	usleep(1200000); /* past the age: the idle handler rotates */
-	for (int i = 0; i < 50; i++) {
+	/* Past the age the idle handler rotates, with no line to make it. */
+	snprintf(path, sizeof(path), "%s/out.jsonl.1", dir);
+	for (int i = 0; i < 400 && lines_of(path, &whole) != 10; i++) {
 		evr_consumer_poll(c);
 		usleep(10000);
 	}
+	cr_assert_eq(lines_of(path, &whole), 10, "the first file rotated away by age");
 	run_one(c, "rotage2", 7);
 	evr_consumer_close(c);
-	snprintf(path, sizeof(path), "%s/out.jsonl.1", dir);
-	cr_assert_eq(lines_of(path, &whole), 10, "the first file rotated away by age");
+	{
+		long n0, n1, n2;
+
+		snprintf(path, sizeof(path), "%s/out.jsonl", dir);
+		n0 = lines_of(path, &whole);
+		snprintf(path, sizeof(path), "%s/out.jsonl.1", dir);
+		n1 = lines_of(path, &whole);
+		snprintf(path, sizeof(path), "%s/out.jsonl.2", dir);
+		n2 = lines_of(path, &whole);
+		/* The second run may itself outlive the age (a slow machine): then it is .1 and the first .2. */
+		cr_assert(n0 == 7 || (n0 <= 0 && n1 == 7 && n2 == 10), "%ld %ld %ld", n0, n1, n2);
+	}
 	snprintf(path, sizeof(path), "%s/out.jsonl", dir);
-	cr_assert_eq(lines_of(path, &whole), 7);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/out.jsonl.1", dir);
 	unlink(path);
