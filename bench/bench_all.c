@@ -75,6 +75,7 @@ static const struct all_section sections[] = {
 	  false },
 	{ "demo", bench_demo_main, "Real overhead: evring-demo", ",", false },
 	{ "otlp", bench_otlp_main, "OTLP export: spans per CPU-second, one core", ",", false },
+	{ "agent", bench_agent_main, "evring agent: attach latency, CPU per million records", ",", false },
 };
 #define ALL_NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 

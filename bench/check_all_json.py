@@ -22,10 +22,11 @@ UNITS = {  # bench -> unit
     "events": "Mrec/s", "mix": "Mrec/s",
     "demo": "req/s", "demo_records": "rec/s",
     "otlp": "kspan/s",
+    "attach_latency": "ms", "cpu_per_mrec": "s/Mrec",
 }
 SYSTEMS = {"evring", "noop", "mutex_ring", "fprintf", "lttng_ust", "lttng_ust_4m8",
            "none", "stats", "stats_q4096", "jsonl", "otlp", "off", "on", "consumer",
-           "protobuf", "protobuf_gzip", "json", "json_gzip"}
+           "protobuf", "protobuf_gzip", "json", "json_gzip", "agent"}
 HOT = {"disabled", "event0", "event3", "span"}
 LATENCY = ("latency_attached", "latency_stopped", "latency_absent")
 

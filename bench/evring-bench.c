@@ -47,6 +47,9 @@ static const struct bench_cmd cmds[] = {
 	{ "demo", bench_demo_main,
 	  "evring-demo's requests per second with tracing off, on, and on with a consumer; records per "
 	  "second produced" },
+	{ "agent", bench_agent_main,
+	  "how soon `evring agent` delivers a new process's first record (p50, p99), and its CPU-s per "
+	  "million records" },
 	{ "all", bench_all_main,
 	  "the whole suite, each benchmark in its own process; writes latest.json, latest.md and a chart" },
 	{ "attach", bench_attach_main, "(a peer the benchmarks start) a consumer attached to a process" },

@@ -33,12 +33,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <urcu.h>
+
 #include "attach.h"
 #include "capture.h"
 #include "drain.h"
 #include "handlers.h"
 #include "hub.h"
 #include "merge.h"
+#include "objects.h"
 #include "rec.h"
 #include "replay.h"
 #include "source.h"
@@ -46,8 +49,10 @@
 
 struct evr_consumer {
 	struct evr_consumer_opts o;
-	struct evr_src **srcs;
+	struct evr_src **srcs; /* attached, in attach order; retired ones leave (SOURCE LIFETIME) */
 	uint32_t nsrc;
+	uint32_t next_index;   /* the next source's index: never reused */
+	uint64_t skips_gone;   /* ring skips of sources let go (ring_skipped adds up every source's) */
 	struct evr_consumer_stats st; /* the counters every stage adds to */
 	struct evr_rec_pool recs;
 	struct evr_drain *drain;
@@ -101,12 +106,17 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 	if (!s)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < c->nsrc; i++) {
-		if (!strcmp(c->srcs[i]->shm_name, shm)) {
+		if (!strcmp(c->srcs[i]->shm_name, shm) && !c->srcs[i]->end_sent && !c->srcs[i]->detached) {
 			free(s);
-			return (int)i; /* attached already */
+			return (int)c->srcs[i]->pub.index; /* attached already */
 		}
 	}
-	rc = evr__src_open(s, shm, c->nsrc, flags, err, errlen);
+	if (c->next_index > INT32_MAX) {
+		free(s);
+		snprintf(err, errlen, "too many sources attached over this consumer's life");
+		return -EOVERFLOW;
+	}
+	rc = evr__src_open(s, shm, c->next_index, flags, err, errlen);
 	if (rc) {
 		free(s);
 		return rc;
@@ -118,11 +128,12 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 		return -ENOMEM;
 	}
 	c->srcs = t;
-	c->srcs[c->nsrc] = s;
+	c->srcs[c->nsrc++] = s;
+	s->attached_ns = (uint64_t)evr_clock_realtime_ns();
 	evr__src_meta_refresh(s, &c->st);
 	if (c->cap)
 		evr__capture_source(c->cap, s);
-	return (int)c->nsrc++;
+	return (int)c->next_index++;
 }
 
 /* Replay's sink: a source read back from a capture joins (it is the consumer's from here). */
@@ -136,10 +147,10 @@ static int replay_source(void *arg, struct evr_src *s)
 		return -ENOMEM;
 	}
 	c->srcs = t;
-	s->pub.index = c->nsrc;
+	s->pub.index = c->next_index++;
 	s->drained_after_death = true; /* nothing to drain: its records come from the capture */
-	c->srcs[c->nsrc] = s;
-	return (int)c->nsrc++;
+	c->srcs[c->nsrc++] = s;
+	return (int)s->pub.index;
 }
 
 /* Records the span builder's clock in the capture when it moved since the last record of it. */
@@ -392,16 +403,102 @@ int evr_consumer_remove_handler(struct evr_consumer *c, int id)
 	return evr__hub_remove(c->hub, id);
 }
 
+/* Why a source is let go (enum evr_source_end). */
+static int end_reason(const struct evr_src *s)
+{
+	if (s->faulted)
+		return EVR_SOURCE_FAULTED;
+	if (s->detached)
+		return EVR_SOURCE_DETACHED;
+	return s->exited ? EVR_SOURCE_EXITED : EVR_SOURCE_DIED;
+}
+
+/*
+ * Step 3 of SOURCE LIFETIME (consumer.h): sources whose end marker every
+ * handler passed are freed, one RCU grace period after the span index let
+ * go of their nodes (a reader of it may still hold one, and its site).
+ * Outside a round: the drain thread holds no read-side section here.
+ */
+static void sources_reap(struct evr_consumer *c)
+{
+	bool any = false, synced = false;
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < c->nsrc; i++)
+		if (c->srcs[i]->end_sent && __atomic_load_n(&c->srcs[i]->released, __ATOMIC_ACQUIRE))
+			any = true; /* pairs with the release in objects.c's free of the marker */
+	if (!any)
+		return;
+	for (uint32_t i = 0; i < c->nsrc; i++) {
+		struct evr_src *s = c->srcs[i];
+
+		if (!s->end_sent || !__atomic_load_n(&s->released, __ATOMIC_ACQUIRE)) {
+			c->srcs[k++] = s;
+			continue;
+		}
+		if (!synced) {
+			synchronize_rcu();
+			synced = true;
+		}
+		if (c->o.on_source_gone)
+			c->o.on_source_gone(c->o.on_source_arg, &s->pub, end_reason(s));
+		/* Counters that add up what every source did keep what this one did. */
+		c->skips_gone += evr__drain_skips(s);
+		evr__merge_forget(c->merge, s->pub.index);
+		evr__src_close(s);
+		free(s);
+	}
+	c->nsrc = k;
+}
+
+/*
+ * Step 2 of SOURCE LIFETIME: a source that will give nothing more (its
+ * producer gone or detached, every record of it delivered, its death
+ * delivered) gets its end marker, queued for every handler after all of it.
+ * Not while a capture is written: it names sources by address.
+ */
+static void sources_end(struct evr_consumer *c)
+{
+	struct evr_dlv d[64];
+	size_t n = 0;
+
+	if (!c->o.retire_sources || c->cap || c->replaying)
+		return;
+	for (uint32_t i = 0; i < c->nsrc; i++) {
+		struct evr_src *s = c->srcs[i];
+		struct evr__source_end *e;
+
+		if (s->end_sent || !s->drained_after_death || s->dead_ns || !evr__merge_src_empty(c->merge, s->pub.index))
+			continue;
+		if (!(e = evr__source_end_new(s)))
+			break; /* no memory now: the next round tries again */
+		s->end_sent = true;
+		d[n++] = (struct evr_dlv){ EVR_CB_SOURCE_END, e };
+		if (n == sizeof(d) / sizeof(d[0])) {
+			evr__hub_deliver_many(c->hub, d, n);
+			n = 0;
+		}
+	}
+	if (n)
+		evr__hub_deliver_many(c->hub, d, n);
+	evr__hub_kick(c->hub);
+}
+
 int evr_consumer_poll(struct evr_consumer *c)
 {
-	uint64_t now = evr_clock_monotonic_ns(), skips = 0;
+	uint64_t now = evr_clock_monotonic_ns(), skips = c->skips_gone;
 	struct evr_rec *r;
 	int total = 0;
 
 	if (c->finished)
 		return 0;
+	if (c->o.retire_sources)
+		sources_reap(c);
 	for (uint32_t i = 0; i < c->nsrc; i++) {
-		total += (int)evr__drain_source(c->drain, c->srcs[i], now);
+		uint32_t n = evr__drain_source(c->drain, c->srcs[i], now);
+
+		c->srcs[i]->records += n;
+		total += (int)n;
 		skips += evr__drain_skips(c->srcs[i]);
 	}
 	c->st.records += (uint64_t)total;
@@ -420,9 +517,38 @@ int evr_consumer_poll(struct evr_consumer *c)
 	if (c->cap && evr__spans_waiting(c->spans))
 		capture_clock(c); /* a trace waits out its grace: the replay must tick where this did */
 	evr__spans_round_end(c->spans);
+	sources_end(c);
 	c->st.late = evr__merge_late(c->merge);
 	c->st.open_spans = evr__spans_open(c->spans);
 	return total;
+}
+
+int evr_consumer_detach(struct evr_consumer *c, uint32_t index)
+{
+	for (uint32_t i = 0; i < c->nsrc; i++) {
+		if (c->srcs[i]->pub.index == index) {
+			c->srcs[i]->detached = true; /* the next poll stops reading it */
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int evr_consumer_sources(struct evr_consumer *c, struct evr_source_stats *out, int n)
+{
+	for (uint32_t i = 0; i < c->nsrc && (int)i < n; i++) {
+		const struct evr_src *s = c->srcs[i];
+
+		out[i] = (struct evr_source_stats){
+			.src = &s->pub,
+			.records = s->records,
+			.lost = s->lost,
+			.ring_skipped = evr__drain_skips(s),
+			.attached_ns = s->attached_ns,
+			.ending = s->detached || s->pub.dead,
+		};
+	}
+	return (int)c->nsrc;
 }
 
 static bool all_done(struct evr_consumer *c)
@@ -519,8 +645,16 @@ void evr_consumer_close(struct evr_consumer *c)
 	if (c->hub)
 		evr__hub_close(c->hub);
 	for (uint32_t i = 0; i < c->nsrc; i++) {
-		evr__src_close(c->srcs[i]);
-		free(c->srcs[i]);
+		struct evr_src *s = c->srcs[i];
+
+		evr__src_close(s);
+		/*
+		 * Its end marker not let go: a handler abandoned in a stalled call
+		 * still holds it and will mark it released when the call returns.
+		 * The struct stays for that store (a leak, as the handler's own).
+		 */
+		if (!s->end_sent || __atomic_load_n(&s->released, __ATOMIC_ACQUIRE))
+			free(s);
 	}
 	free(c->srcs);
 	evr__merge_free(c->merge);

@@ -153,6 +153,14 @@ uint32_t evr__drain_source(struct evr_drain *d, struct evr_src *s, uint64_t now)
 
 	if (s->drained_after_death)
 		return 0;
+	if (s->detached) {
+		/* evr_consumer_detach: read no more; what was read goes on, then its spans close as a death's. */
+		for (uint32_t l = 0; l < s->seg.lane_count; l++)
+			evr__merge_idle(d->merge, s->pub.index, l, UINT64_MAX);
+		s->dead_ns = now;
+		s->drained_after_death = true;
+		return 0;
+	}
 	keep_current(d, s, now);
 	for (uint32_t l = 0; l < s->seg.lane_count; l++) {
 		total += drain_lane(d, s, l, now, &full);

@@ -21,8 +21,22 @@
  */
 void evr__rcu_reader(void);
 
-/* The callbacks; EVR_CB_SKIPPED is the hub's own (a gap it marks in a handler's queue), never offered. */
-enum evr_cb { EVR_CB_EVENT, EVR_CB_SPAN_BEGIN, EVR_CB_SPAN_END, EVR_CB_TRACE_END, EVR_CB_LOST, EVR_CB_SKIPPED };
+/*
+ * The callbacks; EVR_CB_SKIPPED is the hub's own (a gap it marks in a
+ * handler's queue), never offered. EVR_CB_SOURCE_END is offered with a
+ * struct evr__source_end (objects.h): every handler's queue takes it, past
+ * its filters, and like a loss it is never skipped (held until there is
+ * room); the handler's thread calls on_source_end with its source.
+ */
+enum evr_cb {
+	EVR_CB_EVENT,
+	EVR_CB_SPAN_BEGIN,
+	EVR_CB_SPAN_END,
+	EVR_CB_TRACE_END,
+	EVR_CB_LOST,
+	EVR_CB_SKIPPED,
+	EVR_CB_SOURCE_END
+};
 
 struct evr_hub *evr__hub_new(const struct evr_consumer_opts *o, struct evr_consumer_stats *st);
 

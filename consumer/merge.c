@@ -184,3 +184,16 @@ bool evr__merge_src_empty(const struct evr_merge *m, uint32_t src)
 			return false;
 	return true;
 }
+
+void evr__merge_forget(struct evr_merge *m, uint32_t src)
+{
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < m->n; i++) {
+		if (m->q[i].src == src && !m->q[i].head)
+			continue;
+		m->q[k++] = m->q[i];
+	}
+	m->n = k;
+	m->last = 0;
+}

@@ -25,4 +25,7 @@ uint64_t evr__merge_late(const struct evr_merge *m);
 /* True when no record of this source waits in the merge. */
 bool evr__merge_src_empty(const struct evr_merge *m, uint32_t src);
 
+/* Forgets the lanes of a source let go (their queues are empty): a later source never has its index. */
+void evr__merge_forget(struct evr_merge *m, uint32_t src);
+
 #endif /* EVR_CONSUMER_MERGE_H */

@@ -545,6 +545,15 @@ struct evr_skipped *evr__skipped_new(const struct evr_skipped *gap)
 	return s;
 }
 
+struct evr__source_end *evr__source_end_new(struct evr_src *src)
+{
+	struct evr__source_end *e = obj_new(sizeof(*e), EVR__OBJ_SOURCE_END);
+
+	if (e)
+		e->src = src;
+	return e;
+}
+
 void evr_obj_ref(const void *obj)
 {
 	struct evr_obj *o = (struct evr_obj *)obj;
@@ -582,6 +591,10 @@ static void obj_free(struct evr_obj *o)
 				evr_obj_unref(tr->spans[i]);
 		break;
 	}
+	case EVR__OBJ_SOURCE_END:
+		/* Every queue that took it passed it: the drain thread may free the source (pairs with its acquire). */
+		__atomic_store_n(&((struct evr__source_end *)o)->src->released, 1, __ATOMIC_RELEASE);
+		break;
 	default:
 		break;
 	}

@@ -45,4 +45,18 @@ struct evr_lost *evr__lost_copy(const struct evr_lost *from);
 /* A gap marker (the hub's), a copy of gap apart from its header. */
 struct evr_skipped *evr__skipped_new(const struct evr_skipped *gap);
 
+/*
+ * A source's end marker (SOURCE LIFETIME in consumer.h): an object of the
+ * hub's queues like any other, never handed to a handler as such (the hub
+ * calls on_source_end with its source). When its last reference goes (every
+ * queue that took it passed it), src->released is set with a release store.
+ */
+#define EVR__OBJ_SOURCE_END 6
+struct evr_src;
+struct evr__source_end {
+	struct evr_obj obj;
+	struct evr_src *src;
+};
+struct evr__source_end *evr__source_end_new(struct evr_src *src);
+
 #endif /* EVR_CONSUMER_OBJECTS_H */

@@ -50,6 +50,13 @@ struct evr_src {
 	bool faulted;		   /* detached: its segment shrank under the consumer */
 	uint64_t fault_offset;	   /* where the first SIGBUS hit, from the segment's start */
 	bool drained_after_death;
+	/* Retirement (SOURCE LIFETIME in consumer.h); the drain thread's but for released. */
+	bool detached;	       /* evr_consumer_detach: read no more */
+	bool end_sent;	       /* its end marker went to the hub */
+	uint32_t released;     /* set (release) when the last handler let go of the marker; read with acquire */
+	uint64_t records;      /* read from its lanes */
+	uint64_t lost;	       /* LOST counts of its records */
+	uint64_t attached_ns;  /* CLOCK_REALTIME at attach */
 	struct evr_lane_state *lanes;
 	uint64_t trace_id_high; /* the high half of its traces' 16-byte ids (OTLP): never 0 */
 	char program[64], cmdline[512], shm_name[128];

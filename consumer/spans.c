@@ -295,6 +295,7 @@ static void on_lost(struct evr_spans *sp, struct evr_rec *r)
 	struct evr_lost *l = evr__lost_new(r);
 
 	sp->st->lost += r->lost_count;
+	r->src->lost += r->lost_count;
 	if (l)
 		sp_deliver(sp, EVR_CB_LOST, l);
 }

@@ -49,7 +49,10 @@ void evr__spans_source_dead(struct evr_spans *sp, const struct evr_src *src, uin
 	 */
 	cds_list_for_each_entry_safe(n, ntmp, &sp->open, in_open)
 		if (n->src == src)
-			sp_node_abandon(sp, n, src->exited ? EVR_SPAN_PRODUCER_EXITED : EVR_SPAN_PRODUCER_DIED,
+			sp_node_abandon(sp, n,
+					src->detached ? EVR_SPAN_DETACHED
+					: src->exited ? EVR_SPAN_PRODUCER_EXITED
+						      : EVR_SPAN_PRODUCER_DIED,
 					now_mono_ns);
 	/* Nothing more can come from it: its traces go out now, whole or not. */
 	cds_list_for_each_entry_safe(t, ttmp, &sp->lru, in_lru)

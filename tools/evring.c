@@ -7,6 +7,7 @@
  *   evring replay FILE [-H h[=arg]]          run handlers over a capture
  *   evring stats PID|NAME [--json]           a segment's counters, read-only
  *   evring top PID|NAME [--once]             a live table per span name
+ *   evring agent [--config FILE] [-H h[=arg]] follow every process as it comes and goes
  *
  * Exit statuses: see cli.h (0 ok, 2 usage, 3 no such process, 4 no segment,
  * 5 permission denied, 6 ABI version, 7 all consumer slots held, 8 bad input,
@@ -222,6 +223,7 @@ static const struct {
 	{ "replay", evr_cmd_replay, "run handlers over a capture file" },
 	{ "stats", evr_cmd_stats, "print a segment's counters (read-only)" },
 	{ "top", evr_cmd_top, "a live table per span name: rate, latency, errors, tokens" },
+	{ "agent", evr_cmd_agent, "follow every traced process on this machine as it comes and goes" },
 };
 
 static void usage(FILE *f)
@@ -234,6 +236,7 @@ static void usage(FILE *f)
 		   "  evring ls                                  what is traced on this machine\n"
 		   "  evring attach 1234 -H stats --duration 10  a latency table for ten seconds\n"
 		   "  evring top my-server                       a live view of every my-server process\n"
+		   "  evring agent -H jsonl=all.jsonl            every process, as they come and go\n"
 		   "\nexit status: 0 ok, 1 failure, 2 usage, 3 no such process, 4 no evring segment,\n"
 		   "             5 permission denied, 6 other ABI version, 7 all consumer slots held, 8 bad input,\n"
 		   "             9 a handler failed (errors, timeouts, output it could not write)\n");

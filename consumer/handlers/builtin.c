@@ -459,6 +459,27 @@ bool evr__pairmap_remove(struct evr__pairmap *m, uint64_t a, uint64_t b, uint64_
 	return true;
 }
 
+uint32_t evr__pairmap_remove_a(struct evr__pairmap *m, uint64_t a, void (*fn)(void *arg, uint64_t b, uint64_t v),
+			       void *arg)
+{
+	uint32_t removed = 0;
+
+	/* Each removal may shift a later entry into the slot just looked at: look at it again. */
+	for (uint32_t i = 0; i < m->cap;) {
+		struct evr__pair_slot sl = m->slots[i];
+
+		if (pair_empty(&sl) || sl.a != a) {
+			i++;
+			continue;
+		}
+		evr__pairmap_remove(m, sl.a, sl.b, NULL);
+		if (fn)
+			fn(arg, sl.b, sl.v);
+		removed++;
+	}
+	return removed;
+}
+
 void evr__pairmap_free(struct evr__pairmap *m)
 {
 	free(m->slots);

@@ -149,6 +149,9 @@ uint64_t *evr__pairmap_get(struct evr__pairmap *m, uint64_t a, uint64_t b);
 /* Finds or adds (a, b) (a new value is 0). Returns a pointer to its value, or NULL (no memory). */
 uint64_t *evr__pairmap_put(struct evr__pairmap *m, uint64_t a, uint64_t b, bool *added);
 bool evr__pairmap_remove(struct evr__pairmap *m, uint64_t a, uint64_t b, uint64_t *v);
+/* Removes every entry whose first key is a, handing each (b, value) to fn (may be NULL) after; returns how many. */
+uint32_t evr__pairmap_remove_a(struct evr__pairmap *m, uint64_t a, void (*fn)(void *arg, uint64_t b, uint64_t v),
+			       void *arg);
 void evr__pairmap_free(struct evr__pairmap *m);
 
 /* ---- what tests read back ----------------------------------------------------------- */

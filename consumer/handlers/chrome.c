@@ -469,6 +469,8 @@ static int chrome_skipped(void *ctx, const struct evr_skipped *g)
 	return finish(c);
 }
 
+static void thread_name(struct chrome *c, const struct chrome_thread *t);
+
 /* Writes the closing part; 0, or the -errno of a write that failed (then the file is removed). */
 static int chrome_end(void *ctx)
 {
@@ -480,24 +482,8 @@ static int chrome_end(void *ctx)
 	if (!f)
 		return 0;
 	flockfile(f);
-	for (uint32_t i = 0; i < c->ntl; i++) {
-		const struct evr_source *src = c->tl[i].src;
-		const struct evr_thread_info *ti = NULL;
-		char name[32];
-
-		/* struct evr_src begins with its struct evr_source: the consumer's objects point at that. */
-		if (src)
-			ti = evr__src_thread((const struct evr_src *)(const void *)src, c->tl[i].tid);
-		if (ti && ti->name[0])
-			snprintf(name, sizeof(name), "%.*s", (int)sizeof(ti->name), ti->name);
-		else
-			snprintf(name, sizeof(name), "tid %" PRIu32, c->tl[i].tid);
-		entry(c);
-		fprintf(f, "\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{\"name\":",
-			src ? src->pid : 0, c->tl[i].tid);
-		evr__json_cstr(f, name);
-		fputs_unlocked("}}", f);
-	}
+	for (uint32_t i = 0; i < c->ntl; i++)
+		thread_name(c, &c->tl[i]);
 	fputs_unlocked("\n],\n\"displayTimeUnit\":\"ns\",\"otherData\":{\"producer\":\"evring\",\"base_utc_ns\":", f);
 	if (c->based) {
 		evr__json_u64(f, c->base_ns);
@@ -519,6 +505,62 @@ static int chrome_end(void *ctx)
 	if (rc && c->path)
 		unlink(c->path); /* an incomplete trace would not open: none is better */
 	return rc;
+}
+
+/* A thread's name entry: the name its producer gave it, else "tid N". Under the FILE's lock. */
+static void thread_name(struct chrome *c, const struct chrome_thread *t)
+{
+	const struct evr_thread_info *ti = NULL;
+	char name[32];
+
+	/* struct evr_src begins with its struct evr_source: the consumer's objects point at that. */
+	if (t->src)
+		ti = evr__src_thread((const struct evr_src *)(const void *)t->src, t->tid);
+	if (ti && ti->name[0])
+		snprintf(name, sizeof(name), "%.*s", (int)sizeof(ti->name), ti->name);
+	else
+		snprintf(name, sizeof(name), "tid %" PRIu32, t->tid);
+	entry(c);
+	fprintf(c->f, "\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%" PRIu32 ",\"tid\":%" PRIu32 ",\"args\":{\"name\":",
+		t->src ? t->src->pid : 0, t->tid);
+	evr__json_cstr(c->f, name);
+	fputs_unlocked("}}", c->f);
+}
+
+/*
+ * A source is let go (its address may come back as another's): its
+ * threads' names are written now, while its thread table is there, and its
+ * tracks leave; its pid's name is written again if the pid comes back.
+ */
+static int chrome_source_end(void *ctx, const struct evr_source *src)
+{
+	struct chrome *c = ctx;
+	uint32_t k = 0, *remap;
+
+	if (!c->f)
+		return 0;
+	if (!(remap = malloc((c->ntl ? c->ntl : 1) * sizeof(*remap))))
+		return -ENOMEM;
+	flockfile(c->f);
+	for (uint32_t i = 0; i < c->ntl; i++) {
+		if (c->tl[i].src != src) {
+			remap[i] = k;
+			c->tl[k++] = c->tl[i];
+			continue;
+		}
+		thread_name(c, &c->tl[i]);
+		free(c->tl[i].iv);
+		remap[i] = UINT32_MAX;
+	}
+	funlockfile(c->f);
+	c->ntl = k;
+	evr__pairmap_remove_a(&c->threads, (uint64_t)(uintptr_t)src, NULL, NULL);
+	for (uint32_t i = 0; i < c->threads.cap; i++)
+		if (c->threads.slots[i].a || c->threads.slots[i].b)
+			c->threads.slots[i].v = remap[c->threads.slots[i].v];
+	evr__pairmap_remove(&c->procs, (uint64_t)src->pid + 1, 0, NULL);
+	free(remap);
+	return 0;
 }
 
 static void chrome_close(void *ctx)
@@ -581,5 +623,6 @@ int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err
 	h->on_skipped = chrome_skipped;
 	h->on_end = chrome_end;
 	h->destroy = chrome_destroy;
+	h->on_source_end = chrome_source_end;
 	return 0;
 }

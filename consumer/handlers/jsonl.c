@@ -42,6 +42,14 @@
  *
  * A new file is created mode 0600 (it may hold prompts and completions).
  *
+ * Rotation (for a long-running consumer, evring agent): the spec
+ * "jsonl=PATH,rotate-size=MIB,rotate-time=S,keep=N" renames PATH to PATH.1
+ * (PATH.1 to PATH.2, ..., the oldest past PATH.N removed; keep defaults to
+ * 5) and starts a new PATH once PATH holds MIB mebibytes (checked when the
+ * buffer is written out, so it may pass by up to 64 KiB) or was started S
+ * seconds ago (checked at each line and when the handler is idle). A line
+ * is never split between two files; every rename happens between writes.
+ *
  * Buffering: lines are formatted (without printf or a stdio call per value)
  * into a 64 KiB buffer of the handler's own, which goes to the file in one
  * write when full, when a root span (parent "0") ends, when a line is written
@@ -55,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "builtin.h"
 #include "json.h"
@@ -63,6 +72,8 @@
 #define JSONL_BUF (64u << 10)
 #define JSONL_FLUSH_NS 100000000ull
 #define MEMO_N 64u /* sites remembered, direct-mapped by pointer */
+#define JSONL_KEEP_DEFAULT 5u
+#define JSONL_KEEP_MAX 1000u
 
 /*
  * What a line of a site always holds, escaped once (a site and its names
@@ -83,6 +94,13 @@ struct site_memo {
 
 struct jsonl {
 	FILE *f; /* unbuffered: jb is its buffer */
+	char *path;
+	uint64_t rotate_bytes;	 /* 0: no rotation by size */
+	uint64_t rotate_ns;	 /* 0: no rotation by age */
+	uint32_t keep;		 /* rotated files kept */
+	uint64_t opened_ns;	 /* CLOCK_MONOTONIC_COARSE when f was started */
+	uint64_t rotations;
+	char *mark; /* where the buffer stood after the last line: below it now, the buffer was written out */
 	struct evr__jbuf jb;
 	uint64_t last_flush_ns; /* CLOCK_MONOTONIC_COARSE */
 	struct evr__jb_hi ts_hi;  /* the leading digits of the last time written */
@@ -243,16 +261,114 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * PATH -> PATH.1 -> ... -> PATH.keep (the oldest removed), then a new PATH.
+ * What is buffered goes to the old file first. On failure the old file is
+ * kept (appended to) and the error is the line's.
+ */
+static int rotate(struct jsonl *j, uint64_t now)
+{
+	size_t n = strlen(j->path) + 16;
+	char *from = malloc(n), *to = malloc(n);
+	FILE *f;
+	int rc = 0;
+
+	evr__jb_flush(&j->jb, true);
+	j->last_flush_ns = now;
+	j->opened_ns = now; /* also on failure: not retried at every line */
+	if (!from || !to) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	snprintf(to, n, "%s.%u", j->path, j->keep);
+	unlink(to);
+	for (uint32_t k = j->keep; k > 1; k--) {
+		snprintf(from, n, "%s.%u", j->path, k - 1);
+		snprintf(to, n, "%s.%u", j->path, k);
+		rename(from, to); /* a missing one is no error */
+	}
+	snprintf(to, n, "%s.1", j->path);
+	if (rename(j->path, to) != 0 && errno != ENOENT) {
+		rc = -errno;
+		goto out;
+	}
+	if (!(f = evr__open_output(j->path, true))) {
+		rc = -errno; /* renamed away: the lines go on into PATH.1 */
+		goto out;
+	}
+	setvbuf(f, NULL, _IONBF, 0);
+	fclose(j->f);
+	j->f = f;
+	j->jb.f = f;
+	j->rotations++;
+out:
+	free(from);
+	free(to);
+	return rc;
+}
+
+/* Whether the file is due for rotation (only after a flush for the size: the offset is the file's). */
+static bool rotate_due(struct jsonl *j, uint64_t now, bool flushed)
+{
+	off_t size;
+
+	if (j->rotate_ns && now - j->opened_ns >= j->rotate_ns)
+		return true;
+	if (!j->rotate_bytes || !flushed)
+		return false;
+	size = lseek(fileno(j->f), 0, SEEK_END);
+	return size >= 0 && (uint64_t)size >= j->rotate_bytes;
+}
+
 static int end_line(struct jsonl *j, bool boundary)
 {
 	uint64_t now = now_ns();
+	bool flushed = false;
 
 	evr__jb_lit(&j->jb, "}\n");
+	flushed = j->jb.p < j->mark; /* the buffer went out while the line was written */
 	if (boundary || now - j->last_flush_ns >= JSONL_FLUSH_NS) {
 		evr__jb_flush(&j->jb, true);
 		j->last_flush_ns = now;
+		flushed = true;
 	}
+	if ((j->rotate_ns || j->rotate_bytes) && rotate_due(j, now, flushed)) {
+		int rc = rotate(j, now);
+
+		if (rc && !j->jb.err)
+			return rc;
+	}
+	j->mark = j->jb.p;
 	return j->jb.err;
+}
+
+/* Idle: what is buffered goes out (a consumer killed now loses nothing written), and a rotation due by age. */
+static void jsonl_idle(void *ctx)
+{
+	struct jsonl *j = ctx;
+	uint64_t now = now_ns();
+
+	if (!j->f)
+		return;
+	if (j->jb.p != j->jb.buf) {
+		evr__jb_flush(&j->jb, true);
+		j->last_flush_ns = now;
+	}
+	if ((j->rotate_ns || j->rotate_bytes) && rotate_due(j, now, true) && j->jb.p == j->jb.buf &&
+	    lseek(fileno(j->f), 0, SEEK_END) > 0)
+		rotate(j, now); /* an empty file is not rotated away */
+}
+
+/* A source is let go: its sites' addresses may come back as another's, so no memo may name them. */
+static int jsonl_source_end(void *ctx, const struct evr_source *src)
+{
+	struct jsonl *j = ctx;
+
+	(void)src;
+	for (uint32_t i = 0; i < MEMO_N; i++)
+		if (j->memo[i].site)
+			memo_clear(&j->memo[i]);
+	return 0;
 }
 
 static int jsonl_span_end(void *ctx, const struct evr_span_rec *sp)
@@ -453,32 +569,105 @@ static void jsonl_destroy(void *ctx)
 	for (uint32_t i = 0; i < MEMO_N; i++)
 		memo_clear(&j->memo[i]);
 	evr__jb_free(&j->jb);
+	free(j->path);
 	free(j);
+}
+
+/* A number option's value: digits only, at most max. */
+static bool opt_u64(const char *v, size_t len, uint64_t max, uint64_t *out)
+{
+	uint64_t x = 0;
+
+	if (!len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (v[i] < '0' || v[i] > '9' || x > (max - (uint64_t)(v[i] - '0')) / 10)
+			return false;
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	}
+	*out = x;
+	return true;
+}
+
+/*
+ * Splits "PATH[,rotate-size=MIB][,rotate-time=S][,keep=N]": the options are
+ * the trailing comma-separated parts that name one (a path may hold commas).
+ * Returns 0 or -EINVAL with err set.
+ */
+static int parse_arg(struct jsonl *j, const char *arg, char *err, size_t errlen)
+{
+	const char *end = arg + strlen(arg);
+	uint64_t v;
+
+	j->keep = JSONL_KEEP_DEFAULT;
+	for (;;) {
+		const char *comma = end;
+
+		while (comma > arg && comma[-1] != ',')
+			comma--;
+		if (comma == arg)
+			break;
+		const char *o = comma;
+		size_t len = (size_t)(end - o);
+
+		if (len > 12 && !strncmp(o, "rotate-size=", 12)) {
+			if (!opt_u64(o + 12, len - 12, 1u << 20, &v) || !v)
+				return evr__builtin_err(err, errlen, -EINVAL,
+							"jsonl: rotate-size wants MiB, 1 to 1048576, not '%.*s'",
+							(int)(len - 12), o + 12);
+			j->rotate_bytes = v << 20;
+		} else if (len > 12 && !strncmp(o, "rotate-time=", 12)) {
+			if (!opt_u64(o + 12, len - 12, 100u * 365 * 86400, &v) || !v)
+				return evr__builtin_err(err, errlen, -EINVAL,
+							"jsonl: rotate-time wants seconds > 0, not '%.*s'", (int)(len - 12),
+							o + 12);
+			j->rotate_ns = v * 1000000000ull;
+		} else if (len > 5 && !strncmp(o, "keep=", 5)) {
+			if (!opt_u64(o + 5, len - 5, JSONL_KEEP_MAX, &v) || !v)
+				return evr__builtin_err(err, errlen, -EINVAL, "jsonl: keep wants 1 to %u files, not '%.*s'",
+							JSONL_KEEP_MAX, (int)(len - 5), o + 5);
+			j->keep = (uint32_t)v;
+		} else {
+			break; /* part of the path */
+		}
+		end = comma - 1;
+	}
+	j->path = end > arg ? strndup(arg, (size_t)(end - arg)) : strdup(JSONL_DEFAULT_PATH);
+	if (!j->path)
+		return evr__builtin_err(err, errlen, -ENOMEM, "jsonl: out of memory");
+	return 0;
 }
 
 int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen)
 {
-	const char *path = arg && *arg ? arg : JSONL_DEFAULT_PATH;
 	struct jsonl *j = calloc(1, sizeof(*j));
-	int e;
+	int e, rc;
 
 	(void)out;
 	if (!j)
 		return evr__builtin_err(err, errlen, -ENOMEM, "jsonl: out of memory");
+	if ((rc = parse_arg(j, arg ? arg : "", err, errlen)) != 0) {
+		free(j->path);
+		free(j);
+		return rc;
+	}
 	/* Appended, as a log is: runs add to it rather than erase the last one. */
-	j->f = evr__open_output(path, true);
+	j->f = evr__open_output(j->path, true);
 	if (!j->f) {
 		e = errno;
+		evr__builtin_err(err, errlen, -e, "jsonl: cannot open '%s': %s", j->path, strerror(e));
+		free(j->path);
 		free(j);
-		return evr__builtin_err(err, errlen, -e, "jsonl: cannot open '%s': %s", path, strerror(e));
+		return -e;
 	}
 	if (evr__jb_init(&j->jb, j->f, JSONL_BUF) != 0) {
 		fclose(j->f);
+		free(j->path);
 		free(j);
 		return evr__builtin_err(err, errlen, -ENOMEM, "jsonl: out of memory");
 	}
 	setvbuf(j->f, NULL, _IONBF, 0); /* jb is the buffer: a full one goes out in one write */
-	j->last_flush_ns = now_ns();
+	j->last_flush_ns = j->opened_ns = now_ns();
 	h->name = "jsonl";
 	h->ctx = j;
 	h->on_event = jsonl_event;
@@ -488,5 +677,7 @@ int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 	h->on_skipped = jsonl_skipped;
 	h->on_end = jsonl_end;
 	h->destroy = jsonl_destroy;
+	h->on_source_end = jsonl_source_end;
+	h->on_idle = jsonl_idle;
 	return 0;
 }

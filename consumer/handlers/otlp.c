@@ -762,6 +762,48 @@ static int add_lost_log(struct otlp *o, struct otlp_res *r)
 	return 0;
 }
 
+/*
+ * A source is let go (its address may come back as another's): its held
+ * events go out as log records, its losses not yet reported go on a log
+ * record, a batch filling with its items goes to the exporter (its resource
+ * attributes stay in res_arena, which batches share: about half a KiB per
+ * process for the handler's life), and nothing keyed by it stays.
+ */
+static int otlp_source_end(void *ctx, const struct evr_source *src)
+{
+	struct otlp *o = ctx;
+	struct evr__held_ev *e;
+	uint32_t cur = 0;
+
+	while ((e = evr__held_take_src(&o->held, src, &cur))) {
+		pthread_mutex_lock(&o->lock);
+		for (struct evr__held_ev *p = e; p; p = p->next)
+			add_log(o, p->ev);
+		pthread_mutex_unlock(&o->lock);
+		evr__held_release(&o->held, e);
+	}
+	evr__tags_forget(&o->tags, src);
+	pthread_mutex_lock(&o->lock);
+	for (uint32_t i = 0; i < o->nres; i++) {
+		struct otlp_res *r = &o->res[i];
+
+		if (r->src != src)
+			continue;
+		if (r->lost_pending && !has_group(o, src))
+			add_lost_log(o, r);
+		for (int s = 0; s < 2; s++)
+			for (uint32_t g = 0; o->cur[s] && g < o->cur[s]->ngroups; g++)
+				if (o->cur[s]->groups[g].src == src) {
+					submit(o, s); /* takes its losses while the entry is here */
+					break;
+				}
+		o->res[i] = o->res[--o->nres];
+		break;
+	}
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
 /* The end of the stream: what is held and filling goes, then a flush within flush=MS. */
 static int otlp_end(void *ctx)
 {
@@ -1004,6 +1046,7 @@ int evr__otlp_new(const char *arg, FILE *out, struct evr_handler *h, char *err, 
 	h->on_end = otlp_end;
 	h->destroy = otlp_destroy;
 	h->stats = otlp_stats;
+	h->on_source_end = otlp_source_end;
 	return 0;
 fail:
 	free(args);

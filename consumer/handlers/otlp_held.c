@@ -128,6 +128,19 @@ struct evr__held_ev *evr__held_take_old(struct evr__held *h, uint64_t before_ns,
 	return NULL;
 }
 
+struct evr__held_ev *evr__held_take_src(struct evr__held *h, const struct evr_source *src, uint32_t *cursor)
+{
+	for (; *cursor < h->n; (*cursor)++) {
+		struct evr__held_list *l = &h->lists[*cursor];
+
+		if (l->src == src && src) {
+			evr__pairmap_remove(&h->idx, (uint64_t)(uintptr_t)l->src, l->span_id, NULL);
+			return take_slot(h, (*cursor)++);
+		}
+	}
+	return NULL;
+}
+
 void evr__held_release(struct evr__held *h, struct evr__held_ev *e)
 {
 	while (e) {
@@ -184,6 +197,20 @@ struct evr__tagged *evr__tags_of(struct evr__tags *t, const struct evr_source *s
 	*v = t->next + 1;
 	t->next = (t->next + 1) % EVR_OTLP_TAGGED_MAX;
 	return e;
+}
+
+void evr__tags_forget(struct evr__tags *t, const struct evr_source *src)
+{
+	if (!evr__pairmap_remove_a(&t->idx, (uint64_t)(uintptr_t)src, NULL, NULL))
+		return;
+	for (uint32_t i = 0; t->ring && i < t->n; i++) {
+		if (t->ring[i].src != src)
+			continue;
+		evr__arena_free(&t->ring[i].arena);
+		memset(&t->ring[i].arena, 0, sizeof(t->ring[i].arena));
+		t->ring[i].src = NULL; /* its slot is reused in turn, as the oldest */
+		t->ring[i].trace_id = 0;
+	}
 }
 
 void evr__tags_free(struct evr__tags *t)

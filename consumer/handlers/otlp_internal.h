@@ -112,6 +112,8 @@ int evr__held_add(struct evr__held *h, const struct evr_event *ev, uint64_t now_
 struct evr__held_ev *evr__held_take(struct evr__held *h, const struct evr_source *src, uint64_t span_id);
 /* The next list (from *cursor, 0 at first) whose first event is older than before_ns; NULL: none left. */
 struct evr__held_ev *evr__held_take_old(struct evr__held *h, uint64_t before_ns, uint32_t *cursor);
+/* The next list of src's events from *cursor on (a source let go), or NULL. */
+struct evr__held_ev *evr__held_take_src(struct evr__held *h, const struct evr_source *src, uint32_t *cursor);
 void evr__held_release(struct evr__held *h, struct evr__held_ev *list);
 void evr__held_free(struct evr__held *h);
 
@@ -130,6 +132,8 @@ struct evr__tags {
 };
 /* The entry of (src, trace id); with add, a new one when there is none. NULL: none, or no memory. */
 struct evr__tagged *evr__tags_of(struct evr__tags *t, const struct evr_source *src, uint64_t trace_id, bool add);
+/* Drops the tags of src's traces (a source let go: its address may come back as another's). */
+void evr__tags_forget(struct evr__tags *t, const struct evr_source *src);
 void evr__tags_free(struct evr__tags *t);
 
 /* Writes an export request as OTLP/JSON (the protobuf JSON mapping OTLP/HTTP specifies). 0 or -EIO. */

@@ -92,6 +92,7 @@ struct stats {
 	uint32_t cap;
 	struct evr__pairmap streams; /* (source pointer, span id) -> struct stream * */
 	uint64_t lost, streams_untracked, gaps_untracked;
+	uint64_t streams_ended_open; /* streams of sources let go before their end came */
 };
 
 uint32_t evr__hist_index(uint64_t v)
@@ -393,8 +394,8 @@ static void print_table(struct stats *s, FILE *f, const uint32_t *order)
 		fprintf(f, "note: %" PRIu64 " abandoned spans are counted as errors, without a duration\n", abandoned);
 	if (open)
 		fprintf(f, "note: %" PRIu64 " spans still open at close are counted, without a duration\n", open);
-	if (s->streams.n)
-		fprintf(f, "note: %" PRIu32 " streams had chunks but no end\n", s->streams.n);
+	if (s->streams.n || s->streams_ended_open)
+		fprintf(f, "note: %" PRIu64 " streams had chunks but no end\n", s->streams.n + s->streams_ended_open);
 	if (s->streams_untracked || s->gaps_untracked)
 		fprintf(f, "note: past the limits, %" PRIu64 " streams and %" PRIu64 " gaps were not followed\n",
 			s->streams_untracked, s->gaps_untracked);
@@ -420,6 +421,25 @@ static void stats_close(void *ctx)
 	fflush_unlocked(f);
 	funlockfile(f);
 	free(order);
+}
+
+static void stream_drop(void *arg, uint64_t span_id, uint64_t v)
+{
+	struct stats *s = arg;
+
+	(void)span_id;
+	stream_free((struct stream *)(uintptr_t)v);
+	s->streams_ended_open++;
+}
+
+/* A source is let go: its open streams with it, and no memo may name its sites (their addresses come back). */
+static int stats_source_end(void *ctx, const struct evr_source *src)
+{
+	struct stats *s = ctx;
+
+	evr__pairmap_remove_a(&s->streams, (uint64_t)(uintptr_t)src, stream_drop, s);
+	memset(s->memo, 0, sizeof(s->memo));
+	return 0;
 }
 
 static void stats_destroy(void *ctx)
@@ -487,5 +507,6 @@ int evr__stats_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 	h->on_lost = stats_lost;
 	h->on_close = stats_close;
 	h->destroy = stats_destroy;
+	h->on_source_end = stats_source_end;
 	return 0;
 }

@@ -378,7 +378,8 @@ static int hh_new(const struct evr_handler *h, struct hub_handler **out)
 	x->cap = cap;
 	x->cbs = (h->on_event ? 1u << EVR_CB_EVENT : 0) | (h->on_span_begin ? 1u << EVR_CB_SPAN_BEGIN : 0) |
 		 (h->on_span_end ? 1u << EVR_CB_SPAN_END : 0) | (h->on_trace_end ? 1u << EVR_CB_TRACE_END : 0) |
-		 (h->on_lost ? 1u << EVR_CB_LOST : 0);
+		 (h->on_lost ? 1u << EVR_CB_LOST : 0) |
+		 1u << EVR_CB_SOURCE_END; /* every queue takes it, in order: its release frees the source */
 	*out = x;
 	return 0;
 }
@@ -445,7 +446,7 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 
 	memset(takers, 0, n * sizeof(*takers));
 	for (uint32_t i = 0; i < n; i++)
-		if ((unsigned)d[i].cb <= EVR_CB_LOST && d[i].obj)
+		if (((unsigned)d[i].cb <= EVR_CB_LOST || d[i].cb == EVR_CB_SOURCE_END) && d[i].obj)
 			cbs |= 1u << d[i].cb;
 	++hub->deliver_seq;
 	evr__rcu_reader();
@@ -463,7 +464,7 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 			unsigned cb = (unsigned)d[i].cb;
 			struct desc dd;
 
-			if (cb > EVR_CB_LOST || !d[i].obj || !(x->cbs & 1u << cb))
+			if ((cb > EVR_CB_LOST && cb != EVR_CB_SOURCE_END) || !d[i].obj || !(x->cbs & 1u << cb))
 				continue;
 			if (!x->plain) {
 				describe(cb, d[i].obj, &dd);
@@ -481,6 +482,11 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 			if (room == 0) {
 				if (cb == EVR_CB_LOST && evr__hub_hold_lost(x, d[i].obj) == 0)
 					continue;
+				if (cb == EVR_CB_SOURCE_END) {
+					/* Never skipped: without memory to hold it, the source is held back for good. */
+					evr__hub_hold_end(x, d[i].obj);
+					continue;
+				}
 				ns++;
 				if (x->h.on_skipped)
 					evr__hub_gap_add(x, cb, d[i].obj, stalled);
@@ -670,9 +676,13 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 				pthread_t t = x->thread;
 				struct evr_lost **held = x->held; /* ours: taken out before A1, x may free itself */
 				uint32_t nheld = x->nheld, held_cap = x->held_cap;
+				struct evr__source_end **ends = x->ends;
+				uint32_t nends = x->nends, ends_cap = x->ends_cap;
 
 				x->held = NULL;
 				x->nheld = x->held_cap = 0;
+				x->ends = NULL;
+				x->nends = x->ends_cap = 0;
 				pthread_mutex_lock(&hub->lock);
 				all_unlink(hub, x); /* before A1: once it wins, x may free itself */
 				gone = __atomic_compare_exchange_n(&x->state, &s, s | ST_ABANDONED, false,
@@ -684,9 +694,13 @@ static void retire(struct evr_hub *hub, struct hub_handler *list)
 					x->held = held;
 					x->nheld = nheld;
 					x->held_cap = held_cap;
+					x->ends = ends;
+					x->nends = nends;
+					x->ends_cap = ends_cap;
 				}
 				if (gone) {
 					evr__hub_drop_held(held, nheld);
+					evr__hub_drop_ends(ends, nends);
 					pthread_detach(t);
 					*pp = next;
 					continue;

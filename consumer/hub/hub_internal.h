@@ -54,7 +54,7 @@
 #define REPORTS_PER_SCAN 8
 
 /* What a queue item or a supervised call is: enum evr_cb, then these (calls, never queued). */
-enum { CALL_CLOSE = EVR_CB_SKIPPED + 1, CALL_DESTROY };
+enum { CALL_CLOSE = EVR_CB_SOURCE_END + 1, CALL_DESTROY, CALL_IDLE };
 
 /* state: the call sequence number above these flags; written as described under ORDERING. */
 #define ST_IN_CALL 1u
@@ -103,6 +103,8 @@ struct hub_handler {
 	struct evr_skipped gap;	 /* the gap being counted (a value; its object is made when queued) */
 	struct evr_lost **held;	 /* losses not yet queued, one per source, in the order first held */
 	uint32_t nheld, held_cap;
+	struct evr__source_end **ends; /* source end markers not yet queued (after the held losses) */
+	uint32_t nends, ends_cap;
 	bool stop_sent;		 /* remove / close: the stop marker is queued */
 
 	/* Handler thread. */
@@ -230,6 +232,10 @@ static inline void describe(unsigned cb, const void *obj, struct desc *d)
 	case EVR_CB_SKIPPED:
 		d->name = "skipped";
 		return;
+	case EVR_CB_SOURCE_END:
+		d->src = &((const struct evr__source_end *)obj)->src->pub;
+		d->name = "source end";
+		return;
 	}
 	if (site) {
 		d->disp = str_or_empty(site->dispatcher);
@@ -274,6 +280,7 @@ static inline bool takes(const struct hub_handler *x, unsigned cb, const struct 
 {
 	switch (cb) {
 	case EVR_CB_LOST:
+	case EVR_CB_SOURCE_END:
 		return true;
 	case EVR_CB_TRACE_END:
 		return dispatcher_takes(x, d);
@@ -303,11 +310,13 @@ bool evr__hub_supervised(struct hub_handler *x, unsigned call, const void *obj, 
 void *evr__hub_watchdog_main(void *arg);
 
 /* Markers (hub_markers.c; MARKERS in hub.c): the drain thread, or remove / close as x's producer. */
-bool evr__hub_has_markers(const struct hub_handler *x);		 /* a gap or a loss still held */
+bool evr__hub_has_markers(const struct hub_handler *x);		 /* a gap, a loss or a source end still held */
+int evr__hub_hold_end(struct hub_handler *x, const struct evr__source_end *e); /* 0, or -ENOMEM */
 void evr__hub_gap_add(struct hub_handler *x, unsigned cb, const void *obj, bool stalled); /* a skip */
 int evr__hub_hold_lost(struct hub_handler *x, const struct evr_lost *l); /* 0, or -ENOMEM: skip it */
 uint32_t evr__hub_put_markers(struct hub_handler *x, uint32_t room); /* room left; 0 while any is out */
 bool evr__hub_send_markers(struct hub_handler *x); /* queued and published what fits; any still held? */
 void evr__hub_drop_held(struct evr_lost **held, uint32_t n); /* x abandoned: its held losses go */
+void evr__hub_drop_ends(struct evr__source_end **ends, uint32_t n); /* x abandoned: its held ends go */
 
 #endif

@@ -14,7 +14,28 @@
 
 bool evr__hub_has_markers(const struct hub_handler *x)
 {
-	return x->gap.count || x->nheld;
+	return x->gap.count || x->nheld || x->nends;
+}
+
+/*
+ * A source end x's queue has no room for (or x is stalled): held (one more
+ * reference) until there is, after the losses held. Returns 0 or -ENOMEM.
+ * The producer.
+ */
+int evr__hub_hold_end(struct hub_handler *x, const struct evr__source_end *e)
+{
+	if (x->nends == x->ends_cap) {
+		uint32_t n = x->ends_cap ? 2 * x->ends_cap : 4;
+		struct evr__source_end **v = realloc(x->ends, n * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		x->ends = v;
+		x->ends_cap = n;
+	}
+	evr_obj_ref(e);
+	x->ends[x->nends++] = (struct evr__source_end *)e;
+	return 0;
 }
 
 /* The time a record carries, for a gap's first_ns / last_ns. */
@@ -118,6 +139,16 @@ uint32_t evr__hub_put_markers(struct hub_handler *x, uint32_t room)
 		memmove(x->held, x->held + k, (x->nheld - k) * sizeof(*x->held));
 		x->nheld -= k;
 	}
+	/* Source ends after every loss held (one of the same source among them). */
+	k = 0;
+	while (!x->nheld && k < x->nends && room) {
+		hq_put(&x->q, x->pending++, item_make(x->ends[k++], EVR_CB_SOURCE_END));
+		room--;
+	}
+	if (k) {
+		memmove(x->ends, x->ends + k, (x->nends - k) * sizeof(*x->ends));
+		x->nends -= k;
+	}
 	return evr__hub_has_markers(x) ? 0 : room;
 }
 
@@ -147,4 +178,12 @@ void evr__hub_drop_held(struct evr_lost **held, uint32_t n)
 	for (uint32_t k = 0; k < n; k++)
 		evr_obj_unref(held[k]);
 	free(held);
+}
+
+/* Drops x's held source ends (x is being abandoned: it will not reach them). */
+void evr__hub_drop_ends(struct evr__source_end **ends, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++)
+		evr_obj_unref(ends[k]);
+	free(ends);
 }

@@ -32,6 +32,7 @@ void evr__hub_hh_free(struct hub_handler *x)
 	for (uint32_t k = 0; k < x->nheld; k++) /* losses never queued (a handler that never ran) */
 		evr_obj_unref(x->held[k]);
 	free(x->held);
+	evr__hub_drop_ends(x->ends, x->nends);
 	free(x->q.buf);
 	free(x);
 }
@@ -42,19 +43,20 @@ void evr__hub_hh_free(struct hub_handler *x)
  * thread wakes us (D / H) or IDLE_NAP_NS passes. Sharing the drain thread's
  * CPU, a longer spin would only take the CPU from the thread we wait for.
  */
-static void idle(struct hub_handler *x)
+static bool idle(struct hub_handler *x)
 {
 	ck_backoff_t b = IDLE_SPIN_FIRST;
 
 	for (int i = 0; i < IDLE_SPIN_ROUNDS; i++) {
 		ck_backoff_eb(&b);
 		if (hq_nonempty(&x->q))
-			return;
+			return false;
 	}
 	__atomic_store_n(&x->sleeping, 1, __ATOMIC_SEQ_CST); /* H, pairs with D */
 	if (!hq_nonempty(&x->q))
 		futex_wait(&x->sleeping, 1, IDLE_NAP_NS);
 	__atomic_store_n(&x->sleeping, 0, __ATOMIC_RELAXED);
+	return !hq_nonempty(&x->q);
 }
 
 /* The hub gave up on x while it was stalled in `call`; the call has now returned. */
@@ -99,7 +101,11 @@ void *evr__hub_handler_main(void *arg)
 		uint32_t n = hq_pop_many(&x->q, it, POP_BATCH), i;
 
 		if (n == 0) {
-			idle(x);
+			/* Still nothing after a whole nap: the handler's time to write out what it buffers. */
+			if (idle(x) && x->h.on_idle && !x->ended && !evr__hub_supervised(x, CALL_IDLE, NULL, "")) {
+				orphan_exit(x, CALL_IDLE);
+				return NULL;
+			}
 			continue;
 		}
 		x->batch_ns = mono_ns();
@@ -123,6 +129,10 @@ void *evr__hub_handler_main(void *arg)
 					return NULL;
 				}
 				__atomic_store_n(&x->ended, true, __ATOMIC_RELEASE); /* E1, pairs with E2 */
+				continue;
+			}
+			if (item_cb(it[i]) == EVR_CB_SOURCE_END && !x->h.on_source_end) {
+				evr_obj_unref(item_obj(it[i])); /* passed: nothing kept of the source here */
 				continue;
 			}
 			describe(item_cb(it[i]), item_obj(it[i]), &d);

@@ -57,9 +57,10 @@
 #include "hub_internal.h"
 
 /* The calls by number: enum evr_cb, then CALL_CLOSE and CALL_DESTROY (hub_internal.h). */
-static const char *const call_names[] = { "on_event", "on_span_begin", "on_span_end", "on_trace_end",
-					  "on_lost",  "on_skipped",    "on_close",    "destroy" };
-_Static_assert(sizeof(call_names) / sizeof(call_names[0]) == CALL_DESTROY + 1, "a name for every call");
+static const char *const call_names[] = { "on_event",	"on_span_begin", "on_span_end", "on_trace_end",
+					  "on_lost",	"on_skipped",	 "on_source_end", "on_close",
+					  "destroy",	"on_idle" };
+_Static_assert(sizeof(call_names) / sizeof(call_names[0]) == CALL_IDLE + 1, "a name for every call");
 
 static void bump(uint64_t *p)
 {
@@ -96,6 +97,11 @@ static int invoke(const struct evr_handler *h, unsigned call, const void *obj)
 		return h->on_lost(h->ctx, obj);
 	case EVR_CB_SKIPPED:
 		return h->on_skipped(h->ctx, obj);
+	case EVR_CB_SOURCE_END:
+		return h->on_source_end(h->ctx, &((const struct evr__source_end *)obj)->src->pub);
+	case CALL_IDLE:
+		h->on_idle(h->ctx);
+		return 0;
 	case CALL_CLOSE:
 		if (h->on_end)
 			return h->on_end(h->ctx);

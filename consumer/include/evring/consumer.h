@@ -91,7 +91,12 @@ struct evr_site_info {
 	const bool *field_content;
 };
 
-/* One attached process (segment). Lives until evr_consumer_close. */
+/*
+ * One attached process (segment). Lives until evr_consumer_close, or, when
+ * the consumer retires sources (evr_consumer_opts.retire_sources, or
+ * evr_consumer_detach), until every handler has returned from its
+ * on_source_end for it: see SOURCE LIFETIME below.
+ */
 struct evr_source {
 	uint32_t pid;
 	uint32_t index; /* 0, 1, ... in attach order */
@@ -273,6 +278,25 @@ struct evr_handler {
 	 * ctx with atomic loads only. NULL: none. Appended to the struct.
 	 */
 	void (*stats)(void *ctx, struct evr_handler_stats *st);
+
+	/*
+	 * The consumer lets src go (SOURCE LIFETIME below): called once, on the
+	 * handler's thread, after every callback for any record of src. Drop
+	 * what is kept per source here (state keyed by the source or by its
+	 * sites: their addresses are reused for later sources) and every
+	 * object of src still held with evr_obj_ref. A non-zero return is
+	 * counted as an error. NULL: the handler keeps nothing past its calls.
+	 * Appended.
+	 */
+	int (*on_source_end)(void *ctx, const struct evr_source *src);
+
+	/*
+	 * Called on the handler's thread when its queue has stayed empty for
+	 * about 100 ms (and again every 100 ms while it stays so): a time to
+	 * write out buffered output or rotate a file by age. NULL: none.
+	 * Appended.
+	 */
+	void (*on_idle)(void *ctx);
 };
 
 /* Why a handler call is reported: it overran the timeout, or returned an error. */
@@ -330,6 +354,29 @@ struct evr_consumer_opts {
 	bool quiet;		   /* report to on_error only */
 	/* The dispatcher filter of built-in and plug-in handlers added without one (NULL: none). */
 	const char *dispatcher;
+	/*
+	 * Let sources go once their producer has exited (or died, or its
+	 * segment faulted) and everything of them was delivered: see SOURCE
+	 * LIFETIME. Without it a source lives until evr_consumer_close (a
+	 * consumer of a few processes); a consumer that follows processes as
+	 * they come and go (evring agent) sets it, so that its memory does not
+	 * grow with the processes that came and went. Appended.
+	 */
+	bool retire_sources;
+	/*
+	 * Called on the drain thread (inside evr_consumer_poll) just before a
+	 * retired source is freed; why: enum evr_source_end. NULL: none. Appended.
+	 */
+	void (*on_source_gone)(void *arg, const struct evr_source *src, int why);
+	void *on_source_arg;
+};
+
+/* Why a source was let go. */
+enum evr_source_end {
+	EVR_SOURCE_EXITED = 1,	 /* its producer exited normally */
+	EVR_SOURCE_DIED = 2,	 /* its producer died (a signal, or gone without its exit mark) */
+	EVR_SOURCE_FAULTED = 3,	 /* its segment shrank under the consumer (SIGBUS): detached */
+	EVR_SOURCE_DETACHED = 4, /* evr_consumer_detach */
 };
 
 struct evr_consumer;
@@ -357,6 +404,56 @@ enum evr_attach_flags { EVR_ATTACH_FROM_OLDEST = 1u, EVR_ATTACH_ALLOW_WRITABLE =
 EVR_API int evr_consumer_attach_pid(struct evr_consumer *c, uint32_t pid, unsigned flags, char *err, size_t errlen);
 EVR_API int evr_consumer_attach_name(struct evr_consumer *c, const char *name, unsigned flags, char *err,
 				     size_t errlen);
+
+/*
+ * SOURCE LIFETIME. Objects handed to handlers point at their source (src)
+ * and its sites (site, and the names in their fields). Without
+ * retire_sources, all of it lives until evr_consumer_close. With it, a
+ * source is let go in three steps, all driven by evr_consumer_poll:
+ *
+ *   1. its producer is gone (or evr_consumer_detach was called) and every
+ *      record of it was read, merged and delivered; its open spans were
+ *      closed as abandoned (EVR_SPAN_PRODUCER_EXITED / _DIED, or
+ *      EVR_SPAN_DETACHED) and its traces handed out;
+ *   2. an end marker is queued for every handler after everything of the
+ *      source queued for it (a marker is never skipped: a full or stalled
+ *      queue holds it, as it holds losses); each handler's thread runs
+ *      on_source_end(src) when it reaches it;
+ *   3. once every handler has passed the marker (or was removed), the
+ *      drain thread waits for a grace period of the span index's RCU, calls
+ *      on_source_gone, releases the consumer slot, unmaps the segment and
+ *      frees the source, its sites and its tables.
+ *
+ * So a handler may use any object it was given, and keep it with
+ * evr_obj_ref, until its on_source_end for that object's source returns;
+ * not after. A handler stalled in a call holds its sources back until the
+ * call returns. Source indexes are never reused (a new source gets the
+ * next one), so they, unlike addresses, may key state across sources.
+ * While a capture is written (evr_consumer_capture) nothing is retired.
+ */
+
+/*
+ * Stops reading the source with this index (the value evr_consumer_attach_*
+ * returned, or evr_source.index) now: what was read is delivered, its open
+ * spans are closed as abandoned with EVR_SPAN_DETACHED, and with
+ * retire_sources it is let go as above (its slot released then); without,
+ * it stays attached but is no longer read. For a producer that misbehaves
+ * (floods the consumer). Returns 0, or -ENOENT (no such source). Drain thread.
+ */
+EVR_API int evr_consumer_detach(struct evr_consumer *c, uint32_t index);
+
+/* A source's counters (evr_consumer_sources). */
+struct evr_source_stats {
+	const struct evr_source *src; /* valid until the next evr_consumer_poll */
+	uint64_t records;	      /* read from its lanes */
+	uint64_t lost;		      /* records its producer dropped (its LOST records) */
+	uint64_t ring_skipped;	      /* records the ring reader skipped (corrupt, stuck, dead writers) */
+	uint64_t attached_ns;	      /* when it was attached (CLOCK_REALTIME ns) */
+	bool ending;		      /* its producer is gone or it was detached: being let go */
+};
+
+/* The attached sources in attach order; returns how many there are (at most n written). Drain thread. */
+EVR_API int evr_consumer_sources(struct evr_consumer *c, struct evr_source_stats *out, int n);
 
 /*
  * Adds a handler (copied). On success ctx is taken over (destroy frees it);
