@@ -138,14 +138,19 @@ int evr_reader_init_slot(struct evr_reader *r, struct evr_segment *seg, uint32_t
 		uint64_t head = evr_ld_acq_64(&sl->head), tail = evr_ld_64(&seg->lanes[i].tail) & ~(uint64_t)7; /* R6 */
 
 		/* The claim placed the head (a push since is taken as it stands). Off the grid or the lane: the tail. */
+		bool afresh;
+
 		head &= ~(uint64_t)EVR_HEAD_EVICTED;
-		if (tail - head > seg->lane_bytes || (head & 7))
+		if ((afresh = tail - head > seg->lane_bytes || (head & 7)))
 			head = tail;
 		evr_st_rel_64(&sl->head, head); /* R3 */
 		c->pos = c->published = c->deliver_from = head;
 		c->held = UINT64_MAX;
 		c->wait_pos = UINT64_MAX;
-		c->evict_seen = evr_ld_64(&sl->evicted); /* E3's count so far: the last holder's */
+		/* E3's count so far, less what no holder reported yet (pushes while the slot's holder was dead). */
+		c->evict_seen = evr_ld_64(&sl->evicted);
+		if (!afresh && evr_ld_64(&sl->reported) <= c->evict_seen)
+			c->evict_seen = evr_ld_64(&sl->reported);
 	}
 	evr_reader_heartbeat(r);
 	return 0;
@@ -219,6 +224,7 @@ static void take_evicted(struct evr_reader *r, uint32_t lane)
 	if (n != c->evict_seen) {
 		c->overrun_due += (int64_t)(n - c->evict_seen);
 		c->evict_seen = n;
+		evr_st_64(&my_line(r, lane)->reported, n); /* taken into this holder's count */
 	}
 }
 

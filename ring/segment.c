@@ -38,6 +38,7 @@ _Static_assert(offsetof(struct evr_seg_header, slots) == EVR_SLOT_TABLE_OFFSET, 
 _Static_assert(sizeof(struct evr_consumer_slot) == 64, "a slot is a cache line");
 _Static_assert(sizeof(struct evr_slot_lane) == EVR_SLOT_LANE_BYTES, "a slot-lane is a cache line");
 _Static_assert(offsetof(struct evr_slot_lane, evicted) == 16, "ABI 2.0");
+_Static_assert(offsetof(struct evr_slot_lane, reported) == 40, "ABI 2.0");
 _Static_assert(sizeof(struct evr_lane) == EVR_LANE_ENTRY_BYTES, "lane entry is 128 bytes");
 _Static_assert(offsetof(struct evr_lane, tail) == 8, "ABI");
 _Static_assert(offsetof(struct evr_lane, lost_pending) == 32, "ABI");

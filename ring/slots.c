@@ -213,6 +213,9 @@ static void place_heads(struct evr_segment *seg, uint32_t k, unsigned flags)
 			else if (now > deadline)
 				break; /* a writer stopped inside a push: its count may land on this claim */
 		}
+		/* Starting afresh: the pushes so far are nobody's to report. Going on: those since the last report are. */
+		if (start == tail)
+			evr_st_64(&sl->reported, evr_ld_64(&sl->evicted));
 		evr_st_64(&sl->count_from, start);
 		evr_st_rel_64(&sl->head, start); /* R3 */
 	}

@@ -468,6 +468,23 @@ static int handler_add(struct agent *a, const char *spec)
 }
 
 /* SIGHUP: the flags, then the file; handlers and filters brought to it. */
+/* Polls until no source detached by a reload is still on its way out (2 s at most). */
+static void reload_settle(struct agent *a)
+{
+	uint64_t end = evr_clock_monotonic_ns() + 2000000000ull;
+	struct timespec nap = { 0, 1000000 };
+
+	for (;;) {
+		bool pending = false;
+
+		for (uint32_t i = 0; i < a->nsegs; i++)
+			pending |= a->segs[i].unfollowed;
+		if (!pending || evr_clock_monotonic_ns() > end || evr_consumer_poll(a->c) < 0)
+			return;
+		nanosleep(&nap, NULL);
+	}
+}
+
 static void reload(struct agent *a)
 {
 	struct agent_conf n;
@@ -484,6 +501,27 @@ static void reload(struct agent *a)
 		agent_conf_free(&n);
 		return;
 	}
+	/* Filters: what is followed and no longer matches is detached; what was filtered out is looked at again. */
+	for (uint32_t i = 0; i < a->nsegs; i++) {
+		struct seg *s = &a->segs[i];
+		struct stat st;
+		char prog[64];
+
+		if (s->state == SEG_FILTERED) {
+			s->state = SEG_PENDING;
+			s->first_ns = s->next_try_ns = evr_clock_monotonic_ns();
+		} else if (s->state == SEG_ATTACHED && !s->flooded && seg_peek(s->name, &st, prog, sizeof(prog)) >= 0 &&
+			   !agent_conf_follows(&n, s->program, st.st_uid)) {
+			s->unfollowed = true;
+			evr_consumer_detach(a->c, (uint32_t)s->index);
+		}
+	}
+	/*
+	 * Those detached are let go (every handler has passed their last
+	 * record) before the handlers change, so a handler this reload adds
+	 * sees nothing of a process the new configuration no longer follows.
+	 */
+	reload_settle(a);
 	/* Handlers no longer named go (their queue drained, on_close run); the others are untouched. */
 	for (int i = 0; i < a->conf.nhandlers; i++)
 		if (a->ids[i] >= 0 && handler_find(&n, a->conf.handlers[i]) < 0) {
@@ -508,21 +546,6 @@ static void reload(struct agent *a)
 	memcpy(a->ids, ids, sizeof(ids));
 	agent_conf_free(&a->conf);
 	a->conf = n;
-	/* Filters: what is followed and no longer matches is detached; what was filtered out is looked at again. */
-	for (uint32_t i = 0; i < a->nsegs; i++) {
-		struct seg *s = &a->segs[i];
-		struct stat st;
-		char prog[64];
-
-		if (s->state == SEG_FILTERED) {
-			s->state = SEG_PENDING;
-			s->first_ns = s->next_try_ns = evr_clock_monotonic_ns();
-		} else if (s->state == SEG_ATTACHED && !s->flooded && seg_peek(s->name, &st, prog, sizeof(prog)) >= 0 &&
-			   !agent_conf_follows(&a->conf, s->program, st.st_uid)) {
-			s->unfollowed = true;
-			evr_consumer_detach(a->c, (uint32_t)s->index);
-		}
-	}
 	a->next_rescan_ns = 0;
 	say("configuration %s reloaded: %d handler%s, %d program filter%s, %d uid filter%s",
 	    a->conf.config_path ? a->conf.config_path : "(flags)", a->conf.nhandlers, a->conf.nhandlers == 1 ? "" : "s",

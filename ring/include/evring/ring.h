@@ -381,7 +381,10 @@ struct evr_slot_lane {
 	uint64_t evicted;    /* 16  producers (E3): records pushed past unread, all time */
 	uint64_t evicting;   /* 24  producers (E1): 1 while one of them pushes this head */
 	uint64_t evictions;  /* 32  producers: pushes */
-	uint64_t pad[3];
+	uint64_t reported;   /* 40  consumer: of evicted, what this slot's holders have taken into their counts;
+				 a FROM_OLDEST claim of a dead holder's slot goes on from it, so the pushes made
+				 while nobody held it are the new holder's losses */
+	uint64_t pad[2];
 };
 
 /*
