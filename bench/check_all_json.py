@@ -18,7 +18,7 @@ UNITS = {  # bench -> unit
     "disabled": "ns", "event0": "ns", "event3": "ns", "span": "ns",
     "tsc_read": "ns", "record_exclusive": "ns", "record_shared": "ns",
     "loss": "%",
-    "latency_attached": "ns", "latency_stopped": "ns", "latency_absent": "ns",
+    "latency_two_attached": "ns", "latency_attached": "ns", "latency_stopped": "ns", "latency_absent": "ns",
     "events": "Mrec/s", "mix": "Mrec/s",
     "demo": "req/s", "demo_records": "rec/s",
     "otlp": "kspan/s",
@@ -28,7 +28,7 @@ SYSTEMS = {"evring", "noop", "mutex_ring", "fprintf", "lttng_ust", "lttng_ust_4m
            "none", "stats", "stats_q4096", "jsonl", "otlp", "off", "on", "consumer",
            "protobuf", "protobuf_gzip", "json", "json_gzip", "agent"}
 HOT = {"disabled", "event0", "event3", "span"}
-LATENCY = ("latency_attached", "latency_stopped", "latency_absent")
+LATENCY = ("latency_two_attached", "latency_attached", "latency_stopped", "latency_absent")
 
 
 def row(i, r, bad):
