@@ -146,20 +146,17 @@ uint64_t evr__slots_head(struct evr_segment *seg, uint32_t lane, uint64_t pos, u
 			continue;
 		claimed = true;
 		h = evr_ld_acq_64(&evr_segment_slot_lane(seg, k, lane)->head) & ~(uint64_t)EVR_HEAD_EVICTED; /* W1, pairs with R3 */
-		/* Only a head that holds [pos, end) back asks whether its slot is stale: the clock is read for it alone. */
-		if (pos - h > size || end - h > size) {
-			if (!have_now) {
-				now = evr_clock_read(seg->clock_kind);
-				have_now = true;
-			}
-			stale = is_stale(now, evr_ld_64(&s->heartbeat_ticks), seg->stale_ticks); /* K2 */
-			if (pos - h > size) {
-				if (stale)
-					continue; /* a head no consumer published, of a consumer gone silent: no hold */
-				h = evr__trusted_head(h, pos, size);
-			} else if (stale) {
-				h = evict(seg, k, lane, pos, now);
-			}
+		if (!have_now) {
+			now = evr_clock_read(seg->clock_kind);
+			have_now = true;
+		}
+		stale = is_stale(now, evr_ld_64(&s->heartbeat_ticks), seg->stale_ticks); /* K2 */
+		if (pos - h > size) {
+			if (stale)
+				continue; /* a head no consumer published, of a consumer gone silent: no hold */
+			h = evr__trusted_head(h, pos, size);
+		} else if (stale && end - h > size) {
+			h = evict(seg, k, lane, pos, now);
 		}
 		if (pos - h > pos - best)
 			best = h;
