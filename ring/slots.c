@@ -118,8 +118,17 @@ static uint64_t evict(struct evr_segment *seg, uint32_t k, uint32_t lane, uint64
 		goto out;
 	raw = evr_ld_acq_64(&sl->head); /* W1 */
 	h = raw & ~(uint64_t)EVR_HEAD_EVICTED;
-	if (pos - h > seg->lane_bytes)
+	if (pos - h > seg->lane_bytes) {
+		/*
+		 * Moved on past pos since the first look (its consumer woke and
+		 * read past the tail this writer saw, or another writer pushed
+		 * it): it holds nothing back below pos. Returning that head
+		 * would put the bound ahead of pos, and the caller's lowest-head
+		 * choice would then step over a slower slot's head.
+		 */
+		h = pos;
 		goto out;
+	}
 	to = walk(seg, lane, h, pos, evr_ld_64(&sl->count_from), &n);
 	/* E2, pairs with the reader's R3 CAS: exactly one of a push and a publish from h wins. */
 	if (to != h && evr_cas_64(&sl->head, &raw, to | EVR_HEAD_EVICTED)) {
@@ -132,31 +141,63 @@ out:
 	return h;
 }
 
-uint64_t evr__slots_head(struct evr_segment *seg, uint32_t lane, uint64_t pos, uint64_t end)
+/*
+ * The slots a writer looks at: a mask of those claimed at the header's
+ * consumer_epoch or before, cached in the mapping (seg->slot_cache: the
+ * low 32 bits of the epoch + 1, then the mask) and taken again when a claim has moved
+ * the epoch on. A claim bumps it after its pid CAS (K1), so a writer that
+ * reads the new epoch sees the pid. A writer still on the old mask decides
+ * as it would have before the claim, which is sound: the claim places the
+ * heads at the tail or waits for nothing below them. A slot released since
+ * stays in the mask and reads as free. Writers race on the cache and each
+ * stores a mask at least as new as the epoch it read: a newer one read
+ * later only sends the next writer to the pids again.
+ */
+static uint32_t claimed_mask(struct evr_segment *seg)
 {
-	uint64_t size = seg->lane_bytes, best = pos, now = 0;
-	bool claimed = false, have_now = false;
+	/* The epoch + 1 is stored, so that the cache's first value, 0, matches no epoch. */
+	uint64_t tag = (evr_ld_acq_64(&seg->hdr->consumer_epoch) + 1) & UINT32_MAX; /* pairs with the claim's K1 */
+	uint64_t cached = evr_ld_64(&seg->slot_cache);
+	uint32_t mask = 0;
 
-	for (uint32_t k = 0; k < seg->slots; k++) {
+	if (cached >> 32 == tag)
+		return (uint32_t)cached;
+	for (uint32_t k = 0; k < seg->slots; k++)
+		if (evr_ld_64(&seg->hdr->slots[k].pid) != 0) /* K1 */
+			mask |= 1u << k;
+	evr_st_64(&seg->slot_cache, tag << 32 | mask);
+	return mask;
+}
+
+uint64_t evr__slots_head(struct evr_segment *seg, uint32_t lane, uint64_t pos, uint64_t end, uint64_t *now)
+{
+	uint64_t size = seg->lane_bytes, best = pos;
+	uint32_t mask = claimed_mask(seg);
+	bool claimed = false;
+
+	while (mask) {
+		uint32_t k = (uint32_t)__builtin_ctz(mask);
 		struct evr_consumer_slot *s = &seg->hdr->slots[k];
 		uint64_t h;
 		bool stale;
 
+		mask &= mask - 1;
 		if (evr_ld_64(&s->pid) == 0) /* K1: a free slot holds nothing back */
 			continue;
 		claimed = true;
 		h = evr_ld_acq_64(&evr_segment_slot_lane(seg, k, lane)->head) & ~(uint64_t)EVR_HEAD_EVICTED; /* W1, pairs with R3 */
-		if (!have_now) {
-			now = evr_clock_read(seg->clock_kind);
-			have_now = true;
-		}
-		stale = is_stale(now, evr_ld_64(&s->heartbeat_ticks), seg->stale_ticks); /* K2 */
-		if (pos - h > size) {
-			if (stale)
-				continue; /* a head no consumer published, of a consumer gone silent: no hold */
-			h = evr__trusted_head(h, pos, size);
-		} else if (stale && end - h > size) {
-			h = evict(seg, k, lane, pos, now);
+		/* Only a head that holds [pos, end) back asks whether its slot is stale: the clock is read for it alone. */
+		if (pos - h > size || end - h > size) {
+			if (*now == 0)
+				*now = evr_clock_read(seg->clock_kind);
+			stale = is_stale(*now, evr_ld_64(&s->heartbeat_ticks), seg->stale_ticks); /* K2 */
+			if (pos - h > size) {
+				if (stale)
+					continue; /* a head no consumer published, of a consumer gone silent: no hold */
+				h = evr__trusted_head(h, pos, size);
+			} else if (stale) {
+				h = evict(seg, k, lane, pos, *now);
+			}
 		}
 		if (pos - h > pos - best)
 			best = h;
@@ -256,6 +297,8 @@ int evr_consumer_slot_claim_flags(struct evr_segment *seg, uint32_t pid, unsigne
 			held++;
 			continue;
 		}
+		/* K1: writers take their mask of claimed slots again (claimed_mask) and find this pid. */
+		evr_faa_64(&h->consumer_epoch, 1);
 		evr_st_64(&s->start_ticks, evr_proc_start_ticks(0));
 		heartbeat(seg, k);
 		/*
@@ -268,7 +311,6 @@ int evr_consumer_slot_claim_flags(struct evr_segment *seg, uint32_t pid, unsigne
 		place_heads(seg, k, flags);
 		evr_st_64(&s->attached_real_ns, evr_clock_realtime_ns());
 		evr_faa_64(&s->epoch, 1);
-		evr_faa_64(&h->consumer_epoch, 1);
 		return (int)k;
 	}
 	if (nheld)

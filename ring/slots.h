@@ -32,10 +32,12 @@ static inline uint64_t evr__trusted_head(uint64_t head, uint64_t pos, uint64_t s
  * head is in the way is pushed to pos first, its unread records counted
  * (E1-E3). With no slot claimed, slot 0's heads bound it (a reader that
  * claims nothing, and what the last consumer left unread). Slow path only:
- * no lock, no allocation, no system call (it reads the segment clock, as the
- * writer does for timestamps).
+ * no lock, no allocation, no system call. The segment clock is read only
+ * when a head holds the lane back (is its slot stale?), into *now, which
+ * the caller passes in as 0 or as a reading it took already, and may reuse
+ * (the drop it goes on to count needs one).
  */
-uint64_t evr__slots_head(struct evr_segment *seg, uint32_t lane, uint64_t pos, uint64_t end);
+uint64_t evr__slots_head(struct evr_segment *seg, uint32_t lane, uint64_t pos, uint64_t end, uint64_t *now);
 
 /* Stores slot k's heartbeat (K2). */
 void evr__slot_heartbeat(struct evr_segment *seg, uint32_t k);

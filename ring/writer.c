@@ -143,11 +143,13 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 
 		if (evr_ld_64(&lane->owner) != 0 || !evr_cas_64(&lane->owner, &expect, w->owner))
 			continue; /* C1 above: the CAS is a full barrier, so the last owner's fields are ours */
+		uint64_t now = 0;
+
 		w->lane = lane;
 		w->data = evr_segment_lane_data(seg, idx);
 		/* The last owner's fields, ordered by C1 after its C2 (or the reader's C3, so 8-aligned here). */
 		w->tail = (evr_ld_64(&lane->tail) + 7) & ~(uint64_t)7;
-		w->head_cache = evr__slots_head(seg, idx, w->tail, w->tail); /* W1 */
+		w->head_cache = evr__slots_head(seg, idx, w->tail, w->tail, &now); /* W1 */
 		w->thread_pending = true;
 		refresh(w);
 		evr_st_32(&lane->claims, lane->claims + 1);
@@ -159,8 +161,9 @@ int evr_writer_open(struct evr_writer *w, struct evr_segment *seg, uint32_t pid,
 	w->lane = &seg->lanes[exclusive];
 	w->data = evr_segment_lane_data(seg, exclusive);
 	{
-		uint64_t tail = evr_ld_64(&w->lane->tail);
-		w->head_cache = evr__slots_head(seg, exclusive, tail, tail); /* W1 */
+		uint64_t tail = evr_ld_64(&w->lane->tail), now = 0;
+
+		w->head_cache = evr__slots_head(seg, exclusive, tail, tail, &now); /* W1 */
 	}
 	w->shared = true;
 	refresh(w);
@@ -231,23 +234,26 @@ static void make_plan(struct plan *p, uint64_t pos, uint64_t size, bool with_los
  * True when [pos, end) fits before the consumer's head, re-reading it (W1) if
  * the cache says no. The cache only ever holds a trusted head (trusted_head),
  * at most a lane behind the tail, so the fast path's limit (bound) is sound.
+ * *now: a segment clock reading, 0 until one is taken (evr__slots_head).
  */
-static bool fits(struct evr_writer *w, uint64_t pos, uint64_t end)
+static bool fits(struct evr_writer *w, uint64_t pos, uint64_t end, uint64_t *now)
 {
 	uint64_t size = w->mask + 1;
 
 	if (end - w->head_cache <= size && pos - w->head_cache <= size)
 		return true;
 	/* W1, pairs with R3: the lowest head of the slots holding the lane back (stale ones pushed, E1-E3). */
-	w->head_cache = evr__slots_head(w->seg, (uint32_t)(w->lane - w->seg->lanes), pos, end);
+	w->head_cache = evr__slots_head(w->seg, (uint32_t)(w->lane - w->seg->lanes), pos, end, now);
 	return end - w->head_cache <= size;
 }
 
-static void drop_n(struct evr_writer *w, uint64_t n)
+/* Counts n records lost at now (segment clock; 0: read it here). */
+static void drop_n(struct evr_writer *w, uint64_t n, uint64_t now)
 {
 	struct evr_lane *l = w->lane;
-	uint64_t now = evr_clock_read(w->clock_kind);
 
+	if (now == 0)
+		now = evr_clock_read(w->clock_kind);
 	/*
 	 * Loss counters. Shared lane: RMWs, as writers race; the pending count is
 	 * taken whole by the next reservation's fas (S1 orders it after the CAS).
@@ -270,7 +276,7 @@ static void drop_n(struct evr_writer *w, uint64_t n)
 
 static void drop(struct evr_writer *w)
 {
-	drop_n(w, 1);
+	drop_n(w, 1, 0);
 }
 
 void evr_writer_count_lost(struct evr_writer *w, uint64_t n)
@@ -281,7 +287,7 @@ void evr_writer_count_lost(struct evr_writer *w, uint64_t n)
 		evr_faa_64(&w->seg->hdr->writer_reentrant, n);
 		return;
 	}
-	drop_n(w, n);
+	drop_n(w, n, 0);
 	refresh(w); /* lost_pending: the next record takes the slow path, which reports them */
 }
 
@@ -297,8 +303,9 @@ static void put_thread(struct evr_writer *w)
 	uint64_t at = place(w->tail, bytes, w->mask + 1, &pad);
 	struct evr_mpbuf b;
 	msgpack_packer pk;
+	uint64_t now = 0;
 
-	if (!fits(w, w->tail, at + bytes))
+	if (!fits(w, w->tail, at + bytes, &now))
 		return; /* still due: the lane is full, and the record after it is dropped and counted */
 	put_pad(w, w->tail, pad);
 	b = (struct evr_mpbuf){ w->data + (at & w->mask) + EVR_WORD_BYTES, 0, THREAD_BODY_MAX, false };
@@ -316,7 +323,7 @@ static void put_thread(struct evr_writer *w)
 static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 {
 	struct evr_lane *l = w->lane;
-	uint64_t size = w->mask + 1, pending;
+	uint64_t size = w->mask + 1, pending, now = 0;
 	struct plan p;
 
 	if (w->thread_pending) {
@@ -331,9 +338,9 @@ static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 	pending = evr_ld_64(&l->lost_pending);
 
 	make_plan(&p, w->tail, size, pending != 0, need);
-	if (!fits(w, p.pos, p.end)) {
+	if (!fits(w, p.pos, p.end, &now)) {
 		if (!quiet)
-			drop(w);
+			drop_n(w, 1, now); /* the clock reading that judged the slots, if one was taken */
 		return NULL;
 	}
 	put_pad(w, p.pos, p.pad1);
@@ -351,7 +358,7 @@ static void *reserve_exclusive(struct evr_writer *w, uint64_t need, bool quiet)
 static void *reserve_shared(struct evr_writer *w, uint64_t need, bool quiet)
 {
 	struct evr_lane *l = w->lane;
-	uint64_t size = w->mask + 1, pos, pending;
+	uint64_t size = w->mask + 1, pos, pending, now = 0;
 	uint64_t lost_bytes = evr_rec_bytes(LOST_BODY_MAX);
 	struct plan p;
 
@@ -359,16 +366,16 @@ static void *reserve_shared(struct evr_writer *w, uint64_t need, bool quiet)
 	for (;;) {
 		pending = evr_ld_64(&l->lost_pending);
 		make_plan(&p, pos, size, pending != 0, need);
-		if (!fits(w, p.pos, p.end)) {
-			uint64_t now = evr_ld_64(&l->tail);
+		if (!fits(w, p.pos, p.end, &now)) {
+			uint64_t tail = evr_ld_64(&l->tail);
 
 			/* Other writers moved the tail on since pos was read: try again from theirs. */
-			if (now != pos && now - pos <= size) {
-				pos = now;
+			if (tail != pos && tail - pos <= size) {
+				pos = tail;
 				continue;
 			}
 			if (!quiet)
-				drop(w);
+				drop_n(w, 1, now);
 			return NULL;
 		}
 		if (evr_cas_64(&l->tail, &pos, p.end)) /* S1; on failure pos is the new tail */

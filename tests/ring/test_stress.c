@@ -111,6 +111,24 @@ static void reconcile(struct run *run, struct evr_reader *r, const uint64_t *got
 				       (unsigned long long)evr_segment_head(&run->seg, r->slot, l), (unsigned long long)run->seg.lanes[l].records,
 				       (unsigned long long)run->seg.lanes[l].lost,
 				       (unsigned long long)run->seg.lanes[l].lost_pending);
+		if (r->claimed)
+			for (uint32_t l = 0; l < run->seg.lane_count && at > 0 && (size_t)at < sizeof(why); l++) {
+				const struct evr_slot_lane *sl = evr_segment_slot_lane(&run->seg, r->slot, l);
+				uint64_t p = r->cur[l].pos;
+				uint64_t w = *(const uint64_t *)(const void *)(evr_segment_lane_data(&run->seg, l) +
+									      (p & (run->seg.lane_bytes - 1)));
+
+				if (p == run->seg.lanes[l].tail)
+					continue;
+				at += snprintf(why + at, sizeof(why) - (size_t)at,
+					       " slot %u lane %u: word at read: tag %s type %u bytes %llu;"
+					       " line head %#llx evicted %llu evictions %llu; overrun %llu in %llu",
+					       r->slot, l, evr_word_tag(w) == evr_rec_tag(p, run->seg.salt) ? "ok" : "other",
+					       evr_word_type(w), (unsigned long long)evr_word_bytes(w),
+					       (unsigned long long)sl->head, (unsigned long long)sl->evicted,
+					       (unsigned long long)sl->evictions, (unsigned long long)r->stats.overrun,
+					       (unsigned long long)r->stats.overruns);
+			}
 		for (unsigned i = 0; i < run->writers && at > 0 && (size_t)at < sizeof(why); i++)
 			at += snprintf(why + at, sizeof(why) - (size_t)at, " writer %u: written %llu dropped %llu got %llu;",
 				       i, (unsigned long long)run->written[i], (unsigned long long)run->dropped[i],

@@ -168,7 +168,9 @@
  *   several consumers (slots.c, reader.c)
  *   -------------------------------------
  *   K1  CAS(slot.pid, 0 or gone holder, me); the claim's heartbeat (K2) goes
- *       before it, so no writer takes a just-claimed slot for stale
+ *       before it, so no writer takes a just-claimed slot for stale; then
+ *       faa(hdr.consumer_epoch): a writer that load-acquires the new epoch
+ *       takes its mask of claimed slots again and sees the pid
  *   K2  store(slot.heartbeat_ticks, segment clock) relaxed, at each pass; the
  *       claim follows it with a full fence and reads E1 (a Dekker pair with
  *       E1 + K2 in the writer: a push either sees the claim or is waited for)
@@ -437,6 +439,7 @@ struct evr_segment {
 	bool creator;
 	bool foreign_pidns; /* created in another pid namespace: its pids are not ours to check */
 	char shm_name[128];
+	uint64_t slot_cache; /* writers: the slots claimed as of consumer_epoch (slots.c, claimed_mask) */
 };
 
 struct evr_segment_config {
