@@ -240,8 +240,8 @@ static void seg_try(struct agent *a, struct seg *s, uint64_t now)
 	}
 	if (rc == 1 || rc == 0) {
 		s->ino = st.st_ino;
-		if (st.st_uid != geteuid()) {
-			/* Another user's: the ring refuses it (even to root), and it is not ours to report. */
+		if (st.st_uid != geteuid() && geteuid() != 0) {
+			/* Another user's: the ring refuses it (to all but root), and it is not ours to report. */
 			s->state = SEG_DONE;
 			return;
 		}

@@ -4,7 +4,7 @@
  * segment, writes events at a steady pace, and prints at exit how many it
  * wrote, so the test can hold the agent's output against its own count:
  *
- *   agent_producer NAME EVENTS DURATION_MS [pause=AT:MS] [shrink=AT] [flood] [hold=MS] [lanebytes=N]
+ *   agent_producer NAME EVENTS DURATION_MS [pause=AT:MS] [shrink=AT] [flood] [hold=MS] [lanebytes=N] [uid=N]
  *
  *   NAME         the segment's name (the program name is this binary's)
  *   EVENTS       events written, spread over DURATION_MS
@@ -15,6 +15,8 @@
  *                passed (EVENTS is ignored)
  *   hold=MS      stay MS ms after the last event before exiting
  *   lanebytes=N  lane size (EVRING_LANE_BYTES), for tests that want drops
+ *   uid=N        run as user (and group) N from before the segment is made
+ *                (started as root): a segment of another user than the agent's
  *
  * Output: "written N" on stdout when done (flood: how many it wrote).
  * Each event carries its sequence number ("seq") and the producer's pid.
@@ -56,7 +58,7 @@ int main(int argc, char **argv)
 
 	if (argc < 4) {
 		fprintf(stderr, "usage: agent_producer NAME EVENTS DURATION_MS [pause=AT:MS] [shrink=AT] [flood] [hold=MS] "
-				"[lanebytes=N]\n");
+				"[lanebytes=N] [uid=N]\n");
 		return 2;
 	}
 	cfg.name = argv[1];
@@ -73,6 +75,11 @@ int main(int argc, char **argv)
 			hold_ms = atol(argv[i] + 5);
 		else if (!strncmp(argv[i], "lanebytes=", 10))
 			cfg.lane_bytes = (uint64_t)atoll(argv[i] + 10);
+		else if (!strncmp(argv[i], "uid=", 4) &&
+			 (setgid((gid_t)atol(argv[i] + 4)) != 0 || setuid((uid_t)atol(argv[i] + 4)) != 0)) {
+			perror("agent_producer: setuid");
+			return 1;
+		}
 	}
 	if (evr_open(&cfg) != 0) {
 		fprintf(stderr, "agent_producer: %s\n", evr_last_error());

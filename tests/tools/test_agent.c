@@ -505,6 +505,46 @@ Test(agent, sigkill_and_restart_counts_what_was_written_meanwhile)
 	cr_expect_gt(total_lost, 0, "what the full lanes dropped while no agent ran is counted");
 }
 
+/*
+ * Root follows every user's processes, as the agent does when it runs as a
+ * system service, and `uid =` picks among them: a producer running as
+ * nobody is followed and reconciles; root's own producer is left alone.
+ */
+Test(agent, root_follows_other_users_and_uid_filters_them)
+{
+	const char *log = path_of("agent.log"), *out = path_of("u.jsonl");
+	const char *extra[] = { "--uid", "65534", NULL };
+	const char *as_nobody[] = { "uid=65534", "hold=300", NULL }, *as_root[] = { "hold=300", NULL };
+	char outs[2][96];
+	pid_t agent, prods[2];
+	struct tally t[2] = { { 0 }, { 0 } };
+
+	if (geteuid() != 0) {
+		cr_log_warn("not root: cannot run a producer as another user here; skipped");
+		return;
+	}
+	agent = agent_start("uid", out, log, extra);
+	cr_assert(wait_for(log, "started", 1, 10000));
+	for (int i = 0; i < 2; i++) {
+		snprintf(outs[i], sizeof(outs[i]), "%s/u%d.out", dir, i);
+		prods[i] = producer_start("uid", i, 2000, 1000, i == 0 ? as_nobody : as_root, outs[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		int st = reap(prods[i]);
+
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "producer %d exited with status %d", i, st);
+	}
+	cr_assert(wait_for(log, "detach pid", 1, 10000), "the other user's producer was followed to its end");
+	agent_stop(agent);
+	for (int i = 0; i < 2; i++)
+		tally(out, prods[i], &t[i]);
+	cr_expect_eq(t[0].events + t[0].lost, written_of(outs[0]), "nobody's producer: %ld delivered + %ld lost, %ld written",
+		     t[0].events, t[0].lost, written_of(outs[0]));
+	cr_expect_gt(t[0].events, 0);
+	cr_expect_eq(t[1].events + t[1].lost, 0, "root's own producer is not uid 65534's: %ld records", t[1].events);
+	cr_expect_eq(count_in(log, "attach pid"), 1, "one process followed");
+}
+
 /* A segment file of garbage, named for a live process (this one). */
 static void fake_segment(const char *name, const void *head, size_t headlen, size_t size)
 {
