@@ -247,13 +247,16 @@ static bool fits(struct evr_writer *w, uint64_t pos, uint64_t end, uint64_t *now
 	return end - w->head_cache <= size;
 }
 
-/* Counts n records lost at now (segment clock; 0: read it here). */
+/*
+ * Counts n records lost. The clock is read only for the first drop of a run
+ * (lost_first_ts, for the LOST record that reports it), and not again when
+ * the caller has a reading (now; 0: none): a full lane's every further drop
+ * costs no clock read.
+ */
 static void drop_n(struct evr_writer *w, uint64_t n, uint64_t now)
 {
 	struct evr_lane *l = w->lane;
 
-	if (now == 0)
-		now = evr_clock_read(w->clock_kind);
 	/*
 	 * Loss counters. Shared lane: RMWs, as writers race; the pending count is
 	 * taken whole by the next reservation's fas (S1 orders it after the CAS).
@@ -262,13 +265,12 @@ static void drop_n(struct evr_writer *w, uint64_t n, uint64_t now)
 	if (w->shared) {
 		uint64_t zero = 0;
 		evr_faa_64(&l->lost, n);
-		evr_cas_64(&l->lost_first_ts, &zero, now);
-		evr_st_64(&l->lost_last_ts, now);
+		if (evr_ld_64(&l->lost_first_ts) == 0)
+			evr_cas_64(&l->lost_first_ts, &zero, now ? now : evr_clock_read(w->clock_kind));
 		evr_faa_64(&l->lost_pending, n);
 	} else {
 		if (evr_ld_64(&l->lost_pending) == 0)
-			evr_st_64(&l->lost_first_ts, now);
-		evr_st_64(&l->lost_last_ts, now);
+			evr_st_64(&l->lost_first_ts, now ? now : evr_clock_read(w->clock_kind));
 		evr_st_64(&l->lost, l->lost + n);
 		evr_st_64(&l->lost_pending, l->lost_pending + n); /* bound() is 0 until the LOST record is out */
 	}

@@ -401,7 +401,7 @@ struct evr_lane {
 	uint64_t lost;		/*  24  records dropped, all time */
 	uint64_t lost_pending;	/*  32  dropped and not yet reported by a LOST record */
 	uint64_t lost_first_ts; /*  40  clock ticks of the first pending drop */
-	uint64_t lost_last_ts;	/*  48  clock ticks of the last pending drop */
+	uint64_t lost_last_ts;	/*  48  unused since 2.0 (0): a drop reads the clock only for the first of a run */
 	uint32_t claims;	/*  56  times the lane was claimed */
 	uint32_t kind;		/*  60  EVR_LANE_EXCLUSIVE or EVR_LANE_SHARED */
 	uint64_t head;		/*  64  retired in 2.0 (1.x's consumer head): see struct evr_slot_lane */
