@@ -1008,3 +1008,81 @@ Test(cli, attach_by_program_name)
 	wait_for(d, WAIT_MS);
 	evr_segment_unlink(seg + 8);
 }
+
+/*
+ * record --raw over two processes of one program, one of them SIGKILLed
+ * mid-run: the capture replays to the jsonl the live decode wrote, byte for
+ * byte, with both processes and the killed one's open spans abandoned; the
+ * summary gives the exact count; a cut capture is refused with status 8.
+ */
+Test(cli, record_raw_of_two_processes_one_killed_replays_to_the_live_jsonl)
+{
+	char prog[128], cap[128], live[128], again[128], a1[160], a2[160], cut[128], seg[2][128], out[128], err[128];
+	const char *argv[] = { prog, "--quiet", "--rate", "400", "--duration", "1.5", NULL };
+	size_t nl, nr, nc;
+	char *l, *rp, *c;
+	struct run *r, rec;
+	pid_t d[2], cli_pid;
+	uint64_t end = now_ms() + WAIT_MS;
+
+	tmp_path(prog, sizeof(prog), "raw-server");
+	cr_assert_eq(symlink(EVR_DEMO_PATH, prog), 0);
+	for (int i = 0; i < 2; i++) {
+		char o[128], e[128];
+
+		snprintf(o, sizeof(o), "%s/raw%d.out", tmpdir, i);
+		snprintf(e, sizeof(e), "%s/raw%d.err", tmpdir, i);
+		setenv("EVRING_NAME", "rawsrv", 1);
+		d[i] = spawn(argv, o, e);
+		unsetenv("EVRING_NAME");
+		snprintf(seg[i], sizeof(seg[i]), "/dev/shm/evring.%d.rawsrv", (int)d[i]);
+		while (access(seg[i], F_OK) != 0) {
+			cr_assert(now_ms() < end, "no segment %s", seg[i]);
+			sleep_ms(5);
+		}
+	}
+	sleep_ms(100);
+	tmp_path(cap, sizeof(cap), "raw.evrcap");
+	tmp_path(live, sizeof(live), "raw-live.jsonl");
+	tmp_path(again, sizeof(again), "raw-replay.jsonl");
+	snprintf(a1, sizeof(a1), "jsonl=%s", live);
+	snprintf(a2, sizeof(a2), "jsonl=%s", again);
+	start_cli((const char *const[]){ "record", "raw-server", "--raw", "-o", cap, "-H", a1, NULL }, &cli_pid, out, err,
+		  sizeof(out));
+	sleep_ms(500);
+	kill(d[1], SIGKILL);
+	collect(&rec, cli_pid, out, err);
+	cr_assert_eq(rec.status, 0, "%s", rec.err);
+	cr_expect(strstr(rec.err, "evring record: raw: ") != NULL, "%s", rec.err);
+	cr_expect(strstr(rec.err, " 0 skipped\n") != NULL, "%s", rec.err);
+	wait_for(d[0], WAIT_MS);
+	wait_for(d[1], WAIT_MS);
+	r = CLI("replay", cap, "-H", a2);
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	l = read_all(live, &nl);
+	rp = read_all(again, &nr);
+	cr_assert_gt(nl, 10000, "the live decode wrote its jsonl");
+	cr_expect_eq(nl, nr, "replay wrote %zu bytes, live %zu", nr, nl);
+	cr_expect(nl == nr && memcmp(l, rp, nl) == 0, "the replay's jsonl is the live decode's");
+	for (int i = 0; i < 2; i++) {
+		char pid[32];
+
+		snprintf(pid, sizeof(pid), "\"pid\":%d,", (int)d[i]);
+		cr_expect(strstr(l, pid) != NULL, "records of pid %d", (int)d[i]);
+	}
+	cr_expect(strstr(l, "\"status\":\"abandoned\"") != NULL, "the killed process's open spans");
+
+	/* Cut in the middle: status 8, what came before delivered. */
+	c = read_all(cap, &nc);
+	tmp_path(cut, sizeof(cut), "raw-cut.evrcap");
+	write_file(cut, c, nc / 2);
+	r = CLI("replay", cut, "-H", "stats");
+	cr_expect_eq(r->status, 8, "a truncated raw capture: %s", r->err);
+	cr_expect(strstr(r->err, "truncated") != NULL, "%s", r->err);
+	cr_expect_gt(summary_num(r->err, "records read"), 0, "%s", r->err);
+	free(c);
+	free(l);
+	free(rp);
+	for (int i = 0; i < 2; i++)
+		evr_segment_unlink(seg[i] + 8);
+}
