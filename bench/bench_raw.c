@@ -37,7 +37,7 @@
 #define RAW_BODY 12u			/* msgpack [ts u64, site, span]: 1 + 9 + 1 + 1 */
 #define RAW_TARGET_MRECS 50.0		/* the target */
 #define RAW_NAME "evr-bench-raw"
-#define RAW_COPY (1u << 20)		/* memcpy's piece: what one run copies at most (drain.c's RUN_BYTES) */
+#define RAW_COPY (1u << 19)		/* memcpy's piece: what one run copies at most (drain.c's RUN_BYTES) */
 
 enum raw_case { RAW_DRAIN, RAW_READER, RAW_MEMCPY, RAW_NCASES };
 static const char *const raw_bench[RAW_NCASES] = { "raw_drain", "reader_drain", "memcpy" };

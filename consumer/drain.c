@@ -12,7 +12,7 @@
 
 #define LIVENESS_NS 100000000ull /* look at producers' pids every 100 ms */
 #define REFINE_NS 1000000000ull	 /* refine the clock mapping every second */
-#define RUN_BYTES (1u << 20)	 /* raw rounds: the most one run copies */
+#define RUN_BYTES (1u << 19)	 /* raw rounds: the most one run copies (a capture entry stays under 1 MiB) */
 
 struct evr_drain {
 	struct evr_decoder dec;

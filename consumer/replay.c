@@ -15,6 +15,7 @@
 #include "capture.h"
 #include "capture_raw.h"
 #include "decode.h"
+#include "mpcheck.h"
 #include "replay.h"
 
 /* ---- replay: entries return 1 for a record, 0 for anything else, or -errno ------------------------------------------------------------------------------ */
@@ -472,56 +473,71 @@ static int replay_header(struct replay *rp, const msgpack_object *o)
 	return 0;
 }
 
+/*
+ * The file is read into a window of READ_WINDOW bytes, and an entry goes to
+ * msgpack-c only once it lies whole in it: evr__msgpack_len walks it first
+ * without allocating, so no declared count (an array32 of 2^31 elements in
+ * a few bytes) sizes anything, and an entry the window cannot hold is
+ * refused as too large.
+ */
+#define READ_WINDOW (CAPTURE_ENTRY_MAX + (1u << 16))
+#define ENTRY_DEPTH 16 /* a capture entry nests a metadata map (6) in an entry array, with room */
+
 int evr__replay_file(const struct evr_replay_sink *sink, const char *path, char *err, size_t errlen)
 {
 	struct replay rp = { .sink = sink, .path = path, .err = err, .errlen = errlen };
-	msgpack_unpacker up;
-	msgpack_unpacked res;
+	uint8_t *win = malloc(READ_WINDOW);
+	msgpack_zone zone;
 	FILE *f = fopen(path, "rb");
-	int rc = 0, ur;
+	size_t have = 0, at = 0;
+	int rc = 0;
 	uint64_t records = 0;
 	bool eof = false;
 
 	if (!f) {
 		int e = errno;
 		snprintf(err, errlen, "cannot read capture %s: %s", path, strerror(e));
+		free(win);
 		return -e;
 	}
-	if (!msgpack_unpacker_init(&up, 1 << 16)) {
+	if (!win || !msgpack_zone_init(&zone, 1 << 16)) {
 		fclose(f);
+		free(win);
+		snprintf(err, errlen, "out of memory replaying %s", path);
 		return -ENOMEM;
 	}
-	msgpack_unpacked_init(&res);
 	while (rc >= 0 && !sink->stopping(sink->arg)) {
-		ur = msgpack_unpacker_next(&up, &res);
-		if (ur == MSGPACK_UNPACK_SUCCESS) {
-			rc = rp.entry == 0 ? replay_header(&rp, &res.data) : replay_entry(&rp, &res.data);
+		size_t n = evr__msgpack_len(win + at, have - at, ENTRY_DEPTH), off = 0;
+		msgpack_object obj;
+
+		if (n > 0) {
+			msgpack_zone_clear(&zone);
+			if (!evr__unpacked(msgpack_unpack((const char *)win + at, n, &off, &zone, &obj)) || off != n) {
+				rc = bad(&rp, "not msgpack");
+				break;
+			}
+			at += n;
+			rc = rp.entry == 0 ? replay_header(&rp, &obj) : replay_entry(&rp, &obj);
 			records += rc > 0 ? (uint64_t)rc : 0;
 			rp.entry++;
 			continue;
 		}
-		if (ur != MSGPACK_UNPACK_CONTINUE) {
-			rc = bad(&rp, "not msgpack");
-			break;
-		}
-		/* Bytes held for the entry so far (msgpack-c sizes its objects by them): bounded. */
-		if (msgpack_unpacker_message_size(&up) > CAPTURE_ENTRY_MAX) {
-			rc = bad(&rp, "an entry larger than 1 MiB");
+		if (have - at > CAPTURE_ENTRY_MAX) {
+			rc = bad(&rp, "not msgpack, or an entry larger than 1 MiB");
 			break;
 		}
 		if (eof) {
-			if (msgpack_unpacker_message_size(&up) != 0) /* an entry that never completed */
+			if (have != at) /* an entry that never completed */
 				rc = bad(&rp, "the file ends inside an entry (truncated)");
 			else if (rp.entry == 0)
 				rc = bad(&rp, "an empty file");
 			break;
 		}
-		if (!msgpack_unpacker_reserve_buffer(&up, 1 << 16)) {
-			rc = -ENOMEM;
-			break;
-		}
-		size_t got = fread(msgpack_unpacker_buffer(&up), 1, msgpack_unpacker_buffer_capacity(&up), f);
-		msgpack_unpacker_buffer_consumed(&up, got);
+		memmove(win, win + at, have - at); /* the entry so far to the window's start */
+		have -= at;
+		at = 0;
+		size_t got = fread(win + have, 1, READ_WINDOW - have, f);
+		have += got;
 		if (got == 0) {
 			if (ferror(f)) {
 				snprintf(err, errlen, "cannot read capture %s: %s", path, strerror(errno));
@@ -530,8 +546,8 @@ int evr__replay_file(const struct evr_replay_sink *sink, const char *path, char 
 			eof = true;
 		}
 	}
-	msgpack_unpacked_destroy(&res);
-	msgpack_unpacker_destroy(&up);
+	msgpack_zone_destroy(&zone);
+	free(win);
 	fclose(f);
 	for (uint32_t i = 0; rp.next && i < rp.nsrc; i++)
 		free(rp.next[i]);
