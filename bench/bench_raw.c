@@ -316,7 +316,7 @@ static void raw_report(struct bench_sub *s, void *ctx)
 			 bench_cpu_of(0), raw_records(rs), (unsigned)evr_rec_bytes(RAW_BODY), RAW_BODY, RAW_LANES,
 			 rs->seg.lane_bytes >> 10);
 	others = bench_load_others(&rs->load, &share);
-	bench_table_note_load(&s->t, "other processes", others, share, "the figures are disturbed");
+	bench_table_note_load(&s->t, "other processes", others, share, ": a busy machine, figures are disturbed");
 }
 
 static int raw_check(struct bench_sub *s, void *ctx)
