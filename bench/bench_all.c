@@ -19,6 +19,8 @@
  *   consumer  consumer throughput, one CPU
  *   demo      evring-demo's requests per second: tracing off, on, consumed
  *   otlp      the otlp handler: spans per CPU-second mapped, encoded and sent
+ *   agent     evring agent: attach latency, CPU per million records
+ *   raw       `evring record --raw`'s drain rate, one CPU, against memcpy
  *
  * Then it writes, with --out DIR, DIR/latest.json (every row, the shape of
  * bench.h, every note prefixed by its benchmark), DIR/latest.md (a table per
@@ -76,6 +78,7 @@ static const struct all_section sections[] = {
 	{ "demo", bench_demo_main, "Real overhead: evring-demo", ",", false },
 	{ "otlp", bench_otlp_main, "OTLP export: spans per CPU-second, one core", ",", false },
 	{ "agent", bench_agent_main, "evring agent: attach latency, CPU per million records", ",", false },
+	{ "raw", bench_raw_main, "Raw capture: records per second `evring record --raw` drains, one core", ",", false },
 };
 #define ALL_NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 

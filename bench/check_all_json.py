@@ -23,10 +23,11 @@ UNITS = {  # bench -> unit
     "demo": "req/s", "demo_records": "rec/s",
     "otlp": "kspan/s",
     "attach_latency": "ms", "cpu_per_mrec": "s/Mrec",
+    "raw_drain": "Mrec/s", "reader_drain": "Mrec/s", "memcpy": "Mrec/s",
 }
 SYSTEMS = {"evring", "noop", "mutex_ring", "fprintf", "lttng_ust", "lttng_ust_4m8",
            "none", "stats", "stats_q4096", "jsonl", "otlp", "off", "on", "consumer",
-           "protobuf", "protobuf_gzip", "json", "json_gzip", "agent"}
+           "protobuf", "protobuf_gzip", "json", "json_gzip", "agent", "memcpy"}
 HOT = {"disabled", "event0", "event3", "span"}
 LATENCY = ("latency_two_attached", "latency_attached", "latency_stopped", "latency_absent")
 
@@ -72,6 +73,8 @@ def whole(doc, seen, bad):
         for n in (1, 2):
             if ("event3", s, n) not in seen:
                 bad.append(f"no hot-path row for event3 on {s} with {n} threads")
+    if ("raw_drain", "evring", 1) not in seen or ("memcpy", "memcpy", 1) not in seen:
+        bad.append("no raw_drain row, or no memcpy row it is measured against")
     if ("loss", "evring", 2) not in seen:
         bad.append("no loss row for evring")
     if ("loss", "lttng_ust", 2) not in seen and not noted("LTTng-UST not measured"):

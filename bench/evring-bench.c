@@ -36,6 +36,9 @@ static const struct bench_cmd cmds[] = {
 	{ "consumer", bench_consumer_main,
 	  "records per second one consumer drains, decodes, merges, builds into spans and hands to a "
 	  "handler (none, stats, jsonl, otlp), drain thread on one CPU" },
+	{ "raw", bench_raw_main,
+	  "records per second `evring record --raw` drains on one CPU (capture on /dev/shm), against "
+	  "evr_reader_next alone and memcpy of the same bytes" },
 	{ "loss", bench_loss_main,
 	  "records lost when 2 threads write as fast as they can with a consumer attached, against "
 	  "LTTng-UST with default buffers" },

@@ -37,6 +37,7 @@
 
 #include "attach.h"
 #include "capture.h"
+#include "capture_raw.h"
 #include "drain.h"
 #include "handlers.h"
 #include "hub.h"
@@ -60,12 +61,18 @@ struct evr_consumer {
 	struct evr_spans *spans;
 	struct evr_hub *hub;
 	struct evr_capture *cap; /* evr_consumer_capture: the stream is written here too */
+	struct evr_rawcap *raw;	 /* evr_consumer_capture_raw: the lanes' bytes are written here instead */
+	bool raw_decode;	 /* and decoded live as well (EVR_CAPTURE_RAW_DECODE) */
+	bool raw_round;		 /* a raw capture's replay: a round is open, at raw_now */
+	uint64_t raw_now;
 	uint64_t cap_clock;	 /* the span builder's clock as the capture last recorded it */
 	bool finished;		 /* evr_consumer_finish ran: nothing more is delivered */
 	bool replaying;		 /* evr_consumer_replay: records come from a capture, not the merge */
 	bool replay_clock_set;	 /* the capture's first clock was taken */
 	volatile int stop;
 };
+
+static void deliver_round(struct evr_consumer *c, uint64_t now);
 
 struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char *err, size_t errlen)
 {
@@ -133,6 +140,8 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 	evr__src_meta_refresh(s, &c->st);
 	if (c->cap)
 		evr__capture_source(c->cap, s);
+	if (c->raw)
+		evr__rawcap_source(c->raw, s);
 	return (int)c->next_index++;
 }
 
@@ -143,12 +152,14 @@ static int replay_source(void *arg, struct evr_src *s)
 	struct evr_src **t = realloc(c->srcs, (c->nsrc + 1) * sizeof(*t));
 
 	if (!t) {
+		free(s->lanes);
 		free(s);
 		return -ENOMEM;
 	}
 	c->srcs = t;
 	s->pub.index = c->next_index++;
-	s->drained_after_death = true; /* nothing to drain: its records come from the capture */
+	/* A decoded capture's records come as recs: nothing to drain. A raw capture's come through the drain. */
+	s->drained_after_death = s->seg.lane_count == 0;
 	c->srcs[c->nsrc++] = s;
 	return (int)s->pub.index;
 }
@@ -242,11 +253,146 @@ static void replay_dead(void *arg, struct evr_src *s, uint64_t dead_ns)
 	s->dead_ns = 0;
 }
 
+/* Replay's sink, raw captures: the open round ends as a live round did (the merge's hints, then delivery). */
+static void raw_round_end(struct evr_consumer *c)
+{
+	if (!c->raw_round)
+		return;
+	c->raw_round = false;
+	for (uint32_t i = 0; i < c->nsrc; i++)
+		if (!c->srcs[i]->drained_after_death)
+			evr__drain_round_end(c->drain, c->srcs[i], c->raw_now);
+	deliver_round(c, c->raw_now);
+	evr__hub_flush(c->hub); /* offline nothing is lost to a slow handler */
+}
+
+static void replay_round(void *arg, uint64_t mono_ns)
+{
+	struct evr_consumer *c = arg;
+
+	raw_round_end(c);
+	c->raw_round = true;
+	c->raw_now = mono_ns;
+}
+
+static int replay_run(void *arg, struct evr_src *s, uint32_t lane, uint64_t pos, const void *bytes, size_t len,
+		      size_t *bad_off)
+{
+	struct evr_consumer *c = arg;
+	int n = evr__drain_run(c->drain, s, lane, pos, bytes, len, bad_off);
+
+	if (n > 0) {
+		c->st.records += (uint64_t)n;
+		s->records += (uint64_t)n;
+	}
+	return n;
+}
+
+static void replay_record(void *arg, struct evr_src *s, const struct evr_record *rec)
+{
+	struct evr_consumer *c = arg;
+
+	evr__drain_record(c->drain, s, rec);
+	c->st.records++;
+	s->records++;
+}
+
+static void replay_full(void *arg, struct evr_src *s, uint32_t lane)
+{
+	(void)arg;
+	s->lanes[lane].full = true;
+}
+
+static void replay_pending(void *arg, struct evr_src *s, uint32_t lane, uint64_t count, uint64_t lost, uint64_t first)
+{
+	struct evr_consumer *c = arg;
+
+	evr__drain_pending(c->drain, s, lane, count, lost, first, c->raw_now);
+}
+
+static void replay_died(void *arg, struct evr_src *s, uint64_t mono_ns, bool exited)
+{
+	(void)arg;
+	s->pub.dead = true;
+	s->dead_ns = mono_ns;
+	s->exited = exited;
+}
+
+static void replay_drained(void *arg, struct evr_src *s)
+{
+	struct evr_consumer *c = arg;
+
+	evr__drain_done(c->drain, s);
+}
+
+int evr_consumer_capture_raw(struct evr_consumer *c, const char *path, unsigned flags, char *err, size_t errlen)
+{
+	int rc;
+
+	if (c->cap || c->raw || c->replaying) {
+		snprintf(err, errlen, "a capture is already being written, or the consumer replays one");
+		return -EBUSY;
+	}
+	rc = evr__rawcap_open(&c->raw, path, err, errlen);
+	if (rc)
+		return rc;
+	c->raw_decode = (flags & EVR_CAPTURE_RAW_DECODE) != 0;
+	evr__rawcap_tick(c->raw, evr__spans_clock(c->spans)); /* where the replay's span clock starts */
+	for (uint32_t i = 0; rc == 0 && i < c->nsrc; i++)
+		rc = evr__rawcap_source(c->raw, c->srcs[i]);
+	if (rc) {
+		snprintf(err, errlen, "cannot write capture %s: %s", path, strerror(-rc));
+		evr__rawcap_close(c->raw, &c->st, &(struct evr_reader_stats){ 0 });
+		c->raw = NULL;
+	}
+	return rc;
+}
+
+/* The ring readers' counters over every source, for the raw capture's trailer. */
+static void reader_totals(const struct evr_consumer *c, struct evr_reader_stats *t)
+{
+	memset(t, 0, sizeof(*t));
+	for (uint32_t i = 0; i < c->nsrc; i++) {
+		const struct evr_reader_stats *r = &c->srcs[i]->reader.stats;
+
+		t->delivered += r->delivered;
+		t->lost_records += r->lost_records;
+		t->lost += r->lost;
+		t->pads += r->pads;
+		t->skipped_bad += r->skipped_bad;
+		t->skipped_stuck += r->skipped_stuck;
+		t->skipped_dead += r->skipped_dead;
+		t->reclaimed += r->reclaimed;
+		t->overrun += r->overrun;
+		t->overruns += r->overruns;
+	}
+}
+
+int evr_consumer_raw_stats(struct evr_consumer *c, struct evr_raw_stats *out)
+{
+	struct evr_reader_stats t;
+	struct evr_rawcap_stats w;
+
+	if (!c->raw)
+		return -EINVAL;
+	reader_totals(c, &t);
+	evr__rawcap_stats(c->raw, &w);
+	*out = (struct evr_raw_stats){ .runs = w.runs,
+				       .run_bytes = w.run_bytes,
+				       .run_records = w.run_records,
+				       .singles = w.singles,
+				       .delivered = t.delivered,
+				       .lost = t.lost,
+				       .overrun = t.overrun,
+				       .skipped = t.skipped_bad + t.skipped_stuck + t.skipped_dead };
+	return 0;
+}
+
 int evr_consumer_capture(struct evr_consumer *c, const char *path, char *err, size_t errlen)
 {
 	int rc;
 
-	if (c->cap) {
+	if (c->cap || c->raw) {
 		snprintf(err, errlen, "a capture is already being written");
 		return -EBUSY;
 	}
@@ -270,6 +416,16 @@ int evr_consumer_capture_end(struct evr_consumer *c)
 	struct evr_rec *r;
 	int rc;
 
+	if (c->raw) {
+		struct evr_reader_stats t;
+
+		/* What the raw drain read is all in the file: the trailer adds the counters, the stream goes on. */
+		reader_totals(c, &t);
+		evr__hub_stats(c->hub, NULL, 0);
+		rc = evr__rawcap_close(c->raw, &c->st, &t);
+		c->raw = NULL;
+		return rc;
+	}
 	if (!c->cap)
 		return -EINVAL;
 	while ((r = evr__merge_pop(c->merge, 0, true)) != NULL)
@@ -290,11 +446,27 @@ int evr_consumer_replay(struct evr_consumer *c, const char *path, char *err, siz
 		snprintf(err, errlen, "a replay needs a consumer attached to nothing, capturing nothing, replaying once");
 		return -EINVAL;
 	}
-	struct evr_replay_sink sink = { c,	     replay_source,   replay_rec, replay_tick,
-					replay_dead, replay_stopping, &c->recs,	  &c->st };
+	struct evr_replay_sink sink = { .arg = c,
+					.source = replay_source,
+					.rec = replay_rec,
+					.tick = replay_tick,
+					.dead = replay_dead,
+					.stopping = replay_stopping,
+					.round = replay_round,
+					.run = replay_run,
+					.record = replay_record,
+					.full = replay_full,
+					.pending = replay_pending,
+					.died = replay_died,
+					.drained = replay_drained,
+					.recs = &c->recs,
+					.st = &c->st };
+	int rc;
 
 	c->replaying = true;
-	return evr__replay_file(&sink, path, err, errlen);
+	rc = evr__replay_file(&sink, path, err, errlen);
+	raw_round_end(c); /* a raw capture's last round, however the file ended */
+	return rc;
 }
 
 struct attach_ctx {
@@ -462,7 +634,7 @@ static void sources_end(struct evr_consumer *c)
 	struct evr_dlv d[64];
 	size_t n = 0;
 
-	if (!c->o.retire_sources || c->cap || c->replaying)
+	if (!c->o.retire_sources || c->cap || c->raw || c->replaying)
 		return;
 	for (uint32_t i = 0; i < c->nsrc; i++) {
 		struct evr_src *s = c->srcs[i];
@@ -484,25 +656,14 @@ static void sources_end(struct evr_consumer *c)
 	evr__hub_kick(c->hub);
 }
 
-int evr_consumer_poll(struct evr_consumer *c)
+/*
+ * The second half of a round at now: everything the merge's watermark lets
+ * out goes to the span builder (and the capture), dead producers' open spans
+ * end as abandoned, time passes for orphans.
+ */
+static void deliver_round(struct evr_consumer *c, uint64_t now)
 {
-	uint64_t now = evr_clock_monotonic_ns(), skips = c->skips_gone;
 	struct evr_rec *r;
-	int total = 0;
-
-	if (c->finished)
-		return 0;
-	if (c->o.retire_sources)
-		sources_reap(c);
-	for (uint32_t i = 0; i < c->nsrc; i++) {
-		uint32_t n = evr__drain_source(c->drain, c->srcs[i], now);
-
-		c->srcs[i]->records += n;
-		total += (int)n;
-		skips += evr__drain_skips(c->srcs[i]);
-	}
-	c->st.records += (uint64_t)total;
-	c->st.ring_skipped = skips;
 
 	evr__spans_round_begin(c->spans); /* one read-side section; handlers get batches */
 	while ((r = evr__merge_pop(c->merge, c->o.merge_window_ns, false)) != NULL)
@@ -520,6 +681,30 @@ int evr_consumer_poll(struct evr_consumer *c)
 	sources_end(c);
 	c->st.late = evr__merge_late(c->merge);
 	c->st.open_spans = evr__spans_open(c->spans);
+}
+
+int evr_consumer_poll(struct evr_consumer *c)
+{
+	uint64_t now = evr_clock_monotonic_ns(), skips = c->skips_gone;
+	int total = 0;
+
+	if (c->finished)
+		return 0;
+	if (c->o.retire_sources)
+		sources_reap(c);
+	if (c->raw)
+		evr__rawcap_round(c->raw, now);
+	for (uint32_t i = 0; i < c->nsrc; i++) {
+		uint32_t n = c->raw ? evr__drain_source_raw(c->drain, c->srcs[i], now, c->raw, c->raw_decode)
+				    : evr__drain_source(c->drain, c->srcs[i], now);
+
+		c->srcs[i]->records += n;
+		total += (int)n;
+		skips += evr__drain_skips(c->srcs[i]);
+	}
+	c->st.records += (uint64_t)total;
+	c->st.ring_skipped = skips;
+	deliver_round(c, now);
 	return total;
 }
 
@@ -609,7 +794,7 @@ void evr_consumer_finish(struct evr_consumer *c)
 		return;
 	c->finished = true;
 	if (c->merge && c->spans) {
-		if (c->cap)
+		if (c->cap || c->raw)
 			evr_consumer_capture_end(c);
 		evr__spans_round_begin(c->spans);
 		while ((r = evr__merge_pop(c->merge, 0, true)) != NULL)

@@ -6,11 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capture_raw.h"
 #include "drain.h"
 #include "fault.h"
 
 #define LIVENESS_NS 100000000ull /* look at producers' pids every 100 ms */
 #define REFINE_NS 1000000000ull	 /* refine the clock mapping every second */
+#define RUN_BYTES (1u << 19)	 /* raw rounds: the most one run copies (a capture entry stays under 1 MiB) */
 
 struct evr_drain {
 	struct evr_decoder dec;
@@ -18,6 +20,7 @@ struct evr_drain {
 	struct evr_rec_pool *recs;     /* where they come from */
 	struct evr_consumer_stats *st; /* bad records */
 	uint32_t batch;		       /* records read from a lane before the next lane's turn */
+	uint8_t *run;		       /* raw rounds: the run being copied (RUN_BYTES), made at first use */
 	uint8_t buf[EVR_BODY_MAX];     /* the body being read */
 };
 
@@ -31,6 +34,7 @@ struct evr_drain *evr__drain_new(struct evr_merge *merge, struct evr_rec_pool *r
 		return NULL;
 	}
 	d->merge = merge;
+	d->run = NULL;
 	d->recs = recs;
 	d->st = st;
 	d->batch = batch;
@@ -42,6 +46,7 @@ void evr__drain_free(struct evr_drain *d)
 	if (!d)
 		return;
 	evr__decoder_fini(&d->dec);
+	free(d->run);
 	free(d);
 }
 
@@ -91,12 +96,19 @@ static uint32_t drain_lane(struct evr_drain *d, struct evr_src *s, uint32_t lane
 static void report_pending_loss(struct evr_drain *d, struct evr_src *s, uint32_t lane, uint64_t now)
 {
 	struct evr_lane *l = &s->seg.lanes[lane];
-	uint64_t pending = evr_ld_64(&l->lost_pending), first = evr_ld_64(&l->lost_first_ts);
+
+	evr__drain_pending(d, s, lane, evr_ld_64(&l->lost_pending), evr_ld_64(&l->lost), evr_ld_64(&l->lost_first_ts),
+			   now);
+}
+
+void evr__drain_pending(struct evr_drain *d, struct evr_src *s, uint32_t lane, uint64_t pending, uint64_t lost_total,
+			uint64_t first, uint64_t now)
+{
 	struct evr_rec *r;
 
 	if (pending == 0)
 		return;
-	if (pending > evr_ld_64(&l->lost) || !evr__lost_plausible(pending)) {
+	if (pending > lost_total || !evr__lost_plausible(pending)) {
 		d->st->bad++; /* a count the lane's own total contradicts, or more than it could have dropped */
 		return;
 	}
@@ -190,6 +202,182 @@ uint32_t evr__drain_source(struct evr_drain *d, struct evr_src *s, uint64_t now)
 			report_pending_loss(d, s, l, now);
 			evr__merge_idle(d->merge, s->pub.index, l, UINT64_MAX);
 		}
+		s->drained_after_death = true;
+	}
+	return total;
+}
+
+/* ---- raw rounds ------------------------------------------------------------------------------------------------------ */
+
+/* A record of a lane into the merge (decoded), as drain_lane takes one. False when out of recs. */
+static bool take_record(struct evr_drain *d, struct evr_src *s, uint32_t lane, const struct evr_record *rec)
+{
+	struct evr_rec *r;
+
+	if (rec->type == EVR_REC_THREAD) {
+		if (evr__decode_thread(&d->dec, s, rec) != 0)
+			d->st->bad++;
+		return true;
+	}
+	if (!(r = evr__rec_alloc(d->recs)))
+		return false;
+	r->fields = NULL;
+	if (evr__decode(&d->dec, s, rec, r) != 0) {
+		d->st->bad++;
+		evr__rec_free(d->recs, r);
+		return true;
+	}
+	s->lanes[lane].last_mono = r->mono_ns;
+	if (evr__merge_push(d->merge, s->pub.index, lane, r) != 0) {
+		d->st->bad++;
+		evr__rec_free(d->recs, r);
+	}
+	return true;
+}
+
+int evr__drain_run(struct evr_drain *d, struct evr_src *s, uint32_t lane, uint64_t pos, const void *bytes,
+		   size_t len, size_t *bad_off)
+{
+	struct evr_record rec;
+	size_t off = 0;
+	int n = 0, rc;
+
+	while ((rc = evr_run_next(bytes, len, pos, &off, s->seg.salt, s->seg.lane_bytes, &rec)) == 1) {
+		rec.lane = lane;
+		if (!take_record(d, s, lane, &rec))
+			return -ENOMEM;
+		n++;
+	}
+	*bad_off = off;
+	return rc < 0 ? rc : n;
+}
+
+void evr__drain_record(struct evr_drain *d, struct evr_src *s, const struct evr_record *rec)
+{
+	take_record(d, s, rec->lane, rec);
+}
+
+void evr__drain_round_end(struct evr_drain *d, struct evr_src *s, uint64_t now)
+{
+	for (uint32_t l = 0; l < s->seg.lane_count; l++) {
+		/* An empty lane's next record comes after now; a lane with more waiting, after its last read. */
+		evr__merge_idle(d->merge, s->pub.index, l, s->lanes[l].full ? s->lanes[l].last_mono : now);
+		s->lanes[l].full = false;
+	}
+}
+
+void evr__drain_done(struct evr_drain *d, struct evr_src *s)
+{
+	for (uint32_t l = 0; l < s->seg.lane_count; l++)
+		evr__merge_idle(d->merge, s->pub.index, l, UINT64_MAX);
+	s->drained_after_death = true;
+}
+
+/*
+ * One lane's raw round: runs, and the records the ring reader hands over
+ * between them, into the capture (and decoded, with decode), at most a
+ * lane's size of them. Returns the records read; *full when it stopped
+ * with more there.
+ */
+static uint32_t raw_lane(struct evr_drain *d, struct evr_src *s, uint32_t lane, struct evr_rawcap *cap, bool decode,
+			 bool *full)
+{
+	uint64_t got = 0, budget = s->seg.lane_bytes;
+	struct evr_record rec;
+	struct evr_run run;
+	uint32_t n = 0;
+	size_t bad;
+
+	*full = false;
+	for (;;) {
+		if (got >= budget) {
+			*full = true;
+			break;
+		}
+		if (evr_reader_next_run(&s->reader, lane, d->run, RUN_BYTES, &run) == 1) {
+			evr__rawcap_run(cap, s, lane, &run, d->run);
+			got += run.bytes;
+			n += run.records;
+			if (decode && evr__drain_run(d, s, lane, run.pos, d->run, run.bytes, &bad) < 0)
+				d->st->bad++; /* never: the reader checked every word of it */
+			continue;
+		}
+		if (evr_reader_next(&s->reader, lane, &rec, d->buf, sizeof(d->buf)) != 1)
+			break;
+		evr__rawcap_record(cap, s, &rec);
+		got += evr_rec_bytes(rec.body_len);
+		n++;
+		if (decode)
+			take_record(d, s, lane, &rec);
+	}
+	evr_reader_release(&s->reader, lane); /* what the single records left held; the heartbeat on lane 0 */
+	if (*full)
+		evr__rawcap_full(cap, s, lane);
+	s->lanes[lane].full = *full;
+	return n;
+}
+
+uint32_t evr__drain_source_raw(struct evr_drain *d, struct evr_src *s, uint64_t now, struct evr_rawcap *cap,
+			       bool decode)
+{
+	uint32_t total = 0;
+	bool more = false, full, was_dead = s->pub.dead;
+
+	if (s->drained_after_death)
+		return 0;
+	if (!d->run && !(d->run = malloc(RUN_BYTES)))
+		return 0;
+	if (s->detached || s->faulted) {
+		s->dead_ns = now;
+		evr__rawcap_dead(cap, s);
+		evr__rawcap_drained(cap, s);
+		if (decode)
+			evr__drain_done(d, s);
+		s->drained_after_death = true;
+		return 0;
+	}
+	keep_current(d, s, now);
+	if (s->pub.dead && !was_dead)
+		evr__rawcap_dead(cap, s);
+	evr__rawcap_current(cap, s); /* metadata and the clock mapping this round decodes with */
+	for (uint32_t l = 0; l < s->seg.lane_count; l++) {
+		total += raw_lane(d, s, l, cap, decode, &full);
+		more |= full;
+	}
+	if (decode)
+		evr__drain_round_end(d, s, now);
+	if (evr__fault_taken(s->fault, &s->fault_offset)) {
+		/* The segment shrank under us: what was read is kept, the rest is gone (drain_source says more). */
+		s->faulted = true;
+		d->st->segments_faulted++;
+		if (!s->pub.dead) {
+			s->pub.dead = true;
+			s->dead_ns = now;
+			evr__rawcap_dead(cap, s);
+		}
+		evr__rawcap_drained(cap, s);
+		if (decode)
+			evr__drain_done(d, s);
+		s->drained_after_death = true;
+		return total;
+	}
+	if (s->pub.dead && !more) {
+		/* Everything the dead process committed has been read: its lanes are done. */
+		evr__src_meta_refresh(s, d->st);
+		for (uint32_t l = 0; l < s->seg.lane_count; l++) {
+			struct evr_lane *ln = &s->seg.lanes[l];
+			uint64_t pending = evr_ld_64(&ln->lost_pending), lost = evr_ld_64(&ln->lost);
+			uint64_t first = evr_ld_64(&ln->lost_first_ts);
+
+			if (pending == 0)
+				continue;
+			evr__rawcap_pending(cap, s, l, pending, lost, first);
+			if (decode)
+				evr__drain_pending(d, s, l, pending, lost, first, now);
+		}
+		evr__rawcap_drained(cap, s);
+		if (decode)
+			evr__drain_done(d, s);
 		s->drained_after_death = true;
 	}
 	return total;

@@ -146,3 +146,10 @@ bool evr__msgpack_sane(const uint8_t *buf, size_t len, unsigned max_depth)
 
 	return walk(&p, buf + len, max_depth);
 }
+
+size_t evr__msgpack_len(const uint8_t *buf, size_t len, unsigned max_depth)
+{
+	const uint8_t *p = buf;
+
+	return walk(&p, buf + len, max_depth) ? (size_t)(p - buf) : 0;
+}

@@ -19,6 +19,13 @@
  */
 bool evr__msgpack_sane(const uint8_t *buf, size_t len, unsigned max_depth);
 
+/*
+ * The length of the one well-formed object at buf (as evr__msgpack_sane
+ * checks it) when it lies whole in buf[0..len), else 0: too short yet, or
+ * not msgpack. Allocates nothing.
+ */
+size_t evr__msgpack_len(const uint8_t *buf, size_t len, unsigned max_depth);
+
 /* True for msgpack_unpack's results that yielded an object (trailing padding allowed). */
 bool evr__unpacked(int rc);
 

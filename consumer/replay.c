@@ -13,7 +13,9 @@
 #include <msgpack.h>
 
 #include "capture.h"
+#include "capture_raw.h"
 #include "decode.h"
+#include "mpcheck.h"
 #include "replay.h"
 
 /* ---- replay: entries return 1 for a record, 0 for anything else, or -errno ------------------------------------------------------------------------------ */
@@ -22,7 +24,9 @@ struct replay {
 	const struct evr_replay_sink *sink;
 	const char *path;
 	struct evr_src **srcs; /* by capture index; owned by the sink */
+	uint64_t **next;       /* raw: by capture index, per lane, the lowest position the next entry may have */
 	uint32_t nsrc;
+	bool raw;	       /* a raw capture (version 3) */
 	uint64_t entry; /* entries read, for error messages */
 	char *err;
 	size_t errlen;
@@ -31,6 +35,7 @@ struct replay {
 static int bad(struct replay *rp, const char *what)
 {
 	snprintf(rp->err, rp->errlen, "capture %s: entry %llu: %s", rp->path, (unsigned long long)rp->entry, what);
+	rp->sink->st->bad++; /* the entry that ends the replay */
 	return -EBADMSG;
 }
 
@@ -61,6 +66,46 @@ static void copy_str(char *dst, size_t cap, const msgpack_object *o)
 		snprintf(dst, cap, "%.*s", (int)(o->via.str.size < cap ? o->via.str.size : cap - 1), o->via.str.ptr);
 }
 
+static bool map_u64(const msgpack_object *m, const char *key, uint64_t *v)
+{
+	const msgpack_object *o = map_at(m, key);
+
+	if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return false;
+	*v = o->via.u64;
+	return true;
+}
+
+/* A raw capture's source: the shape of its segment, as hostile as a segment header; its lanes and positions. */
+static int raw_shape(struct replay *rp, struct evr_src *s, const msgpack_object *m)
+{
+	uint64_t lanes, bytes, salt, kind, **t;
+
+	if (!map_u64(m, "lane_count", &lanes) || !map_u64(m, "lane_bytes", &bytes) || !map_u64(m, "salt", &salt) ||
+	    !map_u64(m, "clock_kind", &kind))
+		return bad(rp, "a raw capture's source without its segment's shape (lane_count, lane_bytes, salt, clock_kind)");
+	if (lanes < 2 || lanes > EVR_LANES_MAX || bytes < EVR_LANE_BYTES_MIN || bytes > EVR_LANE_BYTES_MAX ||
+	    (bytes & (bytes - 1)) || salt > UINT32_MAX || (kind != EVR_CLOCK_TSC && kind != EVR_CLOCK_MONOTONIC))
+		return bad(rp, "a raw capture's source with a segment shape no segment has");
+	if (!(t = realloc(rp->next, (rp->nsrc + 1) * sizeof(*t))))
+		return -ENOMEM;
+	rp->next = t;
+	if (!(rp->next[rp->nsrc] = calloc(lanes, sizeof(**t))) || !(s->lanes = calloc(lanes, sizeof(*s->lanes)))) {
+		free(rp->next[rp->nsrc]);
+		rp->next[rp->nsrc] = NULL;
+		return -ENOMEM;
+	}
+	s->seg.lane_count = (uint32_t)lanes;
+	s->seg.lane_bytes = bytes;
+	s->seg.salt = (uint32_t)salt;
+	s->seg.clock_kind = (uint32_t)kind;
+	s->clock.kind = (uint32_t)kind;
+	s->clock.mult = (uint64_t)1 << EVR_CLOCK_SHIFT; /* until its "clock" entry */
+	for (uint64_t i = 0; i < lanes; i++)
+		rp->next[rp->nsrc][i] = UINT64_MAX; /* no entry yet: any position */
+	return 0;
+}
+
 static int replay_source(struct replay *rp, const msgpack_object *a, uint32_t n)
 {
 	const msgpack_object *m = n == 2 ? &a[1] : NULL, *v;
@@ -78,6 +123,10 @@ static int replay_source(struct replay *rp, const msgpack_object *a, uint32_t n)
 	copy_str(s->program, sizeof(s->program), map_at(m, "program"));
 	copy_str(s->cmdline, sizeof(s->cmdline), map_at(m, "cmdline"));
 	copy_str(s->shm_name, sizeof(s->shm_name), map_at(m, "shm"));
+	if (rp->raw && (rc = raw_shape(rp, s, m)) != 0) {
+		free(s);
+		return rc;
+	}
 	v = map_at(m, "pid");
 	s->pub.pid = v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= UINT32_MAX ? (uint32_t)v->via.u64 : 0;
 	s->pub.program = s->program;
@@ -87,7 +136,7 @@ static int replay_source(struct replay *rp, const msgpack_object *a, uint32_t n)
 	v = map_at(m, "trace_id_high");
 	s->trace_id_high = evr__src_trace_id_high(v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0,
 						  s->pub.pid, 0);
-	rc = rp->sink->source(rp->sink->arg, s); /* the sink owns s from here */
+	rc = rp->sink->source(rp->sink->arg, s); /* the sink owns s (and its lanes) from here */
 	if (rc < 0)
 		return rc;
 	rp->srcs[rp->nsrc++] = s;
@@ -192,6 +241,176 @@ static int replay_rec(struct replay *rp, uint8_t type, const msgpack_object *a, 
 	return 1;
 }
 
+/* ---- raw captures (capture_raw.c describes their entries) ---------------------------------------------------------- */
+
+/* The lane at a[2] of a raw entry's source, checked; its position cursor in *next. */
+static bool raw_lane(struct replay *rp, const msgpack_object *a, struct evr_src **s, uint32_t *lane, uint64_t **next)
+{
+	uint64_t i, l;
+
+	if (!u64_at(a, 1, &i) || i >= rp->nsrc || !u64_at(a, 2, &l) || l >= rp->srcs[i]->seg.lane_count)
+		return false;
+	*s = rp->srcs[i];
+	*lane = (uint32_t)l;
+	*next = &rp->next[i][l];
+	return true;
+}
+
+/* A position that lines up: on the 8-byte grid, and not behind what this lane already gave. */
+static bool raw_pos_ok(uint64_t pos, uint64_t next)
+{
+	return !(pos & 7) && (next == UINT64_MAX || pos - next < UINT64_MAX / 2);
+}
+
+static int raw_run(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_src *s;
+	uint64_t pos, *next, lb;
+	uint32_t lane, len;
+	size_t off = 0;
+	int rc;
+
+	if (n != 5 || !raw_lane(rp, a, &s, &lane, &next) || !u64_at(a, 3, &pos) || a[4].type != MSGPACK_OBJECT_BIN)
+		return bad(rp, "a malformed run (source, lane, position, bytes)");
+	len = a[4].via.bin.size;
+	lb = s->seg.lane_bytes;
+	if (len == 0 || (len & 7) || !raw_pos_ok(pos, *next) || (pos & (lb - 1)) + len > lb)
+		return bad(rp, "a run whose position does not line up (off the grid, behind the lane's last, or past "
+			       "the end of its lap)");
+	rc = rp->sink->run(rp->sink->arg, s, lane, pos, a[4].via.bin.ptr, len, &off);
+	if (rc == -EBADMSG) {
+		char what[160];
+
+		snprintf(what, sizeof(what), "a run of lane %u at position %llu: its bytes at offset %zu are not a "
+			 "committed record at that position", lane, (unsigned long long)pos, off);
+		return bad(rp, what);
+	}
+	if (rc < 0)
+		return rc;
+	*next = pos + len;
+	return rc;
+}
+
+static int raw_record(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_record rec;
+	struct evr_src *s;
+	uint64_t pos, type, tid, *next;
+	uint32_t lane;
+
+	if (n != 7 || !raw_lane(rp, a, &s, &lane, &next) || !u64_at(a, 3, &pos) || !u64_at(a, 4, &type) ||
+	    !u64_at(a, 5, &tid) || a[6].type != MSGPACK_OBJECT_BIN)
+		return bad(rp, "a malformed record (source, lane, position, type, tid, body)");
+	if (type < 1 || type > EVR_REC_DELIVERABLE_MAX || type == EVR_REC_PAD || tid > UINT32_MAX ||
+	    a[6].via.bin.size > EVR_BODY_MAX || !raw_pos_ok(pos, *next))
+		return bad(rp, "a record whose type, thread, size or position no lane gives");
+	rec = (struct evr_record){ .type = (uint32_t)type, .lane = lane, .body_len = a[6].via.bin.size,
+				   .tid = (uint32_t)tid, .pos = pos, .body = (const uint8_t *)a[6].via.bin.ptr };
+	rp->sink->record(rp->sink->arg, s, &rec);
+	*next = pos; /* the reader's own LOST record stands where the next record does */
+	return 1;
+}
+
+static int raw_clock(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_src *s = n == 7 ? src_at(rp, a) : NULL;
+	uint64_t t, m, mult, last;
+	int64_t off;
+
+	if (!s || !s->seg.lane_count || !u64_at(a, 2, &t) || !u64_at(a, 3, &m) || !u64_at(a, 4, &mult) ||
+	    !u64_at(a, 6, &last) || mult == 0)
+		return bad(rp, "a malformed clock entry");
+	if (a[5].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[5].via.u64 <= INT64_MAX)
+		off = (int64_t)a[5].via.u64;
+	else if (a[5].type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		off = a[5].via.i64;
+	else
+		return bad(rp, "a malformed clock entry");
+	s->clock.anchor_ticks = t;
+	s->clock.anchor_mono_ns = m;
+	s->clock.mult = mult;
+	s->clock.real_minus_mono_ns = off;
+	s->clock.last_refine_mono_ns = last;
+	return 0;
+}
+
+static int raw_lanes(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_src *s = n == 3 ? src_at(rp, a) : NULL;
+	const msgpack_object *t;
+
+	if (!s || !s->seg.lane_count || a[2].type != MSGPACK_OBJECT_ARRAY || a[2].via.array.size != s->seg.lane_count)
+		return bad(rp, "a malformed lanes entry (one thread id per lane)");
+	t = a[2].via.array.ptr;
+	for (uint32_t i = 0; i < s->seg.lane_count; i++) {
+		if (t[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER || t[i].via.u64 > UINT32_MAX)
+			return bad(rp, "a lanes entry with a thread id out of range");
+		s->lanes[i].tid = (uint32_t)t[i].via.u64;
+	}
+	return 0;
+}
+
+static int replay_raw_entry(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_src *s;
+	uint64_t u[3], *next;
+	uint32_t lane;
+
+	if (str_is(&a[0], "run"))
+		return raw_run(rp, a, n);
+	if (str_is(&a[0], "record"))
+		return raw_record(rp, a, n);
+	if (str_is(&a[0], "round")) {
+		if (n != 2 || !u64_at(a, 1, &u[0]))
+			return bad(rp, "a malformed round entry");
+		rp->sink->round(rp->sink->arg, u[0]);
+		return 0;
+	}
+	if (str_is(&a[0], "clock"))
+		return raw_clock(rp, a, n);
+	if (str_is(&a[0], "lanes"))
+		return raw_lanes(rp, a, n);
+	if (str_is(&a[0], "full")) {
+		if (n != 3 || !raw_lane(rp, a, &s, &lane, &next))
+			return bad(rp, "a malformed full entry");
+		rp->sink->full(rp->sink->arg, s, lane);
+		return 0;
+	}
+	if (str_is(&a[0], "pending")) {
+		if (n != 6 || !raw_lane(rp, a, &s, &lane, &next) || !u64_at(a, 3, &u[0]) || !u64_at(a, 4, &u[1]) ||
+		    !u64_at(a, 5, &u[2]))
+			return bad(rp, "a malformed pending entry");
+		rp->sink->pending(rp->sink->arg, s, lane, u[0], u[1], u[2]);
+		return 0;
+	}
+	if (str_is(&a[0], "died")) {
+		s = n == 4 ? src_at(rp, a) : NULL;
+		if (!s || !u64_at(a, 2, &u[0]) || a[3].type != MSGPACK_OBJECT_BOOLEAN)
+			return bad(rp, "a malformed died entry");
+		rp->sink->died(rp->sink->arg, s, u[0], a[3].via.boolean);
+		return 0;
+	}
+	if (str_is(&a[0], "drained")) {
+		if (n != 2 || !(s = src_at(rp, a)))
+			return bad(rp, "a malformed drained entry");
+		rp->sink->drained(rp->sink->arg, s);
+		return 0;
+	}
+	if (str_is(&a[0], "tick")) {
+		if (n != 2 || !u64_at(a, 1, &u[0]))
+			return bad(rp, "a malformed tick entry");
+		rp->sink->tick(rp->sink->arg, u[0]);
+		return 0;
+	}
+	if (str_is(&a[0], "meta"))
+		return replay_meta(rp, a, n);
+	if (str_is(&a[0], "source"))
+		return replay_source(rp, a, n);
+	if (str_is(&a[0], "stats"))
+		return 0;
+	return bad(rp, "an entry of unknown kind in a raw capture");
+}
+
 static int replay_entry(struct replay *rp, const msgpack_object *o)
 {
 	static const char *recs[] = { "", "event", "begin", "end", "lost" };
@@ -202,6 +421,8 @@ static int replay_entry(struct replay *rp, const msgpack_object *o)
 		return bad(rp, "not an entry (an array naming its kind)");
 	a = o->via.array.ptr;
 	n = o->via.array.size;
+	if (rp->raw)
+		return replay_raw_entry(rp, a, n);
 	for (uint8_t t = EVR_REC_EVENT; t <= EVR_REC_LOST; t++)
 		if (str_is(&a[0], recs[t]))
 			return replay_rec(rp, t, a, n);
@@ -235,69 +456,88 @@ static int replay_entry(struct replay *rp, const msgpack_object *o)
 
 static int replay_header(struct replay *rp, const msgpack_object *o)
 {
-	const msgpack_object *f = map_at(o, "format"), *v = map_at(o, "version");
+	const msgpack_object *f = map_at(o, "format"), *v = map_at(o, "version"), *raw = map_at(o, "raw");
 
 	if (!f || !str_is(f, "evring-capture"))
 		return bad(rp, "not an evring capture (no header map with format \"evring-capture\")");
-	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < 1 || v->via.u64 > CAPTURE_VERSION) {
+	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < 1 || v->via.u64 > CAPTURE_RAW_VERSION) {
 		snprintf(rp->err, rp->errlen, "capture %s: version %llu, this evring reads versions 1 to %d", rp->path,
 			 v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (unsigned long long)v->via.u64 : 0ull,
-			 CAPTURE_VERSION);
+			 CAPTURE_RAW_VERSION);
 		return -EPROTO;
 	}
+	/* Version 3 is the raw capture's, and only its. */
+	rp->raw = v->via.u64 == CAPTURE_RAW_VERSION;
+	if (rp->raw != (raw && raw->type == MSGPACK_OBJECT_BOOLEAN && raw->via.boolean))
+		return bad(rp, "a header whose version and \"raw\" disagree");
 	return 0;
 }
 
+/*
+ * The file is read into a window of READ_WINDOW bytes, and an entry goes to
+ * msgpack-c only once it lies whole in it: evr__msgpack_len walks it first
+ * without allocating, so no declared count (an array32 of 2^31 elements in
+ * a few bytes) sizes anything, and an entry the window cannot hold is
+ * refused as too large.
+ */
+#define READ_WINDOW (CAPTURE_ENTRY_MAX + (1u << 16))
+#define ENTRY_DEPTH 16 /* a capture entry nests a metadata map (6) in an entry array, with room */
+
 int evr__replay_file(const struct evr_replay_sink *sink, const char *path, char *err, size_t errlen)
 {
-	struct replay rp = { sink, path, NULL, 0, 0, err, errlen };
-	msgpack_unpacker up;
-	msgpack_unpacked res;
+	struct replay rp = { .sink = sink, .path = path, .err = err, .errlen = errlen };
+	uint8_t *win = malloc(READ_WINDOW);
+	msgpack_zone zone;
 	FILE *f = fopen(path, "rb");
-	int rc = 0, ur;
+	size_t have = 0, at = 0;
+	int rc = 0;
 	uint64_t records = 0;
 	bool eof = false;
 
 	if (!f) {
 		int e = errno;
 		snprintf(err, errlen, "cannot read capture %s: %s", path, strerror(e));
+		free(win);
 		return -e;
 	}
-	if (!msgpack_unpacker_init(&up, 1 << 16)) {
+	if (!win || !msgpack_zone_init(&zone, 1 << 16)) {
 		fclose(f);
+		free(win);
+		snprintf(err, errlen, "out of memory replaying %s", path);
 		return -ENOMEM;
 	}
-	msgpack_unpacked_init(&res);
 	while (rc >= 0 && !sink->stopping(sink->arg)) {
-		ur = msgpack_unpacker_next(&up, &res);
-		if (ur == MSGPACK_UNPACK_SUCCESS) {
-			rc = rp.entry == 0 ? replay_header(&rp, &res.data) : replay_entry(&rp, &res.data);
-			records += rc > 0;
+		size_t n = evr__msgpack_len(win + at, have - at, ENTRY_DEPTH), off = 0;
+		msgpack_object obj;
+
+		if (n > 0) {
+			msgpack_zone_clear(&zone);
+			if (!evr__unpacked(msgpack_unpack((const char *)win + at, n, &off, &zone, &obj)) || off != n) {
+				rc = bad(&rp, "not msgpack");
+				break;
+			}
+			at += n;
+			rc = rp.entry == 0 ? replay_header(&rp, &obj) : replay_entry(&rp, &obj);
+			records += rc > 0 ? (uint64_t)rc : 0;
 			rp.entry++;
 			continue;
 		}
-		if (ur != MSGPACK_UNPACK_CONTINUE) {
-			rc = bad(&rp, "not msgpack");
-			break;
-		}
-		/* Bytes held for the entry so far (msgpack-c sizes its objects by them): bounded. */
-		if (msgpack_unpacker_message_size(&up) > CAPTURE_ENTRY_MAX) {
-			rc = bad(&rp, "an entry larger than 1 MiB");
+		if (have - at > CAPTURE_ENTRY_MAX) {
+			rc = bad(&rp, "not msgpack, or an entry larger than 1 MiB");
 			break;
 		}
 		if (eof) {
-			if (msgpack_unpacker_message_size(&up) != 0) /* an entry that never completed */
+			if (have != at) /* an entry that never completed */
 				rc = bad(&rp, "the file ends inside an entry (truncated)");
 			else if (rp.entry == 0)
 				rc = bad(&rp, "an empty file");
 			break;
 		}
-		if (!msgpack_unpacker_reserve_buffer(&up, 1 << 16)) {
-			rc = -ENOMEM;
-			break;
-		}
-		size_t got = fread(msgpack_unpacker_buffer(&up), 1, msgpack_unpacker_buffer_capacity(&up), f);
-		msgpack_unpacker_buffer_consumed(&up, got);
+		memmove(win, win + at, have - at); /* the entry so far to the window's start */
+		have -= at;
+		at = 0;
+		size_t got = fread(win + have, 1, READ_WINDOW - have, f);
+		have += got;
 		if (got == 0) {
 			if (ferror(f)) {
 				snprintf(err, errlen, "cannot read capture %s: %s", path, strerror(errno));
@@ -306,9 +546,12 @@ int evr__replay_file(const struct evr_replay_sink *sink, const char *path, char 
 			eof = true;
 		}
 	}
-	msgpack_unpacked_destroy(&res);
-	msgpack_unpacker_destroy(&up);
+	msgpack_zone_destroy(&zone);
+	free(win);
 	fclose(f);
+	for (uint32_t i = 0; rp.next && i < rp.nsrc; i++)
+		free(rp.next[i]);
+	free(rp.next);
 	free(rp.srcs);
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "out of memory replaying %s", path);

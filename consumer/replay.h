@@ -28,6 +28,21 @@ struct evr_replay_sink {
 	void (*dead)(void *arg, struct evr_src *s, uint64_t dead_ns);
 	/* True when the replay should stop (a signal). */
 	bool (*stopping)(void *arg);
+	/*
+	 * A raw capture's entries (capture_raw.h), read back as the raw drain
+	 * wrote them. A source of a raw capture comes to source() with its
+	 * segment's shape (seg.lane_count, lane_bytes, salt, clock_kind) and its
+	 * lanes; one of a decoded capture with seg.lane_count 0.
+	 */
+	void (*round)(void *arg, uint64_t mono_ns); /* a drain round began: the one before it ends */
+	/* A run of a lane: 0, or -EBADMSG with *bad_off where its bytes stop being records, or -ENOMEM. */
+	int (*run)(void *arg, struct evr_src *s, uint32_t lane, uint64_t pos, const void *bytes, size_t len,
+		   size_t *bad_off);
+	void (*record)(void *arg, struct evr_src *s, const struct evr_record *rec); /* one record, by itself */
+	void (*full)(void *arg, struct evr_src *s, uint32_t lane);		   /* the lane's round stopped early */
+	void (*pending)(void *arg, struct evr_src *s, uint32_t lane, uint64_t count, uint64_t lost, uint64_t first);
+	void (*died)(void *arg, struct evr_src *s, uint64_t mono_ns, bool exited); /* the drain saw it gone */
+	void (*drained)(void *arg, struct evr_src *s);				   /* read for good */
 	struct evr_rec_pool *recs;     /* where recs come from and go back to */
 	struct evr_consumer_stats *st; /* counts entries skipped as bad */
 };

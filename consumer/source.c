@@ -345,6 +345,8 @@ int evr__src_meta_refresh(struct evr_src *s, struct evr_consumer_stats *st)
 	msgpack_zone zone;
 	int n = 0, rc;
 
+	if (!s->seg.hdr)
+		return 0; /* a source read back from a capture: its metadata comes as entries */
 	if (!msgpack_zone_init(&zone, 4096))
 		return -ENOMEM;
 	for (;;) {

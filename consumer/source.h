@@ -71,6 +71,8 @@ uint64_t evr__src_trace_id_high(uint64_t from_header, uint32_t pid, uint64_t sta
 /* Per lane: the thread whose records are being read (from EVR_REC_THREAD records). */
 struct evr_lane_state {
 	uint32_t tid;
+	bool full;	    /* raw rounds (drain.c): this round stopped with records left */
+	uint64_t last_mono; /* raw rounds: the time of the last record decoded this round */
 };
 
 /*

@@ -18,6 +18,7 @@
 
 #define STEPS_PER_CALL 4096 /* bounds one call against a writer that only pads */
 #define GAP_POLLS 64	    /* empty polls between looks at the writers' cache line */
+#define RUN_AHEAD 1024	    /* a run's scan asks for the lines this far ahead */
 
 /*
  * R2's copy. A claimed slot's copy may race with a writer that pushed the
@@ -52,15 +53,19 @@ static uint64_t *word_at(const struct evr_reader *r, uint32_t lane, uint64_t pos
 	return (uint64_t *)(void *)(evr_segment_lane_data(r->seg, lane) + (pos & (r->seg->lane_bytes - 1)));
 }
 
-/* A word that can start a record at pos: right tag, known type, a length that stays in the lane. */
-static bool word_plausible(const struct evr_reader *r, uint64_t pos, uint64_t w)
+/*
+ * A word that can start a record at pos in a lane of lane_bytes: right tag,
+ * known type, a length that stays in the lane. The one rule for a lane read
+ * live (word_plausible) and for a run read back from a capture (evr_run_next).
+ */
+static inline bool word_ok(uint64_t pos, uint64_t w, uint32_t salt, uint64_t lane_bytes)
 {
-	uint64_t off = pos & (r->seg->lane_bytes - 1), bytes = evr_word_bytes(w);
+	uint64_t off = pos & (lane_bytes - 1), bytes = evr_word_bytes(w);
 	uint32_t type = evr_word_type(w);
 
-	if (evr_word_tag(w) != evr_rec_tag(pos, r->seg->salt))
+	if (evr_word_tag(w) != evr_rec_tag(pos, salt))
 		return false;
-	if (bytes < EVR_WORD_BYTES || bytes > r->seg->lane_bytes - off)
+	if (bytes < EVR_WORD_BYTES || bytes > lane_bytes - off)
 		return false;
 	if (type >= 1 && type <= EVR_REC_DELIVERABLE_MAX)
 		return type == EVR_REC_PAD || bytes <= EVR_RECORD_MAX;
@@ -68,6 +73,11 @@ static bool word_plausible(const struct evr_reader *r, uint64_t pos, uint64_t w)
 	    type != (EVR_REC_PAD | EVR_REC_TID))
 		return bytes >= EVR_WORD_BYTES + EVR_TID_BYTES && bytes <= EVR_RECORD_MAX + EVR_TID_BYTES;
 	return type == EVR_REC_BUSY || type == EVR_REC_SKIPPED || type == EVR_REC_ABANDONED;
+}
+
+static inline bool word_plausible(const struct evr_reader *r, uint64_t pos, uint64_t w)
+{
+	return word_ok(pos, w, r->seg->salt, r->seg->lane_bytes);
 }
 
 /* What a claimed reader returned on a lane since its head was last published: where, and how many records each stood for. */
@@ -614,4 +624,175 @@ int evr_reader_reap(struct evr_reader *r)
 		}
 	}
 	return freed;
+}
+
+/* ---- runs: committed records copied out whole (evring record --raw) ------------------------------------------------ */
+
+/*
+ * The bytes of the record whose word w stands at pos when a run may take it,
+ * else 0: a record the reader delivers as it stands (no LOST record: its
+ * count is the reader's to add up, evr_reader_next's), or PAD. A word
+ * word_ok refuses, BUSY, SKIPPED and ABANDONED end a run: evr_reader_next
+ * deals with them.
+ */
+static inline uint64_t run_takes(uint64_t pos, uint64_t w, uint32_t salt, uint64_t lane_bytes)
+{
+	uint32_t base = evr_word_type(w) & ~(uint32_t)EVR_REC_TID;
+
+	if (evr_word_type(w) >= EVR_REC_BUSY || base == EVR_REC_LOST || !word_ok(pos, w, salt, lane_bytes))
+		return 0;
+	return evr_word_bytes(w);
+}
+
+/* Records in buf (a run from start) below position to that a push's walk counts (not PAD, not THREAD). */
+static uint64_t run_items_below(const uint8_t *buf, uint64_t start, uint64_t end, uint64_t to)
+{
+	uint64_t items = 0;
+
+	for (uint64_t p = start; p - start < end - start && p - to > UINT64_MAX / 2;) {
+		uint64_t w;
+		uint32_t base;
+
+		memcpy(&w, buf + (p - start), sizeof(w)); /* checked by the scan, unchanged since (R8) */
+		base = evr_word_type(w) & ~(uint32_t)EVR_REC_TID;
+		items += base != EVR_REC_PAD && base != EVR_REC_THREAD;
+		p += evr_word_bytes(w);
+	}
+	return items;
+}
+
+int evr_reader_next_run(struct evr_reader *r, uint32_t lane, void *buf, size_t cap, struct evr_run *run)
+{
+	struct evr_cursor *c;
+	uint64_t size, start, pos, room, end;
+	uint32_t records = 0, pads = 0;
+
+	if (lane >= r->seg->lane_count)
+		return -EINVAL;
+	c = &r->cur[lane];
+	size = r->seg->lane_bytes;
+	if (r->claimed) {
+		take_push(r, lane, evr_ld_acq_64(&my_line(r, lane)->head));
+		take_evicted(r, lane);
+		if (c->overrun_due > 0)
+			return 0; /* evr_reader_next reports it first */
+	}
+	start = c->pos;
+	if (start - c->deliver_from > UINT64_MAX / 2)
+		return 0; /* written before a "from now" attach: evr_reader_next steps over it */
+	/* A run ends at the end of the lap: the next record is at the start of the lane's bytes. */
+	room = size - (start & (size - 1));
+	if (room > (cap & ~(size_t)7))
+		room = cap & ~(size_t)7;
+	for (pos = start; pos - start < room;) {
+		uint64_t w;
+
+		/*
+		 * Each word's place comes from the one before: alone, the scan
+		 * waits out one memory latency per cache line. Lines ahead are
+		 * asked for early (a hint, in the lap: it reads nothing).
+		 */
+		if (room - (pos - start) > RUN_AHEAD)
+			__builtin_prefetch(word_at(r, lane, pos + RUN_AHEAD));
+		w = evr_ld_acq_64(word_at(r, lane, pos)); /* R1, pairs with W2 / S3 */
+		uint64_t bytes = run_takes(pos, w, r->seg->salt, size);
+
+		if (bytes == 0 || bytes > room - (pos - start))
+			break;
+		pos += bytes;
+		if (evr_word_type(w) == EVR_REC_PAD)
+			pads++;
+		else
+			records++;
+	}
+	if (pos == start)
+		return 0;
+	end = pos;
+	/* R2: the run's bytes, copied once; a record cannot change under the decoder after this. */
+	copy_body(buf, evr_segment_lane_data(r->seg, lane) + (start & (size - 1)), end - start);
+	if (r->claimed) {
+		uint64_t pub;
+
+#ifndef EVR_TSAN
+		__atomic_thread_fence(__ATOMIC_ACQUIRE); /* the copy's loads before the head's */
+#endif
+		/*
+		 * R8: a push (E2) past the run's start came before the writer
+		 * wrote over what it pushed past, which the copy may hold torn,
+		 * and the writer counted those records: the run is thrown away.
+		 * The cursor stands where the push put it; the push's count goes
+		 * out in a LOST record (evr_reader_next), then the rest is read
+		 * again.
+		 */
+		if (take_push(r, lane, evr_ld_acq_64(&my_line(r, lane)->head)) && c->published - start - 1 < UINT64_MAX / 2)
+			return 0;
+		c->pos = end;
+		c->wait_pos = UINT64_MAX;
+		pub = c->held != UINT64_MAX ? c->held : end;
+		/*
+		 * R3 now, after the copy: the run's room goes back to the writers as
+		 * a live drain's release gives back a batch's. A push that won the
+		 * CAS since R8 counted records of the run as lost, whole as the copy
+		 * is (R8 saw no push): they are taken back, as the read log does.
+		 */
+		while (pub != c->published && !publish(r, lane, pub)) {
+			c->overrun_due -= (int64_t)run_items_below(buf, start, end, c->published);
+			pub = c->held != UINT64_MAX ? c->held : c->pos;
+		}
+		take_evicted(r, lane);
+	} else {
+		c->pos = end;
+		c->wait_pos = UINT64_MAX;
+		if (c->held == UINT64_MAX) {
+			evr_st_rel_64(&my_line(r, lane)->head, end); /* R3, pairs with W1 */
+			c->published = end;
+		}
+	}
+	r->stats.delivered += records;
+	r->stats.pads += pads;
+	run->pos = start;
+	run->bytes = (uint32_t)(end - start);
+	run->records = records;
+	return 1;
+}
+
+int evr_run_next(const void *run, size_t len, uint64_t pos0, size_t *off, uint32_t salt, uint64_t lane_bytes,
+		 struct evr_record *rec)
+{
+	const uint8_t *p = run;
+
+	while (*off < len) {
+		uint64_t pos = pos0 + *off, w, bytes;
+		uint32_t type;
+
+		if (len - *off < EVR_WORD_BYTES)
+			return -EBADMSG;
+		memcpy(&w, p + *off, sizeof(w));
+		if (!word_ok(pos, w, salt, lane_bytes) || evr_word_type(w) >= EVR_REC_BUSY)
+			return -EBADMSG; /* not a committed record at this position */
+		bytes = evr_word_bytes(w);
+		type = evr_word_type(w);
+		if (bytes > len - *off)
+			return -EBADMSG; /* runs past the run */
+		if (type == EVR_REC_PAD) {
+			*off += bytes;
+			continue;
+		}
+		rec->tid = 0;
+		if (type & EVR_REC_TID) {
+			uint64_t tid;
+
+			memcpy(&tid, p + *off + bytes - EVR_TID_BYTES, sizeof(tid));
+			bytes -= EVR_TID_BYTES;
+			type &= ~(uint32_t)EVR_REC_TID;
+			rec->tid = tid <= UINT32_MAX ? (uint32_t)tid : 0; /* a tid no thread has is no tid */
+		}
+		rec->type = type;
+		rec->pos = pos;
+		rec->body = p + *off + EVR_WORD_BYTES;
+		rec->body_len = (uint32_t)(bytes - EVR_WORD_BYTES);
+		*off += evr_word_bytes(w);
+		return 1;
+	}
+	return 0;
 }

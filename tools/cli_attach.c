@@ -22,15 +22,16 @@ struct run_opts {
 	unsigned flags;
 	const char *filter;
 	const char *output; /* record: -o */
+	bool raw;	    /* record: --raw */
 };
 
-enum { OPT_DURATION = 256, OPT_TIMEOUT, OPT_FROM, OPT_FILTER, OPT_ALLOW_WRITABLE };
+enum { OPT_DURATION = 256, OPT_TIMEOUT, OPT_FROM, OPT_FILTER, OPT_ALLOW_WRITABLE, OPT_RAW };
 
 static const struct option run_options[] = {
 	{ "handler", required_argument, NULL, 'H' },  { "duration", required_argument, NULL, OPT_DURATION },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT }, { "from", required_argument, NULL, OPT_FROM },
 	{ "filter", required_argument, NULL, OPT_FILTER },    { "output", required_argument, NULL, 'o' },
-	{ "allow-writable", no_argument, NULL, OPT_ALLOW_WRITABLE },
+	{ "allow-writable", no_argument, NULL, OPT_ALLOW_WRITABLE }, { "raw", no_argument, NULL, OPT_RAW },
 	{ "help", no_argument, NULL, 'h' },		      { NULL, 0, NULL, 0 }
 };
 
@@ -74,12 +75,16 @@ static void attach_usage(FILE *f)
 static void record_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: evring record PID|NAME... -o FILE [--duration S] [-H SPEC]... [--from now|oldest]\n"
+		"usage: evring record PID|NAME... -o FILE [--raw] [--duration S] [-H SPEC]... [--from now|oldest]\n"
 		"                     [--filter DISPATCHER] [--timeout-ms N] [--allow-writable]\n"
 		"  Writes a capture file (a msgpack stream: a header, the metadata, every record in the\n"
 		"  order it was delivered) until the processes exit, SIGINT, or the duration ends.\n"
 		"  Handlers given with -H run live as well. `evring replay FILE` runs handlers over it.\n"
 		"  -o, --output FILE    the capture file (created or truncated)\n"
+		"  --raw                copy the lanes' committed record bytes as they are, at memory speed,\n"
+		"                       with the metadata, clock mapping, LOST records and deaths; decoding,\n"
+		"                       merging and span building wait for `evring replay` (with -H: also\n"
+		"                       decoded live, as the replay will decode them)\n"
 		"%s"
 		"  --duration S         stop after S seconds (fractions allowed)\n"
 		"  --timeout-ms N       per handler call timeout for the -H handlers (default 5000)\n"
@@ -90,7 +95,8 @@ static void record_usage(FILE *f)
 		"%s"
 		"examples:\n"
 		"  evring record 1234 -o run.evr --duration 60      a minute of one process, decoded later\n"
-		"  evring record my-server -o run.evr -H stats      every my-server process, with a live table\n",
+		"  evring record my-server -o run.evr -H stats      every my-server process, with a live table\n"
+		"  evring record 1234 -o /dev/shm/run.evr --raw     the lanes' bytes, decoded at replay\n",
 		handler_help, run_help);
 }
 
@@ -163,6 +169,9 @@ static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, voi
 			break;
 		case OPT_ALLOW_WRITABLE:
 			o->flags |= EVR_ATTACH_ALLOW_WRITABLE;
+			break;
+		case OPT_RAW:
+			o->raw = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -297,8 +306,8 @@ int evr_cmd_attach(int argc, char **argv)
 
 	if (status)
 		return status < 0 ? EVR_EXIT_OK : status;
-	if (o.output)
-		return evr_cli_fail("attach", EVR_EXIT_USAGE, "-o is for evring record");
+	if (o.output || o.raw)
+		return evr_cli_fail("attach", EVR_EXIT_USAGE, "-o and --raw are for evring record");
 	if (optind == argc)
 		return evr_cli_fail("attach", EVR_EXIT_USAGE, "wants a PID or NAME (try evring attach --help)");
 	if (!(c = consumer_new("attach", &o, "tail", &status)))
@@ -328,10 +337,28 @@ int evr_cmd_record(int argc, char **argv)
 	if (!(c = consumer_new("record", &o, NULL, &status)))
 		return status;
 	status = attach_all("record", c, argc, argv, o.flags);
-	if (!status && (rc = evr_consumer_capture(c, o.output, err, sizeof(err))) != 0)
-		status = evr_cli_fail("record", EVR_EXIT_FAIL, "%s", err);
+	if (!status) {
+		rc = o.raw ? evr_consumer_capture_raw(c, o.output, o.nhandlers ? EVR_CAPTURE_RAW_DECODE : 0, err,
+						      sizeof(err))
+			   : evr_consumer_capture(c, o.output, err, sizeof(err));
+		if (rc != 0)
+			status = evr_cli_fail("record", EVR_EXIT_FAIL, "%s", err);
+	}
 	if (!status)
 		status = run_live("record", c, &o);
+	if (!status && o.raw && !evr_cli_output_closed) {
+		struct evr_raw_stats rs;
+
+		/* Every record written since the attach is in the capture or counted lost: the exact count. */
+		if (evr_consumer_raw_stats(c, &rs) == 0)
+			fprintf(stderr,
+				"evring record: raw: %llu runs (%llu bytes, %llu records), %llu single records; "
+				"%llu records delivered, %llu lost (%llu pushed past), %llu skipped\n",
+				(unsigned long long)rs.runs, (unsigned long long)rs.run_bytes,
+				(unsigned long long)rs.run_records, (unsigned long long)rs.singles,
+				(unsigned long long)rs.delivered, (unsigned long long)rs.lost,
+				(unsigned long long)rs.overrun, (unsigned long long)rs.skipped);
+	}
 	if (!status && (rc = evr_consumer_capture_end(c)) != 0)
 		status = evr_cli_fail("record", EVR_EXIT_FAIL, "cannot write capture %s: %s", o.output, strerror(-rc));
 	evr_consumer_end(c); /* handlers ended (an exporter flushed): the summary is final */
@@ -352,8 +379,8 @@ int evr_cmd_replay(int argc, char **argv)
 
 	if (status)
 		return status < 0 ? EVR_EXIT_OK : status;
-	if (o.output || o.duration_ns || o.flags)
-		return evr_cli_fail("replay", EVR_EXIT_USAGE, "-o, --duration and --from are for live runs");
+	if (o.output || o.duration_ns || o.flags || o.raw)
+		return evr_cli_fail("replay", EVR_EXIT_USAGE, "-o, --raw, --duration and --from are for live runs");
 	if (optind + 1 != argc)
 		return evr_cli_fail("replay", EVR_EXIT_USAGE, "wants one capture FILE (try evring replay --help)");
 	if (!(c = consumer_new("replay", &o, "tail", &status)))

@@ -25,8 +25,11 @@
  *   SEGMENT_LIVE [0x01 | flags] segment image: every owner alive (a foreign pid namespace)
  *   MSGPACK      [0x02] [depth] body: evr__msgpack_sane against msgpack_unpack
  *   RECORD       [0x03] [type] [lane] body: one record body through evr__decode
+ *   CAPTURE      [0x83] a capture file (`evring record`, raw or decoded) through the replay,
+ *                its raw runs through the drain's decode stage and the merge
  */
 enum fuzz_mode { FUZZ_SEGMENT = 0, FUZZ_SEGMENT_LIVE = 1, FUZZ_MSGPACK = 2, FUZZ_RECORD = 3 };
+#define FUZZ_CAPTURE 0x83u /* FUZZ_RECORD with bit 7: a whole capture file */
 
 enum fuzz_flags {
 	FUZZ_FLAG_DEAD = 1u << 2,     /* the producer is gone: evr_meta_next steps over dead writers' entries */

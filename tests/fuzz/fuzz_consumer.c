@@ -35,6 +35,13 @@
  *                  deeper than the limit.
  *   record         [type] [lane] body: one body through evr__decode against a
  *                  source whose sites are the fixed ones of fuzz_common.c.
+ *   capture        (byte 0x83) The rest is a capture file, raw or decoded,
+ *                  replayed by evr__replay_file from a memfd into a sink that
+ *                  does what the consumer's does: a raw capture's runs and
+ *                  records go through the drain's decode stage
+ *                  (evr__drain_run, evr__drain_record) into a merge, its
+ *                  rounds end as live rounds do; every rec that comes out is
+ *                  checked against its source and freed.
  *
  * Beyond what the sanitizers catch, a violated contract aborts: a lane that
  * never goes idle (a reader loop that does not end), a metadata walk that
@@ -56,7 +63,11 @@
 #include "fuzz_common.h"
 #include "attach.h"
 #include "decode.h"
+#include "drain.h"
+#include "merge.h"
 #include "mpcheck.h"
+#include "rec.h"
+#include "replay.h"
 #include "objects.h"
 #include "source.h"
 
@@ -486,6 +497,171 @@ static void fuzz_record(const uint8_t *data, size_t len)
 	deliver(&fixed, &rec);
 }
 
+/* ---- capture files ---------------------------------------------------------------------------- */
+
+/* The replay's sink: what the consumer's sink does with sources, rounds, runs and recs, without handlers. */
+struct cap_sink {
+	struct evr_src **srcs;
+	uint32_t nsrc;
+	struct evr_merge *merge;
+	struct evr_drain *drain;
+	struct evr_rec_pool recs;
+	uint64_t now;
+	bool round;
+};
+static struct cap_sink cs;
+
+static void cap_check_rec(struct evr_rec *r)
+{
+	bool known = false;
+
+	for (uint32_t i = 0; i < cs.nsrc; i++)
+		known |= r->src == cs.srcs[i];
+	if (!known || r->type < EVR_REC_EVENT || r->type > EVR_REC_LOST || (r->src->seg.lane_count &&
+								r->lane >= r->src->seg.lane_count))
+		die("a rec of no source, or of a lane its source does not have");
+	evr__rec_free(&cs.recs, r);
+}
+
+static void cap_pop(bool flush)
+{
+	struct evr_rec *r;
+
+	while ((r = evr__merge_pop(cs.merge, 2000000, flush)) != NULL)
+		cap_check_rec(r);
+}
+
+static int cap_source(void *arg, struct evr_src *s)
+{
+	struct evr_src **t = realloc(cs.srcs, (cs.nsrc + 1) * sizeof(*t));
+
+	(void)arg;
+	if (!t) {
+		free(s->lanes);
+		free(s);
+		return -ENOMEM;
+	}
+	cs.srcs = t;
+	s->pub.index = cs.nsrc;
+	s->drained_after_death = s->seg.lane_count == 0;
+	cs.srcs[cs.nsrc++] = s;
+	return (int)s->pub.index;
+}
+
+static void cap_rec(void *arg, struct evr_rec *r)
+{
+	(void)arg;
+	cap_check_rec(r);
+}
+
+static void cap_tick(void *arg, uint64_t ns)
+{
+	(void)arg;
+	(void)ns;
+}
+
+static void cap_dead(void *arg, struct evr_src *s, uint64_t ns)
+{
+	(void)arg;
+	s->dead_ns = ns;
+}
+
+static bool cap_stopping(void *arg)
+{
+	(void)arg;
+	return false;
+}
+
+static void cap_round_end(void)
+{
+	if (!cs.round)
+		return;
+	cs.round = false;
+	for (uint32_t i = 0; i < cs.nsrc; i++)
+		if (!cs.srcs[i]->drained_after_death)
+			evr__drain_round_end(cs.drain, cs.srcs[i], cs.now);
+	cap_pop(false);
+}
+
+static void cap_round(void *arg, uint64_t ns)
+{
+	(void)arg;
+	cap_round_end();
+	cs.round = true;
+	cs.now = ns;
+}
+
+static int cap_run(void *arg, struct evr_src *s, uint32_t lane, uint64_t pos, const void *b, size_t len, size_t *off)
+{
+	(void)arg;
+	return evr__drain_run(cs.drain, s, lane, pos, b, len, off);
+}
+
+static void cap_record(void *arg, struct evr_src *s, const struct evr_record *rec)
+{
+	(void)arg;
+	evr__drain_record(cs.drain, s, rec);
+}
+
+static void cap_full(void *arg, struct evr_src *s, uint32_t lane)
+{
+	(void)arg;
+	s->lanes[lane].full = true;
+}
+
+static void cap_pending(void *arg, struct evr_src *s, uint32_t lane, uint64_t n, uint64_t lost, uint64_t first)
+{
+	(void)arg;
+	evr__drain_pending(cs.drain, s, lane, n, lost, first, cs.now);
+}
+
+static void cap_died(void *arg, struct evr_src *s, uint64_t ns, bool exited)
+{
+	(void)arg;
+	s->pub.dead = true;
+	s->dead_ns = ns;
+	s->exited = exited;
+}
+
+static void cap_drained(void *arg, struct evr_src *s)
+{
+	(void)arg;
+	evr__drain_done(cs.drain, s);
+}
+
+static void fuzz_capture(const uint8_t *data, size_t len)
+{
+	static int fd = -1;
+	struct evr_replay_sink sink = { .source = cap_source, .rec = cap_rec, .tick = cap_tick, .dead = cap_dead,
+					.stopping = cap_stopping, .round = cap_round, .run = cap_run,
+					.record = cap_record, .full = cap_full, .pending = cap_pending,
+					.died = cap_died, .drained = cap_drained, .recs = &cs.recs, .st = &st };
+	char path[64], err[512];
+
+	if (fd < 0 && (fd = memfd_create("fuzz-capture", 0)) < 0)
+		die("memfd_create: %s", strerror(errno));
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, data, len, 0) != (ssize_t)len)
+		die("cannot write the capture to its memfd");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	if (!(cs.merge = evr__merge_new(8)) || !(cs.drain = evr__drain_new(cs.merge, &cs.recs, &st, 256)))
+		die("out of memory");
+	evr__replay_file(&sink, path, err, sizeof(err));
+	cap_round_end();
+	cap_pop(true);
+	if (verbose)
+		fprintf(stderr, "capture: %u sources, %s\n", cs.nsrc, err);
+	for (uint32_t i = 0; i < cs.nsrc; i++) {
+		evr__src_tables_free(cs.srcs[i]);
+		free(cs.srcs[i]->lanes);
+		free(cs.srcs[i]);
+	}
+	free(cs.srcs);
+	evr__drain_free(cs.drain);
+	evr__merge_free(cs.merge);
+	evr__rec_pool_fini(&cs.recs);
+	memset(&cs, 0, sizeof(cs));
+}
+
 /* ---- libFuzzer ------------------------------------------------------------------------------- */
 
 static void fixed_open(void)
@@ -534,7 +710,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_msgpack(data + 1, size - 1);
 		break;
 	default:
-		fuzz_record(data + 1, size - 1);
+		if (data[0] == FUZZ_CAPTURE)
+			fuzz_capture(data + 1, size - 1);
+		else
+			fuzz_record(data + 1, size - 1);
 		break;
 	}
 	return 0;

@@ -487,6 +487,165 @@ static void seed_bodies(void)
 	msgpack_seed("msgpack-map16-ext", 2, e.p, e.len);
 }
 
+/* ---- capture files (mode FUZZ_CAPTURE) ---------------------------------------------------------- */
+
+static void pack_s(msgpack_packer *pk, const char *str)
+{
+	msgpack_pack_str_with_body(pk, str, strlen(str));
+}
+
+static void pack_kv(msgpack_packer *pk, const char *k, uint64_t v)
+{
+	pack_s(pk, k);
+	msgpack_pack_uint64(pk, v);
+}
+
+/*
+ * A raw capture of seg as `evring record --raw` writes one (consumer/
+ * capture_raw.c): its shape, lanes, clock, metadata, then rounds of runs
+ * (evr_reader_next_run) and the records between them, the death, the trailer.
+ */
+static void raw_capture(struct evr_segment *seg, struct evr_reader *r, msgpack_packer *pk, bool first)
+{
+	static uint8_t run_buf[FUZZ_LANE_BYTES], body[EVR_BODY_MAX];
+	struct evr_meta_view v;
+	struct evr_record rec;
+	struct evr_run run;
+	uint64_t cursor = 0;
+
+	if (first) {
+		msgpack_pack_map(pk, 4);
+		pack_s(pk, "format");
+		pack_s(pk, "evring-capture");
+		pack_kv(pk, "version", 3);
+		pack_kv(pk, "created_ns", now());
+		pack_s(pk, "raw");
+		msgpack_pack_true(pk);
+		msgpack_pack_array(pk, 2);
+		pack_s(pk, "source");
+		msgpack_pack_map(pk, 10);
+		pack_kv(pk, "index", 0);
+		pack_kv(pk, "trace_id_high", 1);
+		pack_kv(pk, "pid", FUZZ_FAKE_PID);
+		pack_s(pk, "program");
+		pack_s(pk, "fuzz-seed");
+		pack_s(pk, "cmdline");
+		pack_s(pk, "fuzz-seed --raw");
+		pack_s(pk, "shm");
+		pack_s(pk, "/evring.1.fuzz-seed");
+		pack_kv(pk, "lane_count", seg->lane_count);
+		pack_kv(pk, "lane_bytes", seg->lane_bytes);
+		pack_kv(pk, "salt", seg->salt);
+		pack_kv(pk, "clock_kind", seg->clock_kind);
+		msgpack_pack_array(pk, 3);
+		pack_s(pk, "lanes");
+		msgpack_pack_uint32(pk, 0);
+		msgpack_pack_array(pk, seg->lane_count);
+		for (uint32_t i = 0; i < seg->lane_count; i++)
+			msgpack_pack_uint32(pk, i + 1 < seg->lane_count ? FUZZ_TID : 0);
+		msgpack_pack_array(pk, 7);
+		pack_s(pk, "clock");
+		msgpack_pack_uint32(pk, 0);
+		msgpack_pack_uint64(pk, seg->hdr->clock_anchor_ticks);
+		msgpack_pack_uint64(pk, seg->hdr->clock_anchor_mono_ns);
+		msgpack_pack_uint64(pk, seg->hdr->clock_mult ? seg->hdr->clock_mult : (uint64_t)1 << EVR_CLOCK_SHIFT);
+		msgpack_pack_int64(pk, (int64_t)(seg->hdr->clock_anchor_real_ns - seg->hdr->clock_anchor_mono_ns));
+		msgpack_pack_uint64(pk, seg->hdr->clock_anchor_mono_ns);
+		while (evr_meta_next(seg, &cursor, &v, false) == 1) {
+			msgpack_pack_array(pk, 5);
+			pack_s(pk, "meta");
+			msgpack_pack_uint32(pk, 0);
+			msgpack_pack_uint32(pk, v.kind);
+			msgpack_pack_uint64(pk, v.id);
+			pk->callback(pk->data, (const char *)v.payload, v.len); /* the map's bytes as written */
+		}
+		msgpack_pack_array(pk, 2);
+		pack_s(pk, "tick");
+		msgpack_pack_uint64(pk, now());
+	}
+	msgpack_pack_array(pk, 2);
+	pack_s(pk, "round");
+	msgpack_pack_uint64(pk, now());
+	for (uint32_t l = 0; l < seg->lane_count; l++) {
+		for (;;) {
+			if (evr_reader_next_run(r, l, run_buf, sizeof(run_buf), &run) == 1) {
+				msgpack_pack_array(pk, 5);
+				pack_s(pk, "run");
+				msgpack_pack_uint32(pk, 0);
+				msgpack_pack_uint32(pk, l);
+				msgpack_pack_uint64(pk, run.pos);
+				msgpack_pack_bin_with_body(pk, run_buf, run.bytes);
+				continue;
+			}
+			if (evr_reader_next(r, l, &rec, body, sizeof(body)) != 1)
+				break;
+			msgpack_pack_array(pk, 7);
+			pack_s(pk, "record");
+			msgpack_pack_uint32(pk, 0);
+			msgpack_pack_uint32(pk, l);
+			msgpack_pack_uint64(pk, rec.pos);
+			msgpack_pack_uint32(pk, rec.type);
+			msgpack_pack_uint32(pk, rec.tid);
+			msgpack_pack_bin_with_body(pk, rec.body, rec.body_len);
+		}
+		evr_reader_release(r, l);
+	}
+}
+
+/* Raw captures of a segment whose lanes wrapped and dropped, read in two rounds; and the same cut short. */
+static void seed_captures(void)
+{
+	struct evr_segment seg;
+	struct evr_writer w, sw;
+	struct evr_reader r;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	char shm[128];
+	struct enc e;
+
+	seg_open(&seg, shm, sizeof(shm), FUZZ_LANES);
+	open_writer(&w, &seg, FUZZ_TID, 0);
+	open_writer(&sw, &seg, FUZZ_TID + 1, EVR_WRITER_FORCE_SHARED);
+	if (evr_reader_init(&r, &seg, EVR_READ_FROM_OLDEST) != 0)
+		exit(1);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	trace(&w, 1);
+	trace(&sw, 2);
+	for (int i = 0; i < 200; i++) { /* past the lane: drops, a LOST record after the round */
+		body_token(&e, (uint64_t)i, i & 1);
+		put(&w, EVR_REC_EVENT, &e);
+	}
+	raw_capture(&seg, &r, &pk, true);
+	for (int i = 0; i < 40; i++) {
+		body_tick(&e, (uint64_t)i);
+		put(&w, EVR_REC_EVENT, &e);
+		put(&sw, EVR_REC_EVENT, &e);
+	}
+	trace(&w, 3);
+	raw_capture(&seg, &r, &pk, false);
+	msgpack_pack_array(&pk, 4);
+	pack_s(&pk, "died");
+	msgpack_pack_uint32(&pk, 0);
+	msgpack_pack_uint64(&pk, now());
+	msgpack_pack_false(&pk);
+	msgpack_pack_array(&pk, 2);
+	pack_s(&pk, "drained");
+	msgpack_pack_uint32(&pk, 0);
+	msgpack_pack_array(&pk, 2);
+	pack_s(&pk, "stats");
+	msgpack_pack_map(&pk, 1);
+	pack_kv(&pk, "records", r.stats.delivered);
+	write_file("cap-raw", FUZZ_CAPTURE, sb.data, sb.size, NULL, 0);
+	write_file("cap-raw-cut", FUZZ_CAPTURE, sb.data, sb.size * 2 / 3, NULL, 0);
+	msgpack_sbuffer_destroy(&sb);
+	evr_reader_fini(&r);
+	evr_writer_close(&w);
+	evr_writer_close(&sw);
+	evr_segment_close(&seg);
+	evr_segment_unlink(shm);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -500,5 +659,6 @@ int main(int argc, char **argv)
 	seed_dead();
 	seed_many_sites();
 	seed_bodies();
+	seed_captures();
 	return 0;
 }

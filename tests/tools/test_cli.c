@@ -1009,3 +1009,69 @@ Test(cli, attach_by_program_name)
 	wait_for(d, WAIT_MS);
 	evr_segment_unlink(seg + 8);
 }
+
+/*
+ * record --raw over two processes, one of them SIGKILLed mid-run: the
+ * capture replays to the jsonl the live decode wrote, byte for byte, with
+ * both processes in it; the summary gives the exact count; a cut capture is
+ * refused with status 8, what came before the cut delivered.
+ */
+Test(cli, record_raw_of_two_processes_one_killed_replays_to_the_live_jsonl)
+{
+	char cap[128], live[128], again[128], a1[160], a2[160], cut[128], out[128], err[128], p0[32], p1[32];
+	size_t nl, nr, nc;
+	char *l, *rp, *c;
+	struct run *r, rec;
+	pid_t d[2], cli_pid;
+
+	d[0] = DEMO("--rate", "400", "--duration", "1.5");
+	d[1] = DEMO("--rate", "400", "--duration", "1.5");
+	snprintf(p0, sizeof(p0), "%d", (int)d[0]);
+	snprintf(p1, sizeof(p1), "%d", (int)d[1]);
+	tmp_path(cap, sizeof(cap), "raw.evrcap");
+	tmp_path(live, sizeof(live), "raw-live.jsonl");
+	tmp_path(again, sizeof(again), "raw-replay.jsonl");
+	snprintf(a1, sizeof(a1), "jsonl=%s", live);
+	snprintf(a2, sizeof(a2), "jsonl=%s", again);
+	start_cli((const char *const[]){ "record", p0, p1, "--raw", "-o", cap, "-H", a1, NULL }, &cli_pid, out, err,
+		  sizeof(out));
+	sleep_ms(500);
+	kill(d[1], SIGKILL);
+	collect(&rec, cli_pid, out, err);
+	cr_assert_eq(rec.status, 0, "%s", rec.err);
+	cr_expect(strstr(rec.err, "evring record: raw: ") != NULL, "%s", rec.err);
+	cr_expect(strstr(rec.err, " 0 skipped\n") != NULL, "%s", rec.err);
+	wait_for(d[0], WAIT_MS);
+	wait_for(d[1], WAIT_MS);
+	r = CLI("replay", cap, "-H", a2);
+	cr_assert_eq(r->status, 0, "%s", r->err);
+	l = read_all(live, &nl);
+	rp = read_all(again, &nr);
+	cr_assert_gt(nl, 10000, "the live decode wrote its jsonl");
+	cr_expect_eq(nl, nr, "replay wrote %zu bytes, live %zu", nr, nl);
+	cr_expect(nl == nr && memcmp(l, rp, nl) == 0, "the replay's jsonl is the live decode's");
+	for (int i = 0; i < 2; i++) {
+		char pid[32];
+
+		snprintf(pid, sizeof(pid), "\"pid\":%d,", (int)d[i]);
+		cr_expect(strstr(l, pid) != NULL, "records of pid %d", (int)d[i]);
+	}
+
+	/* Cut in the middle: status 8, what came before delivered. */
+	c = read_all(cap, &nc);
+	tmp_path(cut, sizeof(cut), "raw-cut.evrcap");
+	write_file(cut, c, nc / 2);
+	r = CLI("replay", cut, "-H", "stats");
+	cr_expect_eq(r->status, 8, "a truncated raw capture: %s", r->err);
+	cr_expect(strstr(r->err, "truncated") != NULL, "%s", r->err);
+	cr_expect_gt(summary_num(r->err, "records read"), 0, "%s", r->err);
+	free(c);
+	free(l);
+	free(rp);
+	for (int i = 0; i < 2; i++) {
+		char seg[128];
+
+		snprintf(seg, sizeof(seg), "/evring.%d.evring-demo", (int)d[i]);
+		evr_segment_unlink(seg);
+	}
+}

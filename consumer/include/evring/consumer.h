@@ -547,6 +547,36 @@ EVR_API int evr_consumer_capture(struct evr_consumer *c, const char *path, char 
 EVR_API int evr_consumer_capture_end(struct evr_consumer *c);
 
 /*
+ * Raw captures (`evring record --raw`). evr_consumer_capture_raw makes the
+ * drain copy committed record bytes into a capture file at path, lane by
+ * lane, in runs (ring.h, RUNS), checking commit words only: with the
+ * metadata entries, the clock mapping, LOST records and deaths, and nothing
+ * decoded. Each run's room goes back to the writers as soon as it is
+ * copied. Without EVR_CAPTURE_RAW_DECODE nothing reaches the handlers live;
+ * with it, the runs are also decoded live, as evr_consumer_replay decodes
+ * them later (the same decode stage, the same clock mapping, the same
+ * rounds), so both give the handlers the same stream. Sources attached
+ * later join it; nothing is retired while it is written. Ended by
+ * evr_consumer_capture_end. Returns 0, -EBUSY (a capture is written
+ * already, or the consumer replays) or -errno with err set. Drain thread.
+ */
+enum evr_capture_raw_flags { EVR_CAPTURE_RAW_DECODE = 1u };
+EVR_API int evr_consumer_capture_raw(struct evr_consumer *c, const char *path, unsigned flags, char *err,
+				     size_t errlen);
+
+/* What a raw capture holds so far, and the ring readers' exact count: delivered + lost == written. */
+struct evr_raw_stats {
+	uint64_t runs, run_bytes, run_records; /* runs copied, their bytes, the records in them */
+	uint64_t singles;		       /* records handed over one by one (LOST records among them) */
+	uint64_t delivered;		       /* records the ring readers delivered (runs' and singles') */
+	uint64_t lost;			       /* records lost: LOST records' counts (the producers' and the readers') */
+	uint64_t overrun;		       /* of lost, records writers pushed a stale slot's head past */
+	uint64_t skipped;		       /* records the ring readers stepped over (bad, stuck, dead writers) */
+};
+/* Returns 0, or -EINVAL when no raw capture is being written. Drain thread. */
+EVR_API int evr_consumer_raw_stats(struct evr_consumer *c, struct evr_raw_stats *out);
+
+/*
  * Runs a capture file through span building and the handlers, as the live
  * consumer did: the same records in the same order, so the same output.
  * The consumer must be attached to nothing. Returns the records replayed, or

@@ -941,6 +941,51 @@ EVR_API int evr_reader_next(struct evr_reader *r, uint32_t lane, struct evr_reco
 EVR_API void evr_reader_release(struct evr_reader *r, uint32_t lane);
 
 /*
+ * RUNS (`evring record --raw`). A run is committed records that follow one
+ * another in a lane, copied out whole: commit words, bodies, padding, the
+ * shared lane's tid trailers, PAD records. Its bytes are the lane's bytes
+ * from run.pos on, so whoever reads it back checks every record with the
+ * same rule a live reader does (evr_run_next): the tag of each commit word
+ * ties it to its position, its length stays in the lane.
+ */
+struct evr_run {
+	uint64_t pos;	  /* the lane position of its first byte (a commit word) */
+	uint32_t bytes;	  /* whole records, a multiple of 8 */
+	uint32_t records; /* records a reader delivers among them (THREAD included, PAD not) */
+};
+
+/*
+ * Copies the run at the lane's cursor into buf (at most cap bytes, never
+ * past the end of the lap) and returns 1 with *run filled, after giving the
+ * run's room back to the writers (R3, as evr_reader_release): checking only
+ * commit words on the way (R1 each), one copy (R2), and for a claimed slot
+ * R8 after it. Returns 0 when the cursor stands at anything a run does not
+ * take: nothing yet, a LOST record, a BUSY, SKIPPED or ABANDONED
+ * reservation, a bad word, a record from before a "from now" attach, a push
+ * to report. evr_reader_next deals with each (delivering LOST records and
+ * counting what it skips), so a caller alternates:
+ *
+ *   while (evr_reader_next_run(r, lane, buf, cap, &run) == 1 ||
+ *          evr_reader_next(r, lane, &rec, body, sizeof(body)) == 1) ...
+ *
+ * and keeps the reader's exact accounting: delivered + lost == written.
+ * The reader's thread; -EINVAL for a lane the segment does not have.
+ */
+EVR_API int evr_reader_next_run(struct evr_reader *r, uint32_t lane, void *buf, size_t cap, struct evr_run *run);
+
+/*
+ * Reads the record at *off of a run (len bytes whose first is at lane
+ * position pos0, in a lane of lane_bytes with this tag salt), stepping over
+ * PAD records, and advances *off past it. Returns 1 with *rec filled (its
+ * body points into run; lane is left to the caller), 0 at the end, or
+ * -EBADMSG (*off then stays) when the bytes at *off are not a committed
+ * record at that position: a word whose tag or length does not fit, a
+ * reservation, a record running past len. Pure function over bytes.
+ */
+EVR_API int evr_run_next(const void *run, size_t len, uint64_t pos0, size_t *off, uint32_t salt, uint64_t lane_bytes,
+			 struct evr_record *rec);
+
+/*
  * Frees exclusive lanes whose owning thread is dead and whose committed
  * records have all been read (C3). Returns the number of lanes freed.
  */
