@@ -234,7 +234,8 @@ static void take_evicted(struct evr_reader *r, uint32_t lane)
 	if (n != c->evict_seen) {
 		c->overrun_due += (int64_t)(n - c->evict_seen);
 		c->evict_seen = n;
-		evr_st_64(&my_line(r, lane)->reported, n); /* taken into this holder's count */
+		/* This line's own field, relaxed: read by the slot's next holder after its K1 CAS (which pairs with our end). */
+		evr_st_64(&my_line(r, lane)->reported, n);
 	}
 }
 

@@ -179,7 +179,6 @@ static struct otlp_res *res_of(struct otlp *o, const struct evr_source *src)
 {
 	struct evr__arena *a = &o->res_arena;
 	struct otlp_res *r;
-	char pid[16];
 
 	for (uint32_t i = 0; i < o->nres; i++)
 		if (o->res[i].src == src)
@@ -191,7 +190,6 @@ static struct otlp_res *res_of(struct otlp *o, const struct evr_source *src)
 	r = &o->res[o->nres];
 	memset(r, 0, sizeof(*r));
 	r->src = src;
-	snprintf(pid, sizeof(pid), "%" PRIu32, src ? src->pid : 0);
 	if (evr__kv_str(a, &r->kv, "service.name",
 		   o->service ? o->service : src && src->program && *src->program ? src->program : "unknown_service") ||
 	    evr__kv_int(a, &r->kv, "process.pid", src ? src->pid : 0) ||
