@@ -518,9 +518,10 @@ static void md_write(FILE *f, const struct bench_machine *m, const struct all_re
  * gnuplot's "index"): 0 hot path (label, 1-thread, 2-thread ns), 1 latency
  * (case, p50, p99, p99.9 ns), 2 loss at full speed (system, median, max %),
  * 3 demo (state, median req/s), then one block per system of the loss sweep
- * (4 evring_live, 5 evring_raw, 6 lttng_default, 7 lttng_8x4m: achieved
- * M records/s, median loss %, the same floored at LOSS_PLOT_FLOOR for the
- * log scale). A block with no data holds one line with "none".
+ * (4 evring_live, 5 evring_raw, 6 lttng_default, 7 lttng_8x4m: offered
+ * M records/s, or for the full-speed step the rate achieved; median loss %;
+ * the same floored at LOSS_PLOT_FLOOR for the log scale; 1 for the
+ * full-speed step, else 0). A block with no data holds one line with "none".
  */
 #define LOSS_PLOT_FLOOR 1e-4 /* % : where the chart's log scale draws a loss of 0 */
 static void dat_write(FILE *f, const struct all_result *res)
@@ -576,17 +577,20 @@ static void dat_write(FILE *f, const struct all_result *res)
 	if (!n)
 		fputs("none\n", f);
 	for (size_t s = 0; s < LOSS_NSYSTEMS; s++) {
-		fprintf(f, "\n\n# loss sweep, %s: achieved M records/s, median loss %%, the same floored at %g\n",
+		fprintf(f,
+			"\n\n# loss sweep, %s: offered M records/s (full speed: achieved), median loss %%, the same "
+			"floored at %g, full speed\n",
 			loss_systems[s], LOSS_PLOT_FLOOR);
 		n = 0;
 		for (size_t i = 0; i < loss->n; i++) {
 			const struct bench_result *r = &loss->rows[i];
-			const struct bench_extra *m = extra_of(r, "mrate");
+			const struct bench_extra *m = extra_of(r, "mrate"), *o = extra_of(r, "offered");
+			bool full = !strcmp(r->bench, "loss_max");
 
-			if (strcmp(r->system, loss_systems[s]) || strncmp(r->bench, "loss", 4) || !m)
+			if (strcmp(r->system, loss_systems[s]) || !(full || !strcmp(r->bench, "loss")) || !(full ? m : o))
 				continue;
-			fprintf(f, "%.4f %.6f %.6f\n", m->value, r->st.median,
-				r->st.median > LOSS_PLOT_FLOOR ? r->st.median : LOSS_PLOT_FLOOR);
+			fprintf(f, "%.4f %.6f %.6f %d\n", full ? m->value : o->value, r->st.median,
+				r->st.median > LOSS_PLOT_FLOOR ? r->st.median : LOSS_PLOT_FLOOR, full);
 			n++;
 		}
 		if (!n)

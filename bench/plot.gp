@@ -6,8 +6,9 @@
 # them): the hot path (label, 1-thread ns, 2-thread ns), latency percentiles
 # (case, p50, p99, p99.9 ns), loss at full speed (system, median %, worst %),
 # evring-demo's throughput (state, req/s), and the loss sweep, a block per
-# system (evring_live, evring_raw, lttng_default, lttng_8x4m: achieved
-# M records/s, median loss %, the loss floored for the log scale). A have_*
+# system (evring_live, evring_raw, lttng_default, lttng_8x4m: offered
+# M records/s, or the rate achieved at full speed; median loss %; the loss
+# floored for the log scale; 1 on the full-speed line). A have_*
 # of 0 leaves its panel saying so; have_sys says which sweep blocks have data.
 
 if (!exists("datafile")) datafile = 'latest.dat'
@@ -90,14 +91,14 @@ if (have_demo) {
 	unset label 1; set xtics; set ytics; set autoscale y
 }
 
-set title "Loss sweep: records lost by offered rate, 2 writer threads (log scales; a loss of 0 drawn at 1e-4 %)"
+set title "Loss sweep, 2 writer threads: records lost by offered rate (log scales; a loss of 0 at 1e-4 %;\nopen circles: full speed, at the rate achieved)"
 if (have_sweep) {
 	set style data linespoints
 	set logscale x
 	set logscale y
 	set xtics norotate
 	set format y "%g"
-	set xlabel "records offered, M/s (as achieved)"
+	set xlabel "records offered, M/s"
 	set ylabel "% of records lost"
 	set yrange [5e-5:200]
 	set key top left
@@ -107,7 +108,7 @@ if (have_sweep) {
 	sep = ""
 	do for [i=1:4] {
 		if (word(have_sys, i) eq "1") {
-			cmd = cmd . sep . sprintf("datafile index %d using 1:3 with linespoints lw 2 pt 7 lc rgb '%s' title '%s'", 3 + i, word(colors, i), word(names, i))
+			cmd = cmd . sep . sprintf("datafile index %d using ($4 == 0 ? $1 : NaN):3 with linespoints lw 2 pt 7 lc rgb '%s' title '%s', datafile index %d using ($4 == 1 ? $1 : NaN):3 with points pt 6 ps 2 lw 2 lc rgb '%s' notitle", 3 + i, word(colors, i), word(names, i), 3 + i, word(colors, i))
 			sep = ", "
 		}
 	}
