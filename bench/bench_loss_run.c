@@ -19,11 +19,13 @@
  * thread's timer slack cut to 1 us) when it is at least 20 us away, spinning
  * when closer. So the records come evenly, a batch at a time, never more
  * than 100 us of them at once, and a writer that is ahead leaves its CPU to
- * the consumer as an application that is not saturated would. A writer more
- * than 1 ms behind its schedule (it was descheduled, or the rate is beyond
- * it) starts the schedule again from now instead of bursting to catch up:
- * the rate achieved, calls over the run's time, is what each step reports,
- * and a step whose achieved rate falls short of the offered one says so.
+ * the consumer as an application that is not saturated would. A writer
+ * behind its schedule (it was descheduled: the machine is shared; or the
+ * rate is beyond it) catches up at full speed, but by at most 10 ms or 8192
+ * records, whichever is less (a quarter of a default lane); beyond that it
+ * moves its schedule on instead of bursting: the rate achieved, calls over
+ * the run's time, is what each step reports, and a step whose achieved rate
+ * falls short of the offered one says so.
  * Rate 0 is full speed: batches of 256 between looks at the clock.
  *
  * WHAT IS COUNTED. Loss is exact. evring: the growth of the lanes' dropped
@@ -64,7 +66,8 @@
 
 #define LOSS_PERIOD_NS 100000.0	    /* a paced writer looks at the clock about this often */
 #define LOSS_SLEEP_MIN_NS 20000u    /* a shorter wait spins: a sleep wakes later than that */
-#define LOSS_BEHIND_MAX_NS 1000000u /* further behind, a writer restarts its schedule rather than burst */
+#define LOSS_BEHIND_MAX_NS 10000000.0 /* a writer catches up at most this far behind its schedule ... */
+#define LOSS_BEHIND_MAX_RECORDS 8192.0	/* ... or this many records behind */
 #define LOSS_BATCH_MAX 4096u
 #define LOSS_FULL_BATCH 256u	    /* full speed: calls between looks at the clock */
 #define LOSS_TIMER_SLACK_NS 1000ul
@@ -85,10 +88,11 @@ struct loss_writers {
 	uint64_t calls[LOSS_THREADS];
 };
 
-/* One writer's schedule: record n is due at t0 + (n - n0) * ns_per. */
+/* One writer's schedule: record n is due at t0 + n * ns_per. */
 struct loss_pace {
 	double ns_per;	  /* 0: full speed */
-	uint64_t t0, n0, end;
+	uint64_t t0, end;
+	uint64_t behind_max; /* ns: a writer further behind moves t0 on */
 	uint64_t batch;
 };
 
@@ -98,8 +102,8 @@ static void pace_init(struct loss_pace *p, const struct loss_writers *w, uint64_
 
 	p->ns_per = w->rate > 0 ? 1e9 / w->rate : 0;
 	p->t0 = t0;
-	p->n0 = 0;
 	p->end = t0 + w->run_ns;
+	p->behind_max = (uint64_t)fmin(LOSS_BEHIND_MAX_NS, LOSS_BEHIND_MAX_RECORDS * p->ns_per);
 	p->batch = !p->ns_per ? LOSS_FULL_BATCH : b < 1 ? 1 : b > LOSS_BATCH_MAX ? LOSS_BATCH_MAX : (uint64_t)llround(b);
 }
 
@@ -129,7 +133,7 @@ static bool pace_wait(struct loss_pace *p, uint64_t n)
 		return false;
 	if (!p->ns_per)
 		return true;
-	due = p->t0 + (uint64_t)((double)(n - p->n0) * p->ns_per);
+	due = p->t0 + (uint64_t)((double)n * p->ns_per);
 	if (due >= p->end) {
 		sleep_until(p->end);
 		return false;
@@ -139,9 +143,8 @@ static bool pace_wait(struct loss_pace *p, uint64_t n)
 	} else if (due > now) {
 		while (bench_now_ns() < due)
 			spin_pause();
-	} else if (now - due > LOSS_BEHIND_MAX_NS) {
-		p->t0 = now; /* behind: no burst to catch up; the achieved rate shows it */
-		p->n0 = n;
+	} else if (now - due > p->behind_max) {
+		p->t0 += now - due - p->behind_max; /* too far behind: no longer burst; the achieved rate shows it */
 	}
 	return true;
 }
