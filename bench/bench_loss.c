@@ -530,7 +530,7 @@ static void loss_system_notes(struct loss_state *ls, struct bench_table *t)
 				 "evring_live: consumer `evring-bench attach PID --handler stats` (the consumer library, "
 				 "the stats handler on its own thread), not pinned; lost %" PRIu64 " of %" PRIu64
 				 " (the handler's queue skipped %" PRIu64 " of them); the consumer reported %" PRIu64
-				 " lost",
+				 " lost (drops after a lane's last record reach it only with a next record)",
 				 lost, calls, skipped, reported);
 	calls = lost = reported = 0;
 	for (unsigned k = 0; k < ls->nrates; k++) {
