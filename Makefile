@@ -78,8 +78,9 @@ demo: build
 # The benchmark suite (bench/bench_all.c): bench/results/latest.json, latest.md
 # (the README's table) and latest.png. `install-deps.sh bench` adds gnuplot and,
 # where it can, LTTng-UST (the peer measured against); without it the suite
-# says that LTTng-UST was not measured and runs the rest. About 5 minutes;
-# bench-quick, a smoke run of under a minute, writes to $(BUILD)/bench-quick.
+# says that LTTng-UST was not measured and runs the rest. About 12 minutes,
+# 6 of them the loss sweep; bench-quick, a smoke run of about a minute and a
+# half, writes to $(BUILD)/bench-quick.
 # The otlp benchmarks send to the tests' OTLP receiver (Node.js): its npm
 # packages are installed as for the tests; without them those rows say they
 # were not measured.

@@ -14,7 +14,8 @@
  *
  *   producer  hot path, ns per call, 1 and 2 threads, against its peers
  *   ring      the ring's write path alone
- *   loss      records lost at full speed with a consumer attached
+ *   loss      the loss sweep: records lost at offered rates from 1 M/s to full
+ *             speed, per system; each system's lossless rate
  *   latency   hot-path latency percentiles: consumer attached, stopped, absent
  *   consumer  consumer throughput, one CPU
  *   demo      evring-demo's requests per second: tracing off, on, consumed
@@ -32,8 +33,9 @@
  * --quick passes --quick and (unless --runs says otherwise) --runs 5 to each
  * benchmark: every figure stays a median over 5 runs, of shorter runs. A
  * benchmark that fails, or runs past its time limit (300 s, 60 s with
- * --quick), is reported in the notes; the others still run. The exit status
- * is 1 when one failed, 0 otherwise: timings never fail the suite.
+ * --quick; the loss sweep 900 s and 150 s), is reported in the notes; the
+ * others still run. The exit status is 1 when one failed, 0 otherwise:
+ * timings never fail the suite.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,8 +55,13 @@
 
 #define ALL_LIMIT_S 300u
 #define ALL_LIMIT_QUICK_S 60u
-#define ALL_BUDGET_S 600.0 /* the budget for the suite: 10 minutes */
-#define ALL_BUDGET_QUICK_S 60.0
+/*
+ * The suite's budget: 10 minutes for the rest, plus 5 for the loss sweep
+ * (4 systems x 7 steps x 3 runs of 5 s, and each run's consumer or LTTng
+ * session started and stopped: about 8 minutes with every system there).
+ */
+#define ALL_BUDGET_S 900.0
+#define ALL_BUDGET_QUICK_S 90.0
 
 struct all_section {
 	const char *name;
@@ -62,23 +69,31 @@ struct all_section {
 	const char *title;
 	const char *hide; /* extra columns left out of the Markdown table, comma-separated */
 	bool lttng;	  /* takes --no-lttng */
+	unsigned limit_s, limit_quick_s; /* its time limit; 0: ALL_LIMIT_S, ALL_LIMIT_QUICK_S */
+	void (*md)(FILE *f, const struct bench_table *t); /* its own Markdown tables; NULL: one row a line */
 };
+
+static void md_loss(FILE *f, const struct bench_table *t);
 
 /* In the order they run; the chart reads four of them by index. */
 enum { SEC_PRODUCER, SEC_RING, SEC_LOSS, SEC_LATENCY, SEC_CONSUMER, SEC_DEMO };
 
 static const struct all_section sections[] = {
-	{ "producer", bench_producer_main, "Hot path: ns per call", ",calls,dropped,", true },
-	{ "ring", bench_ring_main, "Ring write path: ns per record", ",records,dropped,", false },
-	{ "loss", bench_loss_main, "Loss: records lost at full speed, consumer attached", ",", true },
-	{ "latency", bench_latency_main, "Never blocks: hot-path latency, consumer attached, stopped, absent", ",",
-	  false },
-	{ "consumer", bench_consumer_main, "Consumer throughput, one core", ",d_cpu,h_cpu,lag_ms,queue,tail_cpu,",
-	  false },
-	{ "demo", bench_demo_main, "Real overhead: evring-demo", ",", false },
-	{ "otlp", bench_otlp_main, "OTLP export: spans per CPU-second, one core", ",", false },
-	{ "agent", bench_agent_main, "evring agent: attach latency, CPU per million records", ",", false },
-	{ "raw", bench_raw_main, "Raw capture: records per second `evring record --raw` drains, one core", ",", false },
+	{ .name = "producer", .fn = bench_producer_main, .title = "Hot path: ns per call", .hide = ",calls,dropped,",
+	  .lttng = true },
+	{ .name = "ring", .fn = bench_ring_main, .title = "Ring write path: ns per record", .hide = ",records,dropped," },
+	{ .name = "loss", .fn = bench_loss_main, .title = "Loss sweep: records lost by offered rate, consumer attached",
+	  .hide = ",", .lttng = true, .limit_s = 900, .limit_quick_s = 150, .md = md_loss },
+	{ .name = "latency", .fn = bench_latency_main,
+	  .title = "Never blocks: hot-path latency, consumer attached, stopped, absent", .hide = "," },
+	{ .name = "consumer", .fn = bench_consumer_main, .title = "Consumer throughput, one core",
+	  .hide = ",d_cpu,h_cpu,lag_ms,queue,tail_cpu," },
+	{ .name = "demo", .fn = bench_demo_main, .title = "Real overhead: evring-demo", .hide = "," },
+	{ .name = "otlp", .fn = bench_otlp_main, .title = "OTLP export: spans per CPU-second, one core", .hide = "," },
+	{ .name = "agent", .fn = bench_agent_main, .title = "evring agent: attach latency, CPU per million records",
+	  .hide = "," },
+	{ .name = "raw", .fn = bench_raw_main,
+	  .title = "Raw capture: records per second `evring record --raw` drains, one core", .hide = "," },
 };
 #define ALL_NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -210,7 +225,9 @@ static const char *md_col(const char *key)
 	} names[] = {
 		{ "ratio", "ratio" },	    { "scaling", "2-thr scaling" }, { "p50", "p50 ns" },
 		{ "p99", "p99 ns" },	    { "p999", "p99.9 ns" },	    { "dropped", "dropped %" },
-		{ "p99_ratio", "p99 / attached" }, { "mrate", "offered Mrec/s" }, { "lost_runs", "runs with loss" },
+		{ "p99_ratio", "p99 / attached" }, { "mrate", "achieved Mrec/s" }, { "lost_runs", "runs with loss" },
+		{ "offered", "offered Mrec/s" }, { "reached", "reached" }, { "buf_mib", "buffer MiB" },
+		{ "at_least", "at least" },
 		{ "ns_rec", "ns/rec" },	    { "skipped", "skipped" },	    { "vs_off", "vs off" },
 		{ "overhead", "overhead %" }, { "lost", "lost %" },	    { "cons_cpu", "consumer CPU-s/s" },
 		{ "vs_stats", "vs stats" },   { "wall", "wall kspan/s" },   { "us_span", "CPU us/span" },
@@ -328,6 +345,122 @@ static void md_table(FILE *f, const struct all_section *s, const struct bench_ta
 		md_row(f, t, &t->rows[i], cols, ncols, latency);
 }
 
+/* The loss sweep's systems, in their columns' order. */
+static const char *const loss_systems[] = { "evring_live", "evring_raw", "lttng_default", "lttng_8x4m" };
+#define LOSS_NSYSTEMS (sizeof(loss_systems) / sizeof(loss_systems[0]))
+
+/* The loss row of system at offered rate (0: the full-speed row), or NULL. */
+static const struct bench_result *loss_row(const struct bench_table *t, const char *system, double offered)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct bench_result *r = &t->rows[i];
+		const struct bench_extra *o = extra_of(r, "offered");
+
+		if (strcmp(r->system, system))
+			continue;
+		if (offered == 0 ? !strcmp(r->bench, "loss_max") : !strcmp(r->bench, "loss") && o && o->value == offered)
+			return r;
+	}
+	return NULL;
+}
+
+/*
+ * The loss sweep as two tables: each system's lossless rate, then the loss
+ * at each step, a column per system (the JSON has every row and column).
+ */
+static void md_loss(FILE *f, const struct bench_table *t)
+{
+	double rates[32];
+	unsigned nrates = 0;
+	bool any[LOSS_NSYSTEMS] = { false };
+
+	fputs("Lossless rate: the highest offered rate at which no run lost a record, nor at any rate below.\n\n"
+	      "| system | lossless M records/s | consumer CPU-s/s there | ring buffer memory MiB |\n"
+	      "|---|--:|--:|--:|\n",
+	      f);
+	for (size_t s = 0; s < LOSS_NSYSTEMS; s++) {
+		const struct bench_result *r = bench_table_find(t, "lossless", loss_systems[s], 2);
+		const struct bench_extra *cpu, *buf, *all;
+
+		if (!r)
+			continue;
+		any[s] = true;
+		cpu = extra_of(r, "cons_cpu");
+		buf = extra_of(r, "buf_mib");
+		all = extra_of(r, "at_least");
+		fprintf(f, "| %s | %s", r->system, all && all->value ? "at least " : "");
+		md_num(f, r->st.median);
+		fputs(" | ", f);
+		md_num(f, cpu ? cpu->value : NAN);
+		fputs(" | ", f);
+		md_num(f, buf ? buf->value : NAN);
+		fputs(" |\n", f);
+	}
+	for (size_t i = 0; i < t->n && nrates < sizeof(rates) / sizeof(rates[0]) - 1; i++) {
+		const struct bench_extra *o = extra_of(&t->rows[i], "offered");
+		bool seen = false;
+
+		if (strcmp(t->rows[i].bench, "loss") || !o)
+			continue;
+		for (unsigned k = 0; k < nrates; k++)
+			seen |= rates[k] == o->value;
+		if (!seen) {
+			unsigned k = nrates++;
+			while (k > 0 && rates[k - 1] > o->value) /* ascending */
+				rates[k] = rates[k - 1], k--;
+			rates[k] = o->value;
+		}
+	}
+	rates[nrates++] = 0; /* full speed */
+	fputs("\nLoss at each step: records lost, % of those offered (median over the runs) / the consumer's "
+	      "CPU-s per second; \"k/n lost\": k of the n runs lost records; \"at R\": the writers achieved only "
+	      "R M records/s.\n\n| offered M records/s",
+	      f);
+	for (size_t s = 0; s < LOSS_NSYSTEMS; s++)
+		if (any[s])
+			fprintf(f, " | %s", loss_systems[s]);
+	fputs(" |\n|--:", f);
+	for (size_t s = 0; s < LOSS_NSYSTEMS; s++)
+		if (any[s])
+			fputs("|--:", f);
+	fputs("|\n", f);
+	for (unsigned k = 0; k < nrates; k++) {
+		if (rates[k])
+			fprintf(f, "| %g", rates[k]);
+		else
+			fputs("| max", f);
+		for (size_t s = 0; s < LOSS_NSYSTEMS; s++) {
+			const struct bench_result *r;
+			const struct bench_extra *cpu, *lost, *reached, *mrate;
+
+			if (!any[s])
+				continue;
+			fputs(" | ", f);
+			if (!(r = loss_row(t, loss_systems[s], rates[k]))) {
+				fputs("-", f);
+				continue;
+			}
+			cpu = extra_of(r, "cons_cpu");
+			lost = extra_of(r, "lost_runs");
+			reached = extra_of(r, "reached");
+			mrate = extra_of(r, "mrate");
+			if (r->st.median == 0)
+				fputs("0", f);
+			else
+				md_num(f, r->st.median);
+			fputs(" / ", f);
+			md_num(f, cpu ? cpu->value : NAN);
+			if (lost && lost->value > 0 && lost->value < r->st.runs)
+				fprintf(f, " (%.0f/%u lost)", lost->value, r->st.runs);
+			if (mrate && (!rates[k] || (reached && !reached->value))) {
+				fputs(" at ", f);
+				md_num(f, mrate->value);
+			}
+		}
+		fputs(" |\n", f);
+	}
+}
+
 static void md_section(FILE *f, const struct all_section *s, const struct all_result *r)
 {
 	const struct bench_table *t = &r->t;
@@ -340,6 +473,8 @@ static void md_section(FILE *f, const struct all_section *s, const struct all_re
 	fputs("\n\n", f);
 	if (!t->n)
 		fputs("_Not measured (see the notes)._\n", f);
+	else if (s->md)
+		s->md(f, t);
 	else
 		md_table(f, s, t);
 	if (t->nnotes)
@@ -383,11 +518,16 @@ static void md_write(FILE *f, const struct bench_machine *m, const struct all_re
 /* ---- the chart -------------------------------------------------------- */
 
 /*
- * latest.dat, four blocks for bench/plot.gp (separated by two blank lines,
+ * latest.dat, blocks for bench/plot.gp (separated by two blank lines,
  * gnuplot's "index"): 0 hot path (label, 1-thread, 2-thread ns), 1 latency
- * (case, p50, p99, p99.9 ns), 2 loss (system, median, max %), 3 demo
- * (state, median req/s). A block with no data holds one line with "none".
+ * (case, p50, p99, p99.9 ns), 2 loss at full speed (system, median, max %),
+ * 3 demo (state, median req/s), then one block per system of the loss sweep
+ * (4 evring_live, 5 evring_raw, 6 lttng_default, 7 lttng_8x4m: offered
+ * M records/s, or for the full-speed step the rate achieved; median loss %;
+ * the same floored at LOSS_PLOT_FLOOR for the log scale; 1 for the
+ * full-speed step, else 0). A block with no data holds one line with "none".
  */
+#define LOSS_PLOT_FLOOR 1e-4 /* % : where the chart's log scale draws a loss of 0 */
 static void dat_write(FILE *f, const struct all_result *res)
 {
 	const struct bench_table *p = &res[SEC_PRODUCER].t, *lat = &res[SEC_LATENCY].t, *loss = &res[SEC_LOSS].t,
@@ -421,10 +561,14 @@ static void dat_write(FILE *f, const struct all_result *res)
 	}
 	if (!n)
 		fputs("none\n", f);
-	fputs("\n\n# loss: system, median %, worst % (evring-bench loss)\n", f);
+	fputs("\n\n# loss at full speed: system, median %, worst % (evring-bench loss)\n", f);
 	n = 0;
-	for (size_t i = 0; i < loss->n; i++, n++)
-		fprintf(f, "\"%s\" %.4f %.4f\n", loss->rows[i].system, loss->rows[i].st.median, loss->rows[i].st.max);
+	for (size_t i = 0; i < loss->n; i++)
+		if (!strcmp(loss->rows[i].bench, "loss_max")) {
+			fprintf(f, "\"%s\" %.4f %.4f\n", loss->rows[i].system, loss->rows[i].st.median,
+				loss->rows[i].st.max);
+			n++;
+		}
 	if (!n)
 		fputs("none\n", f);
 	fputs("\n\n# demo: state, median req/s (evring-bench demo)\n", f);
@@ -436,6 +580,41 @@ static void dat_write(FILE *f, const struct all_result *res)
 		}
 	if (!n)
 		fputs("none\n", f);
+	for (size_t s = 0; s < LOSS_NSYSTEMS; s++) {
+		fprintf(f,
+			"\n\n# loss sweep, %s: offered M records/s (full speed: achieved), median loss %%, the same "
+			"floored at %g, full speed\n",
+			loss_systems[s], LOSS_PLOT_FLOOR);
+		n = 0;
+		for (size_t i = 0; i < loss->n; i++) {
+			const struct bench_result *r = &loss->rows[i];
+			const struct bench_extra *m = extra_of(r, "mrate"), *o = extra_of(r, "offered");
+			bool full = !strcmp(r->bench, "loss_max");
+
+			if (strcmp(r->system, loss_systems[s]) || !(full || !strcmp(r->bench, "loss")) || !(full ? m : o))
+				continue;
+			fprintf(f, "%.4f %.6f %.6f %d\n", full ? m->value : o->value, r->st.median,
+				r->st.median > LOSS_PLOT_FLOOR ? r->st.median : LOSS_PLOT_FLOOR, full);
+			n++;
+		}
+		if (!n)
+			fputs("none\n", f);
+	}
+}
+
+/* Whether the loss sweep has rows of its system s. */
+static int loss_has(const struct bench_table *t, size_t s)
+{
+	return bench_table_find(t, "lossless", loss_systems[s], 2) != NULL;
+}
+
+/* Whether the loss sweep has a full-speed row. */
+static int loss_has_max(const struct bench_table *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!strcmp(t->rows[i].bench, "loss_max"))
+			return 1;
+	return 0;
 }
 
 /* Runs gnuplot over the data. Returns 0, or -1 with why. */
@@ -453,8 +632,12 @@ static int plot(const char *script, const char *dat, const char *png, const stru
 		return -1;
 	}
 	snprintf(expr, sizeof(expr),
-		 "datafile='%.900s'; outfile='%.900s'; have_hot=%d; have_lat=%d; have_loss=%d; have_demo=%d", dat, png,
-		 res[SEC_PRODUCER].t.n > 0, res[SEC_LATENCY].t.n > 0, res[SEC_LOSS].t.n > 0, res[SEC_DEMO].t.n > 0);
+		 "datafile='%.900s'; outfile='%.900s'; have_hot=%d; have_lat=%d; have_loss=%d; have_demo=%d; "
+		 "have_sweep=%d; have_sys='%d %d %d %d'",
+		 dat, png, res[SEC_PRODUCER].t.n > 0, res[SEC_LATENCY].t.n > 0,
+		 loss_has_max(&res[SEC_LOSS].t),
+		 res[SEC_DEMO].t.n > 0, res[SEC_LOSS].t.n > 0, loss_has(&res[SEC_LOSS].t, 0),
+		 loss_has(&res[SEC_LOSS].t, 1), loss_has(&res[SEC_LOSS].t, 2), loss_has(&res[SEC_LOSS].t, 3));
 	if (bench_proc_start(&p, argv, NULL, -1, true, why, whylen) != 0) {
 		snprintf(why, whylen, "no chart: gnuplot is not installed (the Debian package gnuplot-nox)");
 		return -1;
@@ -634,7 +817,10 @@ static unsigned all_sections_run(struct all_opts *a, struct all_result *res)
 			sargv[sargc++] = "--no-lttng";
 		sargv[sargc] = NULL;
 		fprintf(stderr, "evring-bench all: %s ...\n", sec->name);
-		all_run(sec, sargv, sargc, a->quick ? ALL_LIMIT_QUICK_S : ALL_LIMIT_S, &res[s]);
+		all_run(sec, sargv, sargc,
+			a->quick ? (sec->limit_quick_s ? sec->limit_quick_s : ALL_LIMIT_QUICK_S)
+				 : (sec->limit_s ? sec->limit_s : ALL_LIMIT_S),
+			&res[s]);
 		fprintf(stderr, "evring-bench all: %s: %zu rows in %.1f s%s\n", sec->name, res[s].t.n, res[s].seconds,
 			res[s].status ? " (FAILED)" : "");
 		failed += res[s].status != 0;

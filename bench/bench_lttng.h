@@ -55,6 +55,8 @@ struct bench_lttng {
 	unsigned sessions;	    /* made so far: names and trace directories */
 	char dir[256];		    /* the traces and the daemon's log, removed at teardown */
 	char buffers[64];	    /* the running session's buffers as LTTng reports them: "4 x 512 KiB" */
+	char scheme[32];	    /* its buffering scheme as LTTng reports it: "per-user", "per-process" */
+	bool stopped;		    /* the running session was stopped (bench_lttng_session_stop) */
 	void *module;
 	bench_lttng_loop_fn loop;
 	bench_lttng_enabled_fn enabled;
@@ -66,9 +68,40 @@ struct bench_lttng {
  * Makes LTTng-UST ready to measure (see bench_lttng_session.c) with a
  * session whose channel has the buffers ch says. Returns 0 with L->on set,
  * or -1 with one line in why saying what failed; everything started is then
- * stopped again. Main thread, no worker threads running.
+ * stopped again. Main thread, no worker threads running. The traces and the
+ * daemon's log go to a directory made under $TMPDIR (else /tmp);
+ * bench_lttng_setup_in makes it under parent instead (/dev/shm: traces in
+ * memory). Each session's trace is removed when the session ends.
  */
 int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why, size_t whylen);
+int bench_lttng_setup_in(struct bench_lttng *L, const struct bench_lttng_channel *ch, const char *parent, char *why,
+			 size_t whylen);
+
+/*
+ * Stops the running session (`lttng stop`, which returns once the consumer
+ * daemon has taken what the buffers held) and reads its discarded count
+ * into L->discarded; the session stays until the next restart or the
+ * teardown. Lets a benchmark read the daemons' CPU time for exactly the
+ * session's work.
+ */
+void bench_lttng_session_stop(struct bench_lttng *L);
+
+/*
+ * The CPU seconds, so far, of the session daemon this bench talks to (the
+ * one started here, else every lttng-sessiond of this user) and of the
+ * consumer daemons it started (lttng-consumerd, its children). -1 each when
+ * none was found.
+ */
+void bench_lttng_daemons_cpu(const struct bench_lttng *L, double *sessiond_s, double *consumerd_s);
+
+/*
+ * The ring-buffer memory the consumer daemons have mapped for the running
+ * session's user-space channels (their shm-ust-consumer mappings: every
+ * stream of every CPU, the metadata channel's included) into *bytes, the
+ * mappings into *maps. Read while the session records. Returns 0, or -1
+ * when no consumer daemon or mapping was found.
+ */
+int bench_lttng_buffer_bytes(const struct bench_lttng *L, uint64_t *bytes, unsigned *maps);
 
 /*
  * Ends the running session (its discarded count into L->discarded) and

@@ -6,7 +6,8 @@
  * directory, and the tracepoint module opened once the session records
  * (bench_lttng.h). A benchmark may end the session and start another with
  * other buffers (bench_lttng_session_restart): the module stays registered
- * with the daemon, which enables the tracepoint again for the new session. Every lttng command runs
+ * with the daemon, which enables the tracepoint again for the new session;
+ * each session's trace is removed when it ends. Every lttng command runs
  * through posix_spawn with a timeout, its output captured for the one line
  * that says why LTTng-UST was not measured when a step fails.
  *
@@ -253,6 +254,13 @@ static void lttng_read_list(struct bench_lttng *L, bool final)
 	if (cmd_run(argv, out, sizeof(out), 30000) != 0)
 		return;
 	if (!final) {
+		const char *sch = strstr(out, "Buffering scheme:");
+
+		if (sch) {
+			sch += strlen("Buffering scheme:");
+			sch += strspn(sch, " ");
+			snprintf(L->scheme, sizeof(L->scheme), "%.*s", (int)strcspn(sch, "\n"), sch);
+		}
 		size = list_value(out, "Sub-buffer size:");
 		count = list_value(out, "Sub-buffer count:");
 		if (size && count)
@@ -270,24 +278,166 @@ static void lttng_read_list(struct bench_lttng *L, bool final)
 	}
 }
 
-/* Stops, reads and destroys the running session, then waits (up to 5 s) until the tracepoint is off here. */
-static void session_end(struct bench_lttng *L)
+void bench_lttng_session_stop(struct bench_lttng *L)
 {
 	char why[256];
 	char *const stop[] = { "lttng", "stop", L->session, NULL };
-	char *const destroy[] = { "lttng", "destroy", L->session, NULL };
 
-	if (!L->session[0])
+	if (!L->session[0] || L->stopped)
 		return;
 	L->discarded = 0;
 	L->discarded_known = false;
 	lttng_cmd(stop, why, sizeof(why));
 	lttng_read_list(L, true);
+	L->stopped = true;
+}
+
+/*
+ * Stops, reads and destroys the running session, removes its trace, then
+ * waits (up to 5 s) until the tracepoint is off here.
+ */
+static void session_end(struct bench_lttng *L)
+{
+	char why[256], trace[300];
+	char *const destroy[] = { "lttng", "destroy", L->session, NULL };
+
+	if (!L->session[0])
+		return;
+	bench_lttng_session_stop(L);
 	lttng_cmd(destroy, why, sizeof(why));
+	snprintf(trace, sizeof(trace), "%s/trace-%u", L->dir, L->sessions - 1);
+	rm_tree(trace);
 	L->session[0] = 0;
+	L->stopped = false;
 	L->on = false;
 	for (uint64_t deadline = now_ms() + 5000; L->enabled && L->enabled() && now_ms() < deadline;)
 		sleep_ms(10);
+}
+
+/* A process's comm, parent and owner from /proc/PID/stat and status. false when unreadable. */
+static bool proc_info(pid_t pid, char *comm, size_t commlen, pid_t *ppid, uid_t *uid)
+{
+	char path[64], buf[1024], *open, *close;
+	struct stat st;
+	FILE *f;
+	size_t n;
+	long pp;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if (stat(path, &st) != 0 || !(f = fopen(path, "re")))
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	open = strchr(buf, '(');
+	close = strrchr(buf, ')');
+	if (!open || !close || close < open || sscanf(close + 1, " %*c %ld", &pp) != 1)
+		return false;
+	snprintf(comm, commlen, "%.*s", (int)(close - open - 1), open + 1);
+	*ppid = (pid_t)pp;
+	*uid = st.st_uid;
+	return true;
+}
+
+/*
+ * Calls fn for each consumer daemon of the session daemon(s) this bench
+ * talks to (see bench_lttng_daemons_cpu), and for each of those session
+ * daemons with consumer false.
+ */
+static void daemons_each(const struct bench_lttng *L, void (*fn)(pid_t pid, bool consumer, void *arg), void *arg)
+{
+	pid_t sessiond[8];
+	unsigned ns = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+
+	if (!d)
+		return;
+	if (L->own_sessiond)
+		sessiond[ns++] = L->sessiond;
+	for (int pass = 0; pass < 2; pass++) { /* first the session daemons, then their consumer daemons */
+		rewinddir(d);
+		while ((e = readdir(d)) != NULL) {
+			char comm[64];
+			pid_t pid = (pid_t)strtol(e->d_name, NULL, 10), ppid;
+			uid_t uid;
+
+			if (pid <= 0 || !proc_info(pid, comm, sizeof(comm), &ppid, &uid))
+				continue;
+			if (pass == 0 && !L->own_sessiond && !strcmp(comm, "lttng-sessiond") && uid == getuid() &&
+			    ns < sizeof(sessiond) / sizeof(sessiond[0]))
+				sessiond[ns++] = pid;
+			if (pass == 1 && !strcmp(comm, "lttng-consumerd"))
+				for (unsigned k = 0; k < ns; k++)
+					if (ppid == sessiond[k])
+						fn(pid, true, arg);
+		}
+	}
+	closedir(d);
+	for (unsigned k = 0; k < ns; k++)
+		fn(sessiond[k], false, arg);
+}
+
+struct daemons_cpu {
+	double sessiond, consumerd;
+};
+
+static void add_cpu(pid_t pid, bool consumer, void *arg)
+{
+	struct daemons_cpu *c = arg;
+	double s = bench_proc_cpu_s(pid);
+	double *into = consumer ? &c->consumerd : &c->sessiond;
+
+	if (s < 0)
+		return;
+	*into = *into < 0 ? s : *into + s;
+}
+
+void bench_lttng_daemons_cpu(const struct bench_lttng *L, double *sessiond_s, double *consumerd_s)
+{
+	struct daemons_cpu c = { -1, -1 };
+
+	daemons_each(L, add_cpu, &c);
+	*sessiond_s = c.sessiond;
+	*consumerd_s = c.consumerd;
+}
+
+struct buffer_maps {
+	uint64_t bytes;
+	unsigned maps;
+};
+
+/* Adds a consumer daemon's shm-ust-consumer mappings (the ring buffers it shares with the traced processes). */
+static void add_maps(pid_t pid, bool consumer, void *arg)
+{
+	struct buffer_maps *b = arg;
+	char path[64], line[1024];
+	FILE *f;
+
+	if (!consumer)
+		return;
+	snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+	if (!(f = fopen(path, "re")))
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi;
+
+		if (strstr(line, "shm-ust-consumer") && sscanf(line, "%llx-%llx", &lo, &hi) == 2 && hi > lo) {
+			b->bytes += hi - lo;
+			b->maps++;
+		}
+	}
+	fclose(f);
+}
+
+int bench_lttng_buffer_bytes(const struct bench_lttng *L, uint64_t *bytes, unsigned *maps)
+{
+	struct buffer_maps b = { 0, 0 };
+
+	daemons_each(L, add_maps, &b);
+	*bytes = b.bytes;
+	*maps = b.maps;
+	return b.maps ? 0 : -1;
 }
 
 /*
@@ -374,6 +524,12 @@ int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *c
 {
 	const char *tmp = getenv("TMPDIR");
 
+	return bench_lttng_setup_in(L, ch, tmp && *tmp ? tmp : "/tmp", why, whylen);
+}
+
+int bench_lttng_setup_in(struct bench_lttng *L, const struct bench_lttng_channel *ch, const char *parent, char *why,
+			 size_t whylen)
+{
 	memset(L, 0, sizeof(*L));
 	{
 		char out[256];
@@ -383,7 +539,7 @@ int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *c
 			return -1;
 		}
 	}
-	snprintf(L->dir, sizeof(L->dir), "%s/evring-bench-lttng.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	snprintf(L->dir, sizeof(L->dir), "%s/evring-bench-lttng.XXXXXX", parent);
 	if (!mkdtemp(L->dir)) {
 		snprintf(why, whylen, "cannot make a directory for the trace: %s", strerror(errno));
 		L->dir[0] = 0;
@@ -447,7 +603,14 @@ int bench_lttng_session_restart(struct bench_lttng *L, const struct bench_lttng_
 #else
 int bench_lttng_setup(struct bench_lttng *L, const struct bench_lttng_channel *ch, char *why, size_t whylen)
 {
+	return bench_lttng_setup_in(L, ch, "/tmp", why, whylen);
+}
+
+int bench_lttng_setup_in(struct bench_lttng *L, const struct bench_lttng_channel *ch, const char *parent, char *why,
+			 size_t whylen)
+{
 	(void)ch;
+	(void)parent;
 	memset(L, 0, sizeof(*L));
 	snprintf(why, whylen, "evring-bench was built without LTTng-UST (install liblttng-ust-dev and "
 			      "lttng-tools, then configure again)");
@@ -466,5 +629,24 @@ int bench_lttng_session_restart(struct bench_lttng *L, const struct bench_lttng_
 void bench_lttng_teardown(struct bench_lttng *L)
 {
 	(void)L;
+}
+
+void bench_lttng_session_stop(struct bench_lttng *L)
+{
+	(void)L;
+}
+
+void bench_lttng_daemons_cpu(const struct bench_lttng *L, double *sessiond_s, double *consumerd_s)
+{
+	(void)L;
+	*sessiond_s = *consumerd_s = -1;
+}
+
+int bench_lttng_buffer_bytes(const struct bench_lttng *L, uint64_t *bytes, unsigned *maps)
+{
+	(void)L;
+	*bytes = 0;
+	*maps = 0;
+	return -1;
 }
 #endif
