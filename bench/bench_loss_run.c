@@ -338,11 +338,17 @@ static int run_raw(struct loss_env *e, double rate, double seconds, struct loss_
 	o->caught_up = bench_seg_caught_up(e->seg, LOSS_CATCHUP_MS);
 	o->lost = seg_lost(e->seg) - lost0;
 	kill(p.pid, SIGINT);
-	/* Its summary on stderr: "evring record: N events, N spans, N lost, ..." */
+	/*
+	 * Its raw summary on stderr: "evring record: raw: N runs (N bytes, N
+	 * records), N single records; N records delivered, N lost (N pushed
+	 * past), N skipped" (nothing is decoded, so the usual line's counts are 0).
+	 */
 	while (bench_proc_line(&p, line, sizeof(line), LOSS_EXIT_MS) == 1) {
-		unsigned long long ev, sp, lost;
+		unsigned long long runs, bytes, recs, singles, delivered, lost;
 
-		if (sscanf(line, "evring record: %llu events, %llu spans, %llu lost", &ev, &sp, &lost) == 3)
+		if (sscanf(line, "evring record: raw: %llu runs (%llu bytes, %llu records), %llu single records; "
+				 "%llu records delivered, %llu lost",
+			   &runs, &bytes, &recs, &singles, &delivered, &lost) == 6)
 			o->reported = lost;
 	}
 	rc = raw_reap(&p, &st, &ru, LOSS_EXIT_MS) ? 0 : -1;
