@@ -645,8 +645,11 @@ static inline uint64_t run_takes(uint64_t pos, uint64_t w, uint32_t salt, uint64
 	return evr_word_bytes(w);
 }
 
-/* Records in buf (a run from start) below position to that a push's walk counts (not PAD, not THREAD). */
-static uint64_t run_items_below(const uint8_t *buf, uint64_t start, uint64_t end, uint64_t to)
+/*
+ * Records in buf (a run from start) at positions in [from, to) that a push's
+ * walk counts (not PAD, not THREAD): what a push from from to to took in.
+ */
+static uint64_t run_items_in(const uint8_t *buf, uint64_t start, uint64_t end, uint64_t from, uint64_t to)
 {
 	uint64_t items = 0;
 
@@ -656,7 +659,7 @@ static uint64_t run_items_below(const uint8_t *buf, uint64_t start, uint64_t end
 
 		memcpy(&w, buf + (p - start), sizeof(w)); /* checked by the scan, unchanged since (R8) */
 		base = evr_word_type(w) & ~(uint32_t)EVR_REC_TID;
-		items += base != EVR_REC_PAD && base != EVR_REC_THREAD;
+		items += base != EVR_REC_PAD && base != EVR_REC_THREAD && p - from < UINT64_MAX / 2;
 		p += evr_word_bytes(w);
 	}
 	return items;
@@ -736,8 +739,9 @@ int evr_reader_next_run(struct evr_reader *r, uint32_t lane, void *buf, size_t c
 		 * CAS since R8 counted records of the run as lost, whole as the copy
 		 * is (R8 saw no push): they are taken back, as the read log does.
 		 */
-		while (pub != c->published && !publish(r, lane, pub)) {
-			c->overrun_due -= (int64_t)run_items_below(buf, start, end, c->published);
+		for (uint64_t from = c->published; pub != c->published && !publish(r, lane, pub); from = c->published) {
+			/* Each push walked on from where the last one stopped: the run's records in between, once. */
+			c->overrun_due -= (int64_t)run_items_in(buf, start, end, from, c->published);
 			pub = c->held != UINT64_MAX ? c->held : c->pos;
 		}
 		take_evicted(r, lane);
