@@ -15,7 +15,11 @@
  *                                                clock, whenever it moved (clock.h)
  *   ["meta",    source, kind, id, {payload}]     a metadata entry, as in capture.c
  *   ["tick",    mono_ns]                         the span builder's clock when it began
- *   ["round",   mono_ns]                         a drain round began (its entries follow)
+ *   ["round",   mono_ns]                         a drain round began (its entries follow);
+ *                                                written when it read something, handed
+ *                                                something out, or had a tick that could
+ *                                                let something go, and for the round just
+ *                                                before one written and the last round
  *   ["run",     source, lane, pos, bin]          committed records, the lane's bytes from
  *                                                lane position pos on: commit words,
  *                                                bodies, padding, tid trailers, PAD
@@ -66,6 +70,8 @@ struct evr_rawcap {
 	uint32_t nsrc;
 	uint64_t round;	 /* the round's time, not yet written */
 	bool round_due;
+	uint64_t skipped; /* the round before, when it was left out (skipped_due): see round_end */
+	bool skipped_due;
 	struct evr_rawcap_stats st;
 	int err; /* the first error, -errno */
 };
@@ -136,15 +142,33 @@ static struct raw_src *src_of(struct evr_rawcap *cap, const struct evr_src *s)
 	return NULL;
 }
 
+static void put_round(struct evr_rawcap *cap, uint64_t now)
+{
+	msgpack_pack_array(&cap->pk, 2);
+	pack_str(&cap->pk, "round");
+	msgpack_pack_uint64(&cap->pk, now);
+}
+
+/*
+ * The round due is written, after the round before it if that one was left
+ * out: that round's tick is the span builder's clock when this round's
+ * records reach it (it stamps their traces), so a replay must pass it too.
+ */
+static void flush_round(struct evr_rawcap *cap)
+{
+	if (!cap->round_due)
+		return;
+	cap->round_due = false;
+	if (cap->skipped_due)
+		put_round(cap, cap->skipped);
+	cap->skipped_due = false;
+	put_round(cap, cap->round);
+}
+
 /* An entry of n elements begins: the round it belongs to goes first. */
 static void entry(struct evr_rawcap *cap, uint32_t n, const char *kind)
 {
-	if (cap->round_due) {
-		cap->round_due = false;
-		msgpack_pack_array(&cap->pk, 2);
-		pack_str(&cap->pk, "round");
-		msgpack_pack_uint64(&cap->pk, cap->round);
-	}
+	flush_round(cap);
 	msgpack_pack_array(&cap->pk, n);
 	pack_str(&cap->pk, kind);
 }
@@ -254,8 +278,27 @@ void evr__rawcap_tick(struct evr_rawcap *cap, uint64_t mono_ns)
 
 void evr__rawcap_round(struct evr_rawcap *cap, uint64_t now)
 {
+	evr__rawcap_round_end(cap, false); /* a round never ended is one that did nothing */
 	cap->round = now;
 	cap->round_due = true;
+}
+
+/*
+ * A round that read nothing, handed nothing out and ticked no trace or held
+ * event past its time changed nothing a replay can tell but the span
+ * builder's clock, and the next round that does act overwrites every lane's
+ * merge hint: so it is left out (an idle consumer polls every millisecond),
+ * its time kept in case the next round written follows it.
+ */
+void evr__rawcap_round_end(struct evr_rawcap *cap, bool acted)
+{
+	if (acted)
+		flush_round(cap);
+	if (!cap->round_due)
+		return;
+	cap->round_due = false;
+	cap->skipped = cap->round;
+	cap->skipped_due = true;
 }
 
 void evr__rawcap_current(struct evr_rawcap *cap, const struct evr_src *s)
@@ -370,7 +413,12 @@ int evr__rawcap_close(struct evr_rawcap *cap, const struct evr_consumer_stats *s
 
 	if (!cap)
 		return 0;
-	cap->round_due = false;
+	evr__rawcap_round_end(cap, false);
+	if (cap->skipped_due) {
+		/* The live consumer's last round: its tick is the clock the records it flushes at the end meet. */
+		put_round(cap, cap->skipped);
+		cap->skipped_due = false;
+	}
 	entry(cap, 2, "stats");
 	msgpack_pack_map(pk, 14);
 	pack_kv_u64(pk, "records", st->records);

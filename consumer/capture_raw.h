@@ -41,6 +41,15 @@ void evr__rawcap_tick(struct evr_rawcap *cap, uint64_t mono_ns);
 /* A drain round begins at now (CLOCK_MONOTONIC ns); written before the round's first entry, if it has one. */
 void evr__rawcap_round(struct evr_rawcap *cap, uint64_t now);
 
+/*
+ * The round's delivery is over; acted: records or a death went out, or the
+ * span builder's tick could have let something go. Such a round is written
+ * even with no entry of its own, so that a replay hands out what it handed
+ * out, when it did; so is the round just before a round written, whose
+ * time is the span builder's clock when that round's records reach it.
+ */
+void evr__rawcap_round_end(struct evr_rawcap *cap, bool acted);
+
 /* The source's metadata entries published since the last call, and its clock mapping if it moved. */
 void evr__rawcap_current(struct evr_rawcap *cap, const struct evr_src *s);
 

@@ -72,7 +72,7 @@ struct evr_consumer {
 	volatile int stop;
 };
 
-static void deliver_round(struct evr_consumer *c, uint64_t now);
+static bool deliver_round(struct evr_consumer *c, uint64_t now);
 
 struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char *err, size_t errlen)
 {
@@ -129,7 +129,10 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 		return rc;
 	}
 	t = realloc(c->srcs, (c->nsrc + 1) * sizeof(*t));
-	if (!t) {
+	if (!t || evr__merge_lanes(c->merge, s->pub.index, s->seg.lane_count) != 0) {
+		if (t)
+			c->srcs = t;
+		evr__merge_forget(c->merge, s->pub.index);
 		evr__src_close(s);
 		free(s);
 		return -ENOMEM;
@@ -145,18 +148,24 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 	return (int)c->next_index++;
 }
 
+static void raw_round_end(struct evr_consumer *c);
+
 /* Replay's sink: a source read back from a capture joins (it is the consumer's from here). */
 static int replay_source(void *arg, struct evr_src *s)
 {
 	struct evr_consumer *c = arg;
-	struct evr_src **t = realloc(c->srcs, (c->nsrc + 1) * sizeof(*t));
+	struct evr_src **t;
 
-	if (!t) {
+	/* A live source joins between rounds: the round before it ends without it, as it did live. */
+	raw_round_end(c);
+	t = realloc(c->srcs, (c->nsrc + 1) * sizeof(*t));
+	if (t)
+		c->srcs = t;
+	if (!t || evr__merge_lanes(c->merge, c->next_index, s->seg.lane_count) != 0) {
 		free(s->lanes);
 		free(s);
 		return -ENOMEM;
 	}
-	c->srcs = t;
 	s->pub.index = c->next_index++;
 	/* A decoded capture's records come as recs: nothing to drain. A raw capture's come through the drain. */
 	s->drained_after_death = s->seg.lane_count == 0;
@@ -659,21 +668,31 @@ static void sources_end(struct evr_consumer *c)
 /*
  * The second half of a round at now: everything the merge's watermark lets
  * out goes to the span builder (and the capture), dead producers' open spans
- * end as abandoned, time passes for orphans.
+ * end as abandoned, time passes for orphans. Returns whether the round did
+ * more than move the span builder's clock: records or a death went out, or
+ * the tick had traces waiting out their grace or events held, which time
+ * alone lets go (a raw capture keeps such rounds for its replay).
  */
-static void deliver_round(struct evr_consumer *c, uint64_t now)
+static bool deliver_round(struct evr_consumer *c, uint64_t now)
 {
 	struct evr_rec *r;
+	bool acted;
 
 	evr__spans_round_begin(c->spans); /* one read-side section; handlers get batches */
-	while ((r = evr__merge_pop(c->merge, c->o.merge_window_ns, false)) != NULL)
+	r = evr__merge_pop(c->merge, c->o.merge_window_ns, false);
+	acted = r != NULL; /* tested once, outside the loop, which is every record's */
+	for (; r; r = evr__merge_pop(c->merge, c->o.merge_window_ns, false))
 		deliver(c, r);
 	for (uint32_t i = 0; i < c->nsrc; i++) {
 		struct evr_src *s = c->srcs[i];
 		/* Its spans still open end as abandoned once every record of it went through. */
-		if (s->drained_after_death && s->dead_ns && evr__merge_src_empty(c->merge, s->pub.index))
+		if (s->drained_after_death && s->dead_ns && evr__merge_src_empty(c->merge, s->pub.index)) {
 			deliver_death(c, s);
+			acted = true;
+		}
 	}
+	if (c->raw && !acted)
+		acted = evr__spans_timed(c->spans);
 	evr__spans_tick(c->spans, now);
 	if (c->cap && evr__spans_waiting(c->spans))
 		capture_clock(c); /* a trace waits out its grace: the replay must tick where this did */
@@ -681,12 +700,14 @@ static void deliver_round(struct evr_consumer *c, uint64_t now)
 	sources_end(c);
 	c->st.late = evr__merge_late(c->merge);
 	c->st.open_spans = evr__spans_open(c->spans);
+	return acted;
 }
 
 int evr_consumer_poll(struct evr_consumer *c)
 {
 	uint64_t now = evr_clock_monotonic_ns(), skips = c->skips_gone;
 	int total = 0;
+	bool acted;
 
 	if (c->finished)
 		return 0;
@@ -704,7 +725,9 @@ int evr_consumer_poll(struct evr_consumer *c)
 	}
 	c->st.records += (uint64_t)total;
 	c->st.ring_skipped = skips;
-	deliver_round(c, now);
+	acted = deliver_round(c, now);
+	if (c->raw)
+		evr__rawcap_round_end(c->raw, acted);
 	return total;
 }
 

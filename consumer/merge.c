@@ -15,6 +15,14 @@
  *
  * The number of lanes is small (tens), so the earliest head is found by a
  * scan rather than a heap: fewer branches per record than heap upkeep.
+ *
+ * Heads of equal time go out in the order of their queues, and a source's
+ * queues are made when it joins, lane by lane (evr__merge_lanes): so a tie
+ * breaks by (source, lane), never by which lane a drain happened to read
+ * or report first. That keeps the order a property of the records and the
+ * watermark alone: a raw capture's replay, which queues a round's records
+ * of every source before it reports how far each lane was read, hands out
+ * records of equal time in the order the live drain did.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -78,6 +86,20 @@ static struct lane_q *queue(struct evr_merge *m, uint32_t src, uint32_t lane)
 	}
 	m->q[m->n] = (struct lane_q){ .src = src, .lane = lane };
 	return &m->q[m->n++];
+}
+
+int evr__merge_lanes(struct evr_merge *m, uint32_t src, uint32_t lanes)
+{
+	for (uint32_t l = 0; l < lanes; l++) {
+		uint32_t had = m->n;
+		struct lane_q *q = queue(m, src, l);
+
+		if (!q)
+			return -ENOMEM;
+		if (m->n != had)
+			q->idle_mono = UINT64_MAX; /* not read yet: bounds nothing, as if it had no queue */
+	}
+	return 0;
 }
 
 int evr__merge_push(struct evr_merge *m, uint32_t src, uint32_t lane, struct evr_rec *r)

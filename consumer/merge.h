@@ -15,7 +15,14 @@
 struct evr_merge;
 struct evr_merge *evr__merge_new(uint32_t lanes_hint);
 void evr__merge_free(struct evr_merge *m);
-/* The queue of one lane of one source (created on first use). */
+/*
+ * The queues of a source's lanes, made in lane order when the source joins
+ * (before its first drain): heads of equal time go out in queue order, so
+ * ties break by (source, lane). A new queue bounds nothing until its lane is
+ * reported (evr__merge_idle) or gets a record. Returns 0 or -ENOMEM.
+ */
+int evr__merge_lanes(struct evr_merge *m, uint32_t src, uint32_t lanes);
+/* The queue of one lane of one source (created on first use if evr__merge_lanes did not make it). */
 int evr__merge_push(struct evr_merge *m, uint32_t src, uint32_t lane, struct evr_rec *r);
 /* Tells the merge a lane was polled at mono_ns and found empty: its future records come after mono_ns - window. */
 void evr__merge_idle(struct evr_merge *m, uint32_t src, uint32_t lane, uint64_t mono_ns);

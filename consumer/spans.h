@@ -65,5 +65,7 @@ uint64_t evr__spans_open(const struct evr_spans *sp);
 uint64_t evr__spans_clock(const struct evr_spans *sp);
 void evr__spans_clock_set(struct evr_spans *sp, uint64_t mono_ns);
 bool evr__spans_waiting(struct evr_spans *sp);
+/* Whether a tick could let anything go: a trace waits for its grace, or events are held (spans_held.c). */
+bool evr__spans_timed(struct evr_spans *sp);
 
 #endif /* EVR_CONSUMER_SPANS_H */

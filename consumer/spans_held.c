@@ -156,6 +156,11 @@ void sp_held_expire(struct evr_spans *sp, const struct evr_src *only, bool all)
 	}
 }
 
+bool sp_held_any(const struct evr_spans *sp)
+{
+	return sp->held && sp->held->nspans;
+}
+
 void sp_held_free(struct evr_spans *sp)
 {
 	struct sp_held *h = sp->held;

@@ -508,3 +508,8 @@ bool evr__spans_waiting(struct evr_spans *sp)
 {
 	return !cds_list_empty(&sp->idle);
 }
+
+bool evr__spans_timed(struct evr_spans *sp)
+{
+	return evr__spans_waiting(sp) || sp_held_any(sp);
+}

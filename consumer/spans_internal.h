@@ -179,12 +179,14 @@ void sp_deliver(struct evr_spans *sp, enum evr_cb cb, const void *obj);
  * (the caller delivers it with trace id 0, counted). release: the span ended
  * with trace_id: its held events go out with it, before the end. expire:
  * those held past their age go out with trace id 0 (all of them with all,
- * or those of one source with only). free: drops what is held.
+ * or those of one source with only). free: drops what is held. any:
+ * whether an event is held (a tick may expire it).
  */
 bool sp_held_add(struct evr_spans *sp, uint32_t src, uint64_t span_id, struct evr_event *ev, uint64_t mono);
 void sp_held_release(struct evr_spans *sp, uint32_t src, uint64_t span_id, uint64_t trace_id);
 void sp_held_expire(struct evr_spans *sp, const struct evr_src *only, bool all);
 void sp_held_free(struct evr_spans *sp);
+bool sp_held_any(const struct evr_spans *sp);
 
 /* The pending trace of (src, id), created empty when there is none. NULL without memory. */
 struct sp_trace *sp_trace_get(struct evr_spans *sp, const struct evr_src *src, uint64_t id);

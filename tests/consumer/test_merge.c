@@ -1,6 +1,7 @@
 /*
  * test_merge.c: lanes into one time-ordered stream, held back by the
- * watermark, late records delivered and counted.
+ * watermark, late records delivered and counted; records of equal time in
+ * (source, lane) order whichever lane was queued first.
  */
 #include <stdlib.h>
 
@@ -129,6 +130,47 @@ Test(merge, many_lanes_random_interleaving)
 		n++;
 	}
 	cr_assert_eq(n, LANES * PER);
+	cr_assert_eq(evr__merge_late(m), 0);
+	evr__merge_free(m);
+}
+
+/*
+ * Regression: a raw capture's replay queues a round's records of every
+ * source before it reports each lane, while the live drain reports a
+ * source's lanes before it reads the next source; the queues were made in
+ * first-use order, so two records of equal time (two processes, one TSC)
+ * came out one way live and the other way in the replay.
+ */
+Test(merge, equal_times_break_by_source_and_lane_whatever_was_queued_first)
+{
+	struct evr_merge *m = evr__merge_new(2);
+	struct evr_rec *a = rec(100), *b = rec(100), *r;
+
+	cr_assert_eq(evr__merge_lanes(m, 0, 2), 0);
+	cr_assert_eq(evr__merge_lanes(m, 1, 4), 0);
+	/* Lanes made but never reported bound nothing, as lanes with no queue did. */
+	evr__merge_push(m, 0, 0, rec(5));
+	r = evr__merge_pop(m, 0, false);
+	cr_assert_not_null(r, "unreported lanes do not hold the watermark at 0");
+	cr_assert_eq(r->mono_ns, 5);
+	free(r);
+	a->lane = 1;
+	b->lane = 3;
+	evr__merge_push(m, 1, 3, b); /* source 1's lane first, then source 0's */
+	evr__merge_push(m, 0, 1, a);
+	for (uint32_t l = 0; l < 4; l++)
+		evr__merge_idle(m, 1, l, 1000);
+	for (uint32_t l = 0; l < 2; l++)
+		evr__merge_idle(m, 0, l, 1000);
+	r = evr__merge_pop(m, 0, false);
+	cr_assert_not_null(r);
+	cr_assert_eq(r->lane, 1, "source 0 before source 1 at equal times, not the lane queued first");
+	free(r);
+	r = evr__merge_pop(m, 0, false);
+	cr_assert_not_null(r);
+	cr_assert_eq(r->lane, 3);
+	free(r);
+	cr_assert_null(evr__merge_pop(m, 0, false));
 	cr_assert_eq(evr__merge_late(m), 0);
 	evr__merge_free(m);
 }

@@ -536,12 +536,13 @@ static int cap_source(void *arg, struct evr_src *s)
 	struct evr_src **t = realloc(cs.srcs, (cs.nsrc + 1) * sizeof(*t));
 
 	(void)arg;
-	if (!t) {
+	if (t)
+		cs.srcs = t;
+	if (!t || evr__merge_lanes(cs.merge, cs.nsrc, s->seg.lane_count) != 0) { /* as the consumer's sink */
 		free(s->lanes);
 		free(s);
 		return -ENOMEM;
 	}
-	cs.srcs = t;
 	s->pub.index = cs.nsrc;
 	s->drained_after_death = s->seg.lane_count == 0;
 	cs.srcs[cs.nsrc++] = s;
