@@ -32,18 +32,16 @@
  * refuses one over CAPTURE_ENTRY_MAX bytes before msgpack-c sizes anything
  * for it, and stops at the first bad one with an error naming its position.
  * A metadata entry the live consumer could not use is not written at all.
+ *
+ * The file, its header and the entries a raw capture writes alike (meta,
+ * source, the death, the trailer's counters) are capture_io.c's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include <msgpack.h>
-#include <msgpack/fbuffer.h>
 
 #include "capture.h"
-#include "mpcheck.h"
+#include "capture_io.h"
 #include "objects.h"
 
 struct cap_src {
@@ -52,74 +50,27 @@ struct cap_src {
 };
 
 struct evr_capture {
-	FILE *f;
-	msgpack_packer pk;
-	msgpack_zone zone; /* checks metadata entries before they are written */
-	uint8_t *copy;	   /* their private copies */
-	size_t copy_cap;
+	struct evr_capio io; /* the file, its packer, the first error (capture_io.h) */
 	struct cap_src *srcs;
 	uint32_t nsrc;
-	int err; /* the first write error, -errno */
 };
-
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-	pack_str(pk, k);
-	pack_str(pk, v ? v : "");
-}
-
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	pack_str(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
-static int check(struct evr_capture *cap)
-{
-	if (!cap->err && ferror(cap->f))
-		cap->err = -EIO;
-	return cap->err;
-}
 
 int evr__capture_open(struct evr_capture **out, const char *path, char *err, size_t errlen)
 {
 	struct evr_capture *cap = calloc(1, sizeof(*cap));
-	struct timespec ts;
+	int rc;
 
 	if (!cap) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	cap->f = fopen(path, "wb");
-	if (!cap->f) {
-		int e = errno;
-		snprintf(err, errlen, "cannot write capture %s: %s", path, strerror(e));
+	rc = evr__capio_open(&cap->io, path, CAPTURE_VERSION, false, err, errlen);
+	if (rc < 0) {
 		free(cap);
-		return -e;
+		return rc;
 	}
-	if (!msgpack_zone_init(&cap->zone, 4096)) {
-		fclose(cap->f);
-		free(cap);
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	setvbuf(cap->f, NULL, _IOFBF, 1 << 20);
-	msgpack_packer_init(&cap->pk, cap->f, msgpack_fbuffer_write);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	msgpack_pack_map(&cap->pk, 3);
-	pack_kv_str(&cap->pk, "format", "evring-capture");
-	pack_kv_u64(&cap->pk, "version", CAPTURE_VERSION);
-	pack_kv_u64(&cap->pk, "created_ns", (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
 	*out = cap;
-	return check(cap);
+	return evr__capio_check(&cap->io);
 }
 
 static struct cap_src *cap_src_of(struct evr_capture *cap, const struct evr_src *s)
@@ -128,56 +79,6 @@ static struct cap_src *cap_src_of(struct evr_capture *cap, const struct evr_src 
 		if (cap->srcs[i].src == s)
 			return &cap->srcs[i];
 	return NULL;
-}
-
-/*
- * Writes one metadata entry as the producer wrote it, if the live consumer
- * could use it: a private copy, checked as the consumer checks it, and only
- * the one map's exact bytes (trailing bytes would read back as entries).
- */
-static void put_meta(struct evr_capture *cap, const struct evr_src *s, const struct evr_meta_view *v)
-{
-	msgpack_object obj;
-	size_t off = 0;
-
-	if (v->len > cap->copy_cap) {
-		uint8_t *t = realloc(cap->copy, v->len);
-		if (!t) {
-			cap->err = cap->err ? cap->err : -ENOMEM;
-			return;
-		}
-		cap->copy = t;
-		cap->copy_cap = v->len;
-	}
-	memcpy(cap->copy, v->payload, v->len);
-	msgpack_zone_clear(&cap->zone);
-	if (!evr__msgpack_sane(cap->copy, v->len, 6) ||
-	    !evr__unpacked(msgpack_unpack((const char *)cap->copy, v->len, &off, &cap->zone, &obj)) ||
-	    obj.type != MSGPACK_OBJECT_MAP)
-		return;
-	msgpack_pack_array(&cap->pk, 5);
-	pack_str(&cap->pk, "meta");
-	msgpack_pack_uint32(&cap->pk, s->pub.index);
-	msgpack_pack_uint32(&cap->pk, v->kind);
-	msgpack_pack_uint64(&cap->pk, v->id);
-	msgpack_fbuffer_write(cap->f, (const char *)cap->copy, off);
-}
-
-/* Copies the metadata entries the source gained since the last call, in order. */
-static void sync_meta(struct evr_capture *cap, struct cap_src *cs)
-{
-	const struct evr_src *s = cs->src;
-	struct evr_meta_view v;
-	int rc;
-
-	if (evr_ld_64(&s->seg.hdr->meta_used) == cs->meta_cursor)
-		return;
-	while ((rc = evr_meta_next(&s->seg, &cs->meta_cursor, &v, s->pub.dead)) != 0) {
-		if (rc == 1)
-			put_meta(cap, s, &v);
-		else if (rc != -ESTALE) /* -ESTALE: never finished by its writer, the consumer counted it */
-			break;
-	}
 }
 
 /*
@@ -191,32 +92,23 @@ static void site_ahead(struct evr_capture *cap, const struct cap_src *cs, const 
 
 	if (si && si->id >= cs->meta_cursor && evr_meta_read(&cs->src->seg, si->id, &v) == 1 &&
 	    v.kind == EVR_META_SITE)
-		put_meta(cap, cs->src, &v);
+		evr__capio_meta(&cap->io, cs->src->pub.index, &v);
 }
 
 int evr__capture_source(struct evr_capture *cap, struct evr_src *s)
 {
 	struct cap_src *t;
-	msgpack_packer *pk = &cap->pk;
 
 	if (cap_src_of(cap, s))
-		return check(cap);
+		return evr__capio_check(&cap->io);
 	t = realloc(cap->srcs, (cap->nsrc + 1) * sizeof(*t));
 	if (!t)
-		return cap->err = -ENOMEM;
+		return cap->io.err = -ENOMEM;
 	cap->srcs = t;
 	cap->srcs[cap->nsrc] = (struct cap_src){ s, 0 };
-	msgpack_pack_array(pk, 2);
-	pack_str(pk, "source");
-	msgpack_pack_map(pk, 6);
-	pack_kv_u64(pk, "index", s->pub.index);
-	pack_kv_u64(pk, "trace_id_high", s->trace_id_high);
-	pack_kv_u64(pk, "pid", s->pub.pid);
-	pack_kv_str(pk, "program", s->pub.program);
-	pack_kv_str(pk, "cmdline", s->pub.cmdline);
-	pack_kv_str(pk, "shm", s->pub.shm_name);
-	sync_meta(cap, &cap->srcs[cap->nsrc++]);
-	return check(cap);
+	evr__capio_source(&cap->io, s, s->pub.index, 0);
+	evr__capio_sync_meta(&cap->io, s, s->pub.index, &cap->srcs[cap->nsrc++].meta_cursor);
+	return evr__capio_check(&cap->io);
 }
 
 static void pack_values(msgpack_packer *pk, const struct evr_fields *f)
@@ -229,10 +121,7 @@ static void pack_values(msgpack_packer *pk, const struct evr_fields *f)
 
 		switch (v->type) {
 		case EVR_V_BOOL:
-			if (v->b)
-				msgpack_pack_true(pk);
-			else
-				msgpack_pack_false(pk);
+			evr__capio_bool(pk, v->b);
 			break;
 		case EVR_V_I64:
 			msgpack_pack_int64(pk, v->i);
@@ -264,28 +153,25 @@ int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r)
 	static const char *kinds[] = { "", "event", "begin", "end", "lost" };
 	static const uint32_t sizes[] = { 0, 10, 12, 16, 9 };
 	struct cap_src *cs = cap_src_of(cap, r->src);
-	msgpack_packer *pk = &cap->pk;
+	msgpack_packer *pk = &cap->io.pk;
 
 	if (!cs || r->type < EVR_REC_EVENT || r->type > EVR_REC_LOST)
-		return check(cap);
-	sync_meta(cap, cs); /* the sites this record names go first */
+		return evr__capio_check(&cap->io);
+	/* The sites this record names go first. */
+	evr__capio_sync_meta(&cap->io, cs->src, cs->src->pub.index, &cs->meta_cursor);
 	site_ahead(cap, cs, r->site);
 	site_ahead(cap, cs, r->end_site);
-	msgpack_pack_array(pk, sizes[r->type]);
-	pack_str(pk, kinds[r->type]);
+	evr__capio_entry(&cap->io, sizes[r->type], kinds[r->type]);
 	msgpack_pack_uint32(pk, r->src->pub.index);
 	msgpack_pack_uint32(pk, r->lane);
 	msgpack_pack_uint32(pk, r->tid);
 	msgpack_pack_uint64(pk, r->mono_ns);
 	msgpack_pack_uint64(pk, r->real_ns);
-	if (r->late)
-		msgpack_pack_true(pk);
-	else
-		msgpack_pack_false(pk);
+	evr__capio_bool(pk, r->late);
 	if (r->type == EVR_REC_LOST) {
 		msgpack_pack_uint64(pk, r->lost_count);
 		msgpack_pack_uint64(pk, r->lost_first_real_ns);
-		return check(cap);
+		return evr__capio_check(&cap->io);
 	}
 	msgpack_pack_uint64(pk, r->site ? r->site->id : 0);
 	msgpack_pack_uint64(pk, r->span_id);
@@ -300,52 +186,30 @@ int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r)
 		msgpack_pack_uint64(pk, r->end_site ? r->end_site->id : 0);
 	}
 	pack_values(pk, r->fields);
-	return check(cap);
+	return evr__capio_check(&cap->io);
 }
 
 int evr__capture_tick(struct evr_capture *cap, uint64_t mono_ns)
 {
-	msgpack_pack_array(&cap->pk, 2);
-	pack_str(&cap->pk, "tick");
-	msgpack_pack_uint64(&cap->pk, mono_ns);
-	return check(cap);
+	evr__capio_entry(&cap->io, 2, "tick");
+	msgpack_pack_uint64(&cap->io.pk, mono_ns);
+	return evr__capio_check(&cap->io);
 }
 
 int evr__capture_dead(struct evr_capture *cap, const struct evr_src *s, uint64_t dead_ns)
 {
-	msgpack_pack_array(&cap->pk, 4);
-	pack_str(&cap->pk, "dead");
-	msgpack_pack_uint32(&cap->pk, s->pub.index);
-	msgpack_pack_uint64(&cap->pk, dead_ns);
-	if (s->exited)
-		msgpack_pack_true(&cap->pk);
-	else
-		msgpack_pack_false(&cap->pk);
-	return check(cap);
+	evr__capio_death(&cap->io, "dead", s->pub.index, dead_ns, s->exited);
+	return evr__capio_check(&cap->io);
 }
 
 int evr__capture_close(struct evr_capture *cap, const struct evr_consumer_stats *st)
 {
-	msgpack_packer *pk = &cap->pk;
 	int rc;
 
 	if (!cap)
 		return 0;
-	msgpack_pack_array(pk, 2);
-	pack_str(pk, "stats");
-	msgpack_pack_map(pk, 7);
-	pack_kv_u64(pk, "records", st->records);
-	pack_kv_u64(pk, "events", st->events);
-	pack_kv_u64(pk, "spans_ended", st->spans_ended);
-	pack_kv_u64(pk, "lost", st->lost);
-	pack_kv_u64(pk, "late", st->late);
-	pack_kv_u64(pk, "bad", st->bad);
-	pack_kv_u64(pk, "ring_skipped", st->ring_skipped);
-	rc = check(cap);
-	if (fclose(cap->f) != 0 && !rc)
-		rc = -errno;
-	msgpack_zone_destroy(&cap->zone);
-	free(cap->copy);
+	evr__capio_stats(&cap->io, st, st->lost, 0);
+	rc = evr__capio_close(&cap->io);
 	free(cap->srcs);
 	free(cap);
 	return rc;
