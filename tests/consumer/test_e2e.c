@@ -25,75 +25,19 @@
 #include <evring/consumer.h>
 #include <evring/llm.h>
 
-/* A child process that opens its segment, tells the parent, waits for "go", runs fn, then exits or hangs. */
-struct child {
-	pid_t pid;
-	int go[2], ready[2];
-};
+#include "producer_child.h"
 
-/* As child_start, with pre run before the parent hears "ready" (before any attach). */
-static void child_start_pre(struct child *ch, const char *name, void (*pre)(void), void (*fn)(void), bool hang);
+/* The producers here name their segment and capture content. */
+static void child_start_pre(struct child *ch, const char *name, void (*pre)(void), void (*fn)(void), bool hang)
+{
+	struct evr_config cfg = { .name = name, .capture_content = 1 };
+
+	child_start_cfg(ch, &cfg, pre, fn, hang);
+}
 
 static void child_start(struct child *ch, const char *name, void (*fn)(void), bool hang)
 {
 	child_start_pre(ch, name, NULL, fn, hang);
-}
-
-static void child_start_pre(struct child *ch, const char *name, void (*pre)(void), void (*fn)(void), bool hang)
-{
-	char b = 0;
-
-	cr_assert_eq(pipe(ch->go), 0);
-	cr_assert_eq(pipe(ch->ready), 0);
-	fflush(NULL);
-	ch->pid = fork();
-	cr_assert_geq(ch->pid, 0);
-	if (ch->pid == 0) {
-		struct evr_config cfg = { .name = name, .capture_content = 1 };
-		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave its producer behind */
-		if (evr_open(&cfg) != 0)
-			_exit(2);
-		if (pre)
-			pre();
-		if (write(ch->ready[1], "r", 1) != 1 || read(ch->go[0], &b, 1) != 1)
-			_exit(3);
-		fn();
-		if (write(ch->ready[1], "d", 1) != 1)
-			_exit(4);
-		if (hang)
-			for (;;)
-				pause();
-		exit(0); /* exit handlers unlink the segment; an attached consumer keeps its mapping */
-	}
-	cr_assert_eq(read(ch->ready[0], &b, 1), 1, "the producer could not open its segment");
-	cr_assert_eq(b, 'r');
-}
-
-static void child_go(struct child *ch)
-{
-	cr_assert_eq(write(ch->go[1], "g", 1), 1);
-}
-
-static void child_wait_done(struct child *ch)
-{
-	char b = 0;
-	cr_assert_eq(read(ch->ready[0], &b, 1), 1);
-	cr_assert_eq(b, 'd');
-}
-
-static void child_reap(struct child *ch, int expect_signal)
-{
-	int status;
-
-	cr_assert_eq(waitpid(ch->pid, &status, 0), ch->pid);
-	if (expect_signal)
-		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == expect_signal);
-	else
-		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "producer exit status %d", status);
-	close(ch->go[0]);
-	close(ch->go[1]);
-	close(ch->ready[0]);
-	close(ch->ready[1]);
 }
 
 /* The workload of the issue: query -> retrieve -> embedding; a streamed chat; a failing tool call. */

@@ -34,6 +34,7 @@
 #include <evring/ring.h>
 
 #include "capture_raw.h"
+#include "producer_child.h"
 
 /* ---- the ring: runs against the reader ------------------------------------------------------------------------- */
 
@@ -218,60 +219,6 @@ Test(raw, runs_give_exactly_the_records_the_reader_gives)
 
 /* ---- a real producer ---------------------------------------------------------------------------------------------- */
 
-struct child {
-	pid_t pid;
-	int go[2], ready[2];
-};
-
-static void child_start(struct child *ch, const struct evr_config *cfg, void (*pre)(void), void (*fn)(void),
-			bool hang)
-{
-	char b = 0;
-
-	cr_assert_eq(pipe(ch->go), 0);
-	cr_assert_eq(pipe(ch->ready), 0);
-	fflush(NULL);
-	ch->pid = fork();
-	cr_assert_geq(ch->pid, 0);
-	if (ch->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (evr_open(cfg) != 0)
-			_exit(2);
-		if (pre)
-			pre();
-		if (write(ch->ready[1], "r", 1) != 1 || read(ch->go[0], &b, 1) != 1)
-			_exit(3);
-		fn();
-		if (write(ch->ready[1], "d", 1) != 1)
-			_exit(4);
-		if (hang)
-			for (;;)
-				pause();
-		exit(0);
-	}
-	cr_assert_eq(read(ch->ready[0], &b, 1), 1, "the producer could not open its segment");
-}
-
-static void child_go(struct child *ch)
-{
-	cr_assert_eq(write(ch->go[1], "g", 1), 1);
-}
-
-static void child_reap(struct child *ch, int sig)
-{
-	int status;
-
-	cr_assert_eq(waitpid(ch->pid, &status, 0), ch->pid);
-	if (sig)
-		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == sig);
-	else
-		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "producer status %d", status);
-	close(ch->go[0]);
-	close(ch->go[1]);
-	close(ch->ready[0]);
-	close(ch->ready[1]);
-}
-
 /* More than a 4 KiB lane holds, before any consumer reads: drops, then a LOST record in the stream. */
 static void burst(void)
 {
@@ -402,7 +349,7 @@ static void record_and_replay(const char *cap, const char *live, const char *aga
 	char err[512];
 	int rc;
 
-	child_start(&ch, &cfg, pre, fn, kill_sig != 0);
+	child_start_cfg(&ch, &cfg, pre, fn, kill_sig != 0);
 	c = consumer();
 	add_jsonl(c, live);
 	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, EVR_ATTACH_FROM_OLDEST, err, sizeof(err)), 0, "%s",
@@ -680,7 +627,7 @@ Test(raw, overload_counts_every_record_delivered_or_lost, .timeout = 120)
 
 	tmp_init();
 	tmp_path(cap, sizeof(cap), "flood.evr");
-	child_start(&ch, &cfg, NULL, flood, false);
+	child_start_cfg(&ch, &cfg, NULL, flood, false);
 	c = consumer();
 	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, 0, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(evr_consumer_capture_raw(c, cap, 0, err, sizeof(err)), 0, "%s", err);
