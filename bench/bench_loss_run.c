@@ -217,21 +217,32 @@ static uint64_t seg_lost(const struct evr_segment *seg)
 	return n;
 }
 
+/*
+ * One evring run: the writers at rate for seconds with the consumer pid
+ * attached, then until it caught up; o->lost is what the segment lost
+ * meanwhile. Returns the consumer's CPU-seconds before the run (-1: unknown).
+ */
+static double evring_step(struct loss_env *e, pid_t pid, double rate, double seconds, struct loss_sample *o)
+{
+	uint64_t lost0 = seg_lost(e->seg);
+	double cpu0 = bench_proc_cpu_s(pid);
+
+	writers_run(NULL, rate, seconds, o);
+	o->caught_up = bench_seg_caught_up(e->seg, LOSS_CATCHUP_MS);
+	o->lost = seg_lost(e->seg) - lost0;
+	return cpu0;
+}
+
 static int run_live(struct loss_env *e, double rate, double seconds, struct loss_sample *o, char *why, size_t whylen)
 {
 	static const char *const handlers[] = { "stats", NULL };
 	struct bench_peer_report rep;
 	struct bench_proc p;
-	uint64_t lost0;
 	double cpu0;
 
 	if (bench_consumer_peer_start(&p, getpid(), handlers, -1, why, whylen) != 0)
 		return -1;
-	lost0 = seg_lost(e->seg);
-	cpu0 = bench_proc_cpu_s(p.pid);
-	writers_run(NULL, rate, seconds, o);
-	o->caught_up = bench_seg_caught_up(e->seg, LOSS_CATCHUP_MS);
-	o->lost = seg_lost(e->seg) - lost0;
+	cpu0 = evring_step(e, p.pid, rate, seconds, o);
 	if (bench_consumer_peer_end(&p, true, LOSS_EXIT_MS, &rep) != 0) {
 		snprintf(why, whylen, "the consumer (evring-bench attach) gave no report at its end");
 		return -1;
@@ -313,7 +324,6 @@ static int run_raw(struct loss_env *e, double rate, double seconds, struct loss_
 	struct bench_proc p;
 	struct rusage ru;
 	struct stat sb;
-	uint64_t lost0;
 	double cpu0;
 	int rc, st = 0;
 
@@ -332,11 +342,7 @@ static int run_raw(struct loss_env *e, double rate, double seconds, struct loss_
 		snprintf(why, whylen, "`evring record --raw` did not attach within %u ms", LOSS_ATTACH_MS);
 		return -1;
 	}
-	lost0 = seg_lost(e->seg);
-	cpu0 = bench_proc_cpu_s(p.pid);
-	writers_run(NULL, rate, seconds, o);
-	o->caught_up = bench_seg_caught_up(e->seg, LOSS_CATCHUP_MS);
-	o->lost = seg_lost(e->seg) - lost0;
+	cpu0 = evring_step(e, p.pid, rate, seconds, o);
 	kill(p.pid, SIGINT);
 	/*
 	 * Its raw summary on stderr: "evring record: raw: N runs (N bytes, N

@@ -135,6 +135,25 @@ uint64_t evr__drain_skips(const struct evr_src *s)
 }
 
 /*
+ * Whether a SIGBUS fell in the source's mapping: the segment shrank under
+ * us, what was read before the fault is delivered and the rest is gone (its
+ * pages now read zeros). The source is then taken as dead, so its open
+ * spans close and the others go on.
+ */
+static bool fault_death(struct evr_drain *d, struct evr_src *s, uint64_t now)
+{
+	if (!evr__fault_taken(s->fault, &s->fault_offset))
+		return false;
+	s->faulted = true;
+	d->st->segments_faulted++;
+	if (!s->pub.dead) {
+		s->pub.dead = true;
+		s->dead_ns = now;
+	}
+	return true;
+}
+
+/*
  * New metadata, the producer's liveness, dead threads' lanes, the clock
  * mapping. The slot's heartbeat goes out with each pass's release of lane 0
  * (evr_reader_release).
@@ -178,18 +197,7 @@ uint32_t evr__drain_source(struct evr_drain *d, struct evr_src *s, uint64_t now)
 		total += drain_lane(d, s, l, now, &full);
 		more |= full;
 	}
-	if (evr__fault_taken(s->fault, &s->fault_offset)) {
-		/*
-		 * The segment shrank under us: what was read before the fault is
-		 * delivered, the rest is gone (its pages now read zeros). Detached
-		 * as a death, so its open spans close and the others go on.
-		 */
-		s->faulted = true;
-		d->st->segments_faulted++;
-		if (!s->pub.dead) {
-			s->pub.dead = true;
-			s->dead_ns = now;
-		}
+	if (fault_death(d, s, now)) {
 		for (uint32_t l = 0; l < s->seg.lane_count; l++)
 			evr__merge_idle(d->merge, s->pub.index, l, UINT64_MAX);
 		s->drained_after_death = true;
@@ -321,7 +329,7 @@ uint32_t evr__drain_source_raw(struct evr_drain *d, struct evr_src *s, uint64_t 
 			       bool decode)
 {
 	uint32_t total = 0;
-	bool more = false, full, was_dead = s->pub.dead;
+	bool more = false, full, was_dead = s->pub.dead, dead;
 
 	if (s->drained_after_death)
 		return 0;
@@ -346,15 +354,10 @@ uint32_t evr__drain_source_raw(struct evr_drain *d, struct evr_src *s, uint64_t 
 	}
 	if (decode)
 		evr__drain_round_end(d, s, now);
-	if (evr__fault_taken(s->fault, &s->fault_offset)) {
-		/* The segment shrank under us: what was read is kept, the rest is gone (drain_source says more). */
-		s->faulted = true;
-		d->st->segments_faulted++;
-		if (!s->pub.dead) {
-			s->pub.dead = true;
-			s->dead_ns = now;
+	dead = s->pub.dead;
+	if (fault_death(d, s, now)) {
+		if (!dead)
 			evr__rawcap_dead(cap, s);
-		}
 		evr__rawcap_drained(cap, s);
 		if (decode)
 			evr__drain_done(d, s);

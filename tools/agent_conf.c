@@ -125,37 +125,38 @@ static char *trim(char *s)
 }
 
 /* Applies one "key = value" to n (lists: the file's first line of a key clears the flags' list). */
+/*
+ * A repeatable string key (handler, program): the first line of a file that
+ * names it replaces the list the flags gave (*seen), the next ones append.
+ */
+static int list_put(char **list, int *n, int max, bool *seen, const char *val, const char *what, char *why,
+		    size_t whylen)
+{
+	if (!*seen) {
+		for (int i = 0; i < *n; i++)
+			free(list[i]);
+		*n = 0;
+		*seen = true;
+	}
+	if (!*val || *n == max) {
+		if (*val)
+			snprintf(why, whylen, "at most %d %ss", max, what);
+		else
+			snprintf(why, whylen, "an empty %s", what);
+		return -EINVAL;
+	}
+	return dup_into(&list[(*n)++], val);
+}
+
 static int apply(struct agent_conf *n, const char *key, const char *val, bool *seen_list, char *why, size_t whylen)
 {
 	uint64_t v;
 	char *slash;
 
-	if (!strcmp(key, "handler")) {
-		if (!seen_list[0]) {
-			for (int i = 0; i < n->nhandlers; i++)
-				free(n->handlers[i]);
-			n->nhandlers = 0;
-			seen_list[0] = true;
-		}
-		if (!*val || n->nhandlers == AGENT_MAX_HANDLERS) {
-			snprintf(why, whylen, *val ? "at most %d handlers" : "an empty handler", AGENT_MAX_HANDLERS);
-			return -EINVAL;
-		}
-		return dup_into(&n->handlers[n->nhandlers++], val);
-	}
-	if (!strcmp(key, "program")) {
-		if (!seen_list[1]) {
-			for (int i = 0; i < n->nprograms; i++)
-				free(n->programs[i]);
-			n->nprograms = 0;
-			seen_list[1] = true;
-		}
-		if (!*val || n->nprograms == AGENT_MAX_FILTERS) {
-			snprintf(why, whylen, *val ? "at most %d programs" : "an empty program", AGENT_MAX_FILTERS);
-			return -EINVAL;
-		}
-		return dup_into(&n->programs[n->nprograms++], val);
-	}
+	if (!strcmp(key, "handler"))
+		return list_put(n->handlers, &n->nhandlers, AGENT_MAX_HANDLERS, &seen_list[0], val, "handler", why, whylen);
+	if (!strcmp(key, "program"))
+		return list_put(n->programs, &n->nprograms, AGENT_MAX_FILTERS, &seen_list[1], val, "program", why, whylen);
 	if (!strcmp(key, "uid")) {
 		if (!seen_list[2]) {
 			n->nuids = 0;
