@@ -113,7 +113,15 @@ struct evr_obj {
 	uint32_t refs;
 	uint8_t kind; /* enum evr_obj_kind */
 };
-enum evr_obj_kind { EVR_OBJ_EVENT = 1, EVR_OBJ_SPAN = 2, EVR_OBJ_TRACE = 3, EVR_OBJ_LOST = 4, EVR_OBJ_SKIPPED = 5 };
+enum evr_obj_kind {
+	EVR_OBJ_EVENT = 1,
+	EVR_OBJ_SPAN = 2,
+	EVR_OBJ_TRACE = 3,
+	EVR_OBJ_LOST = 4,
+	EVR_OBJ_SKIPPED = 5,
+	EVR_OBJ_METRIC = 6,
+	EVR_OBJ_RUN = 7,
+};
 
 /* Keeps an object past the callback that received it; drop it with evr_obj_unref. */
 EVR_API void evr_obj_ref(const void *obj);
@@ -213,6 +221,51 @@ struct evr_skipped {
 	uint64_t stalled;			     /* of count, skipped while it was stalled (the rest: queue full) */
 	uint64_t first_ns, last_ns;		     /* the times of the first and the last record skipped */
 };
+/*
+ * One sample of a followed process's resource use (src), or of the host's
+ * (src NULL): one name, one value, at a time on the records' clock. Names
+ * follow OpenTelemetry's system and process conventions where they have
+ * one: process.cpu.user and process.cpu.system (percent of one CPU over the
+ * interval), process.memory.rss (bytes), process.threads, process.open_fds,
+ * process.context_switches.voluntary / .involuntary (over the interval),
+ * process.io.read_bytes / .write_bytes (over the interval, where readable);
+ * once a run, host.cpus, host.memory.total, host.memory.available,
+ * host.load.1m / .5m / .15m.
+ */
+struct evr_metric {
+	struct evr_obj obj;
+	const struct evr_source *src; /* NULL: the host */
+	uint64_t ts_ns;		      /* UTC */
+	uint64_t mono_ns;
+	const char *name;
+	const char *unit; /* "%", "By", "1" (UCUM, as OpenTelemetry) */
+	double value;
+};
+
+/* A run parameter: key and value, both text. */
+struct evr_param {
+	const char *key;
+	const char *value;
+};
+
+/*
+ * A run: one followed process in one consumer session, with an id, an
+ * experiment name and its parameters, recorded once, before any other
+ * record of src reaches the handler. Keys: program, cmdline, exe,
+ * build_id, host, kernel, evring.version, git.commit (when the producer's
+ * working directory is a repository), env.NAME (only for the names
+ * --env-allow lets through), app.KEY (the producer's evr_run_param).
+ */
+struct evr_run_info {
+	struct evr_obj obj;
+	const struct evr_source *src;
+	const char *run_id;	/* 32 lower-case hex digits */
+	const char *experiment; /* --experiment; "default" */
+	uint64_t start_ns;	/* UTC: when the consumer began following it */
+	uint32_t nparams;
+	const struct evr_param *params;
+};
+
 /* ---- handlers ----------------------------------------------------------- */
 
 struct evr_handler_stats;
@@ -297,6 +350,15 @@ struct evr_handler {
 	 * Appended.
 	 */
 	void (*on_idle)(void *ctx);
+
+	/*
+	 * A metric sample (struct evr_metric), in time order with the records.
+	 * NULL: none are queued for this handler. Appended.
+	 */
+	int (*on_metric)(void *ctx, const struct evr_metric *m);
+
+	/* A run begins (struct evr_run_info): before any record of its source. NULL: none. Appended. */
+	int (*on_run)(void *ctx, const struct evr_run_info *run);
 };
 
 /* Why a handler call is reported: it overran the timeout, or returned an error. */
