@@ -225,13 +225,21 @@ static bool take_push(struct evr_reader *r, uint32_t lane, uint64_t v)
 	return true;
 }
 
-/* E3's count since last looked at: what the writers pushed past on this lane. */
+/*
+ * E3's count since last looked at: what the writers pushed past on this lane.
+ * The push that counted it (E2, before E3) is taken first: its take-back of
+ * what this reader returned must come before the count is reported. A head
+ * loaded before E2 and the count loaded after E3 would otherwise report the
+ * whole count, and the take-back, coming later, would be owed to a push that
+ * may never come (a count too high by what the reader had delivered).
+ */
 static void take_evicted(struct evr_reader *r, uint32_t lane)
 {
 	struct evr_cursor *c = &r->cur[lane];
-	uint64_t n = evr_ld_acq_64(&my_line(r, lane)->evicted); /* pairs with E1's release */
+	uint64_t n = evr_ld_acq_64(&my_line(r, lane)->evicted); /* R9, pairs with E3 */
 
 	if (n != c->evict_seen) {
+		take_push(r, lane, evr_ld_acq_64(&my_line(r, lane)->head)); /* R9: after the count, sees its E2 */
 		c->overrun_due += (int64_t)(n - c->evict_seen);
 		c->evict_seen = n;
 		/* This line's own field, relaxed: read by the slot's next holder after its K1 CAS (which pairs with our end). */
@@ -414,8 +422,15 @@ static void log_add(struct evr_reader *r, uint32_t lane, uint64_t pos, uint64_t 
 {
 	struct evr_cursor *c = &r->cur[lane];
 
+	/*
+	 * Full: the next call publishes first. It cannot when a push just taken
+	 * stopped below the log, which only a held reservation does (a walk
+	 * stops at it); then the head stays at the hold, and no push passes it
+	 * until the reader's release, seeing it let go, publishes past what
+	 * was returned here unlogged.
+	 */
 	if (!r->claimed || c->log_n == EVR_READ_LOG)
-		return; /* full: the next call publishes first (never fuller than that) */
+		return;
 	r->log[lane].pos[c->log_n] = pos;
 	r->log[lane].items[c->log_n++] = items;
 }
@@ -676,7 +691,7 @@ int evr_reader_next_run(struct evr_reader *r, uint32_t lane, void *buf, size_t c
 	c = &r->cur[lane];
 	size = r->seg->lane_bytes;
 	if (r->claimed) {
-		take_push(r, lane, evr_ld_acq_64(&my_line(r, lane)->head));
+		take_push(r, lane, evr_ld_acq_64(&my_line(r, lane)->head)); /* R7: a push (E2) since the last call */
 		take_evicted(r, lane);
 		if (c->overrun_due > 0)
 			return 0; /* evr_reader_next reports it first */

@@ -132,7 +132,8 @@ static uint64_t evict(struct evr_segment *seg, uint32_t k, uint32_t lane, uint64
 	to = walk(seg, lane, h, pos, evr_ld_64(&sl->count_from), &n);
 	/* E2, pairs with the reader's R3 CAS: exactly one of a push and a publish from h wins. */
 	if (to != h && evr_cas_64(&sl->head, &raw, to | EVR_HEAD_EVICTED)) {
-		evr_st_64(&sl->evicted, evr_ld_64(&sl->evicted) + n); /* E3: under E1, the only writer */
+		/* E3: under E1, the only writer; release: a reader that sees the count sees E2 (R9). */
+		evr_st_rel_64(&sl->evicted, evr_ld_64(&sl->evicted) + n);
 		evr_st_64(&sl->evictions, evr_ld_64(&sl->evictions) + 1);
 		h = to;
 	}

@@ -113,15 +113,16 @@
  * head. The push counted everything from the reader's published head to the
  * pushed one; the reader keeps a log of the records it returned since it
  * last published (position, count) and takes back those below the pushed
- * head (it returned them), drops the record it just copied if the push went
- * past it (the copy may be torn: the writer may be writing over it), clears
- * the flag (R7, a CAS: a newer push sets it again) and goes on from the
- * pushed head. The difference between E3's count and what it took back is
- * handed to the caller as a LOST record [now, count, now]: for each consumer,
- * records delivered + lost == records written since it attached, exactly.
- * A consumer's copy that a push overlapped is a read racing a write, thrown
- * away as a seqlock's reader throws away such a read; ThreadSanitizer builds
- * copy with an uninstrumented loop.
+ * head (it returned them) before it reports any push's count (R9), drops the
+ * record it just copied if the push went past it (the copy may be torn: the
+ * writer may be writing over it), clears the flag (R7, a CAS: a newer push
+ * sets it again) and goes on from the pushed head. The difference between
+ * E3's count and what it took back is handed to the caller as a LOST record
+ * [now, count, now]: for each consumer, records delivered + lost == records
+ * written since it attached, exactly. A consumer's copy that a push
+ * overlapped is a read racing a write, thrown away as a seqlock's reader
+ * throws away such a read; ThreadSanitizer builds copy with an
+ * uninstrumented loop.
  *
  * ORDERING
  * ========
@@ -178,13 +179,16 @@
  *       the end -- one pusher at a time; the claim waits for it to clear
  *   E2  writer: CAS(slot-lane.head, h, to | EVICTED) -- races with R3: one of
  *       a publish and a push from h wins; before any store over [h, to)
- *   E3  writer: store(slot-lane.evicted, + count) under E1; released by E1
+ *   E3  writer: store-release(slot-lane.evicted, + count) under E1 -- a
+ *       reader that load-acquires the count (R9) then sees E2 in the head
  *   E4  writer: load-acquire(commit word) while walking, pairs with W2 / S3
  *   R3  claimed reader: CAS(slot-lane.head, published, pos), pairs with W1,
  *       races with E2 (a bare reader: store-release, as in 1.x)
  *   R7  reader: CAS(head, to | EVICTED, to): the push taken
  *   R8  reader: after R2, load-acquire(head) (and an acquire fence): the copy
  *       was whole unless a push went past it
+ *   R9  reader: load-acquire(evicted), pairs with E3, then the head again: a
+ *       push's take-back of what was returned comes before its count
  *
  *   lane ownership                             metadata
  *   --------------                             --------
