@@ -201,6 +201,11 @@ static int config_from_env(struct evr_config *cfg, char *name_buf, size_t name_l
 		}
 		cfg->lane_bytes = n;
 	}
+	v = getenv("EVRING_CAPTURE_STDIO");
+	if (v && *v && !env_true(v) && !env_false(v)) {
+		set_error("EVRING_CAPTURE_STDIO=%s: expected 1 or 0", v);
+		return -EINVAL;
+	}
 	if (cfg->capture_content < 0) {
 		v = getenv("EVRING_CAPTURE_CONTENT");
 		if (v && *v && !env_true(v) && !env_false(v)) {
@@ -423,6 +428,7 @@ static void at_fork_child(void)
 		fork_inherit = true;
 	}
 	pthread_mutex_init(&evr__proc.lock, NULL);
+	evr__stdio_forked();
 	sites_reset();
 	threads = NULL; /* the other threads did not come along */
 	memset(&evr__thread, 0, sizeof(evr__thread));
@@ -446,6 +452,7 @@ static void mark_exited(void)
 
 static void at_exit(void)
 {
+	evr__stdio_stop(true); /* before the segment says the process exited: the last lines are its */
 	/* The segment's name and creator are the ones kept here, not the header's, which anyone may overwrite. */
 	if (evr__proc.state != OPEN || evr__proc.pid != (uint32_t)getpid())
 		return;
@@ -521,9 +528,12 @@ static int open_locked(const struct evr_config *in)
 	evr__proc.thread_serial = 0;
 	evr__proc.span_base = evr__proc.seg.salt; /* random per segment */
 	evr__meta_process();
+	evr__meta_params();
 	sites_reset(); /* sites parked while closed register at their next use */
 	gen_next();
 	__atomic_store_n(&evr__proc.state, OPEN, __ATOMIC_RELEASE);
+	if (env_true(getenv("EVRING_CAPTURE_STDIO")) && (rc = evr__stdio_start()) != 0)
+		EVR_EVENT("evring.stdio", "start_error", EVR_I32("errno", -rc)); /* tracing goes on, untee'd */
 	return 0;
 }
 
@@ -589,6 +599,7 @@ int evr_open(const struct evr_config *cfg)
 
 void evr_close(void)
 {
+	evr__stdio_stop(false); /* its thread takes the lock to leave its lane: not held here */
 	pthread_mutex_lock(&evr__proc.lock);
 	if (evr__proc.state == OPEN) {
 		if (evr__thread.gen == evr__gen)
