@@ -469,6 +469,28 @@ static void init_once(void)
 	atexit(at_exit);
 }
 
+/*
+ * Set by open_locked when EVRING_CAPTURE_STDIO=1; the opener starts the tee
+ * once it has let the lock go (stdio_start_pending): the tee's start error
+ * is an event, and an event may take the lock (a thread's first record).
+ */
+static bool stdio_pending;
+
+/* Call without the lock: starts the stdio tee an open asked for. */
+static void stdio_start_pending(void)
+{
+	bool want;
+	int rc;
+
+	pthread_mutex_lock(&evr__proc.lock);
+	want = stdio_pending && evr__proc.state == OPEN;
+	stdio_pending = false;
+	rc = want ? evr__stdio_start() : 0;
+	pthread_mutex_unlock(&evr__proc.lock);
+	if (rc)
+		EVR_EVENT("evring.stdio", "start_error", EVR_I32("errno", -rc)); /* tracing goes on without it */
+}
+
 /* Opens a segment for cfg; call with the lock held. */
 static int open_locked(const struct evr_config *in)
 {
@@ -532,8 +554,7 @@ static int open_locked(const struct evr_config *in)
 	sites_reset(); /* sites parked while closed register at their next use */
 	gen_next();
 	__atomic_store_n(&evr__proc.state, OPEN, __ATOMIC_RELEASE);
-	if (env_true(getenv("EVRING_CAPTURE_STDIO")) && (rc = evr__stdio_start()) != 0)
-		EVR_EVENT("evring.stdio", "start_error", EVR_I32("errno", -rc)); /* tracing goes on, untee'd */
+	stdio_pending = env_true(getenv("EVRING_CAPTURE_STDIO"));
 	return 0;
 }
 
@@ -553,6 +574,7 @@ bool evr__proc_ensure_open(void)
 	}
 	state = evr__proc.state;
 	pthread_mutex_unlock(&evr__proc.lock);
+	stdio_start_pending();
 	return state == OPEN;
 }
 
@@ -594,6 +616,7 @@ int evr_open(const struct evr_config *cfg)
 	if (rc)
 		gen_next();
 	pthread_mutex_unlock(&evr__proc.lock);
+	stdio_start_pending();
 	return rc;
 }
 

@@ -30,7 +30,8 @@ int evr__meta_dispatcher(const char *path, bool propagate);
 void evr__meta_params(void); /* writes the run parameters given so far into the segment just opened */
 
 /*
- * The stdio tee (stdio.c). start: with the lock held, the segment open;
+ * The stdio tee (stdio.c). start: with the lock held, the segment open (its
+ * thread, started here, takes the lock at its first record, after);
  * returns 0 or -errno (fds left as they were). stop: without the lock (its
  * thread takes it to leave its lane); at_exit flushes stdout and stderr
  * first. forked: the child side of fork, which has no tee thread.

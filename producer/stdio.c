@@ -56,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <evring/evring.h>
@@ -69,6 +70,8 @@ struct stream {
 	int fd;	  /* 1 or 2: what the application writes to */
 	int orig; /* the original descriptor, duplicated (O_CLOEXEC); -1: not teed */
 	int rd;	  /* the pipe's read end (O_CLOEXEC); -1: closed */
+	dev_t pipe_dev; /* the pipe: fd is given its original back only while it still is this pipe */
+	ino_t pipe_ino;
 	size_t len;
 	bool cut; /* the line so far is longer than the limit: the rest is not kept */
 	char line[EVR_STR_LIMIT + 4];
@@ -234,12 +237,21 @@ static void fd_close(int *fd)
 	*fd = -1;
 }
 
-/* Puts the original descriptors back at 1 and 2 (which closes the pipes' write ends). */
+/*
+ * Puts the original descriptors back at 1 and 2 (which closes the pipes'
+ * write ends), where they still are the tee's pipes: an application that
+ * has since pointed fd 1 elsewhere (dup2 of a file) keeps its choice.
+ */
 static void restore(void)
 {
-	for (int i = 0; i < 2; i++)
-		if (stdio_tee.s[i].orig >= 0)
-			dup2(stdio_tee.s[i].orig, stdio_tee.s[i].fd);
+	for (int i = 0; i < 2; i++) {
+		struct stream *st = &stdio_tee.s[i];
+		struct stat sb;
+
+		if (st->orig >= 0 && fstat(st->fd, &sb) == 0 && S_ISFIFO(sb.st_mode) && sb.st_dev == st->pipe_dev &&
+		    sb.st_ino == st->pipe_ino)
+			dup2(st->orig, st->fd);
+	}
 }
 
 int evr__stdio_start(void)
@@ -265,6 +277,14 @@ int evr__stdio_start(void)
 		}
 		fcntl(p[0], F_SETPIPE_SZ, PIPE_BYTES); /* best effort: above pipe-max-size it stays 64 KiB */
 		st->rd = p[0];
+		{
+			struct stat sb;
+
+			if (fstat(p[0], &sb) == 0) {
+				st->pipe_dev = sb.st_dev;
+				st->pipe_ino = sb.st_ino;
+			}
+		}
 		if (dup2(p[1], st->fd) < 0) { /* fd 1 or 2 itself keeps no O_CLOEXEC: children inherit it */
 			rc = -errno;
 			close(p[1]);

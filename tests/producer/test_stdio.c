@@ -407,6 +407,37 @@ Test(stdio, fork_child_writes_to_the_original)
 	free(b);
 }
 
+static int redirect_child(void *arg)
+{
+	int *fd = arg;
+
+	dup2(fd[0], 1);
+	env_tee("1");
+	EVR_EVENT("app", "first"); /* the implicit open starts the tee too */
+	PT_ASSERT(evr_enabled() && !same_file(1, fd[0]), "the first record did not start the tee");
+	PT_ASSERT(write(1, "teed\n", 5) == 5);
+	dup2(fd[1], 1); /* the application points fd 1 elsewhere itself */
+	PT_ASSERT(write(1, "own\n", 4) == 4);
+	evr_close();
+	PT_ASSERT(same_file(1, fd[1]), "evr_close took back an fd 1 the application had redirected");
+	return 0;
+}
+
+Test(stdio, close_keeps_the_applications_own_redirect)
+{
+	int fd[2] = { mem_fd("teed"), mem_fd("own") };
+	size_t n0, n1;
+	char *b0, *b1;
+
+	pt_assert_child_ok(pt_fork_run(redirect_child, fd), "redirect");
+	b0 = fd_slurp(fd[0], &n0);
+	b1 = fd_slurp(fd[1], &n1);
+	cr_assert(n0 == 5 && !memcmp(b0, "teed\n", 5));
+	cr_assert(n1 == 4 && !memcmp(b1, "own\n", 4));
+	free(b0);
+	free(b1);
+}
+
 static int exit_child(void *arg)
 {
 	int fd = *(int *)arg;
