@@ -517,3 +517,11 @@ Test(run_param, entries_read_back)
 	evr_close();
 	cr_assert_eq(evr_run_param("model", "x"), -ENODEV);
 }
+
+Test(stdio, bad_setting_refused)
+{
+	env_tee("maybe");
+	cr_assert_eq(evr_open(NULL), -EINVAL);
+	cr_assert(strstr(evr_last_error(), "EVRING_CAPTURE_STDIO=maybe"), "error: %s", evr_last_error());
+	cr_assert(!evr_enabled());
+}
