@@ -39,6 +39,5 @@ void evr__meta_params(void); /* writes the run parameters given so far into the 
 int evr__stdio_start(void);
 void evr__stdio_stop(bool at_exit);
 void evr__stdio_forked(void);
-bool evr__stdio_on(void);
 
 #endif /* EVRING_PRODUCER_H */

@@ -348,8 +348,3 @@ void evr__stdio_forked(void)
 	fd_close(&stdio_tee.wake[0]);
 	fd_close(&stdio_tee.wake[1]);
 }
-
-bool evr__stdio_on(void)
-{
-	return stdio_tee.on;
-}
