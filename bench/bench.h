@@ -507,6 +507,7 @@ int bench_all_main(int argc, char **argv);
 int bench_count_main(int argc, char **argv);
 int bench_otlp_main(int argc, char **argv);
 int bench_agent_main(int argc, char **argv);
+int bench_stdio_main(int argc, char **argv);
 int bench_raw_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */

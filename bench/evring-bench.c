@@ -53,6 +53,9 @@ static const struct bench_cmd cmds[] = {
 	{ "agent", bench_agent_main,
 	  "how soon `evring agent` delivers a new process's first record (p50, p99), and its CPU-s per "
 	  "million records" },
+	{ "stdio", bench_stdio_main,
+	  "ns per write(1, line, 100) with the stdio tee (EVRING_CAPTURE_STDIO=1) off and on, and the "
+	  "ratio" },
 	{ "all", bench_all_main,
 	  "the whole suite, each benchmark in its own process; writes latest.json, latest.md and a chart" },
 	{ "attach", bench_attach_main, "(a peer the benchmarks start) a consumer attached to a process" },

@@ -9,7 +9,8 @@
  *   ["source", {"index", "pid", "program", "cmdline", "shm", "trace_id_high"}]
  *   ["meta",   source, kind, id, {payload}]          a segment metadata entry as the
  *                                                   producer wrote it (site, dispatcher,
- *                                                   thread, process: ring.h, evr_meta_kind)
+ *                                                   thread, process: ring.h, evr_meta_kind;
+ *                                                   a run parameter's payload is [key, value])
  *   ["event",  source, lane, tid, mono_ns, real_ns, late, site, span, [values]]
  *   ["begin",  source, lane, tid, mono_ns, real_ns, late, site, span, parent, trace, [values]]
  *   ["end",    source, lane, tid, mono_ns, real_ns, late, site, span, parent, trace,

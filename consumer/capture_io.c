@@ -112,7 +112,7 @@ void evr__capio_meta(struct evr_capio *io, uint32_t index, const struct evr_meta
 	msgpack_zone_clear(&io->zone);
 	if (!evr__msgpack_sane(io->copy, v->len, 6) ||
 	    !evr__unpacked(msgpack_unpack((const char *)io->copy, v->len, &off, &io->zone, &obj)) ||
-	    obj.type != MSGPACK_OBJECT_MAP)
+	    (obj.type != MSGPACK_OBJECT_MAP && !(v->kind == EVR_META_PARAM && obj.type == MSGPACK_OBJECT_ARRAY)))
 		return;
 	evr__capio_entry(io, 5, "meta");
 	msgpack_pack_uint32(&io->pk, index);

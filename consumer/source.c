@@ -301,6 +301,9 @@ bool evr__src_dispatch_reaches(const struct evr_src *s, const char *from, const 
 
 int evr__src_meta_apply(struct evr_src *s, uint32_t kind, uint64_t id, const msgpack_object *obj)
 {
+	/* A kind this consumer does not read, whatever its shape (PARAM's is an array): skipped, not bad. */
+	if (kind < EVR_META_PROCESS || kind > EVR_META_THREAD)
+		return 0;
 	if (obj->type != MSGPACK_OBJECT_MAP)
 		return -EBADMSG;
 	switch (kind) {

@@ -8,6 +8,7 @@
  *                         file, line, func, fields: [{name, type, content}]}
  *   EVR_META_THREAD      {tid, lane, shared, name}
  *   EVR_META_DISPATCHER  {path, propagate}
+ *   EVR_META_PARAM       [key, value]   (evr_run_param: an array of two str)
  *
  * A site's id, which its records carry, is the id of its entry. Encoding uses
  * a buffer on the stack: registering a site allocates nothing.
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -188,4 +190,65 @@ int evr_dispatcher(const char *path, bool propagate)
 	if (!evr__proc_ensure_open())
 		return -ENODEV;
 	return evr__meta_dispatcher(path, propagate);
+}
+
+/*
+ * The run parameters given so far, oldest first, kept for the process's life:
+ * every segment it opens later (evr_open again, a forked child's own) gets
+ * them all, in order, after its process entry. Under evr__proc.lock.
+ */
+struct param {
+	struct param *next;
+	uint32_t klen, vlen;
+	char kv[]; /* key then value, not terminated */
+};
+
+static struct param *params, **params_tail = &params;
+
+static int meta_param(const struct param *p)
+{
+	uint8_t mem[EVR_PARAM_KEY_MAX + EVR_PARAM_VALUE_MAX + 16];
+	struct evr_mpbuf b = EVR_MPBUF(mem);
+	msgpack_packer pk;
+
+	msgpack_packer_init(&pk, &b, evr_mpbuf_write);
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_str_with_body(&pk, p->kv, p->klen);
+	msgpack_pack_str_with_body(&pk, p->kv + p->klen, p->vlen);
+	return append(EVR_META_PARAM, &b, NULL);
+}
+
+void evr__meta_params(void)
+{
+	for (const struct param *p = params; p; p = p->next)
+		meta_param(p); /* a full area counts it in hdr.meta_dropped */
+}
+
+int evr_run_param(const char *key, const char *value)
+{
+	size_t klen, vlen;
+	struct param *p;
+	int rc = 0;
+
+	if (!key || !value || !*key)
+		return -EINVAL;
+	klen = strnlen(key, EVR_PARAM_KEY_MAX + 1);
+	vlen = strnlen(value, EVR_PARAM_VALUE_MAX + 1);
+	if (klen > EVR_PARAM_KEY_MAX || vlen > EVR_PARAM_VALUE_MAX)
+		return -E2BIG;
+	if (!evr__proc_ensure_open())
+		return -ENODEV;
+	p = malloc(sizeof(*p) + klen + vlen);
+	if (!p)
+		return -ENOMEM;
+	*p = (struct param){ NULL, (uint32_t)klen, (uint32_t)vlen };
+	memcpy(p->kv, key, klen);
+	memcpy(p->kv + klen, value, vlen);
+	pthread_mutex_lock(&evr__proc.lock);
+	*params_tail = p;
+	params_tail = &p->next;
+	if (evr_enabled()) /* evr_close may have run since ensure_open */
+		rc = meta_param(p);
+	pthread_mutex_unlock(&evr__proc.lock);
+	return rc;
 }

@@ -201,6 +201,11 @@ static int config_from_env(struct evr_config *cfg, char *name_buf, size_t name_l
 		}
 		cfg->lane_bytes = n;
 	}
+	v = getenv("EVRING_CAPTURE_STDIO");
+	if (v && *v && !env_true(v) && !env_false(v)) {
+		set_error("EVRING_CAPTURE_STDIO=%s: expected 1 or 0", v);
+		return -EINVAL;
+	}
 	if (cfg->capture_content < 0) {
 		v = getenv("EVRING_CAPTURE_CONTENT");
 		if (v && *v && !env_true(v) && !env_false(v)) {
@@ -423,6 +428,7 @@ static void at_fork_child(void)
 		fork_inherit = true;
 	}
 	pthread_mutex_init(&evr__proc.lock, NULL);
+	evr__stdio_forked();
 	sites_reset();
 	threads = NULL; /* the other threads did not come along */
 	memset(&evr__thread, 0, sizeof(evr__thread));
@@ -446,6 +452,7 @@ static void mark_exited(void)
 
 static void at_exit(void)
 {
+	evr__stdio_stop(true); /* before the segment says the process exited: the last lines are its */
 	/* The segment's name and creator are the ones kept here, not the header's, which anyone may overwrite. */
 	if (evr__proc.state != OPEN || evr__proc.pid != (uint32_t)getpid())
 		return;
@@ -460,6 +467,28 @@ static void init_once(void)
 	pthread_key_create(&thread_key, thread_exit);
 	pthread_atfork(NULL, NULL, at_fork_child);
 	atexit(at_exit);
+}
+
+/*
+ * Set by open_locked when EVRING_CAPTURE_STDIO=1; the opener starts the tee
+ * once it has let the lock go (stdio_start_pending): the tee's start error
+ * is an event, and an event may take the lock (a thread's first record).
+ */
+static bool stdio_pending;
+
+/* Call without the lock: starts the stdio tee an open asked for. */
+static void stdio_start_pending(void)
+{
+	bool want;
+	int rc;
+
+	pthread_mutex_lock(&evr__proc.lock);
+	want = stdio_pending && evr__proc.state == OPEN;
+	stdio_pending = false;
+	rc = want ? evr__stdio_start() : 0;
+	pthread_mutex_unlock(&evr__proc.lock);
+	if (rc)
+		EVR_EVENT("evring.stdio", "start_error", EVR_I32("errno", -rc)); /* tracing goes on without it */
 }
 
 /* Opens a segment for cfg; call with the lock held. */
@@ -521,9 +550,11 @@ static int open_locked(const struct evr_config *in)
 	evr__proc.thread_serial = 0;
 	evr__proc.span_base = evr__proc.seg.salt; /* random per segment */
 	evr__meta_process();
+	evr__meta_params();
 	sites_reset(); /* sites parked while closed register at their next use */
 	gen_next();
 	__atomic_store_n(&evr__proc.state, OPEN, __ATOMIC_RELEASE);
+	stdio_pending = env_true(getenv("EVRING_CAPTURE_STDIO"));
 	return 0;
 }
 
@@ -543,6 +574,7 @@ bool evr__proc_ensure_open(void)
 	}
 	state = evr__proc.state;
 	pthread_mutex_unlock(&evr__proc.lock);
+	stdio_start_pending();
 	return state == OPEN;
 }
 
@@ -584,11 +616,13 @@ int evr_open(const struct evr_config *cfg)
 	if (rc)
 		gen_next();
 	pthread_mutex_unlock(&evr__proc.lock);
+	stdio_start_pending();
 	return rc;
 }
 
 void evr_close(void)
 {
+	evr__stdio_stop(false); /* its thread takes the lock to leave its lane: not held here */
 	pthread_mutex_lock(&evr__proc.lock);
 	if (evr__proc.state == OPEN) {
 		if (evr__thread.gen == evr__gen)

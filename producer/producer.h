@@ -27,5 +27,17 @@ int evr__meta_site(const struct evr_site_def *def, uint64_t *id);
 int evr__meta_process(void); /* the segment as created, read back from it */
 int evr__meta_thread(const struct evr_writer *w);
 int evr__meta_dispatcher(const char *path, bool propagate);
+void evr__meta_params(void); /* writes the run parameters given so far into the segment just opened */
+
+/*
+ * The stdio tee (stdio.c). start: with the lock held, the segment open (its
+ * thread, started here, takes the lock at its first record, after);
+ * returns 0 or -errno (fds left as they were). stop: without the lock (its
+ * thread takes it to leave its lane); at_exit flushes stdout and stderr
+ * first. forked: the child side of fork, which has no tee thread.
+ */
+int evr__stdio_start(void);
+void evr__stdio_stop(bool at_exit);
+void evr__stdio_forked(void);
 
 #endif /* EVRING_PRODUCER_H */

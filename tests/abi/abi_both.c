@@ -48,7 +48,7 @@ static int trace_api(void)
 	struct evr_span_ref cur;
 
 	if (!evr_enabled() || !evr_segment_current() || evr_last_error()[0] || evr_capture_content() ||
-	    evr_dispatcher("abi", true) != 0) {
+	    evr_dispatcher("abi", true) != 0 || evr_run_param("abi.case", "both") != 0) {
 		fprintf(stderr, "abi: the segment is not open as asked: '%s'\n", evr_last_error());
 		return -1;
 	}

@@ -23,5 +23,7 @@ int evr_header_check(void)
 	EVR_SPAN_END(c);
 	EVR_SPAN_DROP(a, EVR_STR("error.type", "x"));
 	EVR_SPAN_END(s);
+	if (evr_run_param("model", "m") != 0)
+		return 2;
 	return evr_enabled() ? 1 : 0;
 }

@@ -103,7 +103,7 @@ struct pt_meta {
 	uint64_t id;
 	uint32_t kind;
 	uint8_t *copy;
-	msgpack_unpacked u; /* u.data: the payload (a map) */
+	msgpack_unpacked u; /* u.data: the payload (a map; PARAM: an array [key, value]) */
 };
 
 /* A record, its body copied out and decoded. */
@@ -261,8 +261,14 @@ static inline void pt_meta_read(struct pt_log *log)
 		PT_ASSERT(msgpack_unpack_next(&m->u, (const char *)m->copy, v.len, &off) == MSGPACK_UNPACK_SUCCESS,
 			     "metadata entry %llu (kind %u) does not decode", (unsigned long long)v.id, v.kind);
 		PT_ASSERT(off == v.len, "metadata entry %llu: trailing bytes", (unsigned long long)v.id);
-		PT_ASSERT(m->u.data.type == MSGPACK_OBJECT_MAP, "metadata entry %llu is not a map",
-			     (unsigned long long)v.id);
+		if (v.kind == EVR_META_PARAM)
+			PT_ASSERT(m->u.data.type == MSGPACK_OBJECT_ARRAY && m->u.data.via.array.size == 2 &&
+					  m->u.data.via.array.ptr[0].type == MSGPACK_OBJECT_STR &&
+					  m->u.data.via.array.ptr[1].type == MSGPACK_OBJECT_STR,
+				  "parameter entry %llu is not [key, value]", (unsigned long long)v.id);
+		else
+			PT_ASSERT(m->u.data.type == MSGPACK_OBJECT_MAP, "metadata entry %llu is not a map",
+				  (unsigned long long)v.id);
 		if (log->nmeta == log->capmeta) {
 			log->capmeta = log->capmeta ? 2 * log->capmeta : 64;
 			log->meta = realloc(log->meta, log->capmeta * sizeof(*log->meta));
@@ -517,6 +523,7 @@ static inline void pt_env_clear(void)
 	unsetenv("EVRING_LANE_BYTES");
 	unsetenv("EVRING_CAPTURE_CONTENT");
 	unsetenv("EVRING_META_BYTES");
+	unsetenv("EVRING_CAPTURE_STDIO");
 }
 
 /* Opens this process's segment with a name, lane size (0: default) and content capture. */

@@ -16,6 +16,9 @@
  *   EVRING_LANES=n               exclusive lanes + 1 shared, 2..4096 (default 16)
  *   EVRING_LANE_BYTES=n[K|M]     bytes per lane, a power of two, 4K..64M (default 1M)
  *   EVRING_CAPTURE_CONTENT=1     write fields marked as content (prompts, completions)
+ *   EVRING_CAPTURE_STDIO=1       tee fd 1 and 2: every byte still reaches them, and each
+ *                                line is also an event evring.stdio stdout|stderr {text,
+ *                                truncated} (written by a thread of evring's; see README)
  * or explicitly with evr_open(). A bad setting is refused with one line on
  * stderr (implicit open) or an error from evr_open(), and the process runs on
  * untraced. After fork() the child gets a segment of its own at its first
@@ -187,6 +190,24 @@ EVR_API bool evr_capture_content(void);
  * Returns 0, -EINVAL, -ENOSPC, or -ENODEV when tracing is off.
  */
 EVR_API int evr_dispatcher(const char *path, bool propagate);
+
+/*
+ * Records a parameter of this run ("model", "temperature", "dataset"...): a
+ * metadata entry EVR_META_PARAM [key, value] in the segment, which a consumer
+ * shows as the run parameter app.KEY. Given twice, a key keeps both entries
+ * and a consumer takes the last. The process keeps what it was given: a
+ * segment opened later (evr_open again, a forked child's) gets every
+ * parameter again, in order. Key 1 to EVR_PARAM_KEY_MAX bytes, value up to
+ * EVR_PARAM_VALUE_MAX; longer is refused, not cut (a cut value would pass
+ * for another). Any thread.
+ * Returns 0; -EINVAL (NULL or empty key, NULL value), -E2BIG (too long),
+ * -ENODEV at once when tracing is off (EVRING=off, evr_close, a failed
+ * open: nothing is kept), -ENOSPC when the metadata area is full (kept for
+ * later segments), -ENOMEM.
+ */
+#define EVR_PARAM_KEY_MAX 128
+#define EVR_PARAM_VALUE_MAX 4096
+EVR_API int evr_run_param(const char *key, const char *value);
 
 /*
  * Sets the trace id of this thread's next root spans (e.g. from a request id);

@@ -298,8 +298,18 @@ enum evr_rec_type {
 /* msgpack ext type of a string the producer truncated: its first bytes. */
 #define EVR_EXT_TRUNCATED 1
 
-/* Metadata entry kinds (struct evr_meta_entry.kind). Payloads are msgpack maps. */
-enum evr_meta_kind { EVR_META_PROCESS = 1, EVR_META_SITE = 2, EVR_META_DISPATCHER = 3, EVR_META_THREAD = 4 };
+/*
+ * Metadata entry kinds (struct evr_meta_entry.kind). Payloads are msgpack maps,
+ * except PARAM's: an array [key, value] of two str, a run parameter the
+ * application gave (evr_run_param). A reader skips a kind it does not know.
+ */
+enum evr_meta_kind {
+	EVR_META_PROCESS = 1,
+	EVR_META_SITE = 2,
+	EVR_META_DISPATCHER = 3,
+	EVR_META_THREAD = 4,
+	EVR_META_PARAM = 5,
+};
 
 enum evr_clock_kind_field { EVR_SEG_CLOCK_TSC = EVR_CLOCK_TSC, EVR_SEG_CLOCK_MONO = EVR_CLOCK_MONOTONIC };
 
