@@ -508,5 +508,6 @@ int bench_count_main(int argc, char **argv);
 int bench_otlp_main(int argc, char **argv);
 int bench_agent_main(int argc, char **argv);
 int bench_raw_main(int argc, char **argv);
+int bench_sqlite_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */
