@@ -36,14 +36,19 @@
 static void runs_usage(FILE *f)
 {
 	fprintf(f, "usage: evring runs DB [--experiment NAME] [--long] [--json]\n"
-		   "       evring runs DB --compare RUN_A RUN_B [--json]\n\n"
+		   "            [--compare RUN_A RUN_B]\n\n"
 		   "  The runs in a run store (written by -H sqlite=DB): id, experiment, program,\n"
 		   "  start (UTC), duration, spans, tokens, errors. With --compare, per span name the\n"
 		   "  count, p50 and p99 latency (nearest rank) and tokens of two runs and the change,\n"
 		   "  and per metric its mean and max. A run id may be shortened to any unique prefix.\n\n"
 		   "  --experiment NAME   only the runs of this experiment\n"
 		   "  --long              whole run ids\n"
-		   "  --json              JSON instead of a table\n");
+		   "  --compare A B       the two runs side by side, B's change against A in percent\n"
+		   "  --json              JSON instead of a table\n\n"
+		   "examples:\n"
+		   "  evring attach 1234 -H sqlite=runs.db      store a run\n"
+		   "  evring runs runs.db                       list the runs\n"
+		   "  evring runs runs.db --compare 3f2a 9c01   compare two (id prefixes)\n");
 }
 
 static void json_str(FILE *f, const char *s)
