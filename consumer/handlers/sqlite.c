@@ -327,6 +327,14 @@ static int row_insert(struct store *st, sqlite3_stmt *s)
 			st->rows_failed += st->pending;
 			st->pending = 0;
 			st->in_tx = false;
+		} else if (!st->pending) {
+			/*
+			 * Nothing written in it yet (the first insert could not take
+			 * the write lock): end it, so that the next row starts from
+			 * a fresh snapshot rather than one another writer moved past.
+			 */
+			exec(st, "ROLLBACK");
+			st->in_tx = false;
 		}
 		return rc;
 	}

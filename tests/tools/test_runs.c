@@ -705,3 +705,42 @@ Test(runs, runs_refuses_what_is_not_a_run_store)
 	r = CLI("runs", plain, "--compare", "ab");
 	cr_expect_eq(r->status, 2);
 }
+
+Test(runs, a_write_that_fails_mid_run_is_counted_and_the_next_goes_in)
+{
+	char *dbp = tmp_path("w.db"), spec[160], err[256];
+	struct evr_source src = { .pid = 77, .index = 0, .program = "w", .cmdline = "w" };
+	struct evr_metric m = { .obj = { 1, EVR_OBJ_METRIC }, .src = &src, .ts_ns = 1000, .name = "process.threads",
+				.unit = "1", .value = 1 };
+	struct evr_handler h;
+	sqlite3 *other, *db;
+
+	snprintf(spec, sizeof(spec), "sqlite=%s,batch=1,busy-ms=100", dbp);
+	cr_assert_eq(evr_handler_builtin(spec, NULL, &h, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h.on_metric(h.ctx, &m), 0);
+
+	/* Another writer takes the database: this row cannot be written. */
+	cr_assert_eq(sqlite3_open(dbp, &other), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	m.ts_ns = 2000;
+	m.value = 2;
+	cr_expect_eq(h.on_metric(h.ctx, &m), -EIO, "a failed write is the callback's error");
+	cr_assert_eq(sqlite3_exec(other, "INSERT INTO gaps(session, count) VALUES('x', 0); COMMIT", NULL, NULL, NULL),
+		     SQLITE_OK);
+	sqlite3_close(other);
+
+	/* It let go: the next row goes in, and the end says rows were lost. */
+	m.ts_ns = 3000;
+	m.value = 3;
+	cr_expect_eq(h.on_metric(h.ctx, &m), 0);
+	cr_expect_eq(h.on_end(h.ctx), -EIO, "on_end reports the rows not written");
+	h.destroy(h.ctx);
+
+	db = db_open(dbp);
+	char buf[64];
+	db_text(db, "SELECT group_concat(CAST(value AS INTEGER)) FROM (SELECT value FROM metrics WHERE pid=77 ORDER BY ts_ns)",
+		buf, sizeof(buf));
+	cr_expect_str_eq(buf, "1,3", "rows 1 and 3 stored, 2 lost");
+	cr_expect_eq(db_int(db, "SELECT metrics FROM runs WHERE pid=77"), 3, "the run counts the samples it was handed");
+	sqlite3_close(db);
+}
