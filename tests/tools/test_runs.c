@@ -585,6 +585,12 @@ Test(runs, a_corrupt_locked_or_read_only_database_leaves_the_other_handlers_whol
 	unlink(tmp_path("ro.db-shm"));
 	as_nobody = geteuid() == 0;
 	replay_with_bad_db(cap, ro, "read-only", ref);
+
+	/* A directory the user may not write: the database cannot be created there. */
+	char *rodir = tmp_path("rodir");
+	cr_assert_eq(mkdir(rodir, 0555), 0);
+	char *indir = tmp_path("rodir/new.db");
+	replay_with_bad_db(cap, indir, "unable to open database file", ref);
 	as_nobody = false;
 }
 
