@@ -750,3 +750,34 @@ Test(runs, a_write_that_fails_mid_run_is_counted_and_the_next_goes_in)
 	cr_expect_eq(db_int(db, "SELECT metrics FROM runs WHERE pid=77"), 3, "the run counts the samples it was handed");
 	sqlite3_close(db);
 }
+
+Test(runs, a_parent_found_missing_at_the_trace_end_flags_the_stored_span)
+{
+	char *dbp = tmp_path("t.db"), spec[160], err[256];
+	struct evr_source src = { .pid = 9, .index = 0, .program = "t", .cmdline = "t" };
+	struct evr_site_info site = { .id = 1, .kind = EVR_KIND_SPAN_BEGIN, .name = "orphan", .dispatcher = "app" };
+	struct evr_fields none = { .refs = 1u << 30, .n = 0 };
+	struct evr_span_rec sp = { .obj = { 1u << 30, EVR_OBJ_SPAN }, .src = &src, .site = &site, .span_id = 0x2a,
+				   .parent_id = 0x29, .trace_id = 0x7, .start_ns = 100, .end_ns = 200,
+				   .status = EVR_SPAN_OK, .begin_fields = &none, .end_fields = &none };
+	struct evr_span_rec *spans[1] = { &sp };
+	int32_t parent[1] = { -1 };
+	uint32_t zero[1] = { 0 };
+	struct evr_trace tr = { .obj = { 1u << 30, EVR_OBJ_TRACE }, .src = &src, .trace_id = 0x7, .nspans = 1,
+				.root = -1, .start_ns = 100, .end_ns = 200, .incomplete = true, .spans = spans,
+				.parent = parent, .first_child = zero, .next_sibling = zero };
+	struct evr_handler h;
+	sqlite3 *db;
+
+	snprintf(spec, sizeof(spec), "sqlite=%s", dbp);
+	cr_assert_eq(evr_handler_builtin(spec, NULL, &h, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(h.on_span_end(h.ctx, &sp), 0);
+	sp.flags = EVR_SPAN_MISSING_PARENT;
+	cr_assert_eq(h.on_trace_end(h.ctx, &tr), 0);
+	cr_assert_eq(h.on_end(h.ctx), 0);
+	h.destroy(h.ctx);
+	db = db_open(dbp);
+	cr_expect_eq(db_int(db, "SELECT flags FROM spans WHERE span_id='2a' AND parent_id='29' AND trace_id='7'"), 2);
+	cr_expect_eq(db_int(db, "SELECT duration_ns FROM spans"), 100);
+	sqlite3_close(db);
+}
