@@ -313,10 +313,21 @@ static int tx_begin(struct store *st)
 	return 0;
 }
 
-/* Steps an insert inside the transaction; commits when the batch is full or old. Returns 0 or -EIO. */
+/*
+ * Steps an insert inside the transaction (opened here when the row before
+ * committed it); commits when the batch is full or old. Returns 0 or -EIO.
+ */
 static int row_insert(struct store *st, sqlite3_stmt *s)
 {
-	int rc = sqlite3_step(s);
+	int rc = tx_begin(st);
+
+	if (rc != 0) {
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		st->rows_failed++;
+		return rc;
+	}
+	rc = sqlite3_step(s);
 
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
