@@ -14,6 +14,7 @@
  *   chrome.c  Trace Event Format JSON (Perfetto UI, chrome://tracing)
  *   otlp.c    OpenTelemetry spans and logs over OTLP/HTTP (otlp_json.c, otlp_export.c)
  *   sqlite.c  the run store: runs, spans, events, metrics, logs in a SQLite database
+ *             (sqlite_store.c: its schema, opening, options, transactions)
  *   json.c    the JSON writer they all print values with
  *
  * Threads: a handler's callbacks run on its own thread, one at a time, so a
