@@ -509,5 +509,6 @@ int bench_otlp_main(int argc, char **argv);
 int bench_agent_main(int argc, char **argv);
 int bench_stdio_main(int argc, char **argv);
 int bench_raw_main(int argc, char **argv);
+int bench_sqlite_main(int argc, char **argv);
 
 #endif /* EVRING_BENCH_H */

@@ -47,6 +47,9 @@ static const struct bench_cmd cmds[] = {
 	{ "otlp", bench_otlp_main,
 	  "spans per CPU-second the otlp handler maps, encodes (protobuf, JSON; gzip or not) and sends "
 	  "over OTLP/HTTP, one CPU, to a Node.js receiver on the other" },
+	{ "sqlite", bench_sqlite_main,
+	  "spans per CPU-second the run store (-H sqlite=PATH) inserts into SQLite (WAL, batched, three "
+	  "indexes), one CPU, database on /dev/shm" },
 	{ "demo", bench_demo_main,
 	  "evring-demo's requests per second with tracing off, on, and on with a consumer; records per "
 	  "second produced" },

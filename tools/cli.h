@@ -73,5 +73,6 @@ int evr_cmd_record(int argc, char **argv);
 int evr_cmd_replay(int argc, char **argv);
 int evr_cmd_top(int argc, char **argv);
 int evr_cmd_agent(int argc, char **argv);
+int evr_cmd_runs(int argc, char **argv);
 
 #endif /* EVRING_TOOLS_CLI_H */

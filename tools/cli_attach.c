@@ -43,7 +43,10 @@ static const char handler_help[] =
 	"                       restarted when it crashes, so a crash does not end the run),\n"
 	"                       otlp[=URL][,encoding=json][,compression=gzip][,timeout=MS][,queue=MIB]\n"
 	"                       [,flush=MS][,service=NAME] (OTLP/HTTP to a Collector; default URL\n"
-	"                       $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318)\n";
+	"                       $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318),\n"
+	"                       sqlite=PATH[,experiment=NAME][,batch=N][,flush-ms=T][,busy-ms=T]\n"
+	"                       (the run store: runs, spans, events, metrics, logs in SQLite;\n"
+	"                       evring runs PATH lists them)\n";
 
 static const char run_help[] =
 	"  The run exits 9 when a handler failed (returned errors, timed out, or could not write\n"

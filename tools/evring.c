@@ -8,6 +8,7 @@
  *   evring stats PID|NAME [--json]           a segment's counters, read-only
  *   evring top PID|NAME [--once]             a live table per span name
  *   evring agent [--config FILE] [-H h[=arg]] follow every process as it comes and goes
+ *   evring runs DB [--compare RUN_A RUN_B]   the runs a run store (-H sqlite=DB) holds
  *
  * Exit statuses: see cli.h (0 ok, 2 usage, 3 no such process, 4 no segment,
  * 5 permission denied, 6 ABI version, 7 all consumer slots held, 8 bad input,
@@ -224,6 +225,7 @@ static const struct {
 	{ "stats", evr_cmd_stats, "print a segment's counters (read-only)" },
 	{ "top", evr_cmd_top, "a live table per span name: rate, latency, errors, tokens" },
 	{ "agent", evr_cmd_agent, "follow every traced process on this machine as it comes and goes" },
+	{ "runs", evr_cmd_runs, "list the runs of a run store (-H sqlite=DB), or compare two" },
 };
 
 static void usage(FILE *f)

@@ -13,6 +13,8 @@
  *   jsonl.c   DESIGN.md §8, one object per line
  *   chrome.c  Trace Event Format JSON (Perfetto UI, chrome://tracing)
  *   otlp.c    OpenTelemetry spans and logs over OTLP/HTTP (otlp_json.c, otlp_export.c)
+ *   sqlite.c  the run store: runs, spans, events, metrics, logs in a SQLite database
+ *             (sqlite_store.c: its schema, opening, options, transactions)
  *   json.c    the JSON writer they all print values with
  *
  * Threads: a handler's callbacks run on its own thread, one at a time, so a
@@ -39,6 +41,7 @@ int evr__stats_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
 int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
 int evr__otlp_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
+int evr__sqlite_new(const char *arg, FILE *out, struct evr_handler *h, char *err, size_t errlen);
 
 /* Writes "<what>: <msg>" into err (if any); returns rc. */
 int evr__builtin_err(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

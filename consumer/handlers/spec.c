@@ -20,10 +20,10 @@ static const struct builtin {
 	{ "tail", ARG_NONE, evr__tail_new },	 { "debug", ARG_NONE, evr__debug_new },
 	{ "tokens", ARG_NONE, evr__tokens_new }, { "stats", ARG_NONE, evr__stats_new },
 	{ "jsonl", ARG_OPTIONAL, evr__jsonl_new }, { "chrome", ARG_REQUIRED, evr__chrome_new },
-	{ "otlp", ARG_OPTIONAL, evr__otlp_new },
+	{ "otlp", ARG_OPTIONAL, evr__otlp_new },	   { "sqlite", ARG_REQUIRED, evr__sqlite_new },
 };
 
-#define BUILTIN_LIST "tail, debug, tokens, stats, jsonl[=PATH], chrome=PATH, otlp[=URL][,OPTION=VALUE...]"
+#define BUILTIN_LIST "tail, debug, tokens, stats, jsonl[=PATH], chrome=PATH, otlp[=URL][,OPTION=VALUE...], sqlite=PATH[,OPTION=VALUE...]"
 
 int evr__builtin_handler(const char *spec, FILE *out, struct evr_handler *h, char *err, size_t errlen)
 {
