@@ -155,6 +155,8 @@ int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r)
 	struct cap_src *cs = cap_src_of(cap, r->src);
 	msgpack_packer *pk = &cap->io.pk;
 
+	if (r->type == EVR_REC_SAMPLE)
+		return evr__capio_check(&cap->io);
 	if (!cs || r->type < EVR_REC_EVENT || r->type > EVR_REC_LOST)
 		return evr__capio_check(&cap->io);
 	/* The sites this record names go first. */

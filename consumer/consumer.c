@@ -45,6 +45,7 @@
 #include "objects.h"
 #include "rec.h"
 #include "replay.h"
+#include "sampler.h"
 #include "source.h"
 #include "spans.h"
 
@@ -60,6 +61,7 @@ struct evr_consumer {
 	struct evr_merge *merge;
 	struct evr_spans *spans;
 	struct evr_hub *hub;
+	struct evr_sampler *sampler; /* runs and metrics of live sources, into the merge */
 	struct evr_capture *cap; /* evr_consumer_capture: the stream is written here too */
 	struct evr_rawcap *raw;	 /* evr_consumer_capture_raw: the lanes' bytes are written here instead */
 	bool raw_decode;	 /* and decoded live as well (EVR_CAPTURE_RAW_DECODE) */
@@ -73,6 +75,7 @@ struct evr_consumer {
 };
 
 static bool deliver_round(struct evr_consumer *c, uint64_t now);
+static void deliver(struct evr_consumer *c, struct evr_rec *r);
 
 struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char *err, size_t errlen)
 {
@@ -97,7 +100,8 @@ struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char
 	if (!c->o.log)
 		c->o.log = stderr;
 	if (!(c->merge = evr__merge_new(64)) || !(c->drain = evr__drain_new(c->merge, &c->recs, &c->st, c->o.batch)) ||
-	    !(c->hub = evr__hub_new(&c->o, &c->st)) || !(c->spans = evr__spans_new(&c->o, c->hub, &c->st, &c->recs))) {
+	    !(c->hub = evr__hub_new(&c->o, &c->st)) || !(c->spans = evr__spans_new(&c->o, c->hub, &c->st, &c->recs)) ||
+	    !(c->sampler = evr__sampler_new(&c->o, c->merge, &c->recs, &c->st))) {
 		snprintf(err, errlen, "out of memory");
 		evr_consumer_close(c);
 		return NULL;
@@ -145,6 +149,13 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 		evr__capture_source(c->cap, s);
 	if (c->raw)
 		evr__rawcap_source(c->raw, s);
+	if (!c->raw) {
+		/* Its run, before anything of it reaches a handler: straight to the span builder. */
+		struct evr_rec *run = evr__sampler_join(c->sampler, s, evr_clock_monotonic_ns());
+
+		if (run)
+			deliver(c, run);
+	}
 	return (int)c->next_index++;
 }
 
@@ -725,6 +736,8 @@ int evr_consumer_poll(struct evr_consumer *c)
 	}
 	c->st.records += (uint64_t)total;
 	c->st.ring_skipped = skips;
+	if (!c->raw)
+		evr__sampler_poll(c->sampler, c->srcs, c->nsrc, now); /* between the drain and the merge's round */
 	acted = deliver_round(c, now);
 	if (c->raw)
 		evr__rawcap_round_end(c->raw, acted);
@@ -865,6 +878,7 @@ void evr_consumer_close(struct evr_consumer *c)
 			free(s);
 	}
 	free(c->srcs);
+	evr__sampler_free(c->sampler);
 	evr__merge_free(c->merge);
 	evr__drain_free(c->drain);
 	evr__rec_pool_fini(&c->recs);

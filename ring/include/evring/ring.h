@@ -295,7 +295,13 @@ enum evr_rec_type {
 #define EVR_EXT_TRUNCATED 1
 
 /* Metadata entry kinds (struct evr_meta_entry.kind). Payloads are msgpack maps. */
-enum evr_meta_kind { EVR_META_PROCESS = 1, EVR_META_SITE = 2, EVR_META_DISPATCHER = 3, EVR_META_THREAD = 4 };
+enum evr_meta_kind {
+	EVR_META_PROCESS = 1,
+	EVR_META_SITE = 2,
+	EVR_META_DISPATCHER = 3,
+	EVR_META_THREAD = 4,
+	EVR_META_PARAM = 5, /* a run parameter (evr_run_param): an array [key, value] of two str, not a map */
+};
 
 enum evr_clock_kind_field { EVR_SEG_CLOCK_TSC = EVR_CLOCK_TSC, EVR_SEG_CLOCK_MONO = EVR_CLOCK_MONOTONIC };
 
