@@ -417,8 +417,16 @@ int evr_consumer_capture(struct evr_consumer *c, const char *path, char *err, si
 		return -EBUSY;
 	}
 	rc = evr__capture_open(&c->cap, path, err, errlen);
-	for (uint32_t i = 0; rc == 0 && i < c->nsrc; i++)
+	for (uint32_t i = 0; rc == 0 && i < c->nsrc; i++) {
+		/* A source attached before the capture: its run went to the handlers; the capture gets it now. */
+		struct evr_rec *run;
+
 		rc = evr__capture_source(c->cap, c->srcs[i]);
+		if (rc == 0 && (run = evr__sampler_run_rec(c->sampler, c->srcs[i])) != NULL) {
+			rc = evr__capture_rec(c->cap, run);
+			evr__rec_free(&c->recs, run);
+		}
+	}
 	if (rc == 0) {
 		c->cap_clock = evr__spans_clock(c->spans);
 		rc = evr__capture_tick(c->cap, c->cap_clock); /* where the replay's clock starts */

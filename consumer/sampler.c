@@ -306,6 +306,50 @@ struct evr_rec *evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uin
 	return run ? item_rec(sm, s, run, now_mono, real) : NULL;
 }
 
+struct evr_rec *evr__sampler_run_rec(struct evr_sampler *sm, const struct evr_src *s)
+{
+	for (uint32_t i = 0; i < sm->n; i++) {
+		struct smp_src *x = &sm->v[i];
+
+		if (x->s == s && x->index == s->pub.index) {
+			struct evr_run_info *run = run_item(sm, x);
+
+			return run ? item_rec(sm, x->s, run, evr_clock_monotonic_ns(), x->start_ns) : NULL;
+		}
+	}
+	return NULL;
+}
+
+static const struct {
+	const char *name, *unit;
+} names[] = {
+	{ "process.cpu.user", "%" },
+	{ "process.cpu.system", "%" },
+	{ "process.memory.rss", "By" },
+	{ "process.threads", "1" },
+	{ "process.open_fds", "1" },
+	{ "process.context_switches.voluntary", "1" },
+	{ "process.context_switches.involuntary", "1" },
+	{ "process.io.read_bytes", "By" },
+	{ "process.io.write_bytes", "By" },
+	{ "host.cpus", "1" },
+	{ "host.memory.total", "By" },
+	{ "host.memory.available", "By" },
+	{ "host.load.1m", "1" },
+	{ "host.load.5m", "1" },
+	{ "host.load.15m", "1" },
+};
+
+const char *evr__metric_name(const char *name, size_t len, const char **unit)
+{
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i].name) == len && !memcmp(names[i].name, name, len)) {
+			*unit = names[i].unit;
+			return names[i].name;
+		}
+	return NULL;
+}
+
 /* ---- samples ----------------------------------------------------------------------------------- */
 
 static uint64_t delta(uint64_t now, uint64_t before)

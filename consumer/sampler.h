@@ -55,4 +55,17 @@ struct evr_rec *evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uin
  */
 void evr__sampler_poll(struct evr_sampler *sm, struct evr_src *const *srcs, uint32_t n, uint64_t now_mono);
 
+/*
+ * The rec of a source's run as it stands (its id, its params now), for a
+ * capture that begins after the source joined: NULL when the source is not
+ * the sampler's, or out of memory.
+ */
+struct evr_rec *evr__sampler_run_rec(struct evr_sampler *sm, const struct evr_src *s);
+
+/*
+ * The sampler's own name of a metric (a static string) and its unit, for a
+ * name read back from a capture; NULL for a name it never gives.
+ */
+const char *evr__metric_name(const char *name, size_t len, const char **unit);
+
 #endif /* EVR_CONSUMER_SAMPLER_H */
