@@ -559,3 +559,71 @@ Test(metrics, build_id_reader_refuses_bad_elf_files)
 	}
 	unlink(path);
 }
+
+/* ---- captures ------------------------------------------------------------------------------------- */
+
+/* The metric and run lines of a jsonl file, in order. */
+static char *item_lines(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL, *out = NULL;
+	size_t cap = 0, len = 0;
+	FILE *m = open_memstream(&out, &len);
+
+	cr_assert_not_null(f);
+	while (getline(&line, &cap, f) > 0)
+		if (strstr(line, "{\"kind\":\"metric\"") == line || strstr(line, "{\"kind\":\"run\"") == line)
+			fputs(line, m);
+	free(line);
+	fclose(f);
+	fclose(m);
+	return out;
+}
+
+Test(metrics, a_capture_keeps_metrics_and_runs_and_a_replay_gives_the_same_lines, .timeout = 60)
+{
+	struct evr_consumer_opts o = { .merge_window_ns = 1000000, .metrics_interval_ns = 200000000ull };
+	char err[256], cap[64], live[64], rep[64], spec[96];
+	struct evr_consumer *c;
+	struct child ch;
+	char *a, *b;
+
+	snprintf(cap, sizeof(cap), "/tmp/evr-metrics-%d.evr", (int)getpid());
+	snprintf(live, sizeof(live), "/tmp/evr-metrics-%d.live.jsonl", (int)getpid());
+	snprintf(rep, sizeof(rep), "/tmp/evr-metrics-%d.replay.jsonl", (int)getpid());
+	unlink(live);
+	unlink(rep);
+	start(&ch, param_before, param_after);
+	c = evr_consumer_new(&o, err, sizeof(err));
+	cr_assert_not_null(c, "%s", err);
+	snprintf(spec, sizeof(spec), "jsonl=%s", live);
+	cr_assert_geq(evr_consumer_add_builtin(c, spec, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, 0, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(evr_consumer_capture(c, cap, err, sizeof(err)), 0, "%s", err); /* after the attach, as record does */
+	child_go(&ch);
+	cr_assert_eq(evr_consumer_run(c, 30000000000ull, NULL), 0);
+	child_reap(&ch, 0);
+	cr_assert_eq(evr_consumer_capture_end(c), 0);
+	evr_consumer_end(c);
+	evr_consumer_close(c);
+
+	c = evr_consumer_new(&o, err, sizeof(err));
+	cr_assert_not_null(c, "%s", err);
+	snprintf(spec, sizeof(spec), "jsonl=%s", rep);
+	cr_assert_geq(evr_consumer_add_builtin(c, spec, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_geq(evr_consumer_replay(c, cap, err, sizeof(err)), 0, "%s", err);
+	evr_consumer_end(c);
+	evr_consumer_close(c);
+
+	a = item_lines(live);
+	b = item_lines(rep);
+	cr_assert(strstr(a, "\"kind\":\"run\"") && strstr(a, "process.memory.rss") && strstr(a, "host.cpus") &&
+			  strstr(a, "\"app.temp\":\"0.2\""),
+		  "the live run has runs, process and host samples, and the later param");
+	cr_assert_str_eq(b, a, "the replay's metric and run lines are the live run's");
+	free(a);
+	free(b);
+	unlink(cap);
+	unlink(live);
+	unlink(rep);
+}
