@@ -149,13 +149,7 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 		evr__capture_source(c->cap, s);
 	if (c->raw)
 		evr__rawcap_source(c->raw, s);
-	if (!c->raw) {
-		/* Its run, before anything of it reaches a handler: straight to the span builder. */
-		struct evr_rec *run = evr__sampler_join(c->sampler, s, evr_clock_monotonic_ns());
-
-		if (run)
-			deliver(c, run);
-	}
+	evr__sampler_join(c->sampler, s, evr_clock_monotonic_ns()); /* its run goes out at the next poll */
 	return (int)c->next_index++;
 }
 
@@ -734,6 +728,10 @@ int evr_consumer_poll(struct evr_consumer *c)
 		sources_reap(c);
 	if (c->raw)
 		evr__rawcap_round(c->raw, now);
+	else
+		/* Runs of sources joined since the last poll, before anything of them reaches a handler. */
+		for (struct evr_rec *run; (run = evr__sampler_run_due(c->sampler)) != NULL;)
+			deliver(c, run);
 	for (uint32_t i = 0; i < c->nsrc; i++) {
 		uint32_t n = c->raw ? evr__drain_source_raw(c->drain, c->srcs[i], now, c->raw, c->raw_decode)
 				    : evr__drain_source(c->drain, c->srcs[i], now);

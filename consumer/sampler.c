@@ -39,7 +39,7 @@
 struct smp_src {
 	struct evr_src *s;
 	uint32_t index;
-	bool sampled_ok;       /* the baseline was read */
+	bool run_sent;	       /* its first run item went out (evr__sampler_run_due) */
 	uint32_t app_gen_sent; /* s->app_gen when the last run item was made */
 	uint64_t params_bad_seen;
 	char run_id[33];
@@ -259,11 +259,10 @@ static void host_samples(struct evr_sampler *sm, uint64_t mono, uint64_t real)
 	metric(sm, NULL, mono, real, "host.load.15m", "1", h.load[2]);
 }
 
-struct evr_rec *evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uint64_t now_mono)
+int evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uint64_t now_mono)
 {
 	uint64_t real = evr_clock_realtime_ns();
 	unsigned char rnd[16];
-	struct evr_run_info *run;
 	struct smp_src *x;
 
 	if (sm->n == sm->cap) {
@@ -271,7 +270,7 @@ struct evr_rec *evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uin
 		struct smp_src *t = realloc(sm->v, cap * sizeof(*t));
 
 		if (!t)
-			return NULL;
+			return -ENOMEM;
 		sm->v = t;
 		sm->cap = cap;
 	}
@@ -292,18 +291,29 @@ struct evr_rec *evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uin
 	read_params(sm, x);
 	evr__merge_idle(sm->m, s->pub.index, EVR_SAMPLER_LANE, UINT64_MAX); /* bounds nothing while empty */
 	if (sm->interval_ns != EVR_METRICS_OFF) {
-		int missing = evr__proc_counters(s->pub.pid, &x->prev);
-
-		(void)missing; /* counted when a sample misses them */
+		evr__proc_counters(s->pub.pid, &x->prev); /* the baseline: what it misses, the first sample counts */
 		x->prev_mono = now_mono;
 		x->next_due = now_mono + sm->interval_ns;
-		if (!sm->host_done)
-			host_samples(sm, now_mono, real);
 	}
 	x->params_bad_seen = s->params_bad;
 	sm->st->run_params_bad += s->params_bad;
-	run = run_item(sm, x);
-	return run ? item_rec(sm, s, run, now_mono, real) : NULL;
+	return 0;
+}
+
+struct evr_rec *evr__sampler_run_due(struct evr_sampler *sm)
+{
+	for (uint32_t i = 0; i < sm->n; i++) {
+		struct smp_src *x = &sm->v[i];
+		struct evr_run_info *run;
+
+		if (x->run_sent)
+			continue;
+		x->run_sent = true;
+		run = run_item(sm, x);
+		if (run)
+			return item_rec(sm, x->s, run, evr_clock_monotonic_ns(), x->start_ns);
+	}
+	return NULL;
 }
 
 struct evr_rec *evr__sampler_run_rec(struct evr_sampler *sm, const struct evr_src *s)
@@ -311,7 +321,7 @@ struct evr_rec *evr__sampler_run_rec(struct evr_sampler *sm, const struct evr_sr
 	for (uint32_t i = 0; i < sm->n; i++) {
 		struct smp_src *x = &sm->v[i];
 
-		if (x->s == s && x->index == s->pub.index) {
+		if (x->s == s && x->index == s->pub.index && x->run_sent) {
 			struct evr_run_info *run = run_item(sm, x);
 
 			return run ? item_rec(sm, x->s, run, evr_clock_monotonic_ns(), x->start_ns) : NULL;
@@ -410,6 +420,8 @@ void evr__sampler_poll(struct evr_sampler *sm, struct evr_src *const *srcs, uint
 			smp_src_fini(&sm->v[i]);
 	}
 	sm->n = k;
+	if (sm->n && !sm->host_done && sm->interval_ns != EVR_METRICS_OFF)
+		host_samples(sm, now_mono, evr_clock_realtime_ns());
 	for (uint32_t i = 0; i < sm->n; i++) {
 		struct smp_src *x = &sm->v[i];
 		struct evr_src *s = x->s;
@@ -418,15 +430,17 @@ void evr__sampler_poll(struct evr_sampler *sm, struct evr_src *const *srcs, uint
 			sm->st->run_params_bad += s->params_bad - x->params_bad_seen;
 			x->params_bad_seen = s->params_bad;
 		}
-		if (s->dead_ns || s->detached || s->faulted || s->end_sent)
+		if (s->end_sent)
 			continue;
+		/* Params the producer set just before it exited are read by the drain's last pass: still its run's. */
 		if (s->app_gen != x->app_gen_sent) {
 			struct evr_run_info *run = run_item(sm, x);
 
 			if (run)
 				queue_item(sm, s, run, now_mono, evr_clock_realtime_ns());
 		}
-		if (sm->interval_ns == EVR_METRICS_OFF || now_mono < x->next_due)
+		if (s->dead_ns || s->pub.dead || s->detached || s->faulted || sm->interval_ns == EVR_METRICS_OFF ||
+		    now_mono < x->next_due)
 			continue;
 		sample(sm, x, now_mono);
 		x->next_due += sm->interval_ns;

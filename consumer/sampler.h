@@ -4,15 +4,16 @@
  * the consumer follows and the time; gives items of the stream (struct
  * evr_run_info, struct evr_metric), each in a rec of type EVR_REC_SAMPLE:
  *
- *   - a run when a source joins (evr__sampler_join returns it: the caller
- *     hands it to the span builder at once, so that it reaches every
- *     handler before any record of its source), and again, with the same
+ *   - a run when a source joins (evr__sampler_run_due hands it out at the
+ *     next poll, before that poll drains anything: the caller gives it to
+ *     the span builder at once, so that it reaches every handler before
+ *     any record of its source), and again, with the same
  *     run_id and the whole set of params, whenever the producer's
  *     EVR_META_PARAM entries change (queued on the merge like samples);
  *   - every interval, one sample per metric name of each live source,
  *     queued on the merge in a queue of the source's own (lane
  *     EVR_SAMPLER_LANE), so they meet the records in time order;
- *   - once a consumer session, at the first join, the host's samples
+ *   - once a consumer session, at the first poll with a source, the host's samples
  *     (src NULL, merge source EVR_SAMPLER_HOST).
  *
  * Reading /proc is cheap (a few small files per process per interval) and
@@ -41,12 +42,18 @@ struct evr_sampler *evr__sampler_new(const struct evr_consumer_opts *o, struct e
 void evr__sampler_free(struct evr_sampler *sm);
 
 /*
- * A live source joined (its metadata read once): returns the rec of its run
- * (NULL when out of memory), for the caller to deliver before anything of
- * the source; takes the baseline of its counters; at the first join queues
- * the host's samples.
+ * A live source joined (its metadata read once): reads its params and takes
+ * the baseline of its counters; its run is due (evr__sampler_run_due).
+ * Returns 0 or -ENOMEM.
  */
-struct evr_rec *evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uint64_t now_mono);
+int evr__sampler_join(struct evr_sampler *sm, struct evr_src *s, uint64_t now_mono);
+
+/*
+ * The rec of a run due (a source joined since the last call), or NULL when
+ * none is. Call until NULL before draining: each goes to the span builder
+ * ahead of its source's records.
+ */
+struct evr_rec *evr__sampler_run_due(struct evr_sampler *sm);
 
 /*
  * Between rounds: samples each source of srcs whose interval has passed
@@ -57,8 +64,9 @@ void evr__sampler_poll(struct evr_sampler *sm, struct evr_src *const *srcs, uint
 
 /*
  * The rec of a source's run as it stands (its id, its params now), for a
- * capture that begins after the source joined: NULL when the source is not
- * the sampler's, or out of memory.
+ * capture that begins after the run went out: NULL when the source is not
+ * the sampler's, its run is still due (the capture will see it go), or out
+ * of memory.
  */
 struct evr_rec *evr__sampler_run_rec(struct evr_sampler *sm, const struct evr_src *s);
 
