@@ -371,7 +371,8 @@ static void sample(struct evr_sampler *sm, struct smp_src *x, uint64_t mono)
 {
 	struct evr_proc_counters c;
 	struct evr_src *s = x->s;
-	uint64_t real = evr_clock_realtime_ns();
+	/* UTC as the source's records get it: the monotonic time through its clock mapping's offset. */
+	uint64_t real = s->clock.real_minus_mono_ns ? mono + (uint64_t)s->clock.real_minus_mono_ns : evr_clock_realtime_ns();
 	double secs = (double)(mono - x->prev_mono) / 1e9;
 
 	sm->st->metrics_unreadable += (uint64_t)evr__proc_counters(s->pub.pid, &c);
