@@ -13,6 +13,10 @@
  *                              mpcheck.c (msgpack checked before unpack)   replay.c  --> (sink) --> spans*.c
  *                              rec.c, objects.c (what flows, and its memory)
  *
+ *   sampler.c --> merge.c (metric samples, run updates: a queue per source)
+ *   sampler.c --> spans*.c (a source's run, at the poll after its attach)
+ *   (runs and /proc samples of live sources; procinfo.c reads /proc, ELF, git)
+ *
  * Below the stages, anyone may use source.h, mpcheck.h, rec.h and objects.h;
  * none of them calls a stage. The counters every stage adds to are one plain
  * struct (struct evr_consumer_stats, here), handed to each stage when it is
@@ -21,7 +25,9 @@
  * delivers; replay.c reads a capture back into a sink this file provides,
  * which feeds the span builder as the merge did.
  *
- * One round (evr_consumer_poll): every source is drained into the merge,
+ * One round (evr_consumer_poll): runs of sources joined since the last
+ * round go to the span builder, every source is drained into the merge,
+ * the sampler queues the samples that are due,
  * then everything the merge's watermark lets out goes to the span builder
  * (and the capture), dead producers' open spans end as abandoned, and time
  * passes for orphans; the span builder hands the hub its objects in batches.

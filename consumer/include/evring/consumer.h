@@ -251,7 +251,8 @@ struct evr_param {
 /*
  * A run: one followed process in one consumer session, with an id, an
  * experiment name and its parameters, recorded once, before any other
- * record of src reaches the handler. Keys: program, cmdline, exe,
+ * record of src reaches the handler (and again, whole, when its app.*
+ * params change: see on_run). Keys: program, cmdline, exe,
  * build_id, host, kernel, evring.version, git.commit (when the producer's
  * working directory is a repository), env.NAME (only for the names
  * --env-allow lets through), app.KEY (the producer's evr_run_param).
@@ -357,7 +358,13 @@ struct evr_handler {
 	 */
 	int (*on_metric)(void *ctx, const struct evr_metric *m);
 
-	/* A run begins (struct evr_run_info): before any record of its source. NULL: none. Appended. */
+	/*
+	 * A run begins (struct evr_run_info): before any record of its
+	 * source. Called again, with the same run_id and every param, when
+	 * the producer's app.* params change after the attach (it called
+	 * evr_run_param once running): keep the latest of a run_id. NULL:
+	 * none. Appended.
+	 */
 	int (*on_run)(void *ctx, const struct evr_run_info *run);
 };
 
