@@ -627,3 +627,39 @@ Test(metrics, a_capture_keeps_metrics_and_runs_and_a_replay_gives_the_same_lines
 	unlink(live);
 	unlink(rep);
 }
+
+/* ---- chrome ----------------------------------------------------------------------------------------- */
+
+Test(metrics, chrome_draws_cpu_and_rss_as_counter_tracks_of_the_process, .timeout = 60)
+{
+	struct evr_consumer_opts o = { .merge_window_ns = 1000000, .metrics_interval_ns = 200000000ull };
+	char err[256], path[64], spec[96], cmd[1024], out[256] = "";
+	struct evr_consumer *c;
+	struct child ch;
+
+	snprintf(path, sizeof(path), "/tmp/evr-metrics-%d.chrome.json", (int)getpid());
+	start(&ch, NULL, emit_one);
+	c = evr_consumer_new(&o, err, sizeof(err));
+	cr_assert_not_null(c, "%s", err);
+	snprintf(spec, sizeof(spec), "chrome=%s", path);
+	cr_assert_geq(evr_consumer_add_builtin(c, spec, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_geq(evr_consumer_attach_pid(c, (uint32_t)ch.pid, 0, err, sizeof(err)), 0, "%s", err);
+	child_go(&ch);
+	cr_assert_eq(evr_consumer_run(c, 30000000000ull, NULL), 0);
+	child_reap(&ch, 0);
+	evr_consumer_end(c);
+	evr_consumer_close(c);
+	/* Strict JSON; per counter name, the samples of the child's pid; its labels name the run. */
+	snprintf(cmd, sizeof(cmd),
+		 "python3 -c \"import json,sys\n"
+		 "e=json.load(open(sys.argv[1]))['traceEvents']\n"
+		 "c=[x for x in e if x['ph']=='C' and x['pid']==%d]\n"
+		 "n={k:sum(x['name']==k for x in c) for k in ('process.cpu.user','process.memory.rss')}\n"
+		 "assert all(isinstance(x['args']['value'],(int,float)) and x['ts']>0 for x in c)\n"
+		 "l=[x for x in e if x['name']=='process_labels' and x['pid']==%d]\n"
+		 "print(n['process.cpu.user']>=5, n['process.memory.rss']>=5, len(l)==1 and 'run=' in l[0]['args']['labels'])\" %s",
+		 (int)ch.pid, (int)ch.pid, path);
+	cr_assert(sh(cmd, out, sizeof(out)), "the chrome file did not parse");
+	cr_assert_str_eq(out, "True True True");
+	unlink(path);
+}
