@@ -21,6 +21,10 @@
  *                                                   and wherever it moved before a record or
  *                                                   while a trace waited
  *   ["dead",   source, mono_ns]                     its producer died, seen then
+ *   ["metric", source|nil, mono_ns, real_ns, name, unit, value]
+ *                                                   a sample (struct evr_metric; nil: the host's)
+ *   ["run",    source, mono_ns, start_ns, run_id, experiment, {key: value}]
+ *                                                   a run, or its update (struct evr_run_info)
  *   ["stats",  {consumer counters}]                 the trailer, at the end of a run
  *
  * Records come in the order the merge delivered them, with the times the
@@ -40,6 +44,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "capture.h"
 #include "capture_io.h"
@@ -149,6 +154,47 @@ static void pack_values(msgpack_packer *pk, const struct evr_fields *f)
 	}
 }
 
+/* A metric sample or a run (sampler.h). */
+static int capture_item(struct evr_capture *cap, const struct evr_rec *r)
+{
+	msgpack_packer *pk = &cap->io.pk;
+	const struct evr_obj *o = r->item;
+
+	if (!o)
+		return evr__capio_check(&cap->io);
+	if (o->kind == EVR_OBJ_METRIC) {
+		const struct evr_metric *m = r->item;
+
+		evr__capio_entry(&cap->io, 7, "metric");
+		if (r->src)
+			msgpack_pack_uint32(pk, r->src->pub.index);
+		else
+			msgpack_pack_nil(pk);
+		msgpack_pack_uint64(pk, r->mono_ns);
+		msgpack_pack_uint64(pk, m->ts_ns);
+		msgpack_pack_str_with_body(pk, m->name, strlen(m->name));
+		msgpack_pack_str_with_body(pk, m->unit, strlen(m->unit));
+		msgpack_pack_double(pk, m->value);
+	} else {
+		const struct evr_run_info *run = r->item;
+
+		if (!r->src)
+			return evr__capio_check(&cap->io);
+		evr__capio_entry(&cap->io, 7, "run");
+		msgpack_pack_uint32(pk, r->src->pub.index);
+		msgpack_pack_uint64(pk, r->mono_ns);
+		msgpack_pack_uint64(pk, run->start_ns);
+		msgpack_pack_str_with_body(pk, run->run_id, strlen(run->run_id));
+		msgpack_pack_str_with_body(pk, run->experiment, strlen(run->experiment));
+		msgpack_pack_map(pk, run->nparams);
+		for (uint32_t i = 0; i < run->nparams; i++) {
+			msgpack_pack_str_with_body(pk, run->params[i].key, strlen(run->params[i].key));
+			msgpack_pack_str_with_body(pk, run->params[i].value, strlen(run->params[i].value));
+		}
+	}
+	return evr__capio_check(&cap->io);
+}
+
 int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r)
 {
 	static const char *kinds[] = { "", "event", "begin", "end", "lost" };
@@ -156,6 +202,8 @@ int evr__capture_rec(struct evr_capture *cap, const struct evr_rec *r)
 	struct cap_src *cs = cap_src_of(cap, r->src);
 	msgpack_packer *pk = &cap->io.pk;
 
+	if (r->type == EVR_REC_SAMPLE)
+		return capture_item(cap, r);
 	if (!cs || r->type < EVR_REC_EVENT || r->type > EVR_REC_LOST)
 		return evr__capio_check(&cap->io);
 	/* The sites this record names go first. */

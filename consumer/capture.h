@@ -14,7 +14,12 @@
 #include "rec.h"
 #include "source.h"
 
-#define CAPTURE_VERSION 2 /* 2: a death says whether the process exited normally; 1 is read too */
+/*
+ * 2: a death says whether the process exited normally; 4: metric and run
+ * entries (3 is the raw capture's). Replay reads 1, 2 and 4; a reader
+ * before 4 refuses a version 4 file by its version.
+ */
+#define CAPTURE_VERSION 4
 #define CAPTURE_ENTRY_MAX (1u << 20) /* far above any record (EVR_BODY_MAX) or metadata entry */
 
 struct evr_capture;

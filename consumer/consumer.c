@@ -13,6 +13,10 @@
  *                              mpcheck.c (msgpack checked before unpack)   replay.c  --> (sink) --> spans*.c
  *                              rec.c, objects.c (what flows, and its memory)
  *
+ *   sampler.c --> merge.c (metric samples, run updates: a queue per source)
+ *   sampler.c --> spans*.c (a source's run, at the poll after its attach)
+ *   (runs and /proc samples of live sources; procinfo.c reads /proc, ELF, git)
+ *
  * Below the stages, anyone may use source.h, mpcheck.h, rec.h and objects.h;
  * none of them calls a stage. The counters every stage adds to are one plain
  * struct (struct evr_consumer_stats, here), handed to each stage when it is
@@ -21,7 +25,9 @@
  * delivers; replay.c reads a capture back into a sink this file provides,
  * which feeds the span builder as the merge did.
  *
- * One round (evr_consumer_poll): every source is drained into the merge,
+ * One round (evr_consumer_poll): runs of sources joined since the last
+ * round go to the span builder, every source is drained into the merge,
+ * the sampler queues the samples that are due,
  * then everything the merge's watermark lets out goes to the span builder
  * (and the capture), dead producers' open spans end as abandoned, and time
  * passes for orphans; the span builder hands the hub its objects in batches.
@@ -45,6 +51,7 @@
 #include "objects.h"
 #include "rec.h"
 #include "replay.h"
+#include "sampler.h"
 #include "source.h"
 #include "spans.h"
 
@@ -60,6 +67,7 @@ struct evr_consumer {
 	struct evr_merge *merge;
 	struct evr_spans *spans;
 	struct evr_hub *hub;
+	struct evr_sampler *sampler; /* runs and metrics of live sources, into the merge */
 	struct evr_capture *cap; /* evr_consumer_capture: the stream is written here too */
 	struct evr_rawcap *raw;	 /* evr_consumer_capture_raw: the lanes' bytes are written here instead */
 	bool raw_decode;	 /* and decoded live as well (EVR_CAPTURE_RAW_DECODE) */
@@ -73,6 +81,7 @@ struct evr_consumer {
 };
 
 static bool deliver_round(struct evr_consumer *c, uint64_t now);
+static void deliver(struct evr_consumer *c, struct evr_rec *r);
 
 struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char *err, size_t errlen)
 {
@@ -97,7 +106,8 @@ struct evr_consumer *evr_consumer_new(const struct evr_consumer_opts *opts, char
 	if (!c->o.log)
 		c->o.log = stderr;
 	if (!(c->merge = evr__merge_new(64)) || !(c->drain = evr__drain_new(c->merge, &c->recs, &c->st, c->o.batch)) ||
-	    !(c->hub = evr__hub_new(&c->o, &c->st)) || !(c->spans = evr__spans_new(&c->o, c->hub, &c->st, &c->recs))) {
+	    !(c->hub = evr__hub_new(&c->o, &c->st)) || !(c->spans = evr__spans_new(&c->o, c->hub, &c->st, &c->recs)) ||
+	    !(c->sampler = evr__sampler_new(&c->o, c->merge, &c->recs, &c->st))) {
 		snprintf(err, errlen, "out of memory");
 		evr_consumer_close(c);
 		return NULL;
@@ -145,6 +155,7 @@ static int add_source(struct evr_consumer *c, const char *shm, unsigned flags, c
 		evr__capture_source(c->cap, s);
 	if (c->raw)
 		evr__rawcap_source(c->raw, s);
+	evr__sampler_join(c->sampler, s, evr_clock_monotonic_ns()); /* its run goes out at the next poll */
 	return (int)c->next_index++;
 }
 
@@ -406,8 +417,16 @@ int evr_consumer_capture(struct evr_consumer *c, const char *path, char *err, si
 		return -EBUSY;
 	}
 	rc = evr__capture_open(&c->cap, path, err, errlen);
-	for (uint32_t i = 0; rc == 0 && i < c->nsrc; i++)
+	for (uint32_t i = 0; rc == 0 && i < c->nsrc; i++) {
+		/* A source attached before the capture: its run went to the handlers; the capture gets it now. */
+		struct evr_rec *run;
+
 		rc = evr__capture_source(c->cap, c->srcs[i]);
+		if (rc == 0 && (run = evr__sampler_run_rec(c->sampler, c->srcs[i])) != NULL) {
+			rc = evr__capture_rec(c->cap, run);
+			evr__rec_free(&c->recs, run);
+		}
+	}
 	if (rc == 0) {
 		c->cap_clock = evr__spans_clock(c->spans);
 		rc = evr__capture_tick(c->cap, c->cap_clock); /* where the replay's clock starts */
@@ -715,6 +734,10 @@ int evr_consumer_poll(struct evr_consumer *c)
 		sources_reap(c);
 	if (c->raw)
 		evr__rawcap_round(c->raw, now);
+	else
+		/* Runs of sources joined since the last poll, before anything of them reaches a handler. */
+		for (struct evr_rec *run; (run = evr__sampler_run_due(c->sampler)) != NULL;)
+			deliver(c, run);
 	for (uint32_t i = 0; i < c->nsrc; i++) {
 		uint32_t n = c->raw ? evr__drain_source_raw(c->drain, c->srcs[i], now, c->raw, c->raw_decode)
 				    : evr__drain_source(c->drain, c->srcs[i], now);
@@ -725,6 +748,8 @@ int evr_consumer_poll(struct evr_consumer *c)
 	}
 	c->st.records += (uint64_t)total;
 	c->st.ring_skipped = skips;
+	if (!c->raw)
+		evr__sampler_poll(c->sampler, c->srcs, c->nsrc, now); /* between the drain and the merge's round */
 	acted = deliver_round(c, now);
 	if (c->raw)
 		evr__rawcap_round_end(c->raw, acted);
@@ -865,6 +890,7 @@ void evr_consumer_close(struct evr_consumer *c)
 			free(s);
 	}
 	free(c->srcs);
+	evr__sampler_free(c->sampler);
 	evr__merge_free(c->merge);
 	evr__drain_free(c->drain);
 	evr__rec_pool_fini(&c->recs);

@@ -23,7 +23,10 @@ void evr__rcu_reader(void);
 
 /*
  * The callbacks; EVR_CB_SKIPPED is the hub's own (a gap it marks in a
- * handler's queue), never offered. EVR_CB_SOURCE_END is offered with a
+ * handler's queue), never offered. EVR_CB_SAMPLE is one callback slot for
+ * the two items of the sampler (metrics, runs): the handler's thread calls
+ * on_metric or on_run by the object's kind; like records they are filtered
+ * by no dispatcher, queued, skipped and counted as records are. EVR_CB_SOURCE_END is offered with a
  * struct evr__source_end (objects.h): every handler's queue takes it, past
  * its filters, and like a loss it is never skipped (held until there is
  * room); the handler's thread calls on_source_end with its source.
@@ -35,7 +38,8 @@ enum evr_cb {
 	EVR_CB_TRACE_END,
 	EVR_CB_LOST,
 	EVR_CB_SKIPPED,
-	EVR_CB_SOURCE_END
+	EVR_CB_SOURCE_END,
+	EVR_CB_SAMPLE /* a metric sample or a run (struct evr_metric, evr_run_info: by obj.kind) */
 };
 
 struct evr_hub *evr__hub_new(const struct evr_consumer_opts *o, struct evr_consumer_stats *st);

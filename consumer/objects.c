@@ -601,6 +601,55 @@ static void obj_free(struct evr_obj *o)
 	blk_put(o);
 }
 
+struct evr_metric *evr__metric_new(const struct evr_source *src, uint64_t ts_ns, uint64_t mono_ns, const char *name,
+				   const char *unit, double value)
+{
+	struct evr_metric *m = obj_new(sizeof(*m), EVR_OBJ_METRIC);
+
+	if (m) {
+		m->src = src;
+		m->ts_ns = ts_ns;
+		m->mono_ns = mono_ns;
+		m->name = name;
+		m->unit = unit;
+		m->value = value;
+	}
+	return m;
+}
+
+struct evr_run_info *evr__run_new(const struct evr_source *src, const char *run_id, const char *experiment,
+				  uint64_t start_ns, const struct evr_param *params, uint32_t n)
+{
+	size_t bytes = strlen(run_id) + 1 + strlen(experiment) + 1, size;
+	struct evr_run_info *r;
+	struct evr_param *p;
+	char *s;
+
+	for (uint32_t i = 0; i < n; i++)
+		bytes += strlen(params[i].key) + 1 + strlen(params[i].value) + 1;
+	size = sizeof(*r) + n * sizeof(*p) + bytes;
+	r = obj_new(size, EVR_OBJ_RUN);
+	if (!r)
+		return NULL;
+	p = (struct evr_param *)(r + 1);
+	s = (char *)(p + n);
+	r->src = src;
+	r->start_ns = start_ns;
+	r->nparams = n;
+	r->params = p;
+	r->run_id = s;
+	s = stpcpy(s, run_id) + 1;
+	r->experiment = s;
+	s = stpcpy(s, experiment) + 1;
+	for (uint32_t i = 0; i < n; i++) {
+		p[i].key = s;
+		s = stpcpy(s, params[i].key) + 1;
+		p[i].value = s;
+		s = stpcpy(s, params[i].value) + 1;
+	}
+	return r;
+}
+
 void evr_obj_unref(const void *obj)
 {
 	struct evr_obj *o = (struct evr_obj *)obj;

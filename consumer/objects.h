@@ -45,13 +45,19 @@ struct evr_lost *evr__lost_copy(const struct evr_lost *from);
 /* A gap marker (the hub's), a copy of gap apart from its header. */
 struct evr_skipped *evr__skipped_new(const struct evr_skipped *gap);
 
+/* A metric sample (names and units are static strings: the sampler's). */
+struct evr_metric *evr__metric_new(const struct evr_source *src, uint64_t ts_ns, uint64_t mono_ns, const char *name,
+				   const char *unit, double value);
+/* A run, with copies of its id, experiment and params in the same block. */
+struct evr_run_info *evr__run_new(const struct evr_source *src, const char *run_id, const char *experiment,
+				  uint64_t start_ns, const struct evr_param *params, uint32_t n);
 /*
  * A source's end marker (SOURCE LIFETIME in consumer.h): an object of the
  * hub's queues like any other, never handed to a handler as such (the hub
  * calls on_source_end with its source). When its last reference goes (every
  * queue that took it passed it), src->released is set with a release store.
  */
-#define EVR__OBJ_SOURCE_END 6
+#define EVR__OBJ_SOURCE_END 32 /* past the public kinds (EVR_OBJ_*) */
 struct evr_src;
 struct evr__source_end {
 	struct evr_obj obj;

@@ -23,6 +23,8 @@ void evr__rec_free(struct evr_rec_pool *p, struct evr_rec *r)
 		return;
 	if (r->fields)
 		evr__fields_unref(r->fields);
+	if (r->type == EVR_REC_SAMPLE && r->item)
+		evr_obj_unref(r->item);
 	r->fields = NULL;
 	r->next = p->free;
 	p->free = r;

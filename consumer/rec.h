@@ -28,9 +28,17 @@ struct evr_rec {
 	uint64_t lost_count, lost_first_real_ns; /* LOST */
 	struct evr_fields *fields;		/* EVENT, BEGIN, END: its values (one reference) */
 	bool fields_in_event;			/* fields came from evr__event_fields_new */
+	const void *item;			/* SAMPLE: the metric or run it carries (one reference) */
 	struct evr_rec *next;			/* free list / queues */
 };
 
+/*
+ * The consumer's own items in the stream: a metric sample or a run
+ * (sampler.c), carried by a rec of this type through the merge (so that
+ * they take their place in time order) to the span builder, which hands the
+ * item to the hub. Not a ring record type (those are below 64).
+ */
+#define EVR_REC_SAMPLE 0x70
 /* Recs freed, kept for reuse (drain thread only). */
 struct evr_rec_pool {
 	struct evr_rec *free;

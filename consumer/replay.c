@@ -16,7 +16,9 @@
 #include "capture_raw.h"
 #include "decode.h"
 #include "mpcheck.h"
+#include "objects.h"
 #include "replay.h"
+#include "sampler.h"
 
 /* ---- replay: entries return 1 for a record, 0 for anything else, or -errno ------------------------------------------------------------------------------ */
 
@@ -411,6 +413,94 @@ static int replay_raw_entry(struct replay *rp, const msgpack_object *a, uint32_t
 	return bad(rp, "an entry of unknown kind in a raw capture");
 }
 
+/* An item of the sampler's read back: a rec of type EVR_REC_SAMPLE, as the merge handed it out live. */
+static int replay_item(struct replay *rp, struct evr_src *s, const void *item, uint64_t mono, uint64_t real)
+{
+	struct evr_rec *r;
+
+	if (!item)
+		return -ENOMEM;
+	if (!(r = evr__rec_alloc(rp->sink->recs))) {
+		evr_obj_unref(item);
+		return -ENOMEM;
+	}
+	memset(r, 0, sizeof(*r));
+	r->type = EVR_REC_SAMPLE;
+	r->src = s;
+	r->mono_ns = mono;
+	r->real_ns = real;
+	r->item = item;
+	rp->sink->rec(rp->sink->arg, r);
+	return 1;
+}
+
+/* ["metric", source|nil, mono_ns, real_ns, name, unit, value]: a name the sampler never gives is refused. */
+static int replay_metric(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_src *s = NULL;
+	uint64_t mono, real;
+	const char *name, *unit;
+	double value;
+
+	if (n != 7 || (a[1].type != MSGPACK_OBJECT_NIL && !(s = src_at(rp, a))) || !u64_at(a, 2, &mono) ||
+	    !u64_at(a, 3, &real) || a[4].type != MSGPACK_OBJECT_STR)
+		return bad(rp, "a malformed metric entry");
+	if (!(name = evr__metric_name(a[4].via.str.ptr, a[4].via.str.size, &unit)))
+		return bad(rp, "a metric of a name evring does not sample");
+	if (a[6].type == MSGPACK_OBJECT_FLOAT64 || a[6].type == MSGPACK_OBJECT_FLOAT32)
+		value = a[6].via.f64;
+	else if (a[6].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		value = (double)a[6].via.u64;
+	else
+		return bad(rp, "a metric whose value is not a number");
+	return replay_item(rp, s, evr__metric_new(s ? &s->pub : NULL, real, mono, name, unit, value), mono, real);
+}
+
+/* A string of a run entry, bounded and without NULs, into a malloc'ed C string (NULL: bad). */
+static char *run_str(const msgpack_object *o)
+{
+	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > 4096 || memchr(o->via.str.ptr, 0, o->via.str.size))
+		return NULL;
+	return strndup(o->via.str.ptr, o->via.str.size);
+}
+
+/* ["run", source, mono_ns, start_ns, run_id, experiment, {key: value}] */
+static int replay_run(struct replay *rp, const msgpack_object *a, uint32_t n)
+{
+	struct evr_src *s = n == 7 ? src_at(rp, a) : NULL;
+	uint64_t mono, start;
+	struct evr_param *p = NULL;
+	char *id = NULL, *exp = NULL;
+	uint32_t np = 0, i;
+	int rc;
+
+	if (!s || !u64_at(a, 2, &mono) || !u64_at(a, 3, &start) || a[6].type != MSGPACK_OBJECT_MAP ||
+	    a[6].via.map.size > 4096)
+		return bad(rp, "a malformed run entry");
+	id = run_str(&a[4]);
+	exp = run_str(&a[5]);
+	np = a[6].via.map.size;
+	p = calloc(np ? np : 1, sizeof(*p));
+	rc = id && exp && p && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32 ? 0 : -EBADMSG;
+	for (i = 0; rc == 0 && i < np; i++) {
+		p[i].key = run_str(&a[6].via.map.ptr[i].key);
+		p[i].value = run_str(&a[6].via.map.ptr[i].val);
+		if (!p[i].key || !p[i].value)
+			rc = -EBADMSG;
+	}
+	if (rc == 0)
+		rc = replay_item(rp, s, evr__run_new(&s->pub, id, exp, start, p, np), mono, start);
+	for (i = 0; p && i < np; i++) {
+		free((char *)p[i].key);
+		free((char *)p[i].value);
+	}
+	free(p);
+	free(id);
+	free(exp);
+	return rc == -EBADMSG ? bad(rp, "a run entry whose id, experiment or params are not strings as evring writes them")
+			      : rc;
+}
+
 static int replay_entry(struct replay *rp, const msgpack_object *o)
 {
 	static const char *recs[] = { "", "event", "begin", "end", "lost" };
@@ -449,6 +539,10 @@ static int replay_entry(struct replay *rp, const msgpack_object *o)
 		rp->sink->tick(rp->sink->arg, ns);
 		return 0;
 	}
+	if (str_is(&a[0], "metric"))
+		return replay_metric(rp, a, n);
+	if (str_is(&a[0], "run"))
+		return replay_run(rp, a, n);
 	if (str_is(&a[0], "stats"))
 		return 0; /* the live run's counters: for readers of the file */
 	return bad(rp, "an entry of unknown kind");
@@ -460,10 +554,10 @@ static int replay_header(struct replay *rp, const msgpack_object *o)
 
 	if (!f || !str_is(f, "evring-capture"))
 		return bad(rp, "not an evring capture (no header map with format \"evring-capture\")");
-	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < 1 || v->via.u64 > CAPTURE_RAW_VERSION) {
+	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < 1 || v->via.u64 > CAPTURE_VERSION) {
 		snprintf(rp->err, rp->errlen, "capture %s: version %llu, this evring reads versions 1 to %d", rp->path,
 			 v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (unsigned long long)v->via.u64 : 0ull,
-			 CAPTURE_RAW_VERSION);
+			 CAPTURE_VERSION);
 		return -EPROTO;
 	}
 	/* Version 3 is the raw capture's, and only its. */

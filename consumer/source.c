@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -299,9 +300,71 @@ bool evr__src_dispatch_reaches(const struct evr_src *s, const char *from, const 
 	return true;
 }
 
+#define PARAM_KEY_MAX 256u
+#define PARAM_VALUE_MAX 4096u
+
+/* An EVR_META_PARAM entry: [key, value], two str; the latest value of a key wins. */
+static int read_param(struct evr_src *s, const msgpack_object *obj)
+{
+	const msgpack_object *a = obj->via.array.ptr;
+	const msgpack_object_str *k, *v;
+	char *key, *value;
+	uint32_t i;
+
+	if (obj->type != MSGPACK_OBJECT_ARRAY || obj->via.array.size != 2 || a[0].type != MSGPACK_OBJECT_STR ||
+	    a[1].type != MSGPACK_OBJECT_STR)
+		goto bad;
+	k = &a[0].via.str;
+	v = &a[1].via.str;
+	if (k->size == 0 || k->size > PARAM_KEY_MAX || v->size > PARAM_VALUE_MAX || memchr(k->ptr, 0, k->size) ||
+	    memchr(v->ptr, 0, v->size))
+		goto bad;
+	if (asprintf(&key, "app.%.*s", (int)k->size, k->ptr) < 0)
+		return -ENOMEM;
+	value = strndup(v->ptr, v->size);
+	if (!value) {
+		free(key);
+		return -ENOMEM;
+	}
+	for (i = 0; i < s->app_n; i++)
+		if (!strcmp(s->app[i].key, key))
+			break;
+	if (i < s->app_n) {
+		free(key);
+		if (!strcmp(s->app[i].value, value)) {
+			free(value);
+			return 0;
+		}
+		free((char *)s->app[i].value);
+		s->app[i].value = value;
+		s->app_gen++;
+		return 0;
+	}
+	if (s->app_n == s->app_cap) {
+		uint32_t cap = s->app_cap ? 2 * s->app_cap : 8;
+		struct evr_param *t = realloc(s->app, cap * sizeof(*t));
+
+		if (!t) {
+			free(key);
+			free(value);
+			return -ENOMEM;
+		}
+		s->app = t;
+		s->app_cap = cap;
+	}
+	s->app[s->app_n++] = (struct evr_param){ key, value };
+	s->app_gen++;
+	return 0;
+bad:
+	s->params_bad++;
+	return -EBADMSG;
+}
+
 int evr__src_meta_apply(struct evr_src *s, uint32_t kind, uint64_t id, const msgpack_object *obj)
 {
-	/* A kind this consumer does not read, whatever its shape (PARAM's is an array): skipped, not bad. */
+	if (kind == EVR_META_PARAM)
+		return read_param(s, obj);
+	/* A kind this consumer does not read, whatever its shape: skipped, not bad. */
 	if (kind < EVR_META_PROCESS || kind > EVR_META_THREAD)
 		return 0;
 	if (obj->type != MSGPACK_OBJECT_MAP)
@@ -401,6 +464,13 @@ void evr__src_tables_free(struct evr_src *s)
 		free(s->dispatchers[i].path);
 	free(s->dispatchers);
 	free(s->threads);
+	for (uint32_t i = 0; i < s->app_n; i++) {
+		free((char *)s->app[i].key);
+		free((char *)s->app[i].value);
+	}
+	free(s->app);
+	s->app = NULL;
+	s->app_n = s->app_cap = 0;
 	s->sites = NULL;
 	s->dispatchers = NULL;
 	s->threads = NULL;

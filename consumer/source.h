@@ -60,6 +60,11 @@ struct evr_src {
 	struct evr_lane_state *lanes;
 	uint64_t trace_id_high; /* the high half of its traces' 16-byte ids (OTLP): never 0 */
 	char program[64], cmdline[512], shm_name[128];
+	/* Run parameters of its producer (EVR_META_PARAM), in the order first set: key "app.KEY", owned. */
+	struct evr_param *app;
+	uint32_t app_n, app_cap;
+	uint32_t app_gen;	/* bumped whenever app changes: a run update is due (sampler.c) */
+	uint64_t params_bad;	/* EVR_META_PARAM entries that were not [str, str] within the limits */
 };
 
 /*

@@ -317,6 +317,10 @@ void evr__spans_record(struct evr_spans *sp, struct evr_rec *r)
 	case EVR_REC_LOST:
 		on_lost(sp, r);
 		break;
+	case EVR_REC_SAMPLE:
+		sp_deliver(sp, EVR_CB_SAMPLE, r->item); /* takes the rec's reference over */
+		r->item = NULL;
+		break;
 	default:
 		break;
 	}

@@ -30,6 +30,10 @@ struct agent_conf {
 	uint64_t flood_rate;	/* records a second that, held for flood_secs, detach a producer; 0: never */
 	uint32_t flood_secs;
 	uint64_t attach_wait_ns; /* how long a segment may stay unreadable (header not published) before it is refused */
+	uint64_t metrics_interval_ns; /* 0: 1 s; EVR_METRICS_OFF: off (read once, at start) */
+	char *experiment;	      /* the runs' experiment; NULL: "default" (read once, at start) */
+	char *env_allow[AGENT_MAX_FILTERS + 1]; /* fnmatch patterns, NULL-terminated (read once, at start) */
+	int nenv;
 	char *status_path;	/* where the status is published */
 	char *config_path;	/* the file itself (NULL: flags only) */
 };

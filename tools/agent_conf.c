@@ -13,10 +13,14 @@
  *                         seconds in a row (default S 5; default N 0: never)
  *   attach-wait-ms = N    how long a new segment may stay unreadable before it is refused (default 1000)
  *   status = PATH         the status file (default: see agent_status_default)
+ *   metrics-interval = S  seconds between samples of each process (default 1; 0: off)
+ *   experiment = NAME     the runs' experiment name (default "default")
+ *   env-allow = PATTERN   environment variables recorded as run params (repeatable; none by default)
  *
  * A key the file sets replaces what the command line said; for the
  * repeatable keys (handler, program, uid) the file's lines replace the
- * whole list. An unknown key or a bad value is an error naming the file
+ * whole list. metrics-interval, experiment and env-allow are read at start
+ * only: a run's settings do not change under it. An unknown key or a bad value is an error naming the file
  * and line: at start the agent exits; on SIGHUP it keeps the configuration
  * it runs with.
  */
@@ -38,6 +42,9 @@ void agent_conf_free(struct agent_conf *c)
 		free(c->handlers[i]);
 	for (int i = 0; i < c->nprograms; i++)
 		free(c->programs[i]);
+	for (int i = 0; i < c->nenv; i++)
+		free(c->env_allow[i]);
+	free(c->experiment);
 	free(c->status_path);
 	free(c->config_path);
 	memset(c, 0, sizeof(*c));
@@ -58,6 +65,9 @@ int agent_conf_copy(struct agent_conf *dst, const struct agent_conf *src)
 		rc |= dup_into(&dst->handlers[i], src->handlers[i]);
 	for (int i = 0; i < src->nprograms; i++)
 		rc |= dup_into(&dst->programs[i], src->programs[i]);
+	for (int i = 0; i < src->nenv; i++)
+		rc |= dup_into(&dst->env_allow[i], src->env_allow[i]);
+	rc |= dup_into(&dst->experiment, src->experiment);
 	rc |= dup_into(&dst->status_path, src->status_path);
 	rc |= dup_into(&dst->config_path, src->config_path);
 	if (rc) {
@@ -213,6 +223,25 @@ static int apply(struct agent_conf *n, const char *key, const char *val, bool *s
 		n->flood_secs = (uint32_t)secs;
 		return 0;
 	}
+	if (!strcmp(key, "env-allow"))
+		return list_put(n->env_allow, &n->nenv, AGENT_MAX_FILTERS, &seen_list[3], val, "env-allow pattern", why,
+				whylen);
+	if (!strcmp(key, "metrics-interval")) {
+		if (!evr_cli_seconds(val, &v)) {
+			snprintf(why, whylen, "metrics-interval wants seconds, 0 (off) to 1e9, not '%s'", val);
+			return -EINVAL;
+		}
+		n->metrics_interval_ns = v ? v : EVR_METRICS_OFF;
+		return 0;
+	}
+	if (!strcmp(key, "experiment")) {
+		if (!*val) {
+			snprintf(why, whylen, "experiment wants a name");
+			return -EINVAL;
+		}
+		free(n->experiment);
+		return dup_into(&n->experiment, val);
+	}
 	if (!strcmp(key, "status")) {
 		if (!*val) {
 			snprintf(why, whylen, "status wants a path");
@@ -221,7 +250,8 @@ static int apply(struct agent_conf *n, const char *key, const char *val, bool *s
 		free(n->status_path);
 		return dup_into(&n->status_path, val);
 	}
-	snprintf(why, whylen, "unknown key '%s' (handler, program, uid, rescan, timeout-ms, flood, attach-wait-ms, status)",
+	snprintf(why, whylen, "unknown key '%s' (handler, program, uid, rescan, timeout-ms, flood, attach-wait-ms, status, "
+		 "metrics-interval, experiment, env-allow)",
 		 key);
 	return -EINVAL;
 }
@@ -229,7 +259,7 @@ static int apply(struct agent_conf *n, const char *key, const char *val, bool *s
 int agent_conf_load(struct agent_conf *c, char *err, size_t errlen)
 {
 	struct agent_conf n;
-	bool seen_list[3] = { false, false, false };
+	bool seen_list[4] = { false, false, false, false };
 	char *line = NULL, why[256];
 	size_t cap = 0;
 	int lineno = 0, rc = 0;

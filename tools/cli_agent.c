@@ -95,6 +95,7 @@ struct seg {
 struct agent {
 	struct agent_conf base; /* the flags: each reload starts from them */
 	struct agent_conf conf; /* in force */
+	struct agent_conf start; /* as at start: the consumer's runs keep pointing into it */
 	struct evr_consumer *c;
 	struct seg *segs;
 	uint32_t nsegs, capsegs;
@@ -658,6 +659,7 @@ static void agent_usage(FILE *f)
 	fprintf(f,
 		"usage: evring agent [--config FILE] [-H SPEC]... [--program GLOB]... [--uid N]...\n"
 		"                    [--rescan S] [--status-file PATH] [--timeout-ms N] [--duration S]\n"
+		"                    [--metrics-interval S] [--experiment NAME] [--env-allow PATTERN]...\n"
 		"       evring agent --status [--status-file PATH | --config FILE]\n"
 		"  Follows every evring segment it may read on this machine: those there now and new ones\n"
 		"  as they appear (inotify on /dev/shm, and a rescan), each from its first record; leaves each\n"
@@ -667,7 +669,8 @@ static void agent_usage(FILE *f)
 		"  -H, --handler SPEC   a handler (repeatable), as for evring attach; jsonl takes\n"
 		"                       jsonl=PATH,rotate-size=MIB,rotate-time=S,keep=N\n"
 		"  --config FILE        key = value lines (handler, program, uid, rescan, timeout-ms, flood,\n"
-		"                       attach-wait-ms, status); what it sets overrides the flags\n"
+		"                       attach-wait-ms, status, metrics-interval, experiment, env-allow);\n"
+		"                       what it sets overrides the flags (the last three: read at start)\n"
 		"  --program GLOB       follow only programs whose name matches (repeatable)\n"
 		"  --uid N              follow only segments owned by uid N (repeatable; as root)\n"
 		"  --rescan S           seconds between rescans of /dev/shm (default 2)\n"
@@ -676,13 +679,30 @@ static void agent_usage(FILE *f)
 		"  --status             print the running agent's status and exit\n"
 		"  --timeout-ms N       per handler call timeout (default 5000)\n"
 		"  --duration S         stop after S seconds\n"
+		"  --metrics-interval S sample each process's CPU, memory, threads, fds, context switches and\n"
+		"                       io from /proc every S seconds (default 1; 0: off); the host once\n"
+		"  --experiment NAME    the experiment the runs belong to (default \"default\")\n"
+		"  --env-allow PATTERN  record the producer's environment variables whose names match this\n"
+		"                       fnmatch pattern as run params env.NAME (repeatable; default none)\n"
 		"examples:\n"
 		"  evring agent -H jsonl=/var/log/evring/all.jsonl,rotate-size=64,keep=10 -H stats\n"
 		"  evring agent --config /etc/evring/agent.conf     (tools/evring-agent.service)\n"
 		"  evring agent --status\n");
 }
 
-enum { OPT_CONFIG = 256, OPT_PROGRAM, OPT_UID, OPT_RESCAN, OPT_STATUS_FILE, OPT_STATUS, OPT_TIMEOUT, OPT_DURATION };
+enum {
+	OPT_CONFIG = 256,
+	OPT_PROGRAM,
+	OPT_UID,
+	OPT_RESCAN,
+	OPT_STATUS_FILE,
+	OPT_STATUS,
+	OPT_TIMEOUT,
+	OPT_DURATION,
+	OPT_METRICS_INTERVAL,
+	OPT_EXPERIMENT,
+	OPT_ENV_ALLOW
+};
 
 static const struct option agent_options[] = {
 	{ "handler", required_argument, NULL, 'H' },	      { "config", required_argument, NULL, OPT_CONFIG },
@@ -690,6 +710,9 @@ static const struct option agent_options[] = {
 	{ "rescan", required_argument, NULL, OPT_RESCAN },    { "status-file", required_argument, NULL, OPT_STATUS_FILE },
 	{ "status", no_argument, NULL, OPT_STATUS },	      { "timeout-ms", required_argument, NULL, OPT_TIMEOUT },
 	{ "duration", required_argument, NULL, OPT_DURATION }, { "help", no_argument, NULL, 'h' },
+	{ "metrics-interval", required_argument, NULL, OPT_METRICS_INTERVAL },
+	{ "experiment", required_argument, NULL, OPT_EXPERIMENT },
+	{ "env-allow", required_argument, NULL, OPT_ENV_ALLOW },
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -750,6 +773,27 @@ static int parse(int argc, char **argv, struct agent_conf *c, bool *status, uint
 		case OPT_DURATION:
 			if (!evr_cli_seconds(optarg, duration_ns) || *duration_ns == 0)
 				return evr_cli_fail("agent", EVR_EXIT_USAGE, "--duration wants seconds > 0, not '%s'", optarg);
+			break;
+		case OPT_METRICS_INTERVAL:
+			if (!evr_cli_seconds(optarg, &v))
+				return evr_cli_fail("agent", EVR_EXIT_USAGE,
+						    "--metrics-interval wants seconds, 0 (off) to 1e9, not '%s'", optarg);
+			c->metrics_interval_ns = v ? v : EVR_METRICS_OFF;
+			break;
+		case OPT_EXPERIMENT:
+			if (!*optarg)
+				return evr_cli_fail("agent", EVR_EXIT_USAGE, "--experiment wants a name");
+			free(c->experiment);
+			if (!(c->experiment = strdup(optarg)))
+				return EVR_EXIT_FAIL;
+			break;
+		case OPT_ENV_ALLOW:
+			if (c->nenv == AGENT_MAX_FILTERS || !*optarg)
+				return evr_cli_fail("agent", EVR_EXIT_USAGE, "--env-allow wants a pattern (at most %d)",
+						    AGENT_MAX_FILTERS);
+			if (!(c->env_allow[c->nenv] = strdup(optarg)))
+				return EVR_EXIT_FAIL;
+			c->nenv++;
 			break;
 		case 'h':
 			agent_usage(stdout);
@@ -862,6 +906,11 @@ int evr_cmd_agent(int argc, char **argv)
 		a->conf.handlers[0] = strdup("stats");
 		a->base.nhandlers = a->conf.nhandlers = a->base.handlers[0] && a->conf.handlers[0] ? 1 : 0;
 	}
+	if (agent_conf_copy(&a->start, &a->conf) != 0)
+		return evr_cli_fail("agent", EVR_EXIT_FAIL, "out of memory");
+	co.metrics_interval_ns = a->start.metrics_interval_ns;
+	co.experiment = a->start.experiment;
+	co.env_allow = (const char *const *)a->start.env_allow;
 	co.timeout_ns = a->conf.timeout_ns;
 	co.on_error = on_handler_error;
 	co.on_error_arg = a;
@@ -910,6 +959,7 @@ int evr_cmd_agent(int argc, char **argv)
 	free(a->segs);
 	agent_conf_free(&a->base);
 	agent_conf_free(&a->conf);
+	agent_conf_free(&a->start);
 	free(a);
 	return rc;
 }

@@ -23,15 +23,32 @@ struct run_opts {
 	const char *filter;
 	const char *output; /* record: -o */
 	bool raw;	    /* record: --raw */
+	uint64_t metrics_interval_ns; /* 0: the default (1 s); EVR_METRICS_OFF: --metrics-interval 0 */
+	const char *experiment;
+	const char *env_allow[MAX_HANDLERS + 1]; /* NULL-terminated */
+	int nenv;
 };
 
-enum { OPT_DURATION = 256, OPT_TIMEOUT, OPT_FROM, OPT_FILTER, OPT_ALLOW_WRITABLE, OPT_RAW };
+enum {
+	OPT_DURATION = 256,
+	OPT_TIMEOUT,
+	OPT_FROM,
+	OPT_FILTER,
+	OPT_ALLOW_WRITABLE,
+	OPT_RAW,
+	OPT_METRICS_INTERVAL,
+	OPT_EXPERIMENT,
+	OPT_ENV_ALLOW
+};
 
 static const struct option run_options[] = {
 	{ "handler", required_argument, NULL, 'H' },  { "duration", required_argument, NULL, OPT_DURATION },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT }, { "from", required_argument, NULL, OPT_FROM },
 	{ "filter", required_argument, NULL, OPT_FILTER },    { "output", required_argument, NULL, 'o' },
 	{ "allow-writable", no_argument, NULL, OPT_ALLOW_WRITABLE }, { "raw", no_argument, NULL, OPT_RAW },
+	{ "metrics-interval", required_argument, NULL, OPT_METRICS_INTERVAL },
+	{ "experiment", required_argument, NULL, OPT_EXPERIMENT },
+	{ "env-allow", required_argument, NULL, OPT_ENV_ALLOW },
 	{ "help", no_argument, NULL, 'h' },		      { NULL, 0, NULL, 0 }
 };
 
@@ -48,6 +65,13 @@ static const char handler_help[] =
 	"                       (the run store: runs, spans, events, metrics, logs in SQLite;\n"
 	"                       evring runs PATH lists them)\n";
 
+static const char metrics_help[] =
+	"  --metrics-interval S sample each process's CPU, memory, threads, fds, context switches and\n"
+	"                       io from /proc every S seconds (default 1; 0: off); the host once\n"
+	"  --experiment NAME    the experiment the runs belong to (default \"default\")\n"
+	"  --env-allow PATTERN  record the producer's environment variables whose names match this\n"
+	"                       fnmatch pattern as run params env.NAME (repeatable; default none)\n";
+
 static const char run_help[] =
 	"  The run exits 9 when a handler failed (returned errors, timed out, or could not write\n"
 	"  its output), and quietly when its standard output is closed (`... | head`).\n";
@@ -57,6 +81,7 @@ static void attach_usage(FILE *f)
 	fprintf(f,
 		"usage: evring attach PID|NAME... [-H SPEC]... [--duration S] [--timeout-ms N]\n"
 		"                     [--from now|oldest] [--filter DISPATCHER] [--allow-writable]\n"
+		"                     [--metrics-interval S] [--experiment NAME] [--env-allow PATTERN]...\n"
 		"  Attaches to live processes and runs the handlers until every process exits, SIGINT,\n"
 		"  or the duration ends; then prints a one-line summary on stderr. Default handler: tail.\n"
 		"  NAME: a segment name (/evring.PID.NAME or PID.NAME) or a program name (all its processes).\n"
@@ -66,13 +91,13 @@ static void attach_usage(FILE *f)
 		"  --from now|oldest    start with what is written from now (default) or read what the lanes still hold\n"
 		"  --filter DISPATCHER  only records of this dispatcher and those below it that propagate\n"
 		"  --allow-writable     attach to a segment others may write (refused otherwise, exit 5)\n"
-		"%s"
+		"%s%s"
 		"examples:\n"
 		"  evring attach 1234                               a line per event and span end, as they come\n"
 		"  evring attach my-server -H stats --duration 30   latency per span name over 30 s, every process\n"
 		"  evring attach 1234 -H debug -H chrome=trace.json --from oldest\n"
 		"                                                   trace trees, and a file for ui.perfetto.dev\n",
-		handler_help, run_help);
+		handler_help, metrics_help, run_help);
 }
 
 static void record_usage(FILE *f)
@@ -80,6 +105,7 @@ static void record_usage(FILE *f)
 	fprintf(f,
 		"usage: evring record PID|NAME... -o FILE [--raw] [--duration S] [-H SPEC]... [--from now|oldest]\n"
 		"                     [--filter DISPATCHER] [--timeout-ms N] [--allow-writable]\n"
+		"                     [--metrics-interval S] [--experiment NAME] [--env-allow PATTERN]...\n"
 		"  Writes a capture file (a msgpack stream: a header, the metadata, every record in the\n"
 		"  order it was delivered) until the processes exit, SIGINT, or the duration ends.\n"
 		"  Handlers given with -H run live as well. `evring replay FILE` runs handlers over it.\n"
@@ -95,12 +121,12 @@ static void record_usage(FILE *f)
 		"  --filter DISPATCHER  handlers see only this dispatcher and those below it that propagate;\n"
 		"                       the capture keeps every record\n"
 		"  --allow-writable     record a segment others may write (refused otherwise, exit 5)\n"
-		"%s"
+		"%s%s"
 		"examples:\n"
 		"  evring record 1234 -o run.evr --duration 60      a minute of one process, decoded later\n"
 		"  evring record my-server -o run.evr -H stats      every my-server process, with a live table\n"
 		"  evring record 1234 -o /dev/shm/run.evr --raw     the lanes' bytes, decoded at replay\n",
-		handler_help, run_help);
+		handler_help, metrics_help, run_help);
 }
 
 static void replay_usage(FILE *f)
@@ -176,6 +202,25 @@ static int parse(const char *cmd, int argc, char **argv, struct run_opts *o, voi
 		case OPT_RAW:
 			o->raw = true;
 			break;
+		case OPT_METRICS_INTERVAL:
+			if (!evr_cli_seconds(optarg, &o->metrics_interval_ns))
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE,
+						    "--metrics-interval wants seconds, 0 (off) to 1e9, not '%s'", optarg);
+			if (o->metrics_interval_ns == 0)
+				o->metrics_interval_ns = EVR_METRICS_OFF;
+			break;
+		case OPT_EXPERIMENT:
+			if (!*optarg)
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "--experiment wants a name");
+			o->experiment = optarg;
+			break;
+		case OPT_ENV_ALLOW:
+			if (o->nenv == MAX_HANDLERS)
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "at most %d --env-allow patterns", MAX_HANDLERS);
+			if (!*optarg)
+				return evr_cli_fail(cmd, EVR_EXIT_USAGE, "--env-allow wants a pattern");
+			o->env_allow[o->nenv++] = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return -1;
@@ -224,7 +269,10 @@ static struct evr_consumer *consumer_new(const char *cmd, const struct run_opts 
 	struct evr_consumer_opts co = { .timeout_ns = o->timeout_ns,
 					.dispatcher = o->filter,
 					.on_error = on_handler_error,
-					.quiet = true };
+					.quiet = true,
+					.metrics_interval_ns = o->metrics_interval_ns,
+					.experiment = o->experiment,
+					.env_allow = o->env_allow };
 	char err[512] = "";
 	struct evr_consumer *c = evr_consumer_new(&co, err, sizeof(err));
 

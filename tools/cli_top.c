@@ -2,7 +2,9 @@
  * cli_top.c: `evring top`, a live table refreshed each interval: per span
  * name, the rate of spans ended, p50 / p99 latency over the interval, errors
  * (dropped or abandoned spans) and output tokens per second; then the
- * records read per second and the lost, skipped and late counts.
+ * records read per second and the lost, skipped and late counts; then a
+ * line per process with its latest CPU %, RSS and threads (the consumer's
+ * metric samples, every second).
  *
  * The aggregation is a handler like any other: it runs on its own thread and
  * hands the drawing thread its interval's samples under a mutex.
@@ -11,6 +13,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@
 #include "cli.h"
 
 #define MAX_NAMES 256
+#define MAX_PROCS 64
 
 struct top_row {
 	char name[64];
@@ -29,12 +33,50 @@ struct top_row {
 	size_t nlat, cap;
 };
 
+/* A process's latest samples, by the names below (NAN: none yet). */
+static const char *const proc_metrics[] = { "process.cpu.user", "process.cpu.system", "process.memory.rss",
+					    "process.threads" };
+enum { PM_USER, PM_SYSTEM, PM_RSS, PM_THREADS, PM_N };
+
+struct top_proc {
+	uint32_t pid;
+	char program[32];
+	double v[PM_N];
+};
+
 struct top {
 	pthread_mutex_t mu;
 	struct top_row rows[MAX_NAMES];
 	int nrows;
 	uint64_t other; /* spans past MAX_NAMES distinct names */
+	struct top_proc procs[MAX_PROCS];
+	int nprocs;
 };
+
+static int top_metric(void *ctx, const struct evr_metric *m)
+{
+	struct top *t = ctx;
+	struct top_proc *p = NULL;
+	int k = 0;
+
+	while (k < PM_N && strcmp(m->name, proc_metrics[k]) != 0)
+		k++;
+	if (!m->src || k == PM_N)
+		return 0;
+	pthread_mutex_lock(&t->mu);
+	for (int i = 0; i < t->nprocs && !p; i++)
+		if (t->procs[i].pid == m->src->pid)
+			p = &t->procs[i];
+	if (!p && t->nprocs < MAX_PROCS) {
+		p = &t->procs[t->nprocs++];
+		*p = (struct top_proc){ .pid = m->src->pid, .v = { NAN, NAN, NAN, NAN } };
+		snprintf(p->program, sizeof(p->program), "%s", m->src->program ? m->src->program : "");
+	}
+	if (p)
+		p->v[k] = m->value;
+	pthread_mutex_unlock(&t->mu);
+	return 0;
+}
 
 static struct top_row *row_of(struct top *t, const char *name)
 {
@@ -159,6 +201,14 @@ static void draw(struct top *t, struct evr_consumer *c, double secs, uint64_t pr
 	if (t->other)
 		printf("(%" PRIu64 " spans of further names not shown)\n", t->other);
 	t->other = 0;
+	if (t->nprocs)
+		printf("%-8s %-24s %8s %10s %8s\n", "PID", "PROGRAM", "CPU%", "RSS_MIB", "THREADS");
+	for (int i = 0; i < t->nprocs; i++) {
+		const struct top_proc *p = &t->procs[i];
+
+		printf("%-8" PRIu32 " %-24s %8.1f %10.1f %8.0f\n", p->pid, p->program, p->v[PM_USER] + p->v[PM_SYSTEM],
+		       p->v[PM_RSS] / 1048576.0, p->v[PM_THREADS]);
+	}
 	pthread_mutex_unlock(&t->mu);
 	printf("records/s %.1f  lost %" PRIu64 "  skipped %" PRIu64 "  late %" PRIu64 "  bad %" PRIu64
 	       "  open spans %" PRIu64 "  handler timeouts %" PRIu64 "\n",
@@ -174,7 +224,8 @@ static void top_usage(FILE *f)
 		   "  A live table, refreshed each interval (default 1000 ms): per span name, spans ended\n"
 		   "  per second, p50 / p99 latency in ms over the interval, errors (dropped or abandoned\n"
 		   "  spans), output tokens per second; then records read per second and the lost,\n"
-		   "  skipped, late and bad counts. Takes a consumer slot, like attach.\n"
+		   "  skipped, late and bad counts; then per process its latest CPU %% (user + system, of\n"
+		   "  one CPU), RSS in MiB and threads, sampled every second. Takes a consumer slot, like attach.\n"
 		   "  --once           print one frame after one interval and exit (for scripts)\n"
 		   "  --interval-ms N  refresh every N ms, 10 to 3600000 (default 1000)\n"
 		   "  --duration S     stop after S seconds (fractions allowed)\n"
@@ -206,7 +257,8 @@ int evr_cmd_top(int argc, char **argv)
 					      { NULL, 0, NULL, 0 } };
 	uint64_t interval_ns = 1000000000ull, duration_ns = 0, v, start, records = 0;
 	bool once = false, clear = isatty(STDOUT_FILENO);
-	struct evr_handler h = { .name = "top", .on_span_end = top_span_end, .destroy = top_destroy };
+	struct evr_handler h = { .name = "top", .on_span_end = top_span_end, .on_metric = top_metric,
+				 .destroy = top_destroy };
 	struct evr_consumer *c;
 	struct top *t;
 	static volatile int stop; /* static: a signal handler may still write it after the loop */

@@ -194,6 +194,12 @@ void evr_cli_summary(const char *cmd, struct evr_consumer *c)
 		(unsigned long long)st.late, (unsigned long long)st.bad, (unsigned long long)st.handler_errors,
 		(unsigned long long)st.ring_skipped, (unsigned long long)st.spans_abandoned,
 		(unsigned long long)st.segments_faulted);
+	if (st.metrics_unreadable || st.run_params_bad)
+		fprintf(stderr,
+			"evring %s: %llu metric samples, %llu runs; %llu /proc reads failed (their samples left out), "
+			"%llu run params malformed (skipped)\n",
+			cmd, (unsigned long long)st.metrics, (unsigned long long)st.runs,
+			(unsigned long long)st.metrics_unreadable, (unsigned long long)st.run_params_bad);
 	n = evr_consumer_handler_stats(c, hs, (int)(sizeof(hs) / sizeof(hs[0])));
 	for (int i = 0; i < n; i++)
 		if (hs[i].skipped || hs[i].errors || hs[i].timeouts || hs[i].crashes)

@@ -7,6 +7,10 @@ set -eu
 PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev valgrind
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev zlib1g-dev
 	libsqlite3-dev sqlite3"
+# git: the run params' git.commit is tested against `git rev-parse HEAD` of a repository the tests make.
+if [ "${1:-}" = test ]; then
+	PKGS="$PKGS git"
+fi
 # `install-deps.sh fuzz` (make fuzz): clang and its libFuzzer runtime too.
 # Debian 12's clang is clang-14; libFuzzer ships in compiler-rt's package.
 if [ "${1:-}" = fuzz ]; then

@@ -13,6 +13,8 @@
  *   {"ph":"i","s":"g","name":"evring.skipped","cat":"evring","ts":...,"pid":0,"tid":0,
  *    "args":{"handler":"chrome","count":530,"first_ns":...,"last_ns":...,"events":500,...}},
  *   {"ph":"M","name":"thread_name","pid":4242,"tid":4243,"args":{"name":"worker-1"}}
+ *   {"ph":"M","name":"process_labels","pid":4242,"tid":0,"args":{"labels":"experiment=default, run=9f.."}}
+ *   {"ph":"C","name":"process.cpu.user","cat":"evring.metric","ts":...,"pid":4242,"tid":0,"args":{"value":48.5}}
  *   ],
  *   "displayTimeUnit":"ns","otherData":{"producer":"evring","base_utc_ns":1714561200000000000,
  *    "base_utc":"2024-05-01T11:00:00.000000000Z","clamped":0}}
@@ -70,6 +72,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -142,8 +146,8 @@ static void us(FILE *f, uint64_t ns)
 	fwrite_unlocked(buf, 1, (size_t)n, f);
 }
 
-/* The entries every record starts with: pid, tid and the process's name the first time. *th: its track. */
-static int see(struct chrome *c, const struct evr_source *src, uint32_t tid, struct chrome_thread **th)
+/* The process's name, the first time it is seen. */
+static int see_proc(struct chrome *c, const struct evr_source *src)
 {
 	uint32_t pid = src ? src->pid : 0;
 	bool added;
@@ -163,6 +167,18 @@ static int see(struct chrome *c, const struct evr_source *src, uint32_t tid, str
 		evr__json_cstr(c->f, prog ? prog : name);
 		fputs_unlocked("}}", c->f);
 	}
+	return 0;
+}
+
+/* The entries every record starts with: pid, tid and the process's name the first time. *th: its track. */
+static int see(struct chrome *c, const struct evr_source *src, uint32_t tid, struct chrome_thread **th)
+{
+	bool added;
+	uint64_t *v;
+	int rc = see_proc(c, src);
+
+	if (rc)
+		return rc;
 	v = evr__pairmap_put(&c->threads, (uint64_t)(uintptr_t)src, (uint64_t)tid + 1, &added);
 	if (!v)
 		return -ENOMEM;
@@ -445,6 +461,83 @@ static int chrome_lost(void *ctx, const struct evr_lost *l)
 	return finish(c);
 }
 
+/*
+ * A process's CPU (user and system, %), RSS (bytes) and threads: counter
+ * tracks of its pid, which Perfetto draws in the process's group above its
+ * threads' spans. The other samples and the host's are left to jsonl.
+ */
+static int chrome_metric(void *ctx, const struct evr_metric *m)
+{
+	static const char *const drawn[] = { "process.cpu.user", "process.cpu.system", "process.memory.rss",
+					     "process.threads" };
+	struct chrome *c = ctx;
+	FILE *f = c->f;
+	bool draw = false;
+	char num[40];
+	int rc;
+
+	if (!f)
+		return -EBADF;
+	for (size_t i = 0; i < sizeof(drawn) / sizeof(drawn[0]) && !draw; i++)
+		draw = !strcmp(m->name, drawn[i]);
+	if (!draw || !m->src || !isfinite(m->value))
+		return 0;
+	flockfile(f);
+	set_base(c, m->ts_ns);
+	if ((rc = see_proc(c, m->src))) {
+		funlockfile(f);
+		return rc;
+	}
+	entry(c);
+	fputs_unlocked("\"ph\":\"C\",\"name\":", f);
+	evr__json_cstr(f, m->name);
+	fputs_unlocked(",\"cat\":\"evring.metric\",\"ts\":", f);
+	us(f, m->ts_ns < c->base_ns ? 0 : m->ts_ns - c->base_ns);
+	snprintf(num, sizeof(num), "%.17g", m->value);
+	fprintf(f, ",\"pid\":%" PRIu32 ",\"tid\":0,\"args\":{\"value\":%s}}", m->src->pid, num);
+	return finish(c);
+}
+
+/* A run: its id, experiment and params as the process's labels (Perfetto shows them by its name). */
+static int chrome_run(void *ctx, const struct evr_run_info *r)
+{
+	struct chrome *c = ctx;
+	FILE *f = c->f;
+	char *labels = NULL;
+	size_t len = 0;
+	FILE *m;
+	int rc;
+
+	if (!f)
+		return -EBADF;
+	if (!r->src)
+		return 0;
+	m = open_memstream(&labels, &len);
+	if (!m)
+		return -ENOMEM;
+	fprintf(m, "experiment=%s, run=%s", r->experiment, r->run_id);
+	for (uint32_t i = 0; i < r->nparams; i++)
+		if (!strncmp(r->params[i].key, "app.", 4) || !strcmp(r->params[i].key, "git.commit"))
+			fprintf(m, ", %s=%s", r->params[i].key, r->params[i].value);
+	if (fclose(m) != 0) {
+		free(labels);
+		return -ENOMEM;
+	}
+	flockfile(f);
+	if ((rc = see_proc(c, r->src))) {
+		funlockfile(f);
+		free(labels);
+		return rc;
+	}
+	entry(c);
+	fprintf(f, "\"ph\":\"M\",\"name\":\"process_labels\",\"pid\":%" PRIu32 ",\"tid\":0,\"args\":{\"labels\":",
+		r->src->pid);
+	evr__json_cstr(f, labels);
+	fputs_unlocked("}}", f);
+	free(labels);
+	return finish(c);
+}
+
 /* A gap: a global instant at its first record's time. */
 static int chrome_skipped(void *ctx, const struct evr_skipped *g)
 {
@@ -624,5 +717,7 @@ int evr__chrome_new(const char *arg, FILE *out, struct evr_handler *h, char *err
 	h->on_end = chrome_end;
 	h->destroy = chrome_destroy;
 	h->on_source_end = chrome_source_end;
+	h->on_metric = chrome_metric;
+	h->on_run = chrome_run;
 	return 0;
 }

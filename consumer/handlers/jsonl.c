@@ -11,6 +11,9 @@
  *   {"kind":"lost","count":12,"ts_ns":1714564801000000000,"pid":4242,"tid":4243,"first_ns":...,"lane":3}
  *   {"kind":"skipped","count":530,"handler":"jsonl","first_ns":1714564801000000000,"last_ns":...,
  *    "events":500,"span_begins":0,"span_ends":30,"traces":0,"stalled":0}
+ *   {"kind":"run","run_id":"9f..","experiment":"default","start_ns":1714564799000000000,"pid":4242,
+ *    "params":{"program":"chat","cmdline":"./chat -v",...,"app.model":"gpt-4o"}}
+ *   {"kind":"metric","name":"process.cpu.user","value":48.5,"unit":"%","ts_ns":...,"pid":4242}
  *
  * (each on one line). The keys of §8 come first, in its order; extra keys
  * only ever follow them:
@@ -540,6 +543,58 @@ static int jsonl_skipped(void *ctx, const struct evr_skipped *g)
 	return end_line(j, true);
 }
 
+/* A run: once as its source is attached, again (same run_id, every param) when its params change. */
+static int jsonl_run(void *ctx, const struct evr_run_info *r)
+{
+	struct jsonl *j = ctx;
+	struct evr__jbuf *b = &j->jb;
+
+	if (!j->f)
+		return -EBADF; /* after on_close */
+	evr__jb_lit(b, "{\"kind\":\"run\",\"run_id\":");
+	evr__jb_cstr(b, r->run_id);
+	evr__jb_lit(b, ",\"experiment\":");
+	evr__jb_cstr(b, r->experiment);
+	evr__jb_lit(b, ",\"start_ns\":");
+	evr__jb_u64(b, r->start_ns);
+	evr__jb_lit(b, ",\"pid\":");
+	evr__jb_u64(b, r->src ? r->src->pid : 0);
+	evr__jb_lit(b, ",\"params\":{");
+	for (uint32_t i = 0; i < r->nparams; i++) {
+		if (i)
+			evr__jb_char(b, ',');
+		evr__jb_cstr(b, r->params[i].key);
+		evr__jb_char(b, ':');
+		evr__jb_cstr(b, r->params[i].value);
+	}
+	evr__jb_char(b, '}');
+	return end_line(j, true);
+}
+
+/* A sample; "pid" null for the host's. */
+static int jsonl_metric(void *ctx, const struct evr_metric *m)
+{
+	struct jsonl *j = ctx;
+	struct evr__jbuf *b = &j->jb;
+
+	if (!j->f)
+		return -EBADF; /* after on_close */
+	evr__jb_lit(b, "{\"kind\":\"metric\",\"name\":");
+	evr__jb_cstr(b, m->name);
+	evr__jb_lit(b, ",\"value\":");
+	evr__jb_f64(b, m->value);
+	evr__jb_lit(b, ",\"unit\":");
+	evr__jb_cstr(b, m->unit);
+	evr__jb_lit(b, ",\"ts_ns\":");
+	evr__jb_u64(b, m->ts_ns);
+	evr__jb_lit(b, ",\"pid\":");
+	if (m->src)
+		evr__jb_u64(b, m->src->pid);
+	else
+		evr__jb_lit(b, "null");
+	return end_line(j, false);
+}
+
 /* The last lines out; 0, or the -errno of a write that failed during the run or now. */
 static int jsonl_end(void *ctx)
 {
@@ -679,5 +734,7 @@ int evr__jsonl_new(const char *arg, FILE *out, struct evr_handler *h, char *err,
 	h->destroy = jsonl_destroy;
 	h->on_source_end = jsonl_source_end;
 	h->on_idle = jsonl_idle;
+	h->on_run = jsonl_run;
+	h->on_metric = jsonl_metric;
 	return 0;
 }

@@ -378,7 +378,7 @@ static int hh_new(const struct evr_handler *h, struct hub_handler **out)
 	x->cap = cap;
 	x->cbs = (h->on_event ? 1u << EVR_CB_EVENT : 0) | (h->on_span_begin ? 1u << EVR_CB_SPAN_BEGIN : 0) |
 		 (h->on_span_end ? 1u << EVR_CB_SPAN_END : 0) | (h->on_trace_end ? 1u << EVR_CB_TRACE_END : 0) |
-		 (h->on_lost ? 1u << EVR_CB_LOST : 0) |
+		 (h->on_lost ? 1u << EVR_CB_LOST : 0) | (h->on_metric || h->on_run ? 1u << EVR_CB_SAMPLE : 0) |
 		 1u << EVR_CB_SOURCE_END; /* every queue takes it, in order: its release frees the source */
 	*out = x;
 	return 0;
@@ -446,7 +446,8 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 
 	memset(takers, 0, n * sizeof(*takers));
 	for (uint32_t i = 0; i < n; i++)
-		if (((unsigned)d[i].cb <= EVR_CB_LOST || d[i].cb == EVR_CB_SOURCE_END) && d[i].obj)
+		if (((unsigned)d[i].cb <= EVR_CB_LOST || d[i].cb == EVR_CB_SOURCE_END || d[i].cb == EVR_CB_SAMPLE) &&
+		    d[i].obj)
 			cbs |= 1u << d[i].cb;
 	++hub->deliver_seq;
 	evr__rcu_reader();
@@ -464,7 +465,8 @@ static void deliver_chunk(struct evr_hub *hub, const struct evr_dlv *d, uint32_t
 			unsigned cb = (unsigned)d[i].cb;
 			struct desc dd;
 
-			if ((cb > EVR_CB_LOST && cb != EVR_CB_SOURCE_END) || !d[i].obj || !(x->cbs & 1u << cb))
+			if ((cb > EVR_CB_LOST && cb != EVR_CB_SOURCE_END && cb != EVR_CB_SAMPLE) || !d[i].obj ||
+			    !(x->cbs & 1u << cb))
 				continue;
 			if (!x->plain) {
 				describe(cb, d[i].obj, &dd);

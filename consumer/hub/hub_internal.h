@@ -54,7 +54,7 @@
 #define REPORTS_PER_SCAN 8
 
 /* What a queue item or a supervised call is: enum evr_cb, then these (calls, never queued). */
-enum { CALL_CLOSE = EVR_CB_SOURCE_END + 1, CALL_DESTROY, CALL_IDLE };
+enum { CALL_CLOSE = EVR_CB_SAMPLE + 1, CALL_DESTROY, CALL_IDLE };
 
 /* state: the call sequence number above these flags; written as described under ORDERING. */
 #define ST_IN_CALL 1u
@@ -236,6 +236,15 @@ static inline void describe(unsigned cb, const void *obj, struct desc *d)
 		d->src = &((const struct evr__source_end *)obj)->src->pub;
 		d->name = "source end";
 		return;
+	case EVR_CB_SAMPLE:
+		if (((const struct evr_obj *)obj)->kind == EVR_OBJ_METRIC) {
+			d->src = ((const struct evr_metric *)obj)->src;
+			d->name = "metric";
+		} else {
+			d->src = ((const struct evr_run_info *)obj)->src;
+			d->name = "run";
+		}
+		return;
 	}
 	if (site) {
 		d->disp = str_or_empty(site->dispatcher);
@@ -281,6 +290,7 @@ static inline bool takes(const struct hub_handler *x, unsigned cb, const struct 
 	switch (cb) {
 	case EVR_CB_LOST:
 	case EVR_CB_SOURCE_END:
+	case EVR_CB_SAMPLE: /* of a process, not of a dispatcher */
 		return true;
 	case EVR_CB_TRACE_END:
 		return dispatcher_takes(x, d);

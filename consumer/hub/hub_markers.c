@@ -53,6 +53,10 @@ static uint64_t record_ns(unsigned cb, const void *obj)
 		return sp->end_ns ? sp->end_ns : sp->start_ns;
 	case EVR_CB_TRACE_END:
 		return tr->end_ns ? tr->end_ns : tr->start_ns;
+	case EVR_CB_SAMPLE:
+		if (((const struct evr_obj *)obj)->kind == EVR_OBJ_METRIC)
+			return ((const struct evr_metric *)obj)->ts_ns;
+		return ((const struct evr_run_info *)obj)->start_ns;
 	default:
 		return 0;
 	}

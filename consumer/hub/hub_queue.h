@@ -29,10 +29,12 @@
 #define ITEM_STOP ((void *)(uintptr_t)7) /* no object: ends the handler's thread */
 #define ITEM_END ((void *)(uintptr_t)6)	 /* no object: run on_end / on_close now (evr__hub_end) */
 
-_Static_assert(EVR_CB_SKIPPED < 7, "the callback must fit in the low bits of an object pointer");
+/* EVR_CB_SAMPLE is 7, as ITEM_STOP's: told apart by its object, never NULL. */
+_Static_assert(EVR_CB_SAMPLE <= 7, "the callback must fit in the low bits of an object pointer");
 _Static_assert(_Alignof(struct evr_event) >= 8 && _Alignof(struct evr_span_rec) >= 8 &&
 		       _Alignof(struct evr_trace) >= 8 && _Alignof(struct evr_lost) >= 8 &&
-		       _Alignof(struct evr_skipped) >= 8,
+		       _Alignof(struct evr_skipped) >= 8 &&
+		       _Alignof(struct evr_metric) >= 8 && _Alignof(struct evr_run_info) >= 8,
 	       "objects must leave 3 low pointer bits for the callback");
 
 /* ---- the queue ------------------------------------------------------------------------------ */

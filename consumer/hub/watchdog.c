@@ -58,7 +58,8 @@
 
 /* The calls by number: enum evr_cb, then CALL_CLOSE and CALL_DESTROY (hub_internal.h). */
 static const char *const call_names[] = { "on_event",	"on_span_begin", "on_span_end", "on_trace_end",
-					  "on_lost",	"on_skipped",	 "on_source_end", "on_close",
+					  "on_lost",	"on_skipped",	 "on_source_end", "on_sample",
+					  "on_close",
 					  "destroy",	"on_idle" };
 _Static_assert(sizeof(call_names) / sizeof(call_names[0]) == CALL_IDLE + 1, "a name for every call");
 
@@ -99,6 +100,10 @@ static int invoke(const struct evr_handler *h, unsigned call, const void *obj)
 		return h->on_skipped(h->ctx, obj);
 	case EVR_CB_SOURCE_END:
 		return h->on_source_end(h->ctx, &((const struct evr__source_end *)obj)->src->pub);
+	case EVR_CB_SAMPLE:
+		if (((const struct evr_obj *)obj)->kind == EVR_OBJ_METRIC)
+			return h->on_metric ? h->on_metric(h->ctx, obj) : 0;
+		return h->on_run ? h->on_run(h->ctx, obj) : 0;
 	case CALL_IDLE:
 		h->on_idle(h->ctx);
 		return 0;
@@ -171,7 +176,7 @@ bool evr__hub_supervised(struct hub_handler *x, unsigned call, const void *obj, 
 	__atomic_store_n(&x->call_cb, call, __ATOMIC_RELEASE);				  /* C1 */
 	__atomic_store_n(&x->call_what, what, __ATOMIC_RELEASE);			  /* C1 */
 	__atomic_store_n(&x->state, seq << ST_SEQ_SHIFT | ST_IN_CALL, __ATOMIC_RELEASE); /* C2, pairs with W1 */
-	if (call <= EVR_CB_LOST) /* records; a gap is not one */
+	if (call <= EVR_CB_LOST || call == EVR_CB_SAMPLE) /* records; a gap is not one */
 		bump(&x->delivered);
 	rc = invoke(&x->h, call, obj);
 	old = __atomic_exchange_n(&x->state, seq << ST_SEQ_SHIFT, __ATOMIC_ACQ_REL); /* C3, pairs with S1, A1 */

@@ -356,20 +356,24 @@ Test(retire, detach_a_live_producer)
 }
 
 /* Lines in a file, and whether it ends with a newline (no line cut between files). */
+/* Lines of records in a jsonl file (its process's run and metric lines are not counted); *whole: it ends with one. */
 static long lines_of(const char *path, bool *whole)
 {
 	FILE *f = fopen(path, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
 	long n = 0;
-	int ch, last = '\n';
 
 	if (!f)
 		return -1;
-	while ((ch = fgetc(f)) != EOF) {
-		n += ch == '\n';
-		last = ch;
+	*whole = true;
+	while ((len = getline(&line, &cap, f)) > 0) {
+		*whole = line[len - 1] == '\n';
+		n += *whole && strncmp(line, "{\"kind\":\"run\"", 13) != 0 && strncmp(line, "{\"kind\":\"metric\"", 16) != 0;
 	}
+	free(line);
 	fclose(f);
-	*whole = last == '\n';
 	return n;
 }
 

@@ -517,6 +517,16 @@ static void cap_check_rec(struct evr_rec *r)
 
 	for (uint32_t i = 0; i < cs.nsrc; i++)
 		known |= r->src == cs.srcs[i];
+	if (r->type == EVR_REC_SAMPLE) {
+		/* A metric (of a source, or the host's) or a run (of a source), as the replay built it. */
+		const struct evr_obj *o = r->item;
+
+		if (!o || (o->kind != EVR_OBJ_METRIC && o->kind != EVR_OBJ_RUN) ||
+		    (r->src ? !known : o->kind != EVR_OBJ_METRIC))
+			die("a metric or run of no source, or not a metric or run");
+		evr__rec_free(&cs.recs, r);
+		return;
+	}
 	if (!known || r->type < EVR_REC_EVENT || r->type > EVR_REC_LOST || (r->src->seg.lane_count &&
 								r->lane >= r->src->seg.lane_count))
 		die("a rec of no source, or of a lane its source does not have");

@@ -635,3 +635,37 @@ Test(agent, status_shows_the_processes_followed)
 	waitpid(st, &status, 0);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0 && file_has(path_of("status2.out"), "state stopped"));
 }
+
+Test(agent, config_sets_the_runs_experiment_environment_and_metrics_interval)
+{
+	const char *conf = path_of("runs.conf"), *log = path_of("agent.log"), *out = path_of("runs.jsonl");
+	const char *extra[] = { "--config", conf, NULL };
+	char text[512];
+	pid_t agent, p;
+	int status;
+
+	/* A bad value is refused at start, naming the file and line. */
+	conf_write(conf, "experiment = e1\nmetrics-interval = soon\n");
+	agent = agent_start("runs", NULL, log, extra);
+	cr_assert_eq(waitpid(agent, &status, 0), agent);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d", status);
+	cr_assert(file_has(log, "runs.conf:2: metrics-interval wants seconds"));
+
+	snprintf(text, sizeof(text), "experiment = agent-exp\nmetrics-interval = 0.2\nenv-allow = EVR_AGENT_OK*\n");
+	conf_write(conf, text);
+	agent = agent_start("runs", out, log, extra);
+	cr_assert(wait_for(log, "started", 1, 10000));
+	setenv("EVR_AGENT_OK_1", "one", 1);
+	setenv("EVR_AGENT_NO", "two", 1);
+	p = producer_start("runs", 0, 100, 1500, NULL, NULL);
+	unsetenv("EVR_AGENT_OK_1");
+	unsetenv("EVR_AGENT_NO");
+	cr_assert(wait_for(log, "attach pid", 1, 5000));
+	reap(p);
+	cr_assert(wait_for(log, "detach pid", 1, 10000));
+	agent_stop(agent);
+	cr_assert(file_has(out, "\"experiment\":\"agent-exp\""), "the run's experiment is the file's");
+	cr_assert(file_has(out, "\"env.EVR_AGENT_OK_1\":\"one\""), "an allowed variable is a param");
+	cr_assert(!file_has(out, "EVR_AGENT_NO"), "one not allowed stays out");
+	cr_assert_geq(count_in(out, "\"name\":\"process.memory.rss\""), 4, "samples every 0.2 s over 1.5 s");
+}

@@ -251,7 +251,8 @@ struct evr_param {
 /*
  * A run: one followed process in one consumer session, with an id, an
  * experiment name and its parameters, recorded once, before any other
- * record of src reaches the handler. Keys: program, cmdline, exe,
+ * record of src reaches the handler (and again, whole, when its app.*
+ * params change: see on_run). Keys: program, cmdline, exe,
  * build_id, host, kernel, evring.version, git.commit (when the producer's
  * working directory is a repository), env.NAME (only for the names
  * --env-allow lets through), app.KEY (the producer's evr_run_param).
@@ -357,7 +358,13 @@ struct evr_handler {
 	 */
 	int (*on_metric)(void *ctx, const struct evr_metric *m);
 
-	/* A run begins (struct evr_run_info): before any record of its source. NULL: none. Appended. */
+	/*
+	 * A run begins (struct evr_run_info): before any record of its
+	 * source. Called again, with the same run_id and every param, when
+	 * the producer's app.* params change after the attach (it called
+	 * evr_run_param once running): keep the latest of a run_id. NULL:
+	 * none. Appended.
+	 */
 	int (*on_run)(void *ctx, const struct evr_run_info *run);
 };
 
@@ -431,7 +438,20 @@ struct evr_consumer_opts {
 	 */
 	void (*on_source_gone)(void *arg, const struct evr_source *src, int why);
 	void *on_source_arg;
+	/*
+	 * Runs and metrics (struct evr_run_info, struct evr_metric). Each
+	 * followed process is sampled from /proc every metrics_interval_ns
+	 * (0: 1 s; EVR_METRICS_OFF: no samples, runs still recorded).
+	 * experiment: the runs' experiment name (NULL: "default"). env_allow:
+	 * NULL-terminated fnmatch(3) patterns; the producer's environment
+	 * variables whose names match one become run params env.NAME (NULL:
+	 * none). Appended.
+	 */
+	uint64_t metrics_interval_ns;
+	const char *experiment;
+	const char *const *env_allow;
 };
+#define EVR_METRICS_OFF UINT64_MAX
 
 /* Why a source was let go. */
 enum evr_source_end {
@@ -585,6 +605,10 @@ struct evr_consumer_stats {
 	uint64_t handler_skipped, handler_timeouts, handler_errors;
 	uint64_t segments_faulted; /* segments detached: shrunk under the consumer (SIGBUS), the rest went on */
 	uint64_t events_trace_unknown; /* events in a span never seen to begin or end: delivered with trace_id 0 */
+	uint64_t metrics;	     /* metric samples taken (struct evr_metric) */
+	uint64_t metrics_unreadable; /* /proc files of followed processes that could not be read: samples left out */
+	uint64_t runs;		     /* run items (struct evr_run_info): one per source, and one per update of its params */
+	uint64_t run_params_bad;     /* EVR_META_PARAM entries that were not [str, str] within the limits: skipped */
 };
 EVR_API void evr_consumer_stats(struct evr_consumer *c, struct evr_consumer_stats *st);
 

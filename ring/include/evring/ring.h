@@ -308,7 +308,7 @@ enum evr_meta_kind {
 	EVR_META_SITE = 2,
 	EVR_META_DISPATCHER = 3,
 	EVR_META_THREAD = 4,
-	EVR_META_PARAM = 5,
+	EVR_META_PARAM = 5, /* a run parameter (evr_run_param): an array [key, value] of two str, not a map */
 };
 
 enum evr_clock_kind_field { EVR_SEG_CLOCK_TSC = EVR_CLOCK_TSC, EVR_SEG_CLOCK_MONO = EVR_CLOCK_MONOTONIC };
