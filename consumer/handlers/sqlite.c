@@ -208,6 +208,35 @@ fail:
 	return NULL;
 }
 
+/*
+ * A run given again (struct evr_run_info: the producer's evr_run_param after
+ * attach), or given after records made one of the handler's own: its params
+ * column and rows become the ones given, its counters stay. Returns 0 or -1
+ * (a write error: counted).
+ */
+static int run_params(struct sqlite_store *st, struct sqlite_run *r, const struct evr_run_info *info)
+{
+	sqlite3_stmt *s = st->st[ST_RUN_PARAMS];
+	long len;
+
+	if (evr__sqlite_tx_begin(st) != 0 || (len = params_json(st, info->params, info->nparams)) < 0)
+		return -1;
+	sqlite3_bind_text(s, 1, r->id, 32, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, st->mbuf, (int)len, SQLITE_STATIC);
+	if (evr__sqlite_row_insert(st, s) != 0)
+		return -1;
+	for (uint32_t i = 0; i < info->nparams; i++) {
+		if (!info->params[i].key)
+			continue;
+		sqlite3_bind_text(st->st[ST_PARAM], 1, r->id, 32, SQLITE_STATIC);
+		bind_cstr(st->st[ST_PARAM], 2, info->params[i].key);
+		bind_cstr(st->st[ST_PARAM], 3, info->params[i].value);
+		if (evr__sqlite_row_insert(st, st->st[ST_PARAM]) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* The run of src, created (one of the handler's own) at its first record. */
 static struct sqlite_run *run_of(struct sqlite_store *st, const struct evr_source *src, uint64_t ts_ns)
 {
@@ -458,8 +487,8 @@ static int sqlite_run(void *ctx, const struct evr_run_info *info)
 	if (st->broken)
 		return -EIO;
 	v = info->src ? evr__pairmap_get(&st->runs, (uint64_t)info->src->index + 1, 0) : NULL;
-	if (v) /* records of the source came first after all: its run stands */
-		return 0;
+	if (v) /* the run again, its params changed (or records came first): the params are the new ones */
+		return run_params(st, (struct sqlite_run *)(uintptr_t)*v, info) ? -EIO : 0;
 	if (info->src)
 		return run_create(st, info->src, info, info->start_ns) ? 0 : -EIO;
 	struct sqlite_run *r = run_create(st, NULL, info, info->start_ns);

@@ -61,6 +61,7 @@ static const char *const STMTS[ST_N] = {
 	[ST_PARAM] = "INSERT OR REPLACE INTO params VALUES(?,?,?)",
 	[ST_RUN_UPDATE] = "UPDATE runs SET end_ns=?2, spans=?3, events=?4, logs=?5, metrics=?6, errors=?7, lost=?8,"
 			  " input_tokens=?9, output_tokens=?10 WHERE run_id=?1",
+	[ST_RUN_PARAMS] = "UPDATE runs SET params=?2 WHERE run_id=?1",
 	[ST_SPAN_FLAGS] = "UPDATE spans SET flags=flags|?4 WHERE run_id=?1 AND trace_id=?2 AND span_id=?3",
 };
 

@@ -31,6 +31,7 @@ enum stmt_id {
 	ST_RUN,
 	ST_PARAM,
 	ST_RUN_UPDATE,
+	ST_RUN_PARAMS,
 	ST_SPAN_FLAGS,
 	ST_N
 };

@@ -238,6 +238,41 @@ static struct run *traced(void (*fn)(void), const char *const *handlers)
 
 #define TRACED(fn, ...) traced(fn, (const char *const[]){ __VA_ARGS__, NULL })
 
+/* Whether a consumer holds a slot of this process's segment. */
+static bool consumer_attached(void)
+{
+	struct evr_segment *seg = evr_segment_current();
+
+	for (uint32_t k = 0; seg && k < seg->slots; k++)
+		if (__atomic_load_n(&seg->hdr->slots[k].pid, __ATOMIC_ACQUIRE))
+			return true;
+	return false;
+}
+
+/* A parameter after the consumer attached, then about a second of busy spans for the samples to see. */
+static void param_before(void)
+{
+	evr_run_param("model", "m-1");
+}
+
+static void params_and_work(void)
+{
+	uint64_t give_up = now_ms() + 10000;
+
+	while (!consumer_attached() && now_ms() < give_up)
+		sleep_ms(5);
+	sleep_ms(300); /* the consumer's first pass has read the metadata */
+	evr_run_param("dataset", "d-2");
+	for (int i = 0; i < 6; i++) {
+		struct evr_span s = EVR_SPAN_BEGIN("app", "work", EVR_U32("i", (uint32_t)i));
+		uint64_t until = now_ms() + 150;
+
+		while (now_ms() < until) /* busy: the samples see CPU */
+			;
+		EVR_SPAN_END(s);
+	}
+}
+
 /* ---- reading back ------------------------------------------------------------------------------------------ */
 
 static sqlite3 *db_open(const char *path)
@@ -782,4 +817,65 @@ Test(runs, a_parent_found_missing_at_the_trace_end_flags_the_stored_span)
 	cr_expect_eq(db_int(db, "SELECT flags FROM spans WHERE span_id='2a' AND parent_id='29' AND trace_id='7'"), 2);
 	cr_expect_eq(db_int(db, "SELECT duration_ns FROM spans"), 100);
 	sqlite3_close(db);
+}
+
+/*
+ * A live attach with run tracking and the sampler on: the consumer's own run
+ * (its id, experiment and params, the producer's evr_run_param ones too, the
+ * one set after attach included) is the stored run, and the samples of the
+ * process and of the host are rows of it.
+ */
+Test(runs, a_live_run_stores_its_params_and_metrics)
+{
+	struct evr_config cfg = { .name = "runs-live" };
+	char *jl = tmp_path("live.jsonl"), *dbp = tmp_path("live.db"), spec_j[160], spec_s[160], pid[32], buf[512];
+	const char *argv[] = { EVR_CLI_PATH, "attach", pid, "--from", "oldest", "--duration", "3",
+			       "--metrics-interval", "0.2", "--experiment", "exp-live", "-H", spec_j, "-H", spec_s, NULL };
+	struct child ch;
+	sqlite3 *db;
+	char *jsonl, sql[256], run_id[64], *out = tmp_path("live.out"), *err = tmp_path("live.err");
+	pid_t attach;
+	int status;
+
+	snprintf(spec_j, sizeof(spec_j), "jsonl=%s", jl);
+	snprintf(spec_s, sizeof(spec_s), "sqlite=%s", dbp);
+	/* The model parameter is set before the consumer attaches, the rest while it follows the process. */
+	child_start_cfg(&ch, &cfg, param_before, params_and_work, true);
+	snprintf(pid, sizeof(pid), "%d", (int)ch.pid);
+	attach = spawn(argv, out, err);
+	child_go(&ch);
+	child_wait_done(&ch);
+	status = wait_for(attach, WAIT_MS);
+	kill(ch.pid, SIGKILL);
+	child_reap(&ch, SIGKILL);
+	slurp(err, buf, sizeof(buf));
+	cr_assert_eq(status, 0, "attach: %s", buf);
+	jsonl = read_all(jl);
+	db = db_open(dbp);
+	cr_assert_eq(db_int(db, "SELECT count(*) FROM runs"), 1);
+	db_text(db, "SELECT run_id FROM runs", run_id, sizeof(run_id));
+	snprintf(sql, sizeof(sql), "\"kind\":\"run\",\"run_id\":\"%s\"", run_id);
+	cr_expect_not_null(strstr(jsonl, sql), "the stored run is the consumer's (%s)", run_id);
+	db_text(db, "SELECT experiment || '|' || spans FROM runs", buf, sizeof(buf));
+	cr_expect_str_eq(buf, "exp-live|6");
+	cr_expect_eq(db_int(db, "SELECT count(*) FROM params WHERE key='app.model' AND value='m-1'"), 1);
+	cr_expect_eq(db_int(db, "SELECT count(*) FROM params WHERE key='app.dataset' AND value='d-2'"), 1,
+		     "a parameter set after attach reaches the store");
+	cr_expect_eq(db_int(db, "SELECT count(*) FROM runs WHERE json_extract(params, '$.\"app.dataset\"')='d-2'"), 1);
+	cr_expect_eq(db_int(db, "SELECT count(*) FROM params WHERE key IN ('host', 'kernel', 'exe', 'evring.version')"),
+		     4);
+	cr_expect_eq(db_int(db, "SELECT count(*) FROM params WHERE key LIKE 'env.%'"), 0, "no --env-allow");
+	/* Samples every 0.2 s over about a second of work, of the process and once of the host. */
+	cr_expect_geq(db_int(db, "SELECT count(*) FROM metrics m JOIN runs r USING(run_id)"
+				 " WHERE m.name='process.cpu.user' AND m.pid=r.pid"),
+		      4);
+	cr_expect_gt(db_int(db, "SELECT max(value) FROM metrics WHERE name='process.cpu.user'"), 20,
+		     "a busy process's CPU shows");
+	cr_expect_gt(db_int(db, "SELECT count(*) FROM metrics WHERE name='process.memory.rss' AND value > 0"), 0);
+	cr_expect_eq(db_int(db, "SELECT count(*) FROM metrics WHERE name='host.cpus' AND pid IS NULL AND value >= 1"), 1);
+	/* As many process samples in the store as in the jsonl beside it. */
+	cr_expect_eq((size_t)db_int(db, "SELECT count(*) FROM metrics WHERE pid IS NOT NULL"),
+		     count_lines(jsonl, "\"kind\":\"metric\",") - count_lines(jsonl, "\"name\":\"host."));
+	sqlite3_close(db);
+	free(jsonl);
 }
