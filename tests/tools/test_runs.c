@@ -61,6 +61,40 @@ static void sleep_ms(unsigned ms)
 static char tmpdir[64];
 static bool as_nobody; /* the next spawn drops to uid/gid 65534 (a read-only file means nothing to root) */
 
+/*
+ * The build tree must be reachable for the tool to run as nobody: a checkout
+ * in a private directory (mktemp -d, 0700) is not. Every directory above the
+ * tool without search permission for others gets it until reach_restore().
+ */
+static char reach_dirs[16][256];
+static mode_t reach_modes[16];
+static int reach_n;
+
+static void reach_for_nobody(const char *path)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *slash = strchr(p + 1, '/'); slash && reach_n < 16; slash = strchr(slash + 1, '/')) {
+		struct stat st;
+
+		*slash = 0;
+		if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH) && chmod(p, (st.st_mode & 07777) | S_IXOTH) == 0) {
+			snprintf(reach_dirs[reach_n], sizeof(reach_dirs[0]), "%s", p);
+			reach_modes[reach_n++] = st.st_mode & 07777;
+		}
+		*slash = '/';
+	}
+}
+
+static void reach_restore(void)
+{
+	while (reach_n > 0) {
+		reach_n--;
+		chmod(reach_dirs[reach_n], reach_modes[reach_n]);
+	}
+}
+
 static pid_t spawn(const char *const *argv, const char *out, const char *err)
 {
 	pid_t pid = fork();
@@ -157,6 +191,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	reach_restore(); /* a failed test's too */
 	char cmd[128];
 
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
@@ -621,6 +656,8 @@ Test(runs, a_corrupt_locked_or_read_only_database_leaves_the_other_handlers_whol
 	unlink(tmp_path("ro.db-wal"));
 	unlink(tmp_path("ro.db-shm"));
 	as_nobody = geteuid() == 0;
+	if (as_nobody)
+		reach_for_nobody(EVR_CLI_PATH);
 	replay_with_bad_db(cap, ro, "read-only", ref);
 
 	/* A directory the user may not write: the database cannot be created there. */
@@ -629,6 +666,7 @@ Test(runs, a_corrupt_locked_or_read_only_database_leaves_the_other_handlers_whol
 	char *indir = tmp_path("rodir/new.db");
 	replay_with_bad_db(cap, indir, "unable to open database file", ref);
 	as_nobody = false;
+	reach_restore();
 }
 
 Test(runs, runs_and_metrics_through_the_callbacks)
