@@ -23,15 +23,25 @@
 
 #include "procinfo.h"
 
-/* Reads a whole small file into buf (NUL-terminated). Returns its length or -errno. */
+/*
+ * Reads a whole small file into buf (NUL-terminated). Returns its length or
+ * -errno. Regular files only: the git files come from a directory the traced
+ * user controls, where a FIFO would block the consumer's open and read for
+ * ever (opened non-blocking, and refused).
+ */
 static ssize_t read_small(const char *path, char *buf, size_t len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	size_t got = 0;
 	ssize_t n = 0;
+	struct stat st;
 
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
 	while (got + 1 < len && (n = read(fd, buf + got, len - 1 - got)) > 0)
 		got += (size_t)n;
 	if (n < 0 && got == 0) {

@@ -46,6 +46,7 @@ struct smp_src {
 	uint64_t start_ns;
 	struct evr_param *base; /* the params read at join (owned strings) */
 	uint32_t nbase, capbase;
+	uint32_t env_left_out; /* allowed variables left out: too long */
 	struct evr_proc_counters prev;
 	uint64_t prev_mono, next_due;
 };
@@ -169,12 +170,20 @@ static int param_add(struct smp_src *x, const char *key, const char *value)
 	return 0;
 }
 
+/* A run param's value at most (evr_run_param's EVR_PARAM_VALUE_MAX): a capture's replay holds runs to it. */
+#define ENV_VALUE_MAX 4096
+
+/* An environment variable --env-allow lets through, as env.NAME; a longer value or name is left out, counted. */
 static void env_param(void *arg, const char *name, const char *value)
 {
+	struct smp_src *x = arg;
 	char key[256];
 
-	if (snprintf(key, sizeof(key), "env.%s", name) < (int)sizeof(key))
-		param_add(arg, key, value);
+	if (strlen(value) > ENV_VALUE_MAX || snprintf(key, sizeof(key), "env.%s", name) >= (int)sizeof(key)) {
+		x->env_left_out++;
+		return;
+	}
+	param_add(x, key, value);
 }
 
 /* The params of a process read once, at join: what it is, where, built from what. */
@@ -218,6 +227,7 @@ static void read_params(struct evr_sampler *sm, struct smp_src *x)
 	}
 	if (evr__proc_env(pid, sm->env_allow, env_param, x) < 0)
 		sm->st->metrics_unreadable++;
+	sm->st->metrics_unreadable += x->env_left_out;
 }
 
 /* A run item with the params read at join and the producer's app params now. */

@@ -193,9 +193,10 @@ int evr_dispatcher(const char *path, bool propagate)
 }
 
 /*
- * The run parameters given so far, oldest first, kept for the process's life:
- * every segment it opens later (evr_open again, a forked child's own) gets
- * them all, in order, after its process entry. Under evr__proc.lock.
+ * The run parameters given so far, the last of each key, in the order they
+ * were last set, kept for the process's life: every segment it opens later
+ * (evr_open again, a forked child's own) gets them, in order, after its
+ * process entry. Under evr__proc.lock.
  */
 struct param {
 	struct param *next;
@@ -245,6 +246,18 @@ int evr_run_param(const char *key, const char *value)
 	memcpy(p->kv, key, klen);
 	memcpy(p->kv + klen, value, vlen);
 	pthread_mutex_lock(&evr__proc.lock);
+	/* One kept per key (the last): a key set in a loop does not grow what later segments are given. */
+	for (struct param **q = &params; *q; q = &(*q)->next) {
+		struct param *old = *q;
+
+		if (old->klen == klen && memcmp(old->kv, key, klen) == 0) {
+			*q = old->next;
+			if (params_tail == &old->next)
+				params_tail = q;
+			free(old);
+			break;
+		}
+	}
 	*params_tail = p;
 	params_tail = &p->next;
 	if (evr_enabled()) /* evr_close may have run since ensure_open */

@@ -37,13 +37,17 @@
  * Fork: the child has no tee thread, so it gets the original descriptors
  * back (pthread_atfork, child side) and writes straight to them; if the
  * child records and EVRING_CAPTURE_STDIO=1, its own segment starts its own
- * stdio_tee. A child started with posix_spawn or vfork runs no atfork handler: it
- * inherits the pipes, and its output is the parent's while the parent's tee
- * reads them.
+ * tee. A child started with posix_spawn, vfork or system() runs no atfork
+ * handler: it inherits the pipes, and its output is the parent's while the
+ * parent's tee reads them; once the parent stops the tee (evr_close, exit)
+ * and a quiet time passed, the pipes are closed and such a child's next
+ * write to fd 1 or 2 fails with EPIPE (SIGPIPE).
  *
  * What the tee cannot do: bytes the application wrote just before _exit,
  * abort or a fatal signal, and that the thread had not yet sent on, die with
- * the process in the pipe. And fd 1 and fd 2 become two pipes: when both
+ * the process in the pipe. An execve() without fork leaves fd 1 and 2 on
+ * pipes nobody reads (the thread does not survive it): call evr_close()
+ * first, which gives them back. And fd 1 and fd 2 become two pipes: when both
  * went to one file (2>&1), their interleaving there is the thread's, not the
  * application's, for writes closer together than the thread's reads.
  */
@@ -64,6 +68,8 @@
 #include "producer.h"
 
 #define CHUNK (64u * 1024u)
+#define STOP_QUIET_MS 20  /* stopping: a pipe this long without bytes is done */
+#define STOP_MAX_MS 1000 /* stopping: at most this long in all */
 #define PIPE_BYTES (1 << 20)
 
 struct stream {
@@ -82,7 +88,7 @@ static struct {
 	pthread_t thread;
 	int wake[2]; /* stop: the thread's poll wakes on wake[0] */
 	struct stream s[2];
-} stdio_tee = { .wake = { -1, -1 } };
+} stdio_tee = { .wake = { -1, -1 }, .s = { { .orig = -1, .rd = -1 }, { .orig = -1, .rd = -1 } } };
 
 static void emit(const struct stream *st, const char *text, bool cut)
 {
@@ -214,18 +220,38 @@ static void *tee_main(void *arg)
 		if (pf[0].revents)
 			break;
 	}
-	/* Stopping: fd 1 and 2 are the originals again; what is left in the pipes goes on. */
-	for (int i = 0; i < 2; i++) {
-		struct stream *st = &stdio_tee.s[i];
-		ssize_t n;
+	/*
+	 * Stopping: fd 1 and 2 are the originals again; what is left in the
+	 * pipes goes on, and what a writer still inside a write() (a thread
+	 * blocked on a full pipe) or a child holding a write end sends within
+	 * a quiet time of STOP_QUIET_MS, for at most STOP_MAX_MS in all.
+	 */
+	for (int i = 0; i < 2; i++)
+		if (stdio_tee.s[i].rd >= 0)
+			fcntl(stdio_tee.s[i].rd, F_SETFL, fcntl(stdio_tee.s[i].rd, F_GETFL) | O_NONBLOCK);
+	for (int waited = 0; waited < STOP_MAX_MS; waited += STOP_QUIET_MS) {
+		struct pollfd pf[2];
+		bool any = false;
 
-		if (st->rd < 0)
-			continue;
-		fcntl(st->rd, F_SETFL, fcntl(st->rd, F_GETFL) | O_NONBLOCK);
-		while ((n = pump(st)) > 0)
-			;
-		stream_end(st);
+		for (int i = 0; i < 2; i++)
+			pf[i] = (struct pollfd){ .fd = stdio_tee.s[i].rd, .events = POLLIN };
+		if (poll(pf, 2, STOP_QUIET_MS) <= 0)
+			break; /* quiet (or nothing left open) */
+		for (int i = 0; i < 2; i++) {
+			ssize_t n;
+
+			if (!pf[i].revents)
+				continue;
+			while ((n = pump(&stdio_tee.s[i])) > 0)
+				any = true;
+			if (n == 0)
+				stream_end(&stdio_tee.s[i]); /* EOF: every write end closed */
+		}
+		if (!any && stdio_tee.s[0].rd < 0 && stdio_tee.s[1].rd < 0)
+			break;
 	}
+	for (int i = 0; i < 2; i++)
+		stream_end(&stdio_tee.s[i]);
 	evr_thread_release();
 	return NULL;
 }
@@ -261,13 +287,14 @@ int evr__stdio_start(void)
 
 	if (stdio_tee.on)
 		return 0;
+	for (int i = 0; i < 2; i++) /* both, before either may fail: the failure closes what they hold */
+		stdio_tee.s[i] = (struct stream){ .fd = i + 1, .orig = -1, .rd = -1 };
 	if (pipe2(stdio_tee.wake, O_CLOEXEC) != 0)
 		return -errno;
 	for (int i = 0; i < 2; i++) {
 		struct stream *st = &stdio_tee.s[i];
 		int p[2];
 
-		*st = (struct stream){ .fd = i + 1, .orig = -1, .rd = -1 };
 		st->orig = fcntl(st->fd, F_DUPFD_CLOEXEC, 3);
 		if (st->orig < 0)
 			continue; /* a closed fd 1 or 2: nothing to tee */
@@ -314,13 +341,13 @@ fail:
 
 void evr__stdio_stop(bool at_exit)
 {
-	if (!stdio_tee.on)
+	/* One stop joins the thread: evr_close racing another, or exit. */
+	if (!__atomic_exchange_n(&stdio_tee.on, false, __ATOMIC_ACQ_REL))
 		return;
 	if (at_exit) {
 		fflush(stdout);
 		fflush(stderr);
 	}
-	stdio_tee.on = false;
 	restore();
 	if (write(stdio_tee.wake[1], "", 1) != 1) {
 		/* A pipe of our own, empty: cannot fail. */

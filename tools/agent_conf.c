@@ -142,9 +142,13 @@ static char *trim(char *s)
 static int list_put(char **list, int *n, int max, bool *seen, const char *val, const char *what, char *why,
 		    size_t whylen)
 {
+	int rc;
+
 	if (!*seen) {
-		for (int i = 0; i < *n; i++)
+		for (int i = 0; i < *n; i++) {
 			free(list[i]);
+			list[i] = NULL; /* env_allow is read as NULL-terminated: it ends at the first freed one */
+		}
 		*n = 0;
 		*seen = true;
 	}
@@ -155,7 +159,10 @@ static int list_put(char **list, int *n, int max, bool *seen, const char *val, c
 			snprintf(why, whylen, "an empty %s", what);
 		return -EINVAL;
 	}
-	return dup_into(&list[(*n)++], val);
+	rc = dup_into(&list[*n], val);
+	if (rc == 0)
+		++*n;
+	return rc;
 }
 
 static int apply(struct agent_conf *n, const char *key, const char *val, bool *seen_list, char *why, size_t whylen)

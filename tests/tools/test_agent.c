@@ -651,9 +651,11 @@ Test(agent, config_sets_the_runs_experiment_environment_and_metrics_interval)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d", status);
 	cr_assert(file_has(log, "runs.conf:2: metrics-interval wants seconds"));
 
+	/* The file's env-allow replaces the flags' two (their list ends after the file's one). */
+	const char *extra2[] = { "--env-allow", "EVR_AGENT_NO*", "--env-allow", "EVR_AGENT_N*", "--config", conf, NULL };
 	snprintf(text, sizeof(text), "experiment = agent-exp\nmetrics-interval = 0.2\nenv-allow = EVR_AGENT_OK*\n");
 	conf_write(conf, text);
-	agent = agent_start("runs", out, log, extra);
+	agent = agent_start("runs", out, log, extra2);
 	cr_assert(wait_for(log, "started", 1, 10000));
 	setenv("EVR_AGENT_OK_1", "one", 1);
 	setenv("EVR_AGENT_NO", "two", 1);

@@ -194,10 +194,10 @@ EVR_API int evr_dispatcher(const char *path, bool propagate);
 /*
  * Records a parameter of this run ("model", "temperature", "dataset"...): a
  * metadata entry EVR_META_PARAM [key, value] in the segment, which a consumer
- * shows as the run parameter app.KEY. Given twice, a key keeps both entries
- * and a consumer takes the last. The process keeps what it was given: a
- * segment opened later (evr_open again, a forked child's) gets every
- * parameter again, in order. Key 1 to EVR_PARAM_KEY_MAX bytes, value up to
+ * shows as the run parameter app.KEY. Given twice, a key has both entries in
+ * the segment and a consumer takes the last. The process keeps the last
+ * value of each key: a segment opened later (evr_open again, a forked
+ * child's) gets them again, in the order they were last set. Key 1 to EVR_PARAM_KEY_MAX bytes, value up to
  * EVR_PARAM_VALUE_MAX; longer is refused, not cut (a cut value would pass
  * for another). Any thread.
  * Returns 0; -EINVAL (NULL or empty key, NULL value), -E2BIG (too long),
