@@ -240,8 +240,10 @@ static struct evr_run_info *run_item(struct evr_sampler *sm, struct smp_src *x)
 
 	if (!all)
 		return NULL;
-	memcpy(all, x->base, x->nbase * sizeof(*all));
-	memcpy(all + x->nbase, s->app, s->app_n * sizeof(*all));
+	if (x->nbase) /* memcpy's pointers must be valid even for no bytes */
+		memcpy(all, x->base, x->nbase * sizeof(*all));
+	if (s->app_n)
+		memcpy(all + x->nbase, s->app, s->app_n * sizeof(*all));
 	run = evr__run_new(&s->pub, x->run_id, sm->experiment, x->start_ns, all, n);
 	free(all);
 	if (run) {
