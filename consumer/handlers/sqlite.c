@@ -132,6 +132,21 @@ static long params_json(struct sqlite_store *st, const struct evr_param *p, uint
 	return (long)ftello(st->mf);
 }
 
+/* The params rows of run id (a key again replaces its value). Returns 0 or -1 (a write error: counted). */
+static int param_rows(struct sqlite_store *st, const char *id, const struct evr_param *params, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (!params[i].key)
+			continue;
+		sqlite3_bind_text(st->st[ST_PARAM], 1, id, 32, SQLITE_STATIC);
+		bind_cstr(st->st[ST_PARAM], 2, params[i].key);
+		bind_cstr(st->st[ST_PARAM], 3, params[i].value);
+		if (evr__sqlite_row_insert(st, st->st[ST_PARAM]) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /*
  * Creates the run of src (its runs row and params rows). run: from on_run,
  * or NULL for one of the handler's own. Returns the run, or NULL (no
@@ -185,15 +200,8 @@ static struct sqlite_run *run_create(struct sqlite_store *st, const struct evr_s
 	sqlite3_bind_text(s, 9, st->mbuf, (int)len, SQLITE_STATIC);
 	if (evr__sqlite_row_insert(st, s) != 0)
 		goto fail;
-	for (uint32_t i = 0; i < nparams; i++) {
-		if (!params[i].key)
-			continue;
-		sqlite3_bind_text(st->st[ST_PARAM], 1, r->id, 32, SQLITE_STATIC);
-		bind_cstr(st->st[ST_PARAM], 2, params[i].key);
-		bind_cstr(st->st[ST_PARAM], 3, params[i].value);
-		if (evr__sqlite_row_insert(st, st->st[ST_PARAM]) != 0)
-			goto fail;
-	}
+	if (param_rows(st, r->id, params, nparams) != 0)
+		goto fail;
 	if (!src)
 		return r; /* never for records: a source-less run is not kept */
 	slot = evr__pairmap_put(&st->runs, (uint64_t)src->index + 1, 0, &added);
@@ -225,16 +233,7 @@ static int run_params(struct sqlite_store *st, struct sqlite_run *r, const struc
 	sqlite3_bind_text(s, 2, st->mbuf, (int)len, SQLITE_STATIC);
 	if (evr__sqlite_row_insert(st, s) != 0)
 		return -1;
-	for (uint32_t i = 0; i < info->nparams; i++) {
-		if (!info->params[i].key)
-			continue;
-		sqlite3_bind_text(st->st[ST_PARAM], 1, r->id, 32, SQLITE_STATIC);
-		bind_cstr(st->st[ST_PARAM], 2, info->params[i].key);
-		bind_cstr(st->st[ST_PARAM], 3, info->params[i].value);
-		if (evr__sqlite_row_insert(st, st->st[ST_PARAM]) != 0)
-			return -1;
-	}
-	return 0;
+	return param_rows(st, r->id, info->params, info->nparams);
 }
 
 /* The run of src, created (one of the handler's own) at its first record. */

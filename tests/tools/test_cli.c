@@ -23,6 +23,8 @@
 
 #include <evring/ring.h>
 
+#include "cli_child.h"
+
 #ifndef EVR_CLI_PATH
 #error "EVR_CLI_PATH and EVR_DEMO_PATH are set by tests/tools/CMakeLists.txt"
 #endif
@@ -36,72 +38,6 @@ struct run {
 	char out[1 << 20];
 	char err[1 << 16];
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-/* Starts path with argv (NULL-terminated, argv[0] included), stdout and stderr to files. */
-static pid_t spawn(const char *const *argv, const char *out, const char *err)
-{
-	pid_t pid = fork();
-
-	cr_assert_neq(pid, -1);
-	if (pid == 0) {
-		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		unsetenv("EVRING");
-		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-			_exit(127);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-static int wait_for(pid_t pid, unsigned timeout_ms)
-{
-	uint64_t end = now_ms() + timeout_ms;
-	int st;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		cr_assert_eq(r, 0, "waitpid: %s", strerror(errno));
-		if (now_ms() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			cr_assert_fail("pid %d did not finish within %u ms", (int)pid, timeout_ms);
-		}
-		sleep_ms(5);
-	}
-}
-
-static void slurp(const char *path, char *buf, size_t cap)
-{
-	FILE *f = fopen(path, "r");
-	size_t n = 0;
-
-	if (f) {
-		n = fread(buf, 1, cap - 1, f);
-		fclose(f);
-	}
-	buf[n] = 0;
-}
 
 static char tmpdir[64];
 

@@ -30,6 +30,7 @@
 #include <evring/llm.h>
 
 #include "../consumer/producer_child.h"
+#include "cli_child.h"
 
 #ifndef EVR_CLI_PATH
 #error "EVR_CLI_PATH is set by tests/tools/CMakeLists.txt"
@@ -43,23 +44,7 @@ struct run {
 	char err[1 << 16];
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
 static char tmpdir[64];
-static bool as_nobody; /* the next spawn drops to uid/gid 65534 (a read-only file means nothing to root) */
 
 /*
  * The build tree must be reachable for the tool to run as nobody: a checkout
@@ -93,59 +78,6 @@ static void reach_restore(void)
 		reach_n--;
 		chmod(reach_dirs[reach_n], reach_modes[reach_n]);
 	}
-}
-
-static pid_t spawn(const char *const *argv, const char *out, const char *err)
-{
-	pid_t pid = fork();
-
-	cr_assert_neq(pid, -1);
-	if (pid == 0) {
-		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0666), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		unsetenv("EVRING");
-		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-			_exit(127);
-		if (as_nobody && (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
-				  setresuid(65534, 65534, 65534) != 0))
-			_exit(126);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-static int wait_for(pid_t pid, unsigned timeout_ms)
-{
-	uint64_t end = now_ms() + timeout_ms;
-	int st;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		cr_assert_eq(r, 0, "waitpid: %s", strerror(errno));
-		if (now_ms() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			cr_assert_fail("pid %d did not finish within %u ms", (int)pid, timeout_ms);
-		}
-		sleep_ms(5);
-	}
-}
-
-static void slurp(const char *path, char *buf, size_t cap)
-{
-	FILE *f = fopen(path, "r");
-	size_t n = 0;
-
-	if (f) {
-		n = fread(buf, 1, cap - 1, f);
-		fclose(f);
-	}
-	buf[n] = 0;
 }
 
 /* A path in the test's directory, valid for the whole test (each call has its own buffer). */
@@ -655,8 +587,8 @@ Test(runs, a_corrupt_locked_or_read_only_database_leaves_the_other_handlers_whol
 	chmod(ro, 0444);
 	unlink(tmp_path("ro.db-wal"));
 	unlink(tmp_path("ro.db-shm"));
-	as_nobody = geteuid() == 0;
-	if (as_nobody)
+	spawn_as_nobody = geteuid() == 0;
+	if (spawn_as_nobody)
 		reach_for_nobody(EVR_CLI_PATH);
 	replay_with_bad_db(cap, ro, "read-only", ref);
 
@@ -665,7 +597,7 @@ Test(runs, a_corrupt_locked_or_read_only_database_leaves_the_other_handlers_whol
 	cr_assert_eq(mkdir(rodir, 0555), 0);
 	char *indir = tmp_path("rodir/new.db");
 	replay_with_bad_db(cap, indir, "unable to open database file", ref);
-	as_nobody = false;
+	spawn_as_nobody = false;
 	reach_restore();
 }
 
