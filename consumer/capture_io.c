@@ -126,6 +126,7 @@ void evr__capio_sync_meta(struct evr_capio *io, const struct evr_src *s, uint32_
 	struct evr_meta_view v;
 	int rc;
 
+	/* Relaxed: only whether there is more to look at; each entry is published by M2 and read through M3. */
 	if (evr_ld_64(&s->seg.hdr->meta_used) == *cursor)
 		return;
 	while ((rc = evr_meta_next(&s->seg, cursor, &v, s->pub.dead)) != 0) {

@@ -285,7 +285,7 @@ int evr__stdio_start(void)
 	sigset_t all, old;
 	int rc;
 
-	if (stdio_tee.on)
+	if (__atomic_load_n(&stdio_tee.on, __ATOMIC_RELAXED)) /* under evr__proc.lock, as every start */
 		return 0;
 	for (int i = 0; i < 2; i++) /* both, before either may fail: the failure closes what they hold */
 		stdio_tee.s[i] = (struct stream){ .fd = i + 1, .orig = -1, .rd = -1 };
@@ -326,7 +326,8 @@ int evr__stdio_start(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc)
 		goto fail;
-	stdio_tee.on = true;
+	/* Release, pairs with stop's exchange: a stop that sees the tee on sees its thread and descriptors. */
+	__atomic_store_n(&stdio_tee.on, true, __ATOMIC_RELEASE);
 	return 0;
 fail:
 	restore();
@@ -341,7 +342,7 @@ fail:
 
 void evr__stdio_stop(bool at_exit)
 {
-	/* One stop joins the thread: evr_close racing another, or exit. */
+	/* One stop joins the thread: evr_close racing another, or exit. Acquire pairs with start's release. */
 	if (!__atomic_exchange_n(&stdio_tee.on, false, __ATOMIC_ACQ_REL))
 		return;
 	if (at_exit) {
