@@ -6,10 +6,10 @@ set -eu
 
 PKGS="cmake make gcc pkg-config python3 libck-dev libmsgpack-dev liburcu-dev libcriterion-dev valgrind
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev zlib1g-dev
-	libsqlite3-dev sqlite3"
+	libsqlite3-dev sqlite3 python3-dev"
 # git: the run params' git.commit is tested against `git rev-parse HEAD` of a repository the tests make.
 if [ "${1:-}" = test ]; then
-	PKGS="$PKGS git"
+	PKGS="$PKGS git python3-pytest"
 fi
 # `install-deps.sh fuzz` (make fuzz): clang and its libFuzzer runtime too.
 # Debian 12's clang is clang-14; libFuzzer ships in compiler-rt's package.
@@ -46,6 +46,13 @@ if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
 	fi
 fi
 
+# Root by the kernel's word (/proc/self/status), not only id's: an id that
+# reports another uid than the process has must not stop an install.
+is_root()
+{
+	[ "$(id -u 2>/dev/null)" = 0 ] || awk '/^Uid:/ { exit $3 != 0 }' /proc/self/status 2>/dev/null
+}
+
 missing=""
 if command -v dpkg-query >/dev/null 2>&1; then
 	for p in $PKGS; do
@@ -66,7 +73,7 @@ for p in $OPTIONAL; do
 	fi
 done
 if [ -n "$optional_missing" ]; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	if is_root && command -v apt-get >/dev/null 2>&1; then
 		echo "evring: installing Debian packages (optional):$optional_missing"
 		export DEBIAN_FRONTEND=noninteractive
 		if ! apt-get install -y -qq --no-install-recommends $optional_missing >/dev/null 2>&1; then
@@ -80,7 +87,7 @@ if [ -n "$optional_missing" ]; then
 fi
 [ -z "$missing" ] && exit 0
 
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+if is_root && command -v apt-get >/dev/null 2>&1; then
 	echo "evring: installing Debian packages:$missing"
 	export DEBIAN_FRONTEND=noninteractive
 	if ! apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1; then
