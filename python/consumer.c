@@ -257,7 +257,6 @@ static PyObject *cons_add_handler(PyObject *self, PyObject *args, PyObject *kw)
 	Py_BEGIN_ALLOW_THREADS
 	rc = evr_consumer_add_handler(s->c, &h);
 	Py_END_ALLOW_THREADS
-	evr_py_handler_free_filters(&h); /* copied by the consumer */
 	if (rc < 0) {
 		h.destroy(h.ctx);
 		return os_error(rc, "add_handler: the consumer refused the handler");

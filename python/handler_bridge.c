@@ -38,10 +38,14 @@ struct pyh {
 	PyObject *m[CB_N]; /* bound methods, NULL where the object has none */
 	char name[128];
 	uint64_t raised;   /* exceptions its methods raised (the runtime counts them as errors too) */
+	char *dispatcher;  /* the filters handed to the consumer (which copies them); freed with h */
+	const char **ignore_begin, **ignore_end;
 	PyThreadState *ts; /* the handler thread's kept thread state, while it does not hold the GIL */
 	pthread_t owner;   /* that thread */
 	int owned;	   /* owner is set */
 };
+
+static void pyh_free(struct pyh *h);
 
 /* Set by evring._evring._shutdown() at interpreter exit: callbacks no longer enter Python. */
 static int shutting_down;
@@ -182,6 +186,24 @@ static int on_skipped(void *ctx, const struct evr_skipped *s)
 	return call(ctx, CB_SKIPPED, EVR_PY_SKIPPED, s);
 }
 
+/*
+ * sys.stdout and sys.stderr flushed: what a handler printed is out when its
+ * stream ends, also in the CLI, whose embedded interpreter is never
+ * finalized (nothing else would flush it).
+ */
+static void flush_std(void)
+{
+	static const char *const names[] = { "stdout", "stderr" };
+
+	for (int i = 0; i < 2; i++) {
+		PyObject *f = PySys_GetObject(names[i]), *r; /* borrowed */
+
+		if (f && f != Py_None && (r = PyObject_CallMethod(f, "flush", NULL)))
+			Py_DECREF(r);
+		PyErr_Clear();
+	}
+}
+
 /* The end of the stream: the object's on_close(), if it has one. */
 static int on_end(void *ctx)
 {
@@ -189,15 +211,16 @@ static int on_end(void *ctx)
 	PyObject *r;
 	struct gil g;
 
-	if (!h->m[CB_CLOSE] || __atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE))
+	if (__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE))
 		return 0;
 	gil_enter(h, &g);
 	in_handler = 1;
-	r = PyObject_CallNoArgs(h->m[CB_CLOSE]);
+	r = h->m[CB_CLOSE] ? PyObject_CallNoArgs(h->m[CB_CLOSE]) : Py_NewRef(Py_None);
 	if (r)
 		Py_DECREF(r);
 	else
 		report(h, CB_CLOSE);
+	flush_std();
 	in_handler = 0;
 	gil_leave(h, &g);
 	return r ? 0 : 1;
@@ -218,7 +241,7 @@ static void destroy(void *ctx)
 		else
 			gil_leave(h, &g);
 	}
-	free(h);
+	pyh_free(h);
 }
 
 /* ---- making one --------------------------------------------------------------- */
@@ -296,13 +319,12 @@ static void free_names(const char *const *v)
 	free((void *)v);
 }
 
-void evr_py_handler_free_filters(struct evr_handler *h)
+static void pyh_free(struct pyh *h)
 {
-	free((char *)h->dispatcher);
+	free(h->dispatcher);
 	free_names(h->ignore_begin);
 	free_names(h->ignore_end);
-	h->dispatcher = NULL;
-	h->ignore_begin = h->ignore_end = NULL;
+	free(h);
 }
 
 /* A filter: the keyword's value, else the object's attribute (LlamaIndex's names). */
@@ -362,15 +384,15 @@ int evr_py_handler_make(PyObject *obj, const struct evr_py_handler_opts *o, stru
 		}
 		dispatcher = x ? PyUnicode_AsUTF8(x) : NULL;
 	}
-	if (dispatcher && *dispatcher && !(out->dispatcher = strdup(dispatcher))) {
+	if (dispatcher && *dispatcher && !(h->dispatcher = strdup(dispatcher))) {
 		PyErr_NoMemory();
 		rc = -ENOMEM;
 		goto fail;
 	}
 	if ((rc = filter_names(obj, o ? o->ignore_begin : NULL, "event_starts_to_ignore",
-			       (const char ***)&out->ignore_begin, err, errlen)) < 0 ||
-	    (rc = filter_names(obj, o ? o->ignore_end : NULL, "event_ends_to_ignore", (const char ***)&out->ignore_end,
-			       err, errlen)) < 0) {
+			       &h->ignore_begin, err, errlen)) < 0 ||
+	    (rc = filter_names(obj, o ? o->ignore_end : NULL, "event_ends_to_ignore", &h->ignore_end, err, errlen)) <
+		    0) {
 		if (rc == -1)
 			goto fail_py;
 		goto fail;
@@ -379,6 +401,9 @@ int evr_py_handler_make(PyObject *obj, const struct evr_py_handler_opts *o, stru
 	h->obj = Py_NewRef(obj);
 	out->name = h->name;
 	out->ctx = h;
+	out->dispatcher = h->dispatcher;
+	out->ignore_begin = h->ignore_begin;
+	out->ignore_end = h->ignore_end;
 	out->on_event = h->m[CB_EVENT] ? on_event : NULL;
 	out->on_span_begin = h->m[CB_SPAN_START] ? on_span_begin : NULL;
 	out->on_span_end = h->m[CB_SPAN_END] ? on_span_end : NULL;
@@ -404,8 +429,7 @@ fail:
 	Py_XDECREF(x);
 	for (int i = 0; i < CB_N; i++)
 		Py_CLEAR(h->m[i]);
-	evr_py_handler_free_filters(out);
-	free(h);
+	pyh_free(h);
 	memset(out, 0, sizeof(*out));
 	return rc;
 }
@@ -415,7 +439,6 @@ fail:
 static const struct evr_py_handler_api api = {
 	.version = EVR_PY_HANDLER_API_VERSION,
 	.make = evr_py_handler_make,
-	.free_filters = evr_py_handler_free_filters,
 };
 
 int evr_py_bridge_init(PyObject *m)

@@ -49,21 +49,17 @@ struct evr_py_handler_api {
 	/* evr_py_handler_make, below. */
 	int (*make)(PyObject *obj, const struct evr_py_handler_opts *o, struct evr_handler *out, char *err,
 		    size_t errlen);
-	/* evr_py_handler_free_filters, below. */
-	void (*free_filters)(struct evr_handler *h);
 };
 
 /*
  * Fills *out for obj (holding a reference to it and to its bound methods;
- * destroy drops them, with the GIL). The filter strings in *out are the
- * caller's to free with evr_py_handler_free_filters once evr_consumer_add_handler
- * has copied them (whether or not it succeeded). On failure (no callback
+ * destroy drops them, with the GIL, and frees the filter strings *out points
+ * at). A handler never added is freed with out->destroy(out->ctx). On failure (no callback
  * method at all, a filter that is not a str) returns -EINVAL with err set
  * and a Python exception set, and nothing is held. Called with the GIL.
  */
 int evr_py_handler_make(PyObject *obj, const struct evr_py_handler_opts *o, struct evr_handler *out, char *err,
 			size_t errlen);
-void evr_py_handler_free_filters(struct evr_handler *h);
 
 /*
  * Nonzero while the calling thread runs a Python handler's method: consumer
