@@ -37,6 +37,7 @@ struct pycons {
 	volatile int stop; /* stop(): run() returns at its next round */
 	unsigned flags;	   /* attach flags */
 	char *dispatcher, *experiment; /* the options' strings: the consumer keeps pointers to them */
+	PyObject *final_stats, *final_handlers; /* stats() and handler_stats() as close() left them */
 };
 
 static uint64_t now_ns(void)
@@ -485,6 +486,8 @@ static PyObject *cons_stats(PyObject *self, PyObject *unused)
 	struct evr_consumer_stats st;
 
 	(void)unused;
+	if (!s->c && s->final_stats)
+		return PyDict_Copy(s->final_stats);
 	if (enter(s, "stats") < 0)
 		return NULL;
 	evr_consumer_stats(s->c, &st);
@@ -527,6 +530,8 @@ static PyObject *cons_handler_stats(PyObject *self, PyObject *unused)
 	int n = 16, got;
 
 	(void)unused;
+	if (!s->c && s->final_handlers)
+		return PySequence_List(s->final_handlers);
 	if (enter(s, "handler_stats") < 0)
 		return NULL;
 	for (;;) {
@@ -598,12 +603,17 @@ static PyObject *cons_close(PyObject *self, PyObject *unused)
 		Py_RETURN_NONE;
 	if (enter(s, "close") < 0)
 		return NULL;
-	s->c = NULL;
 	Py_BEGIN_ALLOW_THREADS
-	evr_consumer_end(c); /* on_close runs, waited for */
-	evr_consumer_close(c);
+	evr_consumer_end(c); /* on_close runs, waited for: the counters are final */
 	Py_END_ALLOW_THREADS
 	leave(s);
+	s->final_stats = cons_stats(self, NULL);
+	s->final_handlers = s->final_stats ? cons_handler_stats(self, NULL) : NULL;
+	PyErr_Clear(); /* out of memory: stats() after close() says it is closed */
+	s->c = NULL;
+	Py_BEGIN_ALLOW_THREADS
+	evr_consumer_close(c);
+	Py_END_ALLOW_THREADS
 	Py_RETURN_NONE;
 }
 
@@ -639,6 +649,8 @@ static void cons_dealloc(PyObject *self)
 	}
 	free(s->dispatcher);
 	free(s->experiment);
+	Py_CLEAR(s->final_stats);
+	Py_CLEAR(s->final_handlers);
 	Py_TYPE(self)->tp_free(self);
 }
 
@@ -661,7 +673,8 @@ static PyMethodDef cons_methods[] = {
 	{ "stats", cons_stats, METH_NOARGS, "The consumer's counters (a dict)." },
 	{ "handler_stats", cons_handler_stats, METH_NOARGS, "Each handler's counters (a list of dicts)." },
 	{ "sources", cons_sources, METH_NOARGS, "The attached processes (a list of dicts)." },
-	{ "close", cons_close, METH_NOARGS, "finish(), then frees the consumer." },
+	{ "close", cons_close, METH_NOARGS,
+	  "finish(), then frees the consumer; stats() and handler_stats() then give the final counters." },
 	{ "__enter__", cons_enter, METH_NOARGS, NULL },
 	{ "__exit__", cons_exit, METH_VARARGS, NULL },
 	{ NULL, NULL, 0, NULL },
