@@ -66,7 +66,9 @@ static const char handler_help[] =
 	"                       $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318),\n"
 	"                       sqlite=PATH[,experiment=NAME][,batch=N][,flush-ms=T][,busy-ms=T]\n"
 	"                       (the run store: runs, spans, events, metrics, logs in SQLite;\n"
-	"                       evring runs PATH lists them)\n";
+	"                       evring runs PATH lists them),\n"
+	"                       python=MODULE:CLASS[,isolate][:ARG] (a handler written in Python:\n"
+	"                       CLASS(ARG) from MODULE, found in the current directory or on PYTHONPATH)\n";
 
 static const char metrics_help[] =
 	"  --metrics-interval S sample each process's CPU, memory, threads, fds, context switches and\n"

@@ -43,7 +43,7 @@ def test_events_spans_traces_with_parents(tmp_path):
     p = start_demo(seconds=1.0, rate=300, fail_rate=0.3)
     rec = Recorder()
     out = tmp_path / "all.jsonl"
-    with evring.Consumer(p.pid) as c:
+    with evring.Consumer(p.pid, from_oldest=True) as c:  # every span's begin too
         rid = c.add_handler(rec)
         c.add_builtin("jsonl=%s" % out)
         assert c.run(20) is True, "run returns True once the producer exited and was read"
