@@ -110,7 +110,7 @@ def test_bad_python_specs_give_one_clear_line(handler_dir, spec, message):
     try:
         r = attach(p.pid, spec, cwd=handler_dir, timeout=30)
     finally:
-        p.kill()
+        p.terminate()  # the demo ends its spans and removes its segment
         p.wait()
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -137,7 +137,7 @@ def test_python_m_evring_runs_the_cli(env_cli):
     try:
         r = python_m_evring("ls", env_cli=env_cli)
     finally:
-        p.kill()
+        p.terminate()  # the demo ends its spans and removes its segment
         p.wait()
     assert r.returncode == 0, r.stderr
     assert any(line.split()[:2] == [str(p.pid), "evring-demo"] for line in r.stdout.splitlines()), r.stdout

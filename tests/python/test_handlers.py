@@ -302,6 +302,8 @@ def test_keyboard_interrupt_stops_run():
     finally:
         p.kill()
         p.wait()
+        if os.path.exists("/dev/shm/evring.%d.pyint" % p.pid):
+            os.unlink("/dev/shm/evring.%d.pyint" % p.pid)
 
 
 def test_consumer_calls_from_a_handler_are_refused():
