@@ -118,12 +118,15 @@ static void report(struct pyh *h, int cb)
 		if (type)
 			PyErr_Display(type, value, tb);
 	} else if (n <= 8 || !(n & (n - 1))) {
+		const char *msg = NULL;
+
 		s = value ? PyObject_Str(value) : NULL;
-		if (!s)
-			PyErr_Clear();
+		if (s)
+			msg = PyUnicode_AsUTF8(s);
+		PyErr_Clear();
 		PySys_WriteStderr("evring: handler \"%s\" %s raised %s: %.300s; %llu exception%s so far\n", h->name,
-				  cb_names[cb], type ? ((PyTypeObject *)type)->tp_name : "?",
-				  s ? PyUnicode_AsUTF8(s) : "", (unsigned long long)n, n == 1 ? "" : "s");
+				  cb_names[cb], type ? ((PyTypeObject *)type)->tp_name : "?", msg ? msg : "",
+				  (unsigned long long)n, n == 1 ? "" : "s");
 		Py_XDECREF(s);
 		PyErr_Clear();
 	}
@@ -418,8 +421,11 @@ fail_py: {
 	PyObject *t, *v, *tb, *s;
 
 	PyErr_Fetch(&t, &v, &tb);
+	const char *msg;
+
 	s = v ? PyObject_Str(v) : NULL;
-	snprintf(err, errlen, "add_handler: %s: %s", h->name, s ? PyUnicode_AsUTF8(s) : "error");
+	msg = s ? PyUnicode_AsUTF8(s) : NULL;
+	snprintf(err, errlen, "add_handler: %s: %s", h->name, msg ? msg : "error");
 	PyErr_Clear();
 	Py_XDECREF(s);
 	PyErr_Restore(t, v, tb);

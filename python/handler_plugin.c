@@ -56,13 +56,14 @@ static const char *package_dir(void)
 static void exc_text(char *err, size_t errlen, const char *what)
 {
 	PyObject *t, *v, *tb, *s = NULL;
+	const char *msg = NULL;
 
 	PyErr_Fetch(&t, &v, &tb);
 	PyErr_NormalizeException(&t, &v, &tb);
-	if (v)
-		s = PyObject_Str(v);
-	snprintf(err, errlen, "%s: %s%s%s", what, t ? ((PyTypeObject *)t)->tp_name : "error", s ? ": " : "",
-		 s ? PyUnicode_AsUTF8(s) : "");
+	if (v && (s = PyObject_Str(v)) != NULL)
+		msg = PyUnicode_AsUTF8(s);
+	snprintf(err, errlen, "%s: %s%s%s", what, t ? ((PyTypeObject *)t)->tp_name : "error", msg && *msg ? ": " : "",
+		 msg ? msg : "");
 	PyErr_Clear();
 	Py_XDECREF(s);
 	Py_XDECREF(t);

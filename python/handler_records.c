@@ -504,15 +504,13 @@ static PyObject *rec_as_dict(PyObject *self, PyObject *unused)
 
 static PyObject *rec_repr(PyObject *self)
 {
-	struct rec *r = (struct rec *)self;
 	const struct kind *k = kind_of(self);
 	PyObject *d = rec_as_dict(self, NULL), *s;
 
-	(void)r;
 	if (!d)
 		return NULL;
-	if (k->type == &trace_type) /* the spans would drown it */
-		PyDict_DelItemString(d, "spans") < 0 ? PyErr_Clear() : (void)0;
+	if (k->type == &trace_type && PyDict_DelItemString(d, "spans") < 0) /* the spans would drown it */
+		PyErr_Clear();
 	s = PyUnicode_FromFormat("<%s %R>", k->type->tp_name, d);
 	Py_DECREF(d);
 	return s;
