@@ -1,14 +1,17 @@
 /*
  * cli_attach.c: `evring attach`, `evring record` and `evring replay`: a
  * consumer over live processes or over a capture file, with handlers given
- * as -H specs (the built-ins of <evring/consumer.h> and plugin=PATH.so[,isolate][:ARG]).
+ * as -H specs (the built-ins of <evring/consumer.h>, plugin=PATH.so[,isolate][:ARG], and
+ * python=MODULE:CLASS[,isolate][:ARG]: the plug-in evring-python-handler.so).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -63,7 +66,9 @@ static const char handler_help[] =
 	"                       $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318),\n"
 	"                       sqlite=PATH[,experiment=NAME][,batch=N][,flush-ms=T][,busy-ms=T]\n"
 	"                       (the run store: runs, spans, events, metrics, logs in SQLite;\n"
-	"                       evring runs PATH lists them)\n";
+	"                       evring runs PATH lists them),\n"
+	"                       python=MODULE:CLASS[,isolate][:ARG] (a handler written in Python:\n"
+	"                       CLASS(ARG) from MODULE, found in the current directory or on PYTHONPATH)\n";
 
 static const char metrics_help[] =
 	"  --metrics-interval S sample each process's CPU, memory, threads, fds, context switches and\n"
@@ -263,6 +268,75 @@ static void on_handler_error(void *arg, const struct evr_handler_error *e)
 			n == 1 ? "" : "s");
 }
 
+/*
+ * The plug-in behind -H python=: $EVRING_PYTHON_HANDLER, else
+ * evring-python-handler.so beside this program (the build tree, or an
+ * install that put both in one place), else where evring installed it.
+ */
+static bool python_plugin(char *out, size_t n)
+{
+	const char *env = getenv("EVRING_PYTHON_HANDLER");
+	char self[PATH_MAX];
+	ssize_t len;
+
+	if (env && *env) {
+		snprintf(out, n, "%s", env);
+		return true;
+	}
+	len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (len > 0) {
+		char *slash;
+
+		self[len] = 0;
+		if ((slash = strrchr(self, '/')) != NULL) {
+			snprintf(out, n, "%.*s/evring-python-handler.so", (int)(slash - self), self);
+			if (access(out, R_OK) == 0)
+				return true;
+		}
+	}
+#ifdef EVR_PYTHON_HANDLER_INSTALLED
+	snprintf(out, n, "%s", EVR_PYTHON_HANDLER_INSTALLED);
+	if (access(out, R_OK) == 0)
+		return true;
+#endif
+	return false;
+}
+
+/*
+ * "python=MODULE:CLASS[,isolate][:ARG]" as the plug-in spec
+ * "plugin=PATH[,isolate]:MODULE:CLASS[:ARG]" in buf; 0, or an exit status.
+ */
+static int python_spec(const char *cmd, const char *spec, char *buf, size_t n)
+{
+	const char *mod = spec + strlen("python="), *colon = strchr(mod, ':'), *cls, *rest;
+	char path[PATH_MAX];
+	size_t clen;
+	bool isolate = false;
+
+	if (!colon || colon == mod || !colon[1])
+		return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H python wants MODULE:CLASS[,isolate][:ARG], not '%s'", spec);
+	cls = colon + 1;
+	clen = strcspn(cls, ":,");
+	rest = cls + clen;
+	if (clen == 0)
+		return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H python wants MODULE:CLASS[,isolate][:ARG], not '%s'", spec);
+	if (*rest == ',') {
+		if (strncmp(rest, ",isolate", 8) != 0 || (rest[8] != 0 && rest[8] != ':'))
+			return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H python: the only option is ,isolate (in '%s')", spec);
+		isolate = true;
+		rest += 8;
+	}
+	if (!python_plugin(path, sizeof(path)))
+		return evr_cli_fail(cmd, EVR_EXIT_FAIL,
+				    "-H %s: the Python handler plug-in evring-python-handler.so is neither beside this "
+				    "program nor installed (EVRING_PYTHON_HANDLER names it)",
+				    spec);
+	if ((size_t)snprintf(buf, n, "plugin=%s%s:%.*s:%.*s%s", path, isolate ? ",isolate" : "", (int)(colon - mod), mod,
+			     (int)clen, cls, rest) >= n)
+		return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H %s: too long", spec);
+	return 0;
+}
+
 /* A consumer with the handlers of o; NULL with *status set on failure. */
 static struct evr_consumer *consumer_new(const char *cmd, const struct run_opts *o, const char *dflt, int *status)
 {
@@ -283,7 +357,17 @@ static struct evr_consumer *consumer_new(const char *cmd, const struct run_opts 
 	__atomic_store_n(&fails.c, c, __ATOMIC_RELEASE);
 	for (int i = 0; i < o->nhandlers || (i == 0 && dflt); i++) {
 		const char *spec = o->nhandlers ? o->handlers[i] : dflt;
-		int rc = evr_consumer_add_builtin(c, spec, stdout, err, sizeof(err));
+		char pyspec[PATH_MAX + 1024];
+		int rc;
+
+		if (!strncmp(spec, "python=", 7)) {
+			if ((*status = python_spec(cmd, spec, pyspec, sizeof(pyspec))) != 0) {
+				evr_consumer_close(c);
+				return NULL;
+			}
+			spec = pyspec;
+		}
+		rc = evr_consumer_add_builtin(c, spec, stdout, err, sizeof(err));
 
 		if (rc < 0) {
 			/* A spec that names nothing loadable is the command line's fault; an output it cannot write is not. */

@@ -1,0 +1,29 @@
+/*
+ * handler_records.h: the read-only record objects Python handlers receive
+ * (handler_records.c), private to the bridge.
+ *
+ * A record wraps the C object (struct evr_event, evr_span_rec, evr_trace,
+ * evr_lost, evr_skipped) while the method it is passed to runs, and
+ * converts an attribute the first time it is read. When the method
+ * returns, evr_py_rec_release copies every attribute into the record if
+ * anything still holds it (the C object is only lent for the call) and
+ * forgets the C object.
+ */
+#ifndef EVR_PY_HANDLER_RECORDS_H
+#define EVR_PY_HANDLER_RECORDS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+enum evr_py_rec_kind { EVR_PY_EVENT, EVR_PY_SPAN, EVR_PY_TRACE, EVR_PY_LOST, EVR_PY_SKIPPED, EVR_PY_NKINDS };
+
+/* A new record over c (borrowed for the call); NULL with an exception set. GIL held. */
+PyObject *evr_py_rec_new(enum evr_py_rec_kind kind, const void *c);
+
+/* Ends the loan: copies the record if it is still referenced, then drops the caller's reference. GIL held. */
+void evr_py_rec_release(PyObject *rec);
+
+/* Readies the types and adds them (and Truncated) to m; 0 or -1 with an exception. */
+int evr_py_records_init(PyObject *m);
+
+#endif /* EVR_PY_HANDLER_RECORDS_H */
