@@ -91,21 +91,27 @@ static int parse_call(const char *what, PyObject *const *args, Py_ssize_t nargs,
 	return n;
 }
 
-static PyObject *py_event(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+void evr_py_ensure_open(void)
+{
+	struct evr_thread *t = &evr__thread;
+
+	if (evr_py_on && !evr_enabled() && t->gen != evr__gen)
+		evr__thread_open(t);
+}
+
+PyObject *evr_py_event_in(uint64_t span_id, bool record, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
 	struct evr_py_val vals[EVR_FIELDS_MAX];
 	PyObject *names[EVR_FIELDS_MAX], *name, *disp;
 	uint8_t sig[EVR_FIELDS_MAX];
 	struct evr_py_site *s;
-	struct evr_py_span *cur;
 	int n;
 
-	(void)m;
 	if (!evr_py_on)
 		Py_RETURN_NONE;
 	n = parse_call("evring.event", args, nargs, kwnames, false, &name, &disp, NULL, vals, names);
-	if (n < 0)
-		return NULL;
+	if (n < 0 || !record)
+		return n < 0 ? NULL : Py_NewRef(Py_None);
 	for (int i = 0; i < n; i++)
 		sig[i] = vals[i].sig;
 	s = evr_py_site_here(EVR_SITE_EVENT, name, disp, n, names, sig);
@@ -113,9 +119,19 @@ static PyObject *py_event(PyObject *m, PyObject *const *args, Py_ssize_t nargs, 
 		evr_py_stats.refused++;
 		Py_RETURN_NONE;
 	}
-	cur = evr_py_current_span();
-	evr_py_write_event(s, cur ? cur->id : 0, vals, n);
+	if (!span_id) {
+		struct evr_py_span *cur = evr_py_current_span();
+
+		span_id = cur ? cur->id : 0;
+	}
+	evr_py_write_event(s, span_id, vals, n);
 	Py_RETURN_NONE;
+}
+
+static PyObject *py_event(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+	(void)m;
+	return evr_py_event_in(0, true, args, nargs, kwnames);
 }
 
 static PyObject *py_span(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -344,6 +360,7 @@ static PyObject *py_enabled(PyObject *m, PyObject *unused)
 static PyObject *py_capture_content(PyObject *m, PyObject *unused)
 {
 	(void)m, (void)unused;
+	evr_py_ensure_open(); /* the setting is the segment's: known once it is open */
 	return PyBool_FromLong(evr_py_on && evr_capture_content());
 }
 

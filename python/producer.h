@@ -77,11 +77,12 @@ int evr_py_fields_dict(const char *what, PyObject *dict, struct evr_py_val *vals
 int evr_py_value(const char *what, PyObject *name, PyObject *o, struct evr_py_val *v);
 
 /*
- * The site of (code, lasti, kind, name, dispatcher, fields), registering a new
- * one at its first use. code NULL with lasti 0: a call from no Python frame.
- * Returns NULL when it was refused (counted); never sets an exception.
+ * The site of (code, key, kind, name, dispatcher, fields) for a site not
+ * called from a frame (key: a negative tag, -1 for traced functions; line:
+ * its line), registering a new one at its first use. Returns NULL when it
+ * was refused (the caller counts it); never sets an exception.
  */
-struct evr_py_site *evr_py_site_at(PyObject *code, int lasti, int line, uint8_t kind, PyObject *name,
+struct evr_py_site *evr_py_site_at(PyObject *code, int key, int line, uint8_t kind, PyObject *name,
 				   PyObject *dispatcher, int n, PyObject *const *fnames, const uint8_t *sig);
 
 /* The caller's site: the Python frame that called into the module. */
@@ -105,6 +106,18 @@ void evr_py_write_begin(struct evr_py_site *s, struct evr_span *sp, const struct
 /* Ends span *sp (begun in this segment) with status and the end site's values, as EVR__SPAN_FINISH. */
 void evr_py_write_end(struct evr_span *sp, struct evr_py_site *end, uint8_t status, const struct evr_py_val *vals,
 		      int n);
+
+/* ---- producer.c ---- */
+
+/*
+ * An event (name, dispatcher="app", **fields) at the caller's site in span
+ * span_id (0: the current span); nothing written unless record. Returns None,
+ * or NULL with an exception.
+ */
+PyObject *evr_py_event_in(uint64_t span_id, bool record, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+/* Opens the segment now, as a first record would, when tracing is on and none is open yet. */
+void evr_py_ensure_open(void);
 
 /* ---- producer_span.c ---- */
 

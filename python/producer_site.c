@@ -10,16 +10,15 @@
  * tell them from C's.
  *
  * A site is found by its code location: the calling frame's code object and
- * instruction offset (two calls on one line are two sites, as two macros
- * are), and the kind, name, dispatcher and field names and types of the
- * call: the same location called with other fields, or a field of another
+ * line (found by the call's instruction offset, cached), and the kind, name,
+ * dispatcher and field names and types of the call: the same location called with other fields, or a field of another
  * type, is another site. A location holds at most EVR_PY_VARIANTS_MAX sites
  * and the process EVR_PY_SITES_MAX, so a loop whose names or keyword
  * arguments change cannot grow memory without bound; a call whose site is
  * refused is not recorded and is counted (evring.stats()["refused"]).
  *
- * The cache is an open-addressed table of locations, keyed by (code, offset,
- * kind), guarded by the GIL. It holds a reference to each code object, so an
+ * The cache is an open-addressed table of locations, keyed by (code, offset
+ * or line, kind), guarded by the GIL. It holds a reference to each code object, so an
  * address is never reused by another code object while its entry exists.
  * Sites are never freed (libevring keeps them listed, and registers them again
  * in the next segment: after evr_open, in a forked child, where they are
@@ -40,28 +39,43 @@
 
 struct evr_py_stats evr_py_stats;
 
-struct loc {
-	PyObject *code; /* held; NULL: an empty slot, or a call from no Python frame when used */
-	int lasti;
-	uint8_t kind;
-	uint8_t used;
+/* The sites of one code location: its line, for every instruction offset seen calling from it. */
+struct locsites {
 	uint8_t n;
 	struct evr_py_site *v[EVR_PY_VARIANTS_MAX];
 };
+
+/*
+ * A table entry: (code, key, kind) -> the location's sites. key is the
+ * instruction offset of a call (CPython 3.11 reports a call's offset at
+ * PRECALL or CALL depending on how the call site has been specialized, so
+ * one line may be reached from several offsets), or LINE_KEY(line) for the
+ * entry all the offsets of that line share, or a negative tag for sites not
+ * called from a frame (traced functions, trace_tags).
+ */
+struct loc {
+	PyObject *code; /* held; NULL for sites not at a frame */
+	int key;
+	uint8_t kind;
+	uint8_t used;
+	struct locsites *ls;
+};
+#define LINE_KEY(line) (-16 - (line))
 
 static struct loc *locs;
 static size_t loc_cap; /* a power of two, or 0 */
 static size_t loc_used;
 
-static size_t loc_hash(PyObject *code, int lasti, uint8_t kind)
+static size_t loc_hash(PyObject *code, int key, uint8_t kind)
 {
 	uint64_t h = (uint64_t)(uintptr_t)code * 0x9e3779b97f4a7c15ull;
 
-	h ^= ((uint64_t)(uint32_t)lasti << 3 | kind) * 0xc2b2ae3d27d4eb4full;
+	h ^= ((uint64_t)(uint32_t)key << 3 | kind) * 0xc2b2ae3d27d4eb4full;
 	return (size_t)(h ^ (h >> 29));
 }
 
-static struct loc *loc_find(PyObject *code, int lasti, uint8_t kind, bool add)
+/* The entry of (code, key, kind), added (with ls NULL) when add and absent; NULL when absent or out of memory. */
+static struct loc *loc_find(PyObject *code, int key, uint8_t kind, bool add)
 {
 	size_t i;
 
@@ -74,7 +88,7 @@ static struct loc *loc_find(PyObject *code, int lasti, uint8_t kind, bool add)
 		for (size_t k = 0; k < loc_cap; k++) {
 			if (!locs[k].used)
 				continue;
-			for (i = loc_hash(locs[k].code, locs[k].lasti, locs[k].kind) & (cap - 1); t[i].used;
+			for (i = loc_hash(locs[k].code, locs[k].key, locs[k].kind) & (cap - 1); t[i].used;
 			     i = (i + 1) & (cap - 1))
 				;
 			t[i] = locs[k];
@@ -83,17 +97,16 @@ static struct loc *loc_find(PyObject *code, int lasti, uint8_t kind, bool add)
 		locs = t;
 		loc_cap = cap;
 	}
-	for (i = loc_hash(code, lasti, kind) & (loc_cap - 1); locs[i].used; i = (i + 1) & (loc_cap - 1))
-		if (locs[i].code == code && locs[i].lasti == lasti && locs[i].kind == kind)
+	for (i = loc_hash(code, key, kind) & (loc_cap - 1); locs[i].used; i = (i + 1) & (loc_cap - 1))
+		if (locs[i].code == code && locs[i].key == key && locs[i].kind == kind)
 			return &locs[i];
 	if (!add)
 		return NULL;
 	locs[i].used = 1;
-	locs[i].code = code;
-	Py_XINCREF(code);
-	locs[i].lasti = lasti;
+	locs[i].code = Py_XNewRef(code);
+	locs[i].key = key;
 	locs[i].kind = kind;
-	locs[i].n = 0;
+	locs[i].ls = NULL;
 	loc_used++;
 	return &locs[i];
 }
@@ -180,32 +193,58 @@ static struct evr_py_site *site_new(PyObject *code, int line, uint8_t kind, PyOb
 	return s;
 }
 
-static struct evr_py_site *site_at(PyObject *code, int lasti, PyFrameObject *frame, int line, uint8_t kind,
-				   PyObject *name, PyObject *dispatcher, int n, PyObject *const *fnames,
-				   const uint8_t *sig)
+/*
+ * The sites of (code, key, kind): by the key's entry, else (a call from an
+ * offset not seen yet) by its line's, which the key's entry then shares.
+ * line < 0: read from frame. NULL when out of memory.
+ */
+static struct locsites *loc_sites(PyObject *code, int key, PyFrameObject *frame, int *line, uint8_t kind)
 {
-	struct loc *l = loc_find(code, lasti, kind, true);
-	struct evr_py_site *s;
+	struct loc *l = loc_find(code, key, kind, true), *byline;
 
 	if (!l)
 		return NULL;
-	for (int i = 0; i < l->n; i++)
-		if (site_matches(l->v[i], name, dispatcher, n, fnames, sig))
-			return l->v[i];
-	if (l->n >= EVR_PY_VARIANTS_MAX)
-		return NULL;
+	if (l->ls)
+		return l->ls;
 	if (frame)
+		*line = PyFrame_GetLineNumber(frame);
+	if (key >= 0 && *line >= 0 && (byline = loc_find(code, LINE_KEY(*line), kind, true)) != NULL) {
+		if (!byline->ls)
+			byline->ls = calloc(1, sizeof(struct locsites));
+		l = loc_find(code, key, kind, false); /* the table may have grown */
+		l->ls = byline->ls;
+	} else {
+		l->ls = calloc(1, sizeof(struct locsites));
+	}
+	return l->ls;
+}
+
+static struct evr_py_site *site_at(PyObject *code, int key, PyFrameObject *frame, int line, uint8_t kind,
+				   PyObject *name, PyObject *dispatcher, int n, PyObject *const *fnames,
+				   const uint8_t *sig)
+{
+	struct locsites *ls = loc_sites(code, key, frame, &line, kind);
+	struct evr_py_site *s;
+
+	if (!ls)
+		return NULL;
+	for (int i = 0; i < ls->n; i++)
+		if (site_matches(ls->v[i], name, dispatcher, n, fnames, sig))
+			return ls->v[i];
+	if (ls->n >= EVR_PY_VARIANTS_MAX)
+		return NULL;
+	if (frame && line < 0)
 		line = PyFrame_GetLineNumber(frame);
 	s = site_new(code, line, kind, name, dispatcher, n, fnames, sig);
 	if (s)
-		l->v[l->n++] = s;
+		ls->v[ls->n++] = s;
 	return s;
 }
 
-struct evr_py_site *evr_py_site_at(PyObject *code, int lasti, int line, uint8_t kind, PyObject *name,
+struct evr_py_site *evr_py_site_at(PyObject *code, int key, int line, uint8_t kind, PyObject *name,
 				   PyObject *dispatcher, int n, PyObject *const *fnames, const uint8_t *sig)
 {
-	return site_at(code, lasti, NULL, line, kind, name, dispatcher, n, fnames, sig);
+	return site_at(code, key, NULL, line, kind, name, dispatcher, n, fnames, sig);
 }
 
 struct evr_py_site *evr_py_site_here(uint8_t kind, PyObject *name, PyObject *dispatcher, int n,
@@ -216,9 +255,9 @@ struct evr_py_site *evr_py_site_here(uint8_t kind, PyObject *name, PyObject *dis
 	struct evr_py_site *s;
 
 	if (!f)
-		return site_at(NULL, 0, NULL, 0, kind, name, dispatcher, n, fnames, sig);
+		return site_at(NULL, -3, NULL, 0, kind, name, dispatcher, n, fnames, sig);
 	code = PyFrame_GetCode(f);
-	s = site_at((PyObject *)code, PyFrame_GetLasti(f), f, 0, kind, name, dispatcher, n, fnames, sig);
+	s = site_at((PyObject *)code, PyFrame_GetLasti(f), f, -1, kind, name, dispatcher, n, fnames, sig);
 	Py_DECREF(code);
 	return s;
 }
@@ -281,7 +320,7 @@ int evr_py_value(const char *what, PyObject *name, PyObject *o, struct evr_py_va
 		o = ((struct evr_py_content *)o)->value;
 		content = true;
 		limit = EVR_CONTENT_LIMIT;
-		if (!evr__content) { /* capture off: nil, as C writes it */
+		if (!evr__content && (evr_py_ensure_open(), !evr__content)) { /* capture off: nil, as C writes it */
 			v->sig = EVR_PY_SIG(EVR_T_STR, EVR_FIELD_CONTENT);
 			v->v.s = (struct evr__str){ NULL, 0, false };
 			return 0;

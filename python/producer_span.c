@@ -129,7 +129,8 @@ static PyObject *error_type_name(PyObject *type)
 
 /*
  * Writes the span's end: status 0, or 1 with error.type and error.message
- * (etype / emsg: str, or NULL) after the fields set. Once; then a no-op.
+ * (etype: str; emsg: str, or NULL / None for none) after the fields set. Once;
+ * then a no-op.
  */
 static int span_finish(struct evr_py_span *self, uint8_t status, PyObject *etype, PyObject *emsg)
 {
@@ -160,10 +161,12 @@ static int span_finish(struct evr_py_span *self, uint8_t status, PyObject *etype
 		else
 			PyErr_Clear();
 		names[n] = str_error_message;
-		if (evr_py_value("evring.Span", str_error_message, emsg ? emsg : Py_None, &vals[n]) == 0)
-			n++;
-		else
-			PyErr_Clear();
+		if (emsg && emsg != Py_None) { /* as C's *_fail / *_abandon, which may give no message */
+			if (evr_py_value("evring.Span", str_error_message, emsg, &vals[n]) == 0)
+				n++;
+			else
+				PyErr_Clear();
+		}
 	}
 	for (int i = 0; i < n; i++)
 		sig[i] = vals[i].sig;
@@ -266,6 +269,12 @@ static PyObject *span_fail(struct evr_py_span *self, PyObject *const *args, Py_s
 	Py_RETURN_NONE;
 }
 
+/* event(name, dispatcher="app", **fields): an event in this span (EVR_EVENT_IN), current or not. */
+static PyObject *span_event(struct evr_py_span *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+	return evr_py_event_in(self->site ? self->id : 0, self->site != NULL, args, nargs, kwnames);
+}
+
 static PyObject *span_enter(struct evr_py_span *self, PyObject *unused)
 {
 	(void)unused;
@@ -353,6 +362,9 @@ static PyMethodDef span_methods[] = {
 	{ "__enter__", (PyCFunction)span_enter, METH_NOARGS, "Makes the span current in this context; returns it." },
 	{ "__exit__", (PyCFunction)(void (*)(void))span_exit, METH_FASTCALL,
 	  "Ends the span (as error, with the exception's type and message, when one propagates)." },
+	{ "event", (PyCFunction)(void (*)(void))span_event, METH_FASTCALL | METH_KEYWORDS,
+	  "event(name, dispatcher='app', **fields): records an event in this span (e.g. a stream's chunk "
+	  "read in another task or thread)." },
 	{ "set", (PyCFunction)(void (*)(void))span_set, METH_FASTCALL | METH_KEYWORDS,
 	  "set(**fields): fields for the span's end record." },
 	{ "end", (PyCFunction)(void (*)(void))span_end, METH_FASTCALL | METH_KEYWORDS,
