@@ -508,6 +508,7 @@ int bench_count_main(int argc, char **argv);
 int bench_otlp_main(int argc, char **argv);
 int bench_agent_main(int argc, char **argv);
 int bench_stdio_main(int argc, char **argv);
+int bench_python_main(int argc, char **argv);
 int bench_raw_main(int argc, char **argv);
 int bench_sqlite_main(int argc, char **argv);
 

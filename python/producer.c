@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <unistd.h>
 
 bool evr_py_on = true;
 
@@ -378,6 +379,28 @@ static PyObject *py_stats(PyObject *m, PyObject *unused)
 			     "bad_input", (unsigned long long)evr_py_stats.bad_input);
 }
 
+/*
+ * _prefault(): rewrites every page of the open segment's lanes with the byte
+ * it holds, so that no timed record takes a page fault (bench_python.py, as
+ * bench_producer.c's prod_prefault). Call while no thread writes records.
+ */
+static PyObject *py_prefault(PyObject *m, PyObject *unused)
+{
+	struct evr_segment *seg = evr_segment_current();
+	volatile uint8_t *p;
+	uint64_t bytes;
+	long page = sysconf(_SC_PAGESIZE);
+
+	(void)m, (void)unused;
+	if (!seg)
+		Py_RETURN_FALSE;
+	p = evr_segment_lane_data(seg, 0);
+	bytes = (uint64_t)seg->lane_count * seg->lane_bytes;
+	for (uint64_t off = 0; off < bytes; off += (uint64_t)(page > 0 ? page : 4096))
+		p[off] = p[off];
+	Py_RETURN_TRUE;
+}
+
 #define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 #define VARKW(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
 
@@ -402,6 +425,7 @@ static PyMethodDef producer_methods[] = {
 	{ "stats", py_stats, METH_NOARGS,
 	  "stats(): {sites, refused, cut, bad_input}: Python sites registered, records refused for want of a "
 	  "site, span ends cut for their error fields, calls refused as bad input." },
+	{ "_prefault", py_prefault, METH_NOARGS, "_prefault(): faults in the open segment's lanes (benchmarks)." },
 	{ NULL, NULL, 0, NULL },
 };
 
