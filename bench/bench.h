@@ -126,7 +126,7 @@ struct bench_column {
 	int decimals; /* in the text view */
 };
 
-#define BENCH_NOTES_MAX 48 /* `evring-bench all` gathers every subcommand's */
+#define BENCH_NOTES_MAX 64 /* `evring-bench all` gathers every subcommand's */
 #define BENCH_NOTE_BYTES 384
 
 struct bench_table {

@@ -161,12 +161,12 @@ static void py_report(struct bench_sub *s, void *ctx)
 	ev = bench_table_find(&s->t, "py_event3", "evring", 1);
 	sp = bench_table_find(&s->t, "py_span", "evring", 1);
 	lg = bench_table_find(&s->t, "py_event3", "logging", 1);
-	bench_table_note(&s->t, "python: %llu calls a run; no consumer attached (a fresh segment, its pages faulted in, "
+	bench_table_note(&s->t, "%llu calls a run; no consumer attached (a fresh segment, its pages faulted in, "
 				"before each evring run); interpreter %s",
 			 (unsigned long long)pb.calls, EVR_BENCH_PYTHON);
 	if (ev && sp && lg)
 		bench_table_note(&s->t,
-				 "python targets: event <= 300 ns %s (%.0f), span pair <= 700 ns %s (%.0f), >= 10x "
+				 "target: event <= 300 ns %s (%.0f), span pair <= 700 ns %s (%.0f), >= 10x "
 				 "faster than logging %s (%.1fx)",
 				 bench_verdict(ev->st.median <= 300), ev->st.median, bench_verdict(sp->st.median <= 700),
 				 sp->st.median, bench_verdict(lg->st.median >= 10 * ev->st.median),

@@ -64,12 +64,16 @@ static int parse_call(const char *what, PyObject *const *args, Py_ssize_t nargs,
 	for (Py_ssize_t i = 0; i < nk; i++) {
 		PyObject *k = PyTuple_GET_ITEM(kwnames, i);
 
-		if (is_kw(k, str_dispatcher) && nargs < 2) {
-			*disp = args[nargs + i];
-			continue;
-		}
-		if (with_parent && is_kw(k, str_parent) && nargs < 3) {
-			*parent = args[nargs + i];
+		if (is_kw(k, str_dispatcher) || (with_parent && is_kw(k, str_parent))) {
+			bool d = is_kw(k, str_dispatcher);
+
+			if (nargs > (d ? 1 : 2)) {
+				evr_py_stats.bad_input++;
+				PyErr_Format(PyExc_TypeError, "%s: %s given twice (it is not a field name)", what,
+					     d ? "dispatcher" : "parent");
+				return -1;
+			}
+			*(d ? disp : parent) = args[nargs + i];
 			continue;
 		}
 		if (n == EVR_FIELDS_MAX) {

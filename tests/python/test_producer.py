@@ -191,6 +191,7 @@ def test_bad_input_raises_and_records_nothing(tmp_path):
         expect(TypeError, "name must be a str", evring.event, 5)
         expect(TypeError, "dispatcher must be a str", evring.event, "bad", dispatcher=None)
         expect(TypeError, "parent: expected an evring.Span", evring.span, "bad", parent=3)
+        expect(TypeError, "dispatcher given twice", evring.event, "bad", "app", dispatcher="x")
         expect(TypeError, "evring.content: expected str or None", evring.content, 5)
         with evring.span("good") as s:
             expect(TypeError, "field 'obj'", s.set, obj=object())

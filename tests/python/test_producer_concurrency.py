@@ -145,7 +145,9 @@ def test_fork_child_has_its_own_segment(tmp_path):
                     pass
                 ps.set(by="child")
                 ps.end()                                # begun in the parent's segment: not ended here
-                open("child.pid", "w").write(str(os.getpid()))
+                with open("child.pid.tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.rename("child.pid.tmp", "child.pid")
                 while not os.path.exists("child.go"):
                     time.sleep(0.01)
                 evring.event("child.last", n=2)
@@ -167,9 +169,12 @@ def test_fork_child_has_its_own_segment(tmp_path):
         assert wait_for(out_p, '"kind":"run"', 20)
         p.stdin.write("go\n")
         p.stdin.flush()
-        assert wait_for(tmp_path / "child.pid", "", 20)
-        time.sleep(0.05)
-        child = int((tmp_path / "child.pid").read_text())
+        child = 0
+        for _ in range(2000):
+            if wait_for(tmp_path / "child.pid", "", 0.01) and (tmp_path / "child.pid").read_text().strip():
+                child = int((tmp_path / "child.pid").read_text())
+                break
+        assert child, "the forked child did not start"
         ac = subprocess.Popen([CLI, "attach", str(child), "-H", "jsonl=%s" % out_c, "--from", "oldest",
                                "--metrics-interval", "0"], stderr=subprocess.PIPE, text=True)
         procs.append(ac)
