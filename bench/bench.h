@@ -126,7 +126,7 @@ struct bench_column {
 	int decimals; /* in the text view */
 };
 
-#define BENCH_NOTES_MAX 48 /* `evring-bench all` gathers every subcommand's */
+#define BENCH_NOTES_MAX 64 /* `evring-bench all` gathers every subcommand's */
 #define BENCH_NOTE_BYTES 384
 
 struct bench_table {
@@ -508,6 +508,7 @@ int bench_count_main(int argc, char **argv);
 int bench_otlp_main(int argc, char **argv);
 int bench_agent_main(int argc, char **argv);
 int bench_stdio_main(int argc, char **argv);
+int bench_python_main(int argc, char **argv);
 int bench_raw_main(int argc, char **argv);
 int bench_sqlite_main(int argc, char **argv);
 

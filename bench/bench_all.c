@@ -22,6 +22,7 @@
  *   otlp      the otlp handler: spans per CPU-second mapped, encoded and sent
  *   agent     evring agent: attach latency, CPU per million records
  *   raw       `evring record --raw`'s drain rate, one CPU, against memcpy
+ *   python    evring.event and span pairs from Python, against logging and json.dumps
  *
  * Then it writes, with --out DIR, DIR/latest.json (every row, the shape of
  * bench.h, every note prefixed by its benchmark), DIR/latest.md (a table per
@@ -94,6 +95,8 @@ static const struct all_section sections[] = {
 	  .hide = "," },
 	{ .name = "raw", .fn = bench_raw_main,
 	  .title = "Raw capture: records per second `evring record --raw` drains, one core", .hide = "," },
+	{ .name = "python", .fn = bench_python_main,
+	  .title = "Python: ns per call, against logging and json.dumps to a file", .hide = "," },
 };
 #define ALL_NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 

@@ -28,11 +28,13 @@ UNITS = {  # bench -> unit
     "otlp": "kspan/s",
     "attach_latency": "ms", "cpu_per_mrec": "s/Mrec",
     "raw_drain": "Mrec/s", "reader_drain": "Mrec/s", "memcpy": "Mrec/s",
+    "py_event3": "ns", "py_span": "ns", "py_call": "ns",
 }
 LOSS_SYSTEMS = ("evring_live", "evring_raw", "lttng_default", "lttng_8x4m")
 SYSTEMS = {"evring_live", "evring_raw", "lttng_default", "lttng_8x4m", "evring", "noop", "mutex_ring", "fprintf", "lttng_ust", "lttng_ust_4m8",
            "none", "stats", "stats_q4096", "jsonl", "otlp", "off", "on", "consumer",
-           "protobuf", "protobuf_gzip", "json", "json_gzip", "agent", "memcpy"}
+           "protobuf", "protobuf_gzip", "json", "json_gzip", "agent", "memcpy",
+           "evring_off", "logging", "json_dumps", "python"}
 HOT = {"disabled", "event0", "event3", "span"}
 LATENCY = ("latency_two_attached", "latency_attached", "latency_stopped", "latency_absent")
 
@@ -63,6 +65,8 @@ def row(i, r, bad):
             bad.append(f"result {i}: loss outside 0..100 %")
     if b == "lossless" and not (number(r.get("buf_mib")) and isinstance(r.get("at_least"), int)):
         bad.append(f"result {i}: lossless row without buf_mib or at_least")
+    if b in ("py_event3", "py_span") and not number(r.get("x_evring")):
+        bad.append(f"result {i}: python row {b}/{s} without x_evring")
     if b == "demo" and s != "off" and not (number(r.get("vs_off")) and number(r.get("overhead"))):
         bad.append(f"result {i}: traced demo row without vs_off and overhead")
 
@@ -117,6 +121,10 @@ def whole(doc, seen, bad):
         bad.append("no consumer rows")
     if not any(k[0] == "demo" for k in seen) and not noted("evring-demo unavailable"):
         bad.append("no demo rows and no note saying why")
+    for k in (("py_event3", "evring", 1), ("py_span", "evring", 1), ("py_event3", "logging", 1),
+              ("py_event3", "json_dumps", 1), ("py_call", "python", 1)):
+        if k not in seen:
+            bad.append("no python row %s/%s" % k[:2])
     if not any(k[0] == "otlp" for k in seen) and not noted("OTLP export not measured"):
         bad.append("no otlp rows and no note saying why")
     if not noted("suite: `evring-bench all"):

@@ -59,6 +59,9 @@ static const struct bench_cmd cmds[] = {
 	{ "stdio", bench_stdio_main,
 	  "ns per write(1, line, 100) with the stdio tee (EVRING_CAPTURE_STDIO=1) off and on, and the "
 	  "ratio" },
+	{ "python", bench_python_main,
+	  "ns per evring.event (3 fields) and span pair from Python, against logging to a file and "
+	  "json.dumps to a file, with EVRING=off and an empty call as the floor" },
 	{ "all", bench_all_main,
 	  "the whole suite, each benchmark in its own process; writes latest.json, latest.md and a chart" },
 	{ "attach", bench_attach_main, "(a peer the benchmarks start) a consumer attached to a process" },

@@ -22,7 +22,9 @@
  *
  * The evring package's directory: $EVRING_PYTHONPATH when set; else the
  * build tree's (EVR_PY_BUILD_DIR) when this object is the build tree's; else
- * the installed one (EVR_PY_INSTALL_DIR). PYTHONPATH is honoured too.
+ * the installed one, EVR_PY_INSTALL_REL from this object's directory
+ * (LIBDIR/evring), so an install under any prefix finds its own package.
+ * PYTHONPATH is honoured too.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -38,18 +40,23 @@
 
 #include "handler_bridge.h"
 
-/* Whether this object lies in the build tree, so the build tree's package goes with it. */
+/* The package beside this object: the build tree's when it lies there, else the installed one relative to it. */
 static const char *package_dir(void)
 {
-	const char *env = getenv("EVRING_PYTHONPATH");
+	static char path[4096];
+	const char *env = getenv("EVRING_PYTHONPATH"), *slash;
 	Dl_info info;
 
 	if (env && *env)
 		return env;
-	if (dladdr((void *)package_dir, &info) && info.dli_fname &&
-	    !strncmp(info.dli_fname, EVR_PY_BUILD_PLUGIN_DIR "/", strlen(EVR_PY_BUILD_PLUGIN_DIR "/")))
+	if (!dladdr((void *)package_dir, &info) || !info.dli_fname)
 		return EVR_PY_BUILD_DIR;
-	return EVR_PY_INSTALL_DIR;
+	if (!strncmp(info.dli_fname, EVR_PY_BUILD_PLUGIN_DIR "/", strlen(EVR_PY_BUILD_PLUGIN_DIR "/")))
+		return EVR_PY_BUILD_DIR;
+	slash = strrchr(info.dli_fname, '/');
+	snprintf(path, sizeof(path), "%.*s/%s", slash ? (int)(slash - info.dli_fname) : 1,
+		 slash ? info.dli_fname : ".", EVR_PY_INSTALL_REL);
+	return path;
 }
 
 /* The current exception as "Type: message" into err, cleared. */

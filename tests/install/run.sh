@@ -1,7 +1,7 @@
 #!/bin/sh
 # The install_out_of_tree test (tests/install/CMakeLists.txt registers it):
 #
-#   run.sh BUILD CMAKE CC LIBDIR VERSION [SANITIZE]
+#   run.sh BUILD CMAKE CC LIBDIR VERSION [SANITIZE [PYTHON PYDIR]]
 #
 # 1. cmake --install BUILD --prefix TMP, TMP a fresh temporary directory (never
 #    the configured prefix), and checks that every file landed under TMP;
@@ -10,6 +10,9 @@
 # 3. configures and builds app/ as a project of its own with
 #    CMAKE_PREFIX_PATH=TMP (find_package(evring VERSION EXACT)), and runs it.
 # Both builds must link the libraries in TMP and print "evring-install: ok".
+# 4. With PYTHON and PYDIR (the package's directory under the prefix):
+#    imports the installed evring package with PYTHONPATH=TMP/PYDIR, checks
+#    that its extension loads the libraries in TMP, and emits an event.
 # SANITIZE (address or thread, as EVR_SANITIZE) adds the sanitizer's flags to
 # both builds. Any failure ends it with one line on stderr and status 1.
 set -eu
@@ -18,7 +21,7 @@ if [ $# -lt 5 ]; then
 	echo "usage: run.sh BUILD CMAKE CC LIBDIR VERSION [SANITIZE]" >&2
 	exit 2
 fi
-build=$1 cmake=$2 cc=$3 libdir=$4 version=$5 sanitize=${6:-}
+build=$1 cmake=$2 cc=$3 libdir=$4 version=$5 sanitize=${6:-} python=${7:-} pydir=${8:-}
 here=$(cd "$(dirname "$0")" && pwd)
 
 fail()
@@ -102,5 +105,35 @@ grep -q "found in $prefix/$libdir/cmake/evring" "$tmp/cmake.log" ||
 grep -q -- '-D__' "$tmp/app-cmake/compile_commands.json" &&
 	fail "find_package: evring::evring passes on a compiler macro: $(grep -o -- '-D__[^ ]*' "$tmp/app-cmake/compile_commands.json" | sort -u)"
 run_app "$tmp/app-cmake/evring-install-app" find_package
+
+# 4. The Python package.
+if [ -n "$python" ]; then
+	so=$(ls "$prefix/$pydir"/evring/_evring*.so 2>/dev/null | head -n 1)
+	[ -n "$so" ] || fail "python: no evring/_evring*.so under $prefix/$pydir"
+	[ -e "$prefix/$pydir/evring/__init__.py" ] && [ -e "$prefix/$pydir/evring/llm.py" ] ||
+		fail "python: the package's .py files are not in $prefix/$pydir/evring"
+	for lib in libevring.so libevring-consumer.so; do
+		where=$(ldd "$so" | awk -v l="$lib" 'index($1, l) == 1 { print $3 }')
+		# libevring-consumer only when the extension uses it (the linker leaves out what it does not)
+		[ "$lib" = libevring-consumer.so ] && ! ldd "$so" | grep -q "$lib" && continue
+		case $where in
+		"$prefix/$libdir/"*) ;;
+		*) fail "python: $so finds $lib at '$where', not in $prefix/$libdir (its RPATH)" ;;
+		esac
+	done
+	preload=""
+	[ "$sanitize" = address ] && preload="$("$cc" -print-file-name=libasan.so) $("$cc" -print-file-name=libubsan.so)"
+	out=$(cd "$tmp" && LD_PRELOAD="$preload" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH="$prefix/$pydir" "$python" -c '
+import evring
+evring.open(name="evring-install")
+assert evring.enabled(), evring.last_error()
+with evring.span("installed") as s:
+    evring.event("event", ok=True)
+evring.llm.exception("none", "emitted")
+print(evring.__file__)
+') || fail "python: importing the installed package and emitting failed"
+	[ "$out" = "$prefix/$pydir/evring/__init__.py" ] || fail "python: imported evring from '$out', not from $prefix/$pydir"
+	echo "install_out_of_tree: the installed evring package imports from $prefix/$pydir and emits"
+fi
 
 echo "install_out_of_tree: pkg-config and find_package builds against $prefix ran"

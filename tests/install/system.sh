@@ -66,5 +66,10 @@ unshare --mount --propagation private sh -eu -c '
 		fail "the quickstart finds libevring.so.0 at \"$where\", not /usr/local/lib/libevring.so.0"
 	EVRING_NAME=evring-sys-test "$EVR_TMP/quickstart" || fail "the quickstart failed (status $?) with no LD_LIBRARY_PATH"
 	/usr/local/bin/evring --version >/dev/null || fail "/usr/local/bin/evring --version failed"
+	# The Python package, in /usr/local/lib/python3.X/dist-packages: on the path of Debian'"'"'s python3.
+	if [ -x /usr/bin/python3 ] && ls /usr/local/lib/python3*/dist-packages/evring/__init__.py >/dev/null 2>&1; then
+		(cd "$EVR_TMP" && EVRING_NAME=evring-sys-test /usr/bin/python3 -c "import evring; evring.event(\"installed\")") ||
+			fail "import evring from /usr/local with Debian'"'"'s python3 failed"
+	fi
 ' || exit 1
 echo "install_system: make install into /usr/local ran ldconfig; the quickstart ran without LD_LIBRARY_PATH"
