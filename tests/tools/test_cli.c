@@ -109,6 +109,26 @@ static pid_t demo(const char *const *args)
 
 #define DEMO(...) demo((const char *const[]){ __VA_ARGS__, NULL })
 
+/* Waits until process consumer holds a consumer slot of demo's segment (it has attached). */
+static void wait_attached(pid_t demo_pid, pid_t consumer)
+{
+	char shm[128], e[EVR_ERR_MAX];
+	struct evr_segment seg;
+	uint64_t end = now_ms() + WAIT_MS;
+	bool held = false;
+
+	cr_assert_gt(evr_segment_name(shm, sizeof(shm), demo_pid, "evring-demo"), 0);
+	cr_assert_eq(evr_segment_open(&seg, shm, e, sizeof(e)), 0, "%s", e);
+	while (!held) {
+		for (uint32_t k = 0; k < seg.slots && !held; k++)
+			held = evr_ld_64(&seg.hdr->slots[k].pid) == (uint64_t)consumer;
+		cr_assert(held || now_ms() < end, "pid %d did not attach to %s", (int)consumer, shm);
+		if (!held)
+			sleep_ms(5);
+	}
+	evr_segment_close(&seg);
+}
+
 static void demo_stop(pid_t pid)
 {
 	char seg[128];
@@ -974,7 +994,8 @@ Test(cli, record_raw_of_two_processes_one_killed_replays_to_the_live_jsonl)
 	snprintf(a2, sizeof(a2), "jsonl=%s", again);
 	start_cli((const char *const[]){ "record", p0, p1, "--raw", "-o", cap, "-H", a1, NULL }, &cli_pid, out, err,
 		  sizeof(out));
-	sleep_ms(500);
+	wait_attached(d[1], cli_pid); /* it attaches "from now": a slow start would find nothing of d[1] */
+	sleep_ms(300);
 	kill(d[1], SIGKILL);
 	collect(&rec, cli_pid, out, err);
 	cr_assert_eq(rec.status, 0, "%s", rec.err);
