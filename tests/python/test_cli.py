@@ -37,7 +37,7 @@ HANDLER = textwrap.dedent('''
             assert isinstance(tr, evring.Trace)
             self.n["trace"] += 1
             self.n["parents_ok"] += all(tr.spans[p].span_id == s.parent_id
-                                        for s, p in zip(tr.spans, tr.parents) if p >= 0)
+                                        for s, p in zip(tr.spans, tr.parents) if p is not None)
 
         def on_close(self):
             self.n["types"] = sorted(self.types)
