@@ -12,6 +12,22 @@
  * releases it in slices of 50 ms and looks at signals between them, so
  * Ctrl-C raises KeyboardInterrupt within 50 ms.
  *
+ * add_handler, add_builtin and remove_handler do not take the consumer
+ * (they may run beside run(), as the C API allows), but each counts itself
+ * in `inflight` with the GIL held before it releases the GIL; close() and
+ * dealloc set `closing` (which refuses new ones) and wait for the count to
+ * drop to 0 before the C consumer is ended and freed.
+ *
+ * Stalled handlers. evr_consumer_close abandons a handler stalled in a call
+ * (past the timeout) and frees what the call's records point at; close()
+ * first has the bridge revoke the records of this consumer's Python
+ * handlers (evr_py_bridge_revoke), holding the GIL, so such a call reads
+ * none of it when it resumes.
+ *
+ * Every consumer with a C consumer is on `live` (under the GIL), whoever
+ * made it (evring.Consumer or evring._evring.Consumer): _shutdown(), run at
+ * interpreter exit, closes them, then keeps handler threads out of Python.
+ *
  * Written against the full C API, not the limited one (Py_LIMITED_API):
  * the handler threads keep a thread state each (PyEval_SaveThread /
  * RestoreThread) and the record types read tuples with PyTuple_GET_ITEM;
@@ -34,11 +50,43 @@ struct pycons {
 	PyObject_HEAD
 	struct evr_consumer *c;
 	int busy;	   /* a drain-thread call is running (atomic) */
+	int inflight;	   /* add_handler, add_builtin, remove_handler inside the C consumer (atomic; GIL to enter) */
+	int closing;	   /* close() or dealloc began: no more of those (GIL) */
+	struct pycons *prev_live, *next_live; /* on `live` while s->c is set (GIL) */
+	int linked;
 	volatile int stop; /* stop(): run() returns at its next round */
 	unsigned flags;	   /* attach flags */
 	char *dispatcher, *experiment; /* the options' strings: the consumer keeps pointers to them */
 	PyObject *final_stats, *final_handlers; /* stats() and handler_stats() as close() left them */
 };
+
+static struct pycons *live; /* consumers not closed yet; GIL */
+
+static void live_link(struct pycons *s)
+{
+	if (s->linked)
+		return;
+	s->prev_live = NULL;
+	s->next_live = live;
+	if (live)
+		live->prev_live = s;
+	live = s;
+	s->linked = 1;
+}
+
+static void live_unlink(struct pycons *s)
+{
+	if (!s->linked)
+		return;
+	if (s->prev_live)
+		s->prev_live->next_live = s->next_live;
+	else
+		live = s->next_live;
+	if (s->next_live)
+		s->next_live->prev_live = s->prev_live;
+	s->prev_live = s->next_live = NULL;
+	s->linked = 0;
+}
 
 static uint64_t now_ns(void)
 {
@@ -84,6 +132,40 @@ static void leave(struct pycons *s)
 	__atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
 }
 
+/* Counts a call that uses s->c without the GIL and without `busy`; -1 with an exception when closed. GIL held. */
+static int hold(struct pycons *s, const char *what)
+{
+	if (!s->c) {
+		PyErr_Format(PyExc_ValueError, "evring.Consumer.%s: the consumer is closed", what);
+		return -1;
+	}
+	if (s->closing) {
+		PyErr_Format(PyExc_RuntimeError, "evring.Consumer.%s: the consumer is being closed", what);
+		return -1;
+	}
+	__atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQUIRE);
+	return 0;
+}
+
+static void unhold(struct pycons *s)
+{
+	__atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELEASE);
+}
+
+/* Refuses new held calls and waits, the GIL released, for those running. GIL held. */
+static void drain_holds(struct pycons *s)
+{
+	struct timespec nap = { 0, 1000000 };
+
+	s->closing = 1;
+	if (!__atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE))
+		return;
+	Py_BEGIN_ALLOW_THREADS
+	while (__atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE))
+		nanosleep(&nap, NULL);
+	Py_END_ALLOW_THREADS
+}
+
 static int seconds_ns(PyObject *v, const char *what, uint64_t *out, int zero_ok)
 {
 	double d;
@@ -103,6 +185,8 @@ static int seconds_ns(PyObject *v, const char *what, uint64_t *out, int zero_ok)
 		return -1;
 	}
 	*out = (uint64_t)(d * 1e9 + 0.5);
+	if (d > 0 && *out == 0)
+		*out = 1; /* 0 means "no limit" or "the default": a tiny positive time is 1 ns */
 	return 0;
 }
 
@@ -208,6 +292,7 @@ static int cons_init(PyObject *self, PyObject *args, PyObject *kw)
 		os_error(-ENOMEM, err);
 		return -1;
 	}
+	live_link(s);
 	if (targets && targets != Py_None) {
 		PyObject *seq, *r;
 
@@ -253,16 +338,41 @@ static PyObject *cons_add_handler(PyObject *self, PyObject *args, PyObject *kw)
 		o.ignore_begin = NULL;
 	if (o.ignore_end == Py_None)
 		o.ignore_end = NULL;
+	o.consumer = s;
 	if (evr_py_handler_make(obj, &o, &h, err, sizeof(err)) < 0)
 		return NULL;
+	if (hold(s, "add_handler") < 0) {
+		h.destroy(h.ctx);
+		return NULL;
+	}
 	Py_BEGIN_ALLOW_THREADS
 	rc = evr_consumer_add_handler(s->c, &h);
 	Py_END_ALLOW_THREADS
+	unhold(s);
 	if (rc < 0) {
 		h.destroy(h.ctx);
 		return os_error(rc, "add_handler: the consumer refused the handler");
 	}
 	return PyLong_FromLong(rc);
+}
+
+/*
+ * A plugin= spec naming the Python handler plug-in (evring-python-handler.so,
+ * or any plug-in that links libpython: it exports evr_handler_entry_v1 next
+ * to Py_Initialize): only the file name can be told here, and that is what
+ * the CLI's python= spec makes.
+ */
+static int python_plugin_spec(const char *spec)
+{
+	const char *path = spec + 7, *end;
+	size_t n;
+
+	if (strncmp(spec, "plugin=", 7))
+		return 0;
+	end = path + strcspn(path, ",:");
+	n = (size_t)(end - path);
+	return n >= strlen("evring-python-handler.so") &&
+	       !strncmp(end - strlen("evring-python-handler.so"), "evring-python-handler.so", strlen("evring-python-handler.so"));
 }
 
 static PyObject *cons_add_builtin(PyObject *self, PyObject *arg)
@@ -275,14 +385,17 @@ static PyObject *cons_add_builtin(PyObject *self, PyObject *arg)
 	if (!PyUnicode_Check(arg) || !(spec = PyUnicode_AsUTF8(arg)))
 		return PyErr_Format(PyExc_TypeError, "add_builtin wants a spec (str) such as 'jsonl=PATH', not %.100s",
 				    Py_TYPE(arg)->tp_name);
-	if (!s->c)
-		return PyErr_Format(PyExc_ValueError, "evring.Consumer.add_builtin: the consumer is closed");
-	if (!strncmp(spec, "python=", 7))
+	if (!strncmp(spec, "python=", 7) || python_plugin_spec(spec))
 		return PyErr_Format(PyExc_ValueError,
-				    "add_builtin: '%s' is for the evring CLI; here call add_handler(obj) with the object", spec);
+				    "add_builtin: '%s' is for the evring CLI (it would start a second interpreter); here call "
+				    "add_handler(obj) with the object",
+				    spec);
+	if (hold(s, "add_builtin") < 0)
+		return NULL;
 	Py_BEGIN_ALLOW_THREADS
 	rc = evr_consumer_add_builtin(s->c, spec, NULL, err, sizeof(err));
 	Py_END_ALLOW_THREADS
+	unhold(s);
 	if (rc < 0)
 		return os_error(rc, err);
 	return PyLong_FromLong(rc);
@@ -296,13 +409,14 @@ static PyObject *cons_remove_handler(PyObject *self, PyObject *arg)
 
 	if (id == -1 && PyErr_Occurred())
 		return NULL;
-	if (!s->c)
-		return PyErr_Format(PyExc_ValueError, "evring.Consumer.remove_handler: the consumer is closed");
 	if (evr_py_in_handler())
 		return PyErr_Format(PyExc_RuntimeError, "evring.Consumer.remove_handler: called from inside a handler");
+	if (hold(s, "remove_handler") < 0)
+		return NULL;
 	Py_BEGIN_ALLOW_THREADS
 	rc = evr_consumer_remove_handler(s->c, (int)id);
 	Py_END_ALLOW_THREADS
+	unhold(s);
 	if (rc < 0)
 		return rc == -ENOENT ? PyErr_Format(PyExc_KeyError, "remove_handler: no handler %ld", id)
 				     : os_error(rc, NULL);
@@ -343,7 +457,7 @@ static PyObject *cons_run(PyObject *self, PyObject *args, PyObject *kw)
 		return NULL;
 	if (seconds_ns(secs, "run(seconds)", &total, 0) < 0 || enter(s, "run") < 0)
 		return NULL;
-	__atomic_store_n(&s->stop, 0, __ATOMIC_RELAXED);
+	/* stop() is not cleared here: one called just before run() makes it return at once. */
 	for (;;) {
 		uint64_t slice = RUN_SLICE_NS, t0, t1, spent = now_ns() - start;
 		int rc;
@@ -374,11 +488,13 @@ static PyObject *cons_run(PyObject *self, PyObject *args, PyObject *kw)
 		if (PyErr_CheckSignals() < 0)
 			break;
 	}
+	__atomic_store_n(&s->stop, 0, __ATOMIC_RELAXED); /* consumed: the next run() runs */
 	leave(s);
 	Py_XINCREF(result);
 	return result;
 }
 
+/* stop(): makes the running run() return False; one called while none runs makes the next one return at once. */
 static PyObject *cons_stop(PyObject *self, PyObject *unused)
 {
 	(void)unused;
@@ -495,6 +611,15 @@ static PyObject *cons_stats(PyObject *self, PyObject *unused)
 	return stats_dict(&st);
 }
 
+/* The counters now, for close(), which holds the consumer already. */
+static PyObject *stats_now(struct pycons *s)
+{
+	struct evr_consumer_stats st;
+
+	evr_consumer_stats(s->c, &st);
+	return stats_dict(&st);
+}
+
 static PyObject *handler_dict(const struct evr_handler_stats *h)
 {
 	PyObject *d = PyDict_New(), *v;
@@ -521,25 +646,22 @@ static PyObject *handler_dict(const struct evr_handler_stats *h)
 	return d;
 }
 
-/* handler_stats(): one dict per live handler, in the order they were added. */
-static PyObject *cons_handler_stats(PyObject *self, PyObject *unused)
+/*
+ * The handlers' counters now, with the consumer held by the caller: the
+ * names point into the handlers, which remove_handler frees, so they are
+ * made into Python strings before the caller lets go.
+ */
+static PyObject *handler_stats_now(struct pycons *s)
 {
-	struct pycons *s = (struct pycons *)self;
 	struct evr_handler_stats *hs = NULL;
 	PyObject *list;
 	int n = 16, got;
 
-	(void)unused;
-	if (!s->c && s->final_handlers)
-		return PySequence_List(s->final_handlers);
-	if (enter(s, "handler_stats") < 0)
-		return NULL;
 	for (;;) {
 		struct evr_handler_stats *x = realloc(hs, (size_t)n * sizeof(*hs));
 
 		if (!x) {
 			free(hs);
-			leave(s);
 			return PyErr_NoMemory();
 		}
 		hs = x;
@@ -548,7 +670,6 @@ static PyObject *cons_handler_stats(PyObject *self, PyObject *unused)
 			break;
 		n *= 2;
 	}
-	leave(s);
 	list = PyList_New(0);
 	for (int i = 0; list && i < got; i++) {
 		PyObject *d = handler_dict(&hs[i]);
@@ -559,6 +680,29 @@ static PyObject *cons_handler_stats(PyObject *self, PyObject *unused)
 	}
 	free(hs);
 	return list;
+}
+
+/* handler_stats(): one dict per live handler, in the order they were added. */
+static PyObject *cons_handler_stats(PyObject *self, PyObject *unused)
+{
+	struct pycons *s = (struct pycons *)self;
+	PyObject *list;
+
+	(void)unused;
+	if (!s->c && s->final_handlers)
+		return PySequence_List(s->final_handlers);
+	if (enter(s, "handler_stats") < 0)
+		return NULL;
+	list = handler_stats_now(s);
+	leave(s);
+	return list;
+}
+
+/* A C string of the producer's (program, cmdline): not UTF-8 is replaced, never an exception. */
+static PyObject *str_replace(const char *v)
+{
+	v = v ? v : "";
+	return PyUnicode_DecodeUTF8(v, (Py_ssize_t)strlen(v), "replace");
 }
 
 /* sources(): one dict per attached process: pid, program, cmdline, shm_name, dead, records, lost, ... */
@@ -576,14 +720,20 @@ static PyObject *cons_sources(PyObject *self, PyObject *unused)
 	list = PyList_New(0);
 	for (int i = 0; list && i < got && i < 256; i++) {
 		const struct evr_source *src = ss[i].src;
-		PyObject *d = Py_BuildValue("{s:I,s:I,s:s,s:s,s:s,s:O,s:K,s:K,s:K,s:K,s:O}", "pid", src->pid, "index",
-					    src->index, "program", src->program ? src->program : "", "cmdline",
-					    src->cmdline ? src->cmdline : "", "shm_name", src->shm_name ? src->shm_name : "",
+		PyObject *prog = str_replace(src->program), *cmd = prog ? str_replace(src->cmdline) : NULL,
+			 *shm = cmd ? str_replace(src->shm_name) : NULL, *d = NULL;
+
+		if (shm)
+			d = Py_BuildValue("{s:I,s:I,s:N,s:N,s:N,s:O,s:K,s:K,s:K,s:K,s:O}", "pid", src->pid, "index",
+					    src->index, "program", prog, "cmdline", cmd, "shm_name", shm,
 					    "dead", src->dead ? Py_True : Py_False, "records",
 					    (unsigned long long)ss[i].records, "lost", (unsigned long long)ss[i].lost,
 					    "ring_skipped", (unsigned long long)ss[i].ring_skipped, "attached_ns",
 					    (unsigned long long)ss[i].attached_ns, "ending", ss[i].ending ? Py_True : Py_False);
-
+		else {
+			Py_XDECREF(prog);
+			Py_XDECREF(cmd);
+		}
 		if (!d || PyList_Append(list, d) < 0)
 			Py_CLEAR(list);
 		Py_XDECREF(d);
@@ -603,17 +753,20 @@ static PyObject *cons_close(PyObject *self, PyObject *unused)
 		Py_RETURN_NONE;
 	if (enter(s, "close") < 0)
 		return NULL;
+	drain_holds(s); /* add_handler and friends out of the C consumer; no more of them */
 	Py_BEGIN_ALLOW_THREADS
 	evr_consumer_end(c); /* on_close runs, waited for: the counters are final */
 	Py_END_ALLOW_THREADS
-	leave(s);
-	s->final_stats = cons_stats(self, NULL);
-	s->final_handlers = s->final_stats ? cons_handler_stats(self, NULL) : NULL;
+	s->final_stats = stats_now(s);
+	s->final_handlers = s->final_stats ? handler_stats_now(s) : NULL;
 	PyErr_Clear(); /* out of memory: stats() after close() says it is closed */
 	s->c = NULL;
+	live_unlink(s);
+	evr_py_bridge_revoke(s); /* a handler stalled in a call reads nothing the close frees */
 	Py_BEGIN_ALLOW_THREADS
 	evr_consumer_close(c);
 	Py_END_ALLOW_THREADS
+	leave(s);
 	Py_RETURN_NONE;
 }
 
@@ -639,16 +792,22 @@ static void cons_dealloc(PyObject *self)
 {
 	struct pycons *s = (struct pycons *)self;
 
+	live_unlink(s);
 	if (s->c && !evr_py_in_handler()) {
 		struct evr_consumer *c = s->c;
 
+		/* No method runs (each holds a reference), so nothing is in flight: closing only refuses more. */
+		drain_holds(s);
 		s->c = NULL;
+		evr_py_bridge_revoke(s);
 		Py_BEGIN_ALLOW_THREADS
 		evr_consumer_close(c);
 		Py_END_ALLOW_THREADS
 	}
-	free(s->dispatcher);
-	free(s->experiment);
+	if (!s->c) {
+		free(s->dispatcher);
+		free(s->experiment);
+	} /* else: dropped inside a handler, the C consumer is leaked, and it still points at both */
 	Py_CLEAR(s->final_stats);
 	Py_CLEAR(s->final_handlers);
 	Py_TYPE(self)->tp_free(self);
@@ -700,11 +859,25 @@ static PyTypeObject cons_type = {
 	.tp_getset = cons_getset,
 };
 
+/*
+ * _shutdown(), at interpreter exit: closes every consumer still open (made
+ * by evring.Consumer or by the base type), then keeps the handler threads
+ * out of Python, waiting up to 2 s for those inside a method to come out.
+ */
 static PyObject *mod_shutdown(PyObject *m, PyObject *unused)
 {
 	(void)m;
 	(void)unused;
-	evr_py_bridge_shutdown();
+	while (live) {
+		PyObject *c = Py_NewRef((PyObject *)live), *r;
+
+		live_unlink(live);
+		if (!(r = cons_close(c, NULL)))
+			PyErr_Clear(); /* in use by another thread, or called from a handler: left as it is */
+		Py_XDECREF(r);
+		Py_DECREF(c);
+	}
+	evr_py_bridge_shutdown(2.0);
 	Py_RETURN_NONE;
 }
 

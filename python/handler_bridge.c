@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "handler_records.h"
 
@@ -43,12 +44,58 @@ struct pyh {
 	PyThreadState *ts; /* the handler thread's kept thread state, while it does not hold the GIL */
 	pthread_t owner;   /* that thread */
 	int owned;	   /* owner is set */
+	const void *consumer; /* whose handler it is (evr_py_bridge_revoke), set at make; NULL: the CLI's */
+	int revoked;	   /* the consumer is being freed: records no longer read C objects (atomic, GIL) */
+	struct pyh *prev, *next; /* on `handlers`, under handlers_lock */
 };
+
+/*
+ * Every Python handler made and not yet destroyed, for
+ * evr_py_bridge_revoke. A mutex, not the GIL: destroy runs without the GIL
+ * once the interpreter is exiting.
+ */
+static pthread_mutex_t handlers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pyh *handlers;
+
+static void handlers_link(struct pyh *h)
+{
+	pthread_mutex_lock(&handlers_lock);
+	h->prev = NULL;
+	h->next = handlers;
+	if (handlers)
+		handlers->prev = h;
+	handlers = h;
+	pthread_mutex_unlock(&handlers_lock);
+}
+
+static void handlers_unlink(struct pyh *h)
+{
+	pthread_mutex_lock(&handlers_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else if (handlers == h)
+		handlers = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	h->prev = h->next = NULL;
+	pthread_mutex_unlock(&handlers_lock);
+}
+
+void evr_py_bridge_revoke(const void *consumer)
+{
+	pthread_mutex_lock(&handlers_lock);
+	for (struct pyh *h = handlers; h; h = h->next)
+		if (consumer && h->consumer == consumer)
+			__atomic_store_n(&h->revoked, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&handlers_lock);
+}
 
 static void pyh_free(struct pyh *h);
 
 /* Set by evring._evring._shutdown() at interpreter exit: callbacks no longer enter Python. */
 static int shutting_down;
+/* Threads inside a callback that may enter Python (counted before shutting_down is looked at). */
+static int in_bridge;
 static __thread int in_handler;
 
 int evr_py_in_handler(void)
@@ -56,9 +103,32 @@ int evr_py_in_handler(void)
 	return in_handler;
 }
 
-void evr_py_bridge_shutdown(void)
+/* Enters a callback: 0, or -1 (not counted) when the interpreter is exiting. */
+static int bridge_enter(void)
 {
-	__atomic_store_n(&shutting_down, 1, __ATOMIC_RELEASE);
+	__atomic_add_fetch(&in_bridge, 1, __ATOMIC_SEQ_CST); /* before the flag: pairs with the shutdown's wait */
+	if (__atomic_load_n(&shutting_down, __ATOMIC_SEQ_CST)) {
+		__atomic_sub_fetch(&in_bridge, 1, __ATOMIC_RELEASE);
+		return -1;
+	}
+	return 0;
+}
+
+static void bridge_leave(void)
+{
+	__atomic_sub_fetch(&in_bridge, 1, __ATOMIC_RELEASE);
+}
+
+void evr_py_bridge_shutdown(double wait_s)
+{
+	struct timespec nap = { 0, 1000000 };
+
+	__atomic_store_n(&shutting_down, 1, __ATOMIC_SEQ_CST);
+	/* The caller holds the GIL; a thread inside a call needs it to come out. */
+	Py_BEGIN_ALLOW_THREADS
+	for (int i = 0; i < (int)(wait_s * 1000) && __atomic_load_n(&in_bridge, __ATOMIC_ACQUIRE) > 0; i++)
+		nanosleep(&nap, NULL);
+	Py_END_ALLOW_THREADS
 }
 
 /* ---- the GIL --------------------------------------------------------------- */
@@ -141,11 +211,16 @@ static int call(struct pyh *h, int cb, enum evr_py_rec_kind kind, const void *c)
 	PyObject *rec, *r = NULL;
 	struct gil g;
 
-	if (__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE))
+	if (bridge_enter() < 0)
 		return 0;
 	gil_enter(h, &g);
+	if (__atomic_load_n(&h->revoked, __ATOMIC_ACQUIRE)) { /* the consumer went while this thread waited */
+		gil_leave(h, &g);
+		bridge_leave();
+		return 0;
+	}
 	in_handler = 1;
-	rec = evr_py_rec_new(kind, c);
+	rec = evr_py_rec_new(kind, c, &h->revoked);
 	if (rec)
 		r = PyObject_CallOneArg(h->m[cb], rec);
 	if (r)
@@ -156,6 +231,7 @@ static int call(struct pyh *h, int cb, enum evr_py_rec_kind kind, const void *c)
 		evr_py_rec_release(rec);
 	in_handler = 0;
 	gil_leave(h, &g);
+	bridge_leave();
 	return r ? 0 : 1;
 }
 
@@ -214,7 +290,7 @@ static int on_end(void *ctx)
 	PyObject *r;
 	struct gil g;
 
-	if (__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE))
+	if (bridge_enter() < 0)
 		return 0;
 	gil_enter(h, &g);
 	in_handler = 1;
@@ -226,6 +302,7 @@ static int on_end(void *ctx)
 	flush_std();
 	in_handler = 0;
 	gil_leave(h, &g);
+	bridge_leave();
 	return r ? 0 : 1;
 }
 
@@ -234,7 +311,8 @@ static void destroy(void *ctx)
 	struct pyh *h = ctx;
 	struct gil g;
 
-	if (!__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE)) {
+	handlers_unlink(h);
+	if (bridge_enter() == 0) {
 		gil_enter(h, &g);
 		for (int i = 0; i < CB_N; i++)
 			Py_CLEAR(h->m[i]);
@@ -243,6 +321,7 @@ static void destroy(void *ctx)
 			PyGILState_Release(PyGILState_UNLOCKED); /* counter 1 -> 0: the thread state goes, the GIL too */
 		else
 			gil_leave(h, &g);
+		bridge_leave();
 	}
 	pyh_free(h);
 }
@@ -385,7 +464,8 @@ int evr_py_handler_make(PyObject *obj, const struct evr_py_handler_opts *o, stru
 			rc = fail(err, errlen, PyExc_TypeError, "add_handler: %s.dispatcher is not a str", h->name);
 			goto fail;
 		}
-		dispatcher = x ? PyUnicode_AsUTF8(x) : NULL;
+		if (x && !(dispatcher = PyUnicode_AsUTF8(x))) /* not encodable (a lone surrogate) */
+			goto fail_py;
 	}
 	if (dispatcher && *dispatcher && !(h->dispatcher = strdup(dispatcher))) {
 		PyErr_NoMemory();
@@ -402,6 +482,8 @@ int evr_py_handler_make(PyObject *obj, const struct evr_py_handler_opts *o, stru
 	}
 	Py_XDECREF(x);
 	h->obj = Py_NewRef(obj);
+	h->consumer = o ? o->consumer : NULL;
+	handlers_link(h);
 	out->name = h->name;
 	out->ctx = h;
 	out->dispatcher = h->dispatcher;

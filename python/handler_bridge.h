@@ -42,6 +42,7 @@ struct evr_py_handler_opts {
 	PyObject *ignore_begin;	 /* iterable of str; NULL: the object's event_starts_to_ignore */
 	PyObject *ignore_end;	 /* iterable of str; NULL: the object's event_ends_to_ignore */
 	uint32_t queue_len;	 /* 0: the runtime's default */
+	const void *consumer;	 /* the evring.Consumer it is added to (evr_py_bridge_revoke); NULL: none */
 };
 
 struct evr_py_handler_api {
@@ -69,11 +70,21 @@ int evr_py_handler_make(PyObject *obj, const struct evr_py_handler_opts *o, stru
 int evr_py_in_handler(void);
 
 /*
+ * Marks the records lent to the handlers made for consumer (their opts'
+ * `consumer`) as gone: a call still running there (stalled past the
+ * timeout, which evr_consumer_close abandons) no longer reads its C
+ * objects, nor does a call that had not taken the GIL yet run. Called by
+ * evring.Consumer, holding the GIL, before it frees the C consumer.
+ */
+void evr_py_bridge_revoke(const void *consumer);
+
+/*
  * From now on callbacks return at once without entering Python (the
  * interpreter is exiting: evring._evring._shutdown(), run by atexit after
- * the consumers were closed). Any thread.
+ * the consumers were closed); then waits, the GIL released, up to wait_s
+ * for the threads already inside a callback to come out. GIL held.
  */
-void evr_py_bridge_shutdown(void);
+void evr_py_bridge_shutdown(double wait_s);
 
 /* Adds Event, Span, Trace, Lost, Skipped, Truncated and the capsule to the module; 0, or -1 with an exception. */
 int evr_py_bridge_init(PyObject *m);

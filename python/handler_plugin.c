@@ -5,9 +5,11 @@
  *
  * The CLI loads this object as `plugin=PATH:module:Class[:ARG]` (consumer.h,
  * EVR_HANDLER_ENTRY). Its entry point starts an embedded interpreter once
- * per process (Py_InitializeEx(0): the CLI keeps its own signal handlers),
- * puts the current directory and the evring package's directory on
- * sys.path, imports module, makes Class(ARG) (Class() without ARG), and
+ * per process (Py_InitializeFromConfig, install_signal_handlers 0: the CLI
+ * keeps its own signal handlers; a failure, such as a bad PYTHONHOME, is
+ * an error line, not Py_FatalError's abort), puts the evring package's
+ * directory and then the current directory on sys.path (an evring/ in the
+ * current directory does not shadow the package), imports module, makes Class(ARG) (Class() without ARG), and
  * hands the object to the same bridge evring.Consumer uses: it imports
  * evring._evring and calls evr_py_handler_make through the capsule
  * evring._evring._handler_api, so one copy of the bridge and the record
@@ -78,16 +80,16 @@ static void exc_text(char *err, size_t errlen, const char *what)
 	Py_XDECREF(tb);
 }
 
-/* sys.argv, and sys.path: the current directory first, the package's directory next. */
+/* sys.argv, and sys.path: the package's directory first, the current directory next. */
 static int setup_path(char *err, size_t errlen)
 {
 	PyObject *g = PyDict_New(), *r;
 	static const char code[] = "import os, sys\n"
 				   "if not getattr(sys, 'argv', None): sys.argv = ['evring']\n"
-				   "if pkgdir in sys.path: sys.path.remove(pkgdir)\n"
-				   "sys.path.insert(0, pkgdir)\n"
 				   "here = os.getcwd()\n"
-				   "if here not in sys.path: sys.path.insert(0, here)\n";
+				   "if here not in sys.path: sys.path.insert(0, here)\n"
+				   "if pkgdir in sys.path: sys.path.remove(pkgdir)\n"
+				   "sys.path.insert(0, pkgdir)\n";
 
 	if (!g || PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0) {
 		Py_XDECREF(g);
@@ -191,13 +193,31 @@ EVR_HANDLER_EXPORT int evr_handler_entry_v1(const char *arg, struct evr_handler 
 	snprintf(module, sizeof(module), "%.*s", (int)(c1 - arg), arg);
 	snprintf(cls, sizeof(cls), "%.*s", (int)((c2 ? c2 : c1 + strlen(c1)) - (c1 + 1)), c1 + 1);
 
-	/* libpython's symbols for the extension modules imported from here on. */
+	/*
+	 * libpython's symbols for the extension modules imported from here on.
+	 * The handle is leaked on purpose: it keeps libpython mapped (and
+	 * global) after the consumer dlcloses this plug-in, while handler
+	 * threads and the interpreter, never finalized, still use it.
+	 */
 	if (!dlopen(EVR_LIBPYTHON_SONAME, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL)) {
 		snprintf(err, errlen, "python handler: cannot make %s global: %s", EVR_LIBPYTHON_SONAME, dlerror());
 		return -ELIBBAD;
 	}
 	if (!Py_IsInitialized()) {
-		Py_InitializeEx(0);
+		PyConfig config;
+		PyStatus status;
+
+		PyConfig_InitPythonConfig(&config);
+		config.install_signal_handlers = 0;
+		config.parse_argv = 0;
+		status = Py_InitializeFromConfig(&config);
+		PyConfig_Clear(&config);
+		if (PyStatus_Exception(status)) {
+			snprintf(err, errlen, "python handler: cannot start the interpreter: %s%s%s (PYTHONHOME=%s)",
+				 status.func ? status.func : "", status.func ? ": " : "",
+				 status.err_msg ? status.err_msg : "error", getenv("PYTHONHOME") ? getenv("PYTHONHOME") : "unset");
+			return -ELIBBAD;
+		}
 		started = 1; /* this thread holds the GIL */
 	} else {
 		st = PyGILState_Ensure();

@@ -11,7 +11,18 @@
  *
  * Values of fields: None, bool, int, float, str; a string the producer cut
  * at its limit is an evring.Truncated, a str subclass (isinstance tells).
- * Bytes that are not UTF-8 are replaced (U+FFFD), never an exception.
+ * Bytes that are not UTF-8 are replaced (U+FFFD), never an exception: in
+ * values, in field names and in every other string.
+ *
+ * The loan. The C object, and the sources and site tables it points at,
+ * are the consumer's: evr_consumer_close frees them, and it does not wait
+ * for a handler stalled in a call (it abandons it). So every record of a
+ * call shares the call's `revoked` flag (the bridge's, one per handler),
+ * which evring.Consumer.close sets, holding the GIL, before it frees the
+ * consumer; a record reads its C object only with the GIL held and the
+ * flag clear. Once revoked, an attribute not converted yet raises
+ * RuntimeError (also after the call, when the record was kept), instead
+ * of reading freed memory.
  */
 #include "handler_records.h"
 
@@ -21,7 +32,9 @@
 
 struct rec {
 	PyObject_HEAD
-	const void *c; /* the C object, lent while the method runs; NULL after */
+	const void *c;	    /* the C object, lent while the method runs; NULL after */
+	const int *revoked; /* the loan's flag (see above); read only while c is set */
+	int gone;	    /* the loan was revoked before the record was copied: v[] is what was read */
 	PyObject *v[REC_MAX];
 };
 
@@ -29,7 +42,7 @@ struct kind {
 	PyTypeObject *type;
 	int n;
 	const char *const *names;
-	PyObject *(*convert)(const void *c, int attr);
+	PyObject *(*convert)(const void *c, int attr, const int *revoked);
 };
 
 static PyObject *truncated_type; /* evring.Truncated, a subclass of str */
@@ -77,7 +90,14 @@ static int fields_into(PyObject *d, const struct evr_fields *f)
 
 		if (!v)
 			return -1;
-		rc = PyDict_SetItemString(d, f->f[i].name ? f->f[i].name : "", v);
+		PyObject *k = str_of(f->f[i].name ? f->f[i].name : ""); /* not UTF-8: replaced, as values */
+
+		if (!k) {
+			Py_DECREF(v);
+			return -1;
+		}
+		rc = PyDict_SetItem(d, k, v);
+		Py_DECREF(k);
 		Py_DECREF(v);
 		if (rc < 0)
 			return -1;
@@ -133,8 +153,9 @@ static const char *const event_names[E_N] = { "name",	 "dispatcher", "pid",	  "p
 					      "ts_ns",	 "mono_ns",    "span_id", "trace_id", "late",
 					      "fields", "content",    "file",	  "line",    "func" };
 
-static PyObject *event_convert(const void *c, int a)
+static PyObject *event_convert(const void *c, int a, const int *revoked)
 {
+	(void)revoked;
 	const struct evr_event *e = c;
 	const struct evr_site_info *s = e->site;
 
@@ -194,8 +215,9 @@ static PyObject *span_error(const struct evr_span_rec *sp)
 	return str_of(status_name(sp->status));
 }
 
-static PyObject *span_convert(const void *c, int a)
+static PyObject *span_convert(const void *c, int a, const int *revoked)
 {
+	(void)revoked;
 	const struct evr_span_rec *sp = c;
 	const struct evr_site_info *s = sp->site;
 	PyObject *x, *y, *t;
@@ -258,7 +280,7 @@ enum { T_TRACE, T_PID, T_PROGRAM, T_ROOT, T_START, T_END, T_DURATION, T_INCOMPLE
 static const char *const trace_names[T_N] = { "trace_id", "pid",	   "program",	 "root",  "start_ns",
 					      "end_ns",	  "duration_ns", "incomplete", "spans", "parents" };
 
-static PyObject *trace_convert(const void *c, int a)
+static PyObject *trace_convert(const void *c, int a, const int *revoked)
 {
 	const struct evr_trace *tr = c;
 	PyObject *t;
@@ -270,7 +292,9 @@ static PyObject *trace_convert(const void *c, int a)
 		return PyLong_FromUnsignedLong(tr->src ? tr->src->pid : 0);
 	case T_PROGRAM:
 		return str_of(tr->src ? tr->src->program : NULL);
-	case T_ROOT:
+	case T_ROOT: /* None when it never arrived: -1 would index the last span */
+		if (tr->root < 0 || (uint32_t)tr->root >= tr->nspans)
+			Py_RETURN_NONE;
 		return PyLong_FromLong(tr->root);
 	case T_START:
 		return PyLong_FromUnsignedLongLong(tr->start_ns);
@@ -284,7 +308,7 @@ static PyObject *trace_convert(const void *c, int a)
 		if (!(t = PyTuple_New(tr->nspans)))
 			return NULL;
 		for (uint32_t i = 0; i < tr->nspans; i++) {
-			PyObject *s = evr_py_rec_new(EVR_PY_SPAN, tr->spans[i]);
+			PyObject *s = evr_py_rec_new(EVR_PY_SPAN, tr->spans[i], revoked);
 
 			if (!s) {
 				Py_DECREF(t);
@@ -297,7 +321,8 @@ static PyObject *trace_convert(const void *c, int a)
 		if (!(t = PyTuple_New(tr->nspans)))
 			return NULL;
 		for (uint32_t i = 0; i < tr->nspans; i++) {
-			PyObject *p = PyLong_FromLong(tr->parent ? tr->parent[i] : -1);
+			int32_t pi = tr->parent ? tr->parent[i] : -1;
+			PyObject *p = pi >= 0 && (uint32_t)pi < tr->nspans ? PyLong_FromLong(pi) : Py_NewRef(Py_None);
 
 			if (!p) {
 				Py_DECREF(t);
@@ -315,8 +340,9 @@ static PyObject *trace_convert(const void *c, int a)
 enum { L_PID, L_PROGRAM, L_TID, L_LANE, L_COUNT, L_TS, L_FIRST, L_REPORTS, L_N };
 static const char *const lost_names[L_N] = { "pid", "program", "tid", "lane", "count", "ts_ns", "first_ns", "reports" };
 
-static PyObject *lost_convert(const void *c, int a)
+static PyObject *lost_convert(const void *c, int a, const int *revoked)
 {
+	(void)revoked;
 	const struct evr_lost *l = c;
 
 	switch (a) {
@@ -344,8 +370,9 @@ enum { K_HANDLER, K_COUNT, K_EVENTS, K_BEGINS, K_ENDS, K_TRACES, K_STALLED, K_FI
 static const char *const skipped_names[K_N] = { "handler", "count",   "events",	  "span_begins", "span_ends",
 						"traces",  "stalled", "first_ns", "last_ns" };
 
-static PyObject *skipped_convert(const void *c, int a)
+static PyObject *skipped_convert(const void *c, int a, const int *revoked)
 {
+	(void)revoked;
 	const struct evr_skipped *k = c;
 	const uint64_t v[K_N] = { 0,	      k->count,	  k->events,   k->span_begins, k->span_ends,
 				  k->traces, k->stalled, k->first_ns, k->last_ns };
@@ -375,13 +402,29 @@ static const struct kind *kind_of(PyObject *o)
 	return NULL;
 }
 
+static int rec_revoked(const struct rec *r)
+{
+	return r->c && r->revoked && __atomic_load_n(r->revoked, __ATOMIC_ACQUIRE);
+}
+
+/* The record's C object is gone (see "The loan"): RuntimeError. */
+static PyObject *rec_gone(const struct kind *k, int a)
+{
+	return PyErr_Format(PyExc_RuntimeError,
+			    "%s.%s: the consumer was closed while this handler was stalled; its records are gone "
+			    "(only the attributes read before then remain)",
+			    k->type->tp_name, k->names[a]);
+}
+
 /* Attribute a of r: the cached value, or converted from the lent C object now. New reference. */
 static PyObject *rec_attr(struct rec *r, const struct kind *k, int a)
 {
 	if (!r->v[a]) {
+		if (r->gone || rec_revoked(r))
+			return rec_gone(k, a);
 		if (!r->c)
 			Py_RETURN_NONE; /* not reachable: a record kept past its call was copied whole */
-		r->v[a] = k->convert(r->c, a);
+		r->v[a] = k->convert(r->c, a, r->revoked);
 		if (!r->v[a])
 			return NULL;
 	}
@@ -394,13 +437,27 @@ static PyObject *rec_get(PyObject *self, void *closure)
 	return rec_attr((struct rec *)self, kind_of(self), (int)(intptr_t)closure);
 }
 
-PyObject *evr_py_rec_new(enum evr_py_rec_kind kind, const void *c)
+PyObject *evr_py_rec_new(enum evr_py_rec_kind kind, const void *c, const int *revoked)
 {
 	struct rec *r = (struct rec *)kinds[kind].type->tp_alloc(kinds[kind].type, 0);
 
-	if (r)
+	if (r) {
 		r->c = c;
+		r->revoked = revoked;
+	}
 	return (PyObject *)r;
+}
+
+/* The loan ends for r (and a trace's spans): revoked, what was read stays and the rest raises. */
+static void rec_forget(struct rec *r, const struct kind *k)
+{
+	if (!r->c)
+		return;
+	r->gone = 1;
+	r->c = NULL;
+	if (k->type == &trace_type && r->v[T_SPANS] && PyTuple_Check(r->v[T_SPANS]))
+		for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(r->v[T_SPANS]); i++)
+			rec_forget((struct rec *)PyTuple_GET_ITEM(r->v[T_SPANS], i), &kinds[EVR_PY_SPAN]);
 }
 
 /* Converts every attribute not read yet (and, for a trace, its spans'). */
@@ -408,8 +465,12 @@ static void rec_copy(struct rec *r, const struct kind *k)
 {
 	if (!r->c)
 		return;
+	if (rec_revoked(r)) {
+		rec_forget(r, k);
+		return;
+	}
 	for (int a = 0; a < k->n; a++) {
-		if (!r->v[a] && !(r->v[a] = k->convert(r->c, a))) {
+		if (!r->v[a] && !(r->v[a] = k->convert(r->c, a, r->revoked))) {
 			PyErr_Clear(); /* out of memory: the attribute reads as None */
 			r->v[a] = Py_NewRef(Py_None);
 		}
@@ -425,7 +486,9 @@ void evr_py_rec_release(PyObject *o)
 	struct rec *r = (struct rec *)o;
 	const struct kind *k = kind_of(o);
 
-	if (Py_REFCNT(o) > 1) {
+	if (rec_revoked(r)) {
+		rec_forget(r, k); /* the C object is gone: nothing more can be read from it */
+	} else if (Py_REFCNT(o) > 1) {
 		rec_copy(r, k);
 	} else if (k->type == &trace_type && r->v[T_SPANS]) {
 		/* The trace goes; a span of it kept alone (or its tuple) is copied. */
@@ -478,10 +541,10 @@ static PyObject *rec_as_dict(PyObject *self, PyObject *unused)
 
 	(void)unused;
 	for (int a = 0; d && a < k->n; a++) {
-		PyObject *v = rec_attr(r, k, a), *x = v;
+		PyObject *v = r->gone && !r->v[a] ? Py_NewRef(Py_None) : rec_attr(r, k, a), *x = v;
 		int rc;
 
-		if (v && k->type == &trace_type && a == T_SPANS) {
+		if (v && v != Py_None && k->type == &trace_type && a == T_SPANS) {
 			x = PyTuple_New(PyTuple_GET_SIZE(v));
 			for (Py_ssize_t i = 0; x && i < PyTuple_GET_SIZE(v); i++) {
 				PyObject *sd = rec_as_dict(PyTuple_GET_ITEM(v, i), NULL);
@@ -534,7 +597,9 @@ static PyObject *trace_children(PyObject *self, PyObject *arg)
 	}
 	out = PyList_New(0);
 	for (Py_ssize_t j = 0; out && j < n; j++) {
-		if (PyLong_AsSsize_t(PyTuple_GET_ITEM(parents, j)) != i)
+		PyObject *pj = PyTuple_GET_ITEM(parents, j);
+
+		if (pj == Py_None || PyLong_AsSsize_t(pj) != i)
 			continue;
 		PyObject *x = PyLong_FromSsize_t(j);
 
@@ -594,7 +659,7 @@ REC_TYPE(span_type, "evring.Span",
 	 "events, begin_fields, end_fields, fields (both), content.");
 REC_TYPE(trace_type, "evring.Trace",
 	 "A whole trace (on_trace_end): trace_id, pid, program, spans (a tuple of Span, in start order),\n"
-	 "parents (parent index per span, -1 none), root (index, -1 when it never arrived), start_ns, end_ns,\n"
+	 "parents (parent index per span, None for none), root (index, None when it never arrived), start_ns, end_ns,\n"
 	 "duration_ns, incomplete; children(i); len() is the number of spans.");
 REC_TYPE(lost_type, "evring.Lost",
 	 "Records a producer dropped (on_lost): pid, program, tid, lane, count, ts_ns, first_ns, reports.");

@@ -17,10 +17,20 @@
 
 enum evr_py_rec_kind { EVR_PY_EVENT, EVR_PY_SPAN, EVR_PY_TRACE, EVR_PY_LOST, EVR_PY_SKIPPED, EVR_PY_NKINDS };
 
-/* A new record over c (borrowed for the call); NULL with an exception set. GIL held. */
-PyObject *evr_py_rec_new(enum evr_py_rec_kind kind, const void *c);
+/*
+ * A new record over c (borrowed for the call); NULL with an exception set.
+ * GIL held. revoked points at the call's loan flag: while it is nonzero
+ * the C object is gone (the consumer was closed while the handler was
+ * stalled in this call) and the record no longer reads it. It must stay
+ * valid until evr_py_rec_release (the bridge's handler struct holds it).
+ */
+PyObject *evr_py_rec_new(enum evr_py_rec_kind kind, const void *c, const int *revoked);
 
-/* Ends the loan: copies the record if it is still referenced, then drops the caller's reference. GIL held. */
+/*
+ * Ends the loan: copies the record if it is still referenced (unless the
+ * loan was revoked: then the attributes it had not read yet raise
+ * RuntimeError), then drops the caller's reference. GIL held.
+ */
 void evr_py_rec_release(PyObject *rec);
 
 /* Readies the types and adds them (and Truncated) to m; 0 or -1 with an exception. */

@@ -329,7 +329,8 @@ static int python_spec(const char *cmd, const char *spec, char *buf, size_t n)
 	if (!python_plugin(path, sizeof(path)))
 		return evr_cli_fail(cmd, EVR_EXIT_FAIL,
 				    "-H %s: the Python handler plug-in evring-python-handler.so is neither beside this "
-				    "program nor installed (EVRING_PYTHON_HANDLER names it)",
+				    "program nor installed (EVRING_PYTHON_HANDLER names it; it is not built where CMake "
+				    "found no libpython to embed)",
 				    spec);
 	if ((size_t)snprintf(buf, n, "plugin=%s%s:%.*s:%.*s%s", path, isolate ? ",isolate" : "", (int)(colon - mod), mod,
 			     (int)clen, cls, rest) >= n)

@@ -21,7 +21,6 @@ a time, under the consumer's timeout; one that raises is counted in its
 """
 
 import atexit
-import weakref
 
 from . import _evring
 
@@ -34,8 +33,6 @@ Lost = _evring.Lost
 Skipped = _evring.Skipped
 Truncated = _evring.Truncated
 
-_live = weakref.WeakSet()
-
 
 class Consumer(_evring.Consumer):
     __doc__ = _evring.Consumer.__doc__
@@ -43,7 +40,6 @@ class Consumer(_evring.Consumer):
 
     def __init__(self, targets=(), **opts):
         super().__init__(targets, **opts)
-        _live.add(self)
 
     def handler_stats_of(self, name):
         """The counters of the handler with this name (the first one), or KeyError."""
@@ -58,11 +54,8 @@ class Consumer(_evring.Consumer):
 
 @atexit.register
 def _at_exit():
-    # Close what is still open while the interpreter can run handlers, then
-    # keep evring's handler threads out of Python for good.
-    for c in list(_live):
-        try:
-            c.close()
-        except Exception:
-            pass
+    # Closes every consumer still open (_evring keeps the list, whichever
+    # class made them) while the interpreter can run handlers, then keeps
+    # evring's handler threads out of Python for good, waiting up to 2 s for
+    # those inside a method.
     _evring._shutdown()

@@ -37,7 +37,7 @@ HANDLER = textwrap.dedent('''
             assert isinstance(tr, evring.Trace)
             self.n["trace"] += 1
             self.n["parents_ok"] += all(tr.spans[p].span_id == s.parent_id
-                                        for s, p in zip(tr.spans, tr.parents) if p >= 0)
+                                        for s, p in zip(tr.spans, tr.parents) if p is not None)
 
         def on_close(self):
             self.n["types"] = sorted(self.types)
@@ -115,6 +115,34 @@ def test_bad_python_specs_give_one_clear_line(handler_dir, spec, message):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("evring attach: ") and message in lines[0], r.stderr
+
+
+def test_a_bad_pythonhome_is_one_clear_line_not_an_abort(handler_dir):
+    # The interpreter cannot start: Py_InitializeFromConfig's status becomes
+    # one line on stderr and a failed exit, not Py_FatalError's SIGABRT.
+    p = start_demo(seconds=2, rate=50)
+    try:
+        env = dict(os.environ, PYTHONHOME="/nonexistent-evring-home")
+        r = subprocess.run([CLI, "attach", str(p.pid), "-H", "python=pyhandlers:Count:x"], cwd=handler_dir,
+                           capture_output=True, text=True, timeout=30, env=env)
+    finally:
+        p.terminate()
+        p.wait()
+    assert r.returncode > 0, "exits, no signal: %d %s" % (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("evring attach: ") and "cannot start the interpreter" in lines[-1], r.stderr
+    assert "Fatal Python error" not in r.stderr
+
+
+def test_an_evring_dir_in_the_cwd_does_not_shadow_the_package(handler_dir):
+    (handler_dir / "evring").mkdir()
+    (handler_dir / "evring" / "__init__.py").write_text("raise ImportError('the shadowing evring/ was imported')\n")
+    p = start_demo(seconds=0.5, rate=200)
+    out = handler_dir / "counts.json"
+    r = attach(p.pid, "python=pyhandlers:Count:%s" % out, cwd=handler_dir)
+    p.wait()
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["span"] > 0
 
 
 def test_attach_help_names_python_handlers():

@@ -82,7 +82,7 @@ def test_events_spans_traces_with_parents(tmp_path):
     # Traces: the tree in parent indexes matches the spans' parent ids.
     for t in rec.traces:
         assert len(t) == len(t.spans) == len(t.parents)
-        assert t.spans[t.root].name == "query" and t.parents[t.root] == -1
+        assert t.spans[t.root].name == "query" and t.parents[t.root] is None
         for i, s in enumerate(t.spans):
             assert s.trace_id == t.trace_id
             if i != t.root:
@@ -180,30 +180,158 @@ def test_a_handler_that_raises_is_counted_and_the_others_go_on(tmp_path, capfd):
 
 
 def test_a_handler_that_overruns_the_timeout(tmp_path):
-    p = start_demo(seconds=1.0, rate=300)
+    # A timeout well above a loaded machine's scheduling delays, and a call
+    # far past it: the sleeping call, and only it in all likelihood, overruns.
+    # The producer outlives the sleep: the handler comes back for the rest.
+    p = start_demo(seconds=4.5, rate=100)
 
     class Sleepy:
         calls = 0
+        slept = None
 
         def on_span_end(self, sp):
             Sleepy.calls += 1
             if Sleepy.calls == 1:
-                time.sleep(0.6)
+                Sleepy.slept = sp.span_id
+                time.sleep(3.0)
 
     out = tmp_path / "beside.jsonl"
-    with evring.Consumer(p.pid, timeout=0.2) as c:
+    stalled = []
+    with evring.Consumer(p.pid, timeout=1.0) as c:
         c.add_handler(Sleepy(), name="sleepy")
         c.add_builtin("jsonl=%s" % out)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5 and not stalled:
+            c.run(0.1)
+            stalled = [h for h in c.handler_stats() if h["stalled"]]
         c.run(20)
     p.wait()
     s = c.handler_stats_of("sleepy")
-    assert s["timeouts"] == 1
-    assert c.stats()["handler_timeouts"] == 1
+    assert stalled and stalled[0]["name"] == "sleepy", "the sleeping call is the stalled one"
+    assert Sleepy.slept is not None
+    assert s["timeouts"] >= 1
+    assert c.stats()["handler_timeouts"] == s["timeouts"]
     # While it overran, what came for it was skipped and counted; the rest reached it.
     assert s["delivered"] + s["skipped"] == c.stats()["spans_ended"]
     assert Sleepy.calls == s["delivered"] > 1
     assert c.handler_stats_of("jsonl")["timeouts"] == 0
     assert len(jsonl(out)["span"]) == c.stats()["spans_ended"], "the jsonl handler beside it is complete"
+
+
+STALLED_PAST_CLOSE = r"""
+import sys, time, evring
+from consumer_helpers import start_demo
+p = start_demo(seconds=0.5, rate=200)
+kept, errors = [], []
+
+class Stalls:
+    def on_span_end(self, sp):
+        if kept:
+            return
+        kept.append(sp)
+        time.sleep(6)  # far past the timeout: close() abandons this call
+        try:
+            sp.fields  # read after close freed what it pointed at
+        except RuntimeError as e:
+            errors.append(str(e))
+
+with evring.Consumer(p.pid, timeout=0.5) as c:
+    c.add_handler(Stalls())
+    c.run(20)
+p.wait()
+time.sleep(7)  # the stalled call returns, its record is released
+sp = kept[0]
+print("errors", len(errors), errors[0] if errors else "")
+try:
+    sp.end_fields
+    print("read")
+except RuntimeError as e:
+    print("raised", e)
+print("dict", sorted(sp.as_dict()))
+"""
+
+
+def test_a_record_kept_by_a_handler_stalled_past_close(tmp_path):
+    # close() abandons a call stalled past the timeout and frees what its
+    # records point at; the record, read in the call after close and kept
+    # past it, must neither crash nor read freed memory. In a child: a crash
+    # fails the test instead of killing pytest.
+    import subprocess, sys
+    script = tmp_path / "stalled.py"
+    script.write_text(STALLED_PAST_CLOSE)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert r.returncode == 0, r.stderr
+    assert "errors 1 " in r.stdout and "stalled" in r.stdout, r.stdout
+    assert "raised" in r.stdout and "consumer was closed" in r.stdout, r.stdout
+    assert "'name'" in r.stdout, "as_dict() still works, the attributes not read are None"
+
+
+def test_spans_kept_without_their_trace():
+    # A handler keeps a span of the trace, or the spans tuple, not the trace
+    # itself: those are copied when the trace goes.
+    p = start_demo(seconds=0.5, rate=200)
+    one, tuples = [], []
+
+    class Parts:
+        def on_trace_end(self, t):
+            if len(one) < 3:
+                one.append(t.spans[len(t.spans) - 1])
+            elif len(tuples) < 3:
+                tuples.append(t.spans)
+
+    with evring.Consumer(p.pid) as c:
+        c.add_handler(Parts())
+        c.run(20)
+    p.wait()
+    assert len(one) == 3 and len(tuples) == 3
+    for s in one + [s for t in tuples for s in t]:
+        assert s.name in DEMO_SPANS and s.end_ns >= s.start_ns > 0 and s.pid == p.pid
+        assert isinstance(s.fields, dict) and s.as_dict()["span_id"] == s.span_id
+
+
+def test_stop_before_run_makes_it_return_at_once():
+    p = start_producer("pystop", 100, 10000, "pause=0:10")  # runs for 10 s
+    try:
+        c = evring.Consumer(p.pid)
+        c.stop()
+        t0 = time.monotonic()
+        assert c.run(5) is False, "a stop() just before run() is not lost"
+        assert time.monotonic() - t0 < 1
+        assert c.run(0.2) is False and time.monotonic() - t0 >= 0.2, "the stop was used up"
+        c.close()
+    finally:
+        p.kill()
+        p.wait()
+        if os.path.exists("/dev/shm/evring.%d.pystop" % p.pid):
+            os.unlink("/dev/shm/evring.%d.pystop" % p.pid)
+
+
+BASE_CONSUMER_AT_EXIT = r"""
+import evring
+from evring import _evring
+
+class Closer:
+    def on_event(self, ev):
+        pass
+    def on_close(self):
+        print("on_close ran", flush=True)
+
+c = _evring.Consumer()   # the base type, not evring.Consumer
+c.add_handler(Closer())
+# no close(): the exit hook closes it
+"""
+
+
+def test_a_base_consumer_is_closed_at_exit(tmp_path):
+    import subprocess, sys
+    script = tmp_path / "base.py"
+    script.write_text(BASE_CONSUMER_AT_EXIT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "on_close ran" in r.stdout, r.stdout + r.stderr
 
 
 def test_a_slow_handler_skips_what_its_queue_cannot_hold():
@@ -349,6 +477,10 @@ def test_bad_arguments_are_clear_errors():
         evring.Consumer().add_builtin("nosuch")
     with pytest.raises(ValueError, match="add_handler"):
         evring.Consumer().add_builtin("python=m:C")
+    with pytest.raises(ValueError, match="second interpreter"):
+        evring.Consumer().add_builtin("plugin=/x/tools/evring-python-handler.so:m:C")
+    # A tiny positive time is 1 ns, not 0 ("no limit"); nothing to observe but that it is taken.
+    evring.Consumer(timeout=1e-12, merge_window=1e-12).close()
     c = evring.Consumer()
     c.close()
     assert c.closed
