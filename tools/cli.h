@@ -35,6 +35,17 @@ int evr_cli_exit_of(int rc);
 /* Prints "evring <cmd>: <msg>" on stderr; returns status. */
 int evr_cli_fail(const char *cmd, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/*
+ * evr_consumer_add_builtin, and -H python=MODULE:CLASS[,isolate][:ARG] too
+ * (the plug-in evring-python-handler.so, which embeds the interpreter, so
+ * that the tools do not link libpython). The handler's id, or -errno with
+ * err set: -ENOPKG when the plug-in is not there.
+ */
+int evr_cli_add_handler(struct evr_consumer *c, const char *spec, FILE *out, char *err, size_t errlen);
+
+/* Whether a failure rc of evr_cli_add_handler for spec is the command line's (exit status 2). */
+bool evr_cli_handler_usage(const char *spec, int rc);
+
 /* Parses a non-negative decimal number of seconds ("2", "0.5"); false when it is not one. */
 bool evr_cli_seconds(const char *s, uint64_t *ns);
 /* Parses a decimal unsigned integer that fits max. */

@@ -458,7 +458,7 @@ static int handler_find(const struct agent_conf *c, const char *spec)
 static int handler_add(struct agent *a, const char *spec)
 {
 	char err[512] = "";
-	int id = evr_consumer_add_builtin(a->c, spec, stderr, err, sizeof(err));
+	int id = evr_cli_add_handler(a->c, spec, stderr, err, sizeof(err));
 
 	if (id < 0) {
 		a->errors++;
@@ -922,10 +922,12 @@ int evr_cmd_agent(int argc, char **argv)
 		a->ids[i] = -1;
 		if (handler_find(&a->conf, a->conf.handlers[i]) != i)
 			continue;
-		rc = evr_consumer_add_builtin(a->c, a->conf.handlers[i], stdout, err, sizeof(err));
+		rc = evr_cli_add_handler(a->c, a->conf.handlers[i], stdout, err, sizeof(err));
 		if (rc < 0) {
 			evr_consumer_close(a->c);
-			return evr_cli_fail("agent", rc == -EINVAL ? EVR_EXIT_USAGE : EVR_EXIT_FAIL, "%s", err);
+			return evr_cli_fail("agent", evr_cli_handler_usage(a->conf.handlers[i], rc) ? EVR_EXIT_USAGE
+												: EVR_EXIT_FAIL,
+					    "%s", err);
 		}
 		a->ids[i] = rc;
 	}

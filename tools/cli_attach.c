@@ -304,9 +304,10 @@ static bool python_plugin(char *out, size_t n)
 
 /*
  * "python=MODULE:CLASS[,isolate][:ARG]" as the plug-in spec
- * "plugin=PATH[,isolate]:MODULE:CLASS[:ARG]" in buf; 0, or an exit status.
+ * "plugin=PATH[,isolate]:MODULE:CLASS[:ARG]" in buf; 0, -EINVAL (a bad
+ * spec), -ENOPKG (no plug-in) or -ENAMETOOLONG, with err set.
  */
-static int python_spec(const char *cmd, const char *spec, char *buf, size_t n)
+static int python_spec(const char *spec, char *buf, size_t n, char *err, size_t errlen)
 {
 	const char *mod = spec + strlen("python="), *colon = strchr(mod, ':'), *cls, *rest;
 	char path[PATH_MAX];
@@ -314,28 +315,58 @@ static int python_spec(const char *cmd, const char *spec, char *buf, size_t n)
 	bool isolate = false;
 
 	if (!colon || colon == mod || !colon[1])
-		return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H python wants MODULE:CLASS[,isolate][:ARG], not '%s'", spec);
+		goto usage;
 	cls = colon + 1;
 	clen = strcspn(cls, ":,");
 	rest = cls + clen;
 	if (clen == 0)
-		return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H python wants MODULE:CLASS[,isolate][:ARG], not '%s'", spec);
+		goto usage;
 	if (*rest == ',') {
-		if (strncmp(rest, ",isolate", 8) != 0 || (rest[8] != 0 && rest[8] != ':'))
-			return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H python: the only option is ,isolate (in '%s')", spec);
+		if (strncmp(rest, ",isolate", 8) != 0 || (rest[8] != 0 && rest[8] != ':')) {
+			snprintf(err, errlen, "-H python: the only option is ,isolate (in '%s')", spec);
+			return -EINVAL;
+		}
 		isolate = true;
 		rest += 8;
 	}
-	if (!python_plugin(path, sizeof(path)))
-		return evr_cli_fail(cmd, EVR_EXIT_FAIL,
-				    "-H %s: the Python handler plug-in evring-python-handler.so is neither beside this "
-				    "program nor installed (EVRING_PYTHON_HANDLER names it; it is not built where CMake "
-				    "found no libpython to embed)",
-				    spec);
+	if (!python_plugin(path, sizeof(path))) {
+		snprintf(err, errlen,
+			 "-H %s: the Python handler plug-in evring-python-handler.so is neither beside this program nor "
+			 "installed (EVRING_PYTHON_HANDLER names it; it is not built where CMake found no libpython to "
+			 "embed)",
+			 spec);
+		return -ENOPKG;
+	}
 	if ((size_t)snprintf(buf, n, "plugin=%s%s:%.*s:%.*s%s", path, isolate ? ",isolate" : "", (int)(colon - mod), mod,
-			     (int)clen, cls, rest) >= n)
-		return evr_cli_fail(cmd, EVR_EXIT_USAGE, "-H %s: too long", spec);
+			     (int)clen, cls, rest) >= n) {
+		snprintf(err, errlen, "-H %s: too long", spec);
+		return -ENAMETOOLONG;
+	}
 	return 0;
+usage:
+	snprintf(err, errlen, "-H python wants MODULE:CLASS[,isolate][:ARG], not '%s'", spec);
+	return -EINVAL;
+}
+
+int evr_cli_add_handler(struct evr_consumer *c, const char *spec, FILE *out, char *err, size_t errlen)
+{
+	char pyspec[PATH_MAX + 1024];
+
+	if (!strncmp(spec, "python=", 7)) {
+		int rc = python_spec(spec, pyspec, sizeof(pyspec), err, errlen);
+
+		if (rc < 0)
+			return rc;
+		spec = pyspec;
+	}
+	return evr_consumer_add_builtin(c, spec, out, err, errlen);
+}
+
+bool evr_cli_handler_usage(const char *spec, int rc)
+{
+	/* A spec that names nothing loadable is the command line's fault; an output it cannot write is not. */
+	return rc == -EINVAL || rc == -ENAMETOOLONG ||
+	       ((!strncmp(spec, "plugin=", 7) || !strncmp(spec, "python=", 7)) && rc != -ENOMEM && rc != -ENOPKG);
 }
 
 /* A consumer with the handlers of o; NULL with *status set on failure. */
@@ -358,22 +389,10 @@ static struct evr_consumer *consumer_new(const char *cmd, const struct run_opts 
 	__atomic_store_n(&fails.c, c, __ATOMIC_RELEASE);
 	for (int i = 0; i < o->nhandlers || (i == 0 && dflt); i++) {
 		const char *spec = o->nhandlers ? o->handlers[i] : dflt;
-		char pyspec[PATH_MAX + 1024];
-		int rc;
-
-		if (!strncmp(spec, "python=", 7)) {
-			if ((*status = python_spec(cmd, spec, pyspec, sizeof(pyspec))) != 0) {
-				evr_consumer_close(c);
-				return NULL;
-			}
-			spec = pyspec;
-		}
-		rc = evr_consumer_add_builtin(c, spec, stdout, err, sizeof(err));
+		int rc = evr_cli_add_handler(c, spec, stdout, err, sizeof(err));
 
 		if (rc < 0) {
-			/* A spec that names nothing loadable is the command line's fault; an output it cannot write is not. */
-			bool usage = rc == -EINVAL || (!strncmp(spec, "plugin=", 7) && rc != -ENOMEM);
-			*status = evr_cli_fail(cmd, usage ? EVR_EXIT_USAGE : EVR_EXIT_FAIL, "%s", err);
+			*status = evr_cli_fail(cmd, evr_cli_handler_usage(spec, rc) ? EVR_EXIT_USAGE : EVR_EXIT_FAIL, "%s", err);
 			evr_consumer_close(c);
 			return NULL;
 		}

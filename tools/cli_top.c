@@ -305,7 +305,7 @@ int evr_cmd_top(int argc, char **argv)
 	for (int i = optind; i < argc && !status; i++)
 		status = evr_cli_attach("top", c, argv[i], 0);
 	for (int i = 0; i < nspecs && !status; i++)
-		if (evr_consumer_add_builtin(c, specs[i], stdout, err, sizeof(err)) < 0)
+		if (evr_cli_add_handler(c, specs[i], stdout, err, sizeof(err)) < 0)
 			status = evr_cli_fail("top", EVR_EXIT_USAGE, "%s", err);
 	if (!status && evr_consumer_add_handler(c, &h) < 0) {
 		top_destroy(t);

@@ -177,3 +177,27 @@ def test_python_m_evring_without_a_cli(tmp_path):
     env = dict(os.environ, EVRING_CLI=str(tmp_path / "missing-evring"))
     r = subprocess.run([PYTHON, "-m", "evring", "ls"], capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 126 and "cannot run" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_python_handler_in_the_agent(handler_dir):
+    # `evring agent` takes the same -H python= as attach: it follows the demo
+    # (its program filter) and the handler counts what the jsonl beside it has.
+    p = start_demo(seconds=1.0, rate=300)
+    out, beside = handler_dir / "agent-counts.json", handler_dir / "agent.jsonl"
+    r = subprocess.run([CLI, "agent", "--program", "evring-demo", "--duration", "3", "--rescan", "0.2",
+                        "--status-file", str(handler_dir / "status"),
+                        "-H", "python=pyhandlers:Count:%s" % out, "-H", "jsonl=%s" % beside],
+                       cwd=handler_dir, capture_output=True, text=True, timeout=60)
+    p.wait()
+    assert r.returncode == 0, r.stderr
+    n = json.loads(out.read_text())
+    lines = jsonl(beside)
+    assert n["event"] == len(lines["event"]) > 0
+    assert n["span"] == len(lines["span"]) > 0
+
+
+def test_a_bad_python_spec_in_the_agent_is_a_usage_error(handler_dir):
+    r = subprocess.run([CLI, "agent", "--duration", "0.2", "--status-file", str(handler_dir / "status"),
+                        "-H", "python=pyhandlers"], cwd=handler_dir, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "-H python wants MODULE:CLASS[,isolate][:ARG]" in r.stderr
