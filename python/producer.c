@@ -104,7 +104,8 @@ void evr_py_ensure_open(void)
 		evr__thread_open(t);
 }
 
-PyObject *evr_py_event_in(uint64_t span_id, bool record, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+PyObject *evr_py_event_in(bool current, uint64_t span_id, bool record, PyObject *const *args, Py_ssize_t nargs,
+			  PyObject *kwnames)
 {
 	struct evr_py_val vals[EVR_FIELDS_MAX];
 	PyObject *names[EVR_FIELDS_MAX], *name, *disp;
@@ -124,7 +125,7 @@ PyObject *evr_py_event_in(uint64_t span_id, bool record, PyObject *const *args, 
 		evr_py_stats.refused++;
 		Py_RETURN_NONE;
 	}
-	if (!span_id) {
+	if (current) {
 		struct evr_py_span *cur = evr_py_current_span();
 
 		span_id = cur ? cur->id : 0;
@@ -136,7 +137,7 @@ PyObject *evr_py_event_in(uint64_t span_id, bool record, PyObject *const *args, 
 static PyObject *py_event(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
 	(void)m;
-	return evr_py_event_in(0, true, args, nargs, kwnames);
+	return evr_py_event_in(true, 0, true, args, nargs, kwnames);
 }
 
 static PyObject *py_span(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)

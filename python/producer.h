@@ -110,11 +110,12 @@ void evr_py_write_end(struct evr_span *sp, struct evr_py_site *end, uint8_t stat
 /* ---- producer.c ---- */
 
 /*
- * An event (name, dispatcher="app", **fields) at the caller's site in span
- * span_id (0: the current span); nothing written unless record. Returns None,
- * or NULL with an exception.
+ * An event (name, dispatcher="app", **fields) at the caller's site: in the
+ * current span when current, else in span span_id (0: none); nothing written
+ * unless record. Returns None, or NULL with an exception.
  */
-PyObject *evr_py_event_in(uint64_t span_id, bool record, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *evr_py_event_in(bool current, uint64_t span_id, bool record, PyObject *const *args, Py_ssize_t nargs,
+			  PyObject *kwnames);
 
 /* Opens the segment now, as a first record would, when tracing is on and none is open yet. */
 void evr_py_ensure_open(void);
@@ -132,6 +133,7 @@ struct evr_py_span {
 	struct evr_py_site *site; /* NULL: not recorded (off, disabled, refused) */
 	PyObject *end_fields;     /* dict of set() fields, or NULL */
 	PyObject *token;          /* the ContextVar's token while entered, or NULL */
+	PyObject *prev;           /* the ContextVar's value when it was entered (the span it hides), or NULL */
 	bool ended;
 };
 

@@ -14,7 +14,13 @@
  * parent= given; the ContextVar's span; the thread's current C span (Python
  * called inside a C span); none. A span of an older segment (begun before a
  * fork or an evring.open) is no parent: the child starts new traces, as C's
- * thread stack, cleared at fork, makes it do.
+ * thread stack, cleared at fork, makes it do. An ended span is no parent
+ * either, wherever its `with` block was left (end() inside it, a generator
+ * that kept it): the span it hid when entered stands in for it (prev), as
+ * C's EVR_SPAN_END pops the stack.
+ *
+ * Spans are tracked by the cycle collector: a context holds an entered
+ * span, whose token holds the context (a span entered and never left).
  *
  * Needs the full C API (not Py_LIMITED_API): PyContextVar_New, _Get, _Set
  * and _Reset are not in the limited API.
@@ -28,6 +34,21 @@ struct evr_py_span *evr_py_noop_span;
 
 static PyObject *str_error_type, *str_error_message;
 
+/* The span to parent on: v, or the first span it hid that has not ended; NULL for none (or an older segment's). */
+static struct evr_py_span *live_span(PyObject *v)
+{
+	while (v && Py_IS_TYPE(v, &evr_py_span_type)) {
+		struct evr_py_span *sp = (struct evr_py_span *)v;
+
+		if (sp->gen != evr__gen)
+			return NULL;
+		if (!sp->ended)
+			return sp;
+		v = sp->prev;
+	}
+	return NULL;
+}
+
 struct evr_py_span *evr_py_current_span(void)
 {
 	PyObject *v = NULL;
@@ -39,9 +60,7 @@ struct evr_py_span *evr_py_current_span(void)
 	if (!v)
 		return NULL;
 	Py_DECREF(v); /* the context holds it */
-	if (!Py_IS_TYPE(v, &evr_py_span_type) || ((struct evr_py_span *)v)->gen != evr__gen)
-		return NULL;
-	return (struct evr_py_span *)v;
+	return live_span(v);
 }
 
 PyObject *evr_py_span_begin(struct evr_py_site *s, PyObject *parent, const struct evr_py_val *vals, int n)
@@ -77,13 +96,15 @@ PyObject *evr_py_span_begin(struct evr_py_site *s, PyObject *parent, const struc
 		evr_py_stats.refused++;
 		return Py_NewRef((PyObject *)evr_py_noop_span);
 	}
-	self = PyObject_New(struct evr_py_span, &evr_py_span_type);
+	self = PyObject_GC_New(struct evr_py_span, &evr_py_span_type);
 	if (!self)
 		return NULL;
 	self->site = s;
 	self->end_fields = NULL;
 	self->token = NULL;
+	self->prev = NULL;
 	self->ended = false;
+	PyObject_GC_Track(self);
 	evr_py_write_begin(s, &self->sp, pp, vals, n);
 	if (self->sp.id == 0) { /* disabled by a consumer, or tracing is off */
 		Py_DECREF(self);
@@ -96,11 +117,27 @@ PyObject *evr_py_span_begin(struct evr_py_site *s, PyObject *parent, const struc
 	return (PyObject *)self;
 }
 
+static int span_traverse(struct evr_py_span *self, visitproc visit, void *arg)
+{
+	Py_VISIT(self->end_fields);
+	Py_VISIT(self->token);
+	Py_VISIT(self->prev);
+	return 0;
+}
+
+static int span_clear(struct evr_py_span *self)
+{
+	Py_CLEAR(self->end_fields);
+	Py_CLEAR(self->token);
+	Py_CLEAR(self->prev);
+	return 0;
+}
+
 static void span_dealloc(struct evr_py_span *self)
 {
-	Py_XDECREF(self->end_fields);
-	Py_XDECREF(self->token);
-	PyObject_Free(self);
+	PyObject_GC_UnTrack(self);
+	span_clear(self);
+	PyObject_GC_Del(self);
 }
 
 /* An exception's type as OpenTelemetry's error.type has it: the qualified name, the module unless builtins. */
@@ -272,16 +309,26 @@ static PyObject *span_fail(struct evr_py_span *self, PyObject *const *args, Py_s
 /* event(name, dispatcher="app", **fields): an event in this span (EVR_EVENT_IN), current or not. */
 static PyObject *span_event(struct evr_py_span *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-	return evr_py_event_in(self->site ? self->id : 0, self->site != NULL, args, nargs, kwnames);
+	/* Ended, or of an older segment: no span, as EVR_EVENT_IN writes 0 for a span handle already ended. */
+	bool live = self->site && !self->ended && self->gen == evr__gen;
+
+	return evr_py_event_in(false, live ? self->id : 0, self->site != NULL, args, nargs, kwnames);
 }
 
 static PyObject *span_enter(struct evr_py_span *self, PyObject *unused)
 {
 	(void)unused;
 	if (self->site && !self->ended && !self->token) {
-		self->token = PyContextVar_Set(evr_py_current, (PyObject *)self);
-		if (!self->token)
+		PyObject *prev = NULL;
+
+		if (PyContextVar_Get(evr_py_current, NULL, &prev) < 0)
 			return NULL;
+		self->token = PyContextVar_Set(evr_py_current, (PyObject *)self);
+		if (!self->token) {
+			Py_XDECREF(prev);
+			return NULL;
+		}
+		Py_XSETREF(self->prev, prev);
 	}
 	return Py_NewRef((PyObject *)self);
 }
@@ -313,13 +360,22 @@ static PyObject *span_exit(struct evr_py_span *self, PyObject *const *args, Py_s
 	if (tok) {
 		self->token = NULL;
 		if (PyContextVar_Reset(evr_py_current, tok) < 0) {
-			/* left in another context than entered (a task that moved): the span has ended */
-			Py_DECREF(tok);
-			if (args[0] != Py_None) {
-				PyErr_Clear();
-				Py_RETURN_FALSE;
+			/*
+			 * Left in another context than entered (a callback handler's
+			 * start and end, a thread pool's copied context): never an
+			 * error of the application's. The span has ended; where it is
+			 * this context's current span, the span it hid is again.
+			 */
+			PyObject *cur = NULL;
+
+			PyErr_Clear();
+			if (PyContextVar_Get(evr_py_current, NULL, &cur) == 0 && cur == (PyObject *)self) {
+				PyObject *t = PyContextVar_Set(evr_py_current, self->prev ? self->prev : Py_None);
+
+				Py_XDECREF(t);
 			}
-			return NULL;
+			Py_XDECREF(cur);
+			PyErr_Clear();
 		}
 		Py_DECREF(tok);
 	}
@@ -394,7 +450,9 @@ PyTypeObject evr_py_span_type = {
 	.tp_basicsize = sizeof(struct evr_py_span),
 	.tp_dealloc = (destructor)span_dealloc,
 	.tp_repr = (reprfunc)span_repr,
-	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_traverse = (traverseproc)span_traverse,
+	.tp_clear = (inquiry)span_clear,
 	.tp_doc = "A span: evring.span(name, dispatcher='app', parent=None, **fields). Use it as a context manager.",
 	.tp_methods = span_methods,
 	.tp_members = span_members,
@@ -460,7 +518,7 @@ int evr_py_span_init(PyObject *m)
 	str_error_message = PyUnicode_InternFromString("error.message");
 	if (!str_error_type || !str_error_message)
 		return -1;
-	evr_py_noop_span = PyObject_New(struct evr_py_span, &evr_py_span_type);
+	evr_py_noop_span = PyObject_GC_New(struct evr_py_span, &evr_py_span_type);
 	if (!evr_py_noop_span)
 		return -1;
 	memset(&evr_py_noop_span->sp, 0, sizeof(evr_py_noop_span->sp));
@@ -469,6 +527,7 @@ int evr_py_span_init(PyObject *m)
 	evr_py_noop_span->site = NULL;
 	evr_py_noop_span->end_fields = NULL;
 	evr_py_noop_span->token = NULL;
+	evr_py_noop_span->prev = NULL;
 	evr_py_noop_span->ended = false;
 	return PyModule_AddObjectRef(m, "_noop_span", (PyObject *)evr_py_noop_span);
 }

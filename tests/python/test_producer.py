@@ -88,6 +88,60 @@ def test_nested_spans_events_and_end_fields(tmp_path):
     assert tags["fields"] == {"session.id": "sess-1", "user.id": "u-9"}
 
 
+def test_an_ended_span_is_no_parent(tmp_path):
+    # As C's EVR_SPAN_END pops the span: what comes after end() inside its
+    # `with` goes to the span it hid, and an event given to it is in no span.
+    r = run_traced("""
+        with evring.span("req") as req:
+            with evring.span("inner") as inner:
+                inner.end()
+                assert evring.current_span() is req
+                evring.event("cleanup")
+                with evring.span("bg"):
+                    pass
+                inner.event("late")
+    """, tmp_path)
+    req, bg = r.span("req"), r.span("bg")
+    assert r.event("cleanup")["span_id"] == req["span_id"]
+    assert bg["parent_id"] == req["span_id"]
+    assert r.event("late")["span_id"] == "0"
+
+
+def test_a_span_left_in_another_context_raises_nothing(tmp_path):
+    # A callback handler's start and end, a thread pool's copied context: the
+    # span ends, __exit__ raises nothing, the context it was entered in no
+    # longer parents on it.
+    r = run_traced("""
+        import contextvars
+        a, b = contextvars.copy_context(), contextvars.copy_context()
+        s = evring.span("cb")
+        a.run(s.__enter__)
+        assert b.run(s.__exit__, None, None, None) is False and s.ended
+        a.run(lambda: evring.event("after"))
+    """, tmp_path)
+    assert r.rc == 0, r.summary
+    assert r.span("cb")["status"] == "ok"
+    assert r.event("after")["span_id"] == "0"
+
+
+def test_a_span_never_left_does_not_keep_its_context_alive():
+    # context -> span (its value) -> token -> context: a cycle the collector
+    # must see, or every value of a context whose span was never left leaks.
+    code = """
+import contextvars, gc, weakref, evring
+class Marker: pass
+m = Marker(); w = weakref.ref(m)
+var = contextvars.ContextVar("v")
+def body():
+    var.set(m)
+    evring.span("never_left").__enter__()
+ctx = contextvars.copy_context(); ctx.run(body); del ctx, m
+gc.collect()
+assert w() is None, "the context was kept"
+"""
+    subprocess.run([PY, "-c", code], check=True, timeout=60)
+
+
 def test_exceptions_end_spans_as_error(tmp_path):
     r = run_traced("""
         class RetrievalError(Exception):
