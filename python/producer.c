@@ -158,7 +158,12 @@ static PyObject *py_span(PyObject *m, PyObject *const *args, Py_ssize_t nargs, P
 	return evr_py_span_begin(evr_py_site_here(EVR_SITE_SPAN_BEGIN, name, disp, n, names, sig), parent, vals, n);
 }
 
-/* _span_at(code, name, dispatcher="app", parent=None, **fields): a span whose site is the code object's (traced). */
+/*
+ * _span_at(code, name, dispatcher="app", parent=None, **fields): a span whose
+ * site is the code object's (traced); given a frame instead, the site is that
+ * frame's line, as if the span were begun there (evring.llm.cb, which begins
+ * spans for its caller).
+ */
 static PyObject *py_span_at(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
 	struct evr_py_val vals[EVR_FIELDS_MAX];
@@ -170,16 +175,20 @@ static PyObject *py_span_at(PyObject *m, PyObject *const *args, Py_ssize_t nargs
 	(void)m;
 	if (!evr_py_on)
 		return Py_NewRef((PyObject *)evr_py_noop_span);
-	if (nargs < 2 || !PyCode_Check(args[0])) {
-		PyErr_SetString(PyExc_TypeError, "_span_at(code, name, dispatcher='app', parent=None, **fields)");
+	if (nargs < 2 || !(PyCode_Check(args[0]) || PyFrame_Check(args[0]))) {
+		PyErr_SetString(PyExc_TypeError, "_span_at(code or frame, name, dispatcher='app', parent=None, **fields)");
 		return NULL;
 	}
-	code = args[0];
 	n = parse_call("evring.traced", args + 1, nargs - 1, kwnames, true, &name, &disp, &parent, vals, names);
 	if (n < 0)
 		return NULL;
 	for (int i = 0; i < n; i++)
 		sig[i] = vals[i].sig;
+	if (PyFrame_Check(args[0]))
+		return evr_py_span_begin(evr_py_site_of((PyFrameObject *)args[0], EVR_SITE_SPAN_BEGIN, name, disp, n,
+							names, sig),
+					 parent, vals, n);
+	code = args[0];
 	line = PyObject_GetAttrString(code, "co_firstlineno");
 	ln = line ? PyLong_AsLong(line) : 0;
 	Py_XDECREF(line);

@@ -89,6 +89,10 @@ struct evr_py_site *evr_py_site_at(PyObject *code, int key, int line, uint8_t ki
 struct evr_py_site *evr_py_site_here(uint8_t kind, PyObject *name, PyObject *dispatcher, int n,
 				     PyObject *const *fnames, const uint8_t *sig);
 
+/* The site of a call made at frame f's current line (f borrowed; NULL: no frame). */
+struct evr_py_site *evr_py_site_of(PyFrameObject *f, uint8_t kind, PyObject *name, PyObject *dispatcher, int n,
+				   PyObject *const *fnames, const uint8_t *sig);
+
 /* A span begin's end site for these end fields; NULL when refused (counted). */
 struct evr_py_site *evr_py_site_end(struct evr_py_site *begin, int n, PyObject *const *fnames, const uint8_t *sig);
 

@@ -250,7 +250,12 @@ struct evr_py_site *evr_py_site_at(PyObject *code, int key, int line, uint8_t ki
 struct evr_py_site *evr_py_site_here(uint8_t kind, PyObject *name, PyObject *dispatcher, int n,
 				     PyObject *const *fnames, const uint8_t *sig)
 {
-	PyFrameObject *f = PyEval_GetFrame(); /* borrowed */
+	return evr_py_site_of(PyEval_GetFrame(), kind, name, dispatcher, n, fnames, sig);
+}
+
+struct evr_py_site *evr_py_site_of(PyFrameObject *f, uint8_t kind, PyObject *name, PyObject *dispatcher, int n,
+				   PyObject *const *fnames, const uint8_t *sig)
+{
 	PyCodeObject *code;
 	struct evr_py_site *s;
 

@@ -36,6 +36,7 @@ exception ends as abandoned, as C's EVR_LLM_STREAM_SCOPED.
 """
 
 import json as _json
+import sys as _sys
 
 from . import _evring
 
@@ -294,4 +295,6 @@ def cb(type, parent=None, **fields):
     t = str(type).lower()
     if t not in _CB_TYPES:
         raise ValueError("evring.llm.cb: %r is not a CBEventType (%s)" % (type, ", ".join(sorted(_CB_TYPES))))
-    return Op(_span(t, DISPATCHER, parent, **fields))
+    # The site is the caller's line, as for evring.span there: not this line,
+    # which every type and field set of the process would share.
+    return Op(_evring._span_at(_sys._getframe(1), t, DISPATCHER, parent, **fields))

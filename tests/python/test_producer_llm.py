@@ -117,3 +117,18 @@ def test_stream_left_without_end_is_abandoned(tmp_path):
     t = r.span("function_call")
     assert t["status"] == "dropped"
     assert t["fields"]["error.type"] == "ConnectionError" and t["fields"]["error.message"] == "reset"
+
+
+def test_cb_sites_are_the_callers_lines(tmp_path):
+    # Every CBEventType with its own fields, from one function: each call's
+    # site is its own line (as evring.span's), not evring.llm's one line,
+    # which would hold 8 variants for the whole process.
+    calls = "\n".join("    with llm.cb(%r, n%d=%d): pass" % (t, i, i) for i, t in enumerate(sorted([
+        "chunking", "node_parsing", "embedding", "llm", "query", "retrieve", "synthesize", "tree",
+        "sub_question", "templating", "function_call", "reranking", "exception", "agent_step"])))
+    r = run_traced("from evring import llm\ndef f():\n" + calls + "\nf()\n"
+                   "assert evring.stats()['refused'] == 0, evring.stats()\n", tmp_path)
+    assert r.producer_rc == 0, r.producer_err
+    spans = [x for x in r.lines if x.get("kind") == "span" and x.get("dispatcher") == "llm"]
+    assert len(spans) == 14
+    assert sorted(list(s["fields"])[0] for s in spans) == sorted("n%d" % i for i in range(14))
