@@ -304,26 +304,21 @@ with evring.llm.chat("vllm", "m", stream=True) as c:
     c.end(output_tokens=1)
 assert evring.run_param("model", "m") is None
 evring.trace_tags(session_id="s")
-n = 200000
-t0 = time.perf_counter()
-for i in range(n):
+for i in range(1000):
     evring.event("x", a=1, b=2.0, c="s")
-ev = (time.perf_counter() - t0) / n * 1e9
-t0 = time.perf_counter()
-for i in range(n):
     with evring.span("s"):
         pass
-sp = (time.perf_counter() - t0) / n * 1e9
+# Returned at once: no segment, no site looked up or registered (what it
+# costs is measured by evring-bench python, not here).
 assert not glob.glob("/dev/shm/evring.%d.*" % os.getpid()), glob.glob("/dev/shm/evring.%d.*" % os.getpid())
-assert evring.stats()["sites"] == 0
-print("%.0f %.0f" % (ev, sp))
+st = evring.stats()
+assert st["sites"] == 0 and st["refused"] == 0, st
+print("ok")
 """)
     out = subprocess.run([PY, str(script)], env=dict(os.environ, EVRING="off"), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    ev, sp = map(float, out.stdout.split())
-    # returns at once: no site lookup, no record (generous bounds for a loaded CI machine)
-    assert ev < 1000 and sp < 2000, (ev, sp)
+    assert out.stdout.strip() == "ok"
 
 
 def test_close_and_open_again(tmp_path):
