@@ -330,21 +330,50 @@ static PyObject *py_dispatcher(PyObject *m, PyObject *args, PyObject *kw)
 	Py_RETURN_NONE;
 }
 
+/* A count for open(): an int from 0 to max (0: the default), or -1 with ValueError / TypeError. */
+static int count_arg(const char *what, PyObject *v, unsigned long long max, unsigned long long *out)
+{
+	int overflow = 0;
+	long long x;
+
+	if (!v || v == Py_None) {
+		*out = 0;
+		return 0;
+	}
+	if (!PyLong_Check(v) || PyBool_Check(v)) {
+		PyErr_Format(PyExc_TypeError, "evring.open: %s: expected an int, not %s", what, Py_TYPE(v)->tp_name);
+		return -1;
+	}
+	x = PyLong_AsLongLongAndOverflow(v, &overflow);
+	if (x == -1 && PyErr_Occurred())
+		return -1;
+	if (overflow || x < 0 || (unsigned long long)x > max) {
+		PyErr_Format(PyExc_ValueError, "evring.open: %s: expected 0 (the default) to %llu, not %R", what, max, v);
+		return -1;
+	}
+	*out = (unsigned long long)x;
+	return 0;
+}
+
 static PyObject *py_open(PyObject *m, PyObject *args, PyObject *kw)
 {
 	static char *kws[] = { "name", "lanes", "lane_bytes", "capture_content", NULL };
 	const char *name = NULL;
-	unsigned int lanes = 0;
-	unsigned long long lane_bytes = 0;
+	PyObject *lanes_arg = NULL, *bytes_arg = NULL;
+	unsigned long long lanes = 0, lane_bytes = 0;
 	PyObject *cc = Py_None;
 	struct evr_config cfg;
 	int rc;
 
 	(void)m;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|zIKO:open", kws, &name, &lanes, &lane_bytes, &cc))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|zOOO:open", kws, &name, &lanes_arg, &bytes_arg, &cc))
+		return NULL;
+	/* Out of range is refused here, not wrapped into another value on its way to evr_open's checks. */
+	if (count_arg("lanes", lanes_arg, UINT32_MAX, &lanes) < 0 ||
+	    count_arg("lane_bytes", bytes_arg, INT64_MAX, &lane_bytes) < 0)
 		return NULL;
 	cfg.name = name;
-	cfg.lanes = lanes;
+	cfg.lanes = (uint32_t)lanes;
 	cfg.lane_bytes = lane_bytes;
 	cfg.capture_content = cc == Py_None ? -1 : PyObject_IsTrue(cc);
 	if (cfg.capture_content == -1 && cc != Py_None)

@@ -247,6 +247,10 @@ def test_bad_input_raises_and_records_nothing(tmp_path):
         expect(TypeError, "parent: expected an evring.Span", evring.span, "bad", parent=3)
         expect(TypeError, "dispatcher given twice", evring.event, "bad", "app", dispatcher="x")
         expect(TypeError, "evring.content: expected str or None", evring.content, 5)
+        # refused, not wrapped to another size on the way to evr_open (the segment stays open)
+        expect(ValueError, "lanes: expected 0 (the default) to 4294967295", evring.open, lanes=2**32 + 2)
+        expect(ValueError, "lane_bytes: expected 0", evring.open, lane_bytes=-1)
+        assert evring.enabled()
         with evring.span("good") as s:
             expect(TypeError, "field 'obj'", s.set, obj=object())
             expect(ValueError, "at most 16 fields", s.set, **many)
