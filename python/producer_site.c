@@ -156,7 +156,11 @@ static struct evr_py_site *site_new(PyObject *code, int line, uint8_t kind, PyOb
 	struct evr_py_site *s;
 	PyObject *file = NULL, *func = NULL;
 
-	if (evr_py_stats.sites >= EVR_PY_SITES_MAX)
+	/*
+	 * The cap spares a span's end without fields, which its begin's
+	 * recorded span needs to end at all (at most one a begin site).
+	 */
+	if (evr_py_stats.sites >= EVR_PY_SITES_MAX && !(kind == EVR_SITE_SPAN_END && n == 0))
 		return NULL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
