@@ -42,7 +42,8 @@ static bool is_kw(PyObject *k, PyObject *want)
 
 /*
  * Parses (name, dispatcher="app", [parent=None,] **fields) from a vectorcall;
- * the fields into vals and names. Returns their count, or -1 with an exception.
+ * the fields into vals and names. Returns their count (the caller releases
+ * the values: evr_py_vals_release), or -1 with an exception.
  */
 static int parse_call(const char *what, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
 		      bool with_parent, PyObject **name, PyObject **disp, PyObject **parent,
@@ -71,7 +72,7 @@ static int parse_call(const char *what, PyObject *const *args, Py_ssize_t nargs,
 				evr_py_stats.bad_input++;
 				PyErr_Format(PyExc_TypeError, "%s: %s given twice (it is not a field name)", what,
 					     d ? "dispatcher" : "parent");
-				return -1;
+				goto fail;
 			}
 			*(d ? disp : parent) = args[nargs + i];
 			continue;
@@ -79,11 +80,11 @@ static int parse_call(const char *what, PyObject *const *args, Py_ssize_t nargs,
 		if (n == EVR_FIELDS_MAX) {
 			evr_py_stats.bad_input++;
 			PyErr_Format(PyExc_ValueError, "%s: more than %d fields", what, EVR_FIELDS_MAX);
-			return -1;
+			goto fail;
 		}
 		names[n] = k;
 		if (evr_py_value(what, k, args[nargs + i], &vals[n]) < 0)
-			return -1;
+			goto fail;
 		n++;
 	}
 	if (!PyUnicode_Check(*name) || !PyUnicode_Check(*disp)) {
@@ -91,9 +92,12 @@ static int parse_call(const char *what, PyObject *const *args, Py_ssize_t nargs,
 		PyErr_Format(PyExc_TypeError, "%s: %s must be a str, not %s", what,
 			     PyUnicode_Check(*name) ? "dispatcher" : "name",
 			     Py_TYPE(PyUnicode_Check(*name) ? *disp : *name)->tp_name);
-		return -1;
+		goto fail;
 	}
 	return n;
+fail:
+	evr_py_vals_release(vals, n);
+	return -1;
 }
 
 void evr_py_ensure_open(void)
@@ -116,21 +120,26 @@ PyObject *evr_py_event_in(bool current, uint64_t span_id, bool record, PyObject 
 	if (!evr_py_on)
 		Py_RETURN_NONE;
 	n = parse_call("evring.event", args, nargs, kwnames, false, &name, &disp, NULL, vals, names);
-	if (n < 0 || !record)
-		return n < 0 ? NULL : Py_NewRef(Py_None);
+	if (n < 0)
+		return NULL;
+	if (!record) {
+		evr_py_vals_release(vals, n);
+		Py_RETURN_NONE;
+	}
 	for (int i = 0; i < n; i++)
 		sig[i] = vals[i].sig;
 	s = evr_py_site_here(EVR_SITE_EVENT, name, disp, n, names, sig);
 	if (!s) {
 		evr_py_stats.refused++;
-		Py_RETURN_NONE;
-	}
-	if (current) {
-		struct evr_py_span *cur = evr_py_current_span();
+	} else {
+		if (current) {
+			struct evr_py_span *cur = evr_py_current_span();
 
-		span_id = cur ? cur->id : 0;
+			span_id = cur ? cur->id : 0;
+		}
+		evr_py_write_event(s, span_id, vals, n);
 	}
-	evr_py_write_event(s, span_id, vals, n);
+	evr_py_vals_release(vals, n);
 	Py_RETURN_NONE;
 }
 
@@ -143,7 +152,7 @@ static PyObject *py_event(PyObject *m, PyObject *const *args, Py_ssize_t nargs, 
 static PyObject *py_span(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
 	struct evr_py_val vals[EVR_FIELDS_MAX];
-	PyObject *names[EVR_FIELDS_MAX], *name, *disp, *parent = NULL;
+	PyObject *names[EVR_FIELDS_MAX], *name, *disp, *parent = NULL, *r;
 	uint8_t sig[EVR_FIELDS_MAX];
 	int n;
 
@@ -155,7 +164,9 @@ static PyObject *py_span(PyObject *m, PyObject *const *args, Py_ssize_t nargs, P
 		return NULL;
 	for (int i = 0; i < n; i++)
 		sig[i] = vals[i].sig;
-	return evr_py_span_begin(evr_py_site_here(EVR_SITE_SPAN_BEGIN, name, disp, n, names, sig), parent, vals, n);
+	r = evr_py_span_begin(evr_py_site_here(EVR_SITE_SPAN_BEGIN, name, disp, n, names, sig), parent, vals, n);
+	evr_py_vals_release(vals, n);
+	return r;
 }
 
 /*
@@ -167,7 +178,7 @@ static PyObject *py_span(PyObject *m, PyObject *const *args, Py_ssize_t nargs, P
 static PyObject *py_span_at(PyObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
 	struct evr_py_val vals[EVR_FIELDS_MAX];
-	PyObject *names[EVR_FIELDS_MAX], *name, *disp, *parent = NULL, *code, *line;
+	PyObject *names[EVR_FIELDS_MAX], *name, *disp, *parent = NULL, *code, *line, *r;
 	uint8_t sig[EVR_FIELDS_MAX];
 	long ln;
 	int n;
@@ -184,17 +195,21 @@ static PyObject *py_span_at(PyObject *m, PyObject *const *args, Py_ssize_t nargs
 		return NULL;
 	for (int i = 0; i < n; i++)
 		sig[i] = vals[i].sig;
-	if (PyFrame_Check(args[0]))
-		return evr_py_span_begin(evr_py_site_of((PyFrameObject *)args[0], EVR_SITE_SPAN_BEGIN, name, disp, n,
-							names, sig),
-					 parent, vals, n);
-	code = args[0];
-	line = PyObject_GetAttrString(code, "co_firstlineno");
-	ln = line ? PyLong_AsLong(line) : 0;
-	Py_XDECREF(line);
-	PyErr_Clear();
-	return evr_py_span_begin(evr_py_site_at(code, -1, (int)ln, EVR_SITE_SPAN_BEGIN, name, disp, n, names, sig),
-				 parent, vals, n);
+	if (PyFrame_Check(args[0])) {
+		r = evr_py_span_begin(evr_py_site_of((PyFrameObject *)args[0], EVR_SITE_SPAN_BEGIN, name, disp, n,
+						     names, sig),
+				      parent, vals, n);
+	} else {
+		code = args[0];
+		line = PyObject_GetAttrString(code, "co_firstlineno");
+		ln = line ? PyLong_AsLong(line) : 0;
+		Py_XDECREF(line);
+		PyErr_Clear();
+		r = evr_py_span_begin(evr_py_site_at(code, -1, (int)ln, EVR_SITE_SPAN_BEGIN, name, disp, n, names, sig),
+				      parent, vals, n);
+	}
+	evr_py_vals_release(vals, n);
+	return r;
 }
 
 static PyObject *py_current_span(PyObject *m, PyObject *unused)
@@ -226,17 +241,21 @@ static PyObject *py_trace_tags(PyObject *m, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_TypeError, "evring.trace_tags: session_id and user_id must be str or None");
 		return NULL;
 	}
-	if (evr_py_value("evring.trace_tags", names[0], sid, &vals[0]) < 0 ||
-	    evr_py_value("evring.trace_tags", names[1], uid, &vals[1]) < 0)
+	if (evr_py_value("evring.trace_tags", names[0], sid, &vals[0]) < 0)
 		return NULL;
+	if (evr_py_value("evring.trace_tags", names[1], uid, &vals[1]) < 0) {
+		evr_py_vals_release(vals, 1);
+		return NULL;
+	}
 	sig[0] = sig[1] = EVR_PY_SIG(EVR_T_STR, 0);
 	s = evr_py_site_at(NULL, -2, 0, EVR_SITE_EVENT, str_trace_tags, str_evring, 2, names, sig);
 	if (!s) {
 		evr_py_stats.refused++;
-		Py_RETURN_NONE;
+	} else {
+		cur = evr_py_current_span();
+		evr_py_write_event(s, cur ? cur->id : 0, vals, 2);
 	}
-	cur = evr_py_current_span();
-	evr_py_write_event(s, cur ? cur->id : 0, vals, 2);
+	evr_py_vals_release(vals, 2);
 	Py_RETURN_NONE;
 }
 
@@ -444,6 +463,41 @@ static PyObject *py_prefault(PyObject *m, PyObject *unused)
 	Py_RETURN_TRUE;
 }
 
+/* _sites_max(n=None): the site cap (tests lower it to reach it); returns the cap before. */
+static PyObject *py_sites_max(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	unsigned long long was = evr_py_sites_max, n;
+
+	(void)m;
+	if (nargs > 1)
+		return PyErr_Format(PyExc_TypeError, "_sites_max(n=None)");
+	if (nargs == 1 && args[0] != Py_None) {
+		n = PyLong_AsUnsignedLongLong(args[0]);
+		if (n == (unsigned long long)-1 && PyErr_Occurred())
+			return NULL;
+		evr_py_sites_max = n < EVR_PY_SITES_MAX ? n : EVR_PY_SITES_MAX;
+	}
+	return PyLong_FromUnsignedLongLong(was);
+}
+
+static PyObject *py_locations(PyObject *m, PyObject *unused)
+{
+	(void)m, (void)unused;
+	return PyLong_FromSize_t(evr_py_locations());
+}
+
+static PyObject *py_u32(PyObject *m, PyObject *o)
+{
+	(void)m;
+	return evr_py_uint_new(o, EVR_T_U32);
+}
+
+static PyObject *py_u64(PyObject *m, PyObject *o)
+{
+	(void)m;
+	return evr_py_uint_new(o, EVR_T_U64);
+}
+
 #define FASTKW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 #define VARKW(f) (PyCFunction)(void (*)(void))(f), METH_VARARGS | METH_KEYWORDS
 
@@ -469,6 +523,11 @@ static PyMethodDef producer_methods[] = {
 	  "stats(): {sites, refused, cut, bad_input}: Python sites registered, records refused for want of a "
 	  "site, span ends cut for their error fields, calls refused as bad input." },
 	{ "_prefault", py_prefault, METH_NOARGS, "_prefault(): faults in the open segment's lanes (benchmarks)." },
+	{ "_sites_max", (PyCFunction)(void (*)(void))py_sites_max, METH_FASTCALL,
+	  "_sites_max(n=None): the cap on sites registered from Python, lowered to n (tests); returns the one before." },
+	{ "_locations", py_locations, METH_NOARGS, "_locations(): entries in the site cache (tests)." },
+	{ "_u32", py_u32, METH_O, "_u32(n): n written as a u32 field (C's EVR_U32); ValueError out of 0..2**32-1." },
+	{ "_u64", py_u64, METH_O, "_u64(n): n written as a u64 field (C's EVR_U64); ValueError out of 0..2**64-1." },
 	{ NULL, NULL, 0, NULL },
 };
 

@@ -19,6 +19,8 @@
 #define EVR_PY_VARIANTS_MAX 8
 /* Sites the process may register from Python in all; more are refused and counted. */
 #define EVR_PY_SITES_MAX 65536
+/* Entries of the location cache (code object, call offset or line, kind): it stops growing there. */
+#define EVR_PY_LOCATIONS_MAX (4 * EVR_PY_SITES_MAX)
 
 /*
  * A field value, converted before anything is reserved (as C's temporaries
@@ -27,6 +29,7 @@
  */
 struct evr_py_val {
 	uint8_t sig;
+	PyObject *tmp; /* what v.s points into when it is not the field's own str, or NULL: evr_py_vals_release */
 	union {
 		int64_t i;
 		uint64_t u;
@@ -56,6 +59,12 @@ struct evr_py_site {
 	struct evr_py_site *ends[EVR_PY_VARIANTS_MAX + 1];
 };
 
+/* The site cap in force: EVR_PY_SITES_MAX, unless lowered by _evring._sites_max() (tests). */
+extern uint64_t evr_py_sites_max;
+
+/* Entries in the location cache (tests: _evring._locations()). */
+size_t evr_py_locations(void);
+
 /* Counters (evring.stats()). */
 struct evr_py_stats {
 	uint64_t sites;     /* registered from Python */
@@ -73,8 +82,15 @@ extern bool evr_py_on;
 /* The values of a dict's items (a span's end fields) into vals[at..]; the new count, or -1 with ValueError / TypeError. */
 int evr_py_fields_dict(const char *what, PyObject *dict, struct evr_py_val *vals, PyObject **names, int at);
 
-/* One value into *v; 0 or -1 with TypeError / ValueError naming the field. */
+/*
+ * One value into *v; 0 or -1 with TypeError / ValueError naming the field.
+ * A value converted (0) may hold a temporary: evr_py_vals_release once
+ * the record is written.
+ */
 int evr_py_value(const char *what, PyObject *name, PyObject *o, struct evr_py_val *v);
+
+/* Drops what vals[0..n) hold (a long str's encoded prefix). */
+void evr_py_vals_release(struct evr_py_val *vals, int n);
 
 /*
  * The site of (code, key, kind, name, dispatcher, fields) for a site not
@@ -146,6 +162,18 @@ struct evr_py_content {
 	PyObject_HEAD
 	PyObject *value;
 };
+
+/* evring._evring._u32(n) / _u64(n): an int written as C's EVR_U32 / EVR_U64 (evring.llm's counts). */
+extern PyTypeObject evr_py_uint_type;
+
+struct evr_py_uint {
+	PyObject_HEAD
+	uint64_t value;
+	uint8_t type; /* EVR_T_U32 or EVR_T_U64 */
+};
+
+/* A new evring._uint of type (EVR_T_U32, EVR_T_U64) for o, or NULL with ValueError (negative, too big) / TypeError. */
+PyObject *evr_py_uint_new(PyObject *o, uint8_t type);
 
 /* The ContextVar holding the current span (evring.current_span()). */
 extern PyObject *evr_py_current;

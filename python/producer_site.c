@@ -38,6 +38,7 @@
 #endif
 
 struct evr_py_stats evr_py_stats;
+uint64_t evr_py_sites_max = EVR_PY_SITES_MAX;
 
 /* The sites of one code location: its line, for every instruction offset seen calling from it. */
 struct locsites {
@@ -66,6 +67,11 @@ static struct loc *locs;
 static size_t loc_cap; /* a power of two, or 0 */
 static size_t loc_used;
 
+size_t evr_py_locations(void)
+{
+	return loc_used;
+}
+
 static size_t loc_hash(PyObject *code, int key, uint8_t kind)
 {
 	uint64_t h = (uint64_t)(uintptr_t)code * 0x9e3779b97f4a7c15ull;
@@ -74,11 +80,20 @@ static size_t loc_hash(PyObject *code, int key, uint8_t kind)
 	return (size_t)(h ^ (h >> 29));
 }
 
-/* The entry of (code, key, kind), added (with ls NULL) when add and absent; NULL when absent or out of memory. */
+/*
+ * The entry of (code, key, kind), added (with ls NULL) when add and absent;
+ * NULL when absent, out of memory, or refused: no entry is added once the
+ * site cap is reached (no new site could be found by it) or the table holds
+ * EVR_PY_LOCATIONS_MAX entries, so that code compiled anew for every call
+ * (exec, templates) cannot grow the table, and the code objects it holds,
+ * without bound.
+ */
 static struct loc *loc_find(PyObject *code, int key, uint8_t kind, bool add)
 {
 	size_t i;
 
+	if (add && (loc_used >= EVR_PY_LOCATIONS_MAX || evr_py_stats.sites >= evr_py_sites_max))
+		add = false; /* found if there, never added */
 	if (loc_cap == 0 || (add && (loc_used + 1) * 4 > loc_cap * 3)) {
 		size_t cap = loc_cap ? loc_cap * 2 : 256;
 		struct loc *t = calloc(cap, sizeof(*t));
@@ -160,7 +175,7 @@ static struct evr_py_site *site_new(PyObject *code, int line, uint8_t kind, PyOb
 	 * The cap spares a span's end without fields, which its begin's
 	 * recorded span needs to end at all (at most one a begin site).
 	 */
-	if (evr_py_stats.sites >= EVR_PY_SITES_MAX && !(kind == EVR_SITE_SPAN_END && n == 0))
+	if (evr_py_stats.sites >= evr_py_sites_max && !(kind == EVR_SITE_SPAN_END && n == 0))
 		return NULL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -240,7 +255,12 @@ static struct evr_py_site *site_at(PyObject *code, int key, PyFrameObject *frame
 	if (frame && line < 0)
 		line = PyFrame_GetLineNumber(frame);
 	s = site_new(code, line, kind, name, dispatcher, n, fnames, sig);
-	if (s)
+	/*
+	 * site_new allocates: a collection it sets off may run a finalizer that
+	 * records from this very location and fills its last slot meanwhile.
+	 * The site is then kept (registered, never freed) but not listed here.
+	 */
+	if (s && ls->n < EVR_PY_VARIANTS_MAX)
 		ls->v[ls->n++] = s;
 	return s;
 }
@@ -294,11 +314,14 @@ struct evr_py_site *evr_py_site_end(struct evr_py_site *b, int n, PyObject *cons
 /* ---- values ----------------------------------------------------------- */
 
 /*
- * Cuts a string at its limit on a UTF-8 character's boundary (C cuts at the
- * byte; a cut here never splits a character, so the text stays valid), and
- * flags it truncated as C does.
+ * A str's value as C's evr__str_make takes a char *: cut at limit bytes and
+ * flagged truncated, the cut moved back to a UTF-8 character's boundary (C
+ * cuts at the byte; here the text stays valid). u holds len bytes of the
+ * str's UTF-8; more: the str goes on past them (only a prefix of it was
+ * encoded; len >= limit then). Unlike a C string, a str may hold NUL: it is
+ * written as it is, not ended there (msgpack strings carry their length).
  */
-static struct evr__str str_make(const char *u, Py_ssize_t len, uint32_t limit)
+static struct evr__str str_make(const char *u, Py_ssize_t len, bool more, uint32_t limit)
 {
 	struct evr__str s = { u, (uint32_t)len, false };
 
@@ -309,8 +332,49 @@ static struct evr__str str_make(const char *u, Py_ssize_t len, uint32_t limit)
 			k--;
 		s.n = k;
 		s.cut = true;
+	} else if (more) {
+		s.cut = true; /* len == limit: the prefix ends on a character, the str goes on */
 	}
 	return s;
+}
+
+/*
+ * A str field's value, at a cost bounded by the limit, not by the str's
+ * length: an ASCII str is its own UTF-8; another of at most limit code points
+ * is encoded whole (the UTF-8 cached on it); a longer one only by its first
+ * limit code points (at least limit bytes: enough to cut at), encoded into a
+ * str that *tmp holds until the record is written. -1 when it cannot be
+ * encoded (a lone surrogate in what is written).
+ */
+static int str_value(PyObject *o, uint32_t limit, struct evr__str *out, PyObject **tmp)
+{
+	Py_ssize_t len = PyUnicode_GET_LENGTH(o), n;
+	const char *u;
+
+	if (PyUnicode_IS_ASCII(o)) {
+		*out = str_make((const char *)PyUnicode_DATA(o), len, false, limit);
+		return 0;
+	}
+	if (len <= (Py_ssize_t)limit) {
+		if (!(u = PyUnicode_AsUTF8AndSize(o, &n)))
+			return -1;
+		*out = str_make(u, n, false, limit);
+		return 0;
+	}
+	if (!(*tmp = PyUnicode_Substring(o, 0, (Py_ssize_t)limit)))
+		return -1;
+	if (!(u = PyUnicode_AsUTF8AndSize(*tmp, &n))) {
+		Py_CLEAR(*tmp);
+		return -1;
+	}
+	*out = str_make(u, n, true, limit);
+	return 0;
+}
+
+void evr_py_vals_release(struct evr_py_val *vals, int n)
+{
+	for (int i = 0; i < n; i++)
+		Py_CLEAR(vals[i].tmp);
 }
 
 static int bad(PyObject *exc, const char *what, PyObject *name, const char *fmt, PyObject *o)
@@ -325,6 +389,13 @@ int evr_py_value(const char *what, PyObject *name, PyObject *o, struct evr_py_va
 	bool content = false;
 	uint32_t limit = EVR_STR_LIMIT;
 
+	v->tmp = NULL;
+	if (Py_IS_TYPE(o, &evr_py_uint_type)) { /* evring.llm's EVR_U32 / EVR_U64 fields */
+		v->sig = EVR_PY_SIG(((struct evr_py_uint *)o)->type, 0);
+		v->v.u = ((struct evr_py_uint *)o)->value;
+		return 0;
+	}
+
 	if (Py_IS_TYPE(o, &evr_py_content_type)) {
 		o = ((struct evr_py_content *)o)->value;
 		content = true;
@@ -336,15 +407,11 @@ int evr_py_value(const char *what, PyObject *name, PyObject *o, struct evr_py_va
 		}
 	}
 	if (PyUnicode_Check(o)) {
-		Py_ssize_t len;
-		const char *u = PyUnicode_AsUTF8AndSize(o, &len);
-
-		if (!u) {
+		if (str_value(o, limit, &v->v.s, &v->tmp) < 0) {
 			PyErr_Clear();
 			return bad(PyExc_ValueError, what, name, "a str that cannot be encoded as UTF-8", NULL);
 		}
 		v->sig = EVR_PY_SIG(EVR_T_STR, content ? EVR_FIELD_CONTENT : 0);
-		v->v.s = str_make(u, len, limit);
 		return 0;
 	}
 	if (o == Py_None) {
@@ -401,11 +468,14 @@ int evr_py_fields_dict(const char *what, PyObject *dict, struct evr_py_val *vals
 			evr_py_stats.bad_input++;
 			PyErr_Format(PyExc_ValueError, "%s: %zd end fields, at most %d", what,
 				     PyDict_GET_SIZE(dict) + at, EVR_FIELDS_MAX);
+			evr_py_vals_release(vals + at, i - at);
 			return -1;
 		}
 		names[i] = k;
-		if (evr_py_value(what, k, o, &vals[i]) < 0)
+		if (evr_py_value(what, k, o, &vals[i]) < 0) {
+			evr_py_vals_release(vals + at, i - at);
 			return -1;
+		}
 		i++;
 	}
 	return i;
@@ -472,6 +542,9 @@ static uint8_t *pack(uint8_t *c, struct evr_thread *t, const struct rec *r, cons
 			break;
 		case EVR_T_U64:
 			evr__mp_uint64(&c, v->v.u);
+			break;
+		case EVR_T_U32:
+			evr__mp_uint32(&c, (uint32_t)v->v.u);
 			break;
 		case EVR_T_F64:
 			evr__mp_double(&c, v->v.d);

@@ -175,7 +175,7 @@ static int span_finish(struct evr_py_span *self, uint8_t status, PyObject *etype
 	PyObject *names[EVR_FIELDS_MAX];
 	uint8_t sig[EVR_FIELDS_MAX];
 	struct evr_py_site *end;
-	int n = 0;
+	int n = 0, held;
 
 	if (self->ended || !self->site)
 		return 0;
@@ -187,9 +187,11 @@ static int span_finish(struct evr_py_span *self, uint8_t status, PyObject *etype
 			PyErr_Clear();
 		}
 	}
+	held = n;
 	if (status && etype) {
 		if (n > EVR_FIELDS_MAX - 2) {
-			n = EVR_FIELDS_MAX - 2;
+			evr_py_vals_release(vals + EVR_FIELDS_MAX - 2, n - (EVR_FIELDS_MAX - 2));
+			n = held = EVR_FIELDS_MAX - 2;
 			evr_py_stats.cut++;
 		}
 		names[n] = str_error_type;
@@ -204,6 +206,7 @@ static int span_finish(struct evr_py_span *self, uint8_t status, PyObject *etype
 			else
 				PyErr_Clear();
 		}
+		held = n;
 	}
 	for (int i = 0; i < n; i++)
 		sig[i] = vals[i].sig;
@@ -215,6 +218,7 @@ static int span_finish(struct evr_py_span *self, uint8_t status, PyObject *etype
 	}
 	if (end)
 		evr_py_write_end(&self->sp, end, status, vals, n);
+	evr_py_vals_release(vals, held);
 	return 0;
 }
 
@@ -232,9 +236,11 @@ static int span_set_fields(struct evr_py_span *self, PyObject *const *args, Py_s
 	}
 	if (!self->site || nk == 0)
 		return 0;
-	for (Py_ssize_t i = 0; i < nk; i++)
+	for (Py_ssize_t i = 0; i < nk; i++) {
 		if (evr_py_value(what, PyTuple_GET_ITEM(kwnames, i), args[i], &v) < 0)
 			return -1;
+		evr_py_vals_release(&v, 1);
+	}
 	if (!self->end_fields && !(self->end_fields = PyDict_New()))
 		return -1;
 	for (Py_ssize_t i = 0; i < nk; i++)
@@ -263,6 +269,19 @@ static PyObject *span_end(struct evr_py_span *self, PyObject *const *args, Py_ss
 	if (span_set_fields(self, args, nargs, kwnames, "evring.Span.end") < 0)
 		return NULL;
 	span_finish(self, 0, NULL, NULL);
+	Py_RETURN_NONE;
+}
+
+/*
+ * _drop(**fields): ends the span as error (status 1) with exactly these and
+ * set()'s fields, in their order, as C's EVR_SPAN_DROP: evring.llm's
+ * abandon and fail, whose error.type comes first and may be nil.
+ */
+static PyObject *span_drop(struct evr_py_span *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+	if (span_set_fields(self, args, nargs, kwnames, "evring.Span._drop") < 0)
+		return NULL;
+	span_finish(self, 1, NULL, NULL);
 	Py_RETURN_NONE;
 }
 
@@ -425,6 +444,8 @@ static PyMethodDef span_methods[] = {
 	  "set(**fields): fields for the span's end record." },
 	{ "end", (PyCFunction)(void (*)(void))span_end, METH_FASTCALL | METH_KEYWORDS,
 	  "end(**fields): ends the span (status ok) with these and set()'s fields; once." },
+	{ "_drop", (PyCFunction)(void (*)(void))span_drop, METH_FASTCALL | METH_KEYWORDS,
+	  "_drop(**fields): ends the span as error (status 1) with just these and set()'s fields (evring.llm)." },
 	{ "fail", (PyCFunction)(void (*)(void))span_fail, METH_FASTCALL | METH_KEYWORDS,
 	  "fail(error, message=None, **fields): ends the span as error (status 1): error.type is the "
 	  "exception's type (or the str given), error.message its text." },
@@ -504,9 +525,71 @@ PyTypeObject evr_py_content_type = {
 	.tp_members = content_members,
 };
 
+/* ---- evring._uint ------------------------------------------------------ */
+
+PyObject *evr_py_uint_new(PyObject *o, uint8_t type)
+{
+	const unsigned long long max = type == EVR_T_U32 ? UINT32_MAX : UINT64_MAX;
+	struct evr_py_uint *self;
+	unsigned long long x = 0;
+	int overflow = 0;
+	bool neg;
+
+	if (!PyLong_Check(o) || PyBool_Check(o)) {
+		evr_py_stats.bad_input++;
+		return PyErr_Format(PyExc_TypeError, "expected an int, not %s", Py_TYPE(o)->tp_name);
+	}
+	{
+		long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+
+		neg = overflow < 0 || (overflow == 0 && v < 0);
+	}
+	if (!neg)
+		x = PyLong_AsUnsignedLongLong(o);
+	if (neg || (x == (unsigned long long)-1 && PyErr_Occurred()) || x > max) {
+		PyErr_Clear();
+		evr_py_stats.bad_input++;
+		return PyErr_Format(PyExc_ValueError, "%R out of range for a u%d field (0 .. %llu)", o,
+				    type == EVR_T_U32 ? 32 : 64, max);
+	}
+	self = PyObject_New(struct evr_py_uint, &evr_py_uint_type);
+	if (!self)
+		return NULL;
+	self->value = x;
+	self->type = type;
+	return (PyObject *)self;
+}
+
+static void uint_dealloc(struct evr_py_uint *self)
+{
+	PyObject_Free(self);
+}
+
+static PyObject *uint_repr(struct evr_py_uint *self)
+{
+	return PyUnicode_FromFormat("evring._u%d(%llu)", self->type == EVR_T_U32 ? 32 : 64,
+				    (unsigned long long)self->value);
+}
+
+static PyMemberDef uint_members[] = {
+	{ "value", T_ULONGLONG, offsetof(struct evr_py_uint, value), READONLY, "the int" },
+	{ NULL, 0, 0, 0, NULL },
+};
+
+PyTypeObject evr_py_uint_type = {
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "evring._uint",
+	.tp_basicsize = sizeof(struct evr_py_uint),
+	.tp_dealloc = (destructor)uint_dealloc,
+	.tp_repr = (reprfunc)uint_repr,
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_doc = "A field value written as an unsigned int of C's width (_evring._u32, _u64).",
+	.tp_members = uint_members,
+};
+
 int evr_py_span_init(PyObject *m)
 {
-	if (PyType_Ready(&evr_py_span_type) < 0 || PyType_Ready(&evr_py_content_type) < 0)
+	if (PyType_Ready(&evr_py_span_type) < 0 || PyType_Ready(&evr_py_content_type) < 0 ||
+	    PyType_Ready(&evr_py_uint_type) < 0)
 		return -1;
 	if (PyModule_AddObjectRef(m, "Span", (PyObject *)&evr_py_span_type) < 0 ||
 	    PyModule_AddObjectRef(m, "content", (PyObject *)&evr_py_content_type) < 0)
