@@ -62,6 +62,8 @@ _span = _evring.span
 _event = _evring.event
 _content = _evring.content
 _NIL = _evring.content(None)
+_u32 = _evring._u32    # C's EVR_U32: the same field type in the site; a negative or too big a count is a ValueError
+_u64 = _evring._u64    # C's EVR_U64
 
 OPERATION = "gen_ai.operation.name"
 SYSTEM = "gen_ai.system"
@@ -98,6 +100,16 @@ def _s(v):
     return v if v is None or isinstance(v, str) else str(v)
 
 
+def _etype(v):
+    """error.type: an exception (or its type) as a span's error.type has it (module.qualname, builtins bare); else _s."""
+    if isinstance(v, BaseException):
+        v = type(v)
+    if isinstance(v, type):
+        mod = getattr(v, "__module__", None)
+        return v.__qualname__ if not isinstance(mod, str) or mod == "builtins" else "%s.%s" % (mod, v.__qualname__)
+    return _s(v)
+
+
 class Op:
     """An LLM operation's span: a context manager; end() (or the block's end) ends it."""
 
@@ -131,8 +143,8 @@ class Op:
         self.span.end(**fields)
 
     def abandon(self, error_type="abandoned", output_tokens=0):
-        """Ends the span as dropped (failed or abandoned stream), as evr_llm_chat_abandon."""
-        self.span.fail(_s(error_type), None, **{OUTPUT_TOKENS: int(output_tokens)})
+        """Ends the span as dropped (failed or abandoned stream), as evr_llm_chat_abandon: error.type, output tokens."""
+        self.span._drop(**{ERROR_TYPE: _etype(error_type), OUTPUT_TOKENS: _u64(int(output_tokens))})
 
 
 class _Stream(Op):
@@ -141,11 +153,12 @@ class _Stream(Op):
     def chunk(self, index, tokens=1, delta=None):
         """One streamed chunk (an in-progress event in this span, from any task or thread)."""
         self.span.event(self._in_progress, self._dispatcher,
-                        **{"chunk.index": int(index), "chunk.tokens": int(tokens), "chunk.delta": _c(delta)})
+                        **{"chunk.index": _u32(int(index)), "chunk.tokens": _u32(int(tokens)),
+                           "chunk.delta": _c(delta)})
 
     def end(self, response_model=None, input_tokens=0, output_tokens=0, finish_reason=None, output=None):
-        self.span.end(**{RESPONSE_MODEL: _s(response_model), INPUT_TOKENS: int(input_tokens),
-                         OUTPUT_TOKENS: int(output_tokens), FINISH_REASONS: _s(finish_reason),
+        self.span.end(**{RESPONSE_MODEL: _s(response_model), INPUT_TOKENS: _u64(int(input_tokens)),
+                         OUTPUT_TOKENS: _u64(int(output_tokens)), FINISH_REASONS: _s(finish_reason),
                          OUTPUT_MESSAGES: _c(output)})
 
 
@@ -157,7 +170,7 @@ def chat(system=None, model=None, messages=None, max_tokens=0, temperature=0.0, 
     """An LLM chat call: span llm.chat under llm.chat (evr_llm_chat_start)."""
     op = Chat(_span("llm.chat", DISPATCHER + ".chat", parent,
                     **{OPERATION: "chat", SYSTEM: _s(system), REQUEST_MODEL: _s(model),
-                       REQUEST_MAX_TOKENS: int(max_tokens or 0), REQUEST_TEMPERATURE: float(temperature or 0.0),
+                       REQUEST_MAX_TOKENS: _u32(int(max_tokens or 0)), REQUEST_TEMPERATURE: float(temperature or 0.0),
                        REQUEST_STREAM: bool(stream), INPUT_MESSAGES: _c(messages)}), bool(stream))
     op._in_progress = "llm.chat.in_progress"
     op._dispatcher = DISPATCHER + ".chat"
@@ -172,7 +185,7 @@ def completion(system=None, model=None, prompt=None, max_tokens=0, stream=False,
     """A text completion: span llm.completion under llm.completion (evr_llm_completion_start)."""
     op = Completion(_span("llm.completion", DISPATCHER + ".completion", parent,
                           **{OPERATION: "text_completion", SYSTEM: _s(system), REQUEST_MODEL: _s(model),
-                             REQUEST_MAX_TOKENS: int(max_tokens or 0), REQUEST_STREAM: bool(stream),
+                             REQUEST_MAX_TOKENS: _u32(int(max_tokens or 0)), REQUEST_STREAM: bool(stream),
                              INPUT_MESSAGES: _c(prompt)}), bool(stream))
     op._in_progress = "llm.completion.in_progress"
     op._dispatcher = DISPATCHER + ".completion"
@@ -183,40 +196,41 @@ class Embedding(Op):
     __slots__ = ()
 
     def end(self, input_tokens=0, dimensions=0):
-        self.span.end(**{INPUT_TOKENS: int(input_tokens), EMBEDDING_DIMS: int(dimensions)})
+        self.span.end(**{INPUT_TOKENS: _u64(int(input_tokens)), EMBEDDING_DIMS: _u32(int(dimensions))})
 
 
 def embedding(model=None, texts=0, parent=None):
     """An embedding call: span embedding under llm.embedding (evr_embedding_start)."""
     return Embedding(_span("embedding", DISPATCHER + ".embedding", parent,
-                           **{OPERATION: "embeddings", REQUEST_MODEL: _s(model), "embedding.texts": int(texts)}))
+                           **{OPERATION: "embeddings", REQUEST_MODEL: _s(model), "embedding.texts": _u32(int(texts))}))
 
 
 class Retrieve(Op):
     __slots__ = ()
 
     def end(self, nodes=0, top_score=0.0, documents=None):
-        self.span.end(**{"retrieval.nodes": int(nodes), "retrieval.top_score": float(top_score),
+        self.span.end(**{"retrieval.nodes": _u32(int(nodes)), "retrieval.top_score": float(top_score),
                          "retrieval.documents": _c(documents)})
 
 
 def retrieve(source=None, query=None, top_k=0, parent=None):
     """A retrieval: span retrieve under llm.retrieval (evr_retrieve_start)."""
     return Retrieve(_span("retrieve", DISPATCHER + ".retrieval", parent,
-                          **{DATA_SOURCE: _s(source), "retrieval.top_k": int(top_k), "retrieval.query": _c(query)}))
+                          **{DATA_SOURCE: _s(source), "retrieval.top_k": _u32(int(top_k)), "retrieval.query": _c(query)}))
 
 
 class Rerank(Op):
     __slots__ = ()
 
     def end(self, nodes=0):
-        self.span.end(**{"rerank.nodes": int(nodes)})
+        self.span.end(**{"rerank.nodes": _u32(int(nodes))})
 
 
 def rerank(model=None, nodes=0, top_n=0, parent=None):
     """A rerank: span reranking under llm.retrieval (evr_rerank_start)."""
     return Rerank(_span("reranking", DISPATCHER + ".retrieval", parent,
-                        **{REQUEST_MODEL: _s(model), "rerank.nodes": int(nodes), "rerank.top_n": int(top_n)}))
+                        **{REQUEST_MODEL: _s(model), "rerank.nodes": _u32(int(nodes)),
+                        "rerank.top_n": _u32(int(top_n))}))
 
 
 class Query(Op):
@@ -226,7 +240,8 @@ class Query(Op):
         self.span.end(**{"query.response": _c(response)})
 
     def fail(self, error_type):
-        self.span.fail(_s(error_type), None)
+        """Ends the query as dropped with error.type (nil for None), as evr_query_fail."""
+        self.span._drop(**{ERROR_TYPE: _etype(error_type)})
 
 
 def query(query=None, parent=None):
@@ -244,7 +259,7 @@ class Synthesize(Op):
 def synthesize(query=None, nodes=0, parent=None):
     """A synthesis: span synthesize under llm (evr_synthesize_start)."""
     return Synthesize(_span("synthesize", DISPATCHER, parent,
-                            **{"synthesize.nodes": int(nodes), "query.text": _c(query)}))
+                            **{"synthesize.nodes": _u32(int(nodes)), "query.text": _c(query)}))
 
 
 class AgentStep(Op):
@@ -257,7 +272,7 @@ class AgentStep(Op):
 def agent_step(agent=None, step=0, input=None, parent=None):
     """An agent step: span agent_step under llm.agent (evr_agent_step_start)."""
     return AgentStep(_span("agent_step", DISPATCHER + ".agent", parent,
-                           **{OPERATION: "invoke_agent", AGENT_NAME: _s(agent), "agent.step": int(step),
+                           **{OPERATION: "invoke_agent", AGENT_NAME: _s(agent), "agent.step": _u32(int(step)),
                               "agent.input": _c(input)}))
 
 
@@ -268,7 +283,8 @@ class ToolCall(Op):
         self.span.end(**{TOOL_RESULT: _c(result)})
 
     def fail(self, error_type, message=None):
-        self.span.fail(_s(error_type), _s(message))
+        """Ends the call as dropped with error.type and error.message (nil for None), as evr_tool_call_fail."""
+        self.span._drop(**{ERROR_TYPE: _etype(error_type), "error.message": _s(message)})
 
 
 def tool_call(tool=None, call_id=None, arguments=None, parent=None):
@@ -280,10 +296,9 @@ def tool_call(tool=None, call_id=None, arguments=None, parent=None):
 
 def exception(error_type, message=None):
     """An exception event in the current span (evr_llm_exception); error_type may be an exception."""
-    if isinstance(error_type, BaseException):
-        message = str(error_type) if message is None else message
-        error_type = type(error_type).__qualname__
-    _event("exception", DISPATCHER, **{ERROR_TYPE: _s(error_type), "error.message": _s(message)})
+    if isinstance(error_type, BaseException) and message is None:
+        message = str(error_type)
+    _event("exception", DISPATCHER, **{ERROR_TYPE: _etype(error_type), "error.message": _s(message)})
 
 
 _CB_TYPES = frozenset(("chunking", "node_parsing", "embedding", "llm", "query", "retrieve", "synthesize", "tree",
