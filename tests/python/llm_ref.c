@@ -33,6 +33,8 @@ int main(void)
 	evr_tool_call_end(&t, "found");
 	struct evr_span t2 = evr_tool_call_start("fetch", "call-2", "{}");
 	evr_tool_call_fail(&t2, "timeout", "no answer in 5 s");
+	struct evr_span t3 = evr_tool_call_start("ask", "call-3", "{}");
+	evr_tool_call_fail(&t3, "denied", NULL);
 	evr_agent_step_end(&a, true, "done");
 	struct evr_span c = evr_llm_chat_start("vllm", "llama-3-8b", "[{\"role\":\"user\"}]", 256, 0.25, true);
 	evr_llm_chat_chunk(&c, 0, 1, "Hel");
@@ -49,5 +51,7 @@ int main(void)
 	evr_query_end(&q, "a ring");
 	struct evr_span q2 = evr_query_start("second");
 	evr_query_fail(&q2, "refused");
+	struct evr_span q3 = evr_query_start("third");
+	evr_query_fail(&q3, NULL);
 	return 0;
 }

@@ -24,6 +24,8 @@ with llm.query("what is evring?") as q:
             t.end("found")
         with llm.tool_call("fetch", "call-2", "{}") as t2:
             t2.fail("timeout", "no answer in 5 s")
+        with llm.tool_call("ask", "call-3", "{}") as t3:
+            t3.fail("denied")                         # no message: nil, as C's NULL
         a.end(True, "done")
     with llm.chat("vllm", "llama-3-8b", '[{"role":"user"}]', 256, 0.25, True) as c:
         c.chunk(0, 1, "Hel")
@@ -40,6 +42,8 @@ with llm.query("what is evring?") as q:
     q.end("a ring")
 with llm.query("second") as q2:
     q2.fail("refused")
+with llm.query("third") as q3:
+    q3.fail(None)                                    # nil error.type, as C's NULL
 """
 
 
@@ -69,17 +73,18 @@ def run_c(tmp_path, env):
 
 
 def shape(lines):
-    """Spans and events, comparable across processes: ids replaced by the parent's name."""
+    """Spans and events, comparable across processes: ids replaced by the parent's name; fields in
+    their order, a nil field apart from a missing one."""
     recs = [x for x in lines if x["kind"] in ("span", "event")]
     names = {x["span_id"]: x["name"] for x in recs if x["kind"] == "span"}
     out = []
     for x in recs:
         if x["kind"] == "span":
             out.append(("span", x["name"], x["dispatcher"], x["status"], names.get(x["parent_id"], x["parent_id"]),
-                        json.dumps(x["fields"], sort_keys=True)))
+                        json.dumps(list(x["fields"].items()))))
         else:
             out.append(("event", x["name"], x["dispatcher"], "", names.get(x["span_id"], x["span_id"]),
-                        json.dumps(x["fields"], sort_keys=True)))
+                        json.dumps(list(x["fields"].items()))))
     return sorted(out)
 
 
@@ -90,10 +95,10 @@ def test_llm_calls_match_c(tmp_path, capture):
     r = run_traced(PY_CALLS, tmp_path, env=env)
     assert r.producer_rc == 0, r.producer_err
     py = shape(r.lines)
-    assert len(c) == 16
+    assert len(c) == 18
     assert py == c
     chat = [x for x in c if x[1] == "llm.chat" and x[3] == "ok"][0]
-    fields = json.loads(chat[5])
+    fields = dict(json.loads(chat[5]))
     assert fields["gen_ai.request.model"] == "llama-3-8b" and fields["gen_ai.usage.output_tokens"] == 3
     assert (fields["gen_ai.input.messages"] is None) == (capture == "0")
 
@@ -132,3 +137,37 @@ def test_cb_sites_are_the_callers_lines(tmp_path):
     spans = [x for x in r.lines if x.get("kind") == "span" and x.get("dispatcher") == "llm"]
     assert len(spans) == 14
     assert sorted(list(s["fields"])[0] for s in spans) == sorted("n%d" % i for i in range(14))
+
+
+def test_llm_counts_are_unsigned_and_errors_named_as_spans_name_them(tmp_path):
+    # C declares the counts EVR_U32 / EVR_U64: a negative one is refused, not
+    # written as another type; an exception's error.type is the one a span's
+    # error has (module.qualname).
+    r = run_traced("""
+        from evring import llm
+        class BackendError(Exception):
+            pass
+        for bad in (lambda: llm.chat("vllm", "m", max_tokens=-1), lambda: llm.embedding("m", texts=2**32),
+                    lambda: llm.retrieve("docs", "q", top_k=-5)):
+            try:
+                bad()
+                raise SystemExit("accepted")
+            except ValueError as e:
+                assert "out of range" in str(e), e
+        with llm.chat("vllm", "m", max_tokens=2**32 - 1) as c:
+            c.end(input_tokens=2**64 - 1)
+        with evring.span("op"):
+            llm.exception(BackendError("down"))
+            raise_it = BackendError("down")
+        try:
+            with evring.span("failing"):
+                raise raise_it
+        except BackendError:
+            pass
+    """, tmp_path)
+    assert r.producer_rc == 0, r.producer_err
+    assert [s["name"] for s in r.spans if s["dispatcher"].startswith("llm")] == ["llm.chat"]
+    f = r.span("llm.chat")["fields"]
+    assert f["gen_ai.request.max_tokens"] == 2**32 - 1 and f["gen_ai.usage.input_tokens"] == 2**64 - 1
+    assert r.event("exception")["fields"] == {"error.type": "__main__.BackendError", "error.message": "down"}
+    assert r.span("failing")["fields"]["error.type"] == "__main__.BackendError"
