@@ -4,14 +4,16 @@ Field types, nested spans, exceptions, decorators, bad input and the site
 cap; test_producer_concurrency.py has threads, asyncio, fork and loss,
 test_producer_llm.py the LLM vocabulary against C's.
 """
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from producer_harness import PY, run_traced
+from producer_harness import CLI, PY, run_traced, wait_for
 
 
 def test_field_types_round_trip(tmp_path):
@@ -29,13 +31,40 @@ def test_field_types_round_trip(tmp_path):
     assert f["f"] == 2.5 and f["fneg"] == -1e-300
     assert f["t"] is True and f["fl"] is False
     assert f["s"] == "hello" and f["u"] == "ünï ✓" and f["empty"] == "" and f["none"] is None
-    assert f["nul"] == "a\x00b"
+    assert f["nul"] == "a\x00b"                  # a str's NUL is kept (msgpack strings carry a length)
     assert f["cut.truncated"] is True and "s.truncated" not in f
     assert f["cut"] == "é" * 128 and len(f["cut"].encode()) == 256
     # content capture is off by default, as in C: content fields are written as nil
     c = r.event("content")["fields"]
     assert c == {"prompt": None, "nothing": None}
     assert r.event("types")["pid"] == r.pid
+
+
+def test_long_strs_are_cut_from_a_prefix_on_a_character_boundary(tmp_path):
+    # A str longer than the limit is encoded only as far as its first limit
+    # code points (a multi-MB str costs what 256 characters do), then cut
+    # back to a character's start, flagged truncated.
+    r = run_traced("""
+        evring.event("odd", v="a" + "é" * 300)            # byte 256 is inside an é: cut at 255
+        evring.event("huge", v="é" * 4_000_000 + "x")     # 8 MB of UTF-8, never encoded whole
+        evring.event("ascii", v="y" * 5_000_000)
+        evring.event("edge", v="a" * 256 + "é")           # the prefix is exactly 256 bytes: still cut
+        evring.event("fits", v="a" * 254 + "é")           # 256 bytes: not cut
+        evring.event("content", v=evring.content("ü" * 3000))
+    """, tmp_path, env={"EVRING_CAPTURE_CONTENT": "1"})
+    assert r.producer_rc == 0, r.producer_err
+    f = r.event("odd")["fields"]
+    assert f["v"] == "a" + "é" * 127 and f["v.truncated"] is True
+    f = r.event("huge")["fields"]
+    assert f["v"] == "é" * 128 and f["v.truncated"] is True
+    f = r.event("ascii")["fields"]
+    assert f["v"] == "y" * 256 and f["v.truncated"] is True
+    f = r.event("edge")["fields"]
+    assert f["v"] == "a" * 256 and f["v.truncated"] is True
+    f = r.event("fits")["fields"]
+    assert f["v"] == "a" * 254 + "é" and "v.truncated" not in f
+    f = r.event("content")["fields"]
+    assert f["v"] == "ü" * 2048 and f["v.truncated"] is True
 
 
 def test_content_written_with_capture_on(tmp_path):
@@ -140,6 +169,39 @@ gc.collect()
 assert w() is None, "the context was kept"
 """
     subprocess.run([PY, "-c", code], check=True, timeout=60)
+
+
+def test_an_event_after_end_inside_the_with_goes_to_the_parent(tmp_path):
+    r = run_traced("""
+        with evring.span("req") as s:
+            s.end()
+            evring.event("cleanup")                 # as C after EVR_SPAN_END: not in req
+        evring.event("outside")
+    """, tmp_path)
+    assert r.producer_rc == 0, r.producer_err
+    assert r.span("req")["status"] == "ok"
+    assert r.event("cleanup")["span_id"] == "0" and r.event("outside")["span_id"] == "0"
+
+
+def test_a_span_left_in_another_context_restores_the_current_span(tmp_path):
+    # Entered in one contextvars.Context, left in another: nothing raised, the
+    # span ended, the context that left it has the span it hid current again.
+    r = run_traced("""
+        import contextvars
+        outer = evring.span("outer").__enter__()
+        s = evring.span("moved")
+        ctx = contextvars.copy_context()
+        ctx.run(s.__enter__)
+        assert ctx.run(evring.current_span) is s
+        other = ctx.copy()                          # holds s as its current span, not s's token
+        assert other.run(s.__exit__, None, None, None) is False and s.ended
+        assert other.run(evring.current_span) is outer
+        assert other.run(lambda: contextvars.copy_context()[evring._evring._current]) is outer
+        assert ctx.run(evring.current_span) is outer    # ended: the span it hid stands in
+        outer.__exit__(None, None, None)
+    """, tmp_path)
+    assert r.producer_rc == 0, r.producer_err
+    assert r.span("moved")["status"] == "ok" and r.span("moved")["parent_id"] == r.span("outer")["span_id"]
 
 
 def test_exceptions_end_spans_as_error(tmp_path):
@@ -288,6 +350,47 @@ def test_sites_per_location_are_capped_and_counted(tmp_path):
     assert [e["fields"]["v"] for e in r.events if e["name"] == "types"] == [1, "s", 2.0, None, True]
 
 
+def test_the_site_cap_never_leaves_a_begun_span_unended(tmp_path):
+    # At the process's site cap (lowered here), a span whose begin was
+    # recorded still ends: its end fields' site is refused (counted), the
+    # end without fields is spared the cap.
+    r = run_traced("""
+        ev = evring._evring
+        evring.event("first")
+        ev._sites_max(evring.stats()["sites"] + 1)
+        for i in range(2):
+            with evring.span("last_begin") as s:    # the cap's last site
+                if i == 0:
+                    s.set(n=1)                      # its end site with a field: refused
+        evring.event("refused")                     # no site left
+        st = evring.stats()
+        assert st["refused"] == 2, st
+    """, tmp_path)
+    assert r.producer_rc == 0, r.producer_err
+    spans = [x for x in r.spans if x["name"] == "last_begin"]
+    assert len(spans) == 2 and all(x["status"] == "ok" for x in spans), spans
+    assert spans[0]["fields"] == {}
+    assert [e["name"] for e in r.events] == ["first"]
+
+
+def test_the_location_cache_stops_growing_at_the_site_cap(tmp_path):
+    # Code compiled anew for each call (exec of generated source): once no
+    # site can be registered, no location is added for it either.
+    r = run_traced("""
+        ev = evring._evring
+        ev._sites_max(evring.stats()["sites"] + 4)
+        for i in range(4):
+            exec(compile("evring.event('gen')", "<gen%d>" % i, "exec"))
+        full = ev._locations()
+        for i in range(500):
+            exec(compile("evring.event('gen')", "<more%d>" % i, "exec"))
+        assert ev._locations() == full, (ev._locations(), full)
+        assert evring.stats()["refused"] == 500, evring.stats()
+    """, tmp_path)
+    assert r.producer_rc == 0, r.producer_err
+    assert len([e for e in r.events if e["name"] == "gen"]) == 4
+
+
 def test_evring_off(tmp_path):
     script = tmp_path / "off.py"
     script.write_text("""
@@ -326,16 +429,51 @@ print("ok")
 
 
 def test_close_and_open_again(tmp_path):
-    r = run_traced("""
+    # A second consumer attaches to the segment evring.open() makes after
+    # close(): a span begun in the first must write nothing into it.
+    out2 = tmp_path / "again.jsonl"
+    box = {}
+    body = """
+        import os, time
         evring.event("one")
         s = evring.span("across")          # begun in the first segment
         evring.close()
         assert not evring.enabled()
         evring.event("while_closed")
         evring.open(name="again")
+        with open("reopened.tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename("reopened.tmp", "reopened")
+        deadline = time.time() + 60
+        while not os.path.exists("go2") and time.time() < deadline:
+            time.sleep(0.01)
         s.end()                            # of an older segment: not ended into the new one
         evring.event("two")
-    """, tmp_path)
-    assert [e["name"] for e in r.events] == ["one"]
+    """
+    t = threading.Thread(target=lambda: box.setdefault("r", run_traced(body, tmp_path)))
+    t.start()
+    a2 = None
+    try:
+        assert wait_for(tmp_path / "reopened", "", 60), "the producer did not open its second segment"
+        pid = int((tmp_path / "reopened").read_text())
+        a2 = subprocess.Popen([CLI, "attach", "%d.again" % pid, "-H", "jsonl=%s" % out2, "--from", "oldest",
+                               "--metrics-interval", "0"], stderr=subprocess.PIPE, text=True)
+        assert wait_for(out2, '"kind":"run"', 20), "the second consumer did not attach"
+    finally:
+        (tmp_path / "go2").write_text("")
+        t.join(120)
+        if a2:
+            try:
+                a2.communicate(timeout=60)
+            finally:
+                if a2.poll() is None:
+                    a2.kill()
+                    a2.wait()
+    r = box["r"]
     assert r.producer_rc == 0, r.producer_err
+    assert [e["name"] for e in r.events] == ["one"]
     assert "across" not in [s["name"] for s in r.spans if s["status"] == "ok"]
+    again = [json.loads(x) for x in out2.read_text().splitlines() if x.strip()]
+    assert [x["name"] for x in again if x["kind"] == "event"] == ["two"]
+    assert [x for x in again if x["kind"] == "span"] == []
+    assert a2.returncode == 0
