@@ -12,9 +12,11 @@ Cases, each timed over --calls calls per run, median over --runs runs (>= 5):
   json        a json.dumps line of the same 3 fields written to a file
 
 No consumer is attached: the segment is opened again (empty) before each
-evring run, with 32 MiB lanes that hold all of a run's records, and its pages
-faulted in before the run (as `evring-bench producer` does), so nothing is
-dropped, no record takes a page fault, and the figures are the producer's cost. `evring-bench python` runs this script and
+evring run, with lanes sized from --calls to hold all of a run's records (a
+--calls whose records a 64 MiB lane cannot hold is refused, never measured
+with records dropped), and its pages faulted in before the run (as
+`evring-bench producer` does), so nothing is dropped, no record takes a page
+fault, and the figures are the producer's cost. `evring-bench python` runs this script and
 folds its figures into the suite (`make bench`, `evring-bench all`).
 """
 import argparse
@@ -26,6 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
+
+
+REC_BYTES = 160          # a span pair's two records, at most (the biggest case's records per call)
+LANE_BYTES_MAX = 64 << 20
+
+
+def lane_bytes_for(calls):
+    """A lane that holds a run's records (its warm-up's too): a power of two from 4 KiB, or 0 when over 64 MiB."""
+    need, b = (calls + min(calls, 10000)) * REC_BYTES, 4096
+    while b < need:
+        b <<= 1
+    return b if b <= LANE_BYTES_MAX else 0
 
 
 def timed(fn, calls, runs):
@@ -97,6 +111,10 @@ def main():
     ap.add_argument("--off-child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     a.runs = max(a.runs, 1)
+    lane_bytes = lane_bytes_for(a.calls)
+    if not lane_bytes:
+        ap.error("--calls %d: a run's records would not fit a %d MiB lane (at most %d calls)"
+                 % (a.calls, LANE_BYTES_MAX >> 20, LANE_BYTES_MAX // REC_BYTES - 10000))
 
     import evring
 
@@ -111,7 +129,7 @@ def main():
         for _ in range(a.runs):
             for name, fn in (("floor", case_floor), ("event", ev), ("span", sp), ("logging", lg), ("json", js)):
                 if fn in (ev, sp):
-                    evring.open(name="bench_python", lanes=2, lane_bytes=32 << 20)
+                    evring.open(name="bench_python", lanes=2, lane_bytes=lane_bytes)
                     evring._evring._prefault()
                 samples.setdefault(name, []).extend(timed(fn, a.calls, 1))
         evring.close()
