@@ -16,10 +16,13 @@
 set -eu
 
 if [ $# -lt 4 ]; then
-	echo "usage: system.sh BUILD CMAKE CC SOURCE_DIR [SANITIZE]" >&2
+	echo "usage: system.sh BUILD CMAKE CC SOURCE_DIR [SANITIZE [PYTHON PYTHON_INSTALL_DIR]]" >&2
 	exit 2
 fi
-build=$1 cmake=$2 cc=$3 src=$4 sanitize=${5:-}
+# PYTHON, PYTHON_INSTALL_DIR: the build's interpreter and where make install
+# puts the evring package under the prefix; empty when the build has no
+# Python module.
+build=$1 cmake=$2 cc=$3 src=$4 sanitize=${5:-} python=${6:-} pydir=${7:-}
 
 fail()
 {
@@ -45,7 +48,7 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/etc-upper" "$tmp/etc-work"
 
 # The namespace's part: the caller's variables reach it through the environment.
-export EVR_BUILD="$build" EVR_CMAKE="$cmake" EVR_CC="$cc" EVR_SRC="$src" EVR_TMP="$tmp" EVR_SANFLAGS="$sanflags"
+export EVR_BUILD="$build" EVR_CMAKE="$cmake" EVR_CC="$cc" EVR_SRC="$src" EVR_TMP="$tmp" EVR_SANFLAGS="$sanflags" EVR_PYTHON="$python" EVR_PYDIR="$pydir"
 unshare --mount --propagation private sh -eu -c '
 	fail() { echo "install_system: $*" >&2; exit 1; }
 	mount -t tmpfs evring-test /usr/local || fail "cannot mount a tmpfs over /usr/local"
@@ -66,10 +69,19 @@ unshare --mount --propagation private sh -eu -c '
 		fail "the quickstart finds libevring.so.0 at \"$where\", not /usr/local/lib/libevring.so.0"
 	EVRING_NAME=evring-sys-test "$EVR_TMP/quickstart" || fail "the quickstart failed (status $?) with no LD_LIBRARY_PATH"
 	/usr/local/bin/evring --version >/dev/null || fail "/usr/local/bin/evring --version failed"
-	# The Python package, in /usr/local/lib/python3.X/dist-packages: on the path of Debian'"'"'s python3.
-	if [ -x /usr/bin/python3 ] && ls /usr/local/lib/python3*/dist-packages/evring/__init__.py >/dev/null 2>&1; then
-		(cd "$EVR_TMP" && EVRING_NAME=evring-sys-test /usr/bin/python3 -c "import evring; evring.event(\"installed\")") ||
-			fail "import evring from /usr/local with Debian'"'"'s python3 failed"
+	# The Python package, where make install puts it (/usr/local/lib/python3.X/dist-packages
+	# on Debian: on the path of Debian'"'"'s python3, which imports it with no PYTHONPATH).
+	if [ -n "$EVR_PYDIR" ]; then
+		pkg=/usr/local/$EVR_PYDIR/evring
+		[ -f "$pkg/__init__.py" ] || fail "make install put no $pkg/__init__.py"
+		ls "$pkg"/_evring*.so >/dev/null 2>&1 || fail "make install put no extension $pkg/_evring*.so"
+		if [ "$EVR_PYTHON" = /usr/bin/python3 ]; then
+			pp=
+		else
+			pp=/usr/local/$EVR_PYDIR
+		fi
+		(cd "$EVR_TMP" && PYTHONPATH=$pp EVRING_NAME=evring-sys-test "$EVR_PYTHON" -c "import evring; evring.event(\"installed\")") ||
+			fail "import evring from $pkg with $EVR_PYTHON failed"
 	fi
 ' || exit 1
 echo "install_system: make install into /usr/local ran ldconfig; the quickstart ran without LD_LIBRARY_PATH"
