@@ -26,6 +26,9 @@
 #ifndef EVR_BENCH_PYTHON
 #define EVR_BENCH_PYTHON "python3"
 #endif
+#ifndef EVR_BENCH_PY_PRELOAD
+#define EVR_BENCH_PY_PRELOAD "" /* the ASan build's: the sanitizer runtimes, ahead of the interpreter */
+#endif
 #ifndef EVR_BENCH_PYTHONPATH
 #define EVR_BENCH_PYTHONPATH ""
 #endif
@@ -119,6 +122,10 @@ static int py_run(struct bench_sub *s, void *ctx)
 		if (EVR_BENCH_PYTHONPATH[0])
 			setenv("PYTHONPATH", EVR_BENCH_PYTHONPATH, 1);
 		unsetenv("EVRING");
+		if (EVR_BENCH_PY_PRELOAD[0]) {
+			setenv("LD_PRELOAD", EVR_BENCH_PY_PRELOAD, 1);
+			setenv("ASAN_OPTIONS", "detect_leaks=0", 1); /* the interpreter's own allocations live to its exit */
+		}
 		execlp(EVR_BENCH_PYTHON, EVR_BENCH_PYTHON, EVR_BENCH_PYTHON_SCRIPT, "--samples", "--runs", runs,
 		       "--calls", calls, (char *)NULL);
 		fprintf(stderr, "evring-bench python: cannot run %s: %m\n", EVR_BENCH_PYTHON);

@@ -339,7 +339,8 @@ Test(isolate, isolated_hang_is_timed_out_killed_and_restarted)
 	cr_expect_eq(r->status, 9, "a timeout is a handler failure: %s", r->err);
 	cr_expect(strstr(r->err, "overran its timeout") != NULL, "%s", r->err);
 	cr_expect(strstr(r->err, "hung past the handler timeout, killed") != NULL, "%s", r->err);
-	cr_expect_eq(handler_num(r->err, "timeouts"), 1, "the watchdog counted the timeout: %s", r->err);
+	/* At least the hang's: the restarted process's first call may overrun 0.3 s too (ASan, a loaded machine). */
+	cr_expect_geq(handler_num(r->err, "timeouts"), 1, "the watchdog counted the timeout: %s", r->err);
 	cr_expect_eq(handler_num(r->err, "crashes"), 1, "%s", r->err);
 	o = read_all(out, &no);
 	mis = strstr(o, "misbehaving: hang");
