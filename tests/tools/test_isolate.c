@@ -25,6 +25,8 @@
 
 #include <evring/ring.h>
 
+#include "cli_child.h"
+
 #ifndef EVR_CRASH_PLUGIN
 #error "EVR_CLI_PATH, EVR_DEMO_PATH and EVR_CRASH_PLUGIN are set by tests/tools/CMakeLists.txt"
 #endif
@@ -38,22 +40,8 @@ struct run {
 
 static char tmpdir[64], cap[128];
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static pid_t spawn(const char *const *argv, const char *err)
+/* cli_child.h's spawn, but a fault or an abort in a sanitizer build is the process's own. */
+static pid_t spawn_faulting(const char *const *argv, const char *err)
 {
 	pid_t pid = fork();
 
@@ -76,26 +64,6 @@ static pid_t spawn(const char *const *argv, const char *err)
 		_exit(127);
 	}
 	return pid;
-}
-
-static int wait_for(pid_t pid)
-{
-	uint64_t end = now_ms() + WAIT_MS;
-	int st;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		cr_assert_eq(r, 0, "waitpid: %s", strerror(errno));
-		if (now_ms() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			cr_assert_fail("pid %d did not finish", (int)pid);
-		}
-		sleep_ms(5);
-	}
 }
 
 static char *read_all(const char *path, size_t *n)
@@ -129,7 +97,7 @@ static struct run *cli(const char *const *args)
 		argv[n] = args[n - 1];
 	argv[n] = NULL;
 	snprintf(err, sizeof(err), "%s/cli.err", tmpdir);
-	r.status = wait_for(spawn(argv, err));
+	r.status = wait_for(spawn_faulting(argv, err), WAIT_MS);
 	e = read_all(err, &len);
 	snprintf(r.err, sizeof(r.err), "%s", e);
 	free(e);
@@ -185,7 +153,7 @@ static pid_t demo(const char *duration)
 	pid_t d;
 
 	path(err, sizeof(err), "demo.err");
-	d = spawn(argv, err);
+	d = spawn_faulting(argv, err);
 	snprintf(seg, sizeof(seg), "/dev/shm/evring.%d.evring-demo", (int)d);
 	for (end = now_ms() + WAIT_MS; access(seg, F_OK) != 0;) {
 		cr_assert(now_ms() < end, "evring-demo made no segment");
@@ -199,7 +167,7 @@ static void demo_end(pid_t d)
 {
 	char seg[128];
 
-	cr_assert_eq(wait_for(d), 0);
+	cr_assert_eq(wait_for(d, WAIT_MS), 0);
 	snprintf(seg, sizeof(seg), "/evring.%d.evring-demo", (int)d);
 	evr_segment_unlink(seg);
 }
